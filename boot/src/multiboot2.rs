@@ -1,0 +1,706 @@
+//! Multiboot2 boot information (Multiboot2 specification 1.0, §3.6).
+//!
+//! A hand-written parser over a byte slice. Basalt does not use the
+//! `multiboot2` crate here: as of 0.28 its accessors assert on malformed
+//! input (a memory-map tag whose entry size is not 24, or whose size is not a
+//! multiple of it; a module whose end precedes its start), and its loader
+//! takes a raw pointer instead of a slice. Boot information is the first
+//! thing Basalt reads from outside and a panic there is exactly the failure
+//! the boot path must never have, so this parser bounds-checks every read,
+//! returns a typed [`Error`] naming the bad tag, and is randomly tested on
+//! arbitrary bytes.
+
+use crate::FixedVec;
+use crate::memmap::{MemoryMap, RawEntry};
+use core::fmt;
+
+/// The value a Multiboot2 loader leaves in EAX (§3.3).
+pub const BOOTLOADER_MAGIC: u32 = 0x36d7_6289;
+/// The value a Multiboot (version 1) loader leaves in EAX.
+pub const MULTIBOOT1_BOOTLOADER_MAGIC: u32 = 0x2bad_b002;
+/// How many boot modules Basalt takes; more are counted and reported.
+pub const MAX_MODULES: usize = 64;
+/// The largest boot information Basalt accepts. GRUB's is a few KiB; a
+/// larger size means the pointer or the header is wrong.
+pub const MAX_TOTAL_SIZE: u32 = 16 << 20;
+
+/// Tag types (§3.6.x).
+mod tag {
+    pub const END: u32 = 0;
+    pub const CMDLINE: u32 = 1;
+    pub const LOADER_NAME: u32 = 2;
+    pub const MODULE: u32 = 3;
+    pub const BASIC_MEMINFO: u32 = 4;
+    pub const MMAP: u32 = 6;
+    pub const ACPI_OLD: u32 = 14;
+    pub const ACPI_NEW: u32 = 15;
+    pub const EFI_BS_NOT_TERMINATED: u32 = 18;
+    pub const LOAD_BASE_ADDR: u32 = 21;
+}
+
+/// What is wrong with the boot information. Each message names the cause and
+/// what to do about it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Error {
+    /// The loader passed a null pointer.
+    Null,
+    /// Fewer bytes than the fixed header.
+    TooShort {
+        /// Bytes available.
+        len: usize,
+    },
+    /// The header's total size is impossible.
+    TotalSize {
+        /// `total_size` from the header.
+        total_size: u32,
+        /// Bytes available.
+        available: usize,
+    },
+    /// A tag's size is smaller than its type requires.
+    TagTooSmall {
+        /// Offset of the tag in the boot information.
+        offset: usize,
+        /// Tag type.
+        typ: u32,
+        /// Tag size from its header.
+        size: u32,
+    },
+    /// A tag extends past the end of the boot information.
+    TagOverrun {
+        /// Offset of the tag.
+        offset: usize,
+        /// Tag type.
+        typ: u32,
+        /// Tag size from its header.
+        size: u32,
+    },
+    /// The tags ran out before the end tag.
+    NoEndTag,
+    /// A string tag is not UTF-8.
+    BadString {
+        /// Tag type.
+        typ: u32,
+        /// Offset of the tag.
+        offset: usize,
+    },
+    /// The memory-map tag's entry size cannot hold an entry.
+    BadMemoryMapEntrySize {
+        /// `entry_size` from the tag.
+        entry_size: u32,
+    },
+    /// No memory-map tag.
+    NoMemoryMap,
+    /// A module ends before it starts.
+    BadModule {
+        /// Position of the module among the module tags.
+        index: usize,
+        /// Start address.
+        start: u32,
+        /// End address.
+        end: u32,
+    },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const FIX: &str = "the boot loader is broken or passed a damaged structure; \
+                           boot Basalt with GRUB 2's `multiboot2` command";
+        match *self {
+            Self::Null => write!(f, "the boot loader passed no boot information (null pointer); {FIX}"),
+            Self::TooShort { len } => {
+                write!(f, "the boot information is {len} bytes, shorter than its 8-byte header; {FIX}")
+            }
+            Self::TotalSize { total_size, available } => write!(
+                f,
+                "the boot information header gives a total size of {total_size} bytes, \
+                 which is impossible (at least 16, at most {available}); {FIX}"
+            ),
+            Self::TagTooSmall { offset, typ, size } => write!(
+                f,
+                "boot information tag type {typ} at offset {offset} is {size} bytes, \
+                 too small for its type; {FIX}"
+            ),
+            Self::TagOverrun { offset, typ, size } => write!(
+                f,
+                "boot information tag type {typ} at offset {offset} ({size} bytes) runs past \
+                 the end of the boot information; {FIX}"
+            ),
+            Self::NoEndTag => write!(f, "the boot information has no end tag; {FIX}"),
+            Self::BadString { typ, offset } => write!(
+                f,
+                "boot information tag type {typ} at offset {offset} holds a string that is not \
+                 UTF-8; check the command lines in the boot loader's configuration"
+            ),
+            Self::BadMemoryMapEntrySize { entry_size } => write!(
+                f,
+                "the memory map's entries are {entry_size} bytes, but an entry needs 24 and a \
+                 multiple of 8; {FIX}"
+            ),
+            Self::NoMemoryMap => write!(
+                f,
+                "the boot loader passed no memory map (Multiboot2 tag 6), so Basalt cannot \
+                 tell free RAM from reserved ranges; boot it with GRUB 2's `multiboot2` command, \
+                 which always passes one"
+            ),
+            Self::BadModule { index, start, end } => write!(
+                f,
+                "boot module {index} ends (0x{end:x}) before it starts (0x{start:x}); {FIX}"
+            ),
+        }
+    }
+}
+
+/// A boot module: a file the loader put in memory, with its command line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Module<'a> {
+    /// Physical address of the first byte.
+    pub start: u64,
+    /// Physical address one past the last byte.
+    pub end: u64,
+    /// The module's command line (everything after the path in GRUB's `module2`).
+    pub cmdline: &'a str,
+}
+
+impl Module<'_> {
+    /// Size in bytes.
+    pub fn len(&self) -> u64 {
+        self.end - self.start
+    }
+
+    /// Whether the module is empty.
+    pub fn is_empty(&self) -> bool {
+        self.end == self.start
+    }
+}
+
+/// A copy of the ACPI Root System Description Pointer (ACPI 6.5 §5.2.5.3),
+/// as Multiboot2 tags 14 and 15 carry it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rsdp {
+    /// ACPI revision: 0 for ACPI 1.0 (RSDT only), 2 and later with an XSDT.
+    pub revision: u8,
+    /// OEM identification.
+    pub oem_id: [u8; 6],
+    /// Physical address of the RSDT.
+    pub rsdt_address: u32,
+    /// Physical address of the XSDT (revision 2 and later).
+    pub xsdt_address: Option<u64>,
+    /// Whether the signature is `RSD PTR ` and the checksums add up.
+    pub valid: bool,
+}
+
+impl Rsdp {
+    fn parse(body: &[u8]) -> Option<Self> {
+        let v1 = body.get(..20)?;
+        let mut oem_id = [0; 6];
+        oem_id.copy_from_slice(&v1[9..15]);
+        let sum = |bytes: &[u8]| bytes.iter().fold(0u8, |a, b| a.wrapping_add(*b));
+        let mut rsdp = Self {
+            revision: v1[15],
+            oem_id,
+            rsdt_address: le32(v1, 16)?,
+            xsdt_address: None,
+            valid: &v1[..8] == b"RSD PTR " && sum(v1) == 0,
+        };
+        if rsdp.revision >= 2
+            && let Some(v2) = body.get(..36)
+        {
+            rsdp.xsdt_address = Some(le64(v2, 24)?);
+            rsdp.valid &= sum(v2) == 0;
+        }
+        Some(rsdp)
+    }
+
+    /// The OEM id as text, when it is printable.
+    pub fn oem(&self) -> &str {
+        core::str::from_utf8(&self.oem_id).unwrap_or("?").trim_end()
+    }
+}
+
+/// Everything Basalt takes from the Multiboot2 boot information.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BootInfo<'a> {
+    /// Size of the boot information in bytes.
+    pub total_size: u32,
+    /// The hypervisor's command line.
+    pub cmdline: Option<&'a str>,
+    /// The boot loader's name.
+    pub loader_name: Option<&'a str>,
+    /// The normalised memory map.
+    pub memory_map: MemoryMap,
+    /// The boot modules, in the loader's order.
+    pub modules: FixedVec<Module<'a>, MAX_MODULES>,
+    /// The ACPI 1.0 RSDP copy (tag 14).
+    pub rsdp_v1: Option<Rsdp>,
+    /// The ACPI 2.0+ RSDP copy (tag 15).
+    pub rsdp_v2: Option<Rsdp>,
+    /// `mem_lower` and `mem_upper` in KiB (tag 4), informational.
+    pub basic_meminfo: Option<(u32, u32)>,
+    /// Physical load address of the image, when the loader reports it (tag 21).
+    pub load_base: Option<u32>,
+    /// The loader left UEFI boot services running (tag 18).
+    pub efi_boot_services_active: bool,
+    /// Tags Basalt does not use (framebuffer, ELF sections, …).
+    pub other_tags: usize,
+}
+
+impl<'a> BootInfo<'a> {
+    /// The best RSDP the loader gave: the 2.0+ one when it is valid.
+    pub fn rsdp(&self) -> Option<Rsdp> {
+        match (self.rsdp_v2, self.rsdp_v1) {
+            (Some(v2), _) if v2.valid => Some(v2),
+            (_, Some(v1)) if v1.valid => Some(v1),
+            (v2, v1) => v2.or(v1),
+        }
+    }
+}
+
+fn le32(bytes: &[u8], at: usize) -> Option<u32> {
+    let raw = bytes.get(at..at.checked_add(4)?)?;
+    Some(u32::from_le_bytes(raw.try_into().ok()?))
+}
+
+fn le64(bytes: &[u8], at: usize) -> Option<u64> {
+    let raw = bytes.get(at..at.checked_add(8)?)?;
+    Some(u64::from_le_bytes(raw.try_into().ok()?))
+}
+
+/// Reads the total size from the first bytes of a boot information, so that
+/// the caller can bound the slice it hands to [`parse`].
+pub fn total_size(header: &[u8; 8]) -> Result<u32, Error> {
+    let total_size = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+    if !(16..=MAX_TOTAL_SIZE).contains(&total_size) {
+        return Err(Error::TotalSize {
+            total_size,
+            available: MAX_TOTAL_SIZE as usize,
+        });
+    }
+    Ok(total_size)
+}
+
+/// Parses a Multiboot2 boot information held in `bytes` (which may be longer
+/// than the header's total size).
+pub fn parse<'a>(bytes: &'a [u8]) -> Result<BootInfo<'a>, Error> {
+    let header: &[u8; 8] = bytes
+        .get(..8)
+        .and_then(|h| h.try_into().ok())
+        .ok_or(Error::TooShort { len: bytes.len() })?;
+    let total_size = total_size(header)?;
+    let bytes = bytes.get(..total_size as usize).ok_or(Error::TotalSize {
+        total_size,
+        available: bytes.len(),
+    })?;
+
+    let mut info = BootInfo {
+        total_size,
+        ..BootInfo::default()
+    };
+    let mut memory_map = None;
+    let mut offset = 8usize;
+    loop {
+        let (typ, size) = match (le32(bytes, offset), le32(bytes, offset + 4)) {
+            (Some(typ), Some(size)) => (typ, size),
+            _ => return Err(Error::NoEndTag),
+        };
+        if size < 8 {
+            return Err(Error::TagTooSmall { offset, typ, size });
+        }
+        let body = offset
+            .checked_add(size as usize)
+            .and_then(|end| bytes.get(offset + 8..end))
+            .ok_or(Error::TagOverrun { offset, typ, size })?;
+        let too_small = Error::TagTooSmall { offset, typ, size };
+        let string = |body: &'a [u8]| -> Result<&'a str, Error> {
+            let text = body.split(|b| *b == 0).next().unwrap_or_default();
+            core::str::from_utf8(text).map_err(|_| Error::BadString { typ, offset })
+        };
+        match typ {
+            tag::END => break,
+            tag::CMDLINE => {
+                let text = string(body)?;
+                info.cmdline.get_or_insert(text);
+            }
+            tag::LOADER_NAME => {
+                let text = string(body)?;
+                info.loader_name.get_or_insert(text);
+            }
+            tag::MODULE => {
+                let (start, end) = le32(body, 0).zip(le32(body, 4)).ok_or(too_small)?;
+                let index = info.modules.len() + info.modules.dropped();
+                if end < start {
+                    return Err(Error::BadModule { index, start, end });
+                }
+                let module = Module {
+                    start: start.into(),
+                    end: end.into(),
+                    cmdline: string(body.get(8..).unwrap_or_default())?,
+                };
+                let _ = info.modules.push(module);
+            }
+            tag::BASIC_MEMINFO => {
+                info.basic_meminfo = Some(le32(body, 0).zip(le32(body, 4)).ok_or(too_small)?);
+            }
+            tag::MMAP => {
+                let (entry_size, entries) = le32(body, 0)
+                    .zip(body.get(8..))
+                    .ok_or(too_small)?;
+                if entry_size < 24 || entry_size % 8 != 0 {
+                    return Err(Error::BadMemoryMapEntrySize { entry_size });
+                }
+                // Trailing bytes short of a whole entry are ignored (§3.6.8
+                // lets entries grow; only whole ones are meaningful).
+                let entries = entries.chunks_exact(entry_size as usize);
+                memory_map.get_or_insert_with(|| {
+                    MemoryMap::from_raw(entries.filter_map(|e| {
+                        Some(RawEntry {
+                            base: le64(e, 0)?,
+                            len: le64(e, 8)?,
+                            typ: le32(e, 16)?,
+                        })
+                    }))
+                });
+            }
+            tag::ACPI_OLD => info.rsdp_v1 = Some(Rsdp::parse(body).ok_or(too_small)?),
+            tag::ACPI_NEW => info.rsdp_v2 = Some(Rsdp::parse(body).ok_or(too_small)?),
+            tag::EFI_BS_NOT_TERMINATED => info.efi_boot_services_active = true,
+            tag::LOAD_BASE_ADDR => info.load_base = Some(le32(body, 0).ok_or(too_small)?),
+            _ => info.other_tags += 1,
+        }
+        // Tags start on 8-byte boundaries (§3.6.1).
+        offset = (offset + size as usize).next_multiple_of(8);
+    }
+    info.memory_map = memory_map.ok_or(Error::NoMemoryMap)?;
+    Ok(info)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::memmap::RegionKind;
+
+    /// Builds boot information byte by byte, well-formed or not.
+    #[derive(Default)]
+    pub(crate) struct Builder {
+        tags: Vec<u8>,
+    }
+
+    impl Builder {
+        pub(crate) fn tag(mut self, typ: u32, body: &[u8]) -> Self {
+            self.tags.extend_from_slice(&typ.to_le_bytes());
+            self.tags
+                .extend_from_slice(&(8 + body.len() as u32).to_le_bytes());
+            self.tags.extend_from_slice(body);
+            while self.tags.len() % 8 != 0 {
+                self.tags.push(0);
+            }
+            self
+        }
+
+        pub(crate) fn string(self, typ: u32, text: &str) -> Self {
+            let mut body = text.as_bytes().to_vec();
+            body.push(0);
+            self.tag(typ, &body)
+        }
+
+        pub(crate) fn module(self, start: u32, end: u32, cmdline: &str) -> Self {
+            let mut body = start.to_le_bytes().to_vec();
+            body.extend_from_slice(&end.to_le_bytes());
+            body.extend_from_slice(cmdline.as_bytes());
+            body.push(0);
+            self.tag(tag::MODULE, &body)
+        }
+
+        pub(crate) fn mmap(self, entries: &[(u64, u64, u32)]) -> Self {
+            let mut body = 24u32.to_le_bytes().to_vec();
+            body.extend_from_slice(&0u32.to_le_bytes());
+            for (base, len, typ) in entries {
+                body.extend_from_slice(&base.to_le_bytes());
+                body.extend_from_slice(&len.to_le_bytes());
+                body.extend_from_slice(&typ.to_le_bytes());
+                body.extend_from_slice(&0u32.to_le_bytes());
+            }
+            self.tag(tag::MMAP, &body)
+        }
+
+        pub(crate) fn build_without_end(self) -> Vec<u8> {
+            let mut out = ((8 + self.tags.len()) as u32).to_le_bytes().to_vec();
+            out.extend_from_slice(&[0; 4]);
+            out.extend_from_slice(&self.tags);
+            out
+        }
+
+        pub(crate) fn build(self) -> Vec<u8> {
+            self.tag(tag::END, &[]).build_without_end()
+        }
+    }
+
+    fn rsdp_v2() -> Vec<u8> {
+        let mut r = b"RSD PTR ".to_vec();
+        r.push(0); // checksum
+        r.extend_from_slice(b"BOCHS ");
+        r.push(2);
+        r.extend_from_slice(&0x7fe1_4b2du32.to_le_bytes());
+        r.extend_from_slice(&36u32.to_le_bytes());
+        r.extend_from_slice(&0x7fe1_4c00u64.to_le_bytes());
+        r.extend_from_slice(&[0; 4]); // extended checksum + reserved
+        let sum = |b: &[u8]| b.iter().fold(0u8, |a, x| a.wrapping_add(*x));
+        r[8] = 0u8.wrapping_sub(sum(&r[..20]));
+        r[32] = 0u8.wrapping_sub(sum(&r[..36]));
+        r
+    }
+
+    pub(crate) fn grub_like() -> Vec<u8> {
+        Builder::default()
+            .string(tag::CMDLINE, "loglvl=debug com1=115200")
+            .string(tag::LOADER_NAME, "GRUB 2.06-13+deb12u1")
+            .module(0x0080_0000, 0x0080_1234, "name=t1 memory=16M")
+            .module(0x0090_0000, 0x0090_0000, "")
+            .tag(tag::BASIC_MEMINFO, &[0x7f, 2, 0, 0, 0x80, 0xfb, 1, 0])
+            .mmap(&[
+                (0, 0x9fc00, 1),
+                (0x9fc00, 0x400, 2),
+                (0xf0000, 0x10000, 2),
+                (0x10_0000, 0x1fee_0000, 1),
+                (0x1ffe_0000, 0x2_0000, 2),
+                (0xfffc_0000, 0x4_0000, 2),
+                (0x1_0000_0000, 0x4000_0000, 1),
+            ])
+            .tag(tag::ACPI_NEW, &rsdp_v2())
+            .tag(8, &[0; 24]) // a framebuffer tag Basalt skips
+            .build()
+    }
+
+    #[test]
+    fn parses_what_grub_passes() {
+        let bytes = grub_like();
+        let info = parse(&bytes).expect("well-formed");
+        assert_eq!(info.cmdline, Some("loglvl=debug com1=115200"));
+        assert_eq!(info.loader_name, Some("GRUB 2.06-13+deb12u1"));
+        assert_eq!(info.modules.len(), 2);
+        assert_eq!(info.modules[0].cmdline, "name=t1 memory=16M");
+        assert_eq!(info.modules[0].len(), 0x1234);
+        assert!(info.modules[1].is_empty());
+        assert_eq!(info.memory_map.regions().len(), 7);
+        assert_eq!(info.memory_map.regions()[6].kind, RegionKind::Usable);
+        assert_eq!(
+            info.memory_map.usable_bytes(),
+            0x9f000 + 0x1fee_0000 + 0x4000_0000
+        );
+        let rsdp = info.rsdp().expect("rsdp");
+        assert!(rsdp.valid);
+        assert_eq!(rsdp.revision, 2);
+        assert_eq!(rsdp.oem(), "BOCHS");
+        assert_eq!(rsdp.xsdt_address, Some(0x7fe1_4c00));
+        assert_eq!(info.basic_meminfo, Some((639, 129_920)));
+        assert_eq!(info.other_tags, 1);
+    }
+
+    #[test]
+    fn a_longer_buffer_than_total_size_is_fine() {
+        let mut bytes = grub_like();
+        bytes.extend_from_slice(&[0xff; 64]);
+        assert!(parse(&bytes).is_ok());
+    }
+
+    #[test]
+    fn malformed_headers() {
+        assert_eq!(parse(&[]).err(), Some(Error::TooShort { len: 0 }));
+        assert!(matches!(parse(&[8, 0, 0, 0, 0, 0, 0, 0]), Err(Error::TotalSize { .. })));
+        let bytes = grub_like();
+        assert!(matches!(
+            parse(&bytes[..bytes.len() - 8]),
+            Err(Error::TotalSize { .. })
+        ));
+        let mut huge = bytes.clone();
+        huge[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(parse(&huge), Err(Error::TotalSize { .. })));
+    }
+
+    #[test]
+    fn missing_end_tag() {
+        let bytes = Builder::default().string(tag::CMDLINE, "x").build_without_end();
+        assert_eq!(parse(&bytes).err(), Some(Error::NoEndTag));
+    }
+
+    #[test]
+    fn missing_memory_map() {
+        let bytes = Builder::default().string(tag::CMDLINE, "x").build();
+        assert_eq!(parse(&bytes).err(), Some(Error::NoMemoryMap));
+        assert!(Error::NoMemoryMap.to_string().contains("no memory map"));
+    }
+
+    #[test]
+    fn tag_too_small_or_overrunning() {
+        let mut bytes = Builder::default().mmap(&[(0, 0x1000, 1)]).build();
+        bytes[12..16].copy_from_slice(&4u32.to_le_bytes());
+        assert!(matches!(parse(&bytes), Err(Error::TagTooSmall { offset: 8, typ: 6, size: 4 })));
+        bytes[12..16].copy_from_slice(&4000u32.to_le_bytes());
+        assert!(matches!(parse(&bytes), Err(Error::TagOverrun { offset: 8, typ: 6, .. })));
+        let short_module = Builder::default().tag(tag::MODULE, &[1, 2, 3]).build();
+        assert!(matches!(parse(&short_module), Err(Error::TagTooSmall { typ: 3, .. })));
+        let short_rsdp = Builder::default().tag(tag::ACPI_OLD, &[0; 19]).build();
+        assert!(matches!(parse(&short_rsdp), Err(Error::TagTooSmall { typ: 14, .. })));
+    }
+
+    #[test]
+    fn bad_memory_map_entry_size() {
+        let mut bytes = Builder::default().mmap(&[(0, 0x1000, 1)]).build();
+        for bad in [0u32, 8, 20, 25] {
+            bytes[16..20].copy_from_slice(&bad.to_le_bytes());
+            assert_eq!(
+                parse(&bytes).err(),
+                Some(Error::BadMemoryMapEntrySize { entry_size: bad })
+            );
+        }
+    }
+
+    #[test]
+    fn larger_memory_map_entries_are_read_by_entry_size() {
+        let mut body = 32u32.to_le_bytes().to_vec();
+        body.extend_from_slice(&[0; 4]);
+        for (base, len) in [(0u64, 0x9f000u64), (0x10_0000, 0x10_0000)] {
+            body.extend_from_slice(&base.to_le_bytes());
+            body.extend_from_slice(&len.to_le_bytes());
+            body.extend_from_slice(&1u32.to_le_bytes());
+            body.extend_from_slice(&[0xee; 12]);
+        }
+        body.extend_from_slice(&[0xaa; 7]); // a partial trailing entry
+        let bytes = Builder::default().tag(tag::MMAP, &body).build();
+        let info = parse(&bytes).expect("ok");
+        assert_eq!(info.memory_map.usable_bytes(), 0x9f000 + 0x10_0000);
+    }
+
+    #[test]
+    fn module_ending_before_it_starts() {
+        let bytes = Builder::default()
+            .mmap(&[(0, 0x1000, 1)])
+            .module(0x2000, 0x1000, "x")
+            .build();
+        assert_eq!(
+            parse(&bytes).err(),
+            Some(Error::BadModule { index: 0, start: 0x2000, end: 0x1000 })
+        );
+    }
+
+    #[test]
+    fn non_utf8_command_line() {
+        let bytes = Builder::default().tag(tag::CMDLINE, &[0xff, 0xfe, 0]).build();
+        assert!(matches!(parse(&bytes), Err(Error::BadString { typ: 1, .. })));
+        // A string without its NUL is taken whole.
+        let bytes = Builder::default()
+            .mmap(&[(0, 0x1000, 1)])
+            .tag(tag::CMDLINE, b"abc")
+            .build();
+        assert_eq!(parse(&bytes).expect("ok").cmdline, Some("abc"));
+    }
+
+    #[test]
+    fn too_many_modules_are_counted() {
+        let mut builder = Builder::default().mmap(&[(0, 0x1000, 1)]);
+        for i in 0..(MAX_MODULES as u32 + 3) {
+            builder = builder.module(i * 0x1000, i * 0x1000 + 1, "m");
+        }
+        let bytes = builder.build();
+        let info = parse(&bytes).expect("ok");
+        assert_eq!(info.modules.len(), MAX_MODULES);
+        assert_eq!(info.modules.dropped(), 3);
+    }
+
+    #[test]
+    fn every_error_message_says_what_to_do() {
+        let errors = [
+            Error::Null,
+            Error::TooShort { len: 3 },
+            Error::TotalSize { total_size: 1, available: 2 },
+            Error::TagTooSmall { offset: 8, typ: 6, size: 4 },
+            Error::TagOverrun { offset: 8, typ: 6, size: 4 },
+            Error::NoEndTag,
+            Error::BadString { typ: 1, offset: 8 },
+            Error::BadMemoryMapEntrySize { entry_size: 3 },
+            Error::NoMemoryMap,
+            Error::BadModule { index: 0, start: 2, end: 1 },
+        ];
+        for e in errors {
+            let text = e.to_string();
+            assert!(
+                text.contains("GRUB") || text.contains("boot loader"),
+                "{text}"
+            );
+        }
+    }
+
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    fn check_invariants(info: &BootInfo<'_>) {
+        for pair in info.memory_map.regions().windows(2) {
+            assert!(pair[0].end <= pair[1].start);
+        }
+        for m in info.modules.iter() {
+            assert!(m.start <= m.end);
+        }
+    }
+
+    /// Arbitrary bytes never make the parser panic, loop or read out of bounds.
+    #[test]
+    fn random_bytes_never_panic() {
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        for _ in 0..50_000 {
+            let len = rng.below(256);
+            let mut bytes: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+            if len >= 8 && rng.below(2) == 0 {
+                bytes[..4].copy_from_slice(&(len as u32).to_le_bytes());
+            }
+            if let Ok(info) = parse(&bytes) {
+                check_invariants(&info);
+            }
+        }
+    }
+
+    /// Mutations of well-formed boot information (byte changes, size fields
+    /// pointed at odd places, truncation) never make the parser panic.
+    #[test]
+    fn mutated_boot_information_never_panics() {
+        let good = grub_like();
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut accepted = 0;
+        for _ in 0..100_000 {
+            let mut bytes = good.clone();
+            for _ in 0..1 + rng.below(4) {
+                if bytes.is_empty() {
+                    break;
+                }
+                let at = rng.below(bytes.len());
+                match rng.below(4) {
+                    0 => bytes[at] = rng.next() as u8,
+                    1 => bytes[at] ^= 1 << rng.below(8),
+                    2 => {
+                        let at = at & !3;
+                        let value = [0u32, 7, 8, 9, 24, 0xffff_fff8, rng.next() as u32][rng.below(7)];
+                        if at + 4 <= bytes.len() {
+                            bytes[at..at + 4].copy_from_slice(&value.to_le_bytes());
+                        }
+                    }
+                    _ => bytes.truncate(at),
+                }
+            }
+            if let Ok(info) = parse(&bytes) {
+                accepted += 1;
+                check_invariants(&info);
+            }
+        }
+        // The mutations must also leave some inputs valid, or this test
+        // would only exercise the header checks.
+        assert!(accepted > 1000, "{accepted}");
+    }
+}

@@ -1,0 +1,66 @@
+//! Processor identification, time stamp counter and halting.
+
+use core::arch::x86_64::{__cpuid, __cpuid_count, CpuidResult, _rdtsc};
+
+/// CPUID leaf `leaf`, sub-leaf 0.
+pub fn cpuid(leaf: u32) -> CpuidResult {
+    cpuid_count(leaf, 0)
+}
+
+/// CPUID leaf `leaf`, sub-leaf `sub`.
+pub fn cpuid_count(leaf: u32, sub: u32) -> CpuidResult {
+    // CPUID is available on every x86_64 CPU (the 32-bit entry checked it);
+    // `__cpuid_count` is a safe intrinsic on x86_64.
+    __cpuid_count(leaf, sub)
+}
+
+/// The highest basic and extended CPUID leaves.
+pub fn max_leaves() -> (u32, u32) {
+    (__cpuid(0).eax, __cpuid(0x8000_0000).eax)
+}
+
+/// Reads the time stamp counter.
+pub fn rdtsc() -> u64 {
+    // SAFETY: RDTSC only reads a counter; CR4.TSD is clear in ring 0 anyway.
+    unsafe { _rdtsc() }
+}
+
+/// The initial APIC id of this CPU (CPUID.1:EBX[31:24]). Until per-CPU data
+/// exists (platform bring-up), the log uses it as the CPU number.
+pub fn apic_id() -> u32 {
+    cpuid(1).ebx >> 24
+}
+
+/// The vendor string, e.g. `GenuineIntel`.
+pub fn vendor(buf: &mut [u8; 12]) -> &str {
+    let r = cpuid(0);
+    buf[0..4].copy_from_slice(&r.ebx.to_le_bytes());
+    buf[4..8].copy_from_slice(&r.edx.to_le_bytes());
+    buf[8..12].copy_from_slice(&r.ecx.to_le_bytes());
+    core::str::from_utf8(buf).unwrap_or("unknown")
+}
+
+/// The brand string, when the CPU has one.
+pub fn brand(buf: &mut [u8; 48]) -> Option<&str> {
+    if max_leaves().1 < 0x8000_0004 {
+        return None;
+    }
+    for (i, leaf) in (0x8000_0002u32..=0x8000_0004).enumerate() {
+        let r = cpuid(leaf);
+        for (j, reg) in [r.eax, r.ebx, r.ecx, r.edx].iter().enumerate() {
+            let at = i * 16 + j * 4;
+            buf[at..at + 4].copy_from_slice(&reg.to_le_bytes());
+        }
+    }
+    let text = core::str::from_utf8(buf).ok()?;
+    Some(text.trim_matches(|c: char| c == '\0' || c.is_whitespace()))
+}
+
+/// Stops this CPU for good: interrupts off, then HLT in a loop (an NMI or SMI
+/// that wakes it finds the next HLT).
+pub fn halt_forever() -> ! {
+    loop {
+        x86_64::instructions::interrupts::disable();
+        x86_64::instructions::hlt();
+    }
+}

@@ -1,0 +1,262 @@
+//! The hypervisor console: the serial ports chosen by `console=`, and the
+//! `log` backend that writes every line with the time since boot and the
+//! CPU number.
+//!
+//! Output never blocks forever: a port whose transmitter stays busy for
+//! [`STALL_SPINS`] polls is declared stuck and skipped from then on, so a
+//! dead or unplugged UART cannot hang the hypervisor.
+
+use crate::arch::x86_64::cpu;
+use crate::time;
+use basalt_boot::cmdline::{Consoles, LogLevel, Parity as CmdParity, SerialParams};
+use core::fmt::{self, Write};
+use core::sync::atomic::{AtomicBool, Ordering};
+use spin::Mutex;
+use uart_16550::backend::PioBackend;
+use uart_16550::spec::registers::{LSR, Parity, WordLength};
+use uart_16550::{BaudRate, Config, Uart16550};
+
+/// Polls of a busy transmitter before a port is considered stuck.
+const STALL_SPINS: u32 = 1_000_000;
+
+const COM1_BASE: u16 = 0x3f8;
+const COM2_BASE: u16 = 0x2f8;
+
+struct Port {
+    uart: Uart16550<PioBackend>,
+    stuck: bool,
+}
+
+impl Port {
+    fn write_byte(&mut self, byte: u8) {
+        if self.stuck {
+            return;
+        }
+        for _ in 0..STALL_SPINS {
+            if self.uart.try_send_byte(byte).is_ok() {
+                return;
+            }
+            core::hint::spin_loop();
+        }
+        self.stuck = true;
+    }
+}
+
+struct Console {
+    ports: [Option<Port>; 2],
+}
+
+impl Port {
+    /// Waits until the transmitter has sent every byte (LSR.TEMT), bounded.
+    fn drain(&mut self) {
+        for _ in 0..STALL_SPINS {
+            if self.stuck || self.uart.lsr().contains(LSR::TRANSMITTER_EMPTY) {
+                return;
+            }
+            core::hint::spin_loop();
+        }
+    }
+}
+
+impl Console {
+    fn write_bytes(&mut self, bytes: &[u8]) {
+        for port in self.ports.iter_mut().flatten() {
+            for &b in bytes {
+                if b == b'\n' {
+                    port.write_byte(b'\r');
+                }
+                port.write_byte(b);
+            }
+        }
+    }
+}
+
+impl Write for Console {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.write_bytes(s.as_bytes());
+        Ok(())
+    }
+}
+
+static CONSOLE: Mutex<Console> = Mutex::new(Console {
+    ports: [None, None],
+});
+
+/// Set once a CPU panics: from then on the console lock is taken by force so
+/// the panic report always gets out.
+static PANICKING: AtomicBool = AtomicBool::new(false);
+
+fn uart_config(params: &SerialParams) -> Config {
+    Config {
+        baud_rate: BaudRate::from_integer(params.baud),
+        data_bits: match params.data_bits {
+            5 => WordLength::FiveBits,
+            6 => WordLength::SixBits,
+            7 => WordLength::SevenBits,
+            _ => WordLength::EightBits,
+        },
+        parity: match params.parity {
+            CmdParity::None => Parity::Disabled,
+            CmdParity::Odd => Parity::Odd,
+            CmdParity::Even => Parity::Even,
+            CmdParity::Mark => Parity::Forced1,
+            CmdParity::Space => Parity::Forced0,
+        },
+        extra_stop_bits: params.stop_bits == 2,
+        ..Config::DEFAULT
+    }
+}
+
+/// Why a requested console port is not in use.
+#[derive(Debug, Clone, Copy)]
+pub enum PortError {
+    /// The scratch-register probe found no UART at the port.
+    NotPresent(u16),
+    /// The UART rejected the configuration.
+    BadConfig(u16),
+}
+
+impl fmt::Display for PortError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotPresent(base) => write!(
+                f,
+                "no UART answers at I/O port {base:#x}; check `console=` and the `comN=` I/O base"
+            ),
+            Self::BadConfig(base) => write!(
+                f,
+                "the UART at I/O port {base:#x} rejected the settings; check `comN=` (BAUD must divide 115200)"
+            ),
+        }
+    }
+}
+
+fn open(base: u16, params: &SerialParams) -> Result<Port, PortError> {
+    // SAFETY: `base` is a standard COM port base (or one the operator named
+    // with `comN=...,IO-BASE`); a 16550 occupies 8 ports from it, and the
+    // console lock gives this driver exclusive use of it.
+    let mut uart = unsafe { Uart16550::new_port(base) }.map_err(|_| PortError::BadConfig(base))?;
+    uart.init(uart_config(params)).map_err(|e| match e {
+        uart_16550::InitError::DeviceNotPresent => PortError::NotPresent(base),
+        _ => PortError::BadConfig(base),
+    })?;
+    Ok(Port { uart, stuck: false })
+}
+
+/// Opens COM1 with the default settings, before the command line is read, so
+/// that boot errors can be reported.
+pub fn init_early() {
+    let port = open(COM1_BASE, &SerialParams::default()).ok();
+    CONSOLE.lock().ports = [port, None];
+}
+
+/// Reopens the console on the ports and settings from the command line.
+/// Returns the ports that could not be used, for the caller to report once
+/// the console works.
+pub fn configure(consoles: Consoles, com1: &SerialParams, com2: &SerialParams) -> [Option<PortError>; 2] {
+    let mut errors = [None, None];
+    let mut ports = [None, None];
+    let wanted = [
+        (consoles.com1, COM1_BASE, com1),
+        (consoles.com2, COM2_BASE, com2),
+    ];
+    for (i, (on, default_base, params)) in wanted.into_iter().enumerate() {
+        if on {
+            match open(params.io_base.unwrap_or(default_base), params) {
+                Ok(port) => ports[i] = Some(port),
+                Err(e) => errors[i] = Some(e),
+            }
+        }
+    }
+    CONSOLE.lock().ports = ports;
+    errors
+}
+
+/// Writes formatted text to the console as it is (no log prefix).
+pub fn print(args: fmt::Arguments<'_>) {
+    if PANICKING.load(Ordering::Relaxed) {
+        // SAFETY: only reached after a panic, when this CPU is the only one
+        // still printing (issue: SMP stops the others first); a lock held by
+        // the panicking code path must not silence the report.
+        unsafe { CONSOLE.force_unlock() };
+    }
+    let _ = CONSOLE.lock().write_fmt(args);
+}
+
+/// Waits until every console port has sent its last byte, so that a run
+/// ending right after (emulator exit, reset) does not cut the last line.
+pub fn flush() {
+    for port in CONSOLE.lock().ports.iter_mut().flatten() {
+        port.drain();
+    }
+}
+
+/// Marks the start of a panic report (see [`print`]).
+pub fn enter_panic() -> bool {
+    !PANICKING.swap(true, Ordering::SeqCst)
+}
+
+/// `print!` to the console.
+#[macro_export]
+macro_rules! print {
+    ($($arg:tt)*) => { $crate::console::print(format_args!($($arg)*)) };
+}
+
+/// `println!` to the console.
+#[macro_export]
+macro_rules! println {
+    () => { $crate::print!("\n") };
+    ($($arg:tt)*) => { $crate::console::print(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+struct Logger;
+
+impl log::Log for Logger {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let micros = time::micros_since_boot();
+        let level = match record.level() {
+            log::Level::Error => "ERROR",
+            log::Level::Warn => "WARN ",
+            log::Level::Info => "INFO ",
+            log::Level::Debug => "DEBUG",
+            log::Level::Trace => "TRACE",
+        };
+        print(format_args!(
+            "[{:5}.{:06}] cpu{} {} {}\n",
+            micros / 1_000_000,
+            micros % 1_000_000,
+            cpu::apic_id(),
+            level,
+            record.args()
+        ));
+    }
+
+    fn flush(&self) {}
+}
+
+static LOGGER: Logger = Logger;
+
+/// Installs the log backend at the command line's level.
+pub fn init_log(level: LogLevel) {
+    let _ = log::set_logger(&LOGGER);
+    set_level(level);
+}
+
+/// Changes the log level.
+pub fn set_level(level: LogLevel) {
+    log::set_max_level(match level {
+        LogLevel::None => log::LevelFilter::Off,
+        LogLevel::Error => log::LevelFilter::Error,
+        LogLevel::Warning => log::LevelFilter::Warn,
+        LogLevel::Info => log::LevelFilter::Info,
+        LogLevel::Debug => log::LevelFilter::Debug,
+        LogLevel::All => log::LevelFilter::Trace,
+    });
+}

@@ -1,0 +1,292 @@
+//! Basalt: a Type-1 hypervisor for x86_64 (see docs/architecture.md).
+//!
+//! This binary is the thin ring-0 layer. The boot path is:
+//! `entry.S` (Multiboot2 entry, long mode) → [`kmain`] → parse the boot
+//! information and the command line (pure code in `basalt-boot`) → console
+//! and log → boot summary.
+
+#![no_std]
+#![no_main]
+
+mod arch;
+mod console;
+mod panic;
+mod time;
+mod verdict;
+
+use arch::x86_64::{self as x86, cpu};
+use basalt_boot::cmdline::Options;
+use basalt_boot::memmap::ByteSize;
+use basalt_boot::multiboot2::{self, BootInfo};
+use log::{debug, info, warn};
+use verdict::{Verdict, finish};
+
+/// The version printed in the banner: crate version and `git describe`.
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+const GIT_VERSION: &str = env!("BASALT_GIT_VERSION");
+
+/// Rust entry point, called once by `entry.S` on the boot CPU with the
+/// register values the loader left: `magic` (EAX) and `info_phys` (EBX).
+#[unsafe(no_mangle)]
+pub extern "C" fn kmain(magic: u32, info_phys: u32) -> ! {
+    console::init_early();
+    let (tsc_hz, tsc_source) = time::init();
+
+    let info = match read_boot_info(magic, info_phys) {
+        Ok(info) => info,
+        Err(reason) => {
+            println!("Basalt: cannot boot: {reason}");
+            finish(Verdict::Fail, "bad boot information")
+        }
+    };
+
+    let options = Options::parse(info.cmdline.unwrap_or_default());
+    let port_errors = console::configure(options.console, &options.com1, &options.com2);
+    console::init_log(options.loglvl);
+    if options.test_exit {
+        verdict::enable_test_exit();
+    }
+
+    banner(&info, &options);
+    for error in port_errors.iter().flatten() {
+        warn!("console port not used: {error}");
+    }
+    report_options(&options);
+    debug!(
+        "boot information at {info_phys:#x}: {} bytes, {} tags Basalt does not use",
+        info.total_size, info.other_tags
+    );
+    if let Some((lower, upper)) = info.basic_meminfo {
+        debug!("loader's basic memory info: {lower} KiB low, {upper} KiB from 1 MiB");
+    }
+    if !options.rest.is_empty() {
+        debug!("after `--` (for the control domain): \"{}\"", options.rest);
+    }
+    info!(
+        "TSC: {}.{:03} MHz ({})",
+        tsc_hz / 1_000_000,
+        tsc_hz / 1_000 % 1_000,
+        match tsc_source {
+            time::TscSource::Cpuid15 => "CPUID leaf 0x15",
+            time::TscSource::Cpuid16 => "CPUID leaf 0x16",
+            time::TscSource::Pit => "calibrated against the PIT",
+            time::TscSource::Assumed => "ASSUMED: neither CPUID nor the PIT gave it",
+        }
+    );
+    summary(&info);
+
+    if options.test_panic {
+        panic!("test-panic: panicking on purpose (test-only command-line option)");
+    }
+
+    info!("boot complete; nothing to run yet (guest domains come with the VT-x core)");
+    if options.test_exit {
+        finish(Verdict::Pass, "");
+    }
+    info!("idle");
+    cpu::halt_forever()
+}
+
+/// Checks the loader magic and parses the boot information.
+fn read_boot_info(magic: u32, info_phys: u32) -> Result<BootInfo<'static>, BootError> {
+    match magic {
+        multiboot2::BOOTLOADER_MAGIC => {}
+        multiboot2::MULTIBOOT1_BOOTLOADER_MAGIC => return Err(BootError::Multiboot1),
+        other => return Err(BootError::NoMagic(other)),
+    }
+    let phys = u64::from(info_phys);
+    // SAFETY: the loader handed over the boot information at `info_phys`; it
+    // lies below 4 GiB (a 32-bit pointer) and nothing writes it after boot.
+    let header = unsafe { x86::boot_phys_slice(phys, 8) }.ok_or(BootError::Info(multiboot2::Error::Null))?;
+    let header: &[u8; 8] = header.try_into().map_err(|_| BootError::Info(multiboot2::Error::Null))?;
+    let total = multiboot2::total_size(header).map_err(BootError::Info)?;
+    // SAFETY: as above, for the size the header gives (bounded by
+    // `total_size` to 16 MiB and checked to stay below 4 GiB).
+    let bytes = unsafe { x86::boot_phys_slice(phys, total as usize) }
+        .ok_or(BootError::Info(multiboot2::Error::Null))?;
+    multiboot2::parse(bytes).map_err(BootError::Info)
+}
+
+/// Why Basalt cannot use what the loader passed.
+enum BootError {
+    /// A Multiboot (version 1) loader started Basalt.
+    Multiboot1,
+    /// Not started by a Multiboot loader at all.
+    NoMagic(u32),
+    /// The boot information is unusable.
+    Info(multiboot2::Error),
+}
+
+impl core::fmt::Display for BootError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Multiboot1 => write!(
+                f,
+                "started by a Multiboot version 1 loader (EAX=0x2badb002), but Basalt needs \
+                 Multiboot2: load it with GRUB 2's `multiboot2` command (not `multiboot`, \
+                 not QEMU's -kernel); see README.md"
+            ),
+            Self::NoMagic(magic) => write!(
+                f,
+                "not started by a Multiboot2 loader (EAX=0x{magic:08x}, expected 0x36d76289): \
+                 load it with GRUB 2's `multiboot2` command; see README.md"
+            ),
+            Self::Info(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+fn banner(info: &BootInfo<'_>, options: &Options<'_>) {
+    println!();
+    println!(" ____                  _ _   ");
+    println!("| __ )  __ _ ___  __ _| | |_ ");
+    println!("|  _ \\ / _` / __|/ _` | | __|");
+    println!("| |_) | (_| \\__ \\ (_| | | |_ ");
+    println!("|____/ \\__,_|___/\\__,_|_|\\__|");
+    println!();
+    info!("Basalt hypervisor {VERSION} ({GIT_VERSION}) for x86_64");
+    info!("loaded by {}", info.loader_name.unwrap_or("an unnamed Multiboot2 loader"));
+    info!("command line: \"{}\"", info.cmdline.unwrap_or_default());
+    info!(
+        "log level {}; console on{}{}{}",
+        options.loglvl.name(),
+        if options.console.com1 { " com1" } else { "" },
+        if options.console.com2 { " com2" } else { "" },
+        if options.console.com1 || options.console.com2 { "" } else { " nothing" },
+    );
+    let mut vendor = [0; 12];
+    let mut brand = [0; 48];
+    info!(
+        "CPU: {} {} (APIC id {})",
+        cpu::vendor(&mut vendor),
+        cpu::brand(&mut brand).unwrap_or("(no brand string)"),
+        cpu::apic_id()
+    );
+}
+
+fn report_options(options: &Options<'static>) {
+    if !options.unknown.is_empty() {
+        // One line naming them all; a `--more` count if the list overflowed.
+        let mut names = heapless_join::<256>(options.unknown.iter().copied());
+        if options.unknown.dropped() > 0 {
+            names.push_fmt(format_args!(" and {} more", options.unknown.dropped()));
+        }
+        warn!("unknown command-line options ignored: {}", names.as_str());
+    }
+    for invalid in options.invalid.iter() {
+        warn!("command-line option {invalid}; using the default");
+    }
+}
+
+fn summary(info: &BootInfo<'_>) {
+    let map = &info.memory_map;
+    info!("physical memory map ({} regions):", map.regions().len());
+    for r in map.regions() {
+        info!(
+            "  [{:#018x}-{:#018x}) {:<10} {}",
+            r.start,
+            r.end,
+            r.kind.name(),
+            ByteSize(r.len())
+        );
+    }
+    if map.ignored_entries + map.clamped_entries + map.dropped_regions() > 0 {
+        warn!(
+            "memory map: {} entries ignored (empty or too many), {} cut at 2^64, {} regions dropped",
+            map.ignored_entries,
+            map.clamped_entries,
+            map.dropped_regions()
+        );
+    }
+    info!(
+        "usable RAM: {} ({} bytes) in {} ranges, highest usable address {:#x}",
+        ByteSize(map.usable_bytes()),
+        map.usable_bytes(),
+        map.usable().count(),
+        map.usable_end()
+    );
+    let (start, end) = x86::image_phys_range();
+    info!("hypervisor image: [{start:#x}-{end:#x}) {}", ByteSize(end - start));
+    if info.modules.is_empty() {
+        info!("boot modules: none");
+    }
+    for (i, m) in info.modules.iter().enumerate() {
+        info!(
+            "boot module {i}: [{:#x}-{:#x}) {} \"{}\"",
+            m.start,
+            m.end,
+            ByteSize(m.len()),
+            m.cmdline
+        );
+    }
+    if info.modules.dropped() > 0 {
+        warn!("{} more boot modules ignored (at most {})", info.modules.dropped(), multiboot2::MAX_MODULES);
+    }
+    match info.rsdp() {
+        Some(r) => info!(
+            "ACPI: RSDP revision {} from {}, OEM \"{}\", RSDT {:#x}{}{}",
+            r.revision,
+            if Some(r) == info.rsdp_v2 { "Multiboot2 tag 15" } else { "Multiboot2 tag 14" },
+            r.oem(),
+            r.rsdt_address,
+            r.xsdt_address.map(|_| ", XSDT ").unwrap_or_default(),
+            HexOpt(r.xsdt_address),
+        ),
+        None => info!("ACPI: the loader passed no RSDP (the BIOS areas are searched later)"),
+    }
+    if let Some(r) = info.rsdp().filter(|r| !r.valid) {
+        warn!("ACPI: the RSDP's signature or checksum is wrong (revision {})", r.revision);
+    }
+    if info.efi_boot_services_active {
+        warn!("the loader left UEFI boot services running; Basalt does not use them");
+    }
+}
+
+/// Prints an optional address in hex, or nothing.
+struct HexOpt(Option<u64>);
+
+impl core::fmt::Display for HexOpt {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.0 {
+            Some(v) => write!(f, "{v:#x}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A string of at most `N` bytes built without a heap.
+struct StackString<const N: usize> {
+    buf: [u8; N],
+    len: usize,
+}
+
+impl<const N: usize> StackString<N> {
+    fn as_str(&self) -> &str {
+        // Only whole UTF-8 strings are appended (see `write_str`).
+        core::str::from_utf8(&self.buf[..self.len]).unwrap_or("?")
+    }
+
+    fn push_fmt(&mut self, args: core::fmt::Arguments<'_>) {
+        let _ = core::fmt::Write::write_fmt(self, args);
+    }
+}
+
+impl<const N: usize> core::fmt::Write for StackString<N> {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let room = N - self.len;
+        if s.len() > room {
+            return Err(core::fmt::Error);
+        }
+        self.buf[self.len..self.len + s.len()].copy_from_slice(s.as_bytes());
+        self.len += s.len();
+        Ok(())
+    }
+}
+
+fn heapless_join<const N: usize>(items: impl Iterator<Item = &'static str>) -> StackString<N> {
+    let mut out = StackString { buf: [0; N], len: 0 };
+    for (i, item) in items.enumerate() {
+        out.push_fmt(format_args!("{}{item}", if i > 0 { " " } else { "" }));
+    }
+    out
+}

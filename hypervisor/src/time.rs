@@ -1,0 +1,109 @@
+//! Time since boot from the time stamp counter.
+//!
+//! The TSC frequency comes from CPUID leaf 0x15 (or 0x16) when the processor
+//! reports it, otherwise from counting TSC ticks across a 10 ms interval of
+//! the legacy PIT (channel 2, gated through port 0x61, no interrupt needed).
+//! The platform bring-up refines this with the HPET and the local APIC timer.
+
+use crate::arch::x86_64::{cpu, io};
+use core::sync::atomic::{AtomicU64, Ordering};
+
+static BOOT_TSC: AtomicU64 = AtomicU64::new(0);
+static TSC_HZ: AtomicU64 = AtomicU64::new(0);
+
+/// Where the TSC frequency came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TscSource {
+    /// CPUID leaf 0x15 (crystal ratio).
+    Cpuid15,
+    /// CPUID leaf 0x16 (base frequency in MHz).
+    Cpuid16,
+    /// Counted against the 8254 PIT.
+    Pit,
+    /// Nothing worked; an assumed 1 GHz keeps timestamps monotonic.
+    Assumed,
+}
+
+const PIT_HZ: u64 = 1_193_182;
+const PIT_CH2_DATA: u16 = 0x42;
+const PIT_COMMAND: u16 = 0x43;
+const PORT_61: u16 = 0x61;
+
+/// Records the boot TSC and finds the TSC frequency.
+pub fn init() -> (u64, TscSource) {
+    BOOT_TSC.store(cpu::rdtsc(), Ordering::Relaxed);
+    // CPUID 0x15 is exact; 0x16 is the base frequency, which only usually
+    // equals the TSC rate, so the PIT measurement comes before it.
+    let (hz, source) = from_cpuid15()
+        .or_else(|| pit_calibrate().map(|hz| (hz, TscSource::Pit)))
+        .or_else(from_cpuid16)
+        .unwrap_or((1_000_000_000, TscSource::Assumed));
+    TSC_HZ.store(hz, Ordering::Relaxed);
+    (hz, source)
+}
+
+fn from_cpuid15() -> Option<(u64, TscSource)> {
+    if cpu::max_leaves().0 < 0x15 {
+        return None;
+    }
+    let r = cpu::cpuid(0x15);
+    (r.eax != 0 && r.ebx != 0 && r.ecx != 0).then(|| {
+        let hz = u64::from(r.ecx) * u64::from(r.ebx) / u64::from(r.eax);
+        (hz, TscSource::Cpuid15)
+    })
+}
+
+fn from_cpuid16() -> Option<(u64, TscSource)> {
+    if cpu::max_leaves().0 < 0x16 {
+        return None;
+    }
+    let mhz = cpu::cpuid(0x16).eax & 0xffff;
+    (mhz != 0).then(|| (u64::from(mhz) * 1_000_000, TscSource::Cpuid16))
+}
+
+/// Counts TSC ticks while PIT channel 2 counts down 10 ms in mode 0.
+fn pit_calibrate() -> Option<u64> {
+    // SAFETY (every port access below): ports 0x42/0x43 are the 8254 PIT's
+    // channel 2 and command register, and port 0x61 bits 0-1 gate channel 2
+    // and the speaker. Channel 2 drives only the speaker, which stays off;
+    // nothing here touches memory.
+    let outb = |port, value| unsafe { io::outb(port, value) };
+    // SAFETY: see above.
+    let inb = |port| unsafe { io::inb(port) };
+    const COUNT: u16 = (PIT_HZ / 100) as u16;
+    // Gate off, speaker off; channel 2, lobyte/hibyte, mode 0, binary.
+    let port61 = inb(PORT_61) & !0x03;
+    outb(PORT_61, port61);
+    outb(PIT_COMMAND, 0b1011_0000);
+    outb(PIT_CH2_DATA, COUNT as u8);
+    outb(PIT_CH2_DATA, (COUNT >> 8) as u8);
+    // Gate on starts the count; OUT2 (port 0x61 bit 5) rises at terminal count.
+    outb(PORT_61, port61 | 0x01);
+    let start = cpu::rdtsc();
+    let mut polls: u64 = 0;
+    while inb(PORT_61) & 0x20 == 0 {
+        polls += 1;
+        if polls > 50_000_000 {
+            outb(PORT_61, port61);
+            return None;
+        }
+    }
+    let ticks = cpu::rdtsc().wrapping_sub(start);
+    outb(PORT_61, port61);
+    (ticks > 0).then_some(ticks * 100)
+}
+
+/// The TSC frequency in Hz (0 before [`init`]).
+pub fn tsc_hz() -> u64 {
+    TSC_HZ.load(Ordering::Relaxed)
+}
+
+/// Microseconds since [`init`].
+pub fn micros_since_boot() -> u64 {
+    let hz = tsc_hz();
+    if hz == 0 {
+        return 0;
+    }
+    let ticks = cpu::rdtsc().saturating_sub(BOOT_TSC.load(Ordering::Relaxed));
+    (u128::from(ticks) * 1_000_000 / u128::from(hz)) as u64
+}

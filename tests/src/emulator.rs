@@ -1,0 +1,228 @@
+//! Emulator command lines, shared by `cargo xtask run` and the test harness
+//! (facts in `../shared/reference/platform-facts.md` §3–4).
+
+use serde::Deserialize;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
+
+/// Which emulator boots the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Emulator {
+    /// QEMU with TCG: fast, no VMX (it emulates AMD SVM).
+    Qemu,
+    /// Bochs: slow, emulates VMX with EPT.
+    Bochs,
+    /// QEMU on KVM with nested VMX: Intel hosts only.
+    Kvm,
+}
+
+impl Emulator {
+    /// Parses `qemu`, `bochs` or `kvm`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "qemu" => Ok(Self::Qemu),
+            "bochs" => Ok(Self::Bochs),
+            "kvm" => Ok(Self::Kvm),
+            _ => Err(format!("unknown emulator {text:?}: expected qemu, bochs or kvm")),
+        }
+    }
+
+    /// The name used on the command line and in logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Qemu => "qemu",
+            Self::Bochs => "bochs",
+            Self::Kvm => "kvm",
+        }
+    }
+}
+
+/// The virtual machine that boots Basalt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Machine {
+    /// The emulator.
+    pub emulator: Emulator,
+    /// Number of CPUs.
+    pub cpus: u32,
+    /// Memory in MiB.
+    pub memory_mib: u64,
+}
+
+/// Where the emulated COM1 goes.
+#[derive(Debug, Clone, Copy)]
+pub enum Serial<'a> {
+    /// Into a file (tests; `xtask run` under Bochs, which tails it).
+    File(&'a Path),
+    /// The terminal, both ways (`xtask run` under QEMU).
+    Stdio,
+}
+
+/// Instructions per emulated second under Bochs. Low values boot faster: the
+/// BIOS's delays and the serial line run in emulated time (platform facts §3).
+pub const BOCHS_IPS: u64 = 4_000_000;
+
+/// QEMU's arguments for `machine`.
+pub fn qemu_args(machine: &Machine, iso: &Path, serial: Serial<'_>) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "-machine".into(),
+        "pc".into(),
+        "-smp".into(),
+        machine.cpus.to_string(),
+        "-m".into(),
+        format!("{}M", machine.memory_mib),
+        "-cdrom".into(),
+        iso.display().to_string(),
+        "-boot".into(),
+        "d".into(),
+        "-display".into(),
+        "none".into(),
+        "-monitor".into(),
+        "none".into(),
+        "-no-reboot".into(),
+        "-device".into(),
+        "isa-debug-exit,iobase=0xf4,iosize=0x04".into(),
+        "-serial".into(),
+        match serial {
+            Serial::File(path) => format!("file:{}", path.display()),
+            Serial::Stdio => "stdio".into(),
+        },
+    ];
+    match machine.emulator {
+        Emulator::Kvm => args.extend(["-accel".into(), "kvm".into(), "-cpu".into(), "host,+vmx".into()]),
+        _ => args.extend(["-accel".into(), "tcg".into(), "-cpu".into(), "max".into()]),
+    }
+    args
+}
+
+/// A Bochs configuration file for `machine`.
+pub fn bochs_config(machine: &Machine, iso: &Path, serial_log: &Path, bochs_log: &Path) -> String {
+    let mut cfg = String::new();
+    let _ = writeln!(cfg, "megs: {}", machine.memory_mib);
+    let _ = writeln!(
+        cfg,
+        "cpu: model=corei7_skylake_x, count={}, ips={BOCHS_IPS}, reset_on_triple_fault=0",
+        machine.cpus
+    );
+    cfg.push_str(
+        "romimage: file=/usr/share/bochs/BIOS-bochs-latest\n\
+         vgaromimage: file=/usr/share/vgabios/vgabios.bin\n",
+    );
+    let _ = writeln!(cfg, "ata0-master: type=cdrom, path={}, status=inserted", iso.display());
+    cfg.push_str("boot: cdrom\n");
+    let _ = writeln!(cfg, "com1: enabled=1, mode=file, dev={}", serial_log.display());
+    let _ = writeln!(cfg, "log: {}", bochs_log.display());
+    // Headless without a listener (platform facts §3): SDL2 with the dummy
+    // video driver; the dummy sound driver avoids an abort at start.
+    cfg.push_str(
+        "display_library: sdl2\n\
+         sound: driver=dummy\n\
+         speaker: enabled=0\n\
+         mouse: enabled=0\n\
+         clock: sync=none, time0=local\n\
+         port_e9_hack: enabled=1\n\
+         info: action=report, cpu0=ignore\n\
+         debug: action=ignore\n\
+         error: action=report\n\
+         panic: action=fatal\n",
+    );
+    cfg
+}
+
+/// The debugger script that makes Bochs run without stopping at its prompt.
+pub const BOCHS_RC: &str = "continue\nquit\n";
+
+/// Why nested VMX under KVM cannot work on this host, if it cannot.
+pub fn kvm_unusable_reason() -> Option<String> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let has_flag = |flag: &str| {
+        cpuinfo
+            .lines()
+            .filter(|l| l.starts_with("flags"))
+            .any(|l| l.split_whitespace().any(|w| w == flag))
+    };
+    if !has_flag("vmx") {
+        return Some(
+            "this host's CPU shows no `vmx` flag in /proc/cpuinfo, so KVM cannot give Basalt \
+             VT-x (an AMD host, VT-x disabled in firmware, or a VM without nested \
+             virtualization). Use `--emulator bochs` for VT-x under emulation, or run on an \
+             Intel host with VT-x enabled"
+                .into(),
+        );
+    }
+    if std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_err() {
+        return Some(
+            "/dev/kvm cannot be opened read-write: load kvm_intel and add yourself to the \
+             `kvm` group"
+                .into(),
+        );
+    }
+    let nested = std::fs::read_to_string("/sys/module/kvm_intel/parameters/nested")
+        .unwrap_or_default();
+    if !matches!(nested.trim(), "Y" | "y" | "1") {
+        return Some(
+            "kvm_intel's nested virtualization is off: run \
+             `sudo modprobe -r kvm_intel && sudo modprobe kvm_intel nested=1` \
+             (and add `options kvm_intel nested=1` to /etc/modprobe.d/ to keep it)"
+                .into(),
+        );
+    }
+    None
+}
+
+/// The command that boots `iso` on `machine`. For Bochs, `config` is the path
+/// of the configuration file written from [`bochs_config`] and `rc` the path
+/// of a file holding [`BOCHS_RC`].
+pub fn command(machine: &Machine, iso: &Path, serial: Serial<'_>, bochs_files: Option<(&Path, &Path)>) -> Command {
+    match (machine.emulator, bochs_files) {
+        (Emulator::Bochs, Some((config, rc))) => {
+            let mut cmd = Command::new("bochs-bin");
+            cmd.arg("-q").arg("-f").arg(config).arg("-rc").arg(rc);
+            cmd.env("SDL_VIDEODRIVER", "dummy");
+            cmd
+        }
+        _ => {
+            let mut cmd = Command::new("qemu-system-x86_64");
+            cmd.args(qemu_args(machine, iso, serial));
+            cmd
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qemu_args_carry_the_machine() {
+        let m = Machine { emulator: Emulator::Qemu, cpus: 4, memory_mib: 4096 };
+        let args = qemu_args(&m, Path::new("/x.iso"), Serial::File(Path::new("/s.log")));
+        let joined = args.join(" ");
+        assert!(joined.contains("-smp 4 -m 4096M -cdrom /x.iso"));
+        assert!(joined.contains("-serial file:/s.log"));
+        assert!(joined.contains("isa-debug-exit,iobase=0xf4"));
+        assert!(joined.contains("-accel tcg"));
+        let kvm = Machine { emulator: Emulator::Kvm, ..m };
+        assert!(qemu_args(&kvm, Path::new("/x.iso"), Serial::Stdio).join(" ").contains("-accel kvm -cpu host,+vmx"));
+    }
+
+    #[test]
+    fn bochs_config_is_headless_and_logs_serial() {
+        let m = Machine { emulator: Emulator::Bochs, cpus: 2, memory_mib: 512 };
+        let cfg = bochs_config(&m, Path::new("/x.iso"), Path::new("/s.log"), Path::new("/b.log"));
+        assert!(cfg.contains("megs: 512\n"));
+        assert!(cfg.contains("count=2"));
+        assert!(cfg.contains("com1: enabled=1, mode=file, dev=/s.log"));
+        assert!(cfg.contains("display_library: sdl2"));
+        assert!(cfg.contains("sound: driver=dummy"));
+    }
+
+    #[test]
+    fn emulator_names_round_trip() {
+        for e in [Emulator::Qemu, Emulator::Bochs, Emulator::Kvm] {
+            assert_eq!(Emulator::parse(e.name()), Ok(e));
+        }
+        assert!(Emulator::parse("vmware").is_err());
+    }
+}

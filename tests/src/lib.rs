@@ -1,0 +1,19 @@
+//! Basalt's boot-scenario harness.
+//!
+//! A scenario (a TOML file in `tests/scenarios/`) says how to boot Basalt —
+//! emulator, CPUs, memory, command line, modules — and how to judge the run
+//! from its serial log: lines that must appear (in order), lines that must
+//! not, the verdict Basalt must print, and checks on figures it prints.
+//! See `docs/testing.md`.
+//!
+//! The judging ([`matcher`]) is pure and unit-tested; [`emulator`] builds the
+//! QEMU and Bochs command lines shared by `cargo xtask run` and
+//! `cargo xtask test`; [`runner`] runs one scenario with a deadline.
+
+pub mod emulator;
+pub mod matcher;
+pub mod runner;
+pub mod scenario;
+
+pub use emulator::{Emulator, Machine};
+pub use scenario::Scenario;

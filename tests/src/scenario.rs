@@ -1,0 +1,223 @@
+//! Scenarios as data.
+
+use crate::emulator::{Emulator, Machine};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// How the boot loader starts Basalt.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Loader {
+    /// GRUB's `multiboot2` (the supported way).
+    #[default]
+    Multiboot2,
+    /// GRUB's `multiboot`: tests that Basalt refuses it clearly.
+    Multiboot1,
+}
+
+/// The verdict line Basalt must print.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExpectedVerdict {
+    /// `BASALT-VERDICT: PASS`
+    #[default]
+    Pass,
+    /// `BASALT-VERDICT: FAIL: ...`
+    Fail,
+}
+
+/// A boot module for the scenario: a file (relative to the repository root)
+/// and its command line.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModuleSpec {
+    /// Path of the file, relative to the repository root.
+    pub path: PathBuf,
+    /// The module's command line.
+    #[serde(default)]
+    pub args: String,
+}
+
+/// Figures Basalt prints that the harness checks.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Checks {
+    /// The usable RAM Basalt reports must be within this many percent below
+    /// the machine's memory size (and never above it).
+    pub usable_ram_within_percent: Option<f64>,
+}
+
+/// One boot scenario.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Unique name; also names the log files.
+    pub name: String,
+    /// What the scenario shows, for people.
+    pub description: String,
+    /// The emulator.
+    pub emulator: Emulator,
+    /// Number of CPUs.
+    #[serde(default = "one")]
+    pub cpus: u32,
+    /// Memory size, e.g. `512M`, `4G`.
+    #[serde(default = "default_memory")]
+    pub memory: String,
+    /// The hypervisor command line.
+    #[serde(default)]
+    pub cmdline: String,
+    /// Boot modules.
+    #[serde(default)]
+    pub modules: Vec<ModuleSpec>,
+    /// The loader protocol.
+    #[serde(default)]
+    pub loader: Loader,
+    /// Lines (substrings) that must appear in the serial log, in this order.
+    #[serde(default)]
+    pub expect: Vec<String>,
+    /// Substrings that must appear nowhere in the serial log.
+    #[serde(default)]
+    pub forbid: Vec<String>,
+    /// The verdict Basalt must print.
+    #[serde(default)]
+    pub verdict: ExpectedVerdict,
+    /// Figures to check.
+    #[serde(default)]
+    pub checks: Checks,
+    /// Seconds before the run is stopped and failed.
+    #[serde(default = "default_timeout")]
+    pub timeout: u64,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn default_memory() -> String {
+    "512M".into()
+}
+
+fn default_timeout() -> u64 {
+    60
+}
+
+impl Scenario {
+    /// Parses one scenario file's text.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let scenario: Self = toml::from_str(text).map_err(|e| e.to_string())?;
+        scenario.machine()?;
+        if scenario.name.is_empty()
+            || !scenario
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(format!(
+                "scenario name {:?} must be non-empty letters, digits, '-' or '_'",
+                scenario.name
+            ));
+        }
+        Ok(scenario)
+    }
+
+    /// The machine to boot.
+    pub fn machine(&self) -> Result<Machine, String> {
+        Ok(Machine {
+            emulator: self.emulator,
+            cpus: self.cpus,
+            memory_mib: parse_memory(&self.memory)?,
+        })
+    }
+
+    /// Loads every `*.toml` scenario in `dir`, sorted by name.
+    pub fn load_dir(dir: &Path) -> Result<Vec<Self>, String> {
+        let mut scenarios = Vec::new();
+        let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        for entry in entries {
+            let path = entry.map_err(|e| e.to_string())?.path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                scenarios.push(Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?);
+            }
+        }
+        scenarios.sort_by(|a, b| a.name.cmp(&b.name));
+        for pair in scenarios.windows(2) {
+            if pair[0].name == pair[1].name {
+                return Err(format!("two scenarios are named {:?}", pair[0].name));
+            }
+        }
+        Ok(scenarios)
+    }
+}
+
+/// Parses a memory size: a number of MiB, or with a `M`/`G` suffix.
+pub fn parse_memory(text: &str) -> Result<u64, String> {
+    let err = || format!("memory size {text:?}: expected e.g. 64M, 512M or 4G");
+    let (digits, factor) = match text.trim().to_ascii_uppercase() {
+        t if t.ends_with('G') => (t.trim_end_matches('G').to_string(), 1024),
+        t if t.ends_with('M') => (t.trim_end_matches('M').to_string(), 1),
+        t => (t, 1),
+    };
+    let value: u64 = digits.parse().map_err(|_| err())?;
+    let mib = value.checked_mul(factor).ok_or_else(err)?;
+    if !(16..=1 << 20).contains(&mib) {
+        return Err(err());
+    }
+    Ok(mib)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_full_scenario() {
+        let s = Scenario::parse(
+            r#"
+            name = "qemu-boot"
+            description = "boots"
+            emulator = "qemu"
+            cpus = 2
+            memory = "4G"
+            cmdline = "loglvl=debug"
+            modules = [{ path = "x.elf", args = "name=t1" }]
+            expect = ["Basalt hypervisor"]
+            forbid = ["PANIC"]
+            verdict = "fail"
+            checks = { usable_ram_within_percent = 2.0 }
+            timeout = 10
+            "#,
+        )
+        .expect("valid");
+        assert_eq!(s.machine().map(|m| m.memory_mib), Ok(4096));
+        assert_eq!(s.verdict, ExpectedVerdict::Fail);
+        assert_eq!(s.modules[0].args, "name=t1");
+    }
+
+    #[test]
+    fn rejects_bad_scenarios() {
+        assert!(Scenario::parse("name = 'x'").is_err());
+        let base = "description = 'd'\nemulator = 'qemu'\n";
+        assert!(Scenario::parse(&format!("{base}name = 'a b'")).is_err());
+        assert!(Scenario::parse(&format!("{base}name = 'a'\nmemory = 'lots'")).is_err());
+        assert!(Scenario::parse(&format!("{base}name = 'a'\nemulator2 = 'x'")).is_err());
+        assert!(Scenario::parse(&format!("{base}name = 'a'")).is_ok());
+    }
+
+    #[test]
+    fn memory_sizes() {
+        assert_eq!(parse_memory("64M"), Ok(64));
+        assert_eq!(parse_memory("6g"), Ok(6144));
+        assert_eq!(parse_memory("512"), Ok(512));
+        assert!(parse_memory("1M").is_err());
+        assert!(parse_memory("-3G").is_err());
+    }
+
+    #[test]
+    fn the_shipped_scenarios_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+        let scenarios = Scenario::load_dir(&dir).expect("scenarios parse");
+        assert!(scenarios.len() >= 6, "{}", scenarios.len());
+    }
+}

@@ -1,0 +1,150 @@
+//! `cargo xtask`: build, image, run and test Basalt. See README.md.
+
+mod iso;
+mod kernel;
+mod packages;
+mod run;
+mod test;
+mod toolchain;
+mod util;
+
+use basalt_tests::emulator::{Emulator, Machine};
+use basalt_tests::scenario::parse_memory;
+use std::path::PathBuf;
+use util::Result;
+
+const USAGE: &str = "\
+usage: cargo xtask <command> [options]
+
+commands:
+  build                     build the hypervisor ELF (target/x86_64-unknown-none/release/basalt)
+  iso  [--out PATH] [--cmdline STR] [--module 'PATH ARGS']... [--timeout SECS]
+                            make a bootable GRUB ISO (BIOS; also boots from a USB stick)
+  run  [--emulator qemu|bochs|kvm] [--smp N] [--mem SIZE] [--cmdline STR] [--module 'PATH ARGS']...
+                            boot Basalt with its serial console on this terminal (Ctrl-C ends it)
+  test [--filter TEXT] [--jobs N] [--no-unit] [--no-boot]
+                            host unit tests, then the boot scenarios in tests/scenarios/;
+                            ends with 'N passed, N failed'
+  lint                      cargo fmt --check and cargo clippy -D warnings
+
+Missing emulators and image tools are installed with apt-get when run as root on Debian;
+otherwise the exact command to run is printed.";
+
+struct Args {
+    items: std::vec::IntoIter<String>,
+}
+
+impl Args {
+    fn value(&mut self, flag: &str) -> Result<String> {
+        self.items.next().ok_or_else(|| format!("{flag} needs a value\n\n{USAGE}"))
+    }
+}
+
+fn main() {
+    let mut items: Vec<String> = std::env::args().skip(1).collect();
+    if items.is_empty() {
+        eprintln!("{USAGE}");
+        std::process::exit(2);
+    }
+    let command = items.remove(0);
+    let mut args = Args { items: items.into_iter() };
+    let result = match command.as_str() {
+        "build" => kernel::build().map(|k| println!("{}", k.elf.display())),
+        "iso" => cmd_iso(&mut args),
+        "run" => cmd_run(&mut args),
+        "test" => cmd_test(&mut args),
+        "lint" => cmd_lint(),
+        "help" | "--help" | "-h" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => Err(format!("unknown command {other:?}\n\n{USAGE}")),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn cmd_iso(args: &mut Args) -> Result {
+    let mut out = PathBuf::from("basalt.iso");
+    let mut cmdline = String::new();
+    let mut modules = Vec::new();
+    let mut timeout = 3;
+    while let Some(flag) = args.items.next() {
+        match flag.as_str() {
+            "--out" => out = args.value(&flag)?.into(),
+            "--cmdline" => cmdline = args.value(&flag)?,
+            "--module" => modules.push(iso::ModuleArg::parse(&args.value(&flag)?)?),
+            "--timeout" => timeout = args.value(&flag)?.parse().map_err(|_| "--timeout takes seconds")?,
+            other => return Err(format!("unknown option {other:?} for iso\n\n{USAGE}")),
+        }
+    }
+    let kernel = kernel::build()?;
+    let work = util::target_dir().join("iso-work");
+    util::step(&format!("making {}", out.display()), || {
+        iso::build(
+            &iso::IsoSpec {
+                kernel: &kernel.stripped,
+                cmdline: &cmdline,
+                modules: &modules,
+                loader: iso::Loader::Multiboot2,
+                timeout,
+            },
+            &work,
+            &out,
+        )
+    })?;
+    println!("{}", out.display());
+    Ok(())
+}
+
+fn cmd_run(args: &mut Args) -> Result {
+    let mut machine = Machine { emulator: Emulator::Qemu, cpus: 1, memory_mib: 512 };
+    let mut cmdline = String::new();
+    let mut modules = Vec::new();
+    while let Some(flag) = args.items.next() {
+        match flag.as_str() {
+            "--emulator" => machine.emulator = Emulator::parse(&args.value(&flag)?)?,
+            "--smp" => {
+                machine.cpus = args.value(&flag)?.parse().map_err(|_| "--smp takes a number of CPUs")?;
+                if !(1..=64).contains(&machine.cpus) {
+                    return Err("--smp takes 1 to 64".into());
+                }
+            }
+            "--mem" => machine.memory_mib = parse_memory(&args.value(&flag)?)?,
+            "--cmdline" => cmdline = args.value(&flag)?,
+            "--module" => modules.push(iso::ModuleArg::parse(&args.value(&flag)?)?),
+            other => return Err(format!("unknown option {other:?} for run\n\n{USAGE}")),
+        }
+    }
+    run::run(&run::RunOptions { machine, cmdline, modules })
+}
+
+fn cmd_test(args: &mut Args) -> Result {
+    let mut options = test::TestOptions { filter: None, no_unit: false, no_boot: false, jobs: 2 };
+    while let Some(flag) = args.items.next() {
+        match flag.as_str() {
+            "--filter" => options.filter = Some(args.value(&flag)?),
+            "--jobs" => options.jobs = args.value(&flag)?.parse().map_err(|_| "--jobs takes a number")?,
+            "--no-unit" => options.no_unit = true,
+            "--no-boot" => options.no_boot = true,
+            other => return Err(format!("unknown option {other:?} for test\n\n{USAGE}")),
+        }
+    }
+    test::test(&options)
+}
+
+fn cmd_lint() -> Result {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    util::step("cargo fmt --check", || {
+        util::run(std::process::Command::new(&cargo).current_dir(util::root()).args(["fmt", "--all", "--", "--check"]))
+    })?;
+    util::step("cargo clippy (host crates)", || {
+        util::run(
+            std::process::Command::new(&cargo)
+                .current_dir(util::root())
+                .args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]),
+        )
+    })
+}
