@@ -207,7 +207,7 @@ impl fmt::Display for Invalid<'_> {
 }
 
 /// Everything the command line sets.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Options<'a> {
     /// `loglvl=`: the console log level.
     pub loglvl: LogLevel,
@@ -228,22 +228,6 @@ pub struct Options<'a> {
     pub invalid: FixedVec<Invalid<'a>, MAX_REPORTED>,
     /// Everything after a lone `--`.
     pub rest: &'a str,
-}
-
-impl Default for Options<'_> {
-    fn default() -> Self {
-        Self {
-            loglvl: LogLevel::default(),
-            console: Consoles::default(),
-            com1: SerialParams::default(),
-            com2: SerialParams::default(),
-            test_exit: false,
-            test_panic: false,
-            unknown: FixedVec::new(),
-            invalid: FixedVec::new(),
-            rest: "",
-        }
-    }
 }
 
 const BOOL_EXPECTED: &str = "expected a boolean (1/0, yes/no, on/off, true/false, enable/disable)";
@@ -301,7 +285,11 @@ impl<'a> Options<'a> {
         };
         let result = if is("loglvl") {
             // Xen's `loglvl=LEVEL/RATE-LIMITED-LEVEL`: the second part is accepted and unused.
-            let level = value.unwrap_or_default().split('/').next().unwrap_or_default();
+            let level = value
+                .unwrap_or_default()
+                .split('/')
+                .next()
+                .unwrap_or_default();
             LogLevel::parse(level)
                 .map(|level| self.loglvl = level)
                 .ok_or("expected one of none, error, warning, info, debug, all")
@@ -349,7 +337,13 @@ mod tests {
     fn defaults() {
         let o = Options::parse("");
         assert_eq!(o.loglvl, LogLevel::Info);
-        assert_eq!(o.console, Consoles { com1: true, com2: false });
+        assert_eq!(
+            o.console,
+            Consoles {
+                com1: true,
+                com2: false
+            }
+        );
         assert_eq!(o.com1.baud, 115_200);
         assert!(!o.test_exit && !o.test_panic);
         assert!(o.unknown.is_empty() && o.invalid.is_empty());
@@ -357,9 +351,17 @@ mod tests {
 
     #[test]
     fn xen_style_options() {
-        let o = Options::parse("  loglvl=debug/warning console=com2,com1 com1=9600,7e2,0x3e8 test-exit ");
+        let o = Options::parse(
+            "  loglvl=debug/warning console=com2,com1 com1=9600,7e2,0x3e8 test-exit ",
+        );
         assert_eq!(o.loglvl, LogLevel::Debug);
-        assert_eq!(o.console, Consoles { com1: true, com2: true });
+        assert_eq!(
+            o.console,
+            Consoles {
+                com1: true,
+                com2: true
+            }
+        );
         assert_eq!(
             o.com1,
             SerialParams {
@@ -405,7 +407,13 @@ mod tests {
     #[test]
     fn console_none() {
         let o = Options::parse("console=none");
-        assert_eq!(o.console, Consoles { com1: false, com2: false });
+        assert_eq!(
+            o.console,
+            Consoles {
+                com1: false,
+                com2: false
+            }
+        );
     }
 
     #[test]
@@ -431,7 +439,10 @@ mod tests {
         assert!(SerialParams::parse("9600,8n3").is_err());
         assert!(SerialParams::parse("9600,8n1,3f8").is_err());
         assert!(SerialParams::parse("9600,8n1,0x3f8,4").is_err());
-        assert_eq!(SerialParams::parse("38400,,0x2f8").map(|p| p.io_base), Ok(Some(0x2f8)));
+        assert_eq!(
+            SerialParams::parse("38400,,0x2f8").map(|p| p.io_base),
+            Ok(Some(0x2f8))
+        );
     }
 
     #[test]

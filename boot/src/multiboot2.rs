@@ -106,11 +106,20 @@ impl fmt::Display for Error {
         const FIX: &str = "the boot loader is broken or passed a damaged structure; \
                            boot Basalt with GRUB 2's `multiboot2` command";
         match *self {
-            Self::Null => write!(f, "the boot loader passed no boot information (null pointer); {FIX}"),
+            Self::Null => write!(
+                f,
+                "the boot loader passed no boot information (null pointer); {FIX}"
+            ),
             Self::TooShort { len } => {
-                write!(f, "the boot information is {len} bytes, shorter than its 8-byte header; {FIX}")
+                write!(
+                    f,
+                    "the boot information is {len} bytes, shorter than its 8-byte header; {FIX}"
+                )
             }
-            Self::TotalSize { total_size, available } => write!(
+            Self::TotalSize {
+                total_size,
+                available,
+            } => write!(
                 f,
                 "the boot information header gives a total size of {total_size} bytes, \
                  which is impossible (at least 16, at most {available}); {FIX}"
@@ -341,9 +350,7 @@ pub fn parse<'a>(bytes: &'a [u8]) -> Result<BootInfo<'a>, Error> {
                 info.basic_meminfo = Some(le32(body, 0).zip(le32(body, 4)).ok_or(too_small)?);
             }
             tag::MMAP => {
-                let (entry_size, entries) = le32(body, 0)
-                    .zip(body.get(8..))
-                    .ok_or(too_small)?;
+                let (entry_size, entries) = le32(body, 0).zip(body.get(8..)).ok_or(too_small)?;
                 if entry_size < 24 || entry_size % 8 != 0 {
                     return Err(Error::BadMemoryMapEntrySize { entry_size });
                 }
@@ -390,7 +397,7 @@ pub(crate) mod tests {
             self.tags
                 .extend_from_slice(&(8 + body.len() as u32).to_le_bytes());
             self.tags.extend_from_slice(body);
-            while self.tags.len() % 8 != 0 {
+            while !self.tags.len().is_multiple_of(8) {
                 self.tags.push(0);
             }
             self
@@ -505,7 +512,10 @@ pub(crate) mod tests {
     #[test]
     fn malformed_headers() {
         assert_eq!(parse(&[]).err(), Some(Error::TooShort { len: 0 }));
-        assert!(matches!(parse(&[8, 0, 0, 0, 0, 0, 0, 0]), Err(Error::TotalSize { .. })));
+        assert!(matches!(
+            parse(&[8, 0, 0, 0, 0, 0, 0, 0]),
+            Err(Error::TotalSize { .. })
+        ));
         let bytes = grub_like();
         assert!(matches!(
             parse(&bytes[..bytes.len() - 8]),
@@ -518,7 +528,9 @@ pub(crate) mod tests {
 
     #[test]
     fn missing_end_tag() {
-        let bytes = Builder::default().string(tag::CMDLINE, "x").build_without_end();
+        let bytes = Builder::default()
+            .string(tag::CMDLINE, "x")
+            .build_without_end();
         assert_eq!(parse(&bytes).err(), Some(Error::NoEndTag));
     }
 
@@ -533,13 +545,33 @@ pub(crate) mod tests {
     fn tag_too_small_or_overrunning() {
         let mut bytes = Builder::default().mmap(&[(0, 0x1000, 1)]).build();
         bytes[12..16].copy_from_slice(&4u32.to_le_bytes());
-        assert!(matches!(parse(&bytes), Err(Error::TagTooSmall { offset: 8, typ: 6, size: 4 })));
+        assert!(matches!(
+            parse(&bytes),
+            Err(Error::TagTooSmall {
+                offset: 8,
+                typ: 6,
+                size: 4
+            })
+        ));
         bytes[12..16].copy_from_slice(&4000u32.to_le_bytes());
-        assert!(matches!(parse(&bytes), Err(Error::TagOverrun { offset: 8, typ: 6, .. })));
+        assert!(matches!(
+            parse(&bytes),
+            Err(Error::TagOverrun {
+                offset: 8,
+                typ: 6,
+                ..
+            })
+        ));
         let short_module = Builder::default().tag(tag::MODULE, &[1, 2, 3]).build();
-        assert!(matches!(parse(&short_module), Err(Error::TagTooSmall { typ: 3, .. })));
+        assert!(matches!(
+            parse(&short_module),
+            Err(Error::TagTooSmall { typ: 3, .. })
+        ));
         let short_rsdp = Builder::default().tag(tag::ACPI_OLD, &[0; 19]).build();
-        assert!(matches!(parse(&short_rsdp), Err(Error::TagTooSmall { typ: 14, .. })));
+        assert!(matches!(
+            parse(&short_rsdp),
+            Err(Error::TagTooSmall { typ: 14, .. })
+        ));
     }
 
     #[test]
@@ -578,14 +610,23 @@ pub(crate) mod tests {
             .build();
         assert_eq!(
             parse(&bytes).err(),
-            Some(Error::BadModule { index: 0, start: 0x2000, end: 0x1000 })
+            Some(Error::BadModule {
+                index: 0,
+                start: 0x2000,
+                end: 0x1000
+            })
         );
     }
 
     #[test]
     fn non_utf8_command_line() {
-        let bytes = Builder::default().tag(tag::CMDLINE, &[0xff, 0xfe, 0]).build();
-        assert!(matches!(parse(&bytes), Err(Error::BadString { typ: 1, .. })));
+        let bytes = Builder::default()
+            .tag(tag::CMDLINE, &[0xff, 0xfe, 0])
+            .build();
+        assert!(matches!(
+            parse(&bytes),
+            Err(Error::BadString { typ: 1, .. })
+        ));
         // A string without its NUL is taken whole.
         let bytes = Builder::default()
             .mmap(&[(0, 0x1000, 1)])
@@ -611,14 +652,29 @@ pub(crate) mod tests {
         let errors = [
             Error::Null,
             Error::TooShort { len: 3 },
-            Error::TotalSize { total_size: 1, available: 2 },
-            Error::TagTooSmall { offset: 8, typ: 6, size: 4 },
-            Error::TagOverrun { offset: 8, typ: 6, size: 4 },
+            Error::TotalSize {
+                total_size: 1,
+                available: 2,
+            },
+            Error::TagTooSmall {
+                offset: 8,
+                typ: 6,
+                size: 4,
+            },
+            Error::TagOverrun {
+                offset: 8,
+                typ: 6,
+                size: 4,
+            },
             Error::NoEndTag,
             Error::BadString { typ: 1, offset: 8 },
             Error::BadMemoryMapEntrySize { entry_size: 3 },
             Error::NoMemoryMap,
-            Error::BadModule { index: 0, start: 2, end: 1 },
+            Error::BadModule {
+                index: 0,
+                start: 2,
+                end: 1,
+            },
         ];
         for e in errors {
             let text = e.to_string();
@@ -686,7 +742,8 @@ pub(crate) mod tests {
                     1 => bytes[at] ^= 1 << rng.below(8),
                     2 => {
                         let at = at & !3;
-                        let value = [0u32, 7, 8, 9, 24, 0xffff_fff8, rng.next() as u32][rng.below(7)];
+                        let value =
+                            [0u32, 7, 8, 9, 24, 0xffff_fff8, rng.next() as u32][rng.below(7)];
                         if at + 4 <= bytes.len() {
                             bytes[at..at + 4].copy_from_slice(&value.to_le_bytes());
                         }

@@ -153,7 +153,11 @@ pub fn init_early() {
 /// Reopens the console on the ports and settings from the command line.
 /// Returns the ports that could not be used, for the caller to report once
 /// the console works.
-pub fn configure(consoles: Consoles, com1: &SerialParams, com2: &SerialParams) -> [Option<PortError>; 2] {
+pub fn configure(
+    consoles: Consoles,
+    com1: &SerialParams,
+    com2: &SerialParams,
+) -> [Option<PortError>; 2] {
     let mut errors = [None, None];
     let mut ports = [None, None];
     let wanted = [

@@ -97,8 +97,11 @@ fn read_boot_info(magic: u32, info_phys: u32) -> Result<BootInfo<'static>, BootE
     let phys = u64::from(info_phys);
     // SAFETY: the loader handed over the boot information at `info_phys`; it
     // lies below 4 GiB (a 32-bit pointer) and nothing writes it after boot.
-    let header = unsafe { x86::boot_phys_slice(phys, 8) }.ok_or(BootError::Info(multiboot2::Error::Null))?;
-    let header: &[u8; 8] = header.try_into().map_err(|_| BootError::Info(multiboot2::Error::Null))?;
+    let header =
+        unsafe { x86::boot_phys_slice(phys, 8) }.ok_or(BootError::Info(multiboot2::Error::Null))?;
+    let header: &[u8; 8] = header
+        .try_into()
+        .map_err(|_| BootError::Info(multiboot2::Error::Null))?;
     let total = multiboot2::total_size(header).map_err(BootError::Info)?;
     // SAFETY: as above, for the size the header gives (bounded by
     // `total_size` to 16 MiB and checked to stay below 4 GiB).
@@ -145,14 +148,21 @@ fn banner(info: &BootInfo<'_>, options: &Options<'_>) {
     println!("|____/ \\__,_|___/\\__,_|_|\\__|");
     println!();
     info!("Basalt hypervisor {VERSION} ({GIT_VERSION}) for x86_64");
-    info!("loaded by {}", info.loader_name.unwrap_or("an unnamed Multiboot2 loader"));
+    info!(
+        "loaded by {}",
+        info.loader_name.unwrap_or("an unnamed Multiboot2 loader")
+    );
     info!("command line: \"{}\"", info.cmdline.unwrap_or_default());
     info!(
         "log level {}; console on{}{}{}",
         options.loglvl.name(),
         if options.console.com1 { " com1" } else { "" },
         if options.console.com2 { " com2" } else { "" },
-        if options.console.com1 || options.console.com2 { "" } else { " nothing" },
+        if options.console.com1 || options.console.com2 {
+            ""
+        } else {
+            " nothing"
+        },
     );
     let mut vendor = [0; 12];
     let mut brand = [0; 48];
@@ -206,7 +216,10 @@ fn summary(info: &BootInfo<'_>) {
         map.usable_end()
     );
     let (start, end) = x86::image_phys_range();
-    info!("hypervisor image: [{start:#x}-{end:#x}) {}", ByteSize(end - start));
+    info!(
+        "hypervisor image: [{start:#x}-{end:#x}) {}",
+        ByteSize(end - start)
+    );
     if info.modules.is_empty() {
         info!("boot modules: none");
     }
@@ -220,13 +233,21 @@ fn summary(info: &BootInfo<'_>) {
         );
     }
     if info.modules.dropped() > 0 {
-        warn!("{} more boot modules ignored (at most {})", info.modules.dropped(), multiboot2::MAX_MODULES);
+        warn!(
+            "{} more boot modules ignored (at most {})",
+            info.modules.dropped(),
+            multiboot2::MAX_MODULES
+        );
     }
     match info.rsdp() {
         Some(r) => info!(
             "ACPI: RSDP revision {} from {}, OEM \"{}\", RSDT {:#x}{}{}",
             r.revision,
-            if Some(r) == info.rsdp_v2 { "Multiboot2 tag 15" } else { "Multiboot2 tag 14" },
+            if Some(r) == info.rsdp_v2 {
+                "Multiboot2 tag 15"
+            } else {
+                "Multiboot2 tag 14"
+            },
             r.oem(),
             r.rsdt_address,
             r.xsdt_address.map(|_| ", XSDT ").unwrap_or_default(),
@@ -235,7 +256,10 @@ fn summary(info: &BootInfo<'_>) {
         None => info!("ACPI: the loader passed no RSDP (the BIOS areas are searched later)"),
     }
     if let Some(r) = info.rsdp().filter(|r| !r.valid) {
-        warn!("ACPI: the RSDP's signature or checksum is wrong (revision {})", r.revision);
+        warn!(
+            "ACPI: the RSDP's signature or checksum is wrong (revision {})",
+            r.revision
+        );
     }
     if info.efi_boot_services_active {
         warn!("the loader left UEFI boot services running; Basalt does not use them");
@@ -284,7 +308,10 @@ impl<const N: usize> core::fmt::Write for StackString<N> {
 }
 
 fn heapless_join<const N: usize>(items: impl Iterator<Item = &'static str>) -> StackString<N> {
-    let mut out = StackString { buf: [0; N], len: 0 };
+    let mut out = StackString {
+        buf: [0; N],
+        len: 0,
+    };
     for (i, item) in items.enumerate() {
         out.push_fmt(format_args!("{}{item}", if i > 0 { " " } else { "" }));
     }

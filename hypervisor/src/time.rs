@@ -63,10 +63,10 @@ fn from_cpuid16() -> Option<(u64, TscSource)> {
 
 /// Counts TSC ticks while PIT channel 2 counts down 10 ms in mode 0.
 fn pit_calibrate() -> Option<u64> {
-    // SAFETY (every port access below): ports 0x42/0x43 are the 8254 PIT's
-    // channel 2 and command register, and port 0x61 bits 0-1 gate channel 2
-    // and the speaker. Channel 2 drives only the speaker, which stays off;
-    // nothing here touches memory.
+    // Every port access below: ports 0x42/0x43 are the 8254 PIT's channel 2
+    // and command register, and port 0x61 bits 0-1 gate channel 2 and the
+    // speaker. Channel 2 drives only the speaker, which stays off.
+    // SAFETY: these PIT and port-0x61 writes touch no memory (see above).
     let outb = |port, value| unsafe { io::outb(port, value) };
     // SAFETY: see above.
     let inb = |port| unsafe { io::inb(port) };

@@ -42,7 +42,11 @@ pub fn finish(verdict: Verdict, reason: &str) -> ! {
     }
     crate::console::flush();
     if TEST_EXIT.load(Ordering::Relaxed) {
-        let code = if verdict == Verdict::Pass { QEMU_PASS } else { QEMU_FAIL };
+        let code = if verdict == Verdict::Pass {
+            QEMU_PASS
+        } else {
+            QEMU_FAIL
+        };
         // SAFETY: `test-exit` says Basalt runs in an emulator whose port 0xf4
         // is QEMU's isa-debug-exit (or nothing, under Bochs); the write ends
         // the emulator and touches no memory.

@@ -25,7 +25,9 @@ impl Emulator {
             "qemu" => Ok(Self::Qemu),
             "bochs" => Ok(Self::Bochs),
             "kvm" => Ok(Self::Kvm),
-            _ => Err(format!("unknown emulator {text:?}: expected qemu, bochs or kvm")),
+            _ => Err(format!(
+                "unknown emulator {text:?}: expected qemu, bochs or kvm"
+            )),
         }
     }
 
@@ -90,7 +92,12 @@ pub fn qemu_args(machine: &Machine, iso: &Path, serial: Serial<'_>) -> Vec<Strin
         },
     ];
     match machine.emulator {
-        Emulator::Kvm => args.extend(["-accel".into(), "kvm".into(), "-cpu".into(), "host,+vmx".into()]),
+        Emulator::Kvm => args.extend([
+            "-accel".into(),
+            "kvm".into(),
+            "-cpu".into(),
+            "host,+vmx".into(),
+        ]),
         _ => args.extend(["-accel".into(), "tcg".into(), "-cpu".into(), "max".into()]),
     }
     args
@@ -109,9 +116,17 @@ pub fn bochs_config(machine: &Machine, iso: &Path, serial_log: &Path, bochs_log:
         "romimage: file=/usr/share/bochs/BIOS-bochs-latest\n\
          vgaromimage: file=/usr/share/vgabios/vgabios.bin\n",
     );
-    let _ = writeln!(cfg, "ata0-master: type=cdrom, path={}, status=inserted", iso.display());
+    let _ = writeln!(
+        cfg,
+        "ata0-master: type=cdrom, path={}, status=inserted",
+        iso.display()
+    );
     cfg.push_str("boot: cdrom\n");
-    let _ = writeln!(cfg, "com1: enabled=1, mode=file, dev={}", serial_log.display());
+    let _ = writeln!(
+        cfg,
+        "com1: enabled=1, mode=file, dev={}",
+        serial_log.display()
+    );
     let _ = writeln!(cfg, "log: {}", bochs_log.display());
     // Headless without a listener (platform facts §3): SDL2 with the dummy
     // video driver; the dummy sound driver avoids an abort at start.
@@ -151,15 +166,20 @@ pub fn kvm_unusable_reason() -> Option<String> {
                 .into(),
         );
     }
-    if std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_err() {
+    if std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_err()
+    {
         return Some(
             "/dev/kvm cannot be opened read-write: load kvm_intel and add yourself to the \
              `kvm` group"
                 .into(),
         );
     }
-    let nested = std::fs::read_to_string("/sys/module/kvm_intel/parameters/nested")
-        .unwrap_or_default();
+    let nested =
+        std::fs::read_to_string("/sys/module/kvm_intel/parameters/nested").unwrap_or_default();
     if !matches!(nested.trim(), "Y" | "y" | "1") {
         return Some(
             "kvm_intel's nested virtualization is off: run \
@@ -174,7 +194,12 @@ pub fn kvm_unusable_reason() -> Option<String> {
 /// The command that boots `iso` on `machine`. For Bochs, `config` is the path
 /// of the configuration file written from [`bochs_config`] and `rc` the path
 /// of a file holding [`BOCHS_RC`].
-pub fn command(machine: &Machine, iso: &Path, serial: Serial<'_>, bochs_files: Option<(&Path, &Path)>) -> Command {
+pub fn command(
+    machine: &Machine,
+    iso: &Path,
+    serial: Serial<'_>,
+    bochs_files: Option<(&Path, &Path)>,
+) -> Command {
     match (machine.emulator, bochs_files) {
         (Emulator::Bochs, Some((config, rc))) => {
             let mut cmd = Command::new("bochs-bin");
@@ -196,21 +221,41 @@ mod tests {
 
     #[test]
     fn qemu_args_carry_the_machine() {
-        let m = Machine { emulator: Emulator::Qemu, cpus: 4, memory_mib: 4096 };
+        let m = Machine {
+            emulator: Emulator::Qemu,
+            cpus: 4,
+            memory_mib: 4096,
+        };
         let args = qemu_args(&m, Path::new("/x.iso"), Serial::File(Path::new("/s.log")));
         let joined = args.join(" ");
         assert!(joined.contains("-smp 4 -m 4096M -cdrom /x.iso"));
         assert!(joined.contains("-serial file:/s.log"));
         assert!(joined.contains("isa-debug-exit,iobase=0xf4"));
         assert!(joined.contains("-accel tcg"));
-        let kvm = Machine { emulator: Emulator::Kvm, ..m };
-        assert!(qemu_args(&kvm, Path::new("/x.iso"), Serial::Stdio).join(" ").contains("-accel kvm -cpu host,+vmx"));
+        let kvm = Machine {
+            emulator: Emulator::Kvm,
+            ..m
+        };
+        assert!(
+            qemu_args(&kvm, Path::new("/x.iso"), Serial::Stdio)
+                .join(" ")
+                .contains("-accel kvm -cpu host,+vmx")
+        );
     }
 
     #[test]
     fn bochs_config_is_headless_and_logs_serial() {
-        let m = Machine { emulator: Emulator::Bochs, cpus: 2, memory_mib: 512 };
-        let cfg = bochs_config(&m, Path::new("/x.iso"), Path::new("/s.log"), Path::new("/b.log"));
+        let m = Machine {
+            emulator: Emulator::Bochs,
+            cpus: 2,
+            memory_mib: 512,
+        };
+        let cfg = bochs_config(
+            &m,
+            Path::new("/x.iso"),
+            Path::new("/s.log"),
+            Path::new("/b.log"),
+        );
         assert!(cfg.contains("megs: 512\n"));
         assert!(cfg.contains("count=2"));
         assert!(cfg.contains("com1: enabled=1, mode=file, dev=/s.log"));

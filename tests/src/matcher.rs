@@ -36,7 +36,12 @@ pub fn verdict(log: &str, complete_only: bool) -> Option<Verdict> {
     if line == "PASS" {
         Some(Verdict::Pass)
     } else {
-        Some(Verdict::Fail(line.strip_prefix("FAIL:").unwrap_or(line).trim().to_string()))
+        Some(Verdict::Fail(
+            line.strip_prefix("FAIL:")
+                .unwrap_or(line)
+                .trim()
+                .to_string(),
+        ))
     }
 }
 
@@ -68,14 +73,19 @@ pub fn judge(scenario: &Scenario, memory_mib: u64, log: &str) -> Result<String, 
         match log[from..].find(wanted.as_str()) {
             Some(at) => from += at + wanted.len(),
             None if log.contains(wanted.as_str()) => {
-                return Err(format!("expected line {wanted:?} appears, but out of order"));
+                return Err(format!(
+                    "expected line {wanted:?} appears, but out of order"
+                ));
             }
             None => return Err(format!("expected line {wanted:?} is missing")),
         }
     }
     for forbidden in &scenario.forbid {
         if let Some(line) = log.lines().find(|l| l.contains(forbidden.as_str())) {
-            return Err(format!("forbidden {forbidden:?} appears: {:?}", line.trim()));
+            return Err(format!(
+                "forbidden {forbidden:?} appears: {:?}",
+                line.trim()
+            ));
         }
     }
     let mut summary = match verdict {
@@ -93,7 +103,9 @@ pub fn judge(scenario: &Scenario, memory_mib: u64, log: &str) -> Result<String, 
                  (allowed: 0 to {percent}%)"
             ));
         }
-        summary.push_str(&format!(", usable RAM {shortfall:.2}% below {memory_mib} MiB"));
+        summary.push_str(&format!(
+            ", usable RAM {shortfall:.2}% below {memory_mib} MiB"
+        ));
     }
     Ok(summary)
 }
@@ -103,8 +115,10 @@ mod tests {
     use super::*;
 
     fn scenario(extra: &str) -> Scenario {
-        Scenario::parse(&format!("name = 't'\ndescription = 'd'\nemulator = 'qemu'\n{extra}"))
-            .expect("valid")
+        Scenario::parse(&format!(
+            "name = 't'\ndescription = 'd'\nemulator = 'qemu'\n{extra}"
+        ))
+        .expect("valid")
     }
 
     const LOG: &str = "\x1b[H junk\n[ 0.1] cpu0 INFO  Basalt hypervisor 0.1.0\n\
@@ -140,9 +154,17 @@ mod tests {
         assert!(judge(&s, 512, LOG).unwrap_err().contains("forbidden"));
         let s = scenario("verdict = 'fail'");
         assert!(judge(&s, 512, LOG).unwrap_err().contains("expected FAIL"));
-        assert!(judge(&scenario(""), 512, "no verdict\n").unwrap_err().contains("no BASALT-VERDICT"));
+        assert!(
+            judge(&scenario(""), 512, "no verdict\n")
+                .unwrap_err()
+                .contains("no BASALT-VERDICT")
+        );
         let failing = "BASALT-VERDICT: FAIL: panic\n";
-        assert!(judge(&scenario(""), 512, failing).unwrap_err().contains("expected PASS"));
+        assert!(
+            judge(&scenario(""), 512, failing)
+                .unwrap_err()
+                .contains("expected PASS")
+        );
         assert!(judge(&scenario("verdict = 'fail'"), 512, failing).is_ok());
     }
 

@@ -79,8 +79,11 @@ fn boot_and_watch(
     let bochs_rc = log_dir.join(format!("{}.bochs-rc", scenario.name));
     let bochs_log = log_dir.join(format!("{}.bochs.log", scenario.name));
     if machine.emulator == Emulator::Bochs {
-        std::fs::write(&bochs_cfg, emulator::bochs_config(&machine, iso, serial_log, &bochs_log))
-            .map_err(|e| e.to_string())?;
+        std::fs::write(
+            &bochs_cfg,
+            emulator::bochs_config(&machine, iso, serial_log, &bochs_log),
+        )
+        .map_err(|e| e.to_string())?;
         std::fs::write(&bochs_rc, emulator::BOCHS_RC).map_err(|e| e.to_string())?;
     }
     let mut cmd = emulator::command(
@@ -115,7 +118,10 @@ fn boot_and_watch(
             kill(&mut child);
             let log = matcher::normalise(&std::fs::read(serial_log).unwrap_or_default());
             if matcher::verdict(&log, false).is_none() {
-                return Err(format!("timed out after {} s without a verdict", scenario.timeout));
+                return Err(format!(
+                    "timed out after {} s without a verdict",
+                    scenario.timeout
+                ));
             }
             break None;
         }
@@ -132,7 +138,9 @@ fn boot_and_watch(
             _ => 35,
         };
         if code != expected && scenario.cmdline.contains("test-exit") {
-            return Err(format!("QEMU exited with status {code}, expected {expected} for the verdict"));
+            return Err(format!(
+                "QEMU exited with status {code}, expected {expected} for the verdict"
+            ));
         }
     }
     if exit.is_none() {

@@ -23,7 +23,10 @@ impl ModuleArg {
         if path.is_empty() {
             return Err("--module needs 'PATH [ARGS]'".into());
         }
-        Ok(Self { path: path.into(), args: args.trim().into() })
+        Ok(Self {
+            path: path.into(),
+            args: args.trim().into(),
+        })
     }
 }
 
@@ -101,20 +104,34 @@ pub fn build(spec: &IsoSpec<'_>, work: &Path, out: &Path) -> Result {
         .map_err(|e| format!("{}: {e}", spec.kernel.display()))?;
     let mut names = Vec::new();
     for (i, module) in spec.modules.iter().enumerate() {
-        let path = if module.path.is_absolute() { module.path.clone() } else { util::root().join(&module.path) };
+        let path = if module.path.is_absolute() {
+            module.path.clone()
+        } else {
+            util::root().join(&module.path)
+        };
         let base: String = path
             .file_name()
             .map(|n| n.to_string_lossy().to_string())
             .unwrap_or_default()
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         let name = format!("{i}-{base}");
         std::fs::copy(&path, work.join("boot/modules").join(&name))
             .map_err(|e| format!("module {}: {e}", path.display()))?;
         names.push(name);
     }
-    std::fs::write(work.join("boot/grub/grub.cfg"), grub_cfg(spec, &names, &util::git_version())).map_err(io)?;
+    std::fs::write(
+        work.join("boot/grub/grub.cfg"),
+        grub_cfg(spec, &names, &util::git_version()),
+    )
+    .map_err(io)?;
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
@@ -157,11 +174,20 @@ mod tests {
             timeout: 0,
         };
         let cfg = grub_cfg(&spec, &["0-a.elf".into()], "v1");
-        assert!(cfg.contains("multiboot2 /boot/basalt.elf 'loglvl=debug' 'bogus=$1'\n"), "{cfg}");
-        assert!(cfg.contains("module2 /boot/modules/0-a.elf 'name='\\''x'\\''' '$y'\n"), "{cfg}");
+        assert!(
+            cfg.contains("multiboot2 /boot/basalt.elf 'loglvl=debug' 'bogus=$1'\n"),
+            "{cfg}"
+        );
+        assert!(
+            cfg.contains("module2 /boot/modules/0-a.elf 'name='\\''x'\\''' '$y'\n"),
+            "{cfg}"
+        );
         assert!(cfg.contains("set timeout=0"));
         assert!(cfg.contains("serial --unit=0 --speed=115200"));
-        let mb1 = IsoSpec { loader: Loader::Multiboot1, ..spec };
+        let mb1 = IsoSpec {
+            loader: Loader::Multiboot1,
+            ..spec
+        };
         assert!(grub_cfg(&mb1, &["0-a.elf".into()], "v1").contains("multiboot /boot/basalt.elf"));
     }
 }

@@ -34,12 +34,22 @@ pub fn build() -> Result<Kernel> {
     })?;
     let elf = util::target_dir().join(TARGET).join("release/basalt");
     if !elf.is_file() {
-        return Err(format!("the build succeeded but {} is missing", elf.display()));
+        return Err(format!(
+            "the build succeeded but {} is missing",
+            elf.display()
+        ));
     }
     let stripped = util::target_dir().join("basalt/basalt.elf");
-    std::fs::create_dir_all(stripped.parent().unwrap_or(&util::target_dir())).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(stripped.parent().unwrap_or(&util::target_dir()))
+        .map_err(|e| e.to_string())?;
     if util::which("strip").is_some() {
-        util::run(Command::new("strip").arg("--strip-debug").arg("-o").arg(&stripped).arg(&elf))?;
+        util::run(
+            Command::new("strip")
+                .arg("--strip-debug")
+                .arg("-o")
+                .arg(&stripped)
+                .arg(&elf),
+        )?;
     } else {
         std::fs::copy(&elf, &stripped).map_err(|e| e.to_string())?;
     }

@@ -36,7 +36,9 @@ struct Args {
 
 impl Args {
     fn value(&mut self, flag: &str) -> Result<String> {
-        self.items.next().ok_or_else(|| format!("{flag} needs a value\n\n{USAGE}"))
+        self.items
+            .next()
+            .ok_or_else(|| format!("{flag} needs a value\n\n{USAGE}"))
     }
 }
 
@@ -47,7 +49,9 @@ fn main() {
         std::process::exit(2);
     }
     let command = items.remove(0);
-    let mut args = Args { items: items.into_iter() };
+    let mut args = Args {
+        items: items.into_iter(),
+    };
     let result = match command.as_str() {
         "build" => kernel::build().map(|k| println!("{}", k.elf.display())),
         "iso" => cmd_iso(&mut args),
@@ -76,7 +80,12 @@ fn cmd_iso(args: &mut Args) -> Result {
             "--out" => out = args.value(&flag)?.into(),
             "--cmdline" => cmdline = args.value(&flag)?,
             "--module" => modules.push(iso::ModuleArg::parse(&args.value(&flag)?)?),
-            "--timeout" => timeout = args.value(&flag)?.parse().map_err(|_| "--timeout takes seconds")?,
+            "--timeout" => {
+                timeout = args
+                    .value(&flag)?
+                    .parse()
+                    .map_err(|_| "--timeout takes seconds")?
+            }
             other => return Err(format!("unknown option {other:?} for iso\n\n{USAGE}")),
         }
     }
@@ -100,14 +109,21 @@ fn cmd_iso(args: &mut Args) -> Result {
 }
 
 fn cmd_run(args: &mut Args) -> Result {
-    let mut machine = Machine { emulator: Emulator::Qemu, cpus: 1, memory_mib: 512 };
+    let mut machine = Machine {
+        emulator: Emulator::Qemu,
+        cpus: 1,
+        memory_mib: 512,
+    };
     let mut cmdline = String::new();
     let mut modules = Vec::new();
     while let Some(flag) = args.items.next() {
         match flag.as_str() {
             "--emulator" => machine.emulator = Emulator::parse(&args.value(&flag)?)?,
             "--smp" => {
-                machine.cpus = args.value(&flag)?.parse().map_err(|_| "--smp takes a number of CPUs")?;
+                machine.cpus = args
+                    .value(&flag)?
+                    .parse()
+                    .map_err(|_| "--smp takes a number of CPUs")?;
                 if !(1..=64).contains(&machine.cpus) {
                     return Err("--smp takes 1 to 64".into());
                 }
@@ -118,15 +134,29 @@ fn cmd_run(args: &mut Args) -> Result {
             other => return Err(format!("unknown option {other:?} for run\n\n{USAGE}")),
         }
     }
-    run::run(&run::RunOptions { machine, cmdline, modules })
+    run::run(&run::RunOptions {
+        machine,
+        cmdline,
+        modules,
+    })
 }
 
 fn cmd_test(args: &mut Args) -> Result {
-    let mut options = test::TestOptions { filter: None, no_unit: false, no_boot: false, jobs: 2 };
+    let mut options = test::TestOptions {
+        filter: None,
+        no_unit: false,
+        no_boot: false,
+        jobs: 2,
+    };
     while let Some(flag) = args.items.next() {
         match flag.as_str() {
             "--filter" => options.filter = Some(args.value(&flag)?),
-            "--jobs" => options.jobs = args.value(&flag)?.parse().map_err(|_| "--jobs takes a number")?,
+            "--jobs" => {
+                options.jobs = args
+                    .value(&flag)?
+                    .parse()
+                    .map_err(|_| "--jobs takes a number")?
+            }
             "--no-unit" => options.no_unit = true,
             "--no-boot" => options.no_boot = true,
             other => return Err(format!("unknown option {other:?} for test\n\n{USAGE}")),
@@ -138,13 +168,25 @@ fn cmd_test(args: &mut Args) -> Result {
 fn cmd_lint() -> Result {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     util::step("cargo fmt --check", || {
-        util::run(std::process::Command::new(&cargo).current_dir(util::root()).args(["fmt", "--all", "--", "--check"]))
+        util::run(
+            std::process::Command::new(&cargo)
+                .current_dir(util::root())
+                .args(["fmt", "--all", "--", "--check"]),
+        )
     })?;
     util::step("cargo clippy (host crates)", || {
         util::run(
             std::process::Command::new(&cargo)
                 .current_dir(util::root())
-                .args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]),
+                .args(["clippy", "--all-targets", "--", "-D", "warnings"]),
         )
+    })?;
+    let toolchain = toolchain::find()?;
+    if toolchain.rustc.starts_with("/usr/bin") {
+        packages::ensure(packages::DEBIAN_CLIPPY, "linting the hypervisor")?;
+    }
+    util::step("clippy (hypervisor, x86_64-unknown-none)", || {
+        let mut cmd = toolchain.clippy()?;
+        util::run(cmd.current_dir(util::root()))
     })
 }

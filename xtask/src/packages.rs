@@ -41,16 +41,25 @@ pub const BOCHS: &[Need] = &[
     need("bochs-bin", "bochs"),
     need("/usr/share/bochs/BIOS-bochs-latest", "bochsbios"),
     need("/usr/share/vgabios/vgabios.bin", "vgabios"),
-    need("/usr/lib/x86_64-linux-gnu/bochs/plugins/libbx_sdl2_gui.so.0.0.0", "bochs-sdl"),
+    need(
+        "/usr/lib/x86_64-linux-gnu/bochs/plugins/libbx_sdl2_gui.so.0.0.0",
+        "bochs-sdl",
+    ),
 ];
 
 /// Debian's Rust toolchain with library sources (build-std), and a linker.
 pub const DEBIAN_RUST: &[Need] = &[
     need("/usr/bin/rustc", "rustc-web"),
     need("/usr/bin/cargo", "cargo-web"),
-    need("/usr/lib/rustlib/src/rust/library/core/Cargo.toml", "rust-web-src"),
+    need(
+        "/usr/lib/rustlib/src/rust/library/core/Cargo.toml",
+        "rust-web-src",
+    ),
     need("ld", "binutils"),
 ];
+
+/// Clippy for the toolchain Debian provides (`cargo xtask lint`).
+pub const DEBIAN_CLIPPY: &[Need] = &[need("/usr/bin/clippy-driver", "rust-web-clippy")];
 
 fn present(need: &Need) -> bool {
     if need.what.starts_with('/') {
@@ -70,7 +79,11 @@ static APT_UPDATED: AtomicBool = AtomicBool::new(false);
 /// Makes sure everything in `needs` is present, installing the missing
 /// packages when this machine allows it. `purpose` says what they are for.
 pub fn ensure(needs: &[Need], purpose: &str) -> Result {
-    let mut packages: Vec<&str> = needs.iter().filter(|n| !present(n)).map(|n| n.package).collect();
+    let mut packages: Vec<&str> = needs
+        .iter()
+        .filter(|n| !present(n))
+        .map(|n| n.package)
+        .collect();
     packages.dedup();
     if packages.is_empty() {
         return Ok(());
@@ -81,9 +94,13 @@ pub fn ensure(needs: &[Need], purpose: &str) -> Result {
         let how = if apt {
             format!("sudo apt-get install {list}")
         } else {
-            format!("install the packages that provide {list} (Debian names) with your package manager")
+            format!(
+                "install the packages that provide {list} (Debian names) with your package manager"
+            )
         };
-        return Err(format!("{purpose} needs packages that are missing: {list}. Run: {how}"));
+        return Err(format!(
+            "{purpose} needs packages that are missing: {list}. Run: {how}"
+        ));
     }
     util::step(&format!("installing {list} ({purpose})"), || {
         if !APT_UPDATED.swap(true, Ordering::SeqCst) {

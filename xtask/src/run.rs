@@ -4,7 +4,7 @@ use crate::iso::{self, IsoSpec, Loader, ModuleArg};
 use crate::packages;
 use crate::util::{self, Result};
 use basalt_tests::emulator::{self, Emulator, Machine, Serial};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -104,14 +104,20 @@ fn run_bochs(machine: &Machine, image: &std::path::Path, dir: &std::path::Path) 
     let rc = dir.join("bochs-rc");
     let log = dir.join("bochs.log");
     std::fs::write(&serial, b"").map_err(|e| e.to_string())?;
-    std::fs::write(&config, emulator::bochs_config(machine, image, &serial, &log)).map_err(|e| e.to_string())?;
+    std::fs::write(
+        &config,
+        emulator::bochs_config(machine, image, &serial, &log),
+    )
+    .map_err(|e| e.to_string())?;
     std::fs::write(&rc, emulator::BOCHS_RC).map_err(|e| e.to_string())?;
     let mut cmd = emulator::command(machine, image, Serial::File(&serial), Some((&config, &rc)));
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .process_group(0);
-    let mut child = cmd.spawn().map_err(|e| format!("cannot start Bochs: {e}"))?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start Bochs: {e}"))?;
     let mut file = std::fs::File::open(&serial).map_err(|e| e.to_string())?;
     let mut buf = Vec::new();
     let mut out = std::io::stdout();
@@ -122,7 +128,6 @@ fn run_bochs(machine: &Machine, image: &std::path::Path, dir: &std::path::Path) 
             let _ = out.write_all(buf);
             let _ = out.flush();
         }
-        let _ = file.seek(SeekFrom::Current(0));
     };
     let status = loop {
         copy(&mut file, &mut buf, &mut out);

@@ -40,7 +40,10 @@ pub fn test(options: &TestOptions) -> Result {
     if !options.no_unit {
         match util::step("host unit tests (cargo test)", unit_tests) {
             Ok(t) => {
-                eprintln!("    host unit tests: {} passed, {} failed", t.passed, t.failed);
+                eprintln!(
+                    "    host unit tests: {} passed, {} failed",
+                    t.passed, t.failed
+                );
                 total.passed += t.passed;
                 total.failed += t.failed;
                 if t.failed > 0 {
@@ -87,12 +90,23 @@ fn unit_tests() -> Result<Tally> {
         .map_err(|e| format!("cannot run cargo test: {e}"))?;
     let mut tally = Tally::default();
     if let Some(out) = child.stdout.take() {
-        for line in BufReader::new(out).lines().map_while(std::result::Result::ok) {
+        for line in BufReader::new(out)
+            .lines()
+            .map_while(std::result::Result::ok)
+        {
             println!("{line}");
             if let Some(rest) = line.strip_prefix("test result: ") {
                 let count = |word: &str| {
                     rest.split(';')
-                        .find_map(|part| part.trim().strip_suffix(word)?.trim().rsplit(' ').next()?.parse::<usize>().ok())
+                        .find_map(|part| {
+                            part.trim()
+                                .strip_suffix(word)?
+                                .trim()
+                                .rsplit(' ')
+                                .next()?
+                                .parse::<usize>()
+                                .ok()
+                        })
                         .unwrap_or(0)
                 };
                 tally.passed += count(" passed");
@@ -102,7 +116,9 @@ fn unit_tests() -> Result<Tally> {
     }
     let status = child.wait().map_err(|e| e.to_string())?;
     if !status.success() && tally.failed == 0 {
-        return Err(format!("cargo test failed ({status}) before running its tests"));
+        return Err(format!(
+            "cargo test failed ({status}) before running its tests"
+        ));
     }
     Ok(tally)
 }
@@ -130,45 +146,55 @@ fn scenarios(options: &TestOptions) -> Result<Tally> {
     // scenarios that boot the same thing.
     let mut isos: HashMap<(String, Vec<ModuleArg>, Loader), PathBuf> = HashMap::new();
     let mut plan = Vec::new();
-    util::step(&format!("making boot ISOs for {} scenarios", all.len()), || {
-        for s in &all {
-            let modules: Vec<ModuleArg> = s
-                .modules
-                .iter()
-                .map(|m| ModuleArg { path: m.path.clone(), args: m.args.clone() })
-                .collect();
-            let loader = match s.loader {
-                scenario::Loader::Multiboot2 => Loader::Multiboot2,
-                scenario::Loader::Multiboot1 => Loader::Multiboot1,
-            };
-            let key = (s.cmdline.clone(), modules.clone(), loader);
-            let next = isos.len();
-            let path = match isos.get(&key) {
-                Some(p) => p.clone(),
-                None => {
-                    let path = iso_dir.join(format!("image-{next}.iso"));
-                    iso::build(
-                        &IsoSpec {
-                            kernel: &kernel.stripped,
-                            cmdline: &s.cmdline,
-                            modules: &modules,
-                            loader,
-                            timeout: 0,
-                        },
-                        &iso_dir.join(format!("image-{next}")),
-                        &path,
-                    )?;
-                    isos.insert(key, path.clone());
-                    path
-                }
-            };
-            plan.push((s.clone(), path));
-        }
-        Ok(())
-    })?;
+    util::step(
+        &format!("making boot ISOs for {} scenarios", all.len()),
+        || {
+            for s in &all {
+                let modules: Vec<ModuleArg> = s
+                    .modules
+                    .iter()
+                    .map(|m| ModuleArg {
+                        path: m.path.clone(),
+                        args: m.args.clone(),
+                    })
+                    .collect();
+                let loader = match s.loader {
+                    scenario::Loader::Multiboot2 => Loader::Multiboot2,
+                    scenario::Loader::Multiboot1 => Loader::Multiboot1,
+                };
+                let key = (s.cmdline.clone(), modules.clone(), loader);
+                let next = isos.len();
+                let path = match isos.get(&key) {
+                    Some(p) => p.clone(),
+                    None => {
+                        let path = iso_dir.join(format!("image-{next}.iso"));
+                        iso::build(
+                            &IsoSpec {
+                                kernel: &kernel.stripped,
+                                cmdline: &s.cmdline,
+                                modules: &modules,
+                                loader,
+                                timeout: 0,
+                            },
+                            &iso_dir.join(format!("image-{next}")),
+                            &path,
+                        )?;
+                        isos.insert(key, path.clone());
+                        path
+                    }
+                };
+                plan.push((s.clone(), path));
+            }
+            Ok(())
+        },
+    )?;
 
     let jobs = options.jobs.max(1);
-    eprintln!("==> running {} boot scenarios, {jobs} at a time; logs in {}", plan.len(), out_dir.display());
+    eprintln!(
+        "==> running {} boot scenarios, {jobs} at a time; logs in {}",
+        plan.len(),
+        out_dir.display()
+    );
     let queue = Mutex::new(plan.into_iter());
     let results = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
@@ -191,14 +217,25 @@ fn scenarios(options: &TestOptions) -> Result<Tally> {
     let failed = results.len() - passed;
     eprintln!("    boot scenarios: {passed} passed, {failed} failed");
     for o in results.iter().filter(|o| !o.passed) {
-        eprintln!("    FAILED {}: {} (serial log {})", o.name, o.detail, o.serial_log.display());
+        eprintln!(
+            "    FAILED {}: {} (serial log {})",
+            o.name,
+            o.detail,
+            o.serial_log.display()
+        );
     }
     Ok(Tally { passed, failed })
 }
 
 fn print_outcome(scenario: &Scenario, o: &Outcome) {
     if o.passed {
-        println!("PASS {} [{}] ({:.1} s): {}", o.name, scenario.emulator.name(), o.seconds, o.detail);
+        println!(
+            "PASS {} [{}] ({:.1} s): {}",
+            o.name,
+            scenario.emulator.name(),
+            o.seconds,
+            o.detail
+        );
         return;
     }
     let log = std::fs::read(&o.serial_log).unwrap_or_default();

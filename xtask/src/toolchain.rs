@@ -42,7 +42,11 @@ impl Toolchain {
             util::output(Command::new(&self.rustc).arg("--version")).unwrap_or_default(),
             self.rustc.display(),
             self.sysroot.display(),
-            if self.build_std { "core built from source" } else { "prebuilt target" },
+            if self.build_std {
+                "core built from source"
+            } else {
+                "prebuilt target"
+            },
             self.linker.0.display()
         )
     }
@@ -69,6 +73,32 @@ impl Toolchain {
         cmd
     }
 
+    /// A `cargo check` command that runs clippy on the hypervisor with
+    /// warnings denied, through the clippy-driver beside this rustc.
+    pub fn clippy(&self) -> Result<Command> {
+        let driver = self
+            .rustc
+            .parent()
+            .map(|dir| dir.join("clippy-driver"))
+            .filter(|d| d.is_file())
+            .ok_or_else(|| {
+                format!(
+                    "no clippy-driver beside {}: install clippy (`rustup component add clippy`, \
+                     or Debian's rust-web-clippy)",
+                    self.rustc.display()
+                )
+            })?;
+        let mut cmd = self.cargo();
+        cmd.env("RUSTC_WORKSPACE_WRAPPER", driver)
+            .env(
+                "CLIPPY_ARGS",
+                "-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__",
+            )
+            .args(["check", "--release", "--package", "basalt"])
+            .args(self.target_args());
+        Ok(cmd)
+    }
+
     /// The arguments that select the target (and build-std).
     pub fn target_args(&self) -> Vec<&'static str> {
         let mut args = vec!["--target", TARGET];
@@ -83,23 +113,37 @@ impl Toolchain {
 }
 
 fn sysroot(rustc: &Path) -> Option<PathBuf> {
-    util::output(Command::new(rustc).args(["--print", "sysroot"]).current_dir(util::root()))
-        .map(PathBuf::from)
+    util::output(
+        Command::new(rustc)
+            .args(["--print", "sysroot"])
+            .current_dir(util::root()),
+    )
+    .map(PathBuf::from)
 }
 
 fn has_prebuilt_target(sysroot: &Path) -> bool {
-    sysroot.join("lib/rustlib").join(TARGET).join("lib").is_dir()
+    sysroot
+        .join("lib/rustlib")
+        .join(TARGET)
+        .join("lib")
+        .is_dir()
 }
 
 fn has_library_source(sysroot: &Path) -> bool {
-    sysroot.join("lib/rustlib/src/rust/library/core/Cargo.toml").is_file()
+    sysroot
+        .join("lib/rustlib/src/rust/library/core/Cargo.toml")
+        .is_file()
 }
 
 /// GNU ld when present (every Linux machine with binutils), otherwise an
 /// LLVM linker: rust-lld from any rustup toolchain, or ld.lld.
 fn find_linker(sysroots: &[PathBuf]) -> Option<(PathBuf, &'static str)> {
     if let Some(path) = std::env::var_os("BASALT_LINKER").map(PathBuf::from) {
-        let flavor = if path.to_string_lossy().contains("lld") { "gnu-lld" } else { "ld" };
+        let flavor = if path.to_string_lossy().contains("lld") {
+            "gnu-lld"
+        } else {
+            "ld"
+        };
         return Some((path, flavor));
     }
     if let Some(ld) = util::which("ld") {
@@ -136,7 +180,9 @@ fn candidates() -> Vec<(PathBuf, PathBuf)> {
     }
     // The toolchain rust-toolchain.toml selects: rustc from PATH (a rustup
     // proxy or a plain install) with the cargo that runs xtask.
-    let cargo = std::env::var_os("CARGO").map(PathBuf::from).unwrap_or_else(|| "cargo".into());
+    let cargo = std::env::var_os("CARGO")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "cargo".into());
     if let Some(rustc) = util::which("rustc") {
         list.push((rustc, cargo));
     }
@@ -160,7 +206,11 @@ fn detect() -> Option<Toolchain> {
     let linker = find_linker(&sysroots)?;
     let pick = |build_std: bool| {
         found.iter().find_map(|(rustc, cargo, sysroot)| {
-            let ok = if build_std { has_library_source(sysroot) } else { has_prebuilt_target(sysroot) };
+            let ok = if build_std {
+                has_library_source(sysroot)
+            } else {
+                has_prebuilt_target(sysroot)
+            };
             ok.then(|| Toolchain {
                 cargo: cargo.clone(),
                 rustc: rustc.clone(),
@@ -179,7 +229,9 @@ pub fn find() -> Result<Toolchain> {
         return Ok(toolchain);
     }
     if util::which("rustup").is_some() && std::env::var_os("BASALT_RUSTC").is_none() {
-        eprintln!("==> no toolchain with the {TARGET} target or library sources; asking rustup to add the target");
+        eprintln!(
+            "==> no toolchain with the {TARGET} target or library sources; asking rustup to add the target"
+        );
         let added = Command::new("rustup")
             .args(["target", "add", TARGET])
             .current_dir(util::root())
@@ -189,14 +241,17 @@ pub fn find() -> Result<Toolchain> {
             return Ok(toolchain);
         }
     }
-    packages::ensure(packages::DEBIAN_RUST, "building Basalt for x86_64-unknown-none")
-        .map_err(|e| {
-            format!(
-                "{e}\nNo Rust toolchain here can build for {TARGET}. Either run \
+    packages::ensure(
+        packages::DEBIAN_RUST,
+        "building Basalt for x86_64-unknown-none",
+    )
+    .map_err(|e| {
+        format!(
+            "{e}\nNo Rust toolchain here can build for {TARGET}. Either run \
                  `rustup target add {TARGET}` (needs network access to rustup's server), \
                  or on Debian 12 `apt-get install rustc-web cargo-web rust-web-src binutils`."
-            )
-        })?;
+        )
+    })?;
     detect().ok_or_else(|| {
         format!("Debian's Rust toolchain is installed but cannot build for {TARGET}; see docs/building.md")
     })

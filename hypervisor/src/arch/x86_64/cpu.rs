@@ -1,6 +1,6 @@
 //! Processor identification, time stamp counter and halting.
 
-use core::arch::x86_64::{__cpuid, __cpuid_count, CpuidResult, _rdtsc};
+use core::arch::x86_64::{__cpuid, __cpuid_count, _rdtsc, CpuidResult};
 
 /// CPUID leaf `leaf`, sub-leaf 0.
 pub fn cpuid(leaf: u32) -> CpuidResult {
