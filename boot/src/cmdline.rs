@@ -191,6 +191,28 @@ impl Consoles {
     }
 }
 
+/// A fault to cause on purpose (`test-fault=`, tests only).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TestFault {
+    /// Recurse on the boot CPU until its stack overflows into the guard page.
+    StackOverflow,
+    /// Write to the hypervisor's (read-only) text.
+    WriteText,
+    /// Fault on the first application processor.
+    Ap,
+}
+
+impl TestFault {
+    fn parse(text: &str) -> Option<Self> {
+        match text {
+            "stack-overflow" => Some(Self::StackOverflow),
+            "write-text" => Some(Self::WriteText),
+            "ap" => Some(Self::Ap),
+            _ => None,
+        }
+    }
+}
+
 /// An option whose value was not understood.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Invalid<'a> {
@@ -222,6 +244,10 @@ pub struct Options<'a> {
     pub test_exit: bool,
     /// `test-panic` (tests only): panic on purpose after the boot summary.
     pub test_panic: bool,
+    /// `test-fault=` (tests only): cause a fault on purpose.
+    pub test_fault: Option<TestFault>,
+    /// `maxcpus=N`: use at most N CPUs (the boot CPU counts).
+    pub maxcpus: Option<usize>,
     /// Options Basalt does not know.
     pub unknown: FixedVec<&'a str, MAX_REPORTED>,
     /// Known options with a value Basalt could not use (the default applies).
@@ -297,6 +323,18 @@ impl<'a> Options<'a> {
             Consoles::parse(value.unwrap_or_default()).map(|c| self.console = c)
         } else if is("com1") {
             SerialParams::parse(value.unwrap_or_default()).map(|p| self.com1 = p)
+        } else if is("maxcpus") {
+            match value.and_then(|v| v.parse::<usize>().ok()) {
+                Some(n) if n >= 1 => {
+                    self.maxcpus = Some(n);
+                    Ok(())
+                }
+                _ => Err("expected a number of CPUs, at least 1"),
+            }
+        } else if is("test-fault") {
+            TestFault::parse(value.unwrap_or_default())
+                .map(|f| self.test_fault = Some(f))
+                .ok_or("expected stack-overflow, write-text or ap")
         } else if is("com2") {
             SerialParams::parse(value.unwrap_or_default()).map(|p| self.com2 = p)
         } else if let Some(flag) = self.flag(name) {
@@ -402,6 +440,17 @@ mod tests {
         assert_eq!(o.com1, SerialParams::default());
         assert_eq!(o.invalid.len(), 5);
         assert!(o.invalid[0].to_string().contains("none, error, warning"));
+    }
+
+    #[test]
+    fn maxcpus_and_test_faults() {
+        let o = Options::parse("maxcpus=2 test-fault=write-text");
+        assert_eq!(o.maxcpus, Some(2));
+        assert_eq!(o.test_fault, Some(TestFault::WriteText));
+        let o = Options::parse("maxcpus=0 maxcpus=x test-fault=boom");
+        assert_eq!(o.maxcpus, None);
+        assert_eq!(o.test_fault, None);
+        assert_eq!(o.invalid.len(), 3);
     }
 
     #[test]

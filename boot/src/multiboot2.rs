@@ -32,6 +32,7 @@ mod tag {
     pub const MODULE: u32 = 3;
     pub const BASIC_MEMINFO: u32 = 4;
     pub const MMAP: u32 = 6;
+    pub const ELF_SECTIONS: u32 = 9;
     pub const ACPI_OLD: u32 = 14;
     pub const ACPI_NEW: u32 = 15;
     pub const EFI_BS_NOT_TERMINATED: u32 = 18;
@@ -226,6 +227,20 @@ impl Rsdp {
     }
 }
 
+/// The hypervisor's own ELF section headers (tag 9), through which Basalt
+/// finds its symbol table (see [`crate::elf`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ElfSections<'a> {
+    /// Number of section headers.
+    pub num: u32,
+    /// Size of one header.
+    pub entsize: u32,
+    /// Index of the section-name string table.
+    pub shndx: u32,
+    /// The headers.
+    pub headers: &'a [u8],
+}
+
 /// Everything Basalt takes from the Multiboot2 boot information.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct BootInfo<'a> {
@@ -249,7 +264,9 @@ pub struct BootInfo<'a> {
     pub load_base: Option<u32>,
     /// The loader left UEFI boot services running (tag 18).
     pub efi_boot_services_active: bool,
-    /// Tags Basalt does not use (framebuffer, ELF sections, …).
+    /// The hypervisor's ELF section headers (tag 9).
+    pub elf_sections: Option<ElfSections<'a>>,
+    /// Tags Basalt does not use (framebuffer, APM, …).
     pub other_tags: usize,
 }
 
@@ -365,6 +382,16 @@ pub fn parse<'a>(bytes: &'a [u8]) -> Result<BootInfo<'a>, Error> {
                             typ: le32(e, 16)?,
                         })
                     }))
+                });
+            }
+            tag::ELF_SECTIONS => {
+                let fields = le32(body, 0).zip(le32(body, 4)).zip(le32(body, 8));
+                let ((num, entsize), shndx) = fields.ok_or(too_small)?;
+                info.elf_sections = Some(ElfSections {
+                    num,
+                    entsize,
+                    shndx,
+                    headers: body.get(12..).unwrap_or_default(),
                 });
             }
             tag::ACPI_OLD => info.rsdp_v1 = Some(Rsdp::parse(body).ok_or(too_small)?),

@@ -6,11 +6,10 @@
 //! [`STALL_SPINS`] polls is declared stuck and skipped from then on, so a
 //! dead or unplugged UART cannot hang the hypervisor.
 
-use crate::arch::x86_64::cpu;
 use crate::time;
 use basalt_boot::cmdline::{Consoles, LogLevel, Parity as CmdParity, SerialParams};
 use core::fmt::{self, Write};
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use spin::Mutex;
 use uart_16550::backend::PioBackend;
 use uart_16550::spec::registers::{LSR, Parity, WordLength};
@@ -82,9 +81,11 @@ static CONSOLE: Mutex<Console> = Mutex::new(Console {
     ports: [None, None],
 });
 
-/// Set once a CPU panics: from then on the console lock is taken by force so
-/// the panic report always gets out.
+/// Set once a CPU panics or faults: from then on only that CPU prints, and it
+/// takes the console lock by force so its report always gets out.
 static PANICKING: AtomicBool = AtomicBool::new(false);
+/// The CPU that prints the report.
+static PANIC_OWNER: AtomicUsize = AtomicUsize::new(usize::MAX);
 
 fn uart_config(params: &SerialParams) -> Config {
     Config {
@@ -178,10 +179,14 @@ pub fn configure(
 
 /// Writes formatted text to the console as it is (no log prefix).
 pub fn print(args: fmt::Arguments<'_>) {
-    if PANICKING.load(Ordering::Relaxed) {
-        // SAFETY: only reached after a panic, when this CPU is the only one
-        // still printing (issue: SMP stops the others first); a lock held by
-        // the panicking code path must not silence the report.
+    if PANICKING.load(Ordering::Acquire) {
+        if PANIC_OWNER.load(Ordering::Acquire) != crate::arch::x86_64::percpu::index() {
+            // Another CPU is reporting; this one's output would only mix in.
+            return;
+        }
+        // SAFETY: only the reporting CPU gets here; the others are stopped
+        // or print nothing, and a lock held by code that was interrupted by
+        // the fault must not silence the report.
         unsafe { CONSOLE.force_unlock() };
     }
     let _ = CONSOLE.lock().write_fmt(args);
@@ -197,7 +202,16 @@ pub fn flush() {
 
 /// Marks the start of a panic report (see [`print`]).
 pub fn enter_panic() -> bool {
-    !PANICKING.swap(true, Ordering::SeqCst)
+    let first = PANIC_OWNER
+        .compare_exchange(
+            usize::MAX,
+            crate::arch::x86_64::percpu::index(),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        )
+        .is_ok();
+    PANICKING.store(true, Ordering::Release);
+    first
 }
 
 /// `print!` to the console.
@@ -236,7 +250,7 @@ impl log::Log for Logger {
             "[{:5}.{:06}] cpu{} {} {}\n",
             micros / 1_000_000,
             micros % 1_000_000,
-            cpu::apic_id(),
+            crate::arch::x86_64::percpu::index(),
             level,
             record.args()
         ));

@@ -8,9 +8,16 @@
 #![no_std]
 #![no_main]
 
+extern crate alloc;
+
+mod acpi;
 mod arch;
 mod console;
+mod fault;
+mod fmtbuf;
+mod mm;
 mod panic;
+mod platform;
 mod time;
 mod verdict;
 
@@ -18,6 +25,7 @@ use arch::x86_64::{self as x86, cpu};
 use basalt_boot::cmdline::Options;
 use basalt_boot::memmap::ByteSize;
 use basalt_boot::multiboot2::{self, BootInfo};
+pub use fmtbuf::StackString;
 use log::{debug, info, warn};
 use verdict::{Verdict, finish};
 
@@ -29,6 +37,9 @@ const GIT_VERSION: &str = env!("BASALT_GIT_VERSION");
 /// register values the loader left: `magic` (EAX) and `info_phys` (EBX).
 #[unsafe(no_mangle)]
 pub extern "C" fn kmain(magic: u32, info_phys: u32) -> ! {
+    // Exceptions get reports from the first instruction on (boot GDT: the
+    // code selector is already 0x08).
+    x86::idt::load();
     console::init_early();
     let (tsc_hz, tsc_source) = time::init();
 
@@ -59,6 +70,17 @@ pub extern "C" fn kmain(magic: u32, info_phys: u32) -> ! {
     if let Some((lower, upper)) = info.basic_meminfo {
         debug!("loader's basic memory info: {lower} KiB low, {upper} KiB from 1 MiB");
     }
+    if let Some(sections) = info.elf_sections {
+        let tables = basalt_boot::elf::find_symbol_tables(
+            sections.headers,
+            sections.num as usize,
+            sections.entsize as usize,
+        );
+        debug!(
+            "ELF sections: {} headers; symbol tables {:x?}",
+            sections.num, tables
+        );
+    }
     if !options.rest.is_empty() {
         debug!("after `--` (for the control domain): \"{}\"", options.rest);
     }
@@ -75,43 +97,45 @@ pub extern "C" fn kmain(magic: u32, info_phys: u32) -> ! {
     );
     summary(&info);
 
-    if options.test_panic {
-        panic!("test-panic: panicking on purpose (test-only command-line option)");
+    if let Err(e) = mm::init(&info, u64::from(info_phys)) {
+        log::error!("memory: {e}");
+        finish(Verdict::Fail, "memory manager");
     }
-
-    info!("boot complete; nothing to run yet (guest domains come with the VT-x core)");
-    if options.test_exit {
-        finish(Verdict::Pass, "");
-    }
-    info!("idle");
-    cpu::halt_forever()
+    // The boot information is read again through the direct map: the boot
+    // identity map is gone.
+    let Ok(info) = read_boot_info(magic, info_phys) else {
+        finish(
+            Verdict::Fail,
+            "boot information unreadable after the switch",
+        );
+    };
+    let options = Options::parse(info.cmdline.unwrap_or_default());
+    mm::log_summary();
+    platform::start(&info, &options)
 }
 
 /// Checks the loader magic and parses the boot information.
-fn read_boot_info(magic: u32, info_phys: u32) -> Result<BootInfo<'static>, BootError> {
+pub fn read_boot_info(magic: u32, info_phys: u32) -> Result<BootInfo<'static>, BootError> {
     match magic {
         multiboot2::BOOTLOADER_MAGIC => {}
         multiboot2::MULTIBOOT1_BOOTLOADER_MAGIC => return Err(BootError::Multiboot1),
         other => return Err(BootError::NoMagic(other)),
     }
     let phys = u64::from(info_phys);
-    // SAFETY: the loader handed over the boot information at `info_phys`; it
-    // lies below 4 GiB (a 32-bit pointer) and nothing writes it after boot.
-    let header =
-        unsafe { x86::boot_phys_slice(phys, 8) }.ok_or(BootError::Info(multiboot2::Error::Null))?;
-    let header: &[u8; 8] = header
-        .try_into()
-        .map_err(|_| BootError::Info(multiboot2::Error::Null))?;
+    let null = || BootError::Info(multiboot2::Error::Null);
+    // The loader put the boot information at `info_phys`, below 4 GiB;
+    // nothing writes it after boot (the frame allocator reserves it).
+    let header: &[u8; 8] = mm::phys_slice(phys, 8)
+        .and_then(|h| h.try_into().ok())
+        .ok_or_else(null)?;
     let total = multiboot2::total_size(header).map_err(BootError::Info)?;
-    // SAFETY: as above, for the size the header gives (bounded by
-    // `total_size` to 16 MiB and checked to stay below 4 GiB).
-    let bytes = unsafe { x86::boot_phys_slice(phys, total as usize) }
-        .ok_or(BootError::Info(multiboot2::Error::Null))?;
+    let bytes = mm::phys_slice(phys, total as usize).ok_or_else(null)?;
     multiboot2::parse(bytes).map_err(BootError::Info)
 }
 
 /// Why Basalt cannot use what the loader passed.
-enum BootError {
+#[derive(Debug)]
+pub enum BootError {
     /// A Multiboot (version 1) loader started Basalt.
     Multiboot1,
     /// Not started by a Multiboot loader at all.
@@ -278,40 +302,8 @@ impl core::fmt::Display for HexOpt {
     }
 }
 
-/// A string of at most `N` bytes built without a heap.
-struct StackString<const N: usize> {
-    buf: [u8; N],
-    len: usize,
-}
-
-impl<const N: usize> StackString<N> {
-    fn as_str(&self) -> &str {
-        // Only whole UTF-8 strings are appended (see `write_str`).
-        core::str::from_utf8(&self.buf[..self.len]).unwrap_or("?")
-    }
-
-    fn push_fmt(&mut self, args: core::fmt::Arguments<'_>) {
-        let _ = core::fmt::Write::write_fmt(self, args);
-    }
-}
-
-impl<const N: usize> core::fmt::Write for StackString<N> {
-    fn write_str(&mut self, s: &str) -> core::fmt::Result {
-        let room = N - self.len;
-        if s.len() > room {
-            return Err(core::fmt::Error);
-        }
-        self.buf[self.len..self.len + s.len()].copy_from_slice(s.as_bytes());
-        self.len += s.len();
-        Ok(())
-    }
-}
-
 fn heapless_join<const N: usize>(items: impl Iterator<Item = &'static str>) -> StackString<N> {
-    let mut out = StackString {
-        buf: [0; N],
-        len: 0,
-    };
+    let mut out = StackString::new();
     for (i, item) in items.enumerate() {
         out.push_fmt(format_args!("{}{item}", if i > 0 { " " } else { "" }));
     }

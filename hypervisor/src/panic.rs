@@ -11,17 +11,22 @@ fn panic(info: &PanicInfo<'_>) -> ! {
         // A panic while reporting a panic: stop here, the first report stands.
         cpu::halt_forever();
     }
+    crate::fault::stop_other_cpus();
     println!();
     match info.location() {
         Some(loc) => println!(
             "PANIC on cpu{} at {}:{}:{}: {}",
-            cpu::apic_id(),
+            crate::arch::x86_64::percpu::index(),
             loc.file(),
             loc.line(),
             loc.column(),
             info.message()
         ),
-        None => println!("PANIC on cpu{}: {}", cpu::apic_id(), info.message()),
+        None => println!(
+            "PANIC on cpu{}: {}",
+            crate::arch::x86_64::percpu::index(),
+            info.message()
+        ),
     }
     finish(Verdict::Fail, "panic")
 }

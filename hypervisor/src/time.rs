@@ -107,3 +107,30 @@ pub fn micros_since_boot() -> u64 {
     let ticks = cpu::rdtsc().saturating_sub(BOOT_TSC.load(Ordering::Relaxed));
     (u128::from(ticks) * 1_000_000 / u128::from(hz)) as u64
 }
+
+/// TSC ticks in `ns` nanoseconds.
+pub fn ns_to_tsc(ns: u64) -> u64 {
+    (u128::from(ns) * u128::from(tsc_hz()) / 1_000_000_000) as u64
+}
+
+/// Arms this CPU's one-shot timer to fire `ns` nanoseconds from now. One
+/// timer per CPU: arming again moves it.
+pub fn arm_oneshot_in(ns: u64) {
+    let deadline = cpu::rdtsc().wrapping_add(ns_to_tsc(ns).max(1));
+    if let Some(this) = crate::arch::x86_64::percpu::current() {
+        this.timer_deadline.store(deadline, Ordering::Release);
+    }
+    crate::arch::x86_64::apic::arm_timer(
+        crate::arch::x86_64::idt::vector::TIMER,
+        deadline,
+        tsc_hz(),
+    );
+}
+
+/// The local APIC timer interrupt: counts it and clears the deadline.
+pub fn timer_interrupt() {
+    if let Some(this) = crate::arch::x86_64::percpu::current() {
+        this.timer_ticks.fetch_add(1, Ordering::AcqRel);
+        this.timer_deadline.store(0, Ordering::Release);
+    }
+}

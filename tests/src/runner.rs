@@ -92,6 +92,9 @@ fn boot_and_watch(
         Serial::File(serial_log),
         Some((&bochs_cfg, &bochs_rc)),
     );
+    if machine.emulator != Emulator::Bochs {
+        cmd.args(&scenario.qemu_args);
+    }
     cmd.stdin(Stdio::null()).stdout(out).stderr(err);
     let mut child = cmd
         .spawn()

@@ -69,6 +69,9 @@ pub struct Scenario {
     /// Boot modules.
     #[serde(default)]
     pub modules: Vec<ModuleSpec>,
+    /// Extra QEMU arguments (e.g. `-no-acpi`); QEMU and KVM only.
+    #[serde(default)]
+    pub qemu_args: Vec<String>,
     /// The loader protocol.
     #[serde(default)]
     pub loader: Loader,
@@ -106,6 +109,9 @@ impl Scenario {
     pub fn parse(text: &str) -> Result<Self, String> {
         let scenario: Self = toml::from_str(text).map_err(|e| e.to_string())?;
         scenario.machine()?;
+        if !scenario.qemu_args.is_empty() && scenario.emulator == Emulator::Bochs {
+            return Err("qemu_args is for QEMU scenarios only".into());
+        }
         if scenario.name.is_empty()
             || !scenario
                 .name

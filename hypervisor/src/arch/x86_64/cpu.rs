@@ -64,3 +64,30 @@ pub fn halt_forever() -> ! {
         x86_64::instructions::hlt();
     }
 }
+
+/// Whether EFER.NXE is on (the boot code sets it when the CPU has NX).
+pub fn nx_enabled() -> bool {
+    super::msr::read(super::msr::Msr::Efer) & (1 << 11) != 0
+}
+
+/// Switches to the stack whose top is `top` and calls `f(arg)` there.
+///
+/// # Safety
+///
+/// `top` must be the 16-byte-aligned top of a mapped, unused stack; nothing
+/// on the current stack is used again.
+pub unsafe fn run_on_stack(top: u64, f: extern "C" fn(u64) -> !, arg: u64) -> ! {
+    // SAFETY: the caller guarantees the new stack; `f` never returns.
+    unsafe {
+        core::arch::asm!(
+            "mov rsp, {top}",
+            "xor ebp, ebp",
+            "call {f}",
+            "ud2",
+            top = in(reg) top,
+            f = in(reg) f,
+            in("rdi") arg,
+            options(noreturn)
+        )
+    }
+}

@@ -228,6 +228,6 @@ boot_info:      .long 0
 .balign 4096
 .global boot_stack_bottom
 boot_stack_bottom:
-    .skip 64 * 1024
+    .skip 256 * 1024
 .global boot_stack_top
 boot_stack_top:

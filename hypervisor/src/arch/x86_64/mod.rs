@@ -3,8 +3,14 @@
 //! Every `unsafe` operation on the CPU lives in this module tree behind a safe
 //! wrapper whose documentation says why it is safe to call.
 
+pub mod apic;
 pub mod cpu;
+pub mod gdt;
+pub mod idt;
 pub mod io;
+pub mod msr;
+pub mod percpu;
+pub mod smp;
 
 core::arch::global_asm!(include_str!("entry.S"), options(att_syntax));
 

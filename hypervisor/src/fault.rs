@@ -1,0 +1,215 @@
+//! Traps: the Rust side of every interrupt and exception, and the fatal-fault
+//! report (docs/smp.md).
+//!
+//! A fault in the hypervisor is never survivable: the faulting CPU stops
+//! every other CPU with an NMI, prints one report and ends the run with a
+//! FAIL verdict. The report names the CPU, the exception, the error code,
+//! RIP/RSP/RFLAGS, CR2 for page faults, the general registers and a
+//! frame-pointer backtrace with symbol names.
+
+use crate::arch::x86_64::idt::{self, TrapFrame, vector};
+use crate::arch::x86_64::{apic, cpu, percpu};
+use crate::verdict::{Verdict, finish};
+use crate::{console, mm, println, time};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use x86_64::registers::control::Cr2;
+
+/// Set by the first CPU that faults; NMIs then mean "stop".
+static STOPPING: AtomicBool = AtomicBool::new(false);
+/// Spurious interrupts seen (all CPUs).
+static SPURIOUS: AtomicU64 = AtomicU64::new(0);
+/// Whether the local APICs are up (IPIs and EOIs possible).
+static APIC_READY: AtomicBool = AtomicBool::new(false);
+
+/// Marks the local APICs usable for stop IPIs and EOIs.
+pub fn set_apic_ready() {
+    APIC_READY.store(true, Ordering::SeqCst);
+}
+
+/// Whether a CPU has faulted or panicked and the machine is stopping.
+pub fn is_stopping() -> bool {
+    STOPPING.load(Ordering::SeqCst)
+}
+
+/// Spurious interrupts seen so far.
+pub fn spurious_count() -> u64 {
+    SPURIOUS.load(Ordering::Relaxed)
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
+    let v = frame.vector as u8;
+    match v {
+        vector::NMI if STOPPING.load(Ordering::SeqCst) => cpu::halt_forever(),
+        0..=31 => fatal(frame),
+        vector::TIMER => {
+            time::timer_interrupt();
+            apic::eoi();
+        }
+        vector::APIC_ERROR => {
+            let esr = apic::take_errors();
+            log::warn!("local APIC error on cpu{}: ESR {esr:#x}", percpu::index());
+            apic::eoi();
+        }
+        vector::SPURIOUS => {
+            SPURIOUS.fetch_add(1, Ordering::Relaxed);
+        }
+        _ => {
+            log::warn!(
+                "unexpected interrupt vector {v:#x} on cpu{}",
+                percpu::index()
+            );
+            if APIC_READY.load(Ordering::Relaxed) {
+                apic::eoi();
+            }
+        }
+    }
+}
+
+/// Stops every other CPU and reports a fatal fault on this one.
+fn fatal(frame: &TrapFrame) -> ! {
+    if STOPPING.swap(true, Ordering::SeqCst) {
+        // Another CPU is already reporting; its NMI may not have arrived yet.
+        cpu::halt_forever();
+    }
+    nmi_other_cpus();
+    console::enter_panic();
+    report(frame);
+    finish(Verdict::Fail, "fatal fault")
+}
+
+/// Stops every other CPU (used by the panic handler too).
+pub fn stop_other_cpus() {
+    if !STOPPING.swap(true, Ordering::SeqCst) {
+        nmi_other_cpus();
+    }
+}
+
+/// Sends an NMI to every other CPU that Basalt runs on. Never a broadcast:
+/// CPUs Basalt did not start may sit in firmware code that cannot take an
+/// NMI (SeaBIOS parks them in protected mode with its own IDT).
+fn nmi_other_cpus() {
+    if !APIC_READY.load(Ordering::SeqCst) {
+        return;
+    }
+    let me = percpu::index();
+    for cpu in percpu::all().filter(|c| c.index != me) {
+        apic::send_ipi(apic::Delivery::Nmi, apic::Destination::Apic(cpu.apic_id));
+    }
+}
+
+fn page_fault_cause(error: u64) -> &'static str {
+    match (error & 1 != 0, error & 2 != 0, error & 16 != 0) {
+        (_, _, true) => "instruction fetch",
+        (true, true, _) => "write to a read-only page",
+        (true, false, _) => "protection violation on read",
+        (false, true, _) => "write to an unmapped page",
+        (false, false, _) => "read of an unmapped page",
+    }
+}
+
+fn report(f: &TrapFrame) {
+    let cpu = percpu::current();
+    let index = cpu.map_or(0, |c| c.index);
+    println!();
+    println!(
+        "*** FATAL: {} on cpu{index} (vector {}, error code {:#x})",
+        idt::exception_name(f.vector),
+        f.vector,
+        f.error_code
+    );
+    println!("    RIP {:#018x} {}", f.rip, Symbol(f.rip));
+    println!(
+        "    RSP {:#018x}  RFLAGS {:#010x}  CS {:#x}  SS {:#x}",
+        f.rsp, f.rflags, f.cs, f.ss
+    );
+    let cr2 = Cr2::read_raw();
+    if f.vector == u64::from(vector::PAGE_FAULT) || f.vector == u64::from(vector::DOUBLE_FAULT) {
+        let region = mm::describe_address(cr2);
+        if f.vector == u64::from(vector::PAGE_FAULT) {
+            println!(
+                "    CR2 {cr2:#018x}: {} ({region})",
+                page_fault_cause(f.error_code)
+            );
+        } else {
+            println!("    CR2 {cr2:#018x} ({region})");
+        }
+    }
+    if f.vector == u64::from(vector::DOUBLE_FAULT) {
+        let overflow = percpu::all().find_map(|c| {
+            c.stacks
+                .guard_of(cr2)
+                .or(c.stacks.guard_of(f.rsp))
+                .map(|s| (c.index, s))
+        });
+        match overflow {
+            Some((owner, stack)) => println!(
+                "    STACK OVERFLOW: cpu{owner}'s {stack} stack ran into its guard page; the page \
+                 fault could not be delivered, so the CPU raised a double fault (handled on its \
+                 own IST stack)"
+            ),
+            None => {
+                println!("    (not a stack overflow: RSP and CR2 are outside every guard page)")
+            }
+        }
+    }
+    println!(
+        "    RAX {:#018x} RBX {:#018x} RCX {:#018x} RDX {:#018x}",
+        f.rax, f.rbx, f.rcx, f.rdx
+    );
+    println!(
+        "    RSI {:#018x} RDI {:#018x} RBP {:#018x} R8  {:#018x}",
+        f.rsi, f.rdi, f.rbp, f.r8
+    );
+    println!(
+        "    R9  {:#018x} R10 {:#018x} R11 {:#018x} R12 {:#018x}",
+        f.r9, f.r10, f.r11, f.r12
+    );
+    println!(
+        "    R13 {:#018x} R14 {:#018x} R15 {:#018x}",
+        f.r13, f.r14, f.r15
+    );
+    println!("    backtrace:");
+    println!("      #0  {:#018x} {}", f.rip, Symbol(f.rip));
+    backtrace(f.rbp, 1);
+}
+
+/// Prints the frame-pointer chain starting at `rbp`, numbering from `first`.
+pub fn backtrace(mut rbp: u64, first: usize) {
+    let stacks = percpu::current().map(|c| c.stacks);
+    let readable = |addr: u64| {
+        addr.is_multiple_of(8)
+            && (stacks.is_some_and(|s| s.contains(addr) && s.contains(addr + 8))
+                || mm::in_boot_stack(addr) && mm::in_boot_stack(addr + 8))
+    };
+    for n in first..first + 32 {
+        if rbp == 0 || !readable(rbp) {
+            break;
+        }
+        // SAFETY: `rbp` lies inside one of this CPU's mapped stacks
+        // (checked above).
+        let next = unsafe { *(rbp as *const u64) };
+        // SAFETY: so does `rbp + 8`.
+        let ret = unsafe { *((rbp + 8) as *const u64) };
+        if ret == 0 {
+            break;
+        }
+        println!("      #{n:<2} {ret:#018x} {}", Symbol(ret));
+        if next <= rbp {
+            break;
+        }
+        rbp = next;
+    }
+}
+
+/// An address printed as `<function+0xoffset>` when the symbol table knows it.
+pub struct Symbol(pub u64);
+
+impl core::fmt::Display for Symbol {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match mm::symbols().and_then(|s| s.lookup(self.0)) {
+            Some((name, offset)) => write!(f, "<{:#}+{offset:#x}>", rustc_demangle::demangle(name)),
+            None => write!(f, "<?>"),
+        }
+    }
+}
