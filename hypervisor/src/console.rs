@@ -214,6 +214,17 @@ pub fn enter_panic() -> bool {
     first
 }
 
+/// A `fmt::Write` onto the console (for dumps).
+#[derive(Debug)]
+pub struct Writer;
+
+impl Write for Writer {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        print(format_args!("{s}"));
+        Ok(())
+    }
+}
+
 /// `print!` to the console.
 #[macro_export]
 macro_rules! print {

@@ -46,6 +46,7 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
             time::timer_interrupt();
             apic::eoi();
         }
+        vector::WAKE => apic::eoi(),
         vector::APIC_ERROR => {
             let esr = apic::take_errors();
             log::warn!("local APIC error on cpu{}: ESR {esr:#x}", percpu::index());
@@ -63,6 +64,21 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
                 apic::eoi();
             }
         }
+    }
+}
+
+/// An external interrupt taken during a VM exit (acknowledged on exit):
+/// handled as if it had come through the IDT.
+pub fn external_interrupt(vector: u8) {
+    match vector {
+        vector::TIMER => {
+            time::timer_interrupt();
+            apic::eoi();
+        }
+        vector::SPURIOUS => {
+            SPURIOUS.fetch_add(1, Ordering::Relaxed);
+        }
+        _ => apic::eoi(),
     }
 }
 

@@ -13,12 +13,18 @@ extern crate alloc;
 mod acpi;
 mod arch;
 mod console;
+mod domain;
 mod fault;
 mod fmtbuf;
+mod guestmem;
+mod hypercall;
 mod mm;
 mod panic;
 mod platform;
+mod sched;
+mod stats;
 mod time;
+mod vcpu;
 mod verdict;
 
 use arch::x86_64::{self as x86, cpu};

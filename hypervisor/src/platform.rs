@@ -16,6 +16,43 @@ use log::{error, info, warn};
 /// Milliseconds an AP gets to check in before it is skipped.
 const AP_TIMEOUT_MS: u64 = 100;
 
+/// Set once guest domains exist: idle CPUs then run the scheduler.
+static GUESTS: AtomicBool = AtomicBool::new(false);
+/// Whether VT-x works (decided on the boot CPU).
+static VMX_OK: AtomicBool = AtomicBool::new(false);
+
+/// Turns VT-x on for this CPU and logs the outcome (docs/vmx.md).
+fn vmx_on_this_cpu() -> bool {
+    let index = percpu::index();
+    crate::arch::x86_64::vmx::vcpu::enable_fpu_switching();
+    if index != 0 && !VMX_OK.load(Ordering::SeqCst) {
+        return false;
+    }
+    match crate::arch::x86_64::vmx::enable_on_this_cpu() {
+        Ok(config) => {
+            if index == 0 {
+                info!("VT-x: {}", config.negotiated);
+                VMX_OK.store(true, Ordering::SeqCst);
+            }
+            info!(
+                "cpu{index}: VMX operation on (VMCS revision {:#x})",
+                config.negotiated.revision_id
+            );
+            true
+        }
+        Err(e) => {
+            if index == 0 {
+                warn!(
+                    "VT-x unavailable: {e}; Basalt stays up with its console and starts no guest"
+                );
+            } else {
+                error!("cpu{index}: VMX could not be turned on: {e}");
+            }
+            false
+        }
+    }
+}
+
 /// Set by an AP once it runs Rust code on its own stack.
 static AP_STARTED: AtomicBool = AtomicBool::new(false);
 /// CPUs whose one-shot timer self-test passed.
@@ -24,6 +61,7 @@ static TIMERS_OK: AtomicUsize = AtomicUsize::new(0);
 static TEST_FAULT_AP: AtomicBool = AtomicBool::new(false);
 
 struct Boot {
+    info: BootInfo<'static>,
     rsdp: Option<basalt_boot::multiboot2::Rsdp>,
     maxcpus: Option<usize>,
     test_fault: Option<TestFault>,
@@ -32,8 +70,9 @@ struct Boot {
 }
 
 /// Sets up the boot CPU's own stack and continues there; never returns.
-pub fn start(info: &BootInfo<'_>, options: &Options<'_>) -> ! {
+pub fn start(info: &BootInfo<'static>, options: &Options<'_>) -> ! {
     let boot = Box::new(Boot {
+        info: *info,
         rsdp: info.rsdp(),
         maxcpus: options.maxcpus,
         test_fault: options.test_fault,
@@ -131,6 +170,7 @@ extern "C" fn bsp_main(arg: u64) -> ! {
     }
     info!("cpu0 online (APIC id {boot_apic_id})");
     timer_self_test();
+    let vmx_ok = vmx_on_this_cpu();
 
     TEST_FAULT_AP.store(boot.test_fault == Some(TestFault::Ap), Ordering::SeqCst);
     start_aps(&topology, tsc_hz);
@@ -147,7 +187,24 @@ extern "C" fn bsp_main(arg: u64) -> ! {
         );
     }
     info!("spurious interrupts so far: {}", fault::spurious_count());
-    info!("boot complete; nothing to run yet (guest domains come with the VT-x core)");
+    if vmx_ok {
+        let vcpus = crate::domain::create_from_modules(&boot.info);
+        if !vcpus.is_empty() {
+            info!("boot complete; starting {} domain(s)", vcpus.len());
+            crate::sched::start(vcpus, boot.test_exit);
+            GUESTS.store(true, Ordering::SeqCst);
+            crate::sched::run();
+        }
+        if crate::domain::created_count() == 0 && !boot.info.modules.is_empty() {
+            warn!("no boot module became a domain");
+        }
+    } else if !boot.info.modules.is_empty() {
+        warn!(
+            "{} boot module(s) not started: VT-x is unavailable",
+            boot.info.modules.len()
+        );
+    }
+    info!("boot complete; no guest domain to run");
     if boot.test_exit {
         finish(Verdict::Pass, "");
     }
@@ -235,7 +292,14 @@ extern "C" fn ap_entry(arg: u64) -> ! {
         info!("unreachable: read {value:#x}");
     }
     timer_self_test();
-    idle()
+    vmx_on_this_cpu();
+    loop {
+        x86_64::instructions::interrupts::enable_and_hlt();
+        x86_64::instructions::interrupts::disable();
+        if GUESTS.load(Ordering::SeqCst) && VMX_OK.load(Ordering::SeqCst) {
+            crate::sched::run();
+        }
+    }
 }
 
 /// Arms a 1 ms one-shot timer and halts until it fires (at most 1 s).

@@ -108,6 +108,22 @@ pub fn micros_since_boot() -> u64 {
     (u128::from(ticks) * 1_000_000 / u128::from(hz)) as u64
 }
 
+/// Nanoseconds since boot: Basalt's system time (what Xen calls system
+/// time: monotonic, shared by all CPUs).
+pub fn now_ns() -> u64 {
+    let hz = tsc_hz();
+    if hz == 0 {
+        return 0;
+    }
+    let ticks = cpu::rdtsc().saturating_sub(BOOT_TSC.load(Ordering::Relaxed));
+    (u128::from(ticks) * 1_000_000_000 / u128::from(hz)) as u64
+}
+
+/// The TSC value `ns` nanoseconds from now.
+pub fn deadline_tsc(ns: u64) -> u64 {
+    cpu::rdtsc().wrapping_add(ns_to_tsc(ns).max(1))
+}
+
 /// TSC ticks in `ns` nanoseconds.
 pub fn ns_to_tsc(ns: u64) -> u64 {
     (u128::from(ns) * u128::from(tsc_hz()) / 1_000_000_000) as u64

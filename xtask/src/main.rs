@@ -1,7 +1,10 @@
 //! `cargo xtask`: build, image, run and test Basalt. See README.md.
 
+mod bench;
+mod guests;
 mod iso;
 mod kernel;
+mod modules;
 mod packages;
 mod run;
 mod test;
@@ -25,7 +28,10 @@ commands:
   test [--filter TEXT] [--jobs N] [--no-unit] [--no-boot]
                             host unit tests, then the boot scenarios in tests/scenarios/;
                             ends with 'N passed, N failed'
+  bench                     VM-exit costs under Bochs (Bochs ticks = instructions)
   lint                      cargo fmt --check and cargo clippy -D warnings
+
+A module PATH of the form guest:NAME names a test guest from tests/guests (built on demand).
 
 Missing emulators and image tools are installed with apt-get when run as root on Debian;
 otherwise the exact command to run is printed.";
@@ -58,6 +64,7 @@ fn main() {
         "run" => cmd_run(&mut args),
         "test" => cmd_test(&mut args),
         "lint" => cmd_lint(),
+        "bench" => bench::bench(),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(())

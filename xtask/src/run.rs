@@ -49,6 +49,23 @@ pub fn run(options: &RunOptions) -> Result {
         }
     }
     let kernel = crate::kernel::build()?;
+    let needs_guests = options
+        .modules
+        .iter()
+        .any(|m| crate::modules::is_guest(&m.path));
+    let guests = if needs_guests {
+        Some(crate::guests::build()?)
+    } else {
+        None
+    };
+    let modules: Vec<ModuleArg> = options
+        .modules
+        .iter()
+        .map(|m| ModuleArg {
+            path: crate::modules::resolve(&m.path, guests.as_ref()),
+            args: m.args.clone(),
+        })
+        .collect();
     let dir = util::target_dir().join("run");
     let image = dir.join("basalt-run.iso");
     util::step("making the boot ISO", || {
@@ -56,7 +73,7 @@ pub fn run(options: &RunOptions) -> Result {
             &IsoSpec {
                 kernel: &kernel.stripped,
                 cmdline: &options.cmdline,
-                modules: &options.modules,
+                modules: &modules,
                 loader: Loader::Multiboot2,
                 timeout: 0,
             },

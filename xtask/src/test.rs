@@ -139,6 +139,14 @@ fn scenarios(options: &TestOptions) -> Result<Tally> {
         packages::ensure(packages::BOCHS, "the Bochs boot scenarios")?;
     }
     let kernel = crate::kernel::build()?;
+    let needs_guests = all
+        .iter()
+        .any(|s| s.modules.iter().any(|m| crate::modules::is_guest(&m.path)));
+    let guests = if needs_guests {
+        Some(crate::guests::build()?)
+    } else {
+        None
+    };
     let out_dir = util::target_dir().join("test-logs");
     let iso_dir = util::target_dir().join("test-iso");
 
@@ -154,7 +162,7 @@ fn scenarios(options: &TestOptions) -> Result<Tally> {
                     .modules
                     .iter()
                     .map(|m| ModuleArg {
-                        path: m.path.clone(),
+                        path: crate::modules::resolve(&m.path, guests.as_ref()),
                         args: m.args.clone(),
                     })
                     .collect();

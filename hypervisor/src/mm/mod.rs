@@ -687,3 +687,80 @@ impl core::fmt::Write for LogLines {
         Ok(())
     }
 }
+
+/// Allocates one zeroed frame for `owner`.
+pub fn alloc_zeroed_frame(owner: Owner) -> Option<u64> {
+    let phys = MM.lock().as_mut()?.frames.alloc_frame(owner).ok()?;
+    zero_phys(phys, PAGE_SIZE);
+    Some(phys)
+}
+
+/// Allocates `2^order` frames for `owner` (not zeroed).
+pub fn alloc_frames(order: u32, owner: Owner) -> Option<u64> {
+    MM.lock().as_mut()?.frames.alloc(order, owner).ok()
+}
+
+/// Frees `2^order` frames at `phys`.
+pub fn free_frames(phys: u64, order: u32, owner: Owner) {
+    if let Some(m) = MM.lock().as_mut()
+        && let Err(e) = m.frames.free(phys, order, owner)
+    {
+        log::error!("memory: {e}");
+    }
+}
+
+/// Zeroes `len` bytes of RAM at `phys` through the direct map.
+pub fn zero_phys(phys: u64, len: u64) {
+    // SAFETY: callers pass frames they own (just allocated), direct-mapped.
+    unsafe { core::ptr::write_bytes((DIRECT_MAP_BASE + phys) as *mut u8, 0, len as usize) };
+}
+
+/// Writes a u32 at `phys` (a frame the caller owns).
+pub fn write_phys_u32(phys: u64, value: u32) {
+    // SAFETY: as for `zero_phys`; 4-byte aligned by the callers (frame starts).
+    unsafe { core::ptr::write_volatile((DIRECT_MAP_BASE + phys) as *mut u32, value) };
+}
+
+/// A frame the caller owns, as a byte array.
+pub fn phys_page_mut(phys: u64) -> &'static mut [u8; 4096] {
+    // SAFETY: callers pass frames they allocated and own exclusively (VMX
+    // bitmaps), direct-mapped for the rest of Basalt's life.
+    unsafe { &mut *((DIRECT_MAP_BASE + phys) as *mut [u8; 4096]) }
+}
+
+/// Builds an EPT mapping guest-physical `i * 2 MiB` to `blocks[i]`.
+pub fn build_ept(blocks: &[u64]) -> Result<PageTable<basalt_paging::Ept>, MapError> {
+    let mut guard = MM.lock();
+    let m = guard.as_mut().ok_or(MapError::ZeroLength)?;
+    let mut mem = OffsetTables(DIRECT_MAP_BASE);
+    let mut frames = AllocatorTables(&mut m.frames);
+    let mut ept = PageTable::<basalt_paging::Ept>::new(&mut frames)?;
+    let flags = MapFlags::READ | MapFlags::WRITE | MapFlags::EXECUTE;
+    for (i, &block) in blocks.iter().enumerate() {
+        let gpa = i as u64 * (2 << 20);
+        if let Err(e) = ept.map(
+            &mut mem,
+            &mut frames,
+            gpa,
+            block,
+            2 << 20,
+            flags,
+            PageSize::Size2M,
+        ) {
+            ept.destroy(&mem, &mut frames);
+            return Err(e);
+        }
+    }
+    Ok(ept)
+}
+
+/// Frees an EPT's tables (after INVEPT).
+pub fn destroy_ept(ept: PageTable<basalt_paging::Ept>) {
+    let _ = crate::arch::x86_64::vmx::instr::invept_all();
+    let mut guard = MM.lock();
+    if let Some(m) = guard.as_mut() {
+        let mem = OffsetTables(DIRECT_MAP_BASE);
+        let mut frames = AllocatorTables(&mut m.frames);
+        ept.destroy(&mem, &mut frames);
+    }
+}

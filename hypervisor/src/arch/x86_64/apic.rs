@@ -163,6 +163,8 @@ pub fn take_errors() -> u32 {
 /// How an IPI is delivered (ICR bits 10:8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Delivery {
+    /// A vector.
+    Fixed(u8),
     /// NMI.
     Nmi,
     /// INIT (assert, level).
@@ -181,6 +183,7 @@ pub enum Destination {
 /// Sends an IPI and waits (bounded) until the xAPIC has accepted it.
 pub fn send_ipi(delivery: Delivery, dest: Destination) {
     let low = match delivery {
+        Delivery::Fixed(v) => u32::from(v),
         Delivery::Nmi => 0b100 << 8,
         Delivery::Init => (0b101 << 8) | (1 << 14),
         Delivery::Startup(page) => (0b110 << 8) | u32::from(page),

@@ -7,6 +7,18 @@ use x86_64::structures::tss::TaskStateSegment;
 
 /// Kernel code selector (GDT entry 1), fixed so the IDT can name it.
 pub const KERNEL_CS: u16 = 0x08;
+/// Kernel data selector (GDT entry 2).
+pub const KERNEL_DS: u16 = 0x10;
+/// TSS selector (GDT entries 3-4).
+pub const TSS_SELECTOR: u16 = 0x18;
+
+/// This CPU's GDT and TSS addresses (for the VMCS host state).
+pub fn current_bases() -> (u64, u64) {
+    match super::percpu::current() {
+        Some(c) => c.table_bases(),
+        None => (0, 0),
+    }
+}
 
 /// A CPU's descriptor tables.
 #[derive(Debug)]
@@ -28,6 +40,11 @@ impl CpuTables {
             gdt: GlobalDescriptorTable::new(),
             tss,
         }
+    }
+
+    /// The GDT's and TSS's addresses.
+    pub fn bases(&self) -> (u64, u64) {
+        (&raw const self.gdt as u64, &raw const self.tss as u64)
     }
 
     /// Builds the GDT (null, code, data, TSS) and loads GDT, segments and TSS

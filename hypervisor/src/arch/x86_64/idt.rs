@@ -25,6 +25,8 @@ pub mod vector {
     pub const MACHINE_CHECK: u8 = 18;
     /// Local APIC timer.
     pub const TIMER: u8 = 0xef;
+    /// Wake-up IPI: "look at your run queue".
+    pub const WAKE: u8 = 0xf0;
     /// Local APIC error.
     pub const APIC_ERROR: u8 = 0xfe;
     /// Local APIC spurious interrupt.
@@ -141,6 +143,11 @@ pub fn load() {
     // SAFETY: the IDT is static, fully built above, and every gate points at
     // a stub in trap.S with the kernel code selector.
     unsafe { x86_64::instructions::tables::lidt(&pointer) };
+}
+
+/// The IDT's address (for the VMCS host state).
+pub fn base() -> u64 {
+    IDT.get().map_or(0, |idt| idt as *const Idt as u64)
 }
 
 /// The name of an exception vector (SDM Vol. 3A Table 6-1).

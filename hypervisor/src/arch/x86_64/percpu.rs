@@ -123,6 +123,13 @@ impl PerCpu {
     }
 }
 
+impl PerCpu {
+    /// This CPU's GDT and TSS addresses.
+    pub fn table_bases(&self) -> (u64, u64) {
+        self.tables.bases()
+    }
+}
+
 /// The running CPU's block, once installed.
 pub fn current() -> Option<&'static PerCpu> {
     let base = msr::read(Msr::GsBase);

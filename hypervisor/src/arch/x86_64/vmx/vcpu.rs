@@ -1,0 +1,862 @@
+//! A VMX virtual CPU: its VMCS, its general registers, its FPU/vector state,
+//! and the exits Basalt answers inside the VT-x layer (docs/vmx.md).
+//!
+//! Exits that need the domain or the scheduler (hypercalls, port I/O, HLT,
+//! shutdowns, guest errors) come back to the arch-neutral layer as a
+//! [`VcpuExit`]; the rest (CPUID, MSRs, control registers, XSETBV, cache
+//! flushes, VMX instructions, interrupt windows, external interrupts) are
+//! handled here.
+
+use super::VmxConfig;
+use super::instr::{self, CurrentVmcs};
+use crate::arch::x86_64::{cpu, gdt, msr};
+use crate::vcpu::{GuestError, VcpuExit};
+use alloc::boxed::Box;
+use basalt_frames::Owner;
+use basalt_vmx::controls::{EntryControls, PrimaryControls};
+use basalt_vmx::exit::{
+    CrAccess, CrAccessType, ExitReason, ExitReasonField, InterruptionInfo, IoAccess,
+};
+use basalt_vmx::fields::{VmcsExt, ctrl, exit, guest, host};
+use basalt_vmx::segment::AccessRights;
+use core::arch::x86_64::__cpuid_count;
+
+unsafe extern "C" {
+    fn vmx_enter(regs: *mut GuestRegs, launched: u64) -> u64;
+    fn vmx_exit();
+}
+
+core::arch::global_asm!(include_str!("entry.S"), options(att_syntax));
+
+/// A guest's general registers (RSP and RIP live in the VMCS). The layout is
+/// fixed by entry.S.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+#[allow(missing_docs)]
+pub struct GuestRegs {
+    pub rax: u64,
+    pub rbx: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    pub rbp: u64,
+    pub r8: u64,
+    pub r9: u64,
+    pub r10: u64,
+    pub r11: u64,
+    pub r12: u64,
+    pub r13: u64,
+    pub r14: u64,
+    pub r15: u64,
+}
+
+impl GuestRegs {
+    /// Register `n` in the SDM's numbering (0 = RAX … 15 = R15); RSP (4)
+    /// comes from the VMCS.
+    pub fn get(&self, n: u8) -> u64 {
+        match n {
+            0 => self.rax,
+            1 => self.rcx,
+            2 => self.rdx,
+            3 => self.rbx,
+            4 => CurrentVmcs.read_nat(guest::RSP).unwrap_or(0),
+            5 => self.rbp,
+            6 => self.rsi,
+            7 => self.rdi,
+            8 => self.r8,
+            9 => self.r9,
+            10 => self.r10,
+            11 => self.r11,
+            12 => self.r12,
+            13 => self.r13,
+            14 => self.r14,
+            _ => self.r15,
+        }
+    }
+
+    /// Sets register `n` (SDM numbering).
+    pub fn set(&mut self, n: u8, value: u64) {
+        match n {
+            0 => self.rax = value,
+            1 => self.rcx = value,
+            2 => self.rdx = value,
+            3 => self.rbx = value,
+            4 => {
+                let _ = CurrentVmcs.write_nat(guest::RSP, value);
+            }
+            5 => self.rbp = value,
+            6 => self.rsi = value,
+            7 => self.rdi = value,
+            8 => self.r8 = value,
+            9 => self.r9 = value,
+            10 => self.r10 = value,
+            11 => self.r11 = value,
+            12 => self.r12 = value,
+            13 => self.r13 = value,
+            14 => self.r14 = value,
+            _ => self.r15 = value,
+        }
+    }
+}
+
+/// MSRs a guest may read and write directly (MSR bitmap allowlist). Those
+/// the VMCS does not switch are saved and restored in software when vCPUs
+/// share a physical CPU.
+const PASSTHROUGH_MSRS: [u32; 8] = [
+    0xc000_0080, // IA32_EFER (switched by the VMCS: save/load EFER)
+    0xc000_0100, // IA32_FS_BASE (guest-state area)
+    0xc000_0101, // IA32_GS_BASE (guest-state area)
+    0xc000_0102, // IA32_KERNEL_GS_BASE
+    0xc000_0081, // IA32_STAR
+    0xc000_0082, // IA32_LSTAR
+    0xc000_0083, // IA32_CSTAR
+    0xc000_0084, // IA32_FMASK
+];
+/// The passthrough MSRs the VMCS does not switch.
+const SOFTWARE_SWITCHED_MSRS: [u32; 5] = [
+    0xc000_0102,
+    0xc000_0081,
+    0xc000_0082,
+    0xc000_0083,
+    0xc000_0084,
+];
+/// Read-only MSRs a guest may read directly: the TSC.
+const READ_ONLY_MSRS: [u32; 1] = [0x10];
+
+/// XSAVE area (the largest standard format fits in 4 KiB with AVX-512).
+#[repr(C, align(64))]
+struct XsaveArea([u8; 4096]);
+
+/// A VMX vCPU.
+pub struct VmxVcpu {
+    vmcs: u64,
+    launched: bool,
+    /// The guest's general registers while it is not running.
+    pub regs: GuestRegs,
+    msr_bitmap: u64,
+    io_bitmap_a: u64,
+    io_bitmap_b: u64,
+    xsave: Box<XsaveArea>,
+    xcr0: u64,
+    msrs: [u64; 5],
+    /// The guest's virtual TPR (CR8).
+    tpr: u64,
+    controls: VmxConfig,
+}
+
+impl core::fmt::Debug for VmxVcpu {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("VmxVcpu")
+            .field("vmcs", &self.vmcs)
+            .field("launched", &self.launched)
+            .finish()
+    }
+}
+
+/// The PVH entry state (Xen's PVH ABI, docs/guests.md).
+#[derive(Debug, Clone, Copy)]
+pub struct PvhEntry {
+    /// Guest-physical entry point (EIP).
+    pub rip: u64,
+    /// Guest-physical address of `hvm_start_info` (EBX).
+    pub start_info: u64,
+}
+
+/// The CR0 bits a guest may not own: everything but PE, MP, EM, TS, ET,
+/// NE-is-forced, WP, AM, NW, CD, PG — i.e. Basalt intercepts writes to the
+/// bits VMX fixes (NE) and shows the guest its own view.
+const CR0_PE: u64 = 1 << 0;
+const CR0_ET: u64 = 1 << 4;
+const CR0_NE: u64 = 1 << 5;
+const CR0_PG: u64 = 1 << 31;
+const CR4_VMXE: u64 = 1 << 13;
+const CR4_SMXE: u64 = 1 << 14;
+
+fn vmcs() -> CurrentVmcs {
+    CurrentVmcs
+}
+
+fn alloc_page() -> Result<u64, GuestError> {
+    crate::mm::alloc_zeroed_frame(Owner::Domain).ok_or(GuestError::OutOfMemory)
+}
+
+impl VmxVcpu {
+    /// A vCPU of a domain whose EPT root is `ept_root`, starting at `entry`
+    /// in 32-bit protected mode with paging off (PVH), on this CPU.
+    pub fn new(
+        n: &VmxConfig,
+        ept_root: u64,
+        vpid: u16,
+        entry: PvhEntry,
+    ) -> Result<Self, GuestError> {
+        let vmcs_page = alloc_page()?;
+        crate::mm::write_phys_u32(vmcs_page, n.negotiated.revision_id);
+        let mut this = Self {
+            vmcs: vmcs_page,
+            launched: false,
+            regs: GuestRegs {
+                rbx: entry.start_info,
+                ..GuestRegs::default()
+            },
+            msr_bitmap: alloc_page()?,
+            io_bitmap_a: alloc_page()?,
+            io_bitmap_b: alloc_page()?,
+            xsave: Box::new(XsaveArea([0; 4096])),
+            xcr0: 1,
+            msrs: [0; 5],
+            tpr: 0,
+            controls: n.clone(),
+        };
+        this.init_bitmaps();
+        this.init_xsave();
+        // SAFETY: a fresh VMCS region of ours, with its revision id.
+        unsafe { instr::vmclear(this.vmcs) }.map_err(GuestError::Vmx)?;
+        // SAFETY: as above; it is current on no other CPU.
+        unsafe { instr::vmptrld(this.vmcs) }.map_err(GuestError::Vmx)?;
+        this.write_controls(ept_root, vpid)
+            .map_err(GuestError::Vmx)?;
+        this.write_guest_state(entry).map_err(GuestError::Vmx)?;
+        this.write_host_state().map_err(GuestError::Vmx)?;
+        Ok(this)
+    }
+
+    fn init_bitmaps(&mut self) {
+        let msr = crate::mm::phys_page_mut(self.msr_bitmap);
+        let mut bitmap = basalt_vmx::bitmaps::MsrBitmap::new(msr);
+        for m in PASSTHROUGH_MSRS {
+            let _ = bitmap.allow_read(m);
+            let _ = bitmap.allow_write(m);
+        }
+        for m in READ_ONLY_MSRS {
+            let _ = bitmap.allow_read(m);
+        }
+        let a = crate::mm::phys_page_mut(self.io_bitmap_a);
+        a.fill(0xff);
+        let b = crate::mm::phys_page_mut(self.io_bitmap_b);
+        b.fill(0xff);
+    }
+
+    fn init_xsave(&mut self) {
+        // Start from the processor's reset state: an XSAVE of the current
+        // (untouched since boot, the hypervisor uses no FPU) state.
+        if has_xsave() {
+            self.xsave.0.fill(0);
+            // Legacy region: FCW = 0x37f, MXCSR = 0x1f80 (reset values).
+            self.xsave.0[0..2].copy_from_slice(&0x37fu16.to_le_bytes());
+            self.xsave.0[24..28].copy_from_slice(&0x1f80u32.to_le_bytes());
+        } else {
+            self.xsave.0[0..2].copy_from_slice(&0x37fu16.to_le_bytes());
+            self.xsave.0[24..28].copy_from_slice(&0x1f80u32.to_le_bytes());
+        }
+    }
+
+    fn write_controls(
+        &mut self,
+        ept_root: u64,
+        vpid: u16,
+    ) -> Result<(), basalt_vmx::error::VmFail> {
+        let n = &self.controls.negotiated;
+        let mut v = vmcs();
+        v.write32(ctrl::PIN_BASED, n.pin.bits())?;
+        v.write32(ctrl::PRIMARY_PROCESSOR_BASED, n.primary.bits())?;
+        v.write32(ctrl::SECONDARY_PROCESSOR_BASED, n.secondary.bits())?;
+        v.write32(ctrl::EXIT_CONTROLS, n.exit.bits())?;
+        v.write32(
+            ctrl::ENTRY_CONTROLS,
+            n.entry.bits() & !EntryControls::IA32E_MODE_GUEST.bits(),
+        )?;
+        v.write32(ctrl::EXCEPTION_BITMAP, 0)?;
+        v.write32(ctrl::PAGE_FAULT_ERROR_CODE_MASK, 0)?;
+        v.write32(ctrl::PAGE_FAULT_ERROR_CODE_MATCH, 0)?;
+        v.write32(ctrl::CR3_TARGET_COUNT, 0)?;
+        v.write32(ctrl::EXIT_MSR_STORE_COUNT, 0)?;
+        v.write32(ctrl::EXIT_MSR_LOAD_COUNT, 0)?;
+        v.write32(ctrl::ENTRY_MSR_LOAD_COUNT, 0)?;
+        v.write32(ctrl::ENTRY_INTERRUPTION_INFO, 0)?;
+        v.write64(ctrl::IO_BITMAP_A, self.io_bitmap_a)?;
+        v.write64(ctrl::IO_BITMAP_B, self.io_bitmap_b)?;
+        v.write64(ctrl::MSR_BITMAP, self.msr_bitmap)?;
+        // EPTP: write-back (6), 4-level walk (3 << 3).
+        v.write64(ctrl::EPT_POINTER, ept_root | 6 | (3 << 3))?;
+        if n.vpid {
+            v.write16(ctrl::VPID, vpid)?;
+        }
+        if n.secondary
+            .contains(basalt_vmx::controls::SecondaryControls::ENABLE_XSAVES)
+        {
+            // XSAVES/XRSTORS run without exits for every IA32_XSS component.
+            v.write64(ctrl::XSS_EXITING_BITMAP, 0)?;
+        }
+        // The guest owns no CR0/CR4 bit VMX fixes, nor CR4.VMXE/SMXE: writes
+        // to those exit, and reads see the shadows.
+        let c = &self.controls;
+        let cr0_mask = c.cr0_fixed_mask() & !(CR0_PE | CR0_PG);
+        v.write_nat(ctrl::CR0_GUEST_HOST_MASK, cr0_mask | CR0_NE)?;
+        v.write_nat(
+            ctrl::CR4_GUEST_HOST_MASK,
+            c.cr4_fixed_mask() | CR4_VMXE | CR4_SMXE,
+        )?;
+        Ok(())
+    }
+
+    fn write_guest_state(&mut self, entry: PvhEntry) -> Result<(), basalt_vmx::error::VmFail> {
+        let n = &self.controls;
+        let mut v = vmcs();
+        let cr0 = CR0_PE | CR0_ET;
+        v.write_nat(guest::CR0, n.fix_guest_cr0(cr0))?;
+        v.write_nat(ctrl::CR0_READ_SHADOW, cr0)?;
+        v.write_nat(guest::CR4, n.fix_guest_cr4(0))?;
+        v.write_nat(ctrl::CR4_READ_SHADOW, 0)?;
+        v.write_nat(guest::CR3, 0)?;
+        v.write_nat(guest::DR7, 0x400)?;
+        v.write_nat(guest::RSP, 0)?;
+        v.write_nat(guest::RIP, entry.rip)?;
+        v.write_nat(guest::RFLAGS, 0x2)?;
+        v.write64(guest::IA32_EFER, 0)?;
+        v.write64(guest::IA32_PAT, 0x0007_0406_0007_0406)?;
+        v.write64(guest::IA32_DEBUGCTL, 0)?;
+        v.write64(guest::VMCS_LINK_POINTER, u64::MAX)?;
+        v.write32(guest::INTERRUPTIBILITY_STATE, 0)?;
+        v.write32(guest::ACTIVITY_STATE, 0)?;
+        v.write_nat(guest::PENDING_DEBUG_EXCEPTIONS, 0)?;
+        v.write32(guest::IA32_SYSENTER_CS, 0)?;
+        v.write_nat(guest::IA32_SYSENTER_ESP, 0)?;
+        v.write_nat(guest::IA32_SYSENTER_EIP, 0)?;
+        // PVH: flat 32-bit code and data segments, a 32-bit TSS.
+        let code = AccessRights::CODE32.0;
+        let data = AccessRights::DATA32.0;
+        v.write16(guest::CS_SELECTOR, 0x10)?;
+        v.write_nat(guest::CS_BASE, 0)?;
+        v.write32(guest::CS_LIMIT, u32::MAX)?;
+        v.write32(guest::CS_ACCESS_RIGHTS, code)?;
+        for (sel, base, limit, ar) in [
+            (
+                guest::DS_SELECTOR,
+                guest::DS_BASE,
+                guest::DS_LIMIT,
+                guest::DS_ACCESS_RIGHTS,
+            ),
+            (
+                guest::ES_SELECTOR,
+                guest::ES_BASE,
+                guest::ES_LIMIT,
+                guest::ES_ACCESS_RIGHTS,
+            ),
+            (
+                guest::SS_SELECTOR,
+                guest::SS_BASE,
+                guest::SS_LIMIT,
+                guest::SS_ACCESS_RIGHTS,
+            ),
+            (
+                guest::FS_SELECTOR,
+                guest::FS_BASE,
+                guest::FS_LIMIT,
+                guest::FS_ACCESS_RIGHTS,
+            ),
+            (
+                guest::GS_SELECTOR,
+                guest::GS_BASE,
+                guest::GS_LIMIT,
+                guest::GS_ACCESS_RIGHTS,
+            ),
+        ] {
+            v.write16(sel, 0x18)?;
+            v.write_nat(base, 0)?;
+            v.write32(limit, u32::MAX)?;
+            v.write32(ar, data)?;
+        }
+        v.write16(guest::TR_SELECTOR, 0x20)?;
+        v.write_nat(guest::TR_BASE, 0)?;
+        v.write32(guest::TR_LIMIT, 0x67)?;
+        v.write32(guest::TR_ACCESS_RIGHTS, AccessRights::TSS_BUSY.0)?;
+        v.write16(guest::LDTR_SELECTOR, 0)?;
+        v.write_nat(guest::LDTR_BASE, 0)?;
+        v.write32(guest::LDTR_LIMIT, 0)?;
+        v.write32(guest::LDTR_ACCESS_RIGHTS, AccessRights::UNUSABLE.0)?;
+        v.write_nat(guest::GDTR_BASE, 0)?;
+        v.write32(guest::GDTR_LIMIT, 0)?;
+        v.write_nat(guest::IDTR_BASE, 0)?;
+        v.write32(guest::IDTR_LIMIT, 0)?;
+        Ok(())
+    }
+
+    /// The host state of the CPU this vCPU is loaded on.
+    fn write_host_state(&mut self) -> Result<(), basalt_vmx::error::VmFail> {
+        let mut v = vmcs();
+        let (gdt_base, tss_base) = gdt::current_bases();
+        let idt_base = crate::arch::x86_64::idt::base();
+        v.write_nat(host::CR0, x86_64::registers::control::Cr0::read_raw())?;
+        v.write_nat(
+            host::CR3,
+            x86_64::registers::control::Cr3::read_raw()
+                .0
+                .start_address()
+                .as_u64(),
+        )?;
+        v.write_nat(host::CR4, x86_64::registers::control::Cr4::read_raw())?;
+        v.write16(host::CS_SELECTOR, gdt::KERNEL_CS)?;
+        v.write16(host::SS_SELECTOR, gdt::KERNEL_DS)?;
+        v.write16(host::DS_SELECTOR, gdt::KERNEL_DS)?;
+        v.write16(host::ES_SELECTOR, gdt::KERNEL_DS)?;
+        v.write16(host::FS_SELECTOR, 0)?;
+        v.write16(host::GS_SELECTOR, 0)?;
+        v.write16(host::TR_SELECTOR, gdt::TSS_SELECTOR)?;
+        v.write_nat(host::FS_BASE, 0)?;
+        v.write_nat(host::GS_BASE, msr::read(msr::Msr::GsBase))?;
+        v.write_nat(host::TR_BASE, tss_base)?;
+        v.write_nat(host::GDTR_BASE, gdt_base)?;
+        v.write_nat(host::IDTR_BASE, idt_base)?;
+        v.write64(host::IA32_EFER, msr::read(msr::Msr::Efer))?;
+        v.write64(host::IA32_PAT, msr::read_raw(0x277))?;
+        v.write32(host::IA32_SYSENTER_CS, 0)?;
+        v.write_nat(host::IA32_SYSENTER_ESP, 0)?;
+        v.write_nat(host::IA32_SYSENTER_EIP, 0)?;
+        v.write_nat(host::RIP, vmx_exit as *const () as u64)?;
+        Ok(())
+    }
+
+    /// Makes this vCPU current on this CPU (VMPTRLD, host state, FPU state,
+    /// MSRs). The caller unloads the previous vCPU first.
+    pub fn load(&mut self) -> Result<(), GuestError> {
+        // SAFETY: our VMCS, cleared by `unload` or `new`, current nowhere.
+        unsafe { instr::vmptrld(self.vmcs) }.map_err(GuestError::Vmx)?;
+        self.write_host_state().map_err(GuestError::Vmx)?;
+        restore_fpu(&self.xsave, self.xcr0);
+        for (m, value) in SOFTWARE_SWITCHED_MSRS.iter().zip(self.msrs) {
+            // SAFETY: these MSRs hold only guest-visible state (syscall
+            // targets, swapgs base) that the hypervisor never uses.
+            unsafe { msr::write_raw(*m, value) };
+        }
+        Ok(())
+    }
+
+    /// VMCLEARs the VMCS after it was set up on this CPU, so any CPU can
+    /// load it; the FPU state stays the reset image.
+    pub fn release(&mut self) {
+        // SAFETY: our VMCS, current on this CPU.
+        let _ = unsafe { instr::vmclear(self.vmcs) };
+        self.launched = false;
+    }
+
+    /// Saves this vCPU's FPU state and MSRs and VMCLEARs its VMCS, so
+    /// another vCPU can run here or this one elsewhere.
+    pub fn unload(&mut self) {
+        save_fpu(&mut self.xsave, self.xcr0);
+        for (m, slot) in SOFTWARE_SWITCHED_MSRS.iter().zip(self.msrs.iter_mut()) {
+            *slot = msr::read_raw(*m);
+        }
+        // SAFETY: our VMCS, current on this CPU.
+        let _ = unsafe { instr::vmclear(self.vmcs) };
+        self.launched = false;
+    }
+
+    /// Runs the guest until an exit the arch-neutral layer must see, for at
+    /// most `slice_tsc` TSC ticks (VMX preemption timer).
+    pub fn run(&mut self, slice_tsc: u64) -> VcpuExit {
+        if let Some(shift) = self.controls.negotiated.preemption_timer {
+            let value = (slice_tsc >> shift).min(u64::from(u32::MAX)) as u32;
+            let _ = vmcs().write32(guest::PREEMPTION_TIMER_VALUE, value.max(1));
+        }
+        loop {
+            // SAFETY: the VMCS is current and complete; `regs` outlives the
+            // call; entry.S saves and restores the host's registers.
+            let result = unsafe { vmx_enter(&raw mut self.regs, u64::from(self.launched)) };
+            if result != 0 {
+                let error = instr::vmread(exit::VM_INSTRUCTION_ERROR.encoding()).unwrap_or(0);
+                return VcpuExit::Error(GuestError::Vmx(if result == 1 {
+                    basalt_vmx::error::VmFail::Invalid
+                } else {
+                    basalt_vmx::error::VmFail::Valid(
+                        basalt_vmx::error::VmInstructionError::from_raw(error as u32),
+                    )
+                }));
+            }
+            self.launched = true;
+            if let Some(exit) = self.handle_exit() {
+                return exit;
+            }
+        }
+    }
+
+    fn advance(&self) {
+        let v = vmcs();
+        let len = v.read32(exit::INSTRUCTION_LENGTH).unwrap_or(0);
+        let rip = v.read_nat(guest::RIP).unwrap_or(0);
+        let _ = vmcs().write_nat(guest::RIP, rip.wrapping_add(u64::from(len)));
+    }
+
+    /// Injects a hardware exception at the next entry.
+    pub fn inject_exception(&self, vector: u8, error_code: Option<u32>) {
+        let mut v = vmcs();
+        let info = InterruptionInfo::hardware_exception(vector, error_code);
+        let _ = v.write32(ctrl::ENTRY_INTERRUPTION_INFO, info);
+        if let Some(code) = error_code {
+            let _ = v.write32(ctrl::ENTRY_EXCEPTION_ERROR_CODE, code);
+        }
+    }
+
+    fn inject_gp(&self) {
+        self.inject_exception(13, Some(0));
+    }
+
+    fn inject_ud(&self) {
+        self.inject_exception(6, None);
+    }
+
+    /// Whether the guest runs in 64-bit mode (IA-32e mode and CS.L).
+    pub fn long_mode(&self) -> bool {
+        let v = vmcs();
+        let efer = v.read64(guest::IA32_EFER).unwrap_or(0);
+        let cs_ar = v.read32(guest::CS_ACCESS_RIGHTS).unwrap_or(0);
+        efer & (1 << 10) != 0 && cs_ar & (1 << 13) != 0
+    }
+
+    /// The guest's current privilege level (SS.DPL).
+    pub fn cpl(&self) -> u8 {
+        ((vmcs().read32(guest::SS_ACCESS_RIGHTS).unwrap_or(0) >> 5) & 3) as u8
+    }
+
+    /// The guest's RIP.
+    pub fn rip(&self) -> u64 {
+        vmcs().read_nat(guest::RIP).unwrap_or(0)
+    }
+
+    /// The guest's CR0, CR3 and CR4 (guest view for CR0/CR4 where shadowed).
+    pub fn paging_state(&self) -> (u64, u64, u64, u64) {
+        let v = vmcs();
+        (
+            v.read_nat(guest::CR0).unwrap_or(0),
+            v.read_nat(guest::CR3).unwrap_or(0),
+            v.read_nat(guest::CR4).unwrap_or(0),
+            v.read64(guest::IA32_EFER).unwrap_or(0),
+        )
+    }
+
+    /// Skips the instruction that caused the current exit (after the
+    /// arch-neutral layer emulated it).
+    pub fn skip_instruction(&self) {
+        self.advance();
+    }
+
+    /// Prints the VMCS (for crash reports).
+    pub fn dump(&self, out: &mut impl core::fmt::Write) {
+        let _ = basalt_vmx::dump::dump(&vmcs(), out);
+    }
+
+    /// Handles an exit; `None` when the guest can go on.
+    fn handle_exit(&mut self) -> Option<VcpuExit> {
+        let v = vmcs();
+        let raw = v.read32(exit::EXIT_REASON).unwrap_or(0);
+        let field = ExitReasonField::from_raw(raw);
+        let reason = field.reason;
+        crate::stats::count_exit(reason.number());
+        if field.entry_failure {
+            return Some(VcpuExit::Error(GuestError::EntryFailed(reason)));
+        }
+        let qual = || vmcs().read_nat(exit::EXIT_QUALIFICATION).unwrap_or(0);
+        match reason {
+            ExitReason::ExternalInterrupt => {
+                let info = v.read32(exit::INTERRUPTION_INFO).unwrap_or(0);
+                crate::fault::external_interrupt((info & 0xff) as u8);
+                Some(VcpuExit::Interrupted)
+            }
+            ExitReason::PreemptionTimer => Some(VcpuExit::Preempted),
+            ExitReason::Cpuid => {
+                self.cpuid();
+                self.advance();
+                None
+            }
+            ExitReason::Rdmsr => {
+                let msr_no = self.regs.rcx as u32;
+                match crate::vcpu::read_msr(msr_no) {
+                    Some(value) => {
+                        self.regs.rax = value & 0xffff_ffff;
+                        self.regs.rdx = value >> 32;
+                        self.advance();
+                    }
+                    None => self.inject_gp(),
+                }
+                None
+            }
+            ExitReason::Wrmsr => {
+                let msr_no = self.regs.rcx as u32;
+                let value = (self.regs.rdx << 32) | (self.regs.rax & 0xffff_ffff);
+                if crate::vcpu::write_msr(msr_no, value) {
+                    self.advance();
+                } else {
+                    self.inject_gp();
+                }
+                None
+            }
+            ExitReason::CrAccess => {
+                self.cr_access(CrAccess::decode(qual()));
+                None
+            }
+            ExitReason::Xsetbv => {
+                self.xsetbv();
+                None
+            }
+            ExitReason::Invd | ExitReason::Wbinvd => {
+                // The guest's memory is write-back and coherent; nothing of
+                // the host's caches is the guest's business.
+                self.advance();
+                None
+            }
+            ExitReason::Vmclear
+            | ExitReason::Vmlaunch
+            | ExitReason::Vmptrld
+            | ExitReason::Vmptrst
+            | ExitReason::Vmread
+            | ExitReason::Vmresume
+            | ExitReason::Vmwrite
+            | ExitReason::Vmxoff
+            | ExitReason::Vmxon
+            | ExitReason::Invept
+            | ExitReason::Invvpid
+            | ExitReason::Vmfunc
+            | ExitReason::Getsec
+            | ExitReason::Mwait
+            | ExitReason::Monitor => {
+                // VMX (and MONITOR/MWAIT) is hidden from guests.
+                self.inject_ud();
+                None
+            }
+            ExitReason::InterruptWindow => {
+                let mut v = vmcs();
+                let primary = v.read32(ctrl::PRIMARY_PROCESSOR_BASED).unwrap_or(0)
+                    & !PrimaryControls::INTERRUPT_WINDOW_EXITING.bits();
+                let _ = v.write32(ctrl::PRIMARY_PROCESSOR_BASED, primary);
+                None
+            }
+            ExitReason::Vmcall => Some(VcpuExit::Hypercall),
+            ExitReason::IoInstruction => {
+                let Some(io) = IoAccess::decode(qual()) else {
+                    return Some(VcpuExit::Error(GuestError::Unsupported(
+                        "an I/O access of undefined size",
+                    )));
+                };
+                if io.string {
+                    return Some(VcpuExit::Error(GuestError::Unsupported(
+                        "string port I/O (INS/OUTS)",
+                    )));
+                }
+                if io.is_in {
+                    Some(VcpuExit::IoIn {
+                        port: io.port,
+                        size: io.size,
+                    })
+                } else {
+                    let mask = match io.size {
+                        1 => 0xff,
+                        2 => 0xffff,
+                        _ => 0xffff_ffff,
+                    };
+                    Some(VcpuExit::IoOut {
+                        port: io.port,
+                        size: io.size,
+                        value: (self.regs.rax & mask) as u32,
+                    })
+                }
+            }
+            ExitReason::Hlt => {
+                self.advance();
+                Some(VcpuExit::Halt)
+            }
+            ExitReason::TripleFault => Some(VcpuExit::Error(GuestError::TripleFault)),
+            ExitReason::Init => Some(VcpuExit::Error(GuestError::Init)),
+            ExitReason::EptViolation => {
+                let gpa = v.read64(exit::GUEST_PHYSICAL_ADDRESS).unwrap_or(0);
+                let ev = basalt_vmx::exit::EptViolation::decode(qual());
+                Some(VcpuExit::Error(GuestError::OutsideMemory {
+                    gpa,
+                    write: ev.write,
+                    fetch: ev.fetch,
+                }))
+            }
+            ExitReason::EptMisconfig => {
+                let gpa = v.read64(exit::GUEST_PHYSICAL_ADDRESS).unwrap_or(0);
+                Some(VcpuExit::Error(GuestError::EptMisconfig { gpa }))
+            }
+            _ => Some(VcpuExit::Error(GuestError::UnhandledExit(reason))),
+        }
+    }
+
+    fn cpuid(&mut self) {
+        let leaf = self.regs.rax as u32;
+        let sub = self.regs.rcx as u32;
+        let r = crate::vcpu::cpuid(leaf, sub, |l, s| {
+            // CPUID is safe to execute; the arch layer hides what guests must not see.
+            let r = __cpuid_count(l, s);
+            [r.eax, r.ebx, r.ecx, r.edx]
+        });
+        self.regs.rax = u64::from(r[0]);
+        self.regs.rbx = u64::from(r[1]);
+        self.regs.rcx = u64::from(r[2]);
+        self.regs.rdx = u64::from(r[3]);
+    }
+
+    fn cr_access(&mut self, access: CrAccess) {
+        let mut v = vmcs();
+        match (access.cr, access.access) {
+            (0, CrAccessType::MovToCr) => {
+                let value = self.regs.get(access.gpr);
+                let shadow_old = v.read_nat(ctrl::CR0_READ_SHADOW).unwrap_or(0);
+                // CR0.PG without PE, or NW without CD, is invalid (#GP).
+                if (value & CR0_PG != 0 && value & CR0_PE == 0)
+                    || (value & (1 << 29) != 0 && value & (1 << 30) == 0)
+                {
+                    self.inject_gp();
+                    return;
+                }
+                let _ = v.write_nat(ctrl::CR0_READ_SHADOW, value);
+                let _ = v.write_nat(guest::CR0, self.controls.fix_guest_cr0(value));
+                self.update_long_mode(shadow_old, value);
+                self.advance();
+            }
+            (4, CrAccessType::MovToCr) => {
+                let value = self.regs.get(access.gpr);
+                if value & (CR4_VMXE | CR4_SMXE) != 0 {
+                    self.inject_gp();
+                    return;
+                }
+                let _ = v.write_nat(ctrl::CR4_READ_SHADOW, value);
+                let _ = v.write_nat(guest::CR4, self.controls.fix_guest_cr4(value));
+                self.advance();
+            }
+            (8, CrAccessType::MovToCr) => {
+                self.tpr = self.regs.get(access.gpr) & 0xf;
+                self.advance();
+            }
+            (8, CrAccessType::MovFromCr) => {
+                self.regs.set(access.gpr, self.tpr);
+                self.advance();
+            }
+            (0, CrAccessType::Clts) => {
+                let shadow = v.read_nat(ctrl::CR0_READ_SHADOW).unwrap_or(0) & !(1 << 3);
+                let _ = v.write_nat(ctrl::CR0_READ_SHADOW, shadow);
+                let _ = v.write_nat(guest::CR0, self.controls.fix_guest_cr0(shadow));
+                self.advance();
+            }
+            (0, CrAccessType::Lmsw) => {
+                let shadow = v.read_nat(ctrl::CR0_READ_SHADOW).unwrap_or(0);
+                // LMSW sets PE, MP, EM, TS; it cannot clear PE.
+                let value =
+                    (shadow & !0xe) | (u64::from(access.lmsw_source) & 0xf) | (shadow & CR0_PE);
+                let _ = v.write_nat(ctrl::CR0_READ_SHADOW, value);
+                let _ = v.write_nat(guest::CR0, self.controls.fix_guest_cr0(value));
+                self.advance();
+            }
+            _ => self.inject_gp(),
+        }
+    }
+
+    /// Entering or leaving long mode with paging: VM-entry control
+    /// "IA-32e mode guest" must follow EFER.LMA (SDM "VM Entries").
+    fn update_long_mode(&mut self, old_cr0: u64, new_cr0: u64) {
+        let mut v = vmcs();
+        let efer = v.read64(guest::IA32_EFER).unwrap_or(0);
+        let lme = efer & (1 << 8) != 0;
+        let entry = v.read32(ctrl::ENTRY_CONTROLS).unwrap_or(0);
+        let ia32e = EntryControls::IA32E_MODE_GUEST.bits();
+        if lme && new_cr0 & CR0_PG != 0 && old_cr0 & CR0_PG == 0 {
+            let _ = v.write64(guest::IA32_EFER, efer | (1 << 10));
+            let _ = v.write32(ctrl::ENTRY_CONTROLS, entry | ia32e);
+        } else if new_cr0 & CR0_PG == 0 && old_cr0 & CR0_PG != 0 {
+            let _ = v.write64(guest::IA32_EFER, efer & !(1 << 10));
+            let _ = v.write32(ctrl::ENTRY_CONTROLS, entry & !ia32e);
+        }
+    }
+
+    fn xsetbv(&mut self) {
+        let index = self.regs.rcx as u32;
+        let value = (self.regs.rdx << 32) | (self.regs.rax & 0xffff_ffff);
+        let supported = xcr0_supported();
+        // XCR0: only index 0; x87 must stay on; AVX needs SSE; nothing the
+        // CPU lacks.
+        let valid = index == 0
+            && value & 1 != 0
+            && value & !supported == 0
+            && (value & 4 == 0 || value & 2 != 0);
+        if !valid {
+            self.inject_gp();
+            return;
+        }
+        self.xcr0 = value;
+        // SAFETY: a value the CPU supports (checked above); the hypervisor
+        // itself uses no extended state.
+        unsafe { xsetbv(value) };
+        self.advance();
+    }
+}
+
+fn has_xsave() -> bool {
+    cpu::cpuid(1).ecx & (1 << 26) != 0
+}
+
+fn xcr0_supported() -> u64 {
+    if !has_xsave() {
+        return 0;
+    }
+    let r = cpu::cpuid_count(0xd, 0);
+    (u64::from(r.edx) << 32) | u64::from(r.eax)
+}
+
+/// Sets XCR0.
+///
+/// # Safety
+///
+/// `value` must be a valid XCR0 for this CPU, with CR4.OSXSAVE set.
+unsafe fn xsetbv(value: u64) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        core::arch::asm!("xsetbv", in("ecx") 0u32, in("eax") value as u32, in("edx") (value >> 32) as u32, options(nostack));
+    }
+}
+
+fn save_fpu(area: &mut XsaveArea, xcr0: u64) {
+    if has_xsave() {
+        // SAFETY: the area is 64-byte aligned and large enough; XCR0 is this
+        // vCPU's, so every enabled component is saved.
+        unsafe {
+            core::arch::asm!("xsave64 [{0}]", in(reg) area.0.as_mut_ptr(), in("eax") xcr0 as u32, in("edx") (xcr0 >> 32) as u32, options(nostack));
+        }
+    } else {
+        // SAFETY: FXSAVE needs a 16-byte aligned 512-byte area.
+        unsafe {
+            core::arch::asm!("fxsave64 [{0}]", in(reg) area.0.as_mut_ptr(), options(nostack))
+        };
+    }
+}
+
+fn restore_fpu(area: &XsaveArea, xcr0: u64) {
+    if has_xsave() {
+        // SAFETY: XCR0 is valid (set by a checked XSETBV or the reset value).
+        unsafe { xsetbv(xcr0) };
+        // SAFETY: the area holds a state saved by XSAVE or the reset image
+        // (XSTATE_BV = 0 restores initial state), 64-byte aligned.
+        unsafe {
+            core::arch::asm!("xrstor64 [{0}]", in(reg) area.0.as_ptr(), in("eax") xcr0 as u32, in("edx") (xcr0 >> 32) as u32, options(nostack));
+        }
+    } else {
+        // SAFETY: as for FXSAVE.
+        unsafe { core::arch::asm!("fxrstor64 [{0}]", in(reg) area.0.as_ptr(), options(nostack)) };
+    }
+}
+
+/// Enables the host CR4 bits XSAVE/FXSAVE need (OSFXSR, OSXSAVE).
+pub fn enable_fpu_switching() {
+    use x86_64::registers::control::{Cr4, Cr4Flags};
+    let mut flags = Cr4::read() | Cr4Flags::OSFXSR | Cr4Flags::OSXMMEXCPT_ENABLE;
+    if has_xsave() {
+        flags |= Cr4Flags::OSXSAVE;
+    }
+    // SAFETY: enabling FXSAVE/XSAVE support changes no memory mapping; the
+    // hypervisor is soft-float and never uses the state itself.
+    unsafe { Cr4::write(flags) };
+    if has_xsave() {
+        // SAFETY: x87 only: always valid with OSXSAVE set.
+        unsafe { xsetbv(1) };
+    }
+}

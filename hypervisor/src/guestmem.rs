@@ -1,0 +1,69 @@
+//! Guest-virtual memory access for hypercall arguments: the guest's own page
+//! tables are walked (paging off, or 4-level long-mode paging) through the
+//! domain's memory. Anything else fails with EFAULT.
+
+use crate::domain::Vcpu;
+
+const PRESENT: u64 = 1;
+const PS: u64 = 1 << 7;
+const ADDR: u64 = 0x000f_ffff_ffff_f000;
+
+/// Translates a guest-virtual address to guest-physical.
+fn translate(v: &Vcpu, gva: u64) -> Result<u64, ()> {
+    let (cr0, cr3, cr4, efer) = v.arch.paging_state();
+    if cr0 & (1 << 31) == 0 {
+        return Ok(gva & 0xffff_ffff);
+    }
+    // Long mode with 4-level paging only (CR4.PAE, EFER.LMA).
+    if cr4 & (1 << 5) == 0 || efer & (1 << 10) == 0 {
+        return Err(());
+    }
+    let mut table = cr3 & ADDR;
+    for level in (1..=4u32).rev() {
+        let index = (gva >> (12 + 9 * (level - 1))) & 0x1ff;
+        let mut entry = [0u8; 8];
+        v.domain
+            .read_gpa(table + index * 8, &mut entry)
+            .map_err(|_| ())?;
+        let entry = u64::from_le_bytes(entry);
+        if entry & PRESENT == 0 {
+            return Err(());
+        }
+        if level > 1 && level < 4 && entry & PS != 0 {
+            let size = 1u64 << (12 + 9 * (level - 1));
+            return Ok((entry & ADDR & !(size - 1)) | (gva & (size - 1)));
+        }
+        table = entry & ADDR;
+    }
+    Ok(table | (gva & 0xfff))
+}
+
+/// Reads `out.len()` bytes at guest-virtual `gva`, page by page.
+pub fn read_virt(v: &Vcpu, gva: u64, out: &mut [u8]) -> Result<(), ()> {
+    let mut done = 0;
+    while done < out.len() {
+        let at = gva.wrapping_add(done as u64);
+        let n = (4096 - (at & 0xfff) as usize).min(out.len() - done);
+        let gpa = translate(v, at)?;
+        v.domain
+            .read_gpa(gpa, &mut out[done..done + n])
+            .map_err(|_| ())?;
+        done += n;
+    }
+    Ok(())
+}
+
+/// Writes `bytes` at guest-virtual `gva`, page by page.
+pub fn write_virt(v: &Vcpu, gva: u64, bytes: &[u8]) -> Result<(), ()> {
+    let mut done = 0;
+    while done < bytes.len() {
+        let at = gva.wrapping_add(done as u64);
+        let n = (4096 - (at & 0xfff) as usize).min(bytes.len() - done);
+        let gpa = translate(v, at)?;
+        v.domain
+            .write_gpa(gpa, &bytes[done..done + n])
+            .map_err(|_| ())?;
+        done += n;
+    }
+    Ok(())
+}
