@@ -490,7 +490,8 @@ fn build(
 
 /// How the domains ended, for the final verdict: `(all clean, summary)`.
 pub fn outcome() -> (bool, String) {
-    let ended = ENDED.lock();
+    let mut ended = ENDED.lock();
+    ended.sort_by_key(|e| e.id);
     let mut clean = true;
     let mut summary = String::new();
     for Ended {

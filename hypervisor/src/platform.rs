@@ -191,8 +191,9 @@ extern "C" fn bsp_main(arg: u64) -> ! {
         let vcpus = crate::domain::create_from_modules(&boot.info);
         if !vcpus.is_empty() {
             info!("boot complete; starting {} domain(s)", vcpus.len());
-            crate::sched::start(vcpus, boot.test_exit);
+            // Idle CPUs look at GUESTS when the wake-up IPI arrives: set it first.
             GUESTS.store(true, Ordering::SeqCst);
+            crate::sched::start(vcpus, boot.test_exit);
             crate::sched::run();
         }
         if crate::domain::created_count() == 0 && !boot.info.modules.is_empty() {

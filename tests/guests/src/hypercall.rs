@@ -204,3 +204,28 @@ pub fn exit(code: u32) -> ! {
     set_exit_code(code);
     sched_shutdown(SHUTDOWN_POWEROFF)
 }
+
+/// `vcpu_op` (hypercall 24).
+pub const HYPERVISOR_VCPU_OP: u64 = 24;
+/// `VCPUOP_get_runstate_info`.
+pub const VCPUOP_GET_RUNSTATE_INFO: u64 = 4;
+/// `VCPUOP_set_singleshot_timer`.
+pub const VCPUOP_SET_SINGLESHOT_TIMER: u64 = 8;
+
+/// The hypervisor's system time in nanoseconds, from
+/// `VCPUOP_get_runstate_info(0, &info)` (`state_entry_time`).
+pub fn system_time_ns() -> i64 {
+    let mut info = [0u64; 6];
+    // SAFETY: the hypervisor writes the 48-byte `vcpu_runstate_info` at
+    // `info`, which is that large.
+    let r = unsafe { hypercall3(HYPERVISOR_VCPU_OP, VCPUOP_GET_RUNSTATE_INFO, 0, info.as_mut_ptr() as u64) };
+    if r < 0 { r } else { info[1] as i64 }
+}
+
+/// `VCPUOP_set_singleshot_timer(0, {timeout_abs_ns, flags: 0})`: wakes this
+/// vCPU from HLT or SCHEDOP_block at system time `deadline_ns`.
+pub fn set_singleshot_timer(deadline_ns: u64) -> i64 {
+    let arg = [deadline_ns, 0u64];
+    // SAFETY: the hypervisor reads the 16-byte structure at `arg`.
+    unsafe { hypercall3(HYPERVISOR_VCPU_OP, VCPUOP_SET_SINGLESHOT_TIMER, 0, arg.as_ptr() as u64) }
+}
