@@ -104,20 +104,6 @@ struct Ended {
 
 static ENDED: Mutex<Vec<Ended>> = Mutex::new(Vec::new());
 
-/// The domain whose vCPU runs on this CPU (for CPUID's signature).
-static CURRENT_SIGNATURE: [Mutex<[u8; 12]>; crate::arch::x86_64::percpu::MAX_CPUS] =
-    [const { Mutex::new(*b"BasaltBasalt") }; crate::arch::x86_64::percpu::MAX_CPUS];
-
-/// The CPUID signature of the domain running on this CPU.
-pub fn current_signature() -> [u8; 12] {
-    *CURRENT_SIGNATURE[crate::arch::x86_64::percpu::index()].lock()
-}
-
-/// Records which domain runs on this CPU.
-pub fn set_current(domain: &Domain) {
-    *CURRENT_SIGNATURE[crate::arch::x86_64::percpu::index()].lock() = domain.signature;
-}
-
 /// Domains still running.
 pub fn live_count() -> usize {
     LIVE.load(Ordering::SeqCst)
@@ -470,6 +456,7 @@ fn build(
             rip: entry,
             start_info,
         },
+        domain.signature,
     )
     .map_err(|e| fail(&domain, BuildError::Vcpu(e)))?;
     LIVE.fetch_add(1, Ordering::SeqCst);

@@ -93,29 +93,43 @@ pub fn run() -> ! {
                 crash(&mut v, &alloc::format!("{e}"));
                 continue;
             }
-            domain::set_current(&v.domain);
             loaded = Some(id);
         }
-        let exit = v.arch.run(slice);
-        match handle(&mut v, exit) {
-            Next::Keep => QUEUES[me].lock().push_back(v),
-            Next::Drop => {
-                v.arch.unload();
-                loaded = None;
+        // One time slice: exits that need no scheduling decision loop here.
+        let slice_end = cpu::rdtsc().wrapping_add(slice);
+        v.arch.start_slice(slice);
+        loop {
+            let exit = v.arch.run();
+            match handle(&mut v, exit) {
+                Next::Continue if cpu::rdtsc() < slice_end => continue,
+                Next::Continue | Next::Keep => {
+                    QUEUES[me].lock().push_back(v);
+                    break;
+                }
+                Next::Drop => {
+                    v.arch.unload();
+                    loaded = None;
+                    break;
+                }
             }
         }
     }
 }
 
 enum Next {
+    /// Run the same vCPU again (within its slice).
+    Continue,
+    /// Back into the run queue.
     Keep,
+    /// The vCPU's domain ended.
     Drop,
 }
 
 fn handle(v: &mut Vcpu, exit: VcpuExit) -> Next {
     match exit {
         VcpuExit::Hypercall => match hypercall::dispatch(v) {
-            After::Continue | After::Yield => Next::Keep,
+            After::Continue => Next::Continue,
+            After::Yield => Next::Keep,
             After::Block => {
                 v.blocked = true;
                 Next::Keep
@@ -129,7 +143,7 @@ fn handle(v: &mut Vcpu, exit: VcpuExit) -> Next {
             }
             // Other ports: no device behind them; writes are ignored.
             v.arch.skip_instruction();
-            Next::Keep
+            Next::Continue
         }
         VcpuExit::IoIn { port, size } => {
             log::trace!("d{}: in{size} {port:#x}", v.domain.id);
@@ -141,13 +155,14 @@ fn handle(v: &mut Vcpu, exit: VcpuExit) -> Next {
             };
             v.arch.regs.rax |= mask;
             v.arch.skip_instruction();
-            Next::Keep
+            Next::Continue
         }
         VcpuExit::Halt => {
             v.blocked = true;
             Next::Keep
         }
-        VcpuExit::Preempted | VcpuExit::Interrupted => Next::Keep,
+        VcpuExit::Preempted => Next::Keep,
+        VcpuExit::Interrupted => Next::Continue,
         VcpuExit::Error(e) => {
             let detail = alloc::format!("{e}");
             crash(v, &detail);

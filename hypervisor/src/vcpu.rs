@@ -108,6 +108,7 @@ pub const HYPERVISOR_MAX_LEAF: u32 = 0x4000_0001;
 /// the local APIC and x2APIC hidden (none is virtualized yet) and the
 /// "hypervisor present" bit set, plus Basalt's leaves at 0x4000_0000.
 /// `signature` is per domain (a control domain may be shown Xen's).
+#[inline]
 pub fn cpuid_policy(
     leaf: u32,
     sub: u32,
@@ -131,12 +132,6 @@ pub fn cpuid_policy(
             r
         }
     }
-}
-
-/// CPUID for the running domain.
-pub fn cpuid(leaf: u32, sub: u32, host: impl Fn(u32, u32) -> [u32; 4]) -> [u32; 4] {
-    let signature = crate::domain::current_signature();
-    cpuid_policy(leaf, sub, &signature, host)
 }
 
 /// RDMSR of an intercepted MSR: the explicit allowlist of emulated MSRs;

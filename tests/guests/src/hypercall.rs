@@ -218,7 +218,14 @@ pub fn system_time_ns() -> i64 {
     let mut info = [0u64; 6];
     // SAFETY: the hypervisor writes the 48-byte `vcpu_runstate_info` at
     // `info`, which is that large.
-    let r = unsafe { hypercall3(HYPERVISOR_VCPU_OP, VCPUOP_GET_RUNSTATE_INFO, 0, info.as_mut_ptr() as u64) };
+    let r = unsafe {
+        hypercall3(
+            HYPERVISOR_VCPU_OP,
+            VCPUOP_GET_RUNSTATE_INFO,
+            0,
+            info.as_mut_ptr() as u64,
+        )
+    };
     if r < 0 { r } else { info[1] as i64 }
 }
 
@@ -227,5 +234,12 @@ pub fn system_time_ns() -> i64 {
 pub fn set_singleshot_timer(deadline_ns: u64) -> i64 {
     let arg = [deadline_ns, 0u64];
     // SAFETY: the hypervisor reads the 16-byte structure at `arg`.
-    unsafe { hypercall3(HYPERVISOR_VCPU_OP, VCPUOP_SET_SINGLESHOT_TIMER, 0, arg.as_ptr() as u64) }
+    unsafe {
+        hypercall3(
+            HYPERVISOR_VCPU_OP,
+            VCPUOP_SET_SINGLESHOT_TIMER,
+            0,
+            arg.as_ptr() as u64,
+        )
+    }
 }

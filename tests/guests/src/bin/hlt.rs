@@ -30,11 +30,18 @@ fn main(cmdline: &str) -> u32 {
             return fail!("VCPUOP_set_singleshot_timer failed: {r}");
         }
         let before = rdtsc();
-        println!("hlt {round}/{count} with interrupts off, timer in {} us", delay_ns / 1000);
+        println!(
+            "hlt {round}/{count} with interrupts off, timer in {} us",
+            delay_ns / 1000
+        );
         halt();
         let after = rdtsc();
         let woke = system_time_ns();
-        println!("woke {} us after the deadline, {} TSC ticks later", (woke - deadline as i64) / 1000, after.wrapping_sub(before));
+        println!(
+            "woke {} us after the deadline, {} TSC ticks later",
+            (woke - deadline as i64) / 1000,
+            after.wrapping_sub(before)
+        );
         if woke < deadline as i64 {
             return fail!("woke before the timer: {woke} < {deadline}");
         }

@@ -91,6 +91,34 @@ pub fn vmread(encoding: u32) -> Result<u64, VmFail> {
     Ok(value)
 }
 
+/// VMREAD without the failure check, for the exit hot path: reading a
+/// field that exists from the current VMCS cannot fail (SDM, VMREAD
+/// "Operation": VMfail only without a current VMCS or for an unsupported
+/// field). Returns 0 if it did fail anyway.
+#[inline(always)]
+pub fn vmread_fast(encoding: u32) -> u64 {
+    let mut value: u64 = 0;
+    // SAFETY: as for `vmread`; the destination register keeps 0 on failure.
+    unsafe {
+        core::arch::asm!("vmread {0}, {1}", inout(reg) value, in(reg) u64::from(encoding), options(nostack));
+    }
+    value
+}
+
+/// VMWRITE without the failure check, for the exit hot path (guest RIP and
+/// general fields that exist; see [`vmread_fast`]).
+///
+/// # Safety
+///
+/// As for [`vmwrite`].
+#[inline(always)]
+pub unsafe fn vmwrite_fast(encoding: u32, value: u64) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        core::arch::asm!("vmwrite {0}, {1}", in(reg) u64::from(encoding), in(reg) value, options(nostack));
+    }
+}
+
 /// VMWRITE of `value` to `encoding` in the current VMCS.
 ///
 /// # Safety

@@ -143,6 +143,8 @@ pub struct VmxVcpu {
     /// The guest's virtual TPR (CR8).
     tpr: u64,
     controls: VmxConfig,
+    /// The CPUID hypervisor signature this vCPU's domain sees.
+    signature: [u8; 12],
 }
 
 impl core::fmt::Debug for VmxVcpu {
@@ -189,6 +191,7 @@ impl VmxVcpu {
         ept_root: u64,
         vpid: u16,
         entry: PvhEntry,
+        signature: [u8; 12],
     ) -> Result<Self, GuestError> {
         let vmcs_page = alloc_page()?;
         crate::mm::write_phys_u32(vmcs_page, n.negotiated.revision_id);
@@ -207,6 +210,7 @@ impl VmxVcpu {
             msrs: [0; 5],
             tpr: 0,
             controls: n.clone(),
+            signature,
         };
         this.init_bitmaps();
         this.init_xsave();
@@ -452,13 +456,18 @@ impl VmxVcpu {
         self.launched = false;
     }
 
-    /// Runs the guest until an exit the arch-neutral layer must see, for at
-    /// most `slice_tsc` TSC ticks (VMX preemption timer).
-    pub fn run(&mut self, slice_tsc: u64) -> VcpuExit {
+    /// Starts a time slice of `slice_tsc` TSC ticks (VMX preemption timer).
+    pub fn start_slice(&mut self, slice_tsc: u64) {
         if let Some(shift) = self.controls.negotiated.preemption_timer {
             let value = (slice_tsc >> shift).min(u64::from(u32::MAX)) as u32;
             let _ = vmcs().write32(guest::PREEMPTION_TIMER_VALUE, value.max(1));
         }
+    }
+
+    /// Runs the guest until an exit the arch-neutral layer must see. Exits
+    /// the VT-x layer answers itself (CPUID, MSRs, CRs, …) loop here without
+    /// leaving this function: that is the hot path.
+    pub fn run(&mut self) -> VcpuExit {
         loop {
             // SAFETY: the VMCS is current and complete; `regs` outlives the
             // call; entry.S saves and restores the host's registers.
@@ -478,6 +487,14 @@ impl VmxVcpu {
                 return exit;
             }
         }
+    }
+
+    /// Skips an instruction of known length.
+    #[inline(always)]
+    fn advance_by(&self, len: u64) {
+        let rip = instr::vmread_fast(guest::RIP.encoding());
+        // SAFETY: moving the guest's RIP past an instruction Basalt emulated.
+        unsafe { instr::vmwrite_fast(guest::RIP.encoding(), rip.wrapping_add(len)) };
     }
 
     fn advance(&self) {
@@ -546,9 +563,23 @@ impl VmxVcpu {
     }
 
     /// Handles an exit; `None` when the guest can go on.
+    #[inline(always)]
     fn handle_exit(&mut self) -> Option<VcpuExit> {
+        let raw = instr::vmread_fast(exit::EXIT_REASON.encoding()) as u32;
+        // Hot path first: CPUID (basic reason 10) is the most frequent exit
+        // of ordinary guests.
+        if raw == 10 {
+            crate::stats::count_exit(10);
+            self.cpuid();
+            self.advance_by(2);
+            return None;
+        }
+        self.handle_other_exit(raw)
+    }
+
+    /// Every exit but the hot path.
+    fn handle_other_exit(&mut self, raw: u32) -> Option<VcpuExit> {
         let v = vmcs();
-        let raw = v.read32(exit::EXIT_REASON).unwrap_or(0);
         let field = ExitReasonField::from_raw(raw);
         let reason = field.reason;
         crate::stats::count_exit(reason.number());
@@ -565,7 +596,7 @@ impl VmxVcpu {
             ExitReason::PreemptionTimer => Some(VcpuExit::Preempted),
             ExitReason::Cpuid => {
                 self.cpuid();
-                self.advance();
+                self.advance_by(2);
                 None
             }
             ExitReason::Rdmsr => {
@@ -574,7 +605,7 @@ impl VmxVcpu {
                     Some(value) => {
                         self.regs.rax = value & 0xffff_ffff;
                         self.regs.rdx = value >> 32;
-                        self.advance();
+                        self.advance_by(2);
                     }
                     None => self.inject_gp(),
                 }
@@ -584,7 +615,7 @@ impl VmxVcpu {
                 let msr_no = self.regs.rcx as u32;
                 let value = (self.regs.rdx << 32) | (self.regs.rax & 0xffff_ffff);
                 if crate::vcpu::write_msr(msr_no, value) {
-                    self.advance();
+                    self.advance_by(2);
                 } else {
                     self.inject_gp();
                 }
@@ -683,10 +714,11 @@ impl VmxVcpu {
         }
     }
 
+    #[inline(always)]
     fn cpuid(&mut self) {
         let leaf = self.regs.rax as u32;
         let sub = self.regs.rcx as u32;
-        let r = crate::vcpu::cpuid(leaf, sub, |l, s| {
+        let r = crate::vcpu::cpuid_policy(leaf, sub, &self.signature, |l, s| {
             // CPUID is safe to execute; the arch layer hides what guests must not see.
             let r = __cpuid_count(l, s);
             [r.eax, r.ebx, r.ecx, r.edx]
