@@ -17,6 +17,9 @@ use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use log::{error, info, warn};
 use spin::Mutex;
 
+/// A `boot=real` image must end below the legacy hole (docs/guests.md).
+const REAL_MODE_END: u64 = 0x9f000;
+
 /// Guest memory comes in 2 MiB blocks (order 9), mapped by 2 MiB EPT pages.
 const BLOCK: u64 = 2 << 20;
 const BLOCK_ORDER: u32 = 9;
@@ -358,7 +361,20 @@ fn build(
     let memory = spec.memory.next_multiple_of(BLOCK);
     let bytes = mm::phys_slice(module.start, module.len() as usize)
         .ok_or(BuildError::Spec("module not readable".into()))?;
-    let image = elf::parse(bytes, memory).map_err(BuildError::Image)?;
+    let real = spec.boot == spec::BootProtocol::Real;
+    let image = if real {
+        // A flat real-mode binary at 0x7C00 must fit below the legacy hole.
+        if bytes.is_empty() || 0x7c00 + bytes.len() as u64 > REAL_MODE_END {
+            return Err(BuildError::Spec(alloc::format!(
+                "a boot=real image must be 1 to {} bytes (it is loaded at 0x7C00, below 0x9F000); this one is {}",
+                REAL_MODE_END - 0x7c00,
+                bytes.len()
+            )));
+        }
+        None
+    } else {
+        Some(elf::parse(bytes, memory).map_err(BuildError::Image)?)
+    };
 
     let mut blocks = Vec::new();
     for _ in 0..memory / BLOCK {
@@ -399,14 +415,19 @@ fn build(
         ENDED.lock().pop();
         e
     };
-    let start_info;
-    {
+    let mut entry = PvhEntry::RealMode { ip: 0x7c00 };
+    if image.is_none() {
+        domain
+            .write_gpa(0x7c00, bytes)
+            .map_err(|e| fail(&domain, BuildError::Layout(alloc::format!("{e}"))))?;
+    }
+    if let Some(image) = &image {
         let blocks = domain.blocks.lock();
         let mut mem = DomainMemory {
             blocks: &blocks,
             size: memory,
         };
-        elf::load(&image, bytes, &mut mem).map_err(|e| fail(&domain, BuildError::Image(e)))?;
+        elf::load(image, bytes, &mut mem).map_err(|e| fail(&domain, BuildError::Image(e)))?;
         use basalt_guest::start_info as si;
         let sizes: Vec<u64> = initrds.iter().map(|m| m.len()).collect();
         let mut boot_modules: Vec<si::BootModule<'_>> = initrds
@@ -423,7 +444,7 @@ fn build(
         let mut memmap = [si::MemmapEntry::default(); 8];
         let entries = si::guest_memmap(memory, &mut memmap);
         let info_size = si::start_info_size(spec.cmdline, &boot_modules, entries);
-        let layout = si::plan_layout(&image, memory, &sizes, info_size)
+        let layout = si::plan_layout(image, memory, &sizes, info_size)
             .map_err(|e| fail(&domain, BuildError::Layout(alloc::format!("{e}"))))?;
         for ((bm, m), region) in boot_modules.iter_mut().zip(initrds).zip(layout.initrds()) {
             bm.gpa = region.gpa;
@@ -440,25 +461,18 @@ fn build(
             0,
         )
         .map_err(|e| fail(&domain, BuildError::Layout(alloc::format!("{e}"))))?;
-        start_info = plan.start_info_gpa;
+        entry = PvhEntry::Pvh {
+            rip: u64::from(image.entry),
+            start_info: plan.start_info_gpa,
+        };
     }
     let negotiated = match crate::arch::x86_64::vmx::negotiated() {
         Ok(n) => n,
         Err(_) => return Err(fail(&domain, BuildError::Spec("no VT-x".into()))),
     };
     let vpid = NEXT_VPID.fetch_add(1, Ordering::SeqCst) as u16;
-    let entry = u64::from(image.entry);
-    let arch = VmxVcpu::new(
-        negotiated,
-        ept_root,
-        vpid,
-        PvhEntry {
-            rip: entry,
-            start_info,
-        },
-        domain.signature,
-    )
-    .map_err(|e| fail(&domain, BuildError::Vcpu(e)))?;
+    let arch = VmxVcpu::new(negotiated, ept_root, vpid, entry, domain.signature)
+        .map_err(|e| fail(&domain, BuildError::Vcpu(e)))?;
     LIVE.fetch_add(1, Ordering::SeqCst);
     CREATED.fetch_add(1, Ordering::SeqCst);
     let vcpu = Vcpu {
@@ -467,6 +481,10 @@ fn build(
         arch,
         timer_deadline: 0,
         blocked: false,
+    };
+    let entry = match entry {
+        PvhEntry::Pvh { rip, .. } => rip,
+        PvhEntry::RealMode { ip } => u64::from(ip),
     };
     Ok(Built {
         domain,

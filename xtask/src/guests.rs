@@ -104,5 +104,42 @@ pub fn build() -> Result<Guests> {
                 .map_err(|e| format!("cannot copy {} to {}: {e}", elf.display(), out.display()))?;
         }
     }
+    build_flat_guests(&crate_dir, &dir)?;
     Ok(Guests { dir })
+}
+
+/// Assembles the flat real-mode guests in `tests/guests/real/*.S` (GNU as,
+/// 16-bit code linked at 0x7C00 into a raw binary): guests started with
+/// `boot=real` (docs/guests.md).
+fn build_flat_guests(crate_dir: &Path, out: &Path) -> Result<()> {
+    let src = crate_dir.join("real");
+    let Ok(entries) = std::fs::read_dir(&src) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_none_or(|e| e != "S") {
+            continue;
+        }
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let object = out.join(format!("{name}.o"));
+        util::run(
+            Command::new("as")
+                .arg("--32")
+                .arg("-o")
+                .arg(&object)
+                .arg(&path),
+        )?;
+        util::run(
+            Command::new("ld")
+                .args(["-m", "elf_i386", "-Ttext=0x7c00", "--oformat=binary", "-o"])
+                .arg(out.join(&name))
+                .arg(&object),
+        )?;
+        let _ = std::fs::remove_file(&object);
+    }
+    Ok(())
 }

@@ -77,6 +77,19 @@ pub struct DomainSpec<'a> {
     pub cpus: Option<u64>,
     /// The guest kernel's own command line (after `--`; empty without one).
     pub cmdline: &'a str,
+    /// How the kernel is started (`boot=`).
+    pub boot: BootProtocol,
+}
+
+/// How a guest kernel module is started (`boot=`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BootProtocol {
+    /// `boot=pvh` (default): an ELF entered through `XEN_ELFNOTE_PHYS32_ENTRY`.
+    #[default]
+    Pvh,
+    /// `boot=real`: a flat binary loaded at guest-physical 0x7C00 and started
+    /// in real mode at 0000:7C00 (like a boot sector, without a BIOS).
+    Real,
 }
 
 /// A key of a module command line.
@@ -92,15 +105,18 @@ pub enum Key {
     Cpus,
     /// `initrd-for=`
     InitrdFor,
+    /// `boot=`
+    Boot,
 }
 
 impl Key {
-    const ALL: [Key; 5] = [
+    const ALL: [Key; 6] = [
         Key::Name,
         Key::Memory,
         Key::Vcpus,
         Key::Cpus,
         Key::InitrdFor,
+        Key::Boot,
     ];
 
     /// The key as written on the command line (with `-`).
@@ -111,6 +127,7 @@ impl Key {
             Self::Vcpus => "vcpus",
             Self::Cpus => "cpus",
             Self::InitrdFor => "initrd-for",
+            Self::Boot => "boot",
         }
     }
 
@@ -124,6 +141,9 @@ impl Key {
             Self::InitrdFor => {
                 "expected the name= of a guest kernel module: 1 to 32 letters, digits, `_`, `.` \
                  or `-`"
+            }
+            Self::Boot => {
+                "expected pvh (an ELF with a PVH entry note) or real (a flat binary started in real mode)"
             }
         }
     }
@@ -216,7 +236,7 @@ impl fmt::Display for SpecError<'_> {
 
 /// Parses a boot module's command line (see the module documentation for the syntax).
 pub fn parse_module(cmdline: &str) -> Result<ModuleRole<'_>, SpecError<'_>> {
-    let mut values: [Option<&str>; 5] = [None; 5];
+    let mut values: [Option<&str>; 6] = [None; 6];
     let mut tail = "";
     let mut rest = cmdline;
     let mut first = true;
@@ -307,12 +327,23 @@ pub fn parse_module(cmdline: &str) -> Result<ModuleRole<'_>, SpecError<'_>> {
             value: text,
         })?),
     };
+    let boot = match value(Key::Boot) {
+        None | Some("pvh") => BootProtocol::Pvh,
+        Some("real") => BootProtocol::Real,
+        Some(text) => {
+            return Err(SpecError::BadValue {
+                key: Key::Boot,
+                value: text,
+            });
+        }
+    };
     Ok(ModuleRole::Kernel(DomainSpec {
         name,
         memory,
         vcpus,
         cpus,
         cmdline: tail,
+        boot,
     }))
 }
 
@@ -399,6 +430,28 @@ mod tests {
     }
 
     #[test]
+    fn boot_protocols() {
+        let real = parse_module("name=r boot=real").unwrap();
+        assert!(matches!(
+            real,
+            ModuleRole::Kernel(DomainSpec {
+                boot: BootProtocol::Real,
+                ..
+            })
+        ));
+        let pvh = parse_module("name=r").unwrap();
+        assert!(matches!(
+            pvh,
+            ModuleRole::Kernel(DomainSpec {
+                boot: BootProtocol::Pvh,
+                ..
+            })
+        ));
+        assert!(parse_module("name=r boot=bios").is_err());
+        assert!(parse_module("initrd-for=r boot=real").is_err());
+    }
+
+    #[test]
     fn defaults() {
         assert_eq!(
             kernel("name=t1"),
@@ -407,7 +460,8 @@ mod tests {
                 memory: 64 << 20,
                 vcpus: 1,
                 cpus: None,
-                cmdline: ""
+                cmdline: "",
+                boot: BootProtocol::Pvh,
             }
         );
     }

@@ -156,13 +156,21 @@ impl core::fmt::Debug for VmxVcpu {
     }
 }
 
-/// The PVH entry state (Xen's PVH ABI, docs/guests.md).
+/// Where and how a vCPU starts (docs/guests.md).
 #[derive(Debug, Clone, Copy)]
-pub struct PvhEntry {
-    /// Guest-physical entry point (EIP).
-    pub rip: u64,
-    /// Guest-physical address of `hvm_start_info` (EBX).
-    pub start_info: u64,
+pub enum PvhEntry {
+    /// Xen's PVH ABI: 32-bit protected mode, paging off.
+    Pvh {
+        /// Guest-physical entry point (EIP).
+        rip: u64,
+        /// Guest-physical address of `hvm_start_info` (EBX).
+        start_info: u64,
+    },
+    /// Real mode at 0000:`ip` (needs unrestricted guest).
+    RealMode {
+        /// Entry offset in segment 0 (and the initial SP).
+        ip: u16,
+    },
 }
 
 /// The CR0 bits a guest may not own: everything but PE, MP, EM, TS, ET,
@@ -199,7 +207,10 @@ impl VmxVcpu {
             vmcs: vmcs_page,
             launched: false,
             regs: GuestRegs {
-                rbx: entry.start_info,
+                rbx: match entry {
+                    PvhEntry::Pvh { start_info, .. } => start_info,
+                    PvhEntry::RealMode { .. } => 0,
+                },
                 ..GuestRegs::default()
             },
             msr_bitmap: alloc_page()?,
@@ -307,15 +318,19 @@ impl VmxVcpu {
     fn write_guest_state(&mut self, entry: PvhEntry) -> Result<(), basalt_vmx::error::VmFail> {
         let n = &self.controls;
         let mut v = vmcs();
-        let cr0 = CR0_PE | CR0_ET;
+        let (real, rip) = match entry {
+            PvhEntry::Pvh { rip, .. } => (false, rip),
+            PvhEntry::RealMode { ip } => (true, u64::from(ip)),
+        };
+        let cr0 = if real { CR0_ET } else { CR0_PE | CR0_ET };
         v.write_nat(guest::CR0, n.fix_guest_cr0(cr0))?;
         v.write_nat(ctrl::CR0_READ_SHADOW, cr0)?;
         v.write_nat(guest::CR4, n.fix_guest_cr4(0))?;
         v.write_nat(ctrl::CR4_READ_SHADOW, 0)?;
         v.write_nat(guest::CR3, 0)?;
         v.write_nat(guest::DR7, 0x400)?;
-        v.write_nat(guest::RSP, 0)?;
-        v.write_nat(guest::RIP, entry.rip)?;
+        v.write_nat(guest::RSP, if real { rip } else { 0 })?;
+        v.write_nat(guest::RIP, rip)?;
         v.write_nat(guest::RFLAGS, 0x2)?;
         v.write64(guest::IA32_EFER, 0)?;
         v.write64(guest::IA32_PAT, 0x0007_0406_0007_0406)?;
@@ -328,13 +343,30 @@ impl VmxVcpu {
         v.write_nat(guest::IA32_SYSENTER_ESP, 0)?;
         v.write_nat(guest::IA32_SYSENTER_EIP, 0)?;
         // PVH: flat 32-bit code and data segments, a 32-bit TSS.
-        let code = AccessRights::CODE32.0;
-        let data = AccessRights::DATA32.0;
-        v.write16(guest::CS_SELECTOR, 0x10)?;
+        let (code, data, limit, cs, ds, tr) = if real {
+            (
+                AccessRights::REAL_MODE_CODE.0,
+                AccessRights::REAL_MODE_DATA.0,
+                0xffff,
+                0,
+                0,
+                0,
+            )
+        } else {
+            (
+                AccessRights::CODE32.0,
+                AccessRights::DATA32.0,
+                u32::MAX,
+                0x10,
+                0x18,
+                0x20,
+            )
+        };
+        v.write16(guest::CS_SELECTOR, cs)?;
         v.write_nat(guest::CS_BASE, 0)?;
-        v.write32(guest::CS_LIMIT, u32::MAX)?;
+        v.write32(guest::CS_LIMIT, limit)?;
         v.write32(guest::CS_ACCESS_RIGHTS, code)?;
-        for (sel, base, limit, ar) in [
+        for (sel, base, limit_field, ar) in [
             (
                 guest::DS_SELECTOR,
                 guest::DS_BASE,
@@ -366,12 +398,12 @@ impl VmxVcpu {
                 guest::GS_ACCESS_RIGHTS,
             ),
         ] {
-            v.write16(sel, 0x18)?;
+            v.write16(sel, ds)?;
             v.write_nat(base, 0)?;
-            v.write32(limit, u32::MAX)?;
+            v.write32(limit_field, limit)?;
             v.write32(ar, data)?;
         }
-        v.write16(guest::TR_SELECTOR, 0x20)?;
+        v.write16(guest::TR_SELECTOR, tr)?;
         v.write_nat(guest::TR_BASE, 0)?;
         v.write32(guest::TR_LIMIT, 0x67)?;
         v.write32(guest::TR_ACCESS_RIGHTS, AccessRights::TSS_BUSY.0)?;

@@ -1,0 +1,73 @@
+/*
+ * realmode: a flat 16-bit guest, started by Basalt with `boot=real` in real
+ * mode at 0000:7C00 (unrestricted guest; no BIOS). It checks that CR0.PE is
+ * clear, writes to the console through port 0xE9, then ends through Xen's
+ * sched_op hypercall with the 32-bit register convention (EAX = op, EBX,
+ * ECX = arguments): exit code (Basalt's 0x4241) then SCHEDOP_shutdown.
+ */
+.code16
+.section .text
+.global _start
+_start:
+    cli
+    xor %ax, %ax
+    mov %ax, %ds
+    mov %ax, %es
+    mov %ax, %ss
+    mov $0x7c00, %sp
+
+    mov $msg_hello, %si
+    call puts
+
+    mov %cr0, %eax
+    test $1, %eax
+    jnz .Lfail_pe
+
+    /* A far jump and a segment other than 0 work (real-mode addressing). */
+    mov $0x07c0, %ax
+    mov %ax, %ds
+    mov $(msg_segment - _start), %si
+    call puts
+    xor %ax, %ax
+    mov %ax, %ds
+
+    mov $msg_pass, %si
+    call puts
+    xor %edx, %edx          /* exit code 0 */
+    jmp exit
+
+.Lfail_pe:
+    mov $msg_fail, %si
+    call puts
+    mov $1, %edx
+
+exit:
+    /* sched_op(0x4241 exit code, code) */
+    mov $29, %eax
+    mov $0x4241, %ebx
+    mov %edx, %ecx
+    vmcall
+    /* sched_op(SCHEDOP_shutdown, &reason) with reason poweroff (0) */
+    movl $0, reason
+    mov $29, %eax
+    mov $2, %ebx
+    mov $reason, %ecx
+    vmcall
+1:  hlt
+    jmp 1b
+
+/* Writes the NUL-terminated string at DS:SI to port 0xE9. */
+puts:
+    lodsb
+    test %al, %al
+    jz 2f
+    out %al, $0xe9
+    jmp puts
+2:  ret
+
+msg_hello:   .asciz "real-mode guest: started at 0000:7c00\n"
+msg_segment: .asciz "real-mode guest: read through DS=0x07c0\n"
+msg_pass:    .asciz "real-mode guest: CR0.PE is clear\nTEST PASS realmode\n"
+msg_fail:    .asciz "TEST FAIL realmode: CR0.PE is set\n"
+.balign 4
+reason:      .long 0
