@@ -106,7 +106,12 @@ pub fn qemu_args(machine: &Machine, iso: &Path, serial: Serial<'_>) -> Vec<Strin
 /// A Bochs configuration file for `machine`.
 pub fn bochs_config(machine: &Machine, iso: &Path, serial_log: &Path, bochs_log: &Path) -> String {
     let mut cfg = String::new();
-    let _ = writeln!(cfg, "megs: {}", machine.memory_mib);
+    // `megs` stops at 2048; larger guests get host memory on demand.
+    if machine.memory_mib <= 2048 {
+        let _ = writeln!(cfg, "megs: {}", machine.memory_mib);
+    } else {
+        let _ = writeln!(cfg, "memory: guest={}, host=2048", machine.memory_mib);
+    }
     let _ = writeln!(
         cfg,
         "cpu: model=corei7_skylake_x, count={}, ips={BOCHS_IPS}, reset_on_triple_fault=0",

@@ -728,28 +728,45 @@ pub fn phys_page_mut(phys: u64) -> &'static mut [u8; 4096] {
     unsafe { &mut *((DIRECT_MAP_BASE + phys) as *mut [u8; 4096]) }
 }
 
-/// Builds an EPT mapping guest-physical `i * 2 MiB` to `blocks[i]`.
-pub fn build_ept(blocks: &[u64]) -> Result<PageTable<basalt_paging::Ept>, MapError> {
+/// Builds an EPT mapping guest-physical `i * 2 MiB` to `blocks[i]`, each
+/// run of physically contiguous blocks with the largest pages its alignment
+/// allows (1 GiB when `allow_1g`, else 2 MiB).
+pub fn build_ept(
+    blocks: &[u64],
+    allow_1g: bool,
+) -> Result<PageTable<basalt_paging::Ept>, MapError> {
+    const BLOCK: u64 = 2 << 20;
     let mut guard = MM.lock();
     let m = guard.as_mut().ok_or(MapError::ZeroLength)?;
     let mut mem = OffsetTables(DIRECT_MAP_BASE);
     let mut frames = AllocatorTables(&mut m.frames);
     let mut ept = PageTable::<basalt_paging::Ept>::new(&mut frames)?;
     let flags = MapFlags::READ | MapFlags::WRITE | MapFlags::EXECUTE;
-    for (i, &block) in blocks.iter().enumerate() {
-        let gpa = i as u64 * (2 << 20);
+    let max_page = if allow_1g {
+        PageSize::Size1G
+    } else {
+        PageSize::Size2M
+    };
+    let mut i = 0;
+    while i < blocks.len() {
+        let mut run = 1;
+        while i + run < blocks.len() && blocks[i + run] == blocks[i] + run as u64 * BLOCK {
+            run += 1;
+        }
+        let gpa = i as u64 * BLOCK;
         if let Err(e) = ept.map(
             &mut mem,
             &mut frames,
             gpa,
-            block,
-            2 << 20,
+            blocks[i],
+            run as u64 * BLOCK,
             flags,
-            PageSize::Size2M,
+            max_page,
         ) {
             ept.destroy(&mem, &mut frames);
             return Err(e);
         }
+        i += run;
     }
     Ok(ept)
 }
