@@ -17,3 +17,27 @@ pub fn resolve(path: &Path, guests: Option<&Guests>) -> PathBuf {
         _ => path.to_path_buf(),
     }
 }
+
+/// Builds the test guests when any of `paths` is a `guest:NAME` reference.
+pub fn guests_for<'a>(
+    mut paths: impl Iterator<Item = &'a Path>,
+) -> crate::util::Result<Option<Guests>> {
+    if paths.any(is_guest) {
+        crate::guests::build().map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+/// `(path, args)` pairs as ISO modules, `guest:NAME` resolved.
+pub fn module_args<'a>(
+    modules: impl Iterator<Item = (&'a Path, &'a str)>,
+    guests: Option<&Guests>,
+) -> Vec<crate::iso::ModuleArg> {
+    modules
+        .map(|(path, args)| crate::iso::ModuleArg {
+            path: resolve(path, guests),
+            args: args.into(),
+        })
+        .collect()
+}

@@ -49,23 +49,14 @@ pub fn run(options: &RunOptions) -> Result {
         }
     }
     let kernel = crate::kernel::build()?;
-    let needs_guests = options
-        .modules
-        .iter()
-        .any(|m| crate::modules::is_guest(&m.path));
-    let guests = if needs_guests {
-        Some(crate::guests::build()?)
-    } else {
-        None
-    };
-    let modules: Vec<ModuleArg> = options
-        .modules
-        .iter()
-        .map(|m| ModuleArg {
-            path: crate::modules::resolve(&m.path, guests.as_ref()),
-            args: m.args.clone(),
-        })
-        .collect();
+    let guests = crate::modules::guests_for(options.modules.iter().map(|m| m.path.as_path()))?;
+    let modules = crate::modules::module_args(
+        options
+            .modules
+            .iter()
+            .map(|m| (m.path.as_path(), m.args.as_str())),
+        guests.as_ref(),
+    );
     let dir = util::target_dir().join("run");
     let image = dir.join("basalt-run.iso");
     util::step("making the boot ISO", || {

@@ -139,14 +139,10 @@ fn scenarios(options: &TestOptions) -> Result<Tally> {
         packages::ensure(packages::BOCHS, "the Bochs boot scenarios")?;
     }
     let kernel = crate::kernel::build()?;
-    let needs_guests = all
-        .iter()
-        .any(|s| s.modules.iter().any(|m| crate::modules::is_guest(&m.path)));
-    let guests = if needs_guests {
-        Some(crate::guests::build()?)
-    } else {
-        None
-    };
+    let guests = crate::modules::guests_for(
+        all.iter()
+            .flat_map(|s| s.modules.iter().map(|m| m.path.as_path())),
+    )?;
     let out_dir = util::target_dir().join("test-logs");
     let iso_dir = util::target_dir().join("test-iso");
 
@@ -158,14 +154,12 @@ fn scenarios(options: &TestOptions) -> Result<Tally> {
         &format!("making boot ISOs for {} scenarios", all.len()),
         || {
             for s in &all {
-                let modules: Vec<ModuleArg> = s
-                    .modules
-                    .iter()
-                    .map(|m| ModuleArg {
-                        path: crate::modules::resolve(&m.path, guests.as_ref()),
-                        args: m.args.clone(),
-                    })
-                    .collect();
+                let modules = crate::modules::module_args(
+                    s.modules
+                        .iter()
+                        .map(|m| (m.path.as_path(), m.args.as_str())),
+                    guests.as_ref(),
+                );
                 let loader = match s.loader {
                     scenario::Loader::Multiboot2 => Loader::Multiboot2,
                     scenario::Loader::Multiboot1 => Loader::Multiboot1,
