@@ -188,12 +188,13 @@ extern "C" fn bsp_main(arg: u64) -> ! {
     }
     info!("spurious interrupts so far: {}", fault::spurious_count());
     if vmx_ok {
+        let tables_before = mm::stats().map_or(0, |s| s.used_by(basalt_frames::Owner::PageTables));
         let vcpus = crate::domain::create_from_modules(&boot.info);
         if !vcpus.is_empty() {
             info!("boot complete; starting {} domain(s)", vcpus.len());
             // Idle CPUs look at GUESTS when the wake-up IPI arrives: set it first.
             GUESTS.store(true, Ordering::SeqCst);
-            crate::sched::start(vcpus, boot.test_exit);
+            crate::sched::start(vcpus, boot.test_exit, tables_before);
             crate::sched::run();
         }
         if crate::domain::created_count() == 0 && !boot.info.modules.is_empty() {

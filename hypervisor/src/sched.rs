@@ -19,6 +19,9 @@ const MAX_CPUS: usize = percpu::MAX_CPUS;
 static QUEUES: [Mutex<VecDeque<Vcpu>>; MAX_CPUS] =
     [const { Mutex::new(VecDeque::new()) }; MAX_CPUS];
 static TEST_EXIT: AtomicBool = AtomicBool::new(false);
+/// Frames used for page tables before any domain existed (EPT tables of
+/// domains come on top and must all be returned).
+static TABLES_BEFORE: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 static FINISHING: AtomicBool = AtomicBool::new(false);
 
 /// Time slice: 10 ms.
@@ -26,8 +29,9 @@ const SLICE_NS: u64 = 10_000_000;
 
 /// Places `vcpus` on the online CPUs (round robin, or the first CPU of a
 /// domain's `cpus=` list) and wakes the CPUs.
-pub fn start(vcpus: alloc::vec::Vec<Vcpu>, test_exit: bool) {
+pub fn start(vcpus: alloc::vec::Vec<Vcpu>, test_exit: bool, tables_before: u64) {
     TEST_EXIT.store(test_exit, Ordering::SeqCst);
+    TABLES_BEFORE.store(tables_before, Ordering::SeqCst);
     let online = percpu::online_count().max(1);
     for (n, v) in vcpus.into_iter().enumerate() {
         let target = v
@@ -230,6 +234,7 @@ fn check_all_ended() {
     let (clean, summary) = domain::outcome();
     log::info!("all domains ended: {summary}");
     log_exit_counts();
+    check_memory_returned();
     if clean {
         finish(Verdict::Pass, "");
     } else {
@@ -246,4 +251,30 @@ fn log_exit_counts() {
         line.push_fmt(format_args!("{} {count}, ", name.name()));
     }
     log::info!("VM exits: {}", line.as_str().trim_end_matches(", "));
+}
+
+/// Checks by accounting that every frame the domains had (guest memory,
+/// VMCS and bitmaps: owner "domains"; EPT tables: owner "page tables") went
+/// back to the pool.
+fn check_memory_returned() {
+    use basalt_frames::Owner;
+    let Some(stats) = crate::mm::stats() else {
+        return;
+    };
+    let domain = stats.used_by(Owner::Domain);
+    let tables = stats.used_by(Owner::PageTables);
+    let before = TABLES_BEFORE.load(Ordering::SeqCst);
+    if domain == 0 && tables == before {
+        log::info!(
+            "memory: every frame the domains used is back in the pool ({} KiB free)",
+            stats.free_frames * 4
+        );
+    } else {
+        log::error!(
+            "memory: LEAK: {} KiB still owned by domains, page tables {} KiB (before domains: {} KiB)",
+            domain * 4,
+            tables * 4,
+            before * 4
+        );
+    }
 }

@@ -147,6 +147,23 @@ pub struct VmxVcpu {
     signature: [u8; 12],
 }
 
+impl Drop for VmxVcpu {
+    /// Returns the VMCS and the bitmaps to the pool. The VMCS is cleared
+    /// first, so the processor holds no cached copy of a freed page.
+    fn drop(&mut self) {
+        // SAFETY: our VMCS; clearing a VMCS that is not current is allowed.
+        let _ = unsafe { instr::vmclear(self.vmcs) };
+        for page in [
+            self.vmcs,
+            self.msr_bitmap,
+            self.io_bitmap_a,
+            self.io_bitmap_b,
+        ] {
+            crate::mm::free_frames(page, 0, Owner::Domain);
+        }
+    }
+}
+
 impl core::fmt::Debug for VmxVcpu {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("VmxVcpu")
