@@ -110,11 +110,31 @@ impl CpuMask {
     /// The lowest CPU in the set, if any.
     #[must_use]
     pub fn lowest(&self) -> Option<usize> {
-        self.words
-            .iter()
-            .enumerate()
-            .find(|(_, w)| **w != 0)
-            .map(|(i, w)| i * 64 + w.trailing_zeros() as usize)
+        self.next_from(0)
+    }
+
+    /// The lowest member `>= from`, if any.
+    #[must_use]
+    pub fn next_from(&self, from: usize) -> Option<usize> {
+        let mut w = from / 64;
+        let mut bits = self.words.get(w).copied()? & (u64::MAX << (from % 64));
+        loop {
+            if bits != 0 {
+                return Some(w * 64 + bits.trailing_zeros() as usize);
+            }
+            w += 1;
+            bits = self.words.get(w).copied()?;
+        }
+    }
+
+    /// The members of `self` that are not in `other`.
+    #[must_use]
+    pub fn and_not(self, other: CpuMask) -> CpuMask {
+        let mut m = self;
+        for (a, b) in m.words.iter_mut().zip(other.words.iter()) {
+            *a &= !b;
+        }
+        m
     }
 
     /// Whether every member of `self` is also in `other`.
@@ -126,9 +146,17 @@ impl CpuMask {
             .all(|(a, b)| a & !b == 0)
     }
 
-    /// The members in increasing order.
+    /// The members in increasing order (cost proportional to the members, plus 4 words).
     pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
-        (0..MAX_CPUS).filter(move |&c| self.contains(c))
+        core::iter::successors(self.next_from(0), move |&c| self.next_from(c + 1))
+    }
+
+    /// The members `>= start` in increasing order, then those `< start`: a rotating scan, so that
+    /// ties do not always favour the lowest CPUs.
+    pub fn iter_from(&self, start: usize) -> impl Iterator<Item = usize> + '_ {
+        let high = core::iter::successors(self.next_from(start), move |&c| self.next_from(c + 1));
+        let low = self.iter().take_while(move |&c| c < start);
+        high.chain(low)
     }
 }
 
