@@ -142,6 +142,8 @@ pub struct VmxVcpu {
     msrs: [u64; 5],
     /// The guest's virtual TPR (CR8).
     tpr: u64,
+    /// DR0-DR3 and DR6, which the VMCS does not switch (DR7 it does).
+    debug: [u64; 5],
     controls: VmxConfig,
     /// The CPUID hypervisor signature this vCPU's domain sees.
     signature: [u8; 12],
@@ -237,6 +239,7 @@ impl VmxVcpu {
             xcr0: 1,
             msrs: [0; 5],
             tpr: 0,
+            debug: [0, 0, 0, 0, 0xffff_0ff0],
             controls: n.clone(),
             signature,
         };
@@ -477,6 +480,7 @@ impl VmxVcpu {
         unsafe { instr::vmptrld(self.vmcs) }.map_err(GuestError::Vmx)?;
         self.write_host_state().map_err(GuestError::Vmx)?;
         restore_fpu(&self.xsave, self.xcr0);
+        write_debug_registers(&self.debug);
         for (m, value) in SOFTWARE_SWITCHED_MSRS.iter().zip(self.msrs) {
             // SAFETY: these MSRs hold only guest-visible state (syscall
             // targets, swapgs base) that the hypervisor never uses.
@@ -497,6 +501,7 @@ impl VmxVcpu {
     /// another vCPU can run here or this one elsewhere.
     pub fn unload(&mut self) {
         save_fpu(&mut self.xsave, self.xcr0);
+        self.debug = read_debug_registers();
         for (m, slot) in SOFTWARE_SWITCHED_MSRS.iter().zip(self.msrs.iter_mut()) {
             *slot = msr::read_raw(*m);
         }
@@ -939,5 +944,35 @@ pub fn enable_fpu_switching() {
     if has_xsave() {
         // SAFETY: x87 only: always valid with OSXSAVE set.
         unsafe { xsetbv(1) };
+    }
+}
+
+/// Reads DR0-DR3 and DR6: guest state the VMCS does not switch, kept per
+/// vCPU so one domain's breakpoints never reach another.
+fn read_debug_registers() -> [u64; 5] {
+    let mut d = [0u64; 5];
+    // SAFETY: reading debug registers in ring 0 has no side effects.
+    unsafe {
+        core::arch::asm!(
+            "mov {0}, dr0", "mov {1}, dr1", "mov {2}, dr2", "mov {3}, dr3", "mov {4}, dr6",
+            out(reg) d[0], out(reg) d[1], out(reg) d[2], out(reg) d[3], out(reg) d[4],
+            options(nomem, nostack, preserves_flags)
+        );
+    }
+    d
+}
+
+/// Loads a vCPU's DR0-DR3 and DR6 (see [`read_debug_registers`]). The
+/// hypervisor itself never enables breakpoints (DR7 is 0x400 after every VM
+/// exit), so these values cannot trap in Basalt.
+fn write_debug_registers(d: &[u64; 5]) {
+    // SAFETY: DR0-DR3 take any address; DR6 gets a value read from DR6 or
+    // its reset value; with DR7 clear in the host nothing triggers.
+    unsafe {
+        core::arch::asm!(
+            "mov dr0, {0}", "mov dr1, {1}", "mov dr2, {2}", "mov dr3, {3}", "mov dr6, {4}",
+            in(reg) d[0], in(reg) d[1], in(reg) d[2], in(reg) d[3], in(reg) d[4],
+            options(nomem, nostack, preserves_flags)
+        );
     }
 }
