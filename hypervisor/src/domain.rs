@@ -227,7 +227,7 @@ impl Domain {
     }
 
     /// Ends the domain: frees its memory and EPT, records why.
-    pub fn end(&self, reason: EndReason, diagnostic: Option<String>) {
+    pub fn end(&self, reason: EndReason) {
         {
             let mut state = self.state.lock();
             if *state != State::Running {
@@ -262,7 +262,6 @@ impl Domain {
             },
             basalt_boot::memmap::ByteSize(freed)
         );
-        let _ = diagnostic;
         ENDED.lock().push(Ended {
             id: self.id,
             name: self.name.clone(),
@@ -442,7 +441,7 @@ fn build(
     // From here on, failures must end the domain to free its memory.
     let fail = |domain: &Arc<Domain>, e: BuildError| {
         LIVE.fetch_add(1, Ordering::SeqCst);
-        domain.end(EndReason::Crash, None);
+        domain.end(EndReason::Crash);
         ENDED.lock().pop();
         e
     };

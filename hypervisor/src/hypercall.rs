@@ -99,7 +99,7 @@ fn handle(v: &mut Vcpu, call: &hc::Call) -> (u64, After) {
                     hc::SHUTDOWN_CRASH | hc::SHUTDOWN_WATCHDOG => EndReason::Crash,
                     _ => return (errno(hc::EINVAL), After::Continue),
                 };
-                v.domain.end(reason, None);
+                v.domain.end(reason);
                 (0, After::Ended)
             }
             hc::SCHEDOP_BASALT_EXIT_CODE => {

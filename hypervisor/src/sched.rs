@@ -76,13 +76,9 @@ pub fn run() -> ! {
                 v.timer_deadline = 0;
             } else {
                 let deadline = v.timer_deadline;
-                let queue_len = {
-                    let mut q = QUEUES[me].lock();
-                    q.push_back(v);
-                    q.len()
-                };
+                QUEUES[me].lock().push_back(v);
                 // Everyone here blocked? Then halt until the earliest timer.
-                if all_blocked(me, queue_len) {
+                if all_blocked(me) {
                     wait(earliest_deadline(me).or((deadline != 0).then_some(deadline)));
                 }
                 continue;
@@ -187,7 +183,7 @@ fn crash(v: &mut Vcpu, reason: &str) {
     );
     let mut out = crate::console::Writer;
     v.arch.dump(&mut out);
-    d.end(EndReason::Crash, Some(reason.into()));
+    d.end(EndReason::Crash);
 }
 
 fn unload_in_queue(me: usize, id: (u32, u32)) {
@@ -197,7 +193,7 @@ fn unload_in_queue(me: usize, id: (u32, u32)) {
     }
 }
 
-fn all_blocked(me: usize, _len: usize) -> bool {
+fn all_blocked(me: usize) -> bool {
     QUEUES[me]
         .lock()
         .iter()

@@ -132,7 +132,7 @@ pub fn ns_to_tsc(ns: u64) -> u64 {
 /// Arms this CPU's one-shot timer to fire `ns` nanoseconds from now. One
 /// timer per CPU: arming again moves it.
 pub fn arm_oneshot_in(ns: u64) {
-    let deadline = cpu::rdtsc().wrapping_add(ns_to_tsc(ns).max(1));
+    let deadline = deadline_tsc(ns);
     if let Some(this) = crate::arch::x86_64::percpu::current() {
         this.timer_deadline.store(deadline, Ordering::Release);
     }

@@ -272,18 +272,14 @@ impl VmxVcpu {
         b.fill(0xff);
     }
 
+    /// The processor's reset FPU state: a zero image (XSAVE header with no
+    /// component set restores every component's initial state) with the
+    /// legacy region's FCW = 0x37f and MXCSR = 0x1f80; the same image serves
+    /// FXRSTOR on CPUs without XSAVE.
     fn init_xsave(&mut self) {
-        // Start from the processor's reset state: an XSAVE of the current
-        // (untouched since boot, the hypervisor uses no FPU) state.
-        if has_xsave() {
-            self.xsave.0.fill(0);
-            // Legacy region: FCW = 0x37f, MXCSR = 0x1f80 (reset values).
-            self.xsave.0[0..2].copy_from_slice(&0x37fu16.to_le_bytes());
-            self.xsave.0[24..28].copy_from_slice(&0x1f80u32.to_le_bytes());
-        } else {
-            self.xsave.0[0..2].copy_from_slice(&0x37fu16.to_le_bytes());
-            self.xsave.0[24..28].copy_from_slice(&0x1f80u32.to_le_bytes());
-        }
+        self.xsave.0.fill(0);
+        self.xsave.0[0..2].copy_from_slice(&0x37fu16.to_le_bytes());
+        self.xsave.0[24..28].copy_from_slice(&0x1f80u32.to_le_bytes());
     }
 
     fn write_controls(
@@ -648,11 +644,7 @@ impl VmxVcpu {
                 Some(VcpuExit::Interrupted)
             }
             ExitReason::PreemptionTimer => Some(VcpuExit::Preempted),
-            ExitReason::Cpuid => {
-                self.cpuid();
-                self.advance_by(2);
-                None
-            }
+            // CPUID (10) never gets here: `handle_exit` answers it.
             ExitReason::Rdmsr => {
                 let msr_no = self.regs.rcx as u32;
                 match crate::vcpu::read_msr(msr_no) {
