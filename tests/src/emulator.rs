@@ -59,6 +59,13 @@ pub enum Serial<'a> {
     File(&'a Path),
     /// The terminal, both ways (`xtask run` under QEMU).
     Stdio,
+    /// A TCP server on `127.0.0.1` at this port that waits for one client
+    /// before the machine starts; the test harness connects and carries COM1
+    /// both ways (QEMU scenarios with `steps`).
+    Tcp(u16),
+    /// A terminal device, e.g. the slave end of a pseudo-terminal the test
+    /// harness holds (Bochs scenarios with `steps`).
+    Tty(&'a Path),
 }
 
 /// Instructions per emulated second under Bochs. Low values boot faster: the
@@ -85,12 +92,18 @@ pub fn qemu_args(machine: &Machine, iso: &Path, serial: Serial<'_>) -> Vec<Strin
         "-no-reboot".into(),
         "-device".into(),
         "isa-debug-exit,iobase=0xf4,iosize=0x04".into(),
-        "-serial".into(),
-        match serial {
-            Serial::File(path) => format!("file:{}", path.display()),
-            Serial::Stdio => "stdio".into(),
-        },
     ];
+    match serial {
+        Serial::File(path) => args.extend(["-serial".into(), format!("file:{}", path.display())]),
+        Serial::Stdio => args.extend(["-serial".into(), "stdio".into()]),
+        Serial::Tty(path) => args.extend(["-serial".into(), path.display().to_string()]),
+        Serial::Tcp(port) => args.extend([
+            "-chardev".into(),
+            format!("socket,id=com1,host=127.0.0.1,port={port},server=on,wait=on"),
+            "-serial".into(),
+            "chardev:com1".into(),
+        ]),
+    }
     match machine.emulator {
         Emulator::Kvm => args.extend([
             "-accel".into(),
@@ -103,8 +116,24 @@ pub fn qemu_args(machine: &Machine, iso: &Path, serial: Serial<'_>) -> Vec<Strin
     args
 }
 
-/// A Bochs configuration file for `machine`.
+/// A Bochs configuration file for `machine`, COM1 into `serial_log`.
 pub fn bochs_config(machine: &Machine, iso: &Path, serial_log: &Path, bochs_log: &Path) -> String {
+    bochs_config_serial(machine, iso, Serial::File(serial_log), bochs_log)
+}
+
+/// A Bochs configuration file for `machine` with COM1 on `serial`:
+/// [`Serial::Tty`] is Bochs' `mode=term` on that device; [`Serial::Stdio`]
+/// leaves COM1 unconnected. With [`Serial::Tcp`] Bochs waits for the client
+/// before it starts the machine (`com1: waiting for client to connect` on its
+/// standard output), but in that mode a byte that arrives while Bochs 2.7 is
+/// sending one stops its transmitter for good: the harness uses a
+/// pseudo-terminal instead.
+pub fn bochs_config_serial(
+    machine: &Machine,
+    iso: &Path,
+    serial: Serial<'_>,
+    bochs_log: &Path,
+) -> String {
     let mut cfg = String::new();
     // `megs` stops at 2048; larger guests get host memory on demand.
     if machine.memory_mib <= 2048 {
@@ -127,11 +156,15 @@ pub fn bochs_config(machine: &Machine, iso: &Path, serial_log: &Path, bochs_log:
         iso.display()
     );
     cfg.push_str("boot: cdrom\n");
-    let _ = writeln!(
-        cfg,
-        "com1: enabled=1, mode=file, dev={}",
-        serial_log.display()
-    );
+    let _ = match serial {
+        Serial::File(path) => writeln!(cfg, "com1: enabled=1, mode=file, dev={}", path.display()),
+        Serial::Tcp(port) => writeln!(
+            cfg,
+            "com1: enabled=1, mode=socket-server, dev=127.0.0.1:{port}"
+        ),
+        Serial::Tty(path) => writeln!(cfg, "com1: enabled=1, mode=term, dev={}", path.display()),
+        Serial::Stdio => writeln!(cfg, "com1: enabled=1, mode=null"),
+    };
     let _ = writeln!(cfg, "log: {}", bochs_log.display());
     // Headless without a listener (platform facts §3): SDL2 with the dummy
     // video driver; the dummy sound driver avoids an abort at start.
@@ -237,6 +270,13 @@ mod tests {
         assert!(joined.contains("-serial file:/s.log"));
         assert!(joined.contains("isa-debug-exit,iobase=0xf4"));
         assert!(joined.contains("-accel tcg"));
+        assert!(!joined.contains("-chardev"));
+        let tcp = qemu_args(&m, Path::new("/x.iso"), Serial::Tcp(4321)).join(" ");
+        assert!(tcp.contains(
+            "-chardev socket,id=com1,host=127.0.0.1,port=4321,server=on,wait=on \
+             -serial chardev:com1"
+        ));
+        assert_eq!(tcp.matches("-serial").count(), 1);
         let kvm = Machine {
             emulator: Emulator::Kvm,
             ..m
@@ -266,6 +306,25 @@ mod tests {
         assert!(cfg.contains("com1: enabled=1, mode=file, dev=/s.log"));
         assert!(cfg.contains("display_library: sdl2"));
         assert!(cfg.contains("sound: driver=dummy"));
+        let tcp = bochs_config_serial(
+            &m,
+            Path::new("/x.iso"),
+            Serial::Tcp(4321),
+            Path::new("/b.log"),
+        );
+        assert!(tcp.contains("com1: enabled=1, mode=socket-server, dev=127.0.0.1:4321\n"));
+        assert_eq!(tcp.matches("com1:").count(), 1);
+        let tty = bochs_config_serial(
+            &m,
+            Path::new("/x.iso"),
+            Serial::Tty(Path::new("/dev/pts/7")),
+            Path::new("/b.log"),
+        );
+        assert!(tty.contains("com1: enabled=1, mode=term, dev=/dev/pts/7\n"));
+        assert_eq!(
+            tcp.replace("mode=socket-server, dev=127.0.0.1:4321", ""),
+            cfg.replace("mode=file, dev=/s.log", "")
+        );
     }
 
     #[test]

@@ -3,13 +3,16 @@
 //! A scenario (a TOML file in `tests/scenarios/`) says how to boot Basalt —
 //! emulator, CPUs, memory, command line, modules — and how to judge the run
 //! from its serial log: lines that must appear (in order), lines that must
-//! not, the verdict Basalt must print, and checks on figures it prints.
-//! See `docs/testing.md`.
+//! not, the verdict Basalt must print, and checks on figures it prints
+//! (`BASALT-FIGURE: name=value`). A scenario may also type into the serial
+//! console (`steps`). See `docs/testing.md`.
 //!
 //! The judging ([`matcher`]) is pure and unit-tested; [`emulator`] builds the
 //! QEMU and Bochs command lines shared by `cargo xtask run` and
-//! `cargo xtask test`; [`runner`] runs one scenario with a deadline.
+//! `cargo xtask test`; [`console`] carries the interactive console of
+//! scenarios with steps; [`runner`] runs one scenario with a deadline.
 
+pub mod console;
 pub mod emulator;
 pub mod matcher;
 pub mod runner;

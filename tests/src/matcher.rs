@@ -3,10 +3,15 @@
 //! The convention (docs/testing.md): Basalt ends every run it can with one
 //! line `BASALT-VERDICT: PASS` or `BASALT-VERDICT: FAIL: <reason>`.
 
-use crate::scenario::{ExpectedVerdict, Scenario};
+use crate::scenario::{ExpectedVerdict, Figure, Scenario};
+use std::collections::BTreeMap;
 
 /// The verdict line prefix.
 pub const VERDICT_PREFIX: &str = "BASALT-VERDICT: ";
+
+/// The prefix of a figure line, `BASALT-FIGURE: name=value`, found anywhere
+/// in a line (after Basalt's log prefix or a guest's `(dN) `).
+pub const FIGURE_PREFIX: &str = "BASALT-FIGURE: ";
 
 /// A verdict Basalt printed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +56,91 @@ pub fn usable_ram_bytes(log: &str) -> Option<u64> {
     let open = line.find('(')?;
     let close = line[open..].find(" bytes)")? + open;
     line[open + 1..close].parse().ok()
+}
+
+/// Every figure printed in `log`: name to the text of its value, the last
+/// printing of each name winning.
+pub fn figures(log: &str) -> BTreeMap<String, String> {
+    let mut found = BTreeMap::new();
+    for line in log.lines() {
+        let Some(at) = line.find(FIGURE_PREFIX) else {
+            continue;
+        };
+        let Some((name, value)) = line[at + FIGURE_PREFIX.len()..].split_once('=') else {
+            continue;
+        };
+        let name = name.trim();
+        if name.is_empty() {
+            continue;
+        }
+        let value = value.split_whitespace().next().unwrap_or("");
+        found.insert(name.to_string(), value.to_string());
+    }
+    found
+}
+
+/// A decimal number: optional sign, digits, optional fraction (no exponent,
+/// no `inf` or `NaN`).
+pub fn parse_decimal(text: &str) -> Option<f64> {
+    let digits = text.strip_prefix(['-', '+']).unwrap_or(text);
+    let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if int.len() + frac.len() == 0 || !all_digits(int) || !all_digits(frac) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+/// A figure's bounds for people: `20..30`, `>= 20`, `<= 30` or `any`.
+pub fn bounds(figure: &Figure) -> String {
+    match (figure.min, figure.max) {
+        (Some(min), Some(max)) => format!("{min}..{max}"),
+        (Some(min), None) => format!(">= {min}"),
+        (None, Some(max)) => format!("<= {max}"),
+        (None, None) => "any".into(),
+    }
+}
+
+/// Checks the scenario's figures against `log`. `Ok` lists them for the
+/// summary (`share_d1=24.9 (20..30)`); `Err` names each figure that is
+/// missing, not a number or out of bounds, then lists them all.
+pub fn check_figures(wanted: &[Figure], log: &str) -> Result<String, String> {
+    let printed = figures(log);
+    let mut shown = Vec::new();
+    let mut problems = Vec::new();
+    for figure in wanted {
+        let name = &figure.name;
+        let bounds = bounds(figure);
+        let Some(text) = printed.get(name) else {
+            shown.push(format!("{name}=missing ({bounds})"));
+            problems.push(format!(
+                "figure {name} was never printed (no `{FIGURE_PREFIX}{name}=<number>` line; \
+                 wanted {bounds})"
+            ));
+            continue;
+        };
+        shown.push(format!("{name}={text} ({bounds})"));
+        match parse_decimal(text) {
+            None => problems.push(format!(
+                "figure {name} was printed as {text:?}, not a decimal number (wanted {bounds})"
+            )),
+            Some(value)
+                if figure.min.is_some_and(|min| value < min)
+                    || figure.max.is_some_and(|max| value > max) =>
+            {
+                problems.push(format!(
+                    "figure {name}={text} is out of its bounds {bounds}"
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    let shown = shown.join(", ");
+    if problems.is_empty() {
+        Ok(shown)
+    } else {
+        Err(format!("{} (figures: {shown})", problems.join("; ")))
+    }
 }
 
 /// Judges a finished run. `Ok` carries a one-line summary, `Err` the reason
@@ -106,6 +196,10 @@ pub fn judge(scenario: &Scenario, memory_mib: u64, log: &str) -> Result<String, 
         summary.push_str(&format!(
             ", usable RAM {shortfall:.2}% below {memory_mib} MiB"
         ));
+    }
+    if !scenario.figures.is_empty() {
+        let shown = check_figures(&scenario.figures, log)?;
+        summary.push_str(&format!(", figures {shown}"));
     }
     Ok(summary)
 }
@@ -178,6 +272,109 @@ mod tests {
         // More than the machine has is wrong too.
         assert!(judge(&s, 256, LOG).is_err());
         assert!(judge(&s, 512, "BASALT-VERDICT: PASS\n").is_err());
+    }
+
+    const FIGURES: &str = "[ 1.0] cpu0 INFO  BASALT-FIGURE: share_d1=31.5\n\
+                           (d1) BASALT-FIGURE: share_d1=24.93\n\
+                           (d2) BASALT-FIGURE: exits=1200 \n\
+                           BASALT-FIGURE: neg=-2.5 ticks\n\
+                           BASALT-FIGURE: bad=12abc\n\
+                           BASALT-FIGURE: =3\n\
+                           BASALT-FIGURE: novalue\n\
+                           BASALT-VERDICT: PASS\n";
+
+    #[test]
+    fn figures_are_found_anywhere_in_a_line_and_the_last_counts() {
+        let found = figures(FIGURES);
+        assert_eq!(found.get("share_d1").map(String::as_str), Some("24.93"));
+        assert_eq!(found.get("exits").map(String::as_str), Some("1200"));
+        assert_eq!(found.get("neg").map(String::as_str), Some("-2.5"));
+        assert_eq!(found.get("bad").map(String::as_str), Some("12abc"));
+        assert_eq!(found.len(), 4, "{found:?}");
+    }
+
+    #[test]
+    fn decimal_numbers() {
+        assert_eq!(parse_decimal("24.93"), Some(24.93));
+        assert_eq!(parse_decimal("1200"), Some(1200.0));
+        assert_eq!(parse_decimal("-2.5"), Some(-2.5));
+        assert_eq!(parse_decimal("+.5"), Some(0.5));
+        assert_eq!(parse_decimal("7."), Some(7.0));
+        for bad in [
+            "", ".", "-", "1e5", "inf", "NaN", "1.2.3", "12abc", "0x10", " 1",
+        ] {
+            assert_eq!(parse_decimal(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn figure_checks() {
+        let figure = |name: &str, min: Option<f64>, max: Option<f64>| Figure {
+            name: name.into(),
+            min,
+            max,
+        };
+        assert_eq!(
+            check_figures(
+                &[
+                    figure("share_d1", Some(20.0), Some(30.0)),
+                    figure("exits", None, Some(1200.0)),
+                    figure("neg", Some(-3.0), None),
+                    figure("share_d1", None, None),
+                ],
+                FIGURES
+            ),
+            Ok(
+                "share_d1=24.93 (20..30), exits=1200 (<= 1200), neg=-2.5 (>= -3), \
+                share_d1=24.93 (any)"
+                    .into()
+            )
+        );
+        let low = check_figures(&[figure("share_d1", Some(25.0), Some(30.0))], FIGURES);
+        assert_eq!(
+            low,
+            Err("figure share_d1=24.93 is out of its bounds 25..30 \
+                 (figures: share_d1=24.93 (25..30))"
+                .into())
+        );
+        let high = check_figures(&[figure("exits", Some(1.0), Some(1199.5))], FIGURES);
+        assert!(
+            high.unwrap_err()
+                .contains("exits=1200 is out of its bounds 1..1199.5")
+        );
+        let missing = check_figures(
+            &[
+                figure("share_d9", Some(1.0), None),
+                figure("exits", None, None),
+            ],
+            FIGURES,
+        )
+        .unwrap_err();
+        assert!(
+            missing.contains("figure share_d9 was never printed"),
+            "{missing}"
+        );
+        assert!(missing.contains("wanted >= 1"), "{missing}");
+        assert!(missing.ends_with("(figures: share_d9=missing (>= 1), exits=1200 (any))"));
+        let bad = check_figures(&[figure("bad", None, None)], FIGURES).unwrap_err();
+        assert!(bad.contains("\"12abc\", not a decimal number"), "{bad}");
+    }
+
+    #[test]
+    fn judge_reports_figures() {
+        let s = scenario("figures = [{ name = 'share_d1', min = 20.0, max = 30 }]");
+        assert_eq!(
+            judge(&s, 512, FIGURES),
+            Ok("PASS, figures share_d1=24.93 (20..30)".into())
+        );
+        let s = scenario("figures = [{ name = 'share_d1', max = 20.0 }]");
+        assert!(
+            judge(&s, 512, FIGURES)
+                .unwrap_err()
+                .contains("share_d1=24.93")
+        );
+        // Without figures the summary is as before.
+        assert_eq!(judge(&scenario(""), 512, FIGURES), Ok("PASS".into()));
     }
 
     #[test]

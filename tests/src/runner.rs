@@ -1,8 +1,11 @@
-//! Running one scenario: boot, watch the serial log, stop, judge.
+//! Running one scenario: boot, watch the serial log (and run the scenario's
+//! console steps), stop, judge.
 
-use crate::emulator::{self, Emulator, Serial};
+use crate::console::{self, ConnectError, Console, Pty};
+use crate::emulator::{self, Emulator, Machine, Serial};
 use crate::matcher;
 use crate::scenario::Scenario;
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -57,6 +60,125 @@ pub fn run(scenario: &Scenario, iso: &Path, log_dir: &Path) -> Outcome {
     outcome
 }
 
+/// Starts with a fresh port when the emulator could not listen on the one
+/// it was given (another program took it meanwhile).
+const PORT_ATTEMPTS: usize = 3;
+
+/// What starting the emulator needs.
+struct Launch<'a> {
+    scenario: &'a Scenario,
+    machine: Machine,
+    iso: &'a Path,
+    emulator_log: &'a Path,
+    bochs_cfg: PathBuf,
+    bochs_rc: PathBuf,
+    bochs_log: PathBuf,
+}
+
+impl Launch<'_> {
+    /// Starts the emulator with COM1 on `serial`.
+    fn spawn(&self, serial: Serial<'_>) -> Result<Child, String> {
+        let machine = &self.machine;
+        let out = std::fs::File::create(self.emulator_log).map_err(|e| e.to_string())?;
+        let err = out.try_clone().map_err(|e| e.to_string())?;
+        if machine.emulator == Emulator::Bochs {
+            std::fs::write(
+                &self.bochs_cfg,
+                emulator::bochs_config_serial(machine, self.iso, serial, &self.bochs_log),
+            )
+            .map_err(|e| e.to_string())?;
+            std::fs::write(&self.bochs_rc, emulator::BOCHS_RC).map_err(|e| e.to_string())?;
+        }
+        let mut cmd = emulator::command(
+            machine,
+            self.iso,
+            serial,
+            Some((&self.bochs_cfg, &self.bochs_rc)),
+        );
+        if machine.emulator != Emulator::Bochs {
+            cmd.args(&self.scenario.qemu_args);
+        }
+        cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+        cmd.spawn()
+            .map_err(|e| format!("cannot start {}: {e}", machine.emulator.name()))
+    }
+
+    /// Starts the emulator with COM1 carried by the harness and starts the
+    /// scenario's steps on it: a pseudo-terminal under Bochs, a loopback TCP
+    /// port under QEMU (see [`console`]).
+    fn spawn_interactive(
+        &self,
+        serial_log: &Path,
+        deadline: Instant,
+    ) -> Result<(Child, Console), String> {
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(serial_log)
+            .map_err(|e| format!("{}: {e}", serial_log.display()))?;
+        let steps = self.scenario.steps.clone();
+        let pace = Duration::from_millis(self.scenario.send_pace_ms);
+        if self.machine.emulator == Emulator::Bochs {
+            let pty = Pty::open().map_err(|e| format!("cannot open a pseudo-terminal: {e}"))?;
+            let mut child = self.spawn(Serial::Tty(pty.path()))?;
+            return match Console::start_pty(pty, log, steps, pace, deadline) {
+                Ok(console) => Ok((child, console)),
+                Err(e) => {
+                    kill(&mut child);
+                    Err(format!("cannot start the serial console: {e}"))
+                }
+            };
+        }
+        let (mut child, stream) = self.spawn_tcp(deadline)?;
+        match Console::start_tcp(stream, log, steps, pace, deadline) {
+            Ok(console) => Ok((child, console)),
+            Err(e) => {
+                kill(&mut child);
+                Err(format!("cannot start the serial console: {e}"))
+            }
+        }
+    }
+
+    /// Starts the emulator with COM1 on a free loopback TCP port and
+    /// connects to it.
+    fn spawn_tcp(&self, deadline: Instant) -> Result<(Child, TcpStream), String> {
+        let name = self.machine.emulator.name();
+        for attempt in 1..=PORT_ATTEMPTS {
+            let port =
+                console::free_port().map_err(|e| format!("no free loopback port for COM1: {e}"))?;
+            let mut child = self.spawn(Serial::Tcp(port))?;
+            let connected =
+                console::connect(port, deadline, || matches!(child.try_wait(), Ok(Some(_))));
+            match connected {
+                Ok(stream) => return Ok((child, stream)),
+                Err(ConnectError::TimedOut) => {
+                    kill(&mut child);
+                    return Err(format!(
+                        "timed out after {} s waiting for {name} to accept the COM1 connection \
+                         on 127.0.0.1:{port} (emulator log {})",
+                        self.scenario.timeout,
+                        self.emulator_log.display()
+                    ));
+                }
+                Err(ConnectError::Ended) => {
+                    let _ = child.wait();
+                    let log = std::fs::read_to_string(self.emulator_log).unwrap_or_default();
+                    if log.contains("Address already in use") && attempt < PORT_ATTEMPTS {
+                        continue;
+                    }
+                    return Err(format!(
+                        "{name} ended before the harness could connect to COM1 on \
+                         127.0.0.1:{port} (emulator log {})",
+                        self.emulator_log.display()
+                    ));
+                }
+            }
+        }
+        Err(format!(
+            "{name} could not listen for COM1 on a loopback port"
+        ))
+    }
+}
+
 fn boot_and_watch(
     scenario: &Scenario,
     iso: &Path,
@@ -72,36 +194,26 @@ fn boot_and_watch(
     }
     std::fs::create_dir_all(log_dir).map_err(|e| e.to_string())?;
     std::fs::write(serial_log, b"").map_err(|e| format!("{}: {e}", serial_log.display()))?;
-    let out = std::fs::File::create(emulator_log).map_err(|e| e.to_string())?;
-    let err = out.try_clone().map_err(|e| e.to_string())?;
-
-    let bochs_cfg = log_dir.join(format!("{}.bochsrc", scenario.name));
-    let bochs_rc = log_dir.join(format!("{}.bochs-rc", scenario.name));
-    let bochs_log = log_dir.join(format!("{}.bochs.log", scenario.name));
-    if machine.emulator == Emulator::Bochs {
-        std::fs::write(
-            &bochs_cfg,
-            emulator::bochs_config(&machine, iso, serial_log, &bochs_log),
-        )
-        .map_err(|e| e.to_string())?;
-        std::fs::write(&bochs_rc, emulator::BOCHS_RC).map_err(|e| e.to_string())?;
-    }
-    let mut cmd = emulator::command(
-        &machine,
+    let launch = Launch {
+        scenario,
+        machine,
         iso,
-        Serial::File(serial_log),
-        Some((&bochs_cfg, &bochs_rc)),
-    );
-    if machine.emulator != Emulator::Bochs {
-        cmd.args(&scenario.qemu_args);
-    }
-    cmd.stdin(Stdio::null()).stdout(out).stderr(err);
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", machine.emulator.name()))?;
-
+        emulator_log,
+        bochs_cfg: log_dir.join(format!("{}.bochsrc", scenario.name)),
+        bochs_rc: log_dir.join(format!("{}.bochs-rc", scenario.name)),
+        bochs_log: log_dir.join(format!("{}.bochs.log", scenario.name)),
+    };
     let deadline = Instant::now() + Duration::from_secs(scenario.timeout);
+    // Only scenarios with steps type into COM1; the others keep the file.
+    let (mut child, console) = if scenario.steps.is_empty() {
+        (launch.spawn(Serial::File(serial_log))?, None)
+    } else {
+        let (child, console) = launch.spawn_interactive(serial_log, deadline)?;
+        (child, Some(console))
+    };
+
     let mut verdict_seen: Option<Instant> = None;
+    let mut timed_out = false;
     let exit = loop {
         if let Ok(Some(status)) = child.try_wait() {
             break Some(status);
@@ -119,18 +231,30 @@ fn boot_and_watch(
         }
         if now >= deadline {
             kill(&mut child);
-            let log = matcher::normalise(&std::fs::read(serial_log).unwrap_or_default());
-            if matcher::verdict(&log, false).is_none() {
-                return Err(format!(
-                    "timed out after {} s without a verdict",
-                    scenario.timeout
-                ));
-            }
+            timed_out = true;
             break None;
         }
         std::thread::sleep(Duration::from_millis(50));
     };
+    // The emulator has ended: the console's output is complete in the log.
+    if let Some(console) = console
+        && let Err(reason) = console.finish(serial_log)
+    {
+        let log = matcher::normalise(&std::fs::read(serial_log).unwrap_or_default());
+        return Err(match matcher::verdict(&log, false) {
+            Some(matcher::Verdict::Fail(why)) => {
+                format!("{reason}; Basalt's verdict: FAIL ({why})")
+            }
+            _ => reason,
+        });
+    }
     let log = matcher::normalise(&std::fs::read(serial_log).unwrap_or_default());
+    if timed_out && matcher::verdict(&log, false).is_none() {
+        return Err(format!(
+            "timed out after {} s without a verdict",
+            scenario.timeout
+        ));
+    }
     let mut summary = matcher::judge(scenario, machine.memory_mib, &log)?;
     // QEMU's isa-debug-exit status must agree with the printed verdict.
     if let Some(code) = exit.and_then(|s| s.code())

@@ -47,6 +47,29 @@ pub struct Checks {
     pub usable_ram_within_percent: Option<f64>,
 }
 
+/// One interactive step: wait for text on COM1, then type into it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    /// Text to wait for, searched after the end of the previous step's match
+    /// (carriage returns ignored, as everywhere in the log).
+    pub wait: Option<String>,
+    /// Bytes to type once `wait` has appeared (or at once without `wait`).
+    pub send: Option<String>,
+}
+
+/// A `BASALT-FIGURE: name=value` figure that must be printed within bounds.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Figure {
+    /// The figure's name.
+    pub name: String,
+    /// Smallest allowed value (inclusive).
+    pub min: Option<f64>,
+    /// Largest allowed value (inclusive).
+    pub max: Option<f64>,
+}
+
 /// One boot scenario.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -87,6 +110,15 @@ pub struct Scenario {
     /// Figures to check.
     #[serde(default)]
     pub checks: Checks,
+    /// `BASALT-FIGURE:` figures that must be printed, within bounds.
+    #[serde(default)]
+    pub figures: Vec<Figure>,
+    /// Interactive steps on COM1 (which then goes through a TCP socket).
+    #[serde(default)]
+    pub steps: Vec<Step>,
+    /// Milliseconds between two bytes a step sends.
+    #[serde(default = "default_send_pace_ms")]
+    pub send_pace_ms: u64,
     /// Seconds before the run is stopped and failed.
     #[serde(default = "default_timeout")]
     pub timeout: u64,
@@ -102,6 +134,10 @@ fn default_memory() -> String {
 
 fn default_timeout() -> u64 {
     60
+}
+
+fn default_send_pace_ms() -> u64 {
+    15
 }
 
 impl Scenario {
@@ -123,7 +159,55 @@ impl Scenario {
                 scenario.name
             ));
         }
+        scenario.check_steps()?;
+        scenario.check_figures()?;
         Ok(scenario)
+    }
+
+    fn check_steps(&self) -> Result<(), String> {
+        for (i, step) in self.steps.iter().enumerate() {
+            let n = i + 1;
+            match (&step.wait, &step.send) {
+                (None, None) => return Err(format!("step {n} needs `wait`, `send` or both")),
+                (Some(w), _) if w.replace('\r', "").is_empty() => {
+                    return Err(format!("step {n}: `wait` is empty"));
+                }
+                (_, Some(s)) if s.is_empty() => return Err(format!("step {n}: `send` is empty")),
+                _ => {}
+            }
+        }
+        if self.send_pace_ms > 1000 {
+            return Err(format!(
+                "send_pace_ms = {} is more than 1000 ms between bytes",
+                self.send_pace_ms
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_figures(&self) -> Result<(), String> {
+        for (i, figure) in self.figures.iter().enumerate() {
+            let name = &figure.name;
+            if name.is_empty() || name.contains(|c: char| c == '=' || c.is_whitespace()) {
+                return Err(format!(
+                    "figure name {name:?} must be non-empty, without '=' or spaces"
+                ));
+            }
+            if self.figures[..i].iter().any(|f| &f.name == name) {
+                return Err(format!("figure {name:?} is listed twice"));
+            }
+            for bound in [figure.min, figure.max].into_iter().flatten() {
+                if !bound.is_finite() {
+                    return Err(format!("figure {name:?}: bound {bound} is not a number"));
+                }
+            }
+            if let (Some(min), Some(max)) = (figure.min, figure.max)
+                && min > max
+            {
+                return Err(format!("figure {name:?}: min {min} is above max {max}"));
+            }
+        }
+        Ok(())
     }
 
     /// The machine to boot.
@@ -209,6 +293,102 @@ mod tests {
         assert!(Scenario::parse(&format!("{base}name = 'a'\nmemory = 'lots'")).is_err());
         assert!(Scenario::parse(&format!("{base}name = 'a'\nemulator2 = 'x'")).is_err());
         assert!(Scenario::parse(&format!("{base}name = 'a'")).is_ok());
+    }
+
+    const BASE: &str = "name = 'a'\ndescription = 'd'\nemulator = 'bochs'\n";
+
+    #[test]
+    fn parses_steps_and_their_escapes() {
+        let s = Scenario::parse(&format!(
+            r#"{BASE}
+            send_pace_ms = 5
+            steps = [
+              {{ wait = "basalt> ", send = "list\r" }},
+              {{ wait = "d1", send = "\u0001\u0001\u0001" }},
+              {{ send = "\u001b[A\t\n" }},
+              {{ wait = 'literal\r' }},
+            ]
+            "#
+        ))
+        .expect("valid");
+        assert_eq!(s.send_pace_ms, 5);
+        let bytes = |i: usize| s.steps[i].send.as_deref().map(str::as_bytes);
+        assert_eq!(s.steps[0].wait.as_deref(), Some("basalt> "));
+        assert_eq!(bytes(0), Some(&b"list\r"[..]));
+        assert_eq!(bytes(1), Some(&b"\x01\x01\x01"[..]));
+        assert_eq!(
+            (s.steps[2].wait.as_deref(), bytes(2)),
+            (None, Some(&b"\x1b[A\t\n"[..]))
+        );
+        // Literal strings keep the backslash.
+        assert_eq!(s.steps[3].wait.as_deref(), Some("literal\\r"));
+        assert_eq!(s.steps[3].send, None);
+        // Without steps: no steps, the default pace.
+        let plain = Scenario::parse(BASE).expect("valid");
+        assert!(plain.steps.is_empty() && plain.figures.is_empty());
+        assert_eq!(plain.send_pace_ms, 15);
+    }
+
+    #[test]
+    fn rejects_bad_steps() {
+        for bad in [
+            "steps = [{}]",
+            "steps = [{ wait = '' }]",
+            "steps = [{ wait = \"\\r\" }]",
+            "steps = [{ send = '' }]",
+            "steps = [{ wait = 'x', sned = 'y' }]",
+            "steps = [{ wait = 3 }]",
+            "steps = ['x']",
+            "send_pace_ms = 5000",
+            "send_pace_ms = -1",
+        ] {
+            let err = Scenario::parse(&format!("{BASE}{bad}"));
+            assert!(err.is_err(), "{bad}");
+        }
+        let err = Scenario::parse(&format!("{BASE}steps = [{{ send = 'a' }}, {{}}]"));
+        assert_eq!(err.unwrap_err(), "step 2 needs `wait`, `send` or both");
+    }
+
+    #[test]
+    fn parses_figures() {
+        let s = Scenario::parse(&format!(
+            "{BASE}figures = [{{ name = 'share_d1', min = 20.0, max = 30 }}, \
+             {{ name = 'exits', max = 1e6 }}, {{ name = 'any' }}]"
+        ))
+        .expect("valid");
+        assert_eq!(
+            s.figures,
+            vec![
+                Figure {
+                    name: "share_d1".into(),
+                    min: Some(20.0),
+                    max: Some(30.0)
+                },
+                Figure {
+                    name: "exits".into(),
+                    min: None,
+                    max: Some(1e6)
+                },
+                Figure {
+                    name: "any".into(),
+                    min: None,
+                    max: None
+                },
+            ]
+        );
+        for bad in [
+            "figures = [{ name = '' }]",
+            "figures = [{ name = 'a b' }]",
+            "figures = [{ name = 'a=b' }]",
+            "figures = [{ name = 'a', min = 2, max = 1 }]",
+            "figures = [{ name = 'a', min = nan }]",
+            "figures = [{ name = 'a', max = inf }]",
+            "figures = [{ name = 'a' }, { name = 'a' }]",
+            "figures = [{ name = 'a', mni = 1 }]",
+            "figures = [{ name = 'a', min = '1' }]",
+        ] {
+            assert!(Scenario::parse(&format!("{BASE}{bad}")).is_err(), "{bad}");
+        }
     }
 
     #[test]
