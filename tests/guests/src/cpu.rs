@@ -2,12 +2,12 @@
 //! TSC, and instructions that may fault.
 //!
 //! There is no unwinding and no general fault recovery. Instead the runtime
-//! has a "fault recorder": [`checked`] arms it with the length of the one
-//! instruction that may fault; when that instruction raises `#UD` (6) or
-//! `#GP` (13), the exception handler records the vector and error code and
-//! resumes after the instruction (saved RIP + length). Any other exception,
-//! or one while the recorder is not armed, prints a report and ends the
-//! domain as crashed.
+//! has a "fault recorder" per vCPU: [`checked`] arms it with the length of
+//! the one instruction that may fault; when that instruction raises `#UD`
+//! (6) or `#GP` (13), the exception handler records the vector and error
+//! code and resumes after the instruction (saved RIP + length). Any other
+//! exception, or one while the recorder is not armed, prints a report and
+//! ends the domain as crashed.
 
 use crate::println;
 use core::arch::asm;
@@ -23,13 +23,34 @@ pub const GP: u8 = 13;
 /// The selector of the 64-bit code segment in `entry.S`'s GDT.
 const CODE64_SEL: u16 = 0x08;
 
-/// Length of the instruction the exception handler skips; 0 = not armed.
-static SKIP_LEN: AtomicU8 = AtomicU8::new(0);
-/// The vector the armed instruction raised, or [`NO_FAULT`].
-static FAULT_VECTOR: AtomicU8 = AtomicU8::new(NO_FAULT);
-/// Its error code (0 for `#UD`).
-static FAULT_ERROR: AtomicU64 = AtomicU64::new(0);
+/// The fault recorder of one vCPU (in its [`crate::smp`] per-CPU block).
+#[derive(Debug)]
+pub(crate) struct FaultRecorder {
+    /// Length of the instruction the exception handler skips; 0 = not
+    /// armed.
+    skip_len: AtomicU8,
+    /// The vector the armed instruction raised, or [`NO_FAULT`].
+    vector: AtomicU8,
+    /// Its error code (0 for `#UD`).
+    error: AtomicU64,
+}
+
+impl FaultRecorder {
+    pub(crate) const fn new() -> Self {
+        FaultRecorder {
+            skip_len: AtomicU8::new(0),
+            vector: AtomicU8::new(NO_FAULT),
+            error: AtomicU64::new(0),
+        }
+    }
+}
+
 const NO_FAULT: u8 = 0xff;
+
+/// This vCPU's fault recorder.
+fn recorder() -> &'static FaultRecorder {
+    &crate::smp::this_cpu().faults
+}
 
 /// The general registers and the CPU's exception frame, as `entry.S`'s
 /// `pvh_isr_common` leaves them on the stack.
@@ -122,10 +143,11 @@ const EXCEPTION_NAMES: [&str; 32] = [
 #[unsafe(no_mangle)]
 extern "C" fn basalt_guest_exception(frame: &mut ExceptionFrame) {
     let vector = frame.vector as u8;
-    let skip = SKIP_LEN.swap(0, Ordering::Relaxed);
+    let faults = recorder();
+    let skip = faults.skip_len.swap(0, Ordering::Relaxed);
     if skip != 0 && (vector == UD || vector == GP) {
-        FAULT_ERROR.store(frame.error_code, Ordering::Relaxed);
-        FAULT_VECTOR.store(vector, Ordering::Relaxed);
+        faults.error.store(frame.error_code, Ordering::Relaxed);
+        faults.vector.store(vector, Ordering::Relaxed);
         frame.rip += u64::from(skip);
         return;
     }
@@ -134,8 +156,10 @@ extern "C" fn basalt_guest_exception(frame: &mut ExceptionFrame) {
         .copied()
         .unwrap_or("?");
     println!(
-        "guest exception {vector} ({name}), error code {:#x}, at rip {:#x}",
-        frame.error_code, frame.rip
+        "guest exception {vector} ({name}), error code {:#x}, at rip {:#x} on vCPU {}",
+        frame.error_code,
+        frame.rip,
+        crate::smp::cpu_id()
     );
     println!(
         "  rsp {:#x} rflags {:#x} cr2 {:#x} rax {:#x} rbx {:#x} rcx {:#x} rdx {:#x}",
@@ -172,12 +196,12 @@ struct Gate {
 #[repr(C, align(16))]
 struct Idt([Gate; 32]);
 
-/// The IDT's storage: written once by [`install_idt`], then read only by
-/// the CPU.
+/// The IDT's storage, shared by all vCPUs: written once by
+/// [`install_idt`] on vCPU 0, then read only by the CPUs.
 struct IdtCell(UnsafeCell<Idt>);
 
-// SAFETY: one CPU, and the only write happens once before the IDT is
-// loaded.
+// SAFETY: the only write happens once, on vCPU 0, before the IDT is loaded
+// and before any other vCPU starts.
 unsafe impl Sync for IdtCell {}
 
 static IDT: IdtCell = IdtCell(UnsafeCell::new(Idt([Gate {
@@ -206,11 +230,12 @@ pub struct DescriptorTablePointer {
 }
 
 /// Fills the IDT with `entry.S`'s stubs (present 64-bit interrupt gates)
-/// and loads it. Called once by the runtime before `main`.
+/// and loads it. Called once by the runtime on vCPU 0 before `main`.
 pub(crate) fn install_idt() {
     // SAFETY: the table is defined in entry.S as 32 quads.
     let table = unsafe { &*core::ptr::addr_of!(basalt_guest_isr_table) };
-    // SAFETY: runs once, on the only CPU, before anything reads the IDT.
+    // SAFETY: runs once, on vCPU 0 while it is the only vCPU, before
+    // anything reads the IDT.
     let idt = unsafe { &mut *IDT.0.get() };
     for (gate, &handler) in idt.0.iter_mut().zip(table.iter()) {
         *gate = Gate {
@@ -223,9 +248,15 @@ pub(crate) fn install_idt() {
             reserved: 0,
         };
     }
+    load_idt();
+}
+
+/// Loads the IDT [`install_idt`] filled (on a secondary vCPU: the same
+/// table as vCPU 0's).
+pub(crate) fn load_idt() {
     let pointer = DescriptorTablePointer {
         limit: (core::mem::size_of::<Idt>() - 1) as u16,
-        base: idt as *const Idt as u64,
+        base: IDT.0.get() as u64,
     };
     // SAFETY: the IDT is static and filled with valid gates.
     unsafe { lidt(&pointer) };
@@ -261,16 +292,18 @@ pub unsafe fn lidt(pointer: &DescriptorTablePointer) {
 /// the next instruction; registers the instruction would have written hold
 /// whatever they held before.
 pub unsafe fn checked<R>(len: u8, f: impl FnOnce() -> R) -> Result<R, u8> {
-    // One CPU: the exception handler is like a signal handler of this
-    // thread, so relaxed atomics and compiler fences order everything (and
-    // keep this path free of locked instructions, for the benchmarks).
-    FAULT_VECTOR.store(NO_FAULT, Ordering::Relaxed);
-    SKIP_LEN.store(len, Ordering::Relaxed);
+    // The recorder is this vCPU's own: the exception handler is like a
+    // signal handler of this thread, so relaxed atomics and compiler fences
+    // order everything (and keep this path free of locked instructions, for
+    // the benchmarks).
+    let faults = recorder();
+    faults.vector.store(NO_FAULT, Ordering::Relaxed);
+    faults.skip_len.store(len, Ordering::Relaxed);
     compiler_fence(Ordering::SeqCst);
     let result = f();
     compiler_fence(Ordering::SeqCst);
-    SKIP_LEN.store(0, Ordering::Relaxed);
-    match FAULT_VECTOR.load(Ordering::Relaxed) {
+    faults.skip_len.store(0, Ordering::Relaxed);
+    match faults.vector.load(Ordering::Relaxed) {
         NO_FAULT => Ok(result),
         vector => Err(vector),
     }
@@ -303,9 +336,9 @@ pub fn show_unit(result: Result<(), u8>) -> Shown {
     Shown(result.map(|()| None))
 }
 
-/// The error code of the last fault [`checked`] reported.
+/// The error code of the last fault [`checked`] reported on this vCPU.
 pub fn last_fault_error_code() -> u64 {
-    FAULT_ERROR.load(Ordering::Relaxed)
+    recorder().error.load(Ordering::Relaxed)
 }
 
 /// `cpuid` with `leaf` in EAX and `sub` in ECX: `(eax, ebx, ecx, edx)`.

@@ -13,6 +13,8 @@
  * it) and calls `guest_entry(start_info)`, defined by the guest binary
  * through `basalt_test_guests::entry!`.
  *
+ * `pvh_secondary_start` is where the other vCPUs start (src/smp.rs).
+ *
  * Placeholders in braces are `const` operands of the `global_asm!` that
  * includes this file (src/lib.rs).
  */
@@ -148,6 +150,39 @@ pvh_start64:
     hlt
     jmp 4b
     .size _pvh_start, . - _pvh_start
+
+/* Secondary vCPUs, started by vCPU 0 with VCPUOP_initialise in 64-bit mode
+   (VCPU_HVM_MODE_64B): paging on with vCPU 0's CR0/CR3/CR4/EFER, flat
+   64-bit segments with selectors of the hypervisor's choosing, GDTR and
+   IDTR not ours, interrupts off, %rsp = top of this vCPU's stack,
+   %rdi = vCPU id. Load our GDT, reload every segment register (CS through
+   a far return), then `basalt_guest_secondary(id)` (src/smp.rs) sets the
+   per-CPU state and the IDT. */
+    .section .text.pvh_secondary, "ax", @progbits
+    .code64
+    .globl pvh_secondary_start
+    .type pvh_secondary_start, @function
+pvh_secondary_start:
+    cli
+    cld
+    lgdt pvh_gdt_desc(%rip)
+    movl $DATA_SEL, %eax
+    movl %eax, %ds
+    movl %eax, %es
+    movl %eax, %ss
+    movl %eax, %fs
+    movl %eax, %gs
+    pushq $CODE64_SEL
+    leaq 1f(%rip), %rax
+    pushq %rax
+    lretq
+1:  andq $~15, %rsp
+    xorl %ebp, %ebp
+    call basalt_guest_secondary
+2:  cli
+    hlt
+    jmp 2b
+    .size pvh_secondary_start, . - pvh_secondary_start
 
 /* Exception stubs for vectors 0-31: push a zero error code where the CPU
    pushes none, then the vector, and go to the common path, which saves the

@@ -13,6 +13,16 @@ use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 /// `-ENOSYS`: no such hypercall (also returned when `vmcall` faulted).
 pub const ENOSYS: i64 = -38;
+/// `-ENOENT`: e.g. a `vcpu_op` on a vCPU the domain does not have (Xen).
+pub const ENOENT: i64 = -2;
+/// `-EEXIST`: e.g. `VCPUOP_initialise` of a vCPU already initialised.
+pub const EEXIST: i64 = -17;
+/// `-EINVAL`: an invalid argument or state (e.g. `VCPUOP_up` before
+/// `VCPUOP_initialise`).
+pub const EINVAL: i64 = -22;
+/// `-ETIME`: a single-shot timer deadline in the past, with
+/// `VCPU_SSHOTTMR_future`.
+pub const ETIME: i64 = -62;
 
 /// `__HYPERVISOR_xen_version`.
 pub const HYPERVISOR_XEN_VERSION: u64 = 17;
@@ -25,8 +35,12 @@ pub const HYPERVISOR_SCHED_OP: u64 = 29;
 pub const XENVER_VERSION: u64 = 0;
 /// `CONSOLEIO_write`.
 pub const CONSOLEIO_WRITE: u64 = 0;
+/// `CONSOLEIO_read`.
+pub const CONSOLEIO_READ: u64 = 1;
 /// `SCHEDOP_yield`.
 pub const SCHEDOP_YIELD: u64 = 0;
+/// `SCHEDOP_block`: sleep until an event (for Basalt: the single-shot timer).
+pub const SCHEDOP_BLOCK: u64 = 1;
 /// `SCHEDOP_shutdown`, argument: a pointer to `struct sched_shutdown`.
 pub const SCHEDOP_SHUTDOWN: u64 = 2;
 /// Basalt's own `sched_op` sub-op: record the domain's exit code
@@ -122,6 +136,21 @@ pub fn xen_version(cmd: u64, arg: u64) -> i64 {
     unsafe { hypercall2(HYPERVISOR_XEN_VERSION, cmd, arg) }
 }
 
+/// `console_io(CONSOLEIO_read, buf.len(), buf)` (hypercall 18): copies
+/// console input that arrived for this domain into `buf`; returns the number
+/// of bytes read (0 when nothing is waiting) or a negative errno.
+pub fn console_read(buf: &mut [u8]) -> i64 {
+    // SAFETY: the hypervisor writes at most `buf.len()` bytes at `buf`.
+    unsafe {
+        hypercall3(
+            HYPERVISOR_CONSOLE_IO,
+            CONSOLEIO_READ,
+            buf.len() as u64,
+            buf.as_mut_ptr() as u64,
+        )
+    }
+}
+
 /// `console_io(CONSOLEIO_write, len, str)` (hypercall 18): the bytes of `s`
 /// on the hypervisor console.
 pub fn console_write(s: &str) -> i64 {
@@ -140,6 +169,13 @@ pub fn console_write(s: &str) -> i64 {
 pub fn sched_yield() -> i64 {
     // SAFETY: no memory argument.
     unsafe { hypercall2(HYPERVISOR_SCHED_OP, SCHEDOP_YIELD, 0) }
+}
+
+/// `sched_op(SCHEDOP_block)` (hypercall 29): the vCPU sleeps until an
+/// event; for Basalt, its single-shot timer ([`set_singleshot_timer`]).
+pub fn sched_block() -> i64 {
+    // SAFETY: no memory argument.
+    unsafe { hypercall2(HYPERVISOR_SCHED_OP, SCHEDOP_BLOCK, 0) }
 }
 
 /// `sched_op(0x4241, code)`: Basalt's "exit code" sub-op; the code is also
@@ -205,15 +241,109 @@ pub fn exit(code: u32) -> ! {
     sched_shutdown(SHUTDOWN_POWEROFF)
 }
 
-/// `vcpu_op` (hypercall 24).
+/// `vcpu_op` (hypercall 24): `vcpu_op(cmd, vcpuid, arg)`.
 pub const HYPERVISOR_VCPU_OP: u64 = 24;
+/// `VCPUOP_initialise`: `arg` points at a [`VcpuHvmContext`] (HVM guests).
+pub const VCPUOP_INITIALISE: u64 = 0;
+/// `VCPUOP_up`: start an initialised vCPU.
+pub const VCPUOP_UP: u64 = 1;
+/// `VCPUOP_down`: stop a vCPU.
+pub const VCPUOP_DOWN: u64 = 2;
+/// `VCPUOP_is_up`: 1 when the vCPU is up, 0 when down.
+pub const VCPUOP_IS_UP: u64 = 3;
 /// `VCPUOP_get_runstate_info`.
 pub const VCPUOP_GET_RUNSTATE_INFO: u64 = 4;
 /// `VCPUOP_set_singleshot_timer`.
 pub const VCPUOP_SET_SINGLESHOT_TIMER: u64 = 8;
+/// `VCPUOP_stop_singleshot_timer`.
+pub const VCPUOP_STOP_SINGLESHOT_TIMER: u64 = 9;
+
+/// `VCPU_HVM_MODE_32B`: the 32-bit member of [`VcpuHvmContext`]'s union.
+pub const VCPU_HVM_MODE_32B: u32 = 0;
+/// `VCPU_HVM_MODE_64B`: the 64-bit member (flat 64-bit segments chosen by
+/// the hypervisor).
+pub const VCPU_HVM_MODE_64B: u32 = 1;
+
+/// Xen's `struct vcpu_hvm_x86_64` (public/hvm/hvm_vcpu.h): the state a
+/// vCPU starts with in [`VCPU_HVM_MODE_64B`]. CR0 must have PG, CR4 PAE,
+/// EFER LME and LMA. The fields are the registers of the same names.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VcpuHvmX86_64 {
+    pub rax: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rbx: u64,
+    pub rsp: u64,
+    pub rbp: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    pub rip: u64,
+    pub rflags: u64,
+    pub cr0: u64,
+    pub cr3: u64,
+    pub cr4: u64,
+    pub efer: u64,
+}
+
+/// Xen's `struct vcpu_hvm_context`, the argument of [`VCPUOP_INITIALISE`]
+/// for HVM guests: `mode`, padding, then the union `cpu_regs` (filled here
+/// through its 64-bit member).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VcpuHvmContext {
+    /// [`VCPU_HVM_MODE_32B`] or [`VCPU_HVM_MODE_64B`].
+    pub mode: u32,
+    /// Padding (0).
+    pub pad: u32,
+    /// `cpu_regs.x86_64`.
+    pub regs: VcpuHvmX86_64,
+    /// The rest of the union: `struct vcpu_hvm_x86_32` (120 bytes) is 8
+    /// bytes larger than `struct vcpu_hvm_x86_64` (112).
+    pub union_tail: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<VcpuHvmX86_64>() == 112);
+const _: () = assert!(core::mem::size_of::<VcpuHvmContext>() == 128);
+
+/// `vcpu_op(VCPUOP_initialise, vcpu, ctx)`: gives vCPU `vcpu` (down, never
+/// initialised) the state it starts with. `-EEXIST` when already
+/// initialised, `-ENOENT` (Xen) when the domain has no such vCPU.
+pub fn vcpu_initialise(vcpu: u32, ctx: &VcpuHvmContext) -> i64 {
+    // SAFETY: the hypervisor reads the 128-byte context, live across the
+    // call. What the new vCPU then runs is the caller's business.
+    unsafe {
+        hypercall3(
+            HYPERVISOR_VCPU_OP,
+            VCPUOP_INITIALISE,
+            u64::from(vcpu),
+            ctx as *const VcpuHvmContext as u64,
+        )
+    }
+}
+
+/// `vcpu_op(VCPUOP_up, vcpu, NULL)`: starts an initialised vCPU (`-EINVAL`
+/// when it was never initialised).
+pub fn vcpu_up(vcpu: u32) -> i64 {
+    // SAFETY: no memory argument.
+    unsafe { hypercall3(HYPERVISOR_VCPU_OP, VCPUOP_UP, u64::from(vcpu), 0) }
+}
+
+/// `vcpu_op(VCPUOP_down, vcpu, NULL)`: stops a vCPU (this one included).
+pub fn vcpu_down(vcpu: u32) -> i64 {
+    // SAFETY: no memory argument.
+    unsafe { hypercall3(HYPERVISOR_VCPU_OP, VCPUOP_DOWN, u64::from(vcpu), 0) }
+}
+
+/// `vcpu_op(VCPUOP_is_up, vcpu, NULL)`: 1 when vCPU `vcpu` is up, 0 when
+/// down, or a negative errno.
+pub fn vcpu_is_up(vcpu: u32) -> i64 {
+    // SAFETY: no memory argument.
+    unsafe { hypercall3(HYPERVISOR_VCPU_OP, VCPUOP_IS_UP, u64::from(vcpu), 0) }
+}
 
 /// The hypervisor's system time in nanoseconds, from
-/// `VCPUOP_get_runstate_info(0, &info)` (`state_entry_time`).
+/// `VCPUOP_get_runstate_info(this vCPU, &info)` (`state_entry_time`).
 pub fn system_time_ns() -> i64 {
     let mut info = [0u64; 6];
     // SAFETY: the hypervisor writes the 48-byte `vcpu_runstate_info` at
@@ -222,15 +352,15 @@ pub fn system_time_ns() -> i64 {
         hypercall3(
             HYPERVISOR_VCPU_OP,
             VCPUOP_GET_RUNSTATE_INFO,
-            0,
+            u64::from(crate::smp::cpu_id()),
             info.as_mut_ptr() as u64,
         )
     };
     if r < 0 { r } else { info[1] as i64 }
 }
 
-/// `VCPUOP_set_singleshot_timer(0, {timeout_abs_ns, flags: 0})`: wakes this
-/// vCPU from HLT or SCHEDOP_block at system time `deadline_ns`.
+/// `VCPUOP_set_singleshot_timer(this vCPU, {timeout_abs_ns, flags: 0})`:
+/// wakes this vCPU from HLT or SCHEDOP_block at system time `deadline_ns`.
 pub fn set_singleshot_timer(deadline_ns: u64) -> i64 {
     let arg = [deadline_ns, 0u64];
     // SAFETY: the hypervisor reads the 16-byte structure at `arg`.
@@ -238,8 +368,67 @@ pub fn set_singleshot_timer(deadline_ns: u64) -> i64 {
         hypercall3(
             HYPERVISOR_VCPU_OP,
             VCPUOP_SET_SINGLESHOT_TIMER,
-            0,
+            u64::from(crate::smp::cpu_id()),
             arg.as_ptr() as u64,
         )
+    }
+}
+
+/// `VCPUOP_stop_singleshot_timer(this vCPU, NULL)`: disarms the timer.
+pub fn stop_singleshot_timer() -> i64 {
+    // SAFETY: no memory argument.
+    unsafe {
+        hypercall3(
+            HYPERVISOR_VCPU_OP,
+            VCPUOP_STOP_SINGLESHOT_TIMER,
+            u64::from(crate::smp::cpu_id()),
+            0,
+        )
+    }
+}
+
+/// How a vCPU waits for its single-shot timer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// `hlt` with interrupts off (the hypervisor resumes the vCPU).
+    Hlt,
+    /// [`sched_block`].
+    Block,
+}
+
+impl Wait {
+    /// Option `mode=hlt` (the default) or `mode=block` of `cmdline`;
+    /// `Err(value)` for anything else.
+    pub fn from_cmdline(cmdline: &str) -> Result<Wait, &str> {
+        match crate::arg(cmdline, "mode") {
+            None | Some("hlt") => Ok(Wait::Hlt),
+            Some("block") => Ok(Wait::Block),
+            Some(other) => Err(other),
+        }
+    }
+
+    /// The option's value: `hlt` or `block`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Wait::Hlt => "hlt",
+            Wait::Block => "block",
+        }
+    }
+}
+
+/// Sleeps until system time `deadline_ns`: arms the single-shot timer,
+/// then waits as `wait` says. 0, or the negative errno of the hypercall
+/// that failed. (Resuming early is not checked here.)
+pub fn sleep_until(deadline_ns: u64, wait: Wait) -> i64 {
+    let r = set_singleshot_timer(deadline_ns);
+    if r < 0 {
+        return r;
+    }
+    match wait {
+        Wait::Hlt => {
+            cpu::halt();
+            0
+        }
+        Wait::Block => sched_block().min(0),
     }
 }

@@ -10,6 +10,8 @@
 //!
 //! - Console: [`print!`] and [`println!`] write to I/O port `0xE9`.
 //! - Hypercalls: [`hypercall`] (Xen's public ABI, `vmcall`).
+//! - Several vCPUs: [`smp`] starts secondary vCPUs (`VCPUOP_initialise`,
+//!   `VCPUOP_up`), each with its own stack and per-CPU state.
 //! - Checked instructions: [`cpu`] runs instructions that may raise `#GP` or
 //!   `#UD` and reports the vector instead of crashing.
 //! - Test verdicts: every guest ends with `TEST PASS <name>` or
@@ -25,6 +27,7 @@
 pub mod console;
 pub mod cpu;
 pub mod hypercall;
+pub mod smp;
 mod test;
 
 pub use hypercall::{exit, sched_shutdown};
@@ -39,7 +42,7 @@ use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 pub const MAPPED_GIB: u64 = 5;
 
 /// Size of the boot stack (in .bss), used by `main` and the exception
-/// handlers alike.
+/// handlers alike (on vCPU 0; other vCPUs: [`smp::VCPU_STACK_SIZE`]).
 pub const STACK_SIZE: usize = 16 * 1024;
 
 core::arch::global_asm!(
@@ -240,6 +243,7 @@ fn cmdline(paddr: u64) -> &'static str {
 pub fn start(start_info: u64, name: &'static str, main: fn(&str) -> u32) -> ! {
     NAME_PTR.store(name.as_ptr() as usize, Ordering::Relaxed);
     NAME_LEN.store(name.len(), Ordering::Relaxed);
+    smp::init_cpu(0);
     cpu::install_idt();
     // SAFETY: reading the magic only: 4 bytes at the address the loader gave.
     let magic: u32 = unsafe { read_phys(start_info) };

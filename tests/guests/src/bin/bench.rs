@@ -1,6 +1,11 @@
 //! Exit-cost micro-benchmarks: 100000 each of CPUID(0), a null hypercall
 //! (`xen_version(0, 0)`) and `in` from an ignored port (0x80), timed with
 //! the TSC.
+//!
+//! `mode=yield`: `count=` times `SCHEDOP_yield` instead, and prints
+//! `yield_loop_ticks=T per=P`. Two such domains pinned to one CPU hand the
+//! CPU to each other at every yield, so one iteration holds two switches
+//! between vCPUs of different domains.
 
 #![no_std]
 #![no_main]
@@ -23,6 +28,13 @@ fn time(n: u64, mut f: impl FnMut()) -> u64 {
 
 fn main(cmdline: &str) -> u32 {
     let n = arg_u64(cmdline, "count", 100_000).max(1);
+    if basalt_test_guests::arg(cmdline, "mode") == Some("yield") {
+        let ticks = time(n, || {
+            black_box(hypercall::sched_yield());
+        });
+        println!("yield_loop_ticks={ticks} per={}", ticks / n);
+        return pass();
+    }
 
     let ticks = time(n, || {
         black_box(cpuid(0, 0));
