@@ -1,10 +1,21 @@
 //! The hypervisor console: the serial ports chosen by `console=`, and the
 //! `log` backend that writes every line with the time since boot and the
-//! CPU number.
+//! CPU number. What the ports receive is queued by [`input`].
 //!
 //! Output never blocks forever: a port whose transmitter stays busy for
 //! [`STALL_SPINS`] polls is declared stuck and skipped from then on, so a
 //! dead or unplugged UART cannot hang the hypervisor.
+//!
+//! One lock (`CONSOLE`) serialises every access to the UARTs, output and
+//! input. Output takes it with interrupts as they are; the receive
+//! interrupt and [`poll_input`] only ever *try* it, and when it is held
+//! they leave a note that its holder reads before it lets go (see
+//! [`input`]), so input never waits for output and never deadlocks on it.
+
+mod input;
+
+pub use input::{enable_input, input_is_polled, input_stats, poll_input, read_input};
+pub(crate) use input::{rx_interrupt, timer_poll};
 
 use crate::time;
 use basalt_boot::cmdline::{Consoles, LogLevel, Parity as CmdParity, SerialParams};
@@ -12,7 +23,7 @@ use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use spin::Mutex;
 use uart_16550::backend::PioBackend;
-use uart_16550::spec::registers::{LSR, Parity, WordLength};
+use uart_16550::spec::registers::{FifoTriggerLevel, LSR, Parity, WordLength};
 use uart_16550::{BaudRate, Config, Uart16550};
 
 /// Polls of a busy transmitter before a port is considered stuck.
@@ -23,7 +34,11 @@ const COM2_BASE: u16 = 0x2f8;
 
 struct Port {
     uart: Uart16550<PioBackend>,
+    /// I/O port base.
+    base: u16,
     stuck: bool,
+    /// Whether the UART's receive interrupt is on (else input is polled).
+    rx_irq: bool,
 }
 
 impl Port {
@@ -59,8 +74,16 @@ impl Port {
 
 impl Console {
     fn write_bytes(&mut self, bytes: &[u8]) {
-        for port in self.ports.iter_mut().flatten() {
+        for i in 0..self.ports.len() {
             for &b in bytes {
+                // Input the receive interrupt left for the lock holder
+                // (cheap to check; taken between bytes of long output).
+                if input::rx_pending() {
+                    input::drain_held(self);
+                }
+                let Some(port) = self.ports[i].as_mut() else {
+                    break;
+                };
                 if b == b'\n' {
                     port.write_byte(b'\r');
                 }
@@ -80,6 +103,14 @@ impl Write for Console {
 static CONSOLE: Mutex<Console> = Mutex::new(Console {
     ports: [None, None],
 });
+
+/// Runs `f` on the console under its lock; after letting go, takes the
+/// input left for the holder while it had the lock (see [`input`]).
+fn with_console<R>(f: impl FnOnce(&mut Console) -> R) -> R {
+    let r = f(&mut CONSOLE.lock());
+    input::after_unlock();
+    r
+}
 
 /// Set once a CPU panics or faults: from then on only that CPU prints, and it
 /// takes the console lock by force so its report always gets out.
@@ -104,6 +135,9 @@ fn uart_config(params: &SerialParams) -> Config {
             CmdParity::Space => Parity::Forced0,
         },
         extra_stop_bits: params.stop_bits == 2,
+        // The receive interrupt (when enabled) fires for every byte: a
+        // keystroke is taken at once and the 16-byte FIFO absorbs the rest.
+        fifo_trigger_level: Some(FifoTriggerLevel::One),
         ..Config::DEFAULT
     }
 }
@@ -141,14 +175,19 @@ fn open(base: u16, params: &SerialParams) -> Result<Port, PortError> {
         uart_16550::InitError::DeviceNotPresent => PortError::NotPresent(base),
         _ => PortError::BadConfig(base),
     })?;
-    Ok(Port { uart, stuck: false })
+    Ok(Port {
+        uart,
+        base,
+        stuck: false,
+        rx_irq: false,
+    })
 }
 
 /// Opens COM1 with the default settings, before the command line is read, so
 /// that boot errors can be reported.
 pub fn init_early() {
     let port = open(COM1_BASE, &SerialParams::default()).ok();
-    CONSOLE.lock().ports = [port, None];
+    with_console(|c| c.ports = [port, None]);
 }
 
 /// Reopens the console on the ports and settings from the command line.
@@ -173,7 +212,9 @@ pub fn configure(
             }
         }
     }
-    CONSOLE.lock().ports = ports;
+    // The new ports start with their receive interrupts off: call
+    // `enable_input` after this.
+    with_console(|c| c.ports = ports);
     errors
 }
 
@@ -188,16 +229,22 @@ pub fn print(args: fmt::Arguments<'_>) {
         // or print nothing, and a lock held by code that was interrupted by
         // the fault must not silence the report.
         unsafe { CONSOLE.force_unlock() };
+        let _ = CONSOLE.lock().write_fmt(args);
+        return;
     }
-    let _ = CONSOLE.lock().write_fmt(args);
+    with_console(|c| {
+        let _ = c.write_fmt(args);
+    });
 }
 
 /// Waits until every console port has sent its last byte, so that a run
 /// ending right after (emulator exit, reset) does not cut the last line.
 pub fn flush() {
-    for port in CONSOLE.lock().ports.iter_mut().flatten() {
-        port.drain();
-    }
+    with_console(|c| {
+        for port in c.ports.iter_mut().flatten() {
+            port.drain();
+        }
+    });
 }
 
 /// Marks the start of a panic report (see [`print`]).

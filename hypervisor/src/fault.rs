@@ -45,7 +45,9 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
         vector::TIMER => {
             time::timer_interrupt();
             apic::eoi();
+            console::timer_poll();
         }
+        vector::CONSOLE_RX => console::rx_interrupt(),
         vector::WAKE => apic::eoi(),
         vector::APIC_ERROR => {
             let esr = apic::take_errors();
@@ -74,7 +76,9 @@ pub fn external_interrupt(vector: u8) {
         vector::TIMER => {
             time::timer_interrupt();
             apic::eoi();
+            console::timer_poll();
         }
+        vector::CONSOLE_RX => console::rx_interrupt(),
         vector::SPURIOUS => {
             SPURIOUS.fetch_add(1, Ordering::Relaxed);
         }

@@ -7,6 +7,7 @@
 use super::cpu;
 use super::io;
 use super::msr::{self, Msr};
+use basalt_platform::ioapic::{self, RedirectionEntry};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Register offsets in the xAPIC page (SDM Vol. 3A Table 11-1).
@@ -287,6 +288,26 @@ impl IoApicRegs {
     /// Number of redirection entries.
     pub fn entries(&self) -> u32 {
         ((self.read(1) >> 16) & 0xff) + 1
+    }
+
+    /// Writes `pin`'s redirection entry. The entry is masked while its two
+    /// halves are written, so the pin never delivers with a half-written
+    /// destination. Callers serialise their writes to one I/O APIC
+    /// (IOREGSEL/IOWIN is a register pair).
+    pub fn write_redirection(&self, pin: u8, entry: RedirectionEntry) {
+        let index = ioapic::redirection_register(pin);
+        self.write(index, entry.with_mask(true).low());
+        self.write(index + 1, entry.high());
+        if !entry.masked {
+            self.write(index, entry.low());
+        }
+    }
+
+    /// Reads `pin`'s redirection entry as the hardware holds it (with the
+    /// read-only delivery-status and remote-IRR bits).
+    pub fn read_redirection(&self, pin: u8) -> u64 {
+        let index = ioapic::redirection_register(pin);
+        u64::from(self.read(index)) | u64::from(self.read(index + 1)) << 32
     }
 
     /// Masks every redirection entry.

@@ -23,6 +23,9 @@ pub mod vector {
     pub const PAGE_FAULT: u8 = 14;
     /// Machine check.
     pub const MACHINE_CHECK: u8 = 18;
+    /// Console UART receive interrupt (COM1/COM2's ISA IRQ through the I/O
+    /// APIC, to the boot CPU): 0x20 + IRQ 4, in the lowest priority class.
+    pub const CONSOLE_RX: u8 = 0x24;
     /// Local APIC timer.
     pub const TIMER: u8 = 0xef;
     /// Wake-up IPI: "look at your run queue".
