@@ -248,12 +248,32 @@ pub struct Options<'a> {
     pub test_fault: Option<TestFault>,
     /// `maxcpus=N`: use at most N CPUs (the boot CPU counts).
     pub maxcpus: Option<usize>,
+    /// `sched_credit_tslice_ms=N` (Xen's name): the scheduler's time slice,
+    /// 1 to 1000 ms.
+    pub sched_tslice_ms: Option<u64>,
+    /// `sched_ratelimit_us=N` (Xen's name): the least time a vCPU runs
+    /// before a waking one may preempt it, 0 (off) to 500000 µs.
+    pub sched_ratelimit_us: Option<u64>,
+    /// `credit2_cap_period_ms=N` (Xen's name): the cap accounting period,
+    /// 1 to 10000 ms.
+    pub cap_period_ms: Option<u64>,
+    /// `test-measure=WARMUP_MS,WINDOW_MS` (tests only): after WARMUP_MS of
+    /// running guests, measure each domain's CPU share over WINDOW_MS, print
+    /// it, and destroy every domain.
+    pub test_measure: Option<(u64, u64)>,
     /// Options Basalt does not know.
     pub unknown: FixedVec<&'a str, MAX_REPORTED>,
     /// Known options with a value Basalt could not use (the default applies).
     pub invalid: FixedVec<Invalid<'a>, MAX_REPORTED>,
     /// Everything after a lone `--`.
     pub rest: &'a str,
+}
+
+/// A decimal number within `range`.
+fn number(value: Option<&str>, range: core::ops::RangeInclusive<u64>) -> Option<u64> {
+    value
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|n| range.contains(n))
 }
 
 const BOOL_EXPECTED: &str = "expected a boolean (1/0, yes/no, on/off, true/false, enable/disable)";
@@ -331,6 +351,26 @@ impl<'a> Options<'a> {
                 }
                 _ => Err("expected a number of CPUs, at least 1"),
             }
+        } else if is("sched-credit-tslice-ms") {
+            number(value, 1..=1000)
+                .map(|n| self.sched_tslice_ms = Some(n))
+                .ok_or("expected a time slice from 1 to 1000 ms")
+        } else if is("sched-ratelimit-us") {
+            number(value, 0..=500_000)
+                .map(|n| self.sched_ratelimit_us = Some(n))
+                .ok_or("expected a rate limit from 0 (off) to 500000 us")
+        } else if is("credit2-cap-period-ms") {
+            number(value, 1..=10_000)
+                .map(|n| self.cap_period_ms = Some(n))
+                .ok_or("expected a cap period from 1 to 10000 ms")
+        } else if is("test-measure") {
+            value
+                .and_then(|v| v.split_once(','))
+                .and_then(|(w, m)| {
+                    Some((number(Some(w), 0..=600_000)?, number(Some(m), 1..=600_000)?))
+                })
+                .map(|p| self.test_measure = Some(p))
+                .ok_or("expected WARMUP_MS,WINDOW_MS")
         } else if is("test-fault") {
             TestFault::parse(value.unwrap_or_default())
                 .map(|f| self.test_fault = Some(f))
@@ -440,6 +480,21 @@ mod tests {
         assert_eq!(o.com1, SerialParams::default());
         assert_eq!(o.invalid.len(), 5);
         assert!(o.invalid[0].to_string().contains("none, error, warning"));
+    }
+
+    #[test]
+    fn scheduler_options() {
+        let o = Options::parse(
+            "sched_credit_tslice_ms=30 sched-ratelimit-us=0 credit2_cap_period_ms=20 test-measure=100,400",
+        );
+        assert_eq!(o.sched_tslice_ms, Some(30));
+        assert_eq!(o.sched_ratelimit_us, Some(0));
+        assert_eq!(o.cap_period_ms, Some(20));
+        assert_eq!(o.test_measure, Some((100, 400)));
+        assert!(o.invalid.is_empty() && o.unknown.is_empty());
+        let o = Options::parse("sched_credit_tslice_ms=0 sched_ratelimit_us=x test-measure=5");
+        assert_eq!(o.sched_tslice_ms, None);
+        assert_eq!(o.invalid.len(), 3);
     }
 
     #[test]

@@ -4,17 +4,19 @@
 
 use crate::arch::x86_64::vmx::vcpu::{PvhEntry, VmxVcpu};
 use crate::mm;
+use crate::stats::ExitCounts;
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use basalt_boot::multiboot2::BootInfo;
+use basalt_boot::multiboot2::{BootInfo, Module};
+use basalt_console::ring::Ring;
 use basalt_frames::Owner;
 use basalt_guest::elf;
 use basalt_guest::mem::{GuestMemory, MemoryError};
 use basalt_guest::spec::{self, ModuleRole};
 use basalt_paging::{Ept, PageTable};
-use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
-use log::{error, info, warn};
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use log::{error, info};
 use spin::Mutex;
 
 /// A `boot=real` image must end below the legacy hole (docs/guests.md).
@@ -34,20 +36,59 @@ const BLOCK_ORDER: u32 = 9;
 pub enum EndReason {
     /// SCHEDOP_shutdown(poweroff).
     Poweroff,
-    /// SCHEDOP_shutdown(reboot) — restarting comes with the lifecycle work.
+    /// SCHEDOP_shutdown(reboot) or the monitor's `reboot`: it starts again
+    /// from its image.
     Reboot,
     /// SCHEDOP_shutdown(crash), or ended by Basalt for a guest error.
     Crash,
+    /// The monitor's `destroy`.
+    Destroyed,
 }
 
-/// A domain's life.
+impl EndReason {
+    /// The word the monitor and the log use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Poweroff => "poweroff",
+            Self::Reboot => "reboot",
+            Self::Crash => "crashed",
+            Self::Destroyed => "destroyed",
+        }
+    }
+}
+
+/// A domain's life (docs/scheduler.md, "Domain lifecycle"): running ⇄
+/// paused → dying (its vCPUs are being taken off the CPUs) → dead (every
+/// resource returned).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
     /// Its vCPUs run or wait.
     Running,
-    /// Ended.
+    /// Its vCPUs are held off the CPUs until `unpause`.
+    Paused,
+    /// Ending: its vCPUs are leaving the CPUs; memory is freed when the
+    /// last one has.
+    Dying(EndReason),
+    /// Ended; nothing left.
     Dead(EndReason),
 }
+
+impl State {
+    /// The word the monitor uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Paused => "paused",
+            Self::Dying(_) => "dying",
+            Self::Dead(_) => "dead",
+        }
+    }
+}
+
+/// Bytes of console output history each domain keeps.
+pub const CONSOLE_HISTORY: usize = 4096;
+/// Bytes of console input waiting for a domain to read them.
+pub const CONSOLE_INPUT: usize = 256;
 
 /// A guest domain.
 pub struct Domain {
@@ -57,19 +98,42 @@ pub struct Domain {
     pub name: String,
     /// Memory in bytes (a whole number of 2 MiB blocks).
     pub memory: u64,
+    /// Number of vCPUs (`vcpus=`).
+    pub vcpu_count: u32,
+    /// Physical CPUs its vCPUs may run on (`cpus=`; 0 = any).
+    pub affinity: u64,
+    /// Which start this is (1 at boot, +1 per reboot).
+    pub boot: u32,
+    /// Scheduling weight from `weight=` (the monitor's `sched` may change
+    /// the scheduler's copy).
+    pub weight: u16,
+    /// CPU cap from `cap=`, percent of one CPU (0 = none).
+    pub cap: u16,
+    /// Each vCPU's single-shot timer: system time in ns, 0 = none.
+    pub timers: Vec<AtomicU64>,
     blocks: Mutex<Vec<u64>>,
     /// The allocations behind `blocks`: (physical address, order).
     allocations: Mutex<Vec<(u64, u32)>>,
     ept: Mutex<Option<PageTable<Ept>>>,
-    /// State.
-    pub state: Mutex<State>,
+    state: Mutex<State>,
     /// Exit code set with Basalt's SCHEDOP exit-code operation.
     pub exit_code: AtomicU32,
-    console: Mutex<Vec<u8>>,
+    line: Mutex<Vec<u8>>,
+    /// The newest console output, with a dropped-bytes count.
+    pub history: Mutex<Ring<CONSOLE_HISTORY>>,
+    /// Console input typed for this domain, read through `console_io`.
+    pub input: Mutex<Ring<CONSOLE_INPUT>>,
     /// The 12-byte CPUID hypervisor signature this domain sees.
     pub signature: [u8; 12],
-    /// The physical CPU its vCPU runs on (first CPU of `cpus=`).
-    pub pinned_cpu: Option<usize>,
+    /// TSC offset of every vCPU: the guest's TSC counts from its creation.
+    pub tsc_offset: u64,
+    /// VM exits per reason.
+    pub exits: Arc<ExitCounts>,
+    /// vCPUs not yet retired.
+    alive_vcpus: AtomicU32,
+    /// Its boot modules, to start again on reboot.
+    module: Module<'static>,
+    initrds: Vec<Module<'static>>,
 }
 
 impl core::fmt::Debug for Domain {
@@ -81,7 +145,7 @@ impl core::fmt::Debug for Domain {
     }
 }
 
-/// A vCPU of a domain, as the scheduler sees it.
+/// A vCPU of a domain: what the CPU that runs it owns.
 pub struct Vcpu {
     /// Its domain.
     pub domain: Arc<Domain>,
@@ -89,10 +153,6 @@ pub struct Vcpu {
     pub index: u32,
     /// The vendor part.
     pub arch: VmxVcpu,
-    /// TSC deadline of its single-shot timer (0 = none).
-    pub timer_deadline: u64,
-    /// Blocked in HLT until its timer.
-    pub blocked: bool,
 }
 
 impl core::fmt::Debug for Vcpu {
@@ -104,6 +164,9 @@ impl core::fmt::Debug for Vcpu {
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 static CREATED: AtomicUsize = AtomicUsize::new(0);
 static NEXT_VPID: AtomicU32 = AtomicU32::new(1);
+/// Domains not yet dead, by id.
+static DOMAINS: Mutex<Vec<Arc<Domain>>> = Mutex::new(Vec::new());
+
 /// A domain that ended, for the final verdict.
 struct Ended {
     id: u32,
@@ -114,14 +177,24 @@ struct Ended {
 
 static ENDED: Mutex<Vec<Ended>> = Mutex::new(Vec::new());
 
-/// Domains still running.
+/// Domains not yet dead.
 pub fn live_count() -> usize {
     LIVE.load(Ordering::SeqCst)
 }
 
-/// Domains created at boot.
+/// Domains created (at boot and by reboots).
 pub fn created_count() -> usize {
     CREATED.load(Ordering::SeqCst)
+}
+
+/// The domains not yet dead, by id.
+pub fn all() -> Vec<Arc<Domain>> {
+    DOMAINS.lock().clone()
+}
+
+/// Domain `id`, if not dead.
+pub fn get(id: u32) -> Option<Arc<Domain>> {
+    DOMAINS.lock().iter().find(|d| d.id == id).cloned()
 }
 
 struct DomainMemory<'a> {
@@ -192,6 +265,12 @@ impl GuestMemory for DomainMemory<'_> {
 }
 
 impl Domain {
+    /// vCPU `index`'s single-shot timer (system time in ns, 0 = none).
+    pub fn timer(&self, index: u32) -> &AtomicU64 {
+        static NONE: AtomicU64 = AtomicU64::new(0);
+        self.timers.get(index as usize).unwrap_or(&NONE)
+    }
+
     /// Reads guest-physical memory (for hypercall arguments).
     pub fn read_gpa(&self, gpa: u64, out: &mut [u8]) -> Result<(), MemoryError> {
         let blocks = self.blocks.lock();
@@ -212,10 +291,11 @@ impl Domain {
         .write(gpa, bytes)
     }
 
-    /// Adds console output from the guest; complete lines are printed as
-    /// `(dN) line`.
+    /// Adds console output from the guest: kept in its history ring, and
+    /// complete lines are printed as `(dN) line`.
     pub fn console_write(&self, bytes: &[u8]) {
-        let mut buf = self.console.lock();
+        self.history.lock().write(bytes);
+        let mut buf = self.line.lock();
         for &b in bytes {
             if b == b'\n' || buf.len() >= 512 {
                 crate::println!("(d{}) {}", self.id, String::from_utf8_lossy(&buf));
@@ -226,16 +306,61 @@ impl Domain {
         }
     }
 
-    /// Ends the domain: frees its memory and EPT, records why.
-    pub fn end(&self, reason: EndReason) {
-        {
-            let mut state = self.state.lock();
-            if *state != State::Running {
-                return;
-            }
-            *state = State::Dead(reason);
+    /// The domain's state.
+    pub fn state(&self) -> State {
+        *self.state.lock()
+    }
+
+    /// Whether its vCPUs may run.
+    pub fn is_running(&self) -> bool {
+        self.state() == State::Running
+    }
+
+    /// Whether it is ending or ended.
+    pub fn is_ending(&self) -> bool {
+        matches!(self.state(), State::Dying(_) | State::Dead(_))
+    }
+
+    /// Running → paused; false if it was not running.
+    pub fn set_paused(&self, paused: bool) -> bool {
+        let mut state = self.state.lock();
+        match (*state, paused) {
+            (State::Running, true) => *state = State::Paused,
+            (State::Paused, false) => *state = State::Running,
+            _ => return false,
         }
-        if !self.console.lock().is_empty() {
+        true
+    }
+
+    /// Starts the end of the domain (the scheduler then takes its vCPUs off
+    /// the CPUs; see `sched::end_domain`). False if it was already ending.
+    pub fn begin_end(&self, reason: EndReason) -> bool {
+        let mut state = self.state.lock();
+        if matches!(*state, State::Dying(_) | State::Dead(_)) {
+            return false;
+        }
+        *state = State::Dying(reason);
+        true
+    }
+
+    /// One of its vCPUs was dropped (its VMCS freed). When it was the last:
+    /// frees the memory and EPT, records the end, and returns the reason.
+    pub fn vcpu_retired(&self) -> Option<EndReason> {
+        if self.alive_vcpus.fetch_sub(1, Ordering::SeqCst) != 1 {
+            return None;
+        }
+        let reason = match self.state() {
+            State::Dying(r) | State::Dead(r) => r,
+            State::Running | State::Paused => EndReason::Destroyed,
+        };
+        self.release(reason);
+        Some(reason)
+    }
+
+    /// Frees memory and EPT (no vCPU can use them any more).
+    fn release(&self, reason: EndReason) {
+        *self.state.lock() = State::Dead(reason);
+        if !self.line.lock().is_empty() {
             self.console_write(b"\n");
         }
         if let Some(ept) = self.ept.lock().take() {
@@ -250,30 +375,44 @@ impl Domain {
             "domain d{} ({}) ended: {}{}; {} returned to the pool",
             self.id,
             self.name,
-            match reason {
-                EndReason::Poweroff => "poweroff",
-                EndReason::Reboot => "reboot (restart not supported yet)",
-                EndReason::Crash => "crashed",
-            },
-            if reason == EndReason::Crash {
+            reason.as_str(),
+            if matches!(reason, EndReason::Crash | EndReason::Destroyed) {
                 String::new()
             } else {
                 alloc::format!(", exit code {code}")
             },
             basalt_boot::memmap::ByteSize(freed)
         );
-        ENDED.lock().push(Ended {
-            id: self.id,
-            name: self.name.clone(),
-            reason,
-            code,
-        });
+        DOMAINS.lock().retain(|d| d.id != self.id);
+        if reason != EndReason::Reboot {
+            ENDED.lock().push(Ended {
+                id: self.id,
+                name: self.name.clone(),
+                reason,
+                code,
+            });
+        }
         LIVE.fetch_sub(1, Ordering::SeqCst);
     }
 
-    /// Whether the domain still runs.
-    pub fn is_running(&self) -> bool {
-        *self.state.lock() == State::Running
+    /// Builds this domain again from its boot modules (after it ended with
+    /// `reboot`): same id, name and settings, fresh memory and vCPUs.
+    pub fn rebuild(&self) -> Result<(Arc<Domain>, Vec<Vcpu>), String> {
+        let spec = match spec::parse_module(self.module.cmdline) {
+            Ok(ModuleRole::Kernel(spec)) => spec,
+            _ => return Err("its module command line no longer parses".into()),
+        };
+        let built = build(self.id, &spec, self.module, &self.initrds, self.boot + 1)
+            .map_err(|e| alloc::format!("{e}"))?;
+        info!(
+            "domain d{} ({}) restarted (boot {}): {} memory, {} vCPU(s)",
+            self.id,
+            self.name,
+            self.boot + 1,
+            basalt_boot::memmap::ByteSize(built.0.memory),
+            built.0.vcpu_count
+        );
+        Ok(built)
     }
 }
 
@@ -305,10 +444,10 @@ impl core::fmt::Display for BuildError {
     }
 }
 
-/// Builds a domain from each kernel module; returns their vCPUs.
-pub fn create_from_modules(info: &BootInfo<'_>) -> Vec<Vcpu> {
-    let mut vcpus = Vec::new();
-    let modules: Vec<_> = info.modules.iter().copied().collect();
+/// Builds a domain from each kernel module; returns them with their vCPUs.
+pub fn create_from_modules(info: &BootInfo<'static>) -> Vec<(Arc<Domain>, Vec<Vcpu>)> {
+    let mut built = Vec::new();
+    let modules: Vec<Module<'static>> = info.modules.iter().copied().collect();
     let mut next_id = 1;
     for (index, module) in modules.iter().enumerate() {
         let spec = match spec::parse_module(module.cmdline) {
@@ -324,22 +463,9 @@ pub fn create_from_modules(info: &BootInfo<'_>) -> Vec<Vcpu> {
             .filter(|m| matches!(spec::parse_module(m.cmdline), Ok(ModuleRole::Initrd { domain, .. }) if domain == spec.name))
             .copied()
             .collect();
-        match build(next_id, &spec, module, &initrds) {
-            Ok(mut built) => {
-                info!(
-                    "domain d{next_id} ({}) created: {} memory, {} vCPU(s), entry {:#x}",
-                    spec.name,
-                    basalt_boot::memmap::ByteSize(built.domain.memory),
-                    spec.vcpus,
-                    built.entry
-                );
-                if spec.vcpus > 1 {
-                    warn!(
-                        "domain d{next_id}: only vCPU 0 starts; secondary vCPUs come with VCPUOP_up"
-                    );
-                }
-                built.vcpu.arch.release();
-                vcpus.push(built.vcpu);
+        match build(next_id, &spec, *module, &initrds, 1) {
+            Ok((domain, vcpus)) => {
+                built.push((domain, vcpus));
                 next_id += 1;
             }
             Err(e) => error!(
@@ -348,21 +474,16 @@ pub fn create_from_modules(info: &BootInfo<'_>) -> Vec<Vcpu> {
             ),
         }
     }
-    vcpus
-}
-
-struct Built {
-    domain: Arc<Domain>,
-    vcpu: Vcpu,
-    entry: u64,
+    built
 }
 
 fn build(
     id: u32,
     spec: &spec::DomainSpec<'_>,
-    module: &basalt_boot::multiboot2::Module<'_>,
-    initrds: &[basalt_boot::multiboot2::Module<'_>],
-) -> Result<Built, BuildError> {
+    module: Module<'static>,
+    initrds: &[Module<'static>],
+    boot: u32,
+) -> Result<(Arc<Domain>, Vec<Vcpu>), BuildError> {
     let memory = spec.memory.next_multiple_of(BLOCK);
     let bytes = mm::phys_slice(module.start, module.len() as usize)
         .ok_or(BuildError::Spec("module not readable".into()))?;
@@ -431,18 +552,26 @@ fn build(
         ept: Mutex::new(Some(ept)),
         state: Mutex::new(State::Running),
         exit_code: AtomicU32::new(0),
-        console: Mutex::new(Vec::new()),
+        line: Mutex::new(Vec::new()),
+        history: Mutex::new(Ring::new()),
+        input: Mutex::new(Ring::new()),
         signature: basalt_guest::cpuid::BASALT_SIGNATURE,
-        pinned_cpu: spec
-            .cpus
-            .filter(|m| *m != 0)
-            .map(|m| m.trailing_zeros() as usize),
+        // The guest's TSC starts near 0 at creation, on every vCPU.
+        tsc_offset: 0u64.wrapping_sub(crate::arch::x86_64::cpu::rdtsc()),
+        exits: Arc::new(ExitCounts::default()),
+        vcpu_count: spec.vcpus,
+        affinity: spec.cpus.unwrap_or(0),
+        boot,
+        weight: spec.weight,
+        cap: spec.cap,
+        timers: (0..spec.vcpus).map(|_| AtomicU64::new(0)).collect(),
+        alive_vcpus: AtomicU32::new(0),
+        module,
+        initrds: initrds.to_vec(),
     });
-    // From here on, failures must end the domain to free its memory.
+    // From here on, failures must free what the domain holds.
     let fail = |domain: &Arc<Domain>, e: BuildError| {
-        LIVE.fetch_add(1, Ordering::SeqCst);
-        domain.end(EndReason::Crash);
-        ENDED.lock().pop();
+        domain.discard();
         e
     };
     let mut entry = PvhEntry::RealMode { ip: 0x7c00 };
@@ -500,27 +629,64 @@ fn build(
         Ok(n) => n,
         Err(_) => return Err(fail(&domain, BuildError::Spec("no VT-x".into()))),
     };
-    let vpid = NEXT_VPID.fetch_add(1, Ordering::SeqCst) as u16;
-    let arch = VmxVcpu::new(negotiated, ept_root, vpid, entry, domain.signature)
-        .map_err(|e| fail(&domain, BuildError::Vcpu(e)))?;
+    let mut vcpus = Vec::new();
+    for index in 0..spec.vcpus {
+        let vpid = NEXT_VPID.fetch_add(1, Ordering::SeqCst) as u16;
+        let made = VmxVcpu::new(
+            negotiated,
+            ept_root,
+            vpid,
+            entry,
+            domain.signature,
+            domain.tsc_offset,
+            domain.exits.clone(),
+        );
+        match made {
+            Ok(mut arch) => {
+                arch.release();
+                vcpus.push(Vcpu {
+                    domain: domain.clone(),
+                    index,
+                    arch,
+                });
+            }
+            Err(e) => {
+                drop(vcpus);
+                return Err(fail(&domain, BuildError::Vcpu(e)));
+            }
+        }
+    }
+    domain.alive_vcpus.store(spec.vcpus, Ordering::SeqCst);
     LIVE.fetch_add(1, Ordering::SeqCst);
     CREATED.fetch_add(1, Ordering::SeqCst);
-    let vcpu = Vcpu {
-        domain: domain.clone(),
-        index: 0,
-        arch,
-        timer_deadline: 0,
-        blocked: false,
-    };
+    DOMAINS.lock().push(domain.clone());
     let entry = match entry {
         PvhEntry::Pvh { rip, .. } => rip,
         PvhEntry::RealMode { ip } => u64::from(ip),
+        PvhEntry::Long64(s) => s.rip,
     };
-    Ok(Built {
-        domain,
-        vcpu,
-        entry,
-    })
+    info!(
+        "domain d{id} ({}) created: {} memory, {} vCPU(s), entry {entry:#x}",
+        spec.name,
+        basalt_boot::memmap::ByteSize(domain.memory),
+        spec.vcpus,
+    );
+    Ok((domain, vcpus))
+}
+
+impl Domain {
+    /// Frees the memory and EPT of a domain whose build failed (it never
+    /// ran; nothing is recorded).
+    fn discard(&self) {
+        *self.state.lock() = State::Dead(EndReason::Crash);
+        if let Some(ept) = self.ept.lock().take() {
+            mm::destroy_ept(ept);
+        }
+        self.blocks.lock().clear();
+        for (phys, order) in self.allocations.lock().drain(..) {
+            mm::free_frames(phys, order, Owner::Domain);
+        }
+    }
 }
 
 /// How the domains ended, for the final verdict: `(all clean, summary)`.
@@ -541,6 +707,7 @@ pub fn outcome() -> (bool, String) {
                 clean = false;
                 alloc::format!("d{id} ({name}) crashed")
             }
+            EndReason::Destroyed => alloc::format!("d{id} ({name}) destroyed"),
             _ if *code != 0 => {
                 clean = false;
                 alloc::format!("d{id} ({name}) exit code {code}")

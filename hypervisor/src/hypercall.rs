@@ -14,10 +14,12 @@ pub enum After {
     Continue,
     /// Give up the CPU (yield).
     Yield,
-    /// Block until the vCPU's timer (or forever without one).
+    /// Block until the vCPU's timer or another event.
     Block,
-    /// The domain ended.
-    Ended,
+    /// The vCPU goes down (`VCPUOP_down` on itself) until `VCPUOP_up`.
+    Down,
+    /// The domain ends for this reason (`SCHEDOP_shutdown`).
+    Ended(EndReason),
 }
 
 fn errno(e: i64) -> u64 {
@@ -45,7 +47,7 @@ pub fn dispatch(v: &mut Vcpu) -> After {
     } else {
         handle(v, &call)
     };
-    if after != After::Ended {
+    if !matches!(after, After::Ended(_)) {
         v.arch.regs.rax = result;
         v.arch.skip_instruction();
     }
@@ -81,8 +83,19 @@ fn handle(v: &mut Vcpu, call: &hc::Call) -> (u64, After) {
                     Err(()) => (errno(hc::EFAULT), After::Continue),
                 }
             }
-            // No console input yet (the multiplexer comes with the console work).
-            hc::CONSOLEIO_READ => (0, After::Continue),
+            hc::CONSOLEIO_READ => {
+                // Bytes the operator typed while this domain had the focus.
+                let count = a2.min(CONSOLE_MAX) as usize;
+                let mut buf = alloc::vec![0u8; count];
+                let n = v.domain.input.lock().read(&mut buf);
+                if n == 0 {
+                    return (0, After::Continue);
+                }
+                match crate::guestmem::write_virt(v, a3, &buf[..n]) {
+                    Ok(()) => (n as u64, After::Continue),
+                    Err(()) => (errno(hc::EFAULT), After::Continue),
+                }
+            }
             _ => (errno(hc::ENOSYS), After::Continue),
         },
         hc::HYPERVISOR_SCHED_OP => match a1 {
@@ -99,8 +112,7 @@ fn handle(v: &mut Vcpu, call: &hc::Call) -> (u64, After) {
                     hc::SHUTDOWN_CRASH | hc::SHUTDOWN_WATCHDOG => EndReason::Crash,
                     _ => return (errno(hc::EINVAL), After::Continue),
                 };
-                v.domain.end(reason);
-                (0, After::Ended)
+                (0, After::Ended(reason))
             }
             hc::SCHEDOP_BASALT_EXIT_CODE => {
                 v.domain
@@ -116,10 +128,77 @@ fn handle(v: &mut Vcpu, call: &hc::Call) -> (u64, After) {
 }
 
 fn vcpu_op(v: &mut Vcpu, cmd: u64, vcpu_id: u64, arg: u64) -> (u64, After) {
-    if vcpu_id != u64::from(v.index) {
-        return (errno(hc::EINVAL), After::Continue);
+    let ok = |r: u64| (r, After::Continue);
+    let err = |e: i64| (errno(e), After::Continue);
+    if vcpu_id >= u64::from(v.domain.vcpu_count) {
+        // Xen: no such vCPU in this domain.
+        return err(hc::ENOENT);
     }
+    let target = basalt_sched::VcpuId::new(v.domain.id, vcpu_id as u32);
     match cmd {
+        hc::VCPUOP_INITIALISE => {
+            // struct vcpu_hvm_context (public/hvm/hvm_vcpu.h): mode, pad,
+            // then the registers; Basalt starts vCPUs in 64-bit mode only.
+            let mut ctx = [0u8; 8 + 14 * 8];
+            if crate::guestmem::read_virt(v, arg, &mut ctx).is_err() {
+                return err(hc::EFAULT);
+            }
+            let mode = u32::from_le_bytes([ctx[0], ctx[1], ctx[2], ctx[3]]);
+            if mode != hc::VCPU_HVM_MODE_64B {
+                return err(hc::EOPNOTSUPP);
+            }
+            let r = |i: usize| {
+                let at = 8 + i * 8;
+                u64::from_le_bytes(ctx[at..at + 8].try_into().unwrap_or_default())
+            };
+            let state = crate::arch::x86_64::vmx::vcpu::Long64State {
+                rax: r(0),
+                rcx: r(1),
+                rdx: r(2),
+                rbx: r(3),
+                rsp: r(4),
+                rbp: r(5),
+                rsi: r(6),
+                rdi: r(7),
+                rip: r(8),
+                rflags: r(9),
+                cr0: r(10),
+                cr3: r(11),
+                cr4: r(12),
+                efer: r(13),
+            };
+            // Xen's checks for VCPU_HVM_MODE_64B: canonical RIP, paging on,
+            // PAE, long mode enabled.
+            let canonical = |a: u64| ((a as i64) << 16 >> 16) as u64 == a;
+            if !canonical(state.rip)
+                || state.cr0 & (1 << 31) == 0
+                || state.cr4 & (1 << 5) == 0
+                || state.efer & (1 << 8) == 0
+            {
+                return err(hc::EINVAL);
+            }
+            match crate::sched::vcpu_initialise(
+                target,
+                crate::arch::x86_64::vmx::vcpu::PvhEntry::Long64(state),
+            ) {
+                Ok(()) => ok(0),
+                Err(crate::sched::VcpuOpError::Exists) => err(hc::EEXIST),
+                Err(_) => err(hc::EINVAL),
+            }
+        }
+        hc::VCPUOP_UP => match crate::sched::vcpu_up(target) {
+            Ok(()) => ok(0),
+            Err(_) => err(hc::EINVAL),
+        },
+        hc::VCPUOP_DOWN if target.vcpu == v.index => (0, After::Down),
+        // Taking another vCPU down is not supported.
+        hc::VCPUOP_DOWN => err(hc::EINVAL),
+        hc::VCPUOP_IS_UP => match crate::sched::vcpu_is_up(target) {
+            Some(up) => ok(u64::from(up)),
+            // vCPU 0 before the scheduler knows it.
+            None => ok(u64::from(target.vcpu == v.index)),
+        },
+        _ if target.vcpu != v.index => err(hc::EINVAL),
         hc::VCPUOP_GET_RUNSTATE_INFO => {
             // struct vcpu_runstate_info { int state; uint64_t state_entry_time; uint64_t time[4]; }
             // (state 0 = running; times in ns of system time since boot).
@@ -128,31 +207,34 @@ fn vcpu_op(v: &mut Vcpu, cmd: u64, vcpu_id: u64, arg: u64) -> (u64, After) {
             info[8..16].copy_from_slice(&now.to_le_bytes());
             info[16..24].copy_from_slice(&now.to_le_bytes());
             match crate::guestmem::write_virt(v, arg, &info) {
-                Ok(()) => (0, After::Continue),
-                Err(()) => (errno(hc::EFAULT), After::Continue),
+                Ok(()) => ok(0),
+                Err(()) => err(hc::EFAULT),
             }
         }
         hc::VCPUOP_SET_SINGLESHOT_TIMER => {
             // struct vcpu_set_singleshot_timer { uint64_t timeout_abs_ns; uint32_t flags; }
             let mut t = [0u8; 16];
             if crate::guestmem::read_virt(v, arg, &mut t).is_err() {
-                return (errno(hc::EFAULT), After::Continue);
+                return err(hc::EFAULT);
             }
             let abs = u64::from_le_bytes(t[..8].try_into().unwrap_or_default());
             let flags = u32::from_le_bytes(t[8..12].try_into().unwrap_or_default());
             let now = time::now_ns();
             // VCPU_SSHOTTMR_future (1): refuse a deadline in the past.
             if flags & 1 != 0 && abs < now {
-                return (errno(62), After::Continue); // -ETIME
+                return err(hc::ETIME);
             }
-            v.timer_deadline = time::deadline_tsc(abs.saturating_sub(now));
-            (0, After::Continue)
+            v.domain
+                .timer(v.index)
+                .store(abs.max(1), core::sync::atomic::Ordering::SeqCst);
+            ok(0)
         }
         hc::VCPUOP_STOP_SINGLESHOT_TIMER => {
-            v.timer_deadline = 0;
-            (0, After::Continue)
+            v.domain
+                .timer(v.index)
+                .store(0, core::sync::atomic::Ordering::SeqCst);
+            ok(0)
         }
-        hc::VCPUOP_IS_UP => (1, After::Continue),
-        _ => (errno(hc::ENOSYS), After::Continue),
+        _ => err(hc::ENOSYS),
     }
 }

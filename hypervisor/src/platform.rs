@@ -67,6 +67,7 @@ struct Boot {
     test_fault: Option<TestFault>,
     test_panic: bool,
     test_exit: bool,
+    sched: crate::sched::Settings,
 }
 
 /// Sets up the boot CPU's own stack and continues there; never returns.
@@ -78,6 +79,13 @@ pub fn start(info: &BootInfo<'static>, options: &Options<'_>) -> ! {
         test_fault: options.test_fault,
         test_panic: options.test_panic,
         test_exit: options.test_exit,
+        sched: crate::sched::Settings {
+            tslice_ms: options.sched_tslice_ms,
+            ratelimit_us: options.sched_ratelimit_us,
+            cap_period_ms: options.cap_period_ms,
+            test_exit: options.test_exit,
+            test_measure: options.test_measure,
+        },
     });
     let Some(stacks) = mm::alloc_stacks(0) else {
         error!("cannot allocate the boot CPU's stacks");
@@ -154,6 +162,8 @@ extern "C" fn bsp_main(arg: u64) -> ! {
         );
     }
 
+    crate::console::enable_input(&topology);
+
     let tsc_hz = time::tsc_hz();
     if apic::uses_tsc_deadline() {
         info!(
@@ -189,12 +199,13 @@ extern "C" fn bsp_main(arg: u64) -> ! {
     info!("spurious interrupts so far: {}", fault::spurious_count());
     if vmx_ok {
         let tables_before = mm::stats().map_or(0, |s| s.used_by(basalt_frames::Owner::PageTables));
-        let vcpus = crate::domain::create_from_modules(&boot.info);
-        if !vcpus.is_empty() {
-            info!("boot complete; starting {} domain(s)", vcpus.len());
+        let domains = crate::domain::create_from_modules(&boot.info);
+        if !domains.is_empty() {
+            info!("boot complete; starting {} domain(s)", domains.len());
             // Idle CPUs look at GUESTS when the wake-up IPI arrives: set it first.
             GUESTS.store(true, Ordering::SeqCst);
-            crate::sched::start(vcpus, boot.test_exit, tables_before);
+            crate::sched::start(domains, boot.sched, tables_before);
+            crate::monitor::start();
             crate::sched::run();
         }
         if crate::domain::created_count() == 0 && !boot.info.modules.is_empty() {

@@ -1,48 +1,207 @@
-//! Running vCPUs (docs/vmx.md, "Scheduling"): each physical CPU has a run
-//! queue of the vCPUs placed on it; they take turns on the VMX preemption
-//! timer. Blocked vCPUs (HLT, SCHEDOP_block) wait for their single-shot
-//! timer and cost nothing; a CPU with nothing runnable halts. This is the
-//! minimal policy; the proportional-share scheduler replaces `pick`.
+//! Running vCPUs (docs/scheduler.md): the mechanism around the pure policy
+//! of `basalt-sched`. One global lock guards the policy and the vCPU table;
+//! every CPU runs [`run`], which asks the policy what to run, holds that
+//! vCPU for its slice, and comes back at the next scheduling point: the
+//! slice's end (VMX preemption timer), a yield, a block (HLT,
+//! `SCHEDOP_block`), or a tickle (an IPI another CPU sent after a wake-up).
+//!
+//! Ownership: a vCPU (its VMCS, registers, FPU state) is either in its
+//! [`Slot`] or held by exactly one CPU, which loads it. A CPU gives it back
+//! (unloaded: VMCLEARed, FPU saved) before it runs anything else or halts,
+//! so any CPU may take it next. Ending a domain removes its vCPUs from the
+//! policy and marks their slots gone; each is dropped by whoever has it, and
+//! the domain's memory and EPT are freed when the last one is
+//! ([`crate::domain::Domain::vcpu_retired`]).
+//!
+//! Time: single-shot timers of blocked vCPUs live on the CPU where the vCPU
+//! blocked; that CPU's APIC timer is armed for the earliest of them, so a
+//! sleeping vCPU is woken on time even while the CPU runs another guest
+//! (the timer interrupt causes a VM exit).
 
-use crate::arch::x86_64::{apic, cpu, idt, percpu};
-use crate::domain::{self, EndReason, Vcpu};
+use crate::arch::x86_64::{apic, idt, percpu};
+use crate::domain::{self, Domain, EndReason, Vcpu};
 use crate::hypercall::{self, After};
 use crate::vcpu::VcpuExit;
 use crate::verdict::{Verdict, finish};
 use crate::{println, time};
-use alloc::collections::VecDeque;
-use core::sync::atomic::{AtomicBool, Ordering};
+use alloc::boxed::Box;
+use alloc::collections::BTreeMap;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use basalt_sched::{CpuMask, Decision, DomainParams, Params, Scheduler, VcpuId, VcpuState};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use spin::Mutex;
 
 const MAX_CPUS: usize = percpu::MAX_CPUS;
 
-static QUEUES: [Mutex<VecDeque<Vcpu>>; MAX_CPUS] =
-    [const { Mutex::new(VecDeque::new()) }; MAX_CPUS];
+/// A vCPU as every CPU sees it.
+pub struct Slot {
+    /// Its id in the policy.
+    pub id: VcpuId,
+    /// Its domain.
+    pub domain: Arc<Domain>,
+    inner: Mutex<SlotInner>,
+    /// Blocked until an event (its timer, console input, `VCPUOP_up`).
+    /// Changed under the scheduler lock only, like the flags below.
+    halted: AtomicBool,
+    /// Blocked because its domain is paused.
+    paused: AtomicBool,
+    /// Started (vCPU 0 at creation, others by `VCPUOP_up`).
+    up: AtomicBool,
+    /// Given a start state by `VCPUOP_initialise` (vCPU 0: always).
+    initialised: AtomicBool,
+}
+
+struct SlotInner {
+    /// The vCPU while no CPU holds it.
+    vcpu: Option<Box<Vcpu>>,
+    /// Its domain ended: whoever has the vCPU drops it.
+    gone: bool,
+}
+
+struct State {
+    policy: Scheduler,
+    slots: BTreeMap<VcpuId, Arc<Slot>>,
+}
+
+static SCHED: Mutex<Option<State>> = Mutex::new(None);
+static NEED_RESCHED: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+/// Timers of vCPUs that blocked on each CPU: (system time in ns, vCPU).
+static TIMERS: [Mutex<Vec<(u64, VcpuId)>>; MAX_CPUS] = [const { Mutex::new(Vec::new()) }; MAX_CPUS];
+/// Domains that ended with `reboot`, waiting to be built again.
+static REBUILD: Mutex<Vec<Arc<Domain>>> = Mutex::new(Vec::new());
 static TEST_EXIT: AtomicBool = AtomicBool::new(false);
 /// Frames used for page tables before any domain existed (EPT tables of
 /// domains come on top and must all be returned).
-static TABLES_BEFORE: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+static TABLES_BEFORE: AtomicU64 = AtomicU64::new(0);
 static FINISHING: AtomicBool = AtomicBool::new(false);
+/// Bumped whenever a domain's EPT is freed: every CPU flushes its EPT TLB
+/// (INVEPT all-context) before its next VM entry, so no stale translation
+/// can reach frames another domain gets next.
+static EPT_GENERATION: AtomicU64 = AtomicU64::new(0);
 
-/// Time slice: 10 ms.
-const SLICE_NS: u64 = 10_000_000;
+/// Scheduler settings from the command line.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Settings {
+    /// `sched_credit_tslice_ms=`.
+    pub tslice_ms: Option<u64>,
+    /// `sched_ratelimit_us=`.
+    pub ratelimit_us: Option<u64>,
+    /// `credit2_cap_period_ms=`.
+    pub cap_period_ms: Option<u64>,
+    /// `test-exit`.
+    pub test_exit: bool,
+    /// `test-measure=WARMUP,WINDOW` in ms.
+    pub test_measure: Option<(u64, u64)>,
+}
 
-/// Places `vcpus` on the online CPUs (round robin, or the first CPU of a
-/// domain's `cpus=` list) and wakes the CPUs.
-pub fn start(vcpus: alloc::vec::Vec<Vcpu>, test_exit: bool, tables_before: u64) {
-    TEST_EXIT.store(test_exit, Ordering::SeqCst);
+fn with<R>(f: impl FnOnce(&mut State) -> R) -> Option<R> {
+    SCHED.lock().as_mut().map(f)
+}
+
+/// The policy's parameters (for `info`).
+pub fn params() -> Option<Params> {
+    with(|s| s.policy.params())
+}
+
+/// Creates the scheduler for the online CPUs, admits the boot domains and
+/// wakes the CPUs.
+pub fn start(domains: Vec<(Arc<Domain>, Vec<Vcpu>)>, settings: Settings, tables_before: u64) {
+    TEST_EXIT.store(settings.test_exit, Ordering::SeqCst);
     TABLES_BEFORE.store(tables_before, Ordering::SeqCst);
-    let online = percpu::online_count().max(1);
-    for (n, v) in vcpus.into_iter().enumerate() {
-        let target = v
-            .domain
-            .pinned_cpu
-            .filter(|c| *c < online)
-            .unwrap_or(n % online);
-        log::info!("d{}v{} runs on cpu{target}", v.domain.id, v.index);
-        QUEUES[target].lock().push_back(v);
+    let mut params = Params::DEFAULT;
+    if let Some(ms) = settings.tslice_ms {
+        params.timeslice = ms * 1_000_000;
     }
-    for c in percpu::all().filter(|c| c.index != percpu::index()) {
+    if let Some(us) = settings.ratelimit_us {
+        params.ratelimit = us * 1000;
+    }
+    if let Some(ms) = settings.cap_period_ms {
+        params.cap_period = ms * 1_000_000;
+    }
+    let online = percpu::online_count().max(1);
+    let policy = Scheduler::new(online, params);
+    let p = policy.params();
+    log::info!(
+        "scheduler: proportional share (credit2 class) on {online} CPU(s); time slice {} us, rate limit {} us, cap period {} us",
+        p.timeslice / 1000,
+        p.ratelimit / 1000,
+        p.cap_period / 1000
+    );
+    *SCHED.lock() = Some(State {
+        policy,
+        slots: BTreeMap::new(),
+    });
+    if let Some(m) = settings.test_measure {
+        crate::measure::arm(m.0, m.1);
+    }
+    for (domain, vcpus) in domains {
+        admit(domain, vcpus);
+    }
+    for c in percpu::all() {
+        tickle(c.index);
+    }
+}
+
+/// Adds a built domain and its vCPUs; vCPU 0 starts.
+fn admit(domain: Arc<Domain>, vcpus: Vec<Vcpu>) {
+    let now = time::now_ns();
+    let id = domain.id;
+    let affinity = CpuMask::from_u64(domain.affinity);
+    let placed = with(|s| -> Result<usize, basalt_sched::SchedError> {
+        s.policy.add_domain(
+            id,
+            DomainParams {
+                weight: domain.weight,
+                cap: domain.cap,
+            },
+        )?;
+        for v in vcpus {
+            let vid = VcpuId::new(id, v.index);
+            let first = v.index == 0;
+            s.slots.insert(
+                vid,
+                Arc::new(Slot {
+                    id: vid,
+                    domain: domain.clone(),
+                    inner: Mutex::new(SlotInner {
+                        vcpu: Some(Box::new(v)),
+                        gone: false,
+                    }),
+                    halted: AtomicBool::new(false),
+                    paused: AtomicBool::new(false),
+                    up: AtomicBool::new(first),
+                    initialised: AtomicBool::new(first),
+                }),
+            );
+        }
+        s.policy.add_vcpu(VcpuId::new(id, 0), affinity, now)
+    });
+    match placed {
+        Some(Ok(cpu)) => {
+            log::info!("d{id}v0 runs on cpu{cpu}");
+            tickle(cpu);
+        }
+        Some(Err(e)) => {
+            log::error!(
+                "domain d{id} ({}) cannot be scheduled: {e} (check cpus=, weight= and cap=); it is stopped",
+                domain.name
+            );
+            end_domain(&domain, EndReason::Crash);
+        }
+        None => {}
+    }
+}
+
+/// Asks `cpu` to come to a scheduling point (an IPI unless it is this CPU).
+fn tickle(cpu: usize) {
+    let Some(flag) = NEED_RESCHED.get(cpu) else {
+        return;
+    };
+    flag.store(true, Ordering::SeqCst);
+    if cpu != percpu::index()
+        && let Some(c) = percpu::cpu(cpu)
+    {
         apic::send_ipi(
             apic::Delivery::Fixed(idt::vector::WAKE),
             apic::Destination::Apic(c.apic_id),
@@ -50,91 +209,574 @@ pub fn start(vcpus: alloc::vec::Vec<Vcpu>, test_exit: bool, tables_before: u64) 
     }
 }
 
+/// What a CPU holds while it runs a vCPU.
+struct Held {
+    slot: Arc<Slot>,
+    vcpu: Box<Vcpu>,
+}
+
+/// Takes vCPU `id` from its slot (waiting while the CPU that ran it last
+/// gives it back); `None` if its domain ended meanwhile.
+fn take(id: VcpuId) -> Option<Held> {
+    let slot = with(|s| s.slots.get(&id).cloned())??;
+    loop {
+        {
+            let mut inner = slot.inner.lock();
+            if inner.gone {
+                return None;
+            }
+            if let Some(vcpu) = inner.vcpu.take() {
+                drop(inner);
+                return Some(Held { slot, vcpu });
+            }
+        }
+        core::hint::spin_loop();
+    }
+}
+
+/// Unloads the held vCPU and gives it back (or drops it if its domain ended).
+fn put_back(mut h: Held) {
+    h.vcpu.arch.unload();
+    let mut inner = h.slot.inner.lock();
+    if inner.gone {
+        drop(inner);
+        retire(h.vcpu);
+    } else {
+        inner.vcpu = Some(h.vcpu);
+    }
+}
+
+/// Drops a vCPU of an ended domain (its VMCS, bitmaps, FPU area); the last
+/// one frees the domain.
+fn retire(vcpu: Box<Vcpu>) {
+    let domain = vcpu.domain.clone();
+    drop(vcpu);
+    if let Some(reason) = domain.vcpu_retired() {
+        EPT_GENERATION.fetch_add(1, Ordering::SeqCst);
+        crate::monitor::domain_gone(domain.id);
+        if reason == EndReason::Reboot {
+            REBUILD.lock().push(domain);
+        }
+    }
+}
+
+/// Ends `domain` for `reason`: its vCPUs leave the policy, the CPUs running
+/// them are tickled, and each vCPU is dropped by whoever has it.
+pub fn end_domain(domain: &Arc<Domain>, reason: EndReason) {
+    if !domain.begin_end(reason) {
+        return;
+    }
+    let id = domain.id;
+    let removed: Vec<(Arc<Slot>, Option<usize>)> = with(|s| {
+        let ids: Vec<VcpuId> = s.slots.keys().filter(|v| v.domain == id).copied().collect();
+        let mut out = Vec::new();
+        for vid in ids {
+            let cpu = s.policy.remove_vcpu(vid);
+            if let Some(slot) = s.slots.remove(&vid) {
+                out.push((slot, cpu));
+            }
+        }
+        s.policy.remove_domain(id);
+        out
+    })
+    .unwrap_or_default();
+    for (slot, cpu) in removed {
+        if let Some(c) = cpu {
+            tickle(c);
+        }
+        let taken = {
+            let mut inner = slot.inner.lock();
+            inner.gone = true;
+            inner.vcpu.take()
+        };
+        if let Some(v) = taken {
+            retire(v);
+        }
+    }
+}
+
+/// Pauses (true) or unpauses domain `domain`; false if it was not in the
+/// state to do so.
+pub fn pause(domain: &Arc<Domain>, paused: bool) -> bool {
+    if !domain.set_paused(paused) {
+        return false;
+    }
+    let now = time::now_ns();
+    let mut tickles = Vec::new();
+    with(|s| {
+        for slot in s.slots.values().filter(|sl| sl.domain.id == domain.id) {
+            if paused {
+                // Running ones stop at their CPU's next scheduling point;
+                // queued ones are blocked when a CPU picks them.
+                if let Some(VcpuState::Running { cpu }) = s.policy.stats(slot.id).map(|v| v.state) {
+                    tickles.push(cpu);
+                }
+            } else if slot.paused.swap(false, Ordering::SeqCst)
+                && !slot.halted.load(Ordering::SeqCst)
+                && let Some(cpu) = s.policy.wake(slot.id, now)
+            {
+                tickles.push(cpu);
+            }
+        }
+    });
+    for c in tickles {
+        tickle(c);
+    }
+    true
+}
+
+/// Sets a domain's weight and cap.
+pub fn set_params(domain: u32, p: DomainParams) -> Result<(), basalt_sched::SchedError> {
+    with(|s| s.policy.set_domain_params(domain, p))
+        .unwrap_or(Err(basalt_sched::SchedError::NoSuchDomain(domain)))
+}
+
+/// A domain's weight and cap.
+pub fn domain_params(domain: u32) -> Option<DomainParams> {
+    with(|s| s.policy.domain_params(domain)).flatten()
+}
+
+/// One vCPU as the monitor shows it.
+#[derive(Debug, Clone, Copy)]
+pub struct VcpuInfo {
+    /// The vCPU.
+    pub id: VcpuId,
+    /// Started.
+    pub up: bool,
+    /// The policy's view (None: down).
+    pub state: Option<VcpuState>,
+    /// Run time in ns.
+    pub runtime: u64,
+    /// CPU it runs on or last ran on.
+    pub cpu: usize,
+    /// Halted (waiting for an event) or paused.
+    pub halted: bool,
+}
+
+/// Every vCPU of every domain.
+pub fn vcpus() -> Vec<VcpuInfo> {
+    with(|s| {
+        s.slots
+            .values()
+            .map(|slot| {
+                let st = s.policy.stats(slot.id);
+                VcpuInfo {
+                    id: slot.id,
+                    up: slot.up.load(Ordering::Relaxed),
+                    state: st.map(|v| v.state),
+                    runtime: st.map_or(0, |v| v.runtime),
+                    cpu: st.map_or(0, |v| v.cpu),
+                    halted: slot.halted.load(Ordering::Relaxed)
+                        || slot.paused.load(Ordering::Relaxed),
+                }
+            })
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+/// Total run time of domain `domain`'s vCPUs, in ns.
+pub fn domain_runtime(domain: u32) -> u64 {
+    with(|s| {
+        s.slots
+            .keys()
+            .filter(|v| v.domain == domain)
+            .filter_map(|v| s.policy.stats(*v))
+            .map(|st| st.runtime)
+            .sum()
+    })
+    .unwrap_or(0)
+}
+
+/// Makes a halted vCPU runnable (an event for it: console input, `VCPUOP_up`).
+pub fn wake_vcpu(id: VcpuId) {
+    let now = time::now_ns();
+    let cpu = with(|s| {
+        let slot = s.slots.get(&id)?;
+        if !slot.up.load(Ordering::SeqCst) || !slot.halted.swap(false, Ordering::SeqCst) {
+            return None;
+        }
+        if slot.paused.load(Ordering::SeqCst) {
+            return None;
+        }
+        s.policy.wake(id, now)
+    })
+    .flatten();
+    if let Some(c) = cpu {
+        tickle(c);
+    }
+}
+
+/// Errors of `VCPUOP_initialise` / `VCPUOP_up`, as Xen returns them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VcpuOpError {
+    /// No such vCPU (-EINVAL; an id out of range is refused before, with
+    /// -ENOENT as Xen does).
+    NoSuchVcpu,
+    /// Already initialised (-EEXIST).
+    Exists,
+    /// Not initialised yet (-EINVAL).
+    NotInitialised,
+}
+
+/// `VCPUOP_initialise`: gives down vCPU `id` the state it starts from.
+pub fn vcpu_initialise(
+    id: VcpuId,
+    entry: crate::arch::x86_64::vmx::vcpu::PvhEntry,
+) -> Result<(), VcpuOpError> {
+    let slot = with(|s| s.slots.get(&id).cloned())
+        .flatten()
+        .ok_or(VcpuOpError::NoSuchVcpu)?;
+    if slot.initialised.load(Ordering::SeqCst) {
+        return Err(VcpuOpError::Exists);
+    }
+    let mut inner = slot.inner.lock();
+    // A vCPU never started is in its slot.
+    let v = inner.vcpu.as_mut().ok_or(VcpuOpError::Exists)?;
+    v.arch.set_start(entry);
+    slot.initialised.store(true, Ordering::SeqCst);
+    Ok(())
+}
+
+/// `VCPUOP_up`: starts an initialised vCPU (a no-op if it is up).
+pub fn vcpu_up(id: VcpuId) -> Result<(), VcpuOpError> {
+    let now = time::now_ns();
+    let affinity = CpuMask::from_u64(
+        domain::get(id.domain)
+            .ok_or(VcpuOpError::NoSuchVcpu)?
+            .affinity,
+    );
+    let placed = with(|s| {
+        let slot = s.slots.get(&id).ok_or(VcpuOpError::NoSuchVcpu)?;
+        if !slot.initialised.load(Ordering::SeqCst) {
+            return Err(VcpuOpError::NotInitialised);
+        }
+        if slot.up.swap(true, Ordering::SeqCst) {
+            // Up already; a vCPU that went down comes back.
+            if slot.halted.swap(false, Ordering::SeqCst) {
+                return Ok(s.policy.wake(id, now));
+            }
+            return Ok(None);
+        }
+        s.policy
+            .add_vcpu(id, affinity, now)
+            .map(Some)
+            .map_err(|_| VcpuOpError::NoSuchVcpu)
+    })
+    .ok_or(VcpuOpError::NoSuchVcpu)??;
+    if let Some(cpu) = placed {
+        log::info!("d{}v{} up, runs on cpu{cpu}", id.domain, id.vcpu);
+        tickle(cpu);
+    }
+    Ok(())
+}
+
+/// Whether vCPU `id` is up.
+pub fn vcpu_is_up(id: VcpuId) -> Option<bool> {
+    with(|s| s.slots.get(&id).map(|sl| sl.up.load(Ordering::SeqCst))).flatten()
+}
+
 /// Every CPU's loop once guests exist.
 pub fn run() -> ! {
     let me = percpu::index();
-    let slice = time::ns_to_tsc(SLICE_NS);
-    let mut loaded: Option<(u32, u32)> = None;
+    let mut cur: Option<Held> = None;
+    let mut yielded = false;
+    let mut ept_seen = u64::MAX;
     loop {
-        check_all_ended();
-        let next = QUEUES[me].lock().pop_front();
-        let Some(mut v) = next else {
-            wait(None);
+        housekeeping(me, &mut cur);
+        NEED_RESCHED[me].store(false, Ordering::SeqCst);
+        let decision = decide(me, yielded);
+        yielded = false;
+        let (id, slice) = match decision {
+            Decision::Idle { until } => {
+                if let Some(h) = cur.take() {
+                    put_back(h);
+                }
+                idle(me, until);
+                continue;
+            }
+            Decision::Run { vcpu, slice } => (vcpu, slice),
+        };
+        if cur.as_ref().is_none_or(|h| h.slot.id != id) {
+            if let Some(h) = cur.take() {
+                put_back(h);
+            }
+            let Some(mut h) = take(id) else {
+                continue;
+            };
+            let generation = EPT_GENERATION.load(Ordering::SeqCst);
+            if let Err(e) = h.vcpu.arch.load() {
+                crash(&mut h, &alloc::format!("{e}"));
+                put_back(h);
+                continue;
+            }
+            if generation != ept_seen {
+                let _ = crate::arch::x86_64::vmx::instr::invept_all();
+                ept_seen = generation;
+            }
+            cur = Some(h);
+        }
+        let Some(h) = cur.as_mut() else {
             continue;
         };
-        if !v.domain.is_running() {
-            if loaded == Some((v.domain.id, v.index)) {
-                v.arch.unload();
-                loaded = None;
-            }
-            continue;
-        }
-        if v.blocked {
-            let now = cpu::rdtsc();
-            if v.timer_deadline != 0 && now >= v.timer_deadline {
-                v.blocked = false;
-                v.timer_deadline = 0;
-            } else {
-                let deadline = v.timer_deadline;
-                QUEUES[me].lock().push_back(v);
-                // Everyone here blocked? Then halt until the earliest timer.
-                if all_blocked(me) {
-                    wait(earliest_deadline(me).or((deadline != 0).then_some(deadline)));
-                }
-                continue;
-            }
-        }
-        let id = (v.domain.id, v.index);
-        if loaded != Some(id) {
-            if let Some(prev) = loaded {
-                unload_in_queue(me, prev);
-            }
-            if let Err(e) = v.arch.load() {
-                crash(&mut v, &alloc::format!("{e}"));
-                continue;
-            }
-            loaded = Some(id);
-        }
-        // One time slice: exits that need no scheduling decision loop here.
-        let slice_end = cpu::rdtsc().wrapping_add(slice);
-        v.arch.start_slice(slice);
-        loop {
-            let exit = v.arch.run();
-            match handle(&mut v, exit) {
-                Next::Continue if cpu::rdtsc() < slice_end => continue,
-                Next::Continue | Next::Keep => {
-                    QUEUES[me].lock().push_back(v);
-                    break;
-                }
-                Next::Drop => {
-                    v.arch.unload();
-                    loaded = None;
-                    break;
-                }
+        match run_slice(me, h, slice) {
+            SliceEnd::Resched => {}
+            SliceEnd::Yield => yielded = true,
+            SliceEnd::Block => block_current(me, h),
+            SliceEnd::Down => {
+                h.slot.up.store(false, Ordering::SeqCst);
+                block_current(me, h);
             }
         }
     }
 }
 
-enum Next {
-    /// Run the same vCPU again (within its slice).
-    Continue,
-    /// Back into the run queue.
-    Keep,
-    /// The vCPU's domain ended.
-    Drop,
+/// Asks the policy; a picked vCPU of a paused domain is blocked on the spot
+/// and the policy asked again.
+fn decide(me: usize, yielded: bool) -> Decision {
+    let now = time::now_ns();
+    let mut guard = SCHED.lock();
+    let Some(s) = guard.as_mut() else {
+        return Decision::Idle { until: None };
+    };
+    let mut yielded = yielded;
+    loop {
+        let d = s.policy.schedule(me, now, yielded);
+        let Decision::Run { vcpu, .. } = d else {
+            return d;
+        };
+        let Some(slot) = s.slots.get(&vcpu) else {
+            return d;
+        };
+        if slot.domain.state() != domain::State::Paused {
+            return d;
+        }
+        slot.paused.store(true, Ordering::SeqCst);
+        s.policy.block(me, now);
+        yielded = false;
+    }
 }
 
-fn handle(v: &mut Vcpu, exit: VcpuExit) -> Next {
+/// The vCPU on `me` blocked (HLT, `SCHEDOP_block`, down): unless its timer
+/// is already due, it leaves the CPU until its timer or another event.
+fn block_current(me: usize, h: &mut Held) {
+    let now = time::now_ns();
+    let timer = h.slot.domain.timer(h.slot.id.vcpu);
+    let deadline = timer.load(Ordering::SeqCst);
+    if h.slot.up.load(Ordering::SeqCst) && deadline != 0 && deadline <= now {
+        // The event is pending already: HLT returns at once.
+        timer.store(0, Ordering::SeqCst);
+        return;
+    }
+    with(|s| {
+        if s.policy.current(me) == Some(h.slot.id) {
+            h.slot.halted.store(true, Ordering::SeqCst);
+            s.policy.block(me, now);
+        }
+    });
+    if deadline != 0 && h.slot.up.load(Ordering::SeqCst) {
+        TIMERS[me].lock().push((deadline, h.slot.id));
+    }
+}
+
+/// Wakes the vCPUs whose timers on `me` are due; returns the earliest
+/// deadline left.
+fn fire_timers(me: usize) -> Option<u64> {
+    let now = time::now_ns();
+    let due: Vec<(u64, VcpuId)> = {
+        let mut timers = TIMERS[me].lock();
+        let due = timers.iter().filter(|(d, _)| *d <= now).copied().collect();
+        timers.retain(|(d, _)| *d > now);
+        due
+    };
+    for (deadline, id) in due {
+        let cpu = with(|s| {
+            let slot = s.slots.get(&id)?.clone();
+            if !slot.halted.load(Ordering::SeqCst) {
+                return None;
+            }
+            // A stale entry (a newer timer, or one stopped) does not match
+            // the vCPU's deadline.
+            let timer = slot.domain.timer(id.vcpu);
+            if timer.load(Ordering::SeqCst) != deadline {
+                return None;
+            }
+            timer.store(0, Ordering::SeqCst);
+            slot.halted.store(false, Ordering::SeqCst);
+            if slot.paused.load(Ordering::SeqCst) {
+                return None;
+            }
+            s.policy.wake(id, now)
+        })
+        .flatten();
+        if let Some(c) = cpu {
+            tickle(c);
+        }
+    }
+    TIMERS[me].lock().iter().map(|(d, _)| *d).min()
+}
+
+/// Work done at every scheduling point: timers, domains to rebuild, the
+/// console (CPU 0), the measurement, the end of a test run.
+fn housekeeping(me: usize, cur: &mut Option<Held>) {
+    // Take interrupts that arrived while a guest ran: Bochs 2.7 makes no
+    // VM exit for them when the guest has RFLAGS.IF = 0; real processors
+    // did exit already and nothing is pending.
+    x86_64::instructions::interrupts::enable();
+    core::hint::spin_loop();
+    x86_64::instructions::interrupts::disable();
+    check_all_ended();
+    fire_timers(me);
+    if me == 0 {
+        crate::monitor::service();
+        crate::measure::check();
+    }
+    if REBUILD.lock().is_empty() {
+        return;
+    }
+    // Building creates VMCSs on this CPU: nothing may be loaded here.
+    if let Some(h) = cur.take() {
+        put_back(h);
+    }
+    let pending: Vec<Arc<Domain>> = core::mem::take(&mut *REBUILD.lock());
+    for old in pending {
+        match old.rebuild() {
+            Ok((domain, vcpus)) => admit(domain, vcpus),
+            Err(e) => log::error!(
+                "domain d{} ({}) cannot restart: {e}; it stays ended",
+                old.id,
+                old.name
+            ),
+        }
+    }
+}
+
+/// Halts until an interrupt, a tickle or `until`, with the APIC timer armed
+/// for the earliest of `until` and this CPU's vCPU timers.
+fn idle(me: usize, until: Option<u64>) {
+    // A vCPU given back just now may have been a domain's last.
+    check_all_ended();
+    let next_timer = TIMERS[me].lock().iter().map(|(d, _)| *d).min();
+    let extra = if me == 0 {
+        crate::measure::next_deadline()
+    } else {
+        None
+    };
+    let poll = if me == 0 && crate::console::input_is_polled() {
+        // No receive interrupt: look at the UART every 10 ms.
+        Some(time::now_ns() + 10_000_000)
+    } else {
+        None
+    };
+    if let Some(at) = [until, next_timer, extra, poll].into_iter().flatten().min() {
+        time::arm_at_ns(at);
+    }
+    if NEED_RESCHED[me].load(Ordering::SeqCst) || !REBUILD.lock().is_empty() {
+        return;
+    }
+    x86_64::instructions::interrupts::enable_and_hlt();
+    x86_64::instructions::interrupts::disable();
+}
+
+enum SliceEnd {
+    /// Ask the policy again (slice over, tickled).
+    Resched,
+    /// The guest yielded.
+    Yield,
+    /// The guest blocked.
+    Block,
+    /// The vCPU went down (`VCPUOP_down`).
+    Down,
+}
+
+/// Runs the held vCPU until a scheduling point.
+///
+/// The VMX preemption timer ends the slice, and also fires at the earliest
+/// single-shot timer of a vCPU that blocked on this CPU: the APIC timer is
+/// armed for it too, but Bochs 2.7 delivers no external-interrupt VM exit
+/// while the guest runs with RFLAGS.IF = 0 (real processors do; SDM Vol. 3C
+/// 26.2), so a sleeper would otherwise wait for the end of the slice.
+fn run_slice(me: usize, h: &mut Held, slice_ns: u64) -> SliceEnd {
+    let start = time::now_ns();
+    let slice_end = start + slice_ns.max(50_000);
+    let mut armed_for = u64::MAX;
+    loop {
+        if !h.slot.domain.is_running() {
+            return SliceEnd::Resched;
+        }
+        let next_timer = TIMERS[me].lock().iter().map(|(d, _)| *d).min();
+        let end = next_timer.map_or(slice_end, |t| t.min(slice_end));
+        if let Some(t) = next_timer {
+            time::arm_at_ns(t);
+        }
+        let now = time::now_ns();
+        if end != armed_for {
+            h.vcpu
+                .arch
+                .start_slice(time::ns_to_tsc(end.saturating_sub(now).max(20_000)));
+            armed_for = end;
+        }
+        let exit = h.vcpu.arch.run();
+        let next = handle(h, exit);
+        let now = time::now_ns();
+        let resched = NEED_RESCHED[me].load(Ordering::SeqCst) || now >= slice_end;
+        if next_timer.is_some_and(|t| now >= t) {
+            fire_timers(me);
+            armed_for = u64::MAX;
+        }
+        match next {
+            Next::Continue | Next::Preempted | Next::Interrupted
+                if !resched && !NEED_RESCHED[me].load(Ordering::SeqCst) =>
+            {
+                if matches!(next, Next::Interrupted) && me == 0 {
+                    crate::monitor::service();
+                    crate::measure::check();
+                }
+                // A preemption-timer exit before the slice's end was for a
+                // vCPU timer, handled above.
+                if matches!(next, Next::Preempted) {
+                    armed_for = u64::MAX;
+                }
+            }
+            Next::Continue | Next::Preempted | Next::Interrupted => return SliceEnd::Resched,
+            Next::Yield => return SliceEnd::Yield,
+            Next::Block => return SliceEnd::Block,
+            Next::Down => return SliceEnd::Down,
+            Next::Ended => return SliceEnd::Resched,
+        }
+    }
+}
+
+enum Next {
+    /// Run the same vCPU again.
+    Continue,
+    /// An interrupt arrived (timer, tickle, console): look around.
+    Interrupted,
+    /// The slice ended.
+    Preempted,
+    /// The guest yielded.
+    Yield,
+    /// The guest blocked.
+    Block,
+    /// The vCPU went down.
+    Down,
+    /// The domain ended.
+    Ended,
+}
+
+fn handle(h: &mut Held, exit: VcpuExit) -> Next {
+    let v = &mut h.vcpu;
     match exit {
         VcpuExit::Hypercall => match hypercall::dispatch(v) {
             After::Continue => Next::Continue,
-            After::Yield => Next::Keep,
-            After::Block => {
-                v.blocked = true;
-                Next::Keep
+            After::Yield => Next::Yield,
+            After::Block => Next::Block,
+            After::Down => Next::Down,
+            After::Ended(reason) => {
+                let domain = v.domain.clone();
+                end_domain(&domain, reason);
+                Next::Ended
             }
-            After::Ended => Next::Drop,
         },
         VcpuExit::IoOut { port, size, value } => {
             log::trace!("d{}: out{size} {port:#x} <- {value:#x}", v.domain.id);
@@ -157,71 +799,38 @@ fn handle(v: &mut Vcpu, exit: VcpuExit) -> Next {
             v.arch.skip_instruction();
             Next::Continue
         }
-        VcpuExit::Halt => {
-            v.blocked = true;
-            Next::Keep
-        }
-        VcpuExit::Preempted => Next::Keep,
-        VcpuExit::Interrupted => Next::Continue,
+        VcpuExit::Halt => Next::Block,
+        VcpuExit::Preempted => Next::Preempted,
+        VcpuExit::Interrupted => Next::Interrupted,
         VcpuExit::Error(e) => {
             let detail = alloc::format!("{e}");
-            crash(v, &detail);
-            Next::Drop
+            crash(h, &detail);
+            Next::Ended
         }
     }
 }
 
-/// Ends `v`'s domain for a guest error, with a diagnostic line and the VMCS.
-fn crash(v: &mut Vcpu, reason: &str) {
-    let d = &v.domain;
+/// Ends the held vCPU's domain for a guest error, with a diagnostic line and
+/// the VMCS.
+fn crash(h: &mut Held, reason: &str) {
+    let d = h.vcpu.domain.clone();
     println!(
         "domain d{} ({}) vCPU{}: {reason} at RIP {:#x}; the domain is stopped",
         d.id,
         d.name,
-        v.index,
-        v.arch.rip()
+        h.vcpu.index,
+        h.vcpu.arch.rip()
     );
     let mut out = crate::console::Writer;
-    v.arch.dump(&mut out);
-    d.end(EndReason::Crash);
-}
-
-fn unload_in_queue(me: usize, id: (u32, u32)) {
-    let mut q = QUEUES[me].lock();
-    if let Some(v) = q.iter_mut().find(|v| (v.domain.id, v.index) == id) {
-        v.arch.unload();
-    }
-}
-
-fn all_blocked(me: usize) -> bool {
-    QUEUES[me]
-        .lock()
-        .iter()
-        .all(|v| v.blocked || !v.domain.is_running())
-}
-
-fn earliest_deadline(me: usize) -> Option<u64> {
-    QUEUES[me]
-        .lock()
-        .iter()
-        .filter(|v| v.blocked && v.timer_deadline != 0)
-        .map(|v| v.timer_deadline)
-        .min()
-}
-
-/// Halts until an interrupt (and the timer at `deadline`, if any).
-fn wait(deadline: Option<u64>) {
-    if let Some(d) = deadline {
-        apic::arm_timer(idt::vector::TIMER, d, time::tsc_hz());
-    }
-    x86_64::instructions::interrupts::enable_and_hlt();
-    x86_64::instructions::interrupts::disable();
+    h.vcpu.arch.dump(&mut out);
+    end_domain(&d, EndReason::Crash);
 }
 
 /// With `test-exit`: once every domain has ended, the CPU that sees it first
 /// ends the run.
 fn check_all_ended() {
-    if !TEST_EXIT.load(Ordering::Relaxed) || domain::live_count() != 0 {
+    if !TEST_EXIT.load(Ordering::Relaxed) || domain::live_count() != 0 || !REBUILD.lock().is_empty()
+    {
         return;
     }
     if FINISHING.swap(true, Ordering::SeqCst) {
@@ -240,13 +849,9 @@ fn check_all_ended() {
 
 /// Logs how many VM exits of each reason the domains caused.
 fn log_exit_counts() {
-    let counts = crate::stats::snapshot();
     let mut line = crate::StackString::<400>::new();
-    for (reason, count) in counts.iter().enumerate().filter(|(_, c)| **c > 0) {
-        let name = basalt_vmx::exit::ExitReason::from_basic(reason as u16);
-        line.push_fmt(format_args!("{} {count}, ", name.name()));
-    }
-    log::info!("VM exits: {}", line.as_str().trim_end_matches(", "));
+    crate::stats::format_counts(&crate::stats::snapshot(), &mut line);
+    log::info!("VM exits: {}", line.as_str());
 }
 
 /// Checks by accounting that every frame the domains had (guest memory,

@@ -1,20 +1,61 @@
-//! VM-exit counters per basic exit reason (all domains together for now;
-//! per-domain statistics come with the monitor).
+//! VM-exit counters per basic exit reason: all domains together, and each
+//! domain's own (the monitor's `stats`).
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-const REASONS: usize = 80;
+/// Basic exit reasons counted (SDM Vol. 3C, Appendix C: 0 to 79).
+pub const REASONS: usize = 80;
 static EXITS: [AtomicU64; REASONS] = [const { AtomicU64::new(0) }; REASONS];
 
-/// Counts one exit.
+/// One set of counters (a domain's).
+#[derive(Debug)]
+pub struct ExitCounts([AtomicU64; REASONS]);
+
+impl Default for ExitCounts {
+    fn default() -> Self {
+        Self([const { AtomicU64::new(0) }; REASONS])
+    }
+}
+
+impl ExitCounts {
+    /// Counts one exit here and in the machine-wide counters.
+    #[inline]
+    pub fn count(&self, basic: u16) {
+        if let Some(c) = self.0.get(usize::from(basic)) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        count_exit(basic);
+    }
+
+    /// The counters, by basic exit reason.
+    pub fn snapshot(&self) -> [u64; REASONS] {
+        core::array::from_fn(|i| self.0[i].load(Ordering::Relaxed))
+    }
+}
+
+/// Counts one exit in the machine-wide counters.
 #[inline]
-pub fn count_exit(basic: u16) {
+fn count_exit(basic: u16) {
     if let Some(c) = EXITS.get(usize::from(basic)) {
         c.fetch_add(1, Ordering::Relaxed);
     }
 }
 
-/// The counters, by basic exit reason.
+/// The machine-wide counters, by basic exit reason.
 pub fn snapshot() -> [u64; REASONS] {
     core::array::from_fn(|i| EXITS[i].load(Ordering::Relaxed))
+}
+
+/// Writes the non-zero counters as `name count, name count`.
+pub fn format_counts(counts: &[u64; REASONS], out: &mut impl core::fmt::Write) {
+    let mut first = true;
+    for (reason, count) in counts.iter().enumerate().filter(|(_, c)| **c > 0) {
+        let name = basalt_vmx::exit::ExitReason::from_basic(reason as u16);
+        let sep = if first { "" } else { ", " };
+        let _ = write!(out, "{sep}{} {count}", name.name());
+        first = false;
+    }
+    if first {
+        let _ = out.write_str("none");
+    }
 }

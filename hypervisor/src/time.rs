@@ -124,6 +124,33 @@ pub fn deadline_tsc(ns: u64) -> u64 {
     cpu::rdtsc().wrapping_add(ns_to_tsc(ns).max(1))
 }
 
+/// The TSC value at system time `ns` (nanoseconds since boot).
+pub fn tsc_at_ns(ns: u64) -> u64 {
+    BOOT_TSC.load(Ordering::Relaxed).wrapping_add(ns_to_tsc(ns))
+}
+
+/// Arms this CPU's one-shot timer for system time `ns`, unless it is
+/// already armed for that time or earlier.
+pub fn arm_at_ns(ns: u64) {
+    let deadline = tsc_at_ns(ns).max(1);
+    let Some(this) = crate::arch::x86_64::percpu::current() else {
+        return;
+    };
+    let armed = this.timer_deadline.load(Ordering::Acquire);
+    // An earlier deadline still ahead will fire first; one already behind
+    // may have been swallowed (no interrupt exit under Bochs), so re-arm.
+    if armed != 0 && armed <= deadline && armed > cpu::rdtsc() {
+        return;
+    }
+
+    this.timer_deadline.store(deadline, Ordering::Release);
+    crate::arch::x86_64::apic::arm_timer(
+        crate::arch::x86_64::idt::vector::TIMER,
+        deadline,
+        tsc_hz(),
+    );
+}
+
 /// TSC ticks in `ns` nanoseconds.
 pub fn ns_to_tsc(ns: u64) -> u64 {
     (u128::from(ns) * u128::from(tsc_hz()) / 1_000_000_000) as u64

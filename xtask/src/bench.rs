@@ -3,7 +3,11 @@
 //! instruction counts per round trip, free of timing noise (platform facts
 //! §3). The bench guest (tests/guests/src/bin/bench.rs) runs 100,000 CPUID
 //! instructions, 100,000 null hypercalls and 100,000 reads of an ignored
-//! port, and prints the ticks per iteration.
+//! port, and prints the ticks per iteration. Two more runs measure the
+//! scheduler: two bench guests pinned to one CPU yielding to each other
+//! (the context switch between vCPUs of different domains), and a sleeper
+//! on its single-shot timer sharing a CPU with a CPU-bound guest (the
+//! wake-up latency, in TSC ticks = instructions).
 
 use crate::iso::{self, IsoSpec, Loader, ModuleArg};
 use crate::packages;
@@ -11,32 +15,65 @@ use crate::util::{self, Result};
 use basalt_tests::runner;
 use basalt_tests::scenario::Scenario;
 
-const SCENARIO: &str = r#"
-name = "bench-exits"
-description = "VM-exit round-trip costs under Bochs"
-emulator = "bochs"
-memory = "256M"
-cmdline = "test-exit loglvl=warning"
-expect = ["cpuid_loop_ticks=", "vmcall_loop_ticks=", "io_loop_ticks="]
-timeout = 300
-"#;
+struct Run {
+    name: &'static str,
+    cpus: u32,
+    cmdline: &'static str,
+    modules: &'static [(&'static str, &'static str)],
+    expect: &'static str,
+}
 
-/// Runs the benchmarks and prints `name=value` lines.
-pub fn bench() -> Result {
-    packages::ensure(packages::BOCHS, "the benchmarks (Bochs)")?;
-    let scenario = Scenario::parse(SCENARIO)?;
-    let kernel = crate::kernel::build()?;
-    let guests = crate::guests::build()?;
-    let dir = util::target_dir().join("bench");
+const RUNS: [Run; 3] = [
+    Run {
+        name: "bench-exits",
+        cpus: 1,
+        cmdline: "test-exit loglvl=warning",
+        modules: &[("bench", "name=bench memory=16M")],
+        expect: r#"["cpuid_loop_ticks=", "vmcall_loop_ticks=", "io_loop_ticks="]"#,
+    },
+    Run {
+        name: "bench-switch",
+        cpus: 1,
+        cmdline: "test-exit loglvl=warning",
+        modules: &[
+            ("bench", "name=ya memory=8M cpus=0 -- mode=yield count=20000"),
+            ("bench", "name=yb memory=8M cpus=0 -- mode=yield count=20000"),
+        ],
+        expect: r#"["yield_loop_ticks="]"#,
+    },
+    Run {
+        name: "bench-wakeup",
+        cpus: 1,
+        cmdline: "test-exit loglvl=warning test-measure=0,400",
+        modules: &[
+            ("sleeper", "name=sleeper memory=8M -- count=40 delay_us=5000 warmup=5 forever=1"),
+            ("spin", "name=hog memory=8M -- iterations=0"),
+        ],
+        expect: r#"["wake_latency_avg_us="]"#,
+    },
+];
+
+/// Runs one benchmark scenario; returns its serial log.
+fn run(r: &Run, kernel: &std::path::Path, guests: &crate::guests::Guests) -> Result<String> {
+    let text = format!(
+        "name = \"{}\"\ndescription = \"benchmark\"\nemulator = \"bochs\"\ncpus = {}\nmemory = \"256M\"\ncmdline = \"{}\"\nexpect = {}\ntimeout = 300\n",
+        r.name, r.cpus, r.cmdline, r.expect
+    );
+    let scenario = Scenario::parse(&text)?;
+    let dir = util::target_dir().join("bench").join(r.name);
     let image = dir.join("bench.iso");
-    let modules = [ModuleArg {
-        path: guests.path("bench"),
-        args: "name=bench memory=16M".into(),
-    }];
-    util::step("making the benchmark ISO", || {
+    let modules: Vec<ModuleArg> = r
+        .modules
+        .iter()
+        .map(|(guest, args)| ModuleArg {
+            path: guests.path(guest),
+            args: (*args).into(),
+        })
+        .collect();
+    util::step(&format!("making the {} ISO", r.name), || {
         iso::build(
             &IsoSpec {
-                kernel: &kernel.stripped,
+                kernel,
                 cmdline: &scenario.cmdline,
                 modules: &modules,
                 loader: Loader::Multiboot2,
@@ -46,35 +83,67 @@ pub fn bench() -> Result {
             &image,
         )
     })?;
-    let outcome = util::step("running the exit benchmarks under Bochs", || {
+    let outcome = util::step(&format!("running {} under Bochs", r.name), || {
         Ok(runner::run(&scenario, &image, &dir))
     })?;
     let log =
         basalt_tests::matcher::normalise(&std::fs::read(&outcome.serial_log).unwrap_or_default());
-    let figure = |key: &str| -> Option<u64> {
-        let line = log.lines().find(|l| l.contains(key))?;
-        let per = line.split("per=").nth(1)?;
-        per.split_whitespace().next()?.parse().ok()
-    };
-    let mut missing = Vec::new();
-    for (key, name) in [
-        ("cpuid_loop_ticks=", "cpuid_exit_ticks"),
-        ("vmcall_loop_ticks=", "vmcall_exit_ticks"),
-        ("io_loop_ticks=", "io_exit_ticks"),
-    ] {
-        match figure(key) {
-            Some(v) => println!("{name}={v}"),
-            None => missing.push(name),
-        }
+    if !outcome.passed {
+        return Err(format!(
+            "{}: {} (serial log {})",
+            r.name,
+            outcome.detail,
+            outcome.serial_log.display()
+        ));
     }
+    Ok(log)
+}
+
+/// The number after `key` on the first line holding `marker`.
+fn figure(log: &str, marker: &str, key: &str) -> Option<u64> {
+    let line = log.lines().find(|l| l.contains(marker))?;
+    let rest = line.split(key).nth(1)?;
+    rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+}
+
+/// Runs the benchmarks and prints `name=value` lines.
+pub fn bench() -> Result {
+    packages::ensure(packages::BOCHS, "the benchmarks (Bochs)")?;
+    let kernel = crate::kernel::build()?;
+    let guests = crate::guests::build()?;
+    let exits = run(&RUNS[0], &kernel.stripped, &guests)?;
+    let switch = run(&RUNS[1], &kernel.stripped, &guests)?;
+    let wakeup = run(&RUNS[2], &kernel.stripped, &guests)?;
+    let mut missing = Vec::new();
+    let mut report = |name: &str, value: Option<u64>| match value {
+        Some(v) => println!("{name}={v}"),
+        None => missing.push(name.to_string()),
+    };
+    report("cpuid_exit_ticks", figure(&exits, "cpuid_loop_ticks=", "per="));
+    report("vmcall_exit_ticks", figure(&exits, "vmcall_loop_ticks=", "per="));
+    report("io_exit_ticks", figure(&exits, "io_loop_ticks=", "per="));
+    // One yield iteration of a domain holds two switches (to the other
+    // domain and back).
+    report(
+        "context_switch_ticks",
+        figure(&switch, "yield_loop_ticks=", "per=").map(|p| p / 2),
+    );
+    // Bochs' TSC runs at 4 MHz: 1 µs = 4 ticks = 4 instructions.
+    let tsc_mhz = 4;
+    report(
+        "wakeup_latency_ticks",
+        figure(&wakeup, "BASALT-FIGURE: wake_latency_avg_us=", "=").map(|us| us * tsc_mhz),
+    );
+    report(
+        "wakeup_latency_us",
+        figure(&wakeup, "BASALT-FIGURE: wake_latency_avg_us=", "="),
+    );
     if missing.is_empty() {
         Ok(())
     } else {
         Err(format!(
-            "the benchmark did not report {}: {} (serial log {})",
-            missing.join(", "),
-            outcome.detail,
-            outcome.serial_log.display()
+            "the benchmarks did not report {}",
+            missing.join(", ")
         ))
     }
 }

@@ -30,19 +30,19 @@ pub struct LineEditor {
 
 impl Default for LineEditor {
     fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LineEditor {
+    /// An empty line.
+    pub const fn new() -> Self {
         Self {
             buf: [0; MAX_LINE],
             len: 0,
             last_cr: false,
             ready: false,
         }
-    }
-}
-
-impl LineEditor {
-    /// An empty line.
-    pub fn new() -> Self {
-        Self::default()
     }
 
     /// Handles one byte.

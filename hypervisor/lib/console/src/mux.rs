@@ -51,17 +51,17 @@ pub struct Mux {
 
 impl Default for Mux {
     fn default() -> Self {
-        Self {
-            focus: Focus::Monitor,
-            presses: 0,
-        }
+        Self::new()
     }
 }
 
 impl Mux {
     /// Input starts with the monitor.
-    pub fn new() -> Self {
-        Self::default()
+    pub const fn new() -> Self {
+        Self {
+            focus: Focus::Monitor,
+            presses: 0,
+        }
     }
 
     /// The current owner.

@@ -281,6 +281,12 @@ pub const VCPUOP_GET_PHYSID: u64 = 12;
 /// `VCPUOP_register_vcpu_time_memory_area`.
 pub const VCPUOP_REGISTER_VCPU_TIME_MEMORY_AREA: u64 = 13;
 
+/// `vcpu_hvm_context.mode` (public/hvm/hvm_vcpu.h): start in 32-bit
+/// protected mode.
+pub const VCPU_HVM_MODE_32B: u32 = 0;
+/// `vcpu_hvm_context.mode`: start in 64-bit mode.
+pub const VCPU_HVM_MODE_64B: u32 = 1;
+
 fn lookup(table: &[(u64, &'static str)], value: u64) -> Option<&'static str> {
     table.iter().find(|(v, _)| *v == value).map(|(_, n)| *n)
 }

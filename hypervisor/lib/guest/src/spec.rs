@@ -20,6 +20,8 @@
 //! | `memory=` | a size: a decimal number of bytes, or followed by `K`, `M`, `G` or `T` (binary units, either case); from 1M to 1T | `64M` | the domain's RAM (guest-physical `[0, memory)`) |
 //! | `vcpus=` | a decimal number from 1 to 64 | `1` | virtual CPUs |
 //! | `cpus=` | a comma-separated list of physical CPU numbers and ranges below 64, e.g. `0-3,6` | any CPU | physical CPUs the domain's vCPUs may run on |
+//! | `weight=` | a decimal number from 1 to 65535 | `256` | the domain's share of CPU time, relative to other domains' weights |
+//! | `cap=` | a decimal number from 0 to 6400 | `0` (none) | the most CPU time the domain may use, in percent of one CPU (150 = one and a half CPUs) |
 //!
 //! An initrd module takes `initrd-for=NAME` (the `name=` of its kernel's module) and no other
 //! key; its own command line, if any, follows `--` (a PVH guest sees it as the module's
@@ -46,6 +48,10 @@ pub const MIN_MEMORY: u64 = 1 << 20;
 pub const MAX_MEMORY: u64 = 1 << 40;
 /// The largest `vcpus=`.
 pub const MAX_VCPUS: u32 = 64;
+/// The default `weight=` (Xen's).
+pub const DEFAULT_WEIGHT: u16 = 256;
+/// The largest `cap=`: 64 whole CPUs.
+pub const MAX_CAP: u16 = 6400;
 /// The longest `name=`, in bytes.
 pub const MAX_NAME_LEN: usize = 32;
 
@@ -79,6 +85,10 @@ pub struct DomainSpec<'a> {
     pub cmdline: &'a str,
     /// How the kernel is started (`boot=`).
     pub boot: BootProtocol,
+    /// Scheduling weight (`weight=`), 1 to 65535.
+    pub weight: u16,
+    /// CPU cap in percent of one CPU (`cap=`), 0 (none) to [`MAX_CAP`].
+    pub cap: u16,
 }
 
 /// How a guest kernel module is started (`boot=`).
@@ -107,16 +117,22 @@ pub enum Key {
     InitrdFor,
     /// `boot=`
     Boot,
+    /// `weight=`
+    Weight,
+    /// `cap=`
+    Cap,
 }
 
 impl Key {
-    const ALL: [Key; 6] = [
+    const ALL: [Key; 8] = [
         Key::Name,
         Key::Memory,
         Key::Vcpus,
         Key::Cpus,
         Key::InitrdFor,
         Key::Boot,
+        Key::Weight,
+        Key::Cap,
     ];
 
     /// The key as written on the command line (with `-`).
@@ -128,6 +144,8 @@ impl Key {
             Self::Cpus => "cpus",
             Self::InitrdFor => "initrd-for",
             Self::Boot => "boot",
+            Self::Weight => "weight",
+            Self::Cap => "cap",
         }
     }
 
@@ -144,6 +162,10 @@ impl Key {
             }
             Self::Boot => {
                 "expected pvh (an ELF with a PVH entry note) or real (a flat binary started in real mode)"
+            }
+            Self::Weight => "expected a scheduling weight from 1 to 65535 (default 256)",
+            Self::Cap => {
+                "expected a cap in percent of one CPU from 0 (none) to 6400, e.g. 50 for half a CPU"
             }
         }
     }
@@ -214,8 +236,8 @@ impl fmt::Display for SpecError<'_> {
             ),
             Self::UnknownKey { token } => write!(
                 f,
-                "unknown key `{token}`; a module takes name=, memory=, vcpus=, cpus= or \
-                 initrd-for="
+                "unknown key `{token}`; a module takes name=, memory=, vcpus=, cpus=, \
+                 weight=, cap=, boot= or initrd-for="
             ),
             Self::DuplicateKey { key } => {
                 write!(f, "duplicate key `{key}`; give each key once")
@@ -236,7 +258,7 @@ impl fmt::Display for SpecError<'_> {
 
 /// Parses a boot module's command line (see the module documentation for the syntax).
 pub fn parse_module(cmdline: &str) -> Result<ModuleRole<'_>, SpecError<'_>> {
-    let mut values: [Option<&str>; 6] = [None; 6];
+    let mut values: [Option<&str>; 8] = [None; 8];
     let mut tail = "";
     let mut rest = cmdline;
     let mut first = true;
@@ -337,6 +359,15 @@ pub fn parse_module(cmdline: &str) -> Result<ModuleRole<'_>, SpecError<'_>> {
             });
         }
     };
+    let number = |key: Key, range: core::ops::RangeInclusive<u16>, default: u16| match value(key) {
+        None => Ok(default),
+        Some(text) => parse_decimal(text)
+            .and_then(|n| u16::try_from(n).ok())
+            .filter(|n| range.contains(n))
+            .ok_or(SpecError::BadValue { key, value: text }),
+    };
+    let weight = number(Key::Weight, 1..=u16::MAX, DEFAULT_WEIGHT)?;
+    let cap = number(Key::Cap, 0..=MAX_CAP, 0)?;
     Ok(ModuleRole::Kernel(DomainSpec {
         name,
         memory,
@@ -344,6 +375,8 @@ pub fn parse_module(cmdline: &str) -> Result<ModuleRole<'_>, SpecError<'_>> {
         cpus,
         cmdline: tail,
         boot,
+        weight,
+        cap,
     }))
 }
 
@@ -462,7 +495,31 @@ mod tests {
                 cpus: None,
                 cmdline: "",
                 boot: BootProtocol::Pvh,
+                weight: 256,
+                cap: 0,
             }
+        );
+    }
+
+    #[test]
+    fn weight_and_cap() {
+        let spec = kernel("name=a weight=512 cap=20");
+        assert_eq!((spec.weight, spec.cap), (512, 20));
+        assert_eq!(kernel("name=a weight=1 cap=6400").weight, 1);
+        assert_eq!(kernel("name=a weight=65535").weight, 65535);
+        for bad in [
+            "name=a weight=0",
+            "name=a weight=65536",
+            "name=a weight=x",
+            "name=a cap=6401",
+            "name=a cap=-1",
+        ] {
+            assert!(matches!(error(bad), SpecError::BadValue { .. }), "{bad}");
+        }
+        let message = error("name=a cap=7000").to_string();
+        assert!(
+            message.contains("cap=7000") && message.contains("percent"),
+            "{message}"
         );
     }
 

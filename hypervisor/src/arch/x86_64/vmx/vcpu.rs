@@ -147,6 +147,11 @@ pub struct VmxVcpu {
     controls: VmxConfig,
     /// The CPUID hypervisor signature this vCPU's domain sees.
     signature: [u8; 12],
+    /// A start state to write into the VMCS at the next `load`
+    /// (`VCPUOP_initialise` of a vCPU that is down).
+    pending_start: Option<PvhEntry>,
+    /// The domain's exit counters.
+    exits: alloc::sync::Arc<crate::stats::ExitCounts>,
 }
 
 impl Drop for VmxVcpu {
@@ -190,6 +195,31 @@ pub enum PvhEntry {
         /// Entry offset in segment 0 (and the initial SP).
         ip: u16,
     },
+    /// 64-bit mode with paging, as Xen's `VCPUOP_initialise` with
+    /// `VCPU_HVM_MODE_64B` starts a secondary vCPU: flat 64-bit segments,
+    /// the given registers.
+    Long64(Long64State),
+}
+
+/// The start state of a vCPU entered directly in 64-bit mode (the fields of
+/// Xen's `struct vcpu_hvm_x86_64`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct Long64State {
+    pub rax: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rbx: u64,
+    pub rsp: u64,
+    pub rbp: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    pub rip: u64,
+    pub rflags: u64,
+    pub cr0: u64,
+    pub cr3: u64,
+    pub cr4: u64,
+    pub efer: u64,
 }
 
 /// The CR0 bits a guest may not own: everything but PE, MP, EM, TS, ET,
@@ -219,6 +249,8 @@ impl VmxVcpu {
         vpid: u16,
         entry: PvhEntry,
         signature: [u8; 12],
+        tsc_offset: u64,
+        exits: alloc::sync::Arc<crate::stats::ExitCounts>,
     ) -> Result<Self, GuestError> {
         let vmcs_page = alloc_page()?;
         crate::mm::write_phys_u32(vmcs_page, n.negotiated.revision_id);
@@ -228,7 +260,7 @@ impl VmxVcpu {
             regs: GuestRegs {
                 rbx: match entry {
                     PvhEntry::Pvh { start_info, .. } => start_info,
-                    PvhEntry::RealMode { .. } => 0,
+                    PvhEntry::RealMode { .. } | PvhEntry::Long64(_) => 0,
                 },
                 ..GuestRegs::default()
             },
@@ -242,6 +274,8 @@ impl VmxVcpu {
             debug: [0, 0, 0, 0, 0xffff_0ff0],
             controls: n.clone(),
             signature,
+            pending_start: None,
+            exits,
         };
         this.init_bitmaps();
         this.init_xsave();
@@ -249,7 +283,7 @@ impl VmxVcpu {
         unsafe { instr::vmclear(this.vmcs) }.map_err(GuestError::Vmx)?;
         // SAFETY: as above; it is current on no other CPU.
         unsafe { instr::vmptrld(this.vmcs) }.map_err(GuestError::Vmx)?;
-        this.write_controls(ept_root, vpid)
+        this.write_controls(ept_root, vpid, tsc_offset)
             .map_err(GuestError::Vmx)?;
         this.write_guest_state(entry).map_err(GuestError::Vmx)?;
         this.write_host_state().map_err(GuestError::Vmx)?;
@@ -286,9 +320,16 @@ impl VmxVcpu {
         &mut self,
         ept_root: u64,
         vpid: u16,
+        tsc_offset: u64,
     ) -> Result<(), basalt_vmx::error::VmFail> {
         let n = &self.controls.negotiated;
         let mut v = vmcs();
+        if n.tsc_offsetting {
+            // The domain's own TSC (docs/scheduler.md, "Guest time"): the
+            // same offset on every vCPU and CPU, so it never goes backwards
+            // when a vCPU moves.
+            v.write64(ctrl::TSC_OFFSET, tsc_offset)?;
+        }
         v.write32(ctrl::PIN_BASED, n.pin.bits())?;
         v.write32(ctrl::PRIMARY_PROCESSOR_BASED, n.primary.bits())?;
         v.write32(ctrl::SECONDARY_PROCESSOR_BASED, n.secondary.bits())?;
@@ -337,6 +378,7 @@ impl VmxVcpu {
         let (real, rip) = match entry {
             PvhEntry::Pvh { rip, .. } => (false, rip),
             PvhEntry::RealMode { ip } => (true, u64::from(ip)),
+            PvhEntry::Long64(state) => return self.write_long64_state(&state),
         };
         let cr0 = if real { CR0_ET } else { CR0_PE | CR0_ET };
         v.write_nat(guest::CR0, n.fix_guest_cr0(cr0))?;
@@ -434,6 +476,107 @@ impl VmxVcpu {
         Ok(())
     }
 
+    /// Guest state for a vCPU started in 64-bit mode: flat 64-bit code and
+    /// data, a busy 64-bit TSS, the given control registers (CR0.PG, CR4.PAE
+    /// and EFER.LME were checked by the caller), "IA-32e mode guest" on.
+    fn write_long64_state(&mut self, s: &Long64State) -> Result<(), basalt_vmx::error::VmFail> {
+        let n = &self.controls;
+        let mut v = vmcs();
+        v.write_nat(guest::CR0, n.fix_guest_cr0(s.cr0))?;
+        v.write_nat(ctrl::CR0_READ_SHADOW, s.cr0)?;
+        v.write_nat(guest::CR4, n.fix_guest_cr4(s.cr4))?;
+        v.write_nat(ctrl::CR4_READ_SHADOW, s.cr4)?;
+        v.write_nat(guest::CR3, s.cr3)?;
+        v.write64(guest::IA32_EFER, s.efer | (1 << 10))?;
+        let entry = n.negotiated.entry.bits() | EntryControls::IA32E_MODE_GUEST.bits();
+        v.write32(ctrl::ENTRY_CONTROLS, entry)?;
+        v.write_nat(guest::DR7, 0x400)?;
+        v.write_nat(guest::RSP, s.rsp)?;
+        v.write_nat(guest::RIP, s.rip)?;
+        v.write_nat(guest::RFLAGS, (s.rflags | 0x2) & !(1 << 17))?;
+        v.write64(guest::IA32_PAT, 0x0007_0406_0007_0406)?;
+        v.write64(guest::IA32_DEBUGCTL, 0)?;
+        v.write64(guest::VMCS_LINK_POINTER, u64::MAX)?;
+        v.write32(guest::INTERRUPTIBILITY_STATE, 0)?;
+        v.write32(guest::ACTIVITY_STATE, 0)?;
+        v.write_nat(guest::PENDING_DEBUG_EXCEPTIONS, 0)?;
+        v.write16(guest::CS_SELECTOR, 0x10)?;
+        v.write_nat(guest::CS_BASE, 0)?;
+        v.write32(guest::CS_LIMIT, u32::MAX)?;
+        v.write32(guest::CS_ACCESS_RIGHTS, AccessRights::CODE64.0)?;
+        for (sel, base, limit, ar) in [
+            (
+                guest::DS_SELECTOR,
+                guest::DS_BASE,
+                guest::DS_LIMIT,
+                guest::DS_ACCESS_RIGHTS,
+            ),
+            (
+                guest::ES_SELECTOR,
+                guest::ES_BASE,
+                guest::ES_LIMIT,
+                guest::ES_ACCESS_RIGHTS,
+            ),
+            (
+                guest::SS_SELECTOR,
+                guest::SS_BASE,
+                guest::SS_LIMIT,
+                guest::SS_ACCESS_RIGHTS,
+            ),
+            (
+                guest::FS_SELECTOR,
+                guest::FS_BASE,
+                guest::FS_LIMIT,
+                guest::FS_ACCESS_RIGHTS,
+            ),
+            (
+                guest::GS_SELECTOR,
+                guest::GS_BASE,
+                guest::GS_LIMIT,
+                guest::GS_ACCESS_RIGHTS,
+            ),
+        ] {
+            v.write16(sel, 0x18)?;
+            v.write_nat(base, 0)?;
+            v.write32(limit, u32::MAX)?;
+            v.write32(ar, AccessRights::DATA32.0)?;
+        }
+        v.write16(guest::TR_SELECTOR, 0x20)?;
+        v.write_nat(guest::TR_BASE, 0)?;
+        v.write32(guest::TR_LIMIT, 0x67)?;
+        v.write32(guest::TR_ACCESS_RIGHTS, AccessRights::TSS_BUSY.0)?;
+        v.write16(guest::LDTR_SELECTOR, 0)?;
+        v.write_nat(guest::LDTR_BASE, 0)?;
+        v.write32(guest::LDTR_LIMIT, 0)?;
+        v.write32(guest::LDTR_ACCESS_RIGHTS, AccessRights::UNUSABLE.0)?;
+        v.write_nat(guest::GDTR_BASE, 0)?;
+        v.write32(guest::GDTR_LIMIT, 0)?;
+        v.write_nat(guest::IDTR_BASE, 0)?;
+        v.write32(guest::IDTR_LIMIT, 0)?;
+        self.regs = GuestRegs {
+            rax: s.rax,
+            rbx: s.rbx,
+            rcx: s.rcx,
+            rdx: s.rdx,
+            rsi: s.rsi,
+            rdi: s.rdi,
+            rbp: s.rbp,
+            ..GuestRegs::default()
+        };
+        self.tpr = 0;
+        self.init_xsave();
+        self.xcr0 = 1;
+        self.msrs = [0; 5];
+        self.debug = [0, 0, 0, 0, 0xffff_0ff0];
+        Ok(())
+    }
+
+    /// Sets the state the vCPU starts from at its next `load` (it must not be
+    /// loaded anywhere: a vCPU that is down).
+    pub fn set_start(&mut self, entry: PvhEntry) {
+        self.pending_start = Some(entry);
+    }
+
     /// The host state of the CPU this vCPU is loaded on.
     fn write_host_state(&mut self) -> Result<(), basalt_vmx::error::VmFail> {
         let mut v = vmcs();
@@ -475,6 +618,10 @@ impl VmxVcpu {
         // SAFETY: our VMCS, cleared by `unload` or `new`, current nowhere.
         unsafe { instr::vmptrld(self.vmcs) }.map_err(GuestError::Vmx)?;
         self.write_host_state().map_err(GuestError::Vmx)?;
+        if let Some(entry) = self.pending_start.take() {
+            self.write_guest_state(entry).map_err(GuestError::Vmx)?;
+            self.launched = false;
+        }
         restore_fpu(&self.xsave, self.xcr0);
         write_debug_registers(&self.debug);
         for (m, value) in SOFTWARE_SWITCHED_MSRS.iter().zip(self.msrs) {
@@ -619,7 +766,7 @@ impl VmxVcpu {
         // Hot path first: CPUID (basic reason 10) is the most frequent exit
         // of ordinary guests.
         if raw == 10 {
-            crate::stats::count_exit(10);
+            self.exits.count(10);
             self.cpuid();
             self.advance_by(2);
             return None;
@@ -632,7 +779,7 @@ impl VmxVcpu {
         let v = vmcs();
         let field = ExitReasonField::from_raw(raw);
         let reason = field.reason;
-        crate::stats::count_exit(reason.number());
+        self.exits.count(reason.number());
         if field.entry_failure {
             return Some(VcpuExit::Error(GuestError::EntryFailed(reason)));
         }
