@@ -311,11 +311,6 @@ impl Domain {
         *self.state.lock()
     }
 
-    /// Whether its vCPUs may run.
-    pub fn is_running(&self) -> bool {
-        self.state() == State::Running
-    }
-
     /// Whether it is ending or ended.
     pub fn is_ending(&self) -> bool {
         matches!(self.state(), State::Dying(_) | State::Dead(_))

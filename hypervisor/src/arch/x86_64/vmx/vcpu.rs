@@ -152,6 +152,8 @@ pub struct VmxVcpu {
     pending_start: Option<PvhEntry>,
     /// The domain's exit counters.
     exits: alloc::sync::Arc<crate::stats::ExitCounts>,
+    /// The CPU whose host state the VMCS holds (`usize::MAX`: none yet).
+    host_cpu: usize,
 }
 
 impl Drop for VmxVcpu {
@@ -276,6 +278,7 @@ impl VmxVcpu {
             signature,
             pending_start: None,
             exits,
+            host_cpu: usize::MAX,
         };
         this.init_bitmaps();
         this.init_xsave();
@@ -617,7 +620,13 @@ impl VmxVcpu {
     pub fn load(&mut self) -> Result<(), GuestError> {
         // SAFETY: our VMCS, cleared by `unload` or `new`, current nowhere.
         unsafe { instr::vmptrld(self.vmcs) }.map_err(GuestError::Vmx)?;
-        self.write_host_state().map_err(GuestError::Vmx)?;
+        // The host state (GDT, TSS, GS base) is per CPU: rewritten only when
+        // the vCPU moved (VMCLEAR keeps the VMCS contents).
+        let cpu = crate::arch::x86_64::percpu::index();
+        if self.host_cpu != cpu {
+            self.write_host_state().map_err(GuestError::Vmx)?;
+            self.host_cpu = cpu;
+        }
         if let Some(entry) = self.pending_start.take() {
             self.write_guest_state(entry).map_err(GuestError::Vmx)?;
             self.launched = false;
@@ -651,6 +660,13 @@ impl VmxVcpu {
         // SAFETY: our VMCS, current on this CPU.
         let _ = unsafe { instr::vmclear(self.vmcs) };
         self.launched = false;
+    }
+
+    /// Whether the preemption timer keeps counting across exits (the "save
+    /// VMX-preemption timer value" exit control): then a slice is set once,
+    /// else before every entry.
+    pub fn slice_survives_exits(&self) -> bool {
+        self.controls.negotiated.preemption_timer_saved
     }
 
     /// Starts a time slice of `slice_tsc` TSC ticks (VMX preemption timer).
