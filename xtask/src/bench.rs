@@ -36,8 +36,14 @@ const RUNS: [Run; 3] = [
         cpus: 1,
         cmdline: "test-exit loglvl=warning",
         modules: &[
-            ("bench", "name=ya memory=8M cpus=0 -- mode=yield count=20000"),
-            ("bench", "name=yb memory=8M cpus=0 -- mode=yield count=20000"),
+            (
+                "bench",
+                "name=ya memory=8M cpus=0 -- mode=yield count=20000",
+            ),
+            (
+                "bench",
+                "name=yb memory=8M cpus=0 -- mode=yield count=20000",
+            ),
         ],
         expect: r#"["yield_loop_ticks="]"#,
     },
@@ -46,7 +52,10 @@ const RUNS: [Run; 3] = [
         cpus: 1,
         cmdline: "test-exit loglvl=warning test-measure=0,400",
         modules: &[
-            ("sleeper", "name=sleeper memory=8M -- count=40 delay_us=5000 warmup=5 forever=1"),
+            (
+                "sleeper",
+                "name=sleeper memory=8M -- count=40 delay_us=5000 warmup=5 forever=1",
+            ),
             ("spin", "name=hog memory=8M -- iterations=0"),
         ],
         expect: r#"["wake_latency_avg_us="]"#,
@@ -103,7 +112,10 @@ fn run(r: &Run, kernel: &std::path::Path, guests: &crate::guests::Guests) -> Res
 fn figure(log: &str, marker: &str, key: &str) -> Option<u64> {
     let line = log.lines().find(|l| l.contains(marker))?;
     let rest = line.split(key).nth(1)?;
-    rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Runs the benchmarks and prints `name=value` lines.
@@ -119,8 +131,14 @@ pub fn bench() -> Result {
         Some(v) => println!("{name}={v}"),
         None => missing.push(name.to_string()),
     };
-    report("cpuid_exit_ticks", figure(&exits, "cpuid_loop_ticks=", "per="));
-    report("vmcall_exit_ticks", figure(&exits, "vmcall_loop_ticks=", "per="));
+    report(
+        "cpuid_exit_ticks",
+        figure(&exits, "cpuid_loop_ticks=", "per="),
+    );
+    report(
+        "vmcall_exit_ticks",
+        figure(&exits, "vmcall_loop_ticks=", "per="),
+    );
     report("io_exit_ticks", figure(&exits, "io_loop_ticks=", "per="));
     // One yield iteration of a domain holds two switches (to the other
     // domain and back).
