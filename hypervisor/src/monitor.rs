@@ -308,6 +308,15 @@ fn stats() {
         let mut line = crate::StackString::<600>::new();
         crate::stats::format_counts(&d.exits.snapshot(), &mut line);
         println!("  d{} ({}): {}", d.id, d.name, line.as_str());
+        let (written, dropped) = {
+            let h = d.history.lock();
+            (h.written(), h.dropped())
+        };
+        println!(
+            "  d{} console: {written} bytes written, {dropped} dropped from the {} KiB history",
+            d.id,
+            domain::CONSOLE_HISTORY / 1024
+        );
     }
 }
 

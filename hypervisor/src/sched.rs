@@ -392,19 +392,26 @@ pub fn domain_runtime(domain: u32) -> u64 {
 pub fn wake_vcpu(id: VcpuId) {
     let now = time::now_ns();
     let cpu = with(|s| {
-        let slot = s.slots.get(&id)?;
-        if !slot.up.load(Ordering::SeqCst) || !slot.halted.swap(false, Ordering::SeqCst) {
+        let slot = s.slots.get(&id)?.clone();
+        if !slot.up.load(Ordering::SeqCst) || !slot.halted.load(Ordering::SeqCst) {
             return None;
         }
-        if slot.paused.load(Ordering::SeqCst) {
-            return None;
-        }
-        s.policy.wake(id, now)
+        unhalt(s, &slot, now)
     })
     .flatten();
     if let Some(c) = cpu {
         tickle(c);
     }
+}
+
+/// The halted vCPU of `slot` had its event: it becomes runnable unless its
+/// domain is paused. Returns the CPU to tickle.
+fn unhalt(s: &mut State, slot: &Slot, now: u64) -> Option<usize> {
+    slot.halted.store(false, Ordering::SeqCst);
+    if slot.paused.load(Ordering::SeqCst) {
+        return None;
+    }
+    s.policy.wake(slot.id, now)
 }
 
 /// Errors of `VCPUOP_initialise` / `VCPUOP_up`, as Xen returns them.
@@ -602,11 +609,7 @@ fn fire_timers(me: usize) -> Option<u64> {
                 return None;
             }
             timer.store(0, Ordering::SeqCst);
-            slot.halted.store(false, Ordering::SeqCst);
-            if slot.paused.load(Ordering::SeqCst) {
-                return None;
-            }
-            s.policy.wake(id, now)
+            unhalt(s, &slot, now)
         })
         .flatten();
         if let Some(c) = cpu {

@@ -234,6 +234,72 @@ const CR0_PG: u64 = 1 << 31;
 const CR4_VMXE: u64 = 1 << 13;
 const CR4_SMXE: u64 = 1 << 14;
 
+/// Writes flat segments: CS `(selector, access rights)`, the data segments
+/// DS, ES, SS, FS, GS with `data`, all with base 0 and `limit`; a busy TSS
+/// at `tr` (limit 0x67), no LDT, empty GDTR and IDTR (the guest loads its
+/// own).
+fn write_flat_segments(
+    v: &mut CurrentVmcs,
+    code: (u16, u32),
+    data: (u16, u32),
+    limit: u32,
+    tr: u16,
+) -> Result<(), basalt_vmx::error::VmFail> {
+    v.write16(guest::CS_SELECTOR, code.0)?;
+    v.write_nat(guest::CS_BASE, 0)?;
+    v.write32(guest::CS_LIMIT, limit)?;
+    v.write32(guest::CS_ACCESS_RIGHTS, code.1)?;
+    for (sel, base, limit_field, ar) in [
+        (
+            guest::DS_SELECTOR,
+            guest::DS_BASE,
+            guest::DS_LIMIT,
+            guest::DS_ACCESS_RIGHTS,
+        ),
+        (
+            guest::ES_SELECTOR,
+            guest::ES_BASE,
+            guest::ES_LIMIT,
+            guest::ES_ACCESS_RIGHTS,
+        ),
+        (
+            guest::SS_SELECTOR,
+            guest::SS_BASE,
+            guest::SS_LIMIT,
+            guest::SS_ACCESS_RIGHTS,
+        ),
+        (
+            guest::FS_SELECTOR,
+            guest::FS_BASE,
+            guest::FS_LIMIT,
+            guest::FS_ACCESS_RIGHTS,
+        ),
+        (
+            guest::GS_SELECTOR,
+            guest::GS_BASE,
+            guest::GS_LIMIT,
+            guest::GS_ACCESS_RIGHTS,
+        ),
+    ] {
+        v.write16(sel, data.0)?;
+        v.write_nat(base, 0)?;
+        v.write32(limit_field, limit)?;
+        v.write32(ar, data.1)?;
+    }
+    v.write16(guest::TR_SELECTOR, tr)?;
+    v.write_nat(guest::TR_BASE, 0)?;
+    v.write32(guest::TR_LIMIT, 0x67)?;
+    v.write32(guest::TR_ACCESS_RIGHTS, AccessRights::TSS_BUSY.0)?;
+    v.write16(guest::LDTR_SELECTOR, 0)?;
+    v.write_nat(guest::LDTR_BASE, 0)?;
+    v.write32(guest::LDTR_LIMIT, 0)?;
+    v.write32(guest::LDTR_ACCESS_RIGHTS, AccessRights::UNUSABLE.0)?;
+    v.write_nat(guest::GDTR_BASE, 0)?;
+    v.write32(guest::GDTR_LIMIT, 0)?;
+    v.write_nat(guest::IDTR_BASE, 0)?;
+    v.write32(guest::IDTR_LIMIT, 0)
+}
+
 fn vmcs() -> CurrentVmcs {
     CurrentVmcs
 }
@@ -423,59 +489,7 @@ impl VmxVcpu {
                 0x20,
             )
         };
-        v.write16(guest::CS_SELECTOR, cs)?;
-        v.write_nat(guest::CS_BASE, 0)?;
-        v.write32(guest::CS_LIMIT, limit)?;
-        v.write32(guest::CS_ACCESS_RIGHTS, code)?;
-        for (sel, base, limit_field, ar) in [
-            (
-                guest::DS_SELECTOR,
-                guest::DS_BASE,
-                guest::DS_LIMIT,
-                guest::DS_ACCESS_RIGHTS,
-            ),
-            (
-                guest::ES_SELECTOR,
-                guest::ES_BASE,
-                guest::ES_LIMIT,
-                guest::ES_ACCESS_RIGHTS,
-            ),
-            (
-                guest::SS_SELECTOR,
-                guest::SS_BASE,
-                guest::SS_LIMIT,
-                guest::SS_ACCESS_RIGHTS,
-            ),
-            (
-                guest::FS_SELECTOR,
-                guest::FS_BASE,
-                guest::FS_LIMIT,
-                guest::FS_ACCESS_RIGHTS,
-            ),
-            (
-                guest::GS_SELECTOR,
-                guest::GS_BASE,
-                guest::GS_LIMIT,
-                guest::GS_ACCESS_RIGHTS,
-            ),
-        ] {
-            v.write16(sel, ds)?;
-            v.write_nat(base, 0)?;
-            v.write32(limit_field, limit)?;
-            v.write32(ar, data)?;
-        }
-        v.write16(guest::TR_SELECTOR, tr)?;
-        v.write_nat(guest::TR_BASE, 0)?;
-        v.write32(guest::TR_LIMIT, 0x67)?;
-        v.write32(guest::TR_ACCESS_RIGHTS, AccessRights::TSS_BUSY.0)?;
-        v.write16(guest::LDTR_SELECTOR, 0)?;
-        v.write_nat(guest::LDTR_BASE, 0)?;
-        v.write32(guest::LDTR_LIMIT, 0)?;
-        v.write32(guest::LDTR_ACCESS_RIGHTS, AccessRights::UNUSABLE.0)?;
-        v.write_nat(guest::GDTR_BASE, 0)?;
-        v.write32(guest::GDTR_LIMIT, 0)?;
-        v.write_nat(guest::IDTR_BASE, 0)?;
-        v.write32(guest::IDTR_LIMIT, 0)?;
+        write_flat_segments(&mut v, (cs, code), (ds, data), limit, tr)?;
         Ok(())
     }
 
@@ -503,59 +517,13 @@ impl VmxVcpu {
         v.write32(guest::INTERRUPTIBILITY_STATE, 0)?;
         v.write32(guest::ACTIVITY_STATE, 0)?;
         v.write_nat(guest::PENDING_DEBUG_EXCEPTIONS, 0)?;
-        v.write16(guest::CS_SELECTOR, 0x10)?;
-        v.write_nat(guest::CS_BASE, 0)?;
-        v.write32(guest::CS_LIMIT, u32::MAX)?;
-        v.write32(guest::CS_ACCESS_RIGHTS, AccessRights::CODE64.0)?;
-        for (sel, base, limit, ar) in [
-            (
-                guest::DS_SELECTOR,
-                guest::DS_BASE,
-                guest::DS_LIMIT,
-                guest::DS_ACCESS_RIGHTS,
-            ),
-            (
-                guest::ES_SELECTOR,
-                guest::ES_BASE,
-                guest::ES_LIMIT,
-                guest::ES_ACCESS_RIGHTS,
-            ),
-            (
-                guest::SS_SELECTOR,
-                guest::SS_BASE,
-                guest::SS_LIMIT,
-                guest::SS_ACCESS_RIGHTS,
-            ),
-            (
-                guest::FS_SELECTOR,
-                guest::FS_BASE,
-                guest::FS_LIMIT,
-                guest::FS_ACCESS_RIGHTS,
-            ),
-            (
-                guest::GS_SELECTOR,
-                guest::GS_BASE,
-                guest::GS_LIMIT,
-                guest::GS_ACCESS_RIGHTS,
-            ),
-        ] {
-            v.write16(sel, 0x18)?;
-            v.write_nat(base, 0)?;
-            v.write32(limit, u32::MAX)?;
-            v.write32(ar, AccessRights::DATA32.0)?;
-        }
-        v.write16(guest::TR_SELECTOR, 0x20)?;
-        v.write_nat(guest::TR_BASE, 0)?;
-        v.write32(guest::TR_LIMIT, 0x67)?;
-        v.write32(guest::TR_ACCESS_RIGHTS, AccessRights::TSS_BUSY.0)?;
-        v.write16(guest::LDTR_SELECTOR, 0)?;
-        v.write_nat(guest::LDTR_BASE, 0)?;
-        v.write32(guest::LDTR_LIMIT, 0)?;
-        v.write32(guest::LDTR_ACCESS_RIGHTS, AccessRights::UNUSABLE.0)?;
-        v.write_nat(guest::GDTR_BASE, 0)?;
-        v.write32(guest::GDTR_LIMIT, 0)?;
-        v.write_nat(guest::IDTR_BASE, 0)?;
-        v.write32(guest::IDTR_LIMIT, 0)?;
+        write_flat_segments(
+            &mut v,
+            (0x10, AccessRights::CODE64.0),
+            (0x18, AccessRights::DATA32.0),
+            u32::MAX,
+            0x20,
+        )?;
         self.regs = GuestRegs {
             rax: s.rax,
             rbx: s.rbx,
