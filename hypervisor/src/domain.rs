@@ -379,26 +379,43 @@ impl Domain {
             basalt_boot::memmap::ByteSize(freed)
         );
         DOMAINS.lock().retain(|d| d.id != self.id);
-        if reason != EndReason::Reboot {
-            ENDED.lock().push(Ended {
-                id: self.id,
-                name: self.name.clone(),
-                reason,
-                code,
-            });
+        if reason == EndReason::Reboot {
+            // Still counted as live until `rebuild` replaced it, so a test
+            // run does not end in between.
+            return;
         }
+        ENDED.lock().push(Ended {
+            id: self.id,
+            name: self.name.clone(),
+            reason,
+            code,
+        });
         LIVE.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// Builds this domain again from its boot modules (after it ended with
-    /// `reboot`): same id, name and settings, fresh memory and vCPUs.
+    /// `reboot`): same id, name and settings, fresh memory and vCPUs. Call
+    /// once per reboot.
     pub fn rebuild(&self) -> Result<(Arc<Domain>, Vec<Vcpu>), String> {
-        let spec = match spec::parse_module(self.module.cmdline) {
-            Ok(ModuleRole::Kernel(spec)) => spec,
-            _ => return Err("its module command line no longer parses".into()),
+        // The new domain counts itself (from `build`); this one stops
+        // counting once the new one exists or failed.
+        let built = match spec::parse_module(self.module.cmdline) {
+            Ok(ModuleRole::Kernel(spec)) => {
+                build(self.id, &spec, self.module, &self.initrds, self.boot + 1)
+                    .map_err(|e| alloc::format!("{e}"))
+            }
+            _ => Err("its module command line no longer parses".into()),
         };
-        let built = build(self.id, &spec, self.module, &self.initrds, self.boot + 1)
-            .map_err(|e| alloc::format!("{e}"))?;
+        LIVE.fetch_sub(1, Ordering::SeqCst);
+        let built = built.inspect_err(|_| {
+            // A domain that cannot come back counts as crashed.
+            ENDED.lock().push(Ended {
+                id: self.id,
+                name: self.name.clone(),
+                reason: EndReason::Crash,
+                code: 0,
+            });
+        })?;
         info!(
             "domain d{} ({}) restarted (boot {}): {} memory, {} vCPU(s)",
             self.id,

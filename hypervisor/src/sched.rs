@@ -253,9 +253,11 @@ fn retire(vcpu: Box<Vcpu>) {
     drop(vcpu);
     if let Some(reason) = domain.vcpu_retired() {
         EPT_GENERATION.fetch_add(1, Ordering::SeqCst);
-        crate::monitor::domain_gone(domain.id);
         if reason == EndReason::Reboot {
+            // Same id after the restart: a console focused on it stays.
             REBUILD.lock().push(domain);
+        } else {
+            crate::monitor::domain_gone(domain.id);
         }
     }
 }
