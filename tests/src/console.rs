@@ -10,13 +10,17 @@
 //! [`SerialBuffer`]; the step runner ([`run_steps`]) waits in that buffer for
 //! each step's text and types the step's bytes, paced. Both work on any
 //! `Read`/`Write`, so they are unit-tested against in-memory streams.
+//!
+//! `cargo xtask run --emulator bochs` uses the same pieces ([`Pty`],
+//! [`PtyStream`], [`pump`], [`make_raw`]) to put COM1 on the operator's
+//! terminal.
 
 use crate::scenario::Step;
 use std::ffi::CStr;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -330,7 +334,7 @@ impl Pty {
             .write(true)
             .custom_flags(libc::O_NOCTTY)
             .open(&path)?;
-        make_raw(&slave)?;
+        make_raw(&slave, false)?;
         Ok(Self {
             master,
             _slave: slave,
@@ -342,29 +346,54 @@ impl Pty {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// A stream on the master end (see [`PtyStream`] for how `stop` ends it).
+    pub fn stream(&self, stop: Arc<AtomicBool>) -> io::Result<PtyStream> {
+        Ok(PtyStream {
+            master: self.master.try_clone()?,
+            stop,
+        })
+    }
 }
 
-fn make_raw(tty: &File) -> io::Result<()> {
+/// Puts the terminal `tty` in raw mode: input bytes unchanged (no line
+/// editing, no echo, no signals from Ctrl-C, Ctrl-Z or Ctrl-\), and with
+/// `keep_output` false no output processing either. Returns the mode it had,
+/// for [`set_terminal_mode`].
+pub fn make_raw(tty: impl AsFd, keep_output: bool) -> io::Result<libc::termios> {
+    let fd = tty.as_fd().as_raw_fd();
     let mut mode = std::mem::MaybeUninit::<libc::termios>::uninit();
-    // SAFETY: `tty` is an open terminal; `mode` has room for a termios.
-    if unsafe { libc::tcgetattr(tty.as_raw_fd(), mode.as_mut_ptr()) } != 0 {
+    // SAFETY: `fd` is open (borrowed); `mode` has room for a termios.
+    if unsafe { libc::tcgetattr(fd, mode.as_mut_ptr()) } != 0 {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: `tcgetattr` succeeded, so `mode` is initialised.
-    let mut mode = unsafe { mode.assume_init() };
-    // SAFETY: `mode` is a valid termios.
-    unsafe { libc::cfmakeraw(&mut mode) };
-    // SAFETY: `tty` is an open terminal and `mode` a valid termios.
-    if unsafe { libc::tcsetattr(tty.as_raw_fd(), libc::TCSANOW, &mode) } != 0 {
+    let saved = unsafe { mode.assume_init() };
+    let mut raw = saved;
+    // SAFETY: `raw` is a valid termios.
+    unsafe { libc::cfmakeraw(&mut raw) };
+    if keep_output {
+        raw.c_oflag = saved.c_oflag;
+    }
+    set_terminal_mode(tty, &raw)?;
+    Ok(saved)
+}
+
+/// Sets the mode of the terminal `tty`, e.g. back to what [`make_raw`]
+/// returned.
+pub fn set_terminal_mode(tty: impl AsFd, mode: &libc::termios) -> io::Result<()> {
+    // SAFETY: the descriptor is open (borrowed) and `mode` a valid termios.
+    if unsafe { libc::tcsetattr(tty.as_fd().as_raw_fd(), libc::TCSANOW, mode) } != 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())
 }
 
-/// Waits up to `timeout` for `file` to become readable; whether it is.
-fn readable(file: &File, timeout: Duration) -> io::Result<bool> {
+/// Waits up to `timeout` for `file` to become readable (or to reach its end
+/// or an error); whether it is.
+pub fn readable(file: impl AsFd, timeout: Duration) -> io::Result<bool> {
     let mut fds = libc::pollfd {
-        fd: file.as_raw_fd(),
+        fd: file.as_fd().as_raw_fd(),
         events: libc::POLLIN,
         revents: 0,
     };
@@ -376,11 +405,12 @@ fn readable(file: &File, timeout: Duration) -> io::Result<bool> {
     }
 }
 
-/// The master end of a [`Pty`] as a byte stream. Reading ends (returns 0)
-/// once `stop` is set and no byte came for a poll interval; writing waits
-/// while the terminal's input queue is full, and fails once `stop` is set.
+/// The master end of a [`Pty`] as a byte stream ([`Pty::stream`]). Reading
+/// ends (returns 0) once `stop` is set and no byte came for a poll interval;
+/// writing waits while the terminal's input queue is full, and fails once
+/// `stop` is set.
 #[derive(Debug)]
-struct PtyStream {
+pub struct PtyStream {
     master: File,
     stop: Arc<AtomicBool>,
 }
@@ -477,14 +507,8 @@ impl Console {
         deadline: Instant,
     ) -> io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
-        let input = PtyStream {
-            master: pty.master.try_clone()?,
-            stop: Arc::clone(&stop),
-        };
-        let output = PtyStream {
-            master: pty.master.try_clone()?,
-            stop: Arc::clone(&stop),
-        };
+        let input = pty.stream(Arc::clone(&stop))?;
+        let output = pty.stream(Arc::clone(&stop))?;
         let link = Link::Pty { _pty: pty, stop };
         Ok(Self::start(link, input, output, log, steps, pace, deadline))
     }

@@ -55,9 +55,10 @@ pub struct Machine {
 /// Where the emulated COM1 goes.
 #[derive(Debug, Clone, Copy)]
 pub enum Serial<'a> {
-    /// Into a file (tests; `xtask run` under Bochs, which tails it).
+    /// Into a file (scenarios without steps).
     File(&'a Path),
-    /// The terminal, both ways (`xtask run` under QEMU).
+    /// The terminal, both ways (`xtask run` under QEMU; under Bochs it uses
+    /// a pseudo-terminal, [`Serial::Tty`]).
     Stdio,
     /// A TCP server on `127.0.0.1` at this port that waits for one client
     /// before the machine starts; the test harness connects and carries COM1

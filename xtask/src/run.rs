@@ -3,12 +3,18 @@
 use crate::iso::{self, IsoSpec, Loader, ModuleArg};
 use crate::packages;
 use crate::util::{self, Result};
+use basalt_tests::console::{self, Pty, SerialBuffer, Waited};
 use basalt_tests::emulator::{self, Emulator, Machine, Serial};
-use std::io::{Read, Write};
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{IsTerminal, Read, Write};
+use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, TryLockError};
+use std::time::{Duration, Instant};
 
 /// What `run` boots.
 #[derive(Debug, Clone)]
@@ -21,18 +27,23 @@ pub struct RunOptions {
     pub modules: Vec<ModuleArg>,
 }
 
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+/// The signal that ended the run, 0 while none has; `SIGINT` also for
+/// Ctrl-C typed on a terminal in raw mode.
+static STOPPED_BY: AtomicI32 = AtomicI32::new(0);
 
-extern "C" fn on_sigint(_: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
+extern "C" fn on_signal(signal: libc::c_int) {
+    STOPPED_BY.store(signal, Ordering::SeqCst);
 }
 
-/// Catches Ctrl-C in xtask so that it can stop the emulator and say so.
-fn catch_ctrl_c() {
-    let handler: extern "C" fn(libc::c_int) = on_sigint;
-    // SAFETY: the handler only stores to an atomic, which is
-    // async-signal-safe; `signal` has no other preconditions.
-    unsafe { libc::signal(libc::SIGINT, handler as libc::sighandler_t) };
+/// Catches `signals` in xtask so that it can stop the emulator, put the
+/// terminal back and say so.
+fn catch_signals(signals: &[libc::c_int]) {
+    let handler: extern "C" fn(libc::c_int) = on_signal;
+    for &signal in signals {
+        // SAFETY: the handler only stores to an atomic, which is
+        // async-signal-safe; `signal` has no other preconditions.
+        unsafe { libc::signal(signal, handler as libc::sighandler_t) };
+    }
 }
 
 /// Boots Basalt; returns when the emulator ends or Ctrl-C is pressed.
@@ -72,7 +83,6 @@ pub fn run(options: &RunOptions) -> Result {
             &image,
         )
     })?;
-    catch_ctrl_c();
     eprintln!(
         "==> booting under {} ({} CPUs, {} MiB); Ctrl-C ends the run",
         machine.emulator.name(),
@@ -80,8 +90,14 @@ pub fn run(options: &RunOptions) -> Result {
         machine.memory_mib
     );
     match machine.emulator {
-        Emulator::Bochs => run_bochs(&machine, &image, &dir),
+        Emulator::Bochs => {
+            // xtask owns Bochs (another process group) and the terminal's
+            // mode: it ends Bochs and restores the terminal on any of these.
+            catch_signals(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP]);
+            run_bochs(&machine, &image, &dir)
+        }
         _ => {
+            catch_signals(&[libc::SIGINT]);
             let mut cmd = emulator::command(&machine, &image, Serial::Stdio, None);
             let mut child = cmd.spawn().map_err(|e| format!("cannot start QEMU: {e}"))?;
             // QEMU shares the terminal and takes Ctrl-C itself; xtask waits.
@@ -92,9 +108,21 @@ pub fn run(options: &RunOptions) -> Result {
 }
 
 fn report_end(code: Option<i32>) -> Result {
-    if INTERRUPTED.load(Ordering::SeqCst) {
-        eprintln!("\n==> stopped by Ctrl-C");
-        return Ok(());
+    match STOPPED_BY.load(Ordering::SeqCst) {
+        0 => {}
+        libc::SIGINT => {
+            eprintln!("\n==> stopped by Ctrl-C");
+            return Ok(());
+        }
+        signal => {
+            let name = match signal {
+                libc::SIGTERM => "SIGTERM".to_string(),
+                libc::SIGHUP => "SIGHUP".to_string(),
+                other => format!("signal {other}"),
+            };
+            eprintln!("\n==> stopped by {name}");
+            return Ok(());
+        }
     }
     match code {
         Some(0 | 33) | None => Ok(()),
@@ -103,22 +131,43 @@ fn report_end(code: Option<i32>) -> Result {
     }
 }
 
-/// Bochs writes COM1 to a file that xtask copies to the terminal. Bochs runs
-/// in its own process group so that Ctrl-C does not drop it into its
-/// debugger prompt; xtask ends it instead.
-fn run_bochs(machine: &Machine, image: &std::path::Path, dir: &std::path::Path) -> Result {
+/// Bochs' COM1 is a pseudo-terminal ([`Pty`], Bochs' `mode=term`, as in the
+/// scenarios with steps): xtask copies its output to standard output and to
+/// `serial.log`, and standard input to it. A terminal on standard input is
+/// put in raw mode for the run, so every key, Ctrl-A included, goes to
+/// Basalt, except Ctrl-C, which ends the run. Piped input waits for the
+/// monitor's first prompt and goes one byte every [`SEND_PACE`]; after its
+/// end the run goes on until Bochs ends or Ctrl-C. Bochs runs in its own
+/// process group so that Ctrl-C does not drop it into its debugger prompt;
+/// xtask ends it instead.
+fn run_bochs(machine: &Machine, image: &Path, dir: &Path) -> Result {
     let serial = dir.join("serial.log");
     let config = dir.join("bochsrc");
     let rc = dir.join("bochs-rc");
     let log = dir.join("bochs.log");
-    std::fs::write(&serial, b"").map_err(|e| e.to_string())?;
+    let serial_file = File::create(&serial).map_err(|e| format!("{}: {e}", serial.display()))?;
+    let pty = Pty::open().map_err(|e| format!("cannot open a pseudo-terminal for COM1: {e}"))?;
     std::fs::write(
         &config,
-        emulator::bochs_config(machine, image, &serial, &log),
+        emulator::bochs_config_serial(machine, image, Serial::Tty(pty.path()), &log),
     )
     .map_err(|e| e.to_string())?;
     std::fs::write(&rc, emulator::BOCHS_RC).map_err(|e| e.to_string())?;
-    let mut cmd = emulator::command(machine, image, Serial::File(&serial), Some((&config, &rc)));
+    let stop = Arc::new(AtomicBool::new(false));
+    let from_guest = pty.stream(Arc::clone(&stop)).map_err(|e| e.to_string())?;
+    let to_guest = pty.stream(Arc::clone(&stop)).map_err(|e| e.to_string())?;
+    let terminal = std::io::stdin().is_terminal();
+    let raw = if terminal {
+        Some(RawStdin::enter().map_err(|e| format!("cannot put the terminal in raw mode: {e}"))?)
+    } else {
+        None
+    };
+    let mut cmd = emulator::command(
+        machine,
+        image,
+        Serial::Tty(pty.path()),
+        Some((&config, &rc)),
+    );
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -126,32 +175,190 @@ fn run_bochs(machine: &Machine, image: &std::path::Path, dir: &std::path::Path) 
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("cannot start Bochs: {e}"))?;
-    let mut file = std::fs::File::open(&serial).map_err(|e| e.to_string())?;
-    let mut buf = Vec::new();
-    let mut out = std::io::stdout();
-    let copy = |file: &mut std::fs::File, buf: &mut Vec<u8>, out: &mut std::io::Stdout| {
-        buf.clear();
-        let _ = file.read_to_end(buf);
-        if !buf.is_empty() {
-            let _ = out.write_all(buf);
-            let _ = out.flush();
-        }
+    if terminal {
+        eprintln!(
+            "==> COM1 is on this terminal (raw): Ctrl-A three times switches the input \
+             between Basalt's monitor and each domain; Ctrl-C ends the run"
+        );
+    } else {
+        eprintln!("==> standard input goes to COM1 once the monitor's first {PROMPT:?} appears");
+    }
+    let buffer = Arc::new(SerialBuffer::default());
+    let reader = {
+        let buffer = Arc::clone(&buffer);
+        let out = Tee {
+            log: serial_file,
+            out: std::io::stdout(),
+        };
+        std::thread::spawn(move || console::pump(from_guest, out, &buffer))
     };
-    let status = loop {
-        copy(&mut file, &mut buf, &mut out);
-        if INTERRUPTED.load(Ordering::SeqCst) {
+    let typist = {
+        let buffer = Arc::clone(&buffer);
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || forward_input(to_guest, terminal, &buffer, &stop))
+    };
+    loop {
+        if STOPPED_BY.load(Ordering::SeqCst) != 0 {
             let _ = child.kill();
             let _ = child.wait();
-            break None;
+            break;
         }
-        if let Ok(Some(status)) = child.try_wait() {
-            copy(&mut file, &mut buf, &mut out);
-            break Some(status);
+        // Bochs' own exit status is always 1 (platform facts §3): judge nothing from it.
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
         }
         std::thread::sleep(Duration::from_millis(50));
-    };
-    eprintln!("\n==> Bochs log: {}", log.display());
-    // Bochs' own exit status is always 1 (platform facts §3): judge nothing from it.
-    let _ = status;
+    }
+    // Both threads end within a poll interval: the reader once the pty is
+    // drained, the typist at its next look.
+    stop.store(true, Ordering::SeqCst);
+    let logged = reader.join();
+    let _ = typist.join();
+    drop(raw);
+    if let Ok(Err(e)) = logged {
+        eprintln!("\n==> writing {} failed: {e}", serial.display());
+    }
+    eprintln!(
+        "\n==> serial log: {}; Bochs log: {}",
+        serial.display(),
+        log.display()
+    );
     report_end(None)
+}
+
+/// Time between two bytes sent to the emulated UART, so that pasted or piped
+/// text does not overrun it.
+const SEND_PACE: Duration = Duration::from_millis(10);
+
+/// The monitor's prompt, which piped input waits for.
+const PROMPT: &str = "basalt> ";
+
+/// Ctrl-C from a terminal in raw mode: ends the run (Basalt's monitor does
+/// not use it).
+const CTRL_C: u8 = 0x03;
+
+/// Piped input read ahead of what has been sent, at most.
+const MAX_PENDING: usize = 64 * 1024;
+
+/// Copies standard input to the guest machine's COM1 (`to_guest`), one byte
+/// every [`SEND_PACE`], until `stop`. From a `terminal` (raw mode): at once,
+/// Ctrl-C ends the run. Otherwise: from the monitor's first prompt on.
+fn forward_input(
+    mut to_guest: console::PtyStream,
+    terminal: bool,
+    buffer: &SerialBuffer,
+    stop: &AtomicBool,
+) {
+    // The descriptor itself: `Stdin`'s buffer would hide bytes from `poll`.
+    let Ok(stdin) = std::io::stdin().as_fd().try_clone_to_owned() else {
+        return;
+    };
+    let mut stdin = File::from(stdin);
+    let mut pending = VecDeque::new();
+    let mut open = true;
+    let mut prompted = terminal;
+    let mut next = Instant::now();
+    let mut chunk = [0u8; 4096];
+    while !stop.load(Ordering::SeqCst) {
+        if !prompted {
+            prompted = matches!(buffer.wait_for(PROMPT, 0, Instant::now()), Waited::Found(_));
+        }
+        let now = Instant::now();
+        if prompted
+            && now >= next
+            && let Some(byte) = pending.pop_front()
+        {
+            if to_guest.write_all(&[byte]).is_err() {
+                return;
+            }
+            next = now + SEND_PACE;
+            continue;
+        }
+        let wait = if prompted && !pending.is_empty() {
+            next.saturating_duration_since(now)
+        } else {
+            Duration::from_millis(50)
+        };
+        if !open || pending.len() >= MAX_PENDING {
+            std::thread::sleep(wait);
+            continue;
+        }
+        match console::readable(&stdin, wait) {
+            Ok(false) => {}
+            Ok(true) => match stdin.read(&mut chunk) {
+                Ok(0) => open = false,
+                Ok(n) => {
+                    for &byte in &chunk[..n] {
+                        if terminal && byte == CTRL_C {
+                            STOPPED_BY.store(libc::SIGINT, Ordering::SeqCst);
+                        } else {
+                            pending.push_back(byte);
+                        }
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => open = false,
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => open = false,
+        }
+    }
+}
+
+/// Writes to the serial log and, best effort, to standard output.
+struct Tee {
+    log: File,
+    out: std::io::Stdout,
+}
+
+impl Write for Tee {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.log.write_all(buf)?;
+        let mut out = self.out.lock();
+        let _ = out.write_all(buf).and_then(|()| out.flush());
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.log.flush()
+    }
+}
+
+/// The terminal mode standard input had before [`RawStdin::enter`].
+static SAVED_MODE: Mutex<Option<libc::termios>> = Mutex::new(None);
+
+/// Standard input, a terminal, in raw mode until dropped (or a panic).
+/// Output processing stays on, so xtask's own lines still begin at the left.
+struct RawStdin;
+
+impl RawStdin {
+    fn enter() -> std::io::Result<Self> {
+        let saved = console::make_raw(std::io::stdin(), true)?;
+        *SAVED_MODE.lock().unwrap_or_else(PoisonError::into_inner) = Some(saved);
+        // Panics abort (no unwinding): the hook puts the terminal back.
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            restore_stdin();
+            previous(info);
+        }));
+        Ok(Self)
+    }
+}
+
+impl Drop for RawStdin {
+    fn drop(&mut self) {
+        restore_stdin();
+    }
+}
+
+/// Puts standard input back in the mode it had, once.
+fn restore_stdin() {
+    let saved = match SAVED_MODE.try_lock() {
+        Ok(mut saved) => saved.take(),
+        Err(TryLockError::Poisoned(e)) => e.into_inner().take(),
+        Err(TryLockError::WouldBlock) => None,
+    };
+    if let Some(mode) = saved {
+        let _ = console::set_terminal_mode(std::io::stdin(), &mode);
+    }
 }
