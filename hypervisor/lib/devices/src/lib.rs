@@ -1,0 +1,21 @@
+//! Basalt's virtual platform (docs/platform.md): the devices an unmodified
+//! guest sees, as pure register state machines.
+//!
+//! * [`uart::Uart16550`]: a 16550A UART — the eight registers at offsets
+//!   0..=7, DLAB switching, the 16-byte receive FIFO, interrupt
+//!   identification in the 16550's priority order, loopback and the modem
+//!   status lines — enough for Linux's 8250 driver to probe it as a 16550A.
+//!
+//! Each model only sees register reads and writes and the bytes its caller
+//! feeds in; it reports what the guest should see (register values, the
+//! level of its interrupt line) and what it sends out. Turning VM exits into
+//! register accesses and levels into interrupts is the hypervisor's job;
+//! nothing here touches hardware.
+
+#![cfg_attr(target_os = "none", no_std)]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod uart;
+
+pub use uart::{SerialOutput, Uart16550};

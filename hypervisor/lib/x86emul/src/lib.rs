@@ -1,0 +1,51 @@
+#![cfg_attr(target_os = "none", no_std)]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+//! Decoding and emulating the x86 instructions that touch emulated device memory (MMIO): pure
+//! logic, testable on the host.
+//!
+//! When a guest driver reads or writes a page that belongs to an emulated device, EPT stops the
+//! access (an EPT violation exit) and the hypervisor must do what the instruction would have
+//! done. It fetches the instruction bytes at the guest's `RIP`, then:
+//!
+//! 1. [`decode`] turns them into an [`Instruction`]: length, [`Operation`], access size,
+//!    register operand, immediate, sign/zero extension and the [`MemoryOperand`] (segment,
+//!    base, index, scale, displacement) so the caller can check that the instruction really
+//!    addresses the faulting page ([`MemoryOperand::offset`]).
+//! 2. [`emulate`] performs it against the vCPU's registers ([`Cpu`]) and the device ([`Mmio`])
+//!    and returns the `RIP` advance.
+//!
+//! # What is decoded
+//!
+//! Memory-operand forms only (a register-only form cannot cause an MMIO exit):
+//!
+//! - `MOV r/m, r` (`88`, `89`), `MOV r, r/m` (`8A`, `8B`), `MOV r/m, imm` (`C6 /0`, `C7 /0`),
+//!   `MOV` with a direct offset (`A0`–`A3`);
+//! - `MOVZX` (`0F B6`, `0F B7`) and `MOVSX` (`0F BE`, `0F BF`);
+//! - `ADD`, `OR`, `AND`, `SUB`, `XOR`, `CMP` in both directions (`00`–`03`, `08`–`0B`,
+//!   `20`–`23`, `28`–`2B`, `30`–`33`, `38`–`3B`) and with an immediate (`80`, `81`, `83`
+//!   `/0 /1 /4 /5 /6 /7`);
+//! - `TEST r/m, r` (`84`, `85`) and `TEST r/m, imm` (`F6 /0`, `F7 /0`).
+//!
+//! Prefixes: `66`, `67`, the segment overrides, REX (64-bit mode; voided by a later legacy
+//! prefix, as on hardware), `LOCK` on the read-modify-write ALU forms. Everything else —
+//! other opcodes, `ADC`/`SBB`, `REP`/`REPNE`, `LOCK` on `MOV`/`CMP`/`TEST`/loads, register
+//! operands, more than 15 bytes — is a [`DecodeError`]; the hypervisor then stops the domain
+//! with a dump rather than guess. docs/x86emul.md has the design.
+//!
+//! No input makes any function panic, and nothing needs `alloc`.
+
+mod decode;
+mod emulate;
+
+pub use decode::{
+    AluOp, Base, DecodeError, Extension, Instruction, MAX_LENGTH, MemoryOperand, Mode, Operation,
+    Register, Segment, Source, decode, size_mask,
+};
+pub use emulate::{
+    AF, ARITHMETIC_FLAGS, CF, Cpu, Mmio, OF, PF, SF, ZF, alu, emulate, read_register, sign_extend,
+    write_register,
+};
+
+#[cfg(test)]
+mod tests;
