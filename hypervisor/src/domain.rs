@@ -121,8 +121,11 @@ pub struct Domain {
     line: Mutex<Vec<u8>>,
     /// The newest console output, with a dropped-bytes count.
     pub history: Mutex<Ring<CONSOLE_HISTORY>>,
-    /// Console input typed for this domain, read through `console_io`.
+    /// Console input typed for this domain, read through `console_io` or
+    /// its COM1.
     pub input: Mutex<Ring<CONSOLE_INPUT>>,
+    /// Its COM1 (docs/platform.md).
+    pub serial: Mutex<crate::vdev::Serial>,
     /// The 12-byte CPUID hypervisor signature this domain sees.
     pub signature: [u8; 12],
     /// TSC offset of every vCPU: the guest's TSC counts from its creation.
@@ -567,6 +570,7 @@ fn build(
         line: Mutex::new(Vec::new()),
         history: Mutex::new(Ring::new()),
         input: Mutex::new(Ring::new()),
+        serial: Mutex::new(crate::vdev::new_serial()),
         signature: basalt_guest::cpuid::BASALT_SIGNATURE,
         // The guest's TSC starts near 0 at creation, on every vCPU.
         tsc_offset: 0u64.wrapping_sub(crate::arch::x86_64::cpu::rdtsc()),

@@ -27,6 +27,7 @@ mod sched;
 mod stats;
 mod time;
 mod vcpu;
+mod vdev;
 mod verdict;
 
 use arch::x86_64::{self as x86, cpu};

@@ -794,22 +794,26 @@ fn handle(h: &mut Held, exit: VcpuExit) -> Next {
         },
         VcpuExit::IoOut { port, size, value } => {
             log::trace!("d{}: out{size} {port:#x} <- {value:#x}", v.domain.id);
-            if port == 0xe9 {
-                v.domain.console_write(&[value as u8]);
-            }
-            // Other ports: no device behind them; writes are ignored.
+            crate::vdev::io_out(&v.domain, port, size, value);
             v.arch.skip_instruction();
             Next::Continue
         }
         VcpuExit::IoIn { port, size } => {
             log::trace!("d{}: in{size} {port:#x}", v.domain.id);
-            // No device: the bus floats high.
-            let mask = match size {
+            let value = crate::vdev::io_in(&v.domain, port, size);
+            let mask: u64 = match size {
                 1 => 0xff,
                 2 => 0xffff,
                 _ => 0xffff_ffff,
             };
-            v.arch.regs.rax |= mask;
+            // IN of 8 or 16 bits keeps the rest of RAX; of 32 bits zeroes
+            // the upper half.
+            let rax = v.arch.regs.rax;
+            v.arch.regs.rax = if size == 4 {
+                u64::from(value)
+            } else {
+                (rax & !mask) | (u64::from(value) & mask)
+            };
             v.arch.skip_instruction();
             Next::Continue
         }
