@@ -5,6 +5,9 @@
 //!   0..=7, DLAB switching, the 16-byte receive FIFO, interrupt
 //!   identification in the 16550's priority order, loopback and the modem
 //!   status lines — enough for Linux's 8250 driver to probe it as a 16550A.
+//! * [`pic::Pic`]: the 8259A master/slave pair with its ELCR.
+//! * [`pit::Pit`]: the 8254 timer with port 0x61's channel-2 gate and output.
+//! * [`rtc::Rtc`]: the MC146818 real-time clock and CMOS memory.
 //!
 //! Each model only sees register reads and writes and the bytes its caller
 //! feeds in; it reports what the guest should see (register values, the
@@ -16,6 +19,9 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod pic;
+pub mod pit;
+pub mod rtc;
 pub mod uart;
 
 pub use uart::{SerialOutput, Uart16550};
