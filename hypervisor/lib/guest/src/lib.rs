@@ -38,9 +38,11 @@
 //! `alloc`, and no input (command line, ELF file, register values) makes any function panic:
 //! every problem is an error value whose `Display` names the cause and the fix.
 
+pub mod acpi;
 pub mod cpuid;
 pub mod elf;
 pub mod hypercall;
+pub mod linux;
 pub mod mem;
 pub mod spec;
 pub mod start_info;
