@@ -126,6 +126,11 @@ pub struct Domain {
     pub input: Mutex<Ring<CONSOLE_INPUT>>,
     /// Its COM1 (docs/platform.md).
     pub serial: Mutex<crate::vdev::Serial>,
+    /// Its 8259 PIC pair.
+    pub pic: Mutex<basalt_devices::pic::Pic>,
+    /// The PIC asks for an interrupt (vCPU 0 injects it before its next
+    /// entry); a cheap check for the hot path.
+    pub irq_pending: core::sync::atomic::AtomicBool,
     /// The 12-byte CPUID hypervisor signature this domain sees.
     pub signature: [u8; 12],
     /// TSC offset of every vCPU: the guest's TSC counts from its creation.
@@ -571,6 +576,8 @@ fn build(
         history: Mutex::new(Ring::new()),
         input: Mutex::new(Ring::new()),
         serial: Mutex::new(crate::vdev::new_serial()),
+        pic: Mutex::new(basalt_devices::pic::Pic::new()),
+        irq_pending: core::sync::atomic::AtomicBool::new(false),
         signature: basalt_guest::cpuid::BASALT_SIGNATURE,
         // The guest's TSC starts near 0 at creation, on every vCPU.
         tsc_offset: 0u64.wrapping_sub(crate::arch::x86_64::cpu::rdtsc()),

@@ -113,8 +113,9 @@ impl Monitor {
                     }
                     input.write(&[byte]);
                 }
-                // Console input is an event: vCPU 0 waiting in HLT or
-                // SCHEDOP_block wakes up to read it.
+                // Console input is an event: into COM1 if its interrupt is
+                // on; vCPU 0 waiting in HLT or SCHEDOP_block wakes up.
+                crate::vdev::input_arrived(&d);
                 sched::wake_vcpu(VcpuId::new(id, 0));
             }
         }

@@ -570,6 +570,13 @@ fn decide(me: usize, yielded: bool) -> Decision {
 /// is already due, it leaves the CPU until its timer or another event.
 fn block_current(me: usize, h: &mut Held) {
     let now = time::now_ns();
+    if h.slot.id.vcpu == 0
+        && h.slot.domain.irq_pending.load(Ordering::SeqCst)
+        && h.vcpu.arch.interrupts_enabled()
+    {
+        // HLT with an interrupt waiting: it is delivered at once.
+        return;
+    }
     let timer = h.slot.domain.timer(h.slot.id.vcpu);
     let deadline = timer.load(Ordering::SeqCst);
     if h.slot.up.load(Ordering::SeqCst) && deadline != 0 && deadline <= now {
@@ -723,6 +730,10 @@ fn run_slice(me: usize, h: &mut Held, slice_ns: u64) -> SliceEnd {
                 .arch
                 .start_slice(bound.saturating_sub(now).max(min_run));
         }
+        if h.slot.id.vcpu == 0 && h.slot.domain.irq_pending.load(Ordering::Relaxed) {
+            let arch = &mut h.vcpu.arch;
+            crate::vdev::take_interrupt(&h.slot.domain, |vector| arch.inject_external(vector));
+        }
         let exit = h.vcpu.arch.run();
         let next = handle(h, exit);
         let now = cpu::rdtsc();
@@ -820,6 +831,8 @@ fn handle(h: &mut Held, exit: VcpuExit) -> Next {
         VcpuExit::Halt => Next::Block,
         VcpuExit::Preempted => Next::Preempted,
         VcpuExit::Interrupted => Next::Interrupted,
+        // The pending interrupt is injected before the next entry.
+        VcpuExit::InterruptWindow => Next::Continue,
         VcpuExit::Error(e) => {
             let detail = alloc::format!("{e}");
             crash(h, &detail);

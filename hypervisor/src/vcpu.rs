@@ -33,6 +33,9 @@ pub enum VcpuExit {
     Preempted,
     /// An external interrupt arrived for the hypervisor (already handled).
     Interrupted,
+    /// The guest can take an interrupt now (it asked for one to be
+    /// injected when that became possible).
+    InterruptWindow,
     /// The guest did something that ends it, or Basalt failed to run it.
     Error(GuestError),
 }

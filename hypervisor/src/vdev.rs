@@ -1,13 +1,20 @@
 //! The devices a domain reaches through port I/O (docs/platform.md): the
-//! debug console at port 0xE9 and a 16550A UART as its COM1 at 0x3F8-0x3FF
-//! (`basalt-devices`), connected to the console multiplexer: what the guest
-//! transmits shows as `(dN)` lines, what the operator types while the domain
-//! has the console input arrives in its receive FIFO. The UART raises no
-//! interrupt yet (no virtual interrupt controller): drivers poll it, as
-//! early consoles do. Any other port reads all ones and ignores writes.
+//! debug console at port 0xE9, a 16550A UART as its COM1 at 0x3F8-0x3FF,
+//! and the 8259 PIC pair (0x20/0x21, 0xA0/0xA1, ELCR 0x4D0/0x4D1), models
+//! from `basalt-devices`. COM1 is connected to the console multiplexer:
+//! what the guest transmits shows as `(dN)` lines, what the operator types
+//! while the domain has the console input arrives in its receive FIFO. Its
+//! interrupt line is IRQ 4 of the PIC, whose INTR output is injected into
+//! vCPU 0 (`sched.rs`, before each VM entry). Any other port reads all ones
+//! and ignores writes.
 
 use crate::domain::Domain;
-use basalt_devices::uart::{SerialOutput, Uart16550};
+use basalt_devices::pic::Pic;
+use basalt_devices::uart::{IER_RDA, SerialOutput, Uart16550};
+use core::sync::atomic::Ordering;
+
+/// COM1's ISA interrupt line.
+const COM1_IRQ: u8 = 4;
 
 /// The guest's COM1 base port.
 pub const COM1: u16 = 0x3f8;
@@ -49,11 +56,53 @@ fn feed(domain: &Domain, uart: &mut Serial) {
     }
 }
 
-/// OUT to `port`: the value's low byte for the UART, every byte for the
-/// debug console.
+/// Follows COM1's interrupt line into the PIC and notes whether the PIC
+/// now asks for an interrupt. Lock order: serial, then PIC.
+fn sync_irq(domain: &Domain, uart: &Serial) {
+    let mut pic = domain.pic.lock();
+    pic.set_irq(COM1_IRQ, uart.irq_level());
+    domain.irq_pending.store(pic.output(), Ordering::SeqCst);
+}
+
+/// Typed input arrived for `domain`: with COM1's receive interrupt on, it
+/// goes into the FIFO now (and may raise IRQ 4); otherwise it waits in the
+/// input ring for `console_io` or a polling read of COM1.
+pub fn input_arrived(domain: &Domain) {
+    let mut uart = domain.serial.lock();
+    if uart.ier() & IER_RDA != 0 {
+        feed(domain, &mut uart);
+        sync_irq(domain, &uart);
+    }
+}
+
+/// The vector to inject into vCPU 0, if the PIC asks for one; `deliver`
+/// tries to inject it and says whether it did, and only then is the
+/// interrupt acknowledged (moved to the PIC's in-service register).
+pub fn take_interrupt(domain: &Domain, deliver: impl FnOnce(u8) -> bool) {
+    let mut pic = domain.pic.lock();
+    match pic.pending_vector() {
+        Some(vector) => {
+            if deliver(vector) {
+                pic.acknowledge();
+                domain.irq_pending.store(pic.output(), Ordering::SeqCst);
+            }
+        }
+        None => domain.irq_pending.store(false, Ordering::SeqCst),
+    }
+}
+
+/// OUT to `port`: the value's low byte for the UART and the PIC, every
+/// byte for the debug console.
 pub fn io_out(domain: &Domain, port: u16, size: u8, value: u32) {
+    let _ = size;
     if port == DEBUG_CONSOLE {
         domain.console_write(&[value as u8]);
+        return;
+    }
+    if Pic::handles(port) {
+        let mut pic = domain.pic.lock();
+        pic.write(port, value as u8);
+        domain.irq_pending.store(pic.output(), Ordering::SeqCst);
         return;
     }
     let Some(reg) = com1_register(port) else {
@@ -62,9 +111,12 @@ pub fn io_out(domain: &Domain, port: u16, size: u8, value: u32) {
     let sent = {
         let mut uart = domain.serial.lock();
         uart.write(reg, value as u8);
+        if uart.ier() & IER_RDA != 0 {
+            feed(domain, &mut uart);
+        }
+        sync_irq(domain, &uart);
         core::mem::take(&mut uart.output_mut().0)
     };
-    let _ = size;
     if !sent.is_empty() {
         domain.console_write(&sent);
     }
@@ -77,11 +129,17 @@ pub fn io_in(domain: &Domain, port: u16, size: u8) -> u32 {
         2 => 0xffff,
         _ => 0xffff_ffff,
     };
+    if Pic::handles(port) {
+        let value = domain.pic.lock().read(port);
+        return (ones & !0xff) | u32::from(value);
+    }
     let Some(reg) = com1_register(port) else {
         return ones;
     };
     let mut uart = domain.serial.lock();
     feed(domain, &mut uart);
     // A wider read gets the register in its low byte, the bus's ones above.
-    (ones & !0xff) | u32::from(uart.read(reg))
+    let value = uart.read(reg);
+    sync_irq(domain, &uart);
+    (ones & !0xff) | u32::from(value)
 }

@@ -143,6 +143,14 @@ const EXCEPTION_NAMES: [&str; 32] = [
 #[unsafe(no_mangle)]
 extern "C" fn basalt_guest_exception(frame: &mut ExceptionFrame) {
     let vector = frame.vector as u8;
+    let hook = INTERRUPT_HANDLER.load(Ordering::Acquire);
+    if vector >= 32 && !hook.is_null() {
+        // SAFETY: only `set_interrupt_handler` stores here, a `fn(u8)`;
+        // function and data pointers have the same size on x86-64.
+        let f = unsafe { core::mem::transmute::<*mut (), fn(u8)>(hook) };
+        f(vector);
+        return;
+    }
     let faults = recorder();
     let skip = faults.skip_len.swap(0, Ordering::Relaxed);
     if skip != 0 && (vector == UD || vector == GP) {
@@ -192,9 +200,10 @@ struct Gate {
     reserved: u32,
 }
 
-/// The IDT: the 32 exception vectors (interrupts stay off in test guests).
+/// The IDT: all 256 vectors; 0-31 are exceptions, 32-255 go to the
+/// interrupt hook ([`set_interrupt_handler`]).
 #[repr(C, align(16))]
-struct Idt([Gate; 32]);
+struct Idt([Gate; 256]);
 
 /// The IDT's storage, shared by all vCPUs: written once by
 /// [`install_idt`] on vCPU 0, then read only by the CPUs.
@@ -212,11 +221,22 @@ static IDT: IdtCell = IdtCell(UnsafeCell::new(Idt([Gate {
     offset_mid: 0,
     offset_high: 0,
     reserved: 0,
-}; 32])));
+}; 256])));
 
 unsafe extern "C" {
     /// The stubs' addresses, in vector order (`entry.S`).
-    static basalt_guest_isr_table: [u64; 32];
+    static basalt_guest_isr_table: [u64; 256];
+}
+
+/// The interrupt hook: a `fn(vector)` (null: none).
+static INTERRUPT_HANDLER: core::sync::atomic::AtomicPtr<()> =
+    core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
+
+/// Sets the function called, with interrupts off, for every interrupt
+/// (vectors 32-255). Without one, an interrupt fails the test like an
+/// unexpected exception.
+pub fn set_interrupt_handler(f: fn(u8)) {
+    INTERRUPT_HANDLER.store(f as *mut (), Ordering::Release);
 }
 
 /// The 10-byte operand of `lidt`/`lgdt`.
@@ -232,7 +252,7 @@ pub struct DescriptorTablePointer {
 /// Fills the IDT with `entry.S`'s stubs (present 64-bit interrupt gates)
 /// and loads it. Called once by the runtime on vCPU 0 before `main`.
 pub(crate) fn install_idt() {
-    // SAFETY: the table is defined in entry.S as 32 quads.
+    // SAFETY: the table is defined in entry.S as 256 quads.
     let table = unsafe { &*core::ptr::addr_of!(basalt_guest_isr_table) };
     // SAFETY: runs once, on vCPU 0 while it is the only vCPU, before
     // anything reads the IDT.

@@ -678,11 +678,48 @@ impl VmxVcpu {
         unsafe { instr::vmwrite_fast(guest::RIP.encoding(), rip.wrapping_add(len)) };
     }
 
+    /// Moves RIP past the exiting instruction. Blocking by STI or MOV SS
+    /// covers only the instruction after them, which is now done: it is
+    /// cleared, or `sti; hlt` would keep an interrupt out forever (SDM Vol.
+    /// 3C 25.4.2, "Guest Non-Register State").
     fn advance(&self) {
-        let v = vmcs();
+        let mut v = vmcs();
         let len = v.read32(exit::INSTRUCTION_LENGTH).unwrap_or(0);
         let rip = v.read_nat(guest::RIP).unwrap_or(0);
-        let _ = vmcs().write_nat(guest::RIP, rip.wrapping_add(u64::from(len)));
+        let _ = v.write_nat(guest::RIP, rip.wrapping_add(u64::from(len)));
+        let blocking = v.read32(guest::INTERRUPTIBILITY_STATE).unwrap_or(0);
+        if blocking & 0b11 != 0 {
+            let _ = v.write32(guest::INTERRUPTIBILITY_STATE, blocking & !0b11);
+        }
+    }
+
+    /// Injects external interrupt `vector` at the next VM entry if the guest
+    /// can take it now (RFLAGS.IF set, no STI or MOV-SS blocking, no event
+    /// already being injected); otherwise asks for an interrupt-window exit
+    /// (SDM Vol. 3C 25.6.5) so the caller can try again as soon as it can.
+    /// Returns whether the interrupt was injected.
+    pub fn inject_external(&mut self, vector: u8) -> bool {
+        let mut v = vmcs();
+        let rflags = v.read_nat(guest::RFLAGS).unwrap_or(0);
+        let blocking = v.read32(guest::INTERRUPTIBILITY_STATE).unwrap_or(0) & 0b11;
+        let busy = v.read32(ctrl::ENTRY_INTERRUPTION_INFO).unwrap_or(0) & (1 << 31) != 0;
+        let primary = v.read32(ctrl::PRIMARY_PROCESSOR_BASED).unwrap_or(0);
+        let window = PrimaryControls::INTERRUPT_WINDOW_EXITING.bits();
+        if rflags & (1 << 9) == 0 || blocking != 0 || busy {
+            let _ = v.write32(ctrl::PRIMARY_PROCESSOR_BASED, primary | window);
+            return false;
+        }
+        let event = basalt_vmx::exit::EventInjection::external_interrupt(vector);
+        let _ = v.write32(ctrl::ENTRY_INTERRUPTION_INFO, event.info);
+        if primary & window != 0 {
+            let _ = v.write32(ctrl::PRIMARY_PROCESSOR_BASED, primary & !window);
+        }
+        true
+    }
+
+    /// Whether the guest had interrupts enabled (RFLAGS.IF) at its last exit.
+    pub fn interrupts_enabled(&self) -> bool {
+        vmcs().read_nat(guest::RFLAGS).unwrap_or(0) & (1 << 9) != 0
     }
 
     /// Injects a hardware exception at the next entry.
@@ -831,13 +868,6 @@ impl VmxVcpu {
                 self.inject_ud();
                 None
             }
-            ExitReason::InterruptWindow => {
-                let mut v = vmcs();
-                let primary = v.read32(ctrl::PRIMARY_PROCESSOR_BASED).unwrap_or(0)
-                    & !PrimaryControls::INTERRUPT_WINDOW_EXITING.bits();
-                let _ = v.write32(ctrl::PRIMARY_PROCESSOR_BASED, primary);
-                None
-            }
             ExitReason::Vmcall => Some(VcpuExit::Hypercall),
             ExitReason::IoInstruction => {
                 let Some(io) = IoAccess::decode(qual()) else {
@@ -871,6 +901,13 @@ impl VmxVcpu {
             ExitReason::Hlt => {
                 self.advance();
                 Some(VcpuExit::Halt)
+            }
+            ExitReason::InterruptWindow => {
+                let mut v = vmcs();
+                let primary = v.read32(ctrl::PRIMARY_PROCESSOR_BASED).unwrap_or(0);
+                let window = PrimaryControls::INTERRUPT_WINDOW_EXITING.bits();
+                let _ = v.write32(ctrl::PRIMARY_PROCESSOR_BASED, primary & !window);
+                Some(VcpuExit::InterruptWindow)
             }
             ExitReason::TripleFault => Some(VcpuExit::Error(GuestError::TripleFault)),
             ExitReason::Init => Some(VcpuExit::Error(GuestError::Init)),
