@@ -24,4 +24,7 @@ pub mod pit;
 pub mod rtc;
 pub mod uart;
 
+#[cfg(test)]
+mod test_rng;
+
 pub use uart::{SerialOutput, Uart16550};

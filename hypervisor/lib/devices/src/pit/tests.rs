@@ -410,21 +410,7 @@ fn linux_quick_pit_calibrate() {
 
 // ------------------------------------------------------------ randomized
 
-/// xorshift64*: deterministic, dependency-free.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+use crate::test_rng::Rng;
 
 fn check_invariants(p: &Pit, now: u64) {
     for (i, c) in p.channels.iter().enumerate() {
