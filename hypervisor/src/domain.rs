@@ -128,6 +128,10 @@ pub struct Domain {
     pub serial: Mutex<crate::vdev::Serial>,
     /// Its 8259 PIC pair.
     pub pic: Mutex<basalt_devices::pic::Pic>,
+    /// Its 8254 PIT.
+    pub pit: Mutex<basalt_devices::pit::Pit>,
+    /// System time (ns) of the PIT's next IRQ 0 edge; 0: none.
+    pub pit_edge: AtomicU64,
     /// The PIC asks for an interrupt (vCPU 0 injects it before its next
     /// entry); a cheap check for the hot path.
     pub irq_pending: core::sync::atomic::AtomicBool,
@@ -577,6 +581,8 @@ fn build(
         input: Mutex::new(Ring::new()),
         serial: Mutex::new(crate::vdev::new_serial()),
         pic: Mutex::new(basalt_devices::pic::Pic::new()),
+        pit: Mutex::new(basalt_devices::pit::Pit::new()),
+        pit_edge: AtomicU64::new(0),
         irq_pending: core::sync::atomic::AtomicBool::new(false),
         signature: basalt_guest::cpuid::BASALT_SIGNATURE,
         // The guest's TSC starts near 0 at creation, on every vCPU.

@@ -578,11 +578,22 @@ fn block_current(me: usize, h: &mut Held) {
         return;
     }
     let timer = h.slot.domain.timer(h.slot.id.vcpu);
-    let deadline = timer.load(Ordering::SeqCst);
+    let mut deadline = timer.load(Ordering::SeqCst);
     if h.slot.up.load(Ordering::SeqCst) && deadline != 0 && deadline <= now {
         // The event is pending already: HLT returns at once.
         timer.store(0, Ordering::SeqCst);
         return;
+    }
+    if h.slot.id.vcpu == 0 && h.vcpu.arch.interrupts_enabled() {
+        // Sleep until the next device interrupt too (the PIT's IRQ 0).
+        let edge = h.slot.domain.pit_edge.load(Ordering::SeqCst);
+        if edge != 0 {
+            deadline = if deadline == 0 {
+                edge
+            } else {
+                deadline.min(edge)
+            };
+        }
     }
     with(|s| {
         if s.policy.current(me) == Some(h.slot.id) {
@@ -611,13 +622,23 @@ fn fire_timers(me: usize) -> Option<u64> {
             if !slot.halted.load(Ordering::SeqCst) {
                 return None;
             }
-            // A stale entry (a newer timer, or one stopped) does not match
-            // the vCPU's deadline.
+            // Its own timer, or (vCPU 0) a device interrupt that the time
+            // passed raised; a stale entry (a newer timer, one stopped, an
+            // edge the guest reprogrammed) finds no event and does nothing.
             let timer = slot.domain.timer(id.vcpu);
-            if timer.load(Ordering::SeqCst) != deadline {
+            let own = timer.load(Ordering::SeqCst);
+            let mut event = own != 0 && own <= now;
+            if event {
+                timer.store(0, Ordering::SeqCst);
+            }
+            if id.vcpu == 0 {
+                crate::vdev::advance_time(&slot.domain, now);
+                event |= slot.domain.irq_pending.load(Ordering::SeqCst);
+            }
+            let _ = deadline;
+            if !event {
                 return None;
             }
-            timer.store(0, Ordering::SeqCst);
             unhalt(s, &slot, now)
         })
         .flatten();
@@ -716,13 +737,30 @@ fn run_slice(me: usize, h: &mut Held, slice_ns: u64) -> SliceEnd {
     let mut bound = 0;
     let min_run = time::ns_to_tsc(20_000);
     let saved = h.vcpu.arch.slice_survives_exits();
+    let bsp = h.slot.id.vcpu == 0;
+    let mut device_edge = 0;
     loop {
+        // vCPU 0 also stops at its domain's next device timer edge (the PIT).
+        let edge = if bsp {
+            h.slot.domain.pit_edge.load(Ordering::Relaxed)
+        } else {
+            0
+        };
+        if edge != device_edge {
+            device_edge = edge;
+            bound = 0;
+        }
         let fresh = bound == 0;
         if fresh {
-            if let Some(t) = next_timer {
+            let wake = match (next_timer, device_edge) {
+                (t, 0) => t,
+                (Some(t), e) => Some(t.min(e)),
+                (None, e) => Some(e),
+            };
+            if let Some(t) = wake {
                 time::arm_at_ns(t);
             }
-            bound = next_timer.map_or(slice_end, |t| time::tsc_at_ns(t).min(slice_end));
+            bound = wake.map_or(slice_end, |t| time::tsc_at_ns(t).min(slice_end));
         }
         if fresh || !saved {
             let now = cpu::rdtsc();
@@ -730,7 +768,11 @@ fn run_slice(me: usize, h: &mut Held, slice_ns: u64) -> SliceEnd {
                 .arch
                 .start_slice(bound.saturating_sub(now).max(min_run));
         }
-        if h.slot.id.vcpu == 0 && h.slot.domain.irq_pending.load(Ordering::Relaxed) {
+        if bsp && device_edge != 0 && time::tsc_at_ns(device_edge) <= cpu::rdtsc() {
+            crate::vdev::advance_time(&h.slot.domain, time::now_ns());
+            bound = 0;
+        }
+        if bsp && h.slot.domain.irq_pending.load(Ordering::Relaxed) {
             let arch = &mut h.vcpu.arch;
             crate::vdev::take_interrupt(&h.slot.domain, |vector| arch.inject_external(vector));
         }

@@ -1,7 +1,9 @@
 //! The devices a domain reaches through port I/O (docs/platform.md): the
 //! debug console at port 0xE9, a 16550A UART as its COM1 at 0x3F8-0x3FF,
-//! and the 8259 PIC pair (0x20/0x21, 0xA0/0xA1, ELCR 0x4D0/0x4D1), models
-//! from `basalt-devices`. COM1 is connected to the console multiplexer:
+//! the 8259 PIC pair (0x20/0x21, 0xA0/0xA1, ELCR 0x4D0/0x4D1) and the 8254
+//! PIT (0x40-0x43, 0x61), models from `basalt-devices`. The PIT counts in
+//! Basalt's system time; each rising edge of its channel 0 is IRQ 0, raised
+//! when the scheduler sees the edge's time pass (`advance_time`). COM1 is connected to the console multiplexer:
 //! what the guest transmits shows as `(dN)` lines, what the operator types
 //! while the domain has the console input arrives in its receive FIFO. Its
 //! interrupt line is IRQ 4 of the PIC, whose INTR output is injected into
@@ -10,6 +12,7 @@
 
 use crate::domain::Domain;
 use basalt_devices::pic::Pic;
+use basalt_devices::pit::Pit;
 use basalt_devices::uart::{IER_RDA, SerialOutput, Uart16550};
 use core::sync::atomic::Ordering;
 
@@ -91,6 +94,28 @@ pub fn take_interrupt(domain: &Domain, deliver: impl FnOnce(u8) -> bool) {
     }
 }
 
+/// The PIT's next IRQ 0 edge after `now` (system ns; 0 = none).
+fn update_pit_edge(domain: &Domain, pit: &Pit, now: u64) {
+    let next = pit.next_irq0_edge(now).unwrap_or(0);
+    domain.pit_edge.store(next, Ordering::SeqCst);
+}
+
+/// Raises the interrupts whose time has come by `now` (the PIT's IRQ 0
+/// edges; edges missed in between merge into one, as a late timer tick).
+pub fn advance_time(domain: &Domain, now: u64) {
+    let edge = domain.pit_edge.load(Ordering::SeqCst);
+    if edge == 0 || now < edge {
+        return;
+    }
+    let pit = domain.pit.lock();
+    update_pit_edge(domain, &pit, now);
+    drop(pit);
+    let mut pic = domain.pic.lock();
+    pic.set_irq(0, true);
+    pic.set_irq(0, false);
+    domain.irq_pending.store(pic.output(), Ordering::SeqCst);
+}
+
 /// OUT to `port`: the value's low byte for the UART and the PIC, every
 /// byte for the debug console.
 pub fn io_out(domain: &Domain, port: u16, size: u8, value: u32) {
@@ -103,6 +128,13 @@ pub fn io_out(domain: &Domain, port: u16, size: u8, value: u32) {
         let mut pic = domain.pic.lock();
         pic.write(port, value as u8);
         domain.irq_pending.store(pic.output(), Ordering::SeqCst);
+        return;
+    }
+    if Pit::handles(port) {
+        let now = crate::time::now_ns();
+        let mut pit = domain.pit.lock();
+        pit.write(port, value as u8, now);
+        update_pit_edge(domain, &pit, now);
         return;
     }
     let Some(reg) = com1_register(port) else {
@@ -131,6 +163,10 @@ pub fn io_in(domain: &Domain, port: u16, size: u8) -> u32 {
     };
     if Pic::handles(port) {
         let value = domain.pic.lock().read(port);
+        return (ones & !0xff) | u32::from(value);
+    }
+    if Pit::handles(port) {
+        let value = domain.pit.lock().read(port, crate::time::now_ns());
         return (ones & !0xff) | u32::from(value);
     }
     let Some(reg) = com1_register(port) else {
