@@ -130,8 +130,13 @@ pub struct Domain {
     pub pic: Mutex<basalt_devices::pic::Pic>,
     /// Its 8254 PIT.
     pub pit: Mutex<basalt_devices::pit::Pit>,
-    /// System time (ns) of the PIT's next IRQ 0 edge; 0: none.
-    pub pit_edge: AtomicU64,
+    /// When the PIT's IRQ 0 edges were last looked at (system ns).
+    pub pit_last_edge: AtomicU64,
+    /// Its RTC and CMOS.
+    pub rtc: Mutex<basalt_devices::rtc::Rtc>,
+    /// System time (ns) when a timed device (PIT, RTC) may next raise an
+    /// interrupt; 0: none.
+    pub device_deadline: AtomicU64,
     /// The PIC asks for an interrupt (vCPU 0 injects it before its next
     /// entry); a cheap check for the hot path.
     pub irq_pending: core::sync::atomic::AtomicBool,
@@ -582,7 +587,9 @@ fn build(
         serial: Mutex::new(crate::vdev::new_serial()),
         pic: Mutex::new(basalt_devices::pic::Pic::new()),
         pit: Mutex::new(basalt_devices::pit::Pit::new()),
-        pit_edge: AtomicU64::new(0),
+        pit_last_edge: AtomicU64::new(0),
+        rtc: Mutex::new(crate::vdev::new_rtc()),
+        device_deadline: AtomicU64::new(0),
         irq_pending: core::sync::atomic::AtomicBool::new(false),
         signature: basalt_guest::cpuid::BASALT_SIGNATURE,
         // The guest's TSC starts near 0 at creation, on every vCPU.

@@ -104,6 +104,15 @@ pub extern "C" fn kmain(magic: u32, info_phys: u32) -> ! {
             time::TscSource::Assumed => "ASSUMED: neither CPUID nor the PIT gave it",
         }
     );
+    match time::init_wall_clock() {
+        Some(t) => info!(
+            "wall clock: {:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC (the RTC; guests' RTCs start from it)",
+            t.year, t.month, t.day, t.hour, t.minute, t.second
+        ),
+        None => {
+            log::warn!("wall clock: the RTC could not be read; guests' RTCs start at 1970-01-01")
+        }
+    }
     summary(&info);
 
     if let Err(e) = mm::init(&info, u64::from(info_phys)) {

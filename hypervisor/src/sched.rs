@@ -578,31 +578,31 @@ fn block_current(me: usize, h: &mut Held) {
         return;
     }
     let timer = h.slot.domain.timer(h.slot.id.vcpu);
-    let mut deadline = timer.load(Ordering::SeqCst);
+    let deadline = timer.load(Ordering::SeqCst);
     if h.slot.up.load(Ordering::SeqCst) && deadline != 0 && deadline <= now {
         // The event is pending already: HLT returns at once.
         timer.store(0, Ordering::SeqCst);
         return;
     }
-    if h.slot.id.vcpu == 0 && h.vcpu.arch.interrupts_enabled() {
-        // Sleep until the next device interrupt too (the PIT's IRQ 0).
-        let edge = h.slot.domain.pit_edge.load(Ordering::SeqCst);
-        if edge != 0 {
-            deadline = if deadline == 0 {
-                edge
-            } else {
-                deadline.min(edge)
-            };
-        }
-    }
+    // vCPU 0 with interrupts on also wakes for its domain's timed devices
+    // (PIT, RTC): a separate entry, so that an edge that raises nothing
+    // (a masked line) leaves the vCPU's own timer in place.
+    let device = if h.slot.id.vcpu == 0 && h.vcpu.arch.interrupts_enabled() {
+        h.slot.domain.device_deadline.load(Ordering::SeqCst)
+    } else {
+        0
+    };
     with(|s| {
         if s.policy.current(me) == Some(h.slot.id) {
             h.slot.halted.store(true, Ordering::SeqCst);
             s.policy.block(me, now);
         }
     });
-    if deadline != 0 && h.slot.up.load(Ordering::SeqCst) {
-        TIMERS[me].lock().push((deadline, h.slot.id));
+    if h.slot.up.load(Ordering::SeqCst) {
+        let mut timers = TIMERS[me].lock();
+        for at in [deadline, device].into_iter().filter(|d| *d != 0) {
+            timers.push((at, h.slot.id));
+        }
     }
 }
 
@@ -616,7 +616,7 @@ fn fire_timers(me: usize) -> Option<u64> {
         timers.retain(|(d, _)| *d > now);
         due
     };
-    for (deadline, id) in due {
+    for (_, id) in due {
         let cpu = with(|s| {
             let slot = s.slots.get(&id)?.clone();
             if !slot.halted.load(Ordering::SeqCst) {
@@ -635,7 +635,6 @@ fn fire_timers(me: usize) -> Option<u64> {
                 crate::vdev::advance_time(&slot.domain, now);
                 event |= slot.domain.irq_pending.load(Ordering::SeqCst);
             }
-            let _ = deadline;
             if !event {
                 return None;
             }
@@ -740,9 +739,10 @@ fn run_slice(me: usize, h: &mut Held, slice_ns: u64) -> SliceEnd {
     let bsp = h.slot.id.vcpu == 0;
     let mut device_edge = 0;
     loop {
-        // vCPU 0 also stops at its domain's next device timer edge (the PIT).
+        // vCPU 0 also stops when its domain's timed devices (PIT, RTC) may
+        // raise an interrupt.
         let edge = if bsp {
-            h.slot.domain.pit_edge.load(Ordering::Relaxed)
+            h.slot.domain.device_deadline.load(Ordering::Relaxed)
         } else {
             0
         };

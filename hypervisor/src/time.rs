@@ -177,3 +177,102 @@ pub fn timer_interrupt() {
         this.timer_deadline.store(0, Ordering::Release);
     }
 }
+
+/// Wall-clock time at boot, seconds since 1970 (0: unknown).
+static WALL_AT_BOOT: AtomicU64 = AtomicU64::new(0);
+
+/// Reads CMOS register `reg` of the machine's real-time clock.
+fn cmos(reg: u8) -> u8 {
+    // SAFETY: index port of the MC146818 RTC/CMOS; bit 7 (NMI disable)
+    // stays clear; selecting a register has no other effect.
+    unsafe { io::outb(0x70, reg & 0x7f) };
+    // SAFETY: data port of the RTC/CMOS: reading a time register has no side
+    // effect (only register C, which is not read here, clears flags).
+    unsafe { io::inb(0x71) }
+}
+
+/// The RTC's date and time, once no update is in progress and two reads
+/// agree (as Linux's `mc146818_get_time` does).
+fn read_rtc() -> Option<basalt_devices::rtc::DateTime> {
+    use basalt_devices::rtc::{self as r, from_bcd};
+    let snapshot = || {
+        let mut spins = 0u32;
+        while cmos(r::REG_A) & r::REG_A_UIP != 0 {
+            spins += 1;
+            if spins > 1_000_000 {
+                return None;
+            }
+            core::hint::spin_loop();
+        }
+        Some([
+            cmos(r::SECONDS),
+            cmos(r::MINUTES),
+            cmos(r::HOURS),
+            cmos(r::DAY_OF_MONTH),
+            cmos(r::MONTH),
+            cmos(r::YEAR),
+            cmos(r::CENTURY),
+            cmos(r::REG_B),
+        ])
+    };
+    let mut regs = snapshot()?;
+    for _ in 0..10 {
+        let again = snapshot()?;
+        if again == regs {
+            break;
+        }
+        regs = again;
+    }
+    let [sec, min, hour, day, month, year, century, b] = regs;
+    let binary = b & r::REG_B_DM != 0;
+    let value = |v: u8| if binary { v } else { from_bcd(v) };
+    let pm = hour & 0x80 != 0;
+    let mut hour = u32::from(value(hour & 0x7f));
+    if b & r::REG_B_24H == 0 {
+        hour = hour % 12 + if pm { 12 } else { 0 };
+    }
+    let yy = i64::from(value(year));
+    let cc = i64::from(value(century));
+    let full = if (19..=21).contains(&cc) {
+        cc * 100 + yy
+    } else if yy < 70 {
+        2000 + yy
+    } else {
+        1900 + yy
+    };
+    let t = basalt_devices::rtc::DateTime {
+        year: full,
+        month: u32::from(value(month)),
+        day: u32::from(value(day)),
+        hour,
+        minute: u32::from(value(min)),
+        second: u32::from(value(sec)),
+        weekday: 1,
+    };
+    let sane = (1..=12).contains(&t.month)
+        && (1..=31).contains(&t.day)
+        && t.hour < 24
+        && t.minute < 60
+        && t.second < 60;
+    sane.then_some(t)
+}
+
+/// Reads the machine's real-time clock once, at boot; guests' virtual RTCs
+/// start from it. Returns the date, or `None` if the clock cannot be read.
+pub fn init_wall_clock() -> Option<basalt_devices::rtc::DateTime> {
+    let t = read_rtc()?;
+    let secs = u64::try_from(t.to_epoch()).ok()?;
+    WALL_AT_BOOT.store(
+        secs.saturating_sub(now_ns() / 1_000_000_000),
+        Ordering::Relaxed,
+    );
+    Some(t)
+}
+
+/// Seconds since 1970 now (from the wall clock read at boot; 0 if unknown).
+pub fn wall_clock_secs() -> u64 {
+    match WALL_AT_BOOT.load(Ordering::Relaxed) {
+        0 => 0,
+        boot => boot + now_ns() / 1_000_000_000,
+    }
+}

@@ -1,9 +1,11 @@
 //! The devices a domain reaches through port I/O (docs/platform.md): the
 //! debug console at port 0xE9, a 16550A UART as its COM1 at 0x3F8-0x3FF,
-//! the 8259 PIC pair (0x20/0x21, 0xA0/0xA1, ELCR 0x4D0/0x4D1) and the 8254
-//! PIT (0x40-0x43, 0x61), models from `basalt-devices`. The PIT counts in
-//! Basalt's system time; each rising edge of its channel 0 is IRQ 0, raised
-//! when the scheduler sees the edge's time pass (`advance_time`). COM1 is connected to the console multiplexer:
+//! the 8259 PIC pair (0x20/0x21, 0xA0/0xA1, ELCR 0x4D0/0x4D1), the 8254
+//! PIT (0x40-0x43, 0x61) and the MC146818 RTC (0x70/0x71), models from
+//! `basalt-devices`. The PIT and the RTC count in Basalt's system time (the
+//! RTC from the wall clock read at boot); each rising edge of the PIT's
+//! channel 0 is IRQ 0 and the RTC's interrupt flag is IRQ 8, raised when the
+//! scheduler sees their time pass (`advance_time`). COM1 is connected to the console multiplexer:
 //! what the guest transmits shows as `(dN)` lines, what the operator types
 //! while the domain has the console input arrives in its receive FIFO. Its
 //! interrupt line is IRQ 4 of the PIC, whose INTR output is injected into
@@ -13,6 +15,7 @@
 use crate::domain::Domain;
 use basalt_devices::pic::Pic;
 use basalt_devices::pit::Pit;
+use basalt_devices::rtc::Rtc;
 use basalt_devices::uart::{IER_RDA, SerialOutput, Uart16550};
 use core::sync::atomic::Ordering;
 
@@ -67,6 +70,13 @@ fn sync_irq(domain: &Domain, uart: &Serial) {
     domain.irq_pending.store(pic.output(), Ordering::SeqCst);
 }
 
+/// Follows the RTC's interrupt line into the PIC (IRQ 8).
+fn sync_rtc_irq(domain: &Domain, level: bool) {
+    let mut pic = domain.pic.lock();
+    pic.set_irq(8, level);
+    domain.irq_pending.store(pic.output(), Ordering::SeqCst);
+}
+
 /// Typed input arrived for `domain`: with COM1's receive interrupt on, it
 /// goes into the FIFO now (and may raise IRQ 4); otherwise it waits in the
 /// input ring for `console_io` or a polling read of COM1.
@@ -94,26 +104,48 @@ pub fn take_interrupt(domain: &Domain, deliver: impl FnOnce(u8) -> bool) {
     }
 }
 
-/// The PIT's next IRQ 0 edge after `now` (system ns; 0 = none).
-fn update_pit_edge(domain: &Domain, pit: &Pit, now: u64) {
-    let next = pit.next_irq0_edge(now).unwrap_or(0);
-    domain.pit_edge.store(next, Ordering::SeqCst);
+/// A domain's RTC, set to the wall clock now.
+pub fn new_rtc() -> Rtc {
+    Rtc::new(crate::time::wall_clock_secs(), crate::time::now_ns())
 }
 
-/// Raises the interrupts whose time has come by `now` (the PIT's IRQ 0
-/// edges; edges missed in between merge into one, as a late timer tick).
+/// The next time a timed device may raise an interrupt (system ns; 0 =
+/// none): the PIT's next IRQ 0 edge, the RTC's next interrupt.
+fn update_device_deadline(domain: &Domain, now: u64) {
+    let pit = domain.pit.lock().next_irq0_edge(now);
+    let rtc = domain.rtc.lock().next_irq8(now);
+    let next = match (pit, rtc) {
+        (Some(a), Some(b)) => a.min(b),
+        (a, b) => a.or(b).unwrap_or(0),
+    };
+    domain.device_deadline.store(next, Ordering::SeqCst);
+}
+
+/// Raises the interrupts whose time has come by `now`: the PIT's IRQ 0
+/// edges (edges missed in between merge into one, as a late timer tick)
+/// and the RTC's IRQ 8 level.
 pub fn advance_time(domain: &Domain, now: u64) {
-    let edge = domain.pit_edge.load(Ordering::SeqCst);
-    if edge == 0 || now < edge {
+    let due = domain.device_deadline.load(Ordering::SeqCst);
+    if due == 0 || now < due {
         return;
     }
-    let pit = domain.pit.lock();
-    update_pit_edge(domain, &pit, now);
-    drop(pit);
-    let mut pic = domain.pic.lock();
-    pic.set_irq(0, true);
-    pic.set_irq(0, false);
-    domain.irq_pending.store(pic.output(), Ordering::SeqCst);
+    let last = domain.pit_last_edge.swap(now, Ordering::SeqCst);
+    let tick = domain
+        .pit
+        .lock()
+        .next_irq0_edge(last)
+        .is_some_and(|edge| edge <= now);
+    let rtc_level = domain.rtc.lock().irq_level(now);
+    {
+        let mut pic = domain.pic.lock();
+        if tick {
+            pic.set_irq(0, true);
+            pic.set_irq(0, false);
+        }
+        pic.set_irq(8, rtc_level);
+        domain.irq_pending.store(pic.output(), Ordering::SeqCst);
+    }
+    update_device_deadline(domain, now);
 }
 
 /// OUT to `port`: the value's low byte for the UART and the PIC, every
@@ -132,9 +164,20 @@ pub fn io_out(domain: &Domain, port: u16, size: u8, value: u32) {
     }
     if Pit::handles(port) {
         let now = crate::time::now_ns();
-        let mut pit = domain.pit.lock();
-        pit.write(port, value as u8, now);
-        update_pit_edge(domain, &pit, now);
+        domain.pit.lock().write(port, value as u8, now);
+        domain.pit_last_edge.store(now, Ordering::SeqCst);
+        update_device_deadline(domain, now);
+        return;
+    }
+    if Rtc::handles(port) {
+        let now = crate::time::now_ns();
+        let level = {
+            let mut rtc = domain.rtc.lock();
+            rtc.write(port, value as u8, now);
+            rtc.irq_level(now)
+        };
+        sync_rtc_irq(domain, level);
+        update_device_deadline(domain, now);
         return;
     }
     let Some(reg) = com1_register(port) else {
@@ -167,6 +210,18 @@ pub fn io_in(domain: &Domain, port: u16, size: u8) -> u32 {
     }
     if Pit::handles(port) {
         let value = domain.pit.lock().read(port, crate::time::now_ns());
+        return (ones & !0xff) | u32::from(value);
+    }
+    if Rtc::handles(port) {
+        let now = crate::time::now_ns();
+        let (value, level) = {
+            let mut rtc = domain.rtc.lock();
+            let value = rtc.read(port, now);
+            (value, rtc.irq_level(now))
+        };
+        // Reading register C clears the flags: IRQ 8 may drop.
+        sync_rtc_irq(domain, level);
+        update_device_deadline(domain, now);
         return (ones & !0xff) | u32::from(value);
     }
     let Some(reg) = com1_register(port) else {
