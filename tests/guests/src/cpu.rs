@@ -645,3 +645,24 @@ pub fn vmxon_checked(region_gpa: u64) -> Result<(), u8> {
     // that faults.
     unsafe { checked(4, f) }
 }
+
+/// Programs the 8259 PIC pair as Linux's `init_8259A` does: edge triggered,
+/// cascaded on IRQ 2, vectors 0x20-0x27 (master) and 0x28-0x2F (slave),
+/// 8086 mode; then sets the interrupt masks (a set bit masks the line).
+pub fn init_pic_pair(master_mask: u8, slave_mask: u8) {
+    // ICW1: edge, cascade, ICW4 follows.
+    outb(0x20, 0x11);
+    outb(0xa0, 0x11);
+    // ICW2: vector bases.
+    outb(0x21, 0x20);
+    outb(0xa1, 0x28);
+    // ICW3: the slave hangs on IRQ 2 and is slave number 2.
+    outb(0x21, 0x04);
+    outb(0xa1, 0x02);
+    // ICW4: 8086 mode.
+    outb(0x21, 0x01);
+    outb(0xa1, 0x01);
+    // OCW1: the masks.
+    outb(0x21, master_mask);
+    outb(0xa1, slave_mask);
+}

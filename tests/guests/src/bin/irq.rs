@@ -12,7 +12,7 @@
 #![no_std]
 #![no_main]
 
-use basalt_test_guests::cpu::{inb, outb, set_interrupt_handler};
+use basalt_test_guests::cpu::{inb, init_pic_pair, outb, set_interrupt_handler};
 use basalt_test_guests::{pass, println};
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
@@ -45,24 +45,6 @@ fn on_interrupt(vector: u8) {
     outb(0x20, 0x20);
 }
 
-fn init_pics() {
-    // ICW1: edge, cascade, ICW4 needed.
-    outb(0x20, 0x11);
-    outb(0xa0, 0x11);
-    // ICW2: vector bases.
-    outb(0x21, 0x20);
-    outb(0xa1, 0x28);
-    // ICW3: slave on IRQ2; slave id 2.
-    outb(0x21, 0x04);
-    outb(0xa1, 0x02);
-    // ICW4: 8086 mode.
-    outb(0x21, 0x01);
-    outb(0xa1, 0x01);
-    // OCW1: only IRQ4 (COM1) open.
-    outb(0x21, !(1u8 << 4));
-    outb(0xa1, 0xff);
-}
-
 fn init_uart() {
     outb(COM1 + 3, 0x80);
     outb(COM1, 1);
@@ -77,7 +59,7 @@ fn init_uart() {
 
 fn main(_cmdline: &str) -> u32 {
     set_interrupt_handler(on_interrupt);
-    init_pics();
+    init_pic_pair(!(1u8 << 4), 0xff);
     init_uart();
     let imr = inb(0x21);
     println!(

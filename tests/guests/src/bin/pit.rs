@@ -8,7 +8,7 @@
 #![no_std]
 #![no_main]
 
-use basalt_test_guests::cpu::{inb, outb, set_interrupt_handler};
+use basalt_test_guests::cpu::{inb, init_pic_pair, outb, set_interrupt_handler};
 use basalt_test_guests::hypercall::system_time_ns;
 use basalt_test_guests::{Checks, arg_u64, println};
 use core::sync::atomic::{AtomicU32, Ordering};
@@ -30,19 +30,6 @@ fn on_interrupt(vector: u8) {
     outb(0x20, 0x20);
 }
 
-fn init_pics() {
-    outb(0x20, 0x11);
-    outb(0xa0, 0x11);
-    outb(0x21, 0x20);
-    outb(0xa1, 0x28);
-    outb(0x21, 0x04);
-    outb(0xa1, 0x02);
-    outb(0x21, 0x01);
-    outb(0xa1, 0x01);
-    outb(0x21, 0xfe);
-    outb(0xa1, 0xff);
-}
-
 /// The channel 0 count, latched.
 fn read_count() -> u16 {
     outb(0x43, 0x00);
@@ -57,7 +44,7 @@ fn main(cmdline: &str) -> u32 {
     let divisor = (PIT_HZ / hz) as u16;
     let mut c = Checks::new();
     set_interrupt_handler(on_interrupt);
-    init_pics();
+    init_pic_pair(0xfe, 0xff);
     // Channel 0, lobyte/hibyte, mode 2 (rate generator), binary.
     outb(0x43, 0x34);
     outb(0x40, divisor as u8);

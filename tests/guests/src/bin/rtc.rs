@@ -10,7 +10,7 @@
 #![no_std]
 #![no_main]
 
-use basalt_test_guests::cpu::{inb, outb, set_interrupt_handler};
+use basalt_test_guests::cpu::{inb, init_pic_pair, outb, set_interrupt_handler};
 use basalt_test_guests::hypercall::{Wait, sleep_until, system_time_ns};
 use basalt_test_guests::{Checks, arg_u64, println};
 use core::sync::atomic::{AtomicU32, Ordering};
@@ -83,20 +83,6 @@ fn on_interrupt(vector: u8) {
     outb(0x20, 0x20);
 }
 
-fn init_pics() {
-    outb(0x20, 0x11);
-    outb(0xa0, 0x11);
-    outb(0x21, 0x20);
-    outb(0xa1, 0x28);
-    outb(0x21, 0x04);
-    outb(0xa1, 0x02);
-    outb(0x21, 0x01);
-    outb(0xa1, 0x01);
-    // Master: only the cascade (IRQ 2) open; slave: only IRQ 8.
-    outb(0x21, !(1u8 << 2));
-    outb(0xa1, 0xfe);
-}
-
 fn main(cmdline: &str) -> u32 {
     let ticks = arg_u64(cmdline, "ticks", 32).max(1) as u32;
     let rate = arg_u64(cmdline, "rate", 10).clamp(3, 15) as u8;
@@ -120,7 +106,7 @@ fn main(cmdline: &str) -> u32 {
     );
 
     set_interrupt_handler(on_interrupt);
-    init_pics();
+    init_pic_pair(!(1u8 << 2), 0xfe);
     let _ = cmos(0x0c);
     set_cmos(0x0a, 0x20 | rate);
     set_cmos(0x0b, cmos(0x0b) | 0x40);
