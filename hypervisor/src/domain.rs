@@ -134,6 +134,8 @@ pub struct Domain {
     pub pit_last_edge: AtomicU64,
     /// Its RTC and CMOS.
     pub rtc: Mutex<basalt_devices::rtc::Rtc>,
+    /// Its PCI configuration space (a host bridge).
+    pub pci: Mutex<basalt_devices::pci::PciHost>,
     /// System time (ns) when a timed device (PIT, RTC) may next raise an
     /// interrupt; 0: none.
     pub device_deadline: AtomicU64,
@@ -589,6 +591,7 @@ fn build(
         pit: Mutex::new(basalt_devices::pit::Pit::new()),
         pit_last_edge: AtomicU64::new(0),
         rtc: Mutex::new(crate::vdev::new_rtc()),
+        pci: Mutex::new(basalt_devices::pci::PciHost::new()),
         device_deadline: AtomicU64::new(0),
         irq_pending: core::sync::atomic::AtomicBool::new(false),
         signature: basalt_guest::cpuid::BASALT_SIGNATURE,

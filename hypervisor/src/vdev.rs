@@ -1,8 +1,9 @@
 //! The devices a domain reaches through port I/O (docs/platform.md): the
 //! debug console at port 0xE9, a 16550A UART as its COM1 at 0x3F8-0x3FF,
 //! the 8259 PIC pair (0x20/0x21, 0xA0/0xA1, ELCR 0x4D0/0x4D1), the 8254
-//! PIT (0x40-0x43, 0x61) and the MC146818 RTC (0x70/0x71), models from
-//! `basalt-devices`. The PIT and the RTC count in Basalt's system time (the
+//! PIT (0x40-0x43, 0x61), the MC146818 RTC (0x70/0x71) and PCI
+//! configuration mechanism #1 with a host bridge (0xCF8, 0xCFC-0xCFF),
+//! models from `basalt-devices`. The PIT and the RTC count in Basalt's system time (the
 //! RTC from the wall clock read at boot); each rising edge of the PIT's
 //! channel 0 is IRQ 0 and the RTC's interrupt flag is IRQ 8, raised when the
 //! scheduler sees their time pass (`advance_time`). COM1 is connected to the console multiplexer:
@@ -13,6 +14,7 @@
 //! and ignores writes.
 
 use crate::domain::Domain;
+use basalt_devices::pci::PciHost;
 use basalt_devices::pic::Pic;
 use basalt_devices::pit::Pit;
 use basalt_devices::rtc::Rtc;
@@ -151,7 +153,10 @@ pub fn advance_time(domain: &Domain, now: u64) {
 /// OUT to `port`: the value's low byte for the UART and the PIC, every
 /// byte for the debug console.
 pub fn io_out(domain: &Domain, port: u16, size: u8, value: u32) {
-    let _ = size;
+    if PciHost::handles(port, size) {
+        domain.pci.lock().write(port, size, value);
+        return;
+    }
     if port == DEBUG_CONSOLE {
         domain.console_write(&[value as u8]);
         return;
@@ -197,6 +202,14 @@ pub fn io_out(domain: &Domain, port: u16, size: u8, value: u32) {
     }
 }
 
+fn pci_mask(size: u8) -> u32 {
+    match size {
+        1 => 0xff,
+        2 => 0xffff,
+        _ => 0xffff_ffff,
+    }
+}
+
 /// IN from `port`: the value read (all ones where nothing answers).
 pub fn io_in(domain: &Domain, port: u16, size: u8) -> u32 {
     let ones = match size {
@@ -223,6 +236,9 @@ pub fn io_in(domain: &Domain, port: u16, size: u8) -> u32 {
         sync_rtc_irq(domain, level);
         update_device_deadline(domain, now);
         return (ones & !0xff) | u32::from(value);
+    }
+    if PciHost::handles(port, size) {
+        return (ones & !pci_mask(size)) | domain.pci.lock().read(port, size);
     }
     let Some(reg) = com1_register(port) else {
         return ones;

@@ -8,6 +8,7 @@
 //! * [`pic::Pic`]: the 8259A master/slave pair with its ELCR.
 //! * [`pit::Pit`]: the 8254 timer with port 0x61's channel-2 gate and output.
 //! * [`rtc::Rtc`]: the MC146818 real-time clock and CMOS memory.
+//! * [`pci::PciHost`]: PCI configuration mechanism #1 with a 440FX host bridge.
 //!
 //! Each model only sees register reads and writes and the bytes its caller
 //! feeds in; it reports what the guest should see (register values, the
@@ -19,6 +20,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod pci;
 pub mod pic;
 pub mod pit;
 pub mod rtc;
