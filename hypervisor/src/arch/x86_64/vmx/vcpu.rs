@@ -683,13 +683,17 @@ impl VmxVcpu {
     /// cleared, or `sti; hlt` would keep an interrupt out forever (SDM Vol.
     /// 3C 25.4.2, "Guest Non-Register State").
     fn advance(&self) {
-        let mut v = vmcs();
-        let len = v.read32(exit::INSTRUCTION_LENGTH).unwrap_or(0);
-        let rip = v.read_nat(guest::RIP).unwrap_or(0);
-        let _ = v.write_nat(guest::RIP, rip.wrapping_add(u64::from(len)));
-        let blocking = v.read32(guest::INTERRUPTIBILITY_STATE).unwrap_or(0);
+        // Hot path (every emulated port access and hypercall): unchecked
+        // VMREAD/VMWRITE of fields that always exist in the current VMCS.
+        let len = instr::vmread_fast(exit::INSTRUCTION_LENGTH.encoding());
+        self.advance_by(len);
+        let blocking = instr::vmread_fast(guest::INTERRUPTIBILITY_STATE.encoding());
         if blocking & 0b11 != 0 {
-            let _ = v.write32(guest::INTERRUPTIBILITY_STATE, blocking & !0b11);
+            // SAFETY: clearing the STI/MOV-SS blocking bits of the current
+            // VMCS's interruptibility state, a valid value for any guest.
+            unsafe {
+                instr::vmwrite_fast(guest::INTERRUPTIBILITY_STATE.encoding(), blocking & !0b11)
+            };
         }
     }
 
