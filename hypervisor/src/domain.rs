@@ -489,6 +489,21 @@ pub fn create_from_modules(info: &BootInfo<'static>) -> Vec<(Arc<Domain>, Vec<Vc
                 continue;
             }
         };
+        let online = crate::arch::x86_64::percpu::online_count().min(64);
+        let online_mask = if online == 64 {
+            u64::MAX
+        } else {
+            (1u64 << online) - 1
+        };
+        if spec.cpus.is_some_and(|m| m & online_mask == 0) {
+            error!(
+                "boot module {index} (domain {}) refused: cpus= names no online CPU (online: 0-{}); \
+                 other domains still start",
+                spec.name,
+                online.saturating_sub(1)
+            );
+            continue;
+        }
         let initrds: Vec<_> = modules
             .iter()
             .filter(|m| matches!(spec::parse_module(m.cmdline), Ok(ModuleRole::Initrd { domain, .. }) if domain == spec.name))
