@@ -85,9 +85,11 @@ fn handle(v: &mut Vcpu, call: &hc::Call) -> (u64, After) {
             }
             hc::CONSOLEIO_READ => {
                 // Bytes the operator typed while this domain had the focus.
-                let count = a2.min(CONSOLE_MAX) as usize;
-                let mut buf = alloc::vec![0u8; count];
-                let n = v.domain.input.lock().read(&mut buf);
+                // The input ring never holds more than this: no allocation
+                // on a path a guest polls.
+                let mut buf = [0u8; crate::domain::CONSOLE_INPUT];
+                let count = (a2 as usize).min(buf.len());
+                let n = v.domain.input.lock().read(&mut buf[..count]);
                 if n == 0 {
                     return (0, After::Continue);
                 }

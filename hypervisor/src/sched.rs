@@ -854,11 +854,7 @@ fn handle(h: &mut Held, exit: VcpuExit) -> Next {
         VcpuExit::IoIn { port, size } => {
             log::trace!("d{}: in{size} {port:#x}", v.domain.id);
             let value = crate::vdev::io_in(&v.domain, port, size);
-            let mask: u64 = match size {
-                1 => 0xff,
-                2 => 0xffff,
-                _ => 0xffff_ffff,
-            };
+            let mask = u64::from(crate::vdev::size_mask(size));
             // IN of 8 or 16 bits keeps the rest of RAX; of 32 bits zeroes
             // the upper half.
             let rax = v.arch.regs.rax;

@@ -143,12 +143,7 @@ pub fn arm_at_ns(ns: u64) {
         return;
     }
 
-    this.timer_deadline.store(deadline, Ordering::Release);
-    crate::arch::x86_64::apic::arm_timer(
-        crate::arch::x86_64::idt::vector::TIMER,
-        deadline,
-        tsc_hz(),
-    );
+    arm_tsc(deadline);
 }
 
 /// TSC ticks in `ns` nanoseconds.
@@ -159,7 +154,11 @@ pub fn ns_to_tsc(ns: u64) -> u64 {
 /// Arms this CPU's one-shot timer to fire `ns` nanoseconds from now. One
 /// timer per CPU: arming again moves it.
 pub fn arm_oneshot_in(ns: u64) {
-    let deadline = deadline_tsc(ns);
+    arm_tsc(deadline_tsc(ns));
+}
+
+/// Arms this CPU's one-shot timer for TSC value `deadline` and notes it.
+fn arm_tsc(deadline: u64) {
     if let Some(this) = crate::arch::x86_64::percpu::current() {
         this.timer_deadline.store(deadline, Ordering::Release);
     }

@@ -64,19 +64,24 @@ fn feed(domain: &Domain, uart: &mut Serial) {
     }
 }
 
-/// Follows COM1's interrupt line into the PIC and notes whether the PIC
-/// now asks for an interrupt. Lock order: serial, then PIC.
-fn sync_irq(domain: &Domain, uart: &Serial) {
+/// The RTC's ISA interrupt line (on the slave PIC).
+const RTC_IRQ: u8 = 8;
+
+/// Sets PIC input `line` to `level` and notes whether the PIC now asks
+/// for an interrupt. Lock order: the device, then the PIC.
+fn set_irq_line(domain: &Domain, line: u8, level: bool) {
     let mut pic = domain.pic.lock();
-    pic.set_irq(COM1_IRQ, uart.irq_level());
+    pic.set_irq(line, level);
     domain.irq_pending.store(pic.output(), Ordering::SeqCst);
 }
 
-/// Follows the RTC's interrupt line into the PIC (IRQ 8).
-fn sync_rtc_irq(domain: &Domain, level: bool) {
-    let mut pic = domain.pic.lock();
-    pic.set_irq(8, level);
-    domain.irq_pending.store(pic.output(), Ordering::SeqCst);
+/// The bits an access of `size` bytes (1, 2 or 4) carries.
+pub fn size_mask(size: u8) -> u32 {
+    match size {
+        1 => 0xff,
+        2 => 0xffff,
+        _ => 0xffff_ffff,
+    }
 }
 
 /// Typed input arrived for `domain`: with COM1's receive interrupt on, it
@@ -86,7 +91,7 @@ pub fn input_arrived(domain: &Domain) {
     let mut uart = domain.serial.lock();
     if uart.ier() & IER_RDA != 0 {
         feed(domain, &mut uart);
-        sync_irq(domain, &uart);
+        set_irq_line(domain, COM1_IRQ, uart.irq_level());
     }
 }
 
@@ -144,7 +149,7 @@ pub fn advance_time(domain: &Domain, now: u64) {
             pic.set_irq(0, true);
             pic.set_irq(0, false);
         }
-        pic.set_irq(8, rtc_level);
+        pic.set_irq(RTC_IRQ, rtc_level);
         domain.irq_pending.store(pic.output(), Ordering::SeqCst);
     }
     update_device_deadline(domain, now);
@@ -181,7 +186,7 @@ pub fn io_out(domain: &Domain, port: u16, size: u8, value: u32) {
             rtc.write(port, value as u8, now);
             rtc.irq_level(now)
         };
-        sync_rtc_irq(domain, level);
+        set_irq_line(domain, RTC_IRQ, level);
         update_device_deadline(domain, now);
         return;
     }
@@ -194,7 +199,7 @@ pub fn io_out(domain: &Domain, port: u16, size: u8, value: u32) {
         if uart.ier() & IER_RDA != 0 {
             feed(domain, &mut uart);
         }
-        sync_irq(domain, &uart);
+        set_irq_line(domain, COM1_IRQ, uart.irq_level());
         core::mem::take(&mut uart.output_mut().0)
     };
     if !sent.is_empty() {
@@ -202,30 +207,17 @@ pub fn io_out(domain: &Domain, port: u16, size: u8, value: u32) {
     }
 }
 
-fn pci_mask(size: u8) -> u32 {
-    match size {
-        1 => 0xff,
-        2 => 0xffff,
-        _ => 0xffff_ffff,
-    }
-}
-
 /// IN from `port`: the value read (all ones where nothing answers).
 pub fn io_in(domain: &Domain, port: u16, size: u8) -> u32 {
-    let ones = match size {
-        1 => 0xff,
-        2 => 0xffff,
-        _ => 0xffff_ffff,
-    };
-    if Pic::handles(port) {
-        let value = domain.pic.lock().read(port);
-        return (ones & !0xff) | u32::from(value);
+    let ones = size_mask(size);
+    if PciHost::handles(port, size) {
+        return domain.pci.lock().read(port, size);
     }
-    if Pit::handles(port) {
-        let value = domain.pit.lock().read(port, crate::time::now_ns());
-        return (ones & !0xff) | u32::from(value);
-    }
-    if Rtc::handles(port) {
+    let byte = if Pic::handles(port) {
+        domain.pic.lock().read(port)
+    } else if Pit::handles(port) {
+        domain.pit.lock().read(port, crate::time::now_ns())
+    } else if Rtc::handles(port) {
         let now = crate::time::now_ns();
         let (value, level) = {
             let mut rtc = domain.rtc.lock();
@@ -233,20 +225,19 @@ pub fn io_in(domain: &Domain, port: u16, size: u8) -> u32 {
             (value, rtc.irq_level(now))
         };
         // Reading register C clears the flags: IRQ 8 may drop.
-        sync_rtc_irq(domain, level);
+        set_irq_line(domain, RTC_IRQ, level);
         update_device_deadline(domain, now);
-        return (ones & !0xff) | u32::from(value);
-    }
-    if PciHost::handles(port, size) {
-        return (ones & !pci_mask(size)) | domain.pci.lock().read(port, size);
-    }
-    let Some(reg) = com1_register(port) else {
+        value
+    } else if let Some(reg) = com1_register(port) {
+        let mut uart = domain.serial.lock();
+        feed(domain, &mut uart);
+        let value = uart.read(reg);
+        set_irq_line(domain, COM1_IRQ, uart.irq_level());
+        value
+    } else {
         return ones;
     };
-    let mut uart = domain.serial.lock();
-    feed(domain, &mut uart);
-    // A wider read gets the register in its low byte, the bus's ones above.
-    let value = uart.read(reg);
-    sync_irq(domain, &uart);
-    (ones & !0xff) | u32::from(value)
+    // A wider read of an 8-bit device gets the register in its low byte and
+    // the bus's ones above.
+    (ones & !0xff) | u32::from(byte)
 }
