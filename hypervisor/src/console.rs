@@ -20,7 +20,7 @@ pub(crate) use input::{rx_interrupt, timer_poll};
 use crate::time;
 use basalt_boot::cmdline::{Consoles, LogLevel, Parity as CmdParity, SerialParams};
 use core::fmt::{self, Write};
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use spin::Mutex;
 use uart_16550::backend::PioBackend;
 use uart_16550::spec::registers::{FifoTriggerLevel, LSR, Parity, WordLength};
@@ -235,6 +235,29 @@ pub fn print(args: fmt::Arguments<'_>) {
     with_console(|c| {
         let _ = c.write_fmt(args);
     });
+}
+
+/// Writes bytes to the console as they are: a domain's output while it has
+/// the console (terminal control sequences included).
+pub fn write_raw(bytes: &[u8]) {
+    if PANICKING.load(Ordering::Acquire) {
+        return;
+    }
+    with_console(|c| c.write_bytes(bytes));
+}
+
+/// The domain whose output goes to the console as it is (the one with the
+/// console input); 0 = none (the monitor has it).
+static RAW_DOMAIN: AtomicU32 = AtomicU32::new(0);
+
+/// Whether domain `id` has the console (its output is written raw).
+pub fn is_raw(id: u32) -> bool {
+    RAW_DOMAIN.load(Ordering::Relaxed) == id
+}
+
+/// Gives the console to domain `id` (`None`: the monitor).
+pub fn set_raw(id: Option<u32>) {
+    RAW_DOMAIN.store(id.unwrap_or(0), Ordering::SeqCst);
 }
 
 /// Waits until every console port has sent its last byte, so that a run

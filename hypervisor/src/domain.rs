@@ -2,7 +2,7 @@
 //! with its own memory (from Basalt's frame pool, zeroed), its own EPT, its
 //! vCPUs, its console and its end.
 
-use crate::arch::x86_64::vmx::vcpu::{PvhEntry, VmxVcpu};
+use crate::arch::x86_64::vmx::vcpu::{Long64State, PvhEntry, VmxVcpu};
 use crate::mm;
 use crate::stats::ExitCounts;
 use alloc::string::String;
@@ -12,6 +12,7 @@ use basalt_boot::multiboot2::{BootInfo, Module};
 use basalt_console::ring::Ring;
 use basalt_frames::Owner;
 use basalt_guest::elf;
+use basalt_guest::linux::{self, BzImage, LinuxLayout};
 use basalt_guest::mem::{GuestMemory, MemoryError};
 use basalt_guest::spec::{self, ModuleRole};
 use basalt_paging::{Ept, PageTable};
@@ -21,6 +22,8 @@ use spin::Mutex;
 
 /// A `boot=real` image must end below the legacy hole (docs/guests.md).
 const REAL_MODE_END: u64 = 0x9f000;
+/// Where a domain's ACPI tables go (the BIOS area, reserved in its e820).
+const ACPI_TABLES: u64 = 0xe0000;
 
 /// Guest memory comes in 1 GiB allocations where a whole 1 GiB of the
 /// domain is aligned and the CPU has 1 GiB EPT pages, in 2 MiB blocks
@@ -136,6 +139,9 @@ pub struct Domain {
     pub rtc: Mutex<basalt_devices::rtc::Rtc>,
     /// Its PCI configuration space (a host bridge).
     pub pci: Mutex<basalt_devices::pci::PciHost>,
+    /// ACPI fixed hardware: PM1 event/control blocks, PM timer, reset
+    /// register.
+    pub pm: Mutex<basalt_devices::acpi_pm::AcpiPm>,
     /// System time (ns) when a timed device (PIT, RTC) may next raise an
     /// interrupt; 0: none.
     pub device_deadline: AtomicU64,
@@ -144,6 +150,8 @@ pub struct Domain {
     pub irq_pending: core::sync::atomic::AtomicBool,
     /// The 12-byte CPUID hypervisor signature this domain sees.
     pub signature: [u8; 12],
+    /// Its local APICs and I/O APIC (`crate::vapic`).
+    pub apic: crate::vapic::DomainApic,
     /// TSC offset of every vCPU: the guest's TSC counts from its creation.
     pub tsc_offset: u64,
     /// VM exits per reason.
@@ -315,6 +323,16 @@ impl Domain {
     pub fn console_write(&self, bytes: &[u8]) {
         self.history.lock().write(bytes);
         let mut buf = self.line.lock();
+        if crate::console::is_raw(self.id) {
+            // It has the console: its bytes go out as they are, prompts and
+            // terminal control included.
+            if !buf.is_empty() {
+                crate::console::write_raw(&buf);
+                buf.clear();
+            }
+            crate::console::write_raw(bytes);
+            return;
+        }
         for &b in bytes {
             if b == b'\n' || buf.len() >= 512 {
                 crate::println!("(d{}) {}", self.id, String::from_utf8_lossy(&buf));
@@ -322,6 +340,16 @@ impl Domain {
             } else if b != b'\r' {
                 buf.push(b);
             }
+        }
+    }
+
+    /// The domain was given the console: the line it had started goes out
+    /// as it is (a shell prompt waiting for input).
+    pub fn console_focus_gained(&self) {
+        let mut buf = self.line.lock();
+        if !buf.is_empty() {
+            crate::console::write_raw(&buf);
+            buf.clear();
         }
     }
 
@@ -455,6 +483,7 @@ enum BuildError {
     Memory(u64),
     Map(basalt_paging::MapError),
     Layout(String),
+    Linux(linux::LinuxError),
     Vcpu(crate::vcpu::GuestError),
 }
 
@@ -470,6 +499,7 @@ impl core::fmt::Display for BuildError {
             ),
             Self::Map(e) => write!(f, "cannot build its EPT: {e}"),
             Self::Layout(e) => write!(f, "{e}"),
+            Self::Linux(e) => write!(f, "{e}"),
             Self::Vcpu(e) => write!(f, "cannot create its vCPU: {e}"),
         }
     }
@@ -534,6 +564,7 @@ fn build(
     let bytes = mm::phys_slice(module.start, module.len() as usize)
         .ok_or(BuildError::Spec("module not readable".into()))?;
     let real = spec.boot == spec::BootProtocol::Real;
+    let linux = linux_plan(spec, bytes, memory, initrds).map_err(BuildError::Linux)?;
     let image = if real {
         // A flat real-mode binary at 0x7C00 must fit below the legacy hole.
         if bytes.is_empty() || 0x7c00 + bytes.len() as u64 > REAL_MODE_END {
@@ -543,6 +574,8 @@ fn build(
                 bytes.len()
             )));
         }
+        None
+    } else if linux.is_some() {
         None
     } else {
         Some(elf::parse(bytes, memory).map_err(BuildError::Image)?)
@@ -589,6 +622,9 @@ fn build(
         }
     };
     let ept_root = ept.root();
+    // The guest's TSC starts at 0 now, on every vCPU; its APICs count time
+    // from the same instant.
+    let tsc_zero = crate::arch::x86_64::cpu::rdtsc();
     let domain = Arc::new(Domain {
         id,
         name: spec.name.into(),
@@ -607,11 +643,12 @@ fn build(
         pit_last_edge: AtomicU64::new(0),
         rtc: Mutex::new(crate::vdev::new_rtc()),
         pci: Mutex::new(basalt_devices::pci::PciHost::new()),
+        pm: Mutex::new(crate::vdev::new_pm()),
         device_deadline: AtomicU64::new(0),
         irq_pending: core::sync::atomic::AtomicBool::new(false),
         signature: basalt_guest::cpuid::BASALT_SIGNATURE,
-        // The guest's TSC starts near 0 at creation, on every vCPU.
-        tsc_offset: 0u64.wrapping_sub(crate::arch::x86_64::cpu::rdtsc()),
+        apic: crate::vapic::DomainApic::new(spec.vcpus, crate::time::ns_at_tsc(tsc_zero)),
+        tsc_offset: 0u64.wrapping_sub(tsc_zero),
         exits: Arc::new(ExitCounts::default()),
         vcpu_count: spec.vcpus,
         affinity: spec.cpus.unwrap_or(0),
@@ -628,8 +665,24 @@ fn build(
         domain.discard();
         e
     };
-    let mut entry = PvhEntry::RealMode { ip: 0x7c00 };
-    if image.is_none() {
+    let mut entry = PvhEntry::RealMode { cs: 0, ip: 0x7c00 };
+    // ACPI tables in the BIOS area, where the usual scan also finds the
+    // RSDP; the e820 map keeps 0x9F000-1 MiB reserved.
+    let rsdp = {
+        let blocks = domain.blocks.lock();
+        let mut mem = DomainMemory {
+            blocks: &blocks,
+            size: memory,
+        };
+        basalt_guest::acpi::write_acpi_tables(
+            &mut mem,
+            ACPI_TABLES,
+            &basalt_guest::acpi::AcpiConfig::new(spec.vcpus),
+        )
+        .map_err(|e| fail(&domain, BuildError::Layout(alloc::format!("{e}"))))?
+        .rsdp
+    };
+    if real {
         domain
             .write_gpa(0x7c00, bytes)
             .map_err(|e| fail(&domain, BuildError::Layout(alloc::format!("{e}"))))?;
@@ -671,13 +724,17 @@ fn build(
             spec.cmdline,
             &boot_modules,
             &memmap[..entries],
-            0,
+            rsdp,
         )
         .map_err(|e| fail(&domain, BuildError::Layout(alloc::format!("{e}"))))?;
         entry = PvhEntry::Pvh {
             rip: u64::from(image.entry),
             start_info: plan.start_info_gpa,
         };
+    }
+    if let Some((kernel, layout)) = &linux {
+        entry = load_linux(&domain, spec, bytes, kernel, layout, initrds, rsdp)
+            .map_err(|e| fail(&domain, BuildError::Linux(e)))?;
     }
     let negotiated = match crate::arch::x86_64::vmx::negotiated() {
         Ok(n) => n,
@@ -691,7 +748,11 @@ fn build(
             ept_root,
             vpid,
             entry,
-            domain.signature,
+            crate::vcpu::CpuidContext {
+                signature: domain.signature,
+                apic_id: index,
+                tsc_hz: crate::time::tsc_hz(),
+            },
             domain.tsc_offset,
             domain.exits.clone(),
         );
@@ -716,7 +777,7 @@ fn build(
     DOMAINS.lock().push(domain.clone());
     let entry = match entry {
         PvhEntry::Pvh { rip, .. } => rip,
-        PvhEntry::RealMode { ip } => u64::from(ip),
+        PvhEntry::RealMode { cs, ip } => (u64::from(cs) << 4) + u64::from(ip),
         PvhEntry::Long64(s) => s.rip,
     };
     info!(
@@ -726,6 +787,86 @@ fn build(
         spec.vcpus,
     );
     Ok((domain, vcpus))
+}
+
+/// The bzImage and its layout when the module boots through the Linux boot
+/// protocol (`boot=linux`, or no `boot=` and the image is a bzImage),
+/// checked before the domain's memory is taken; `None` for other images.
+fn linux_plan(
+    spec: &spec::DomainSpec<'_>,
+    bytes: &[u8],
+    memory: u64,
+    initrds: &[Module<'static>],
+) -> Result<Option<(BzImage, LinuxLayout)>, linux::LinuxError> {
+    match spec.boot {
+        spec::BootProtocol::Linux => {}
+        spec::BootProtocol::Auto if linux::is_bzimage(bytes) => {}
+        _ => return Ok(None),
+    }
+    let kernel = linux::parse_bzimage(bytes)?;
+    let initrd_size = linux::concatenated_initrd_size(initrds.iter().map(|m| m.len()));
+    let layout = linux::plan_layout(&kernel, memory, spec.cmdline.len() as u64, initrd_size)?;
+    Ok(Some((kernel, layout)))
+}
+
+/// Loads a bzImage as `layout` says (docs/guests.md, "Booting Linux"):
+/// the protected-mode kernel, `boot_params` with the command line, the
+/// initrds (concatenated), the e820 map of a PVH guest and the ACPI RSDP,
+/// identity page tables and the boot GDT; vCPU 0 starts at `startup_64`.
+fn load_linux(
+    domain: &Domain,
+    spec: &spec::DomainSpec<'_>,
+    bytes: &[u8],
+    kernel: &BzImage,
+    layout: &LinuxLayout,
+    initrds: &[Module<'static>],
+    rsdp: u64,
+) -> Result<PvhEntry, linux::LinuxError> {
+    use basalt_guest::start_info as si;
+    let blocks = domain.blocks.lock();
+    let mut mem = DomainMemory {
+        blocks: &blocks,
+        size: domain.memory,
+    };
+    let mut e820 = [si::MemmapEntry::default(); 8];
+    let entries = si::guest_memmap(domain.memory, &mut e820);
+    let state = linux::load(
+        &mut mem,
+        bytes,
+        kernel,
+        layout,
+        spec.cmdline,
+        &e820[..entries],
+        rsdp,
+    )?;
+    let mut at = layout.initrd_gpa;
+    for m in initrds {
+        let data = mm::phys_slice(m.start, m.len() as usize).unwrap_or_default();
+        mem.write(at, data)?;
+        at += m.len().next_multiple_of(linux::INITRD_PIECE_ALIGN);
+    }
+    info!(
+        "domain {}: Linux bzImage (boot protocol {}.{:02}), kernel at {:#x} (init_size {:#x}), \
+         boot_params at {:#x}, initrd {:#x}+{:#x}",
+        spec.name,
+        kernel.version >> 8,
+        kernel.version & 0xff,
+        layout.load_address,
+        kernel.init_size,
+        layout.boot_params,
+        layout.initrd_gpa,
+        layout.initrd_size,
+    );
+    Ok(PvhEntry::Long64(Long64State {
+        rip: state.rip,
+        rsi: state.rsi,
+        rflags: state.rflags,
+        cr0: state.cr0,
+        cr3: state.cr3,
+        cr4: state.cr4,
+        efer: state.efer,
+        ..Long64State::default()
+    }))
 }
 
 impl Domain {

@@ -55,7 +55,8 @@ pub fn service() {
     for id in gone {
         if m.mux.focus() == Focus::Domain(id) {
             m.mux.domain_gone(id);
-            println!("[domain d{id} ended: input: monitor]");
+            crate::console::set_raw(None);
+            println!("\n[domain d{id} ended: input: monitor]");
             print!("{PROMPT}");
         }
     }
@@ -90,11 +91,18 @@ impl Monitor {
         match self.mux.input(b, &live_domains()) {
             Event::Pending => {}
             Event::Switched(Focus::Monitor) => {
+                crate::console::set_raw(None);
                 println!("\n[input: monitor]");
                 print!("{PROMPT}");
             }
             Event::Switched(Focus::Domain(id)) => {
                 println!("\n[input: domain d{id}; Ctrl-A three times switches to the next owner]");
+                // Its output now goes out as it is, starting with the line
+                // it had begun (a prompt).
+                crate::console::set_raw(Some(id));
+                if let Some(d) = domain::get(id) {
+                    d.console_focus_gained();
+                }
             }
             Event::Monitor { held, byte } => {
                 for _ in 0..held {
@@ -203,6 +211,10 @@ impl Monitor {
                     println!(
                         "[input: domain d{id}; Ctrl-A three times switches to the next owner]"
                     );
+                    crate::console::set_raw(Some(id));
+                    if let Some(d) = domain::get(id) {
+                        d.console_focus_gained();
+                    }
                 } else {
                     no_domain(id);
                 }

@@ -406,6 +406,85 @@ pub fn wake_vcpu(id: VcpuId) {
     }
 }
 
+/// Whether vCPU `vcpu` of `domain` has an interrupt to take: from its local
+/// APIC, or (vCPU 0) from the 8259 through LINT0.
+fn interrupt_waiting(domain: &Domain, vcpu: u32) -> bool {
+    domain.apic.pending(vcpu)
+        || (vcpu == 0 && domain.irq_pending.load(Ordering::SeqCst) && domain.apic.pic_through())
+}
+
+/// An interrupt was delivered to vCPU `id`'s local APIC: a halted vCPU is
+/// woken; one running on another CPU is made to exit (a WAKE IPI), so the
+/// interrupt is injected at its next entry; a runnable one takes it when
+/// it next runs.
+pub fn kick_vcpu(id: VcpuId) {
+    let now = time::now_ns();
+    let me = percpu::index();
+    let target = with(|s| {
+        let slot = s.slots.get(&id)?.clone();
+        if slot.halted.load(Ordering::SeqCst) {
+            if !slot.up.load(Ordering::SeqCst) {
+                return None;
+            }
+            return unhalt(s, &slot, now).map(|c| (c, true));
+        }
+        (0..percpu::online_count())
+            .find(|&c| c != me && s.policy.current(c) == Some(id))
+            .map(|c| (c, false))
+    })
+    .flatten();
+    match target {
+        Some((cpu, true)) => tickle(cpu),
+        Some((cpu, false)) => {
+            if let Some(c) = percpu::cpu(cpu) {
+                apic::send_ipi(
+                    apic::Delivery::Fixed(idt::vector::WAKE),
+                    apic::Destination::Apic(c.apic_id),
+                );
+            }
+        }
+        None => {}
+    }
+}
+
+/// A start-up IPI reached vCPU `id`, which waited for one: it starts in
+/// real mode at `vector << 8`:0000 (SDM Vol. 3A 10.4.4). A vCPU that is up
+/// already ignores it.
+pub fn start_vcpu_sipi(id: VcpuId, vector: u8) {
+    let Some(slot) = with(|s| s.slots.get(&id).cloned()).flatten() else {
+        return;
+    };
+    if slot.up.load(Ordering::SeqCst) {
+        log::warn!(
+            "d{}v{}: start-up IPI to a running vCPU ignored",
+            id.domain,
+            id.vcpu
+        );
+        return;
+    }
+    {
+        let mut inner = slot.inner.lock();
+        let Some(v) = inner.vcpu.as_mut() else {
+            return;
+        };
+        v.arch
+            .set_start(crate::arch::x86_64::vmx::vcpu::PvhEntry::RealMode {
+                cs: u16::from(vector) << 8,
+                ip: 0,
+            });
+        slot.initialised.store(true, Ordering::SeqCst);
+    }
+    log::debug!(
+        "d{}v{}: start-up IPI, starts at {:#x}",
+        id.domain,
+        id.vcpu,
+        u32::from(vector) << 12
+    );
+    if let Err(e) = vcpu_up(id) {
+        log::warn!("d{}v{}: cannot start: {e:?}", id.domain, id.vcpu);
+    }
+}
+
 /// The halted vCPU of `slot` had its event: it becomes runnable unless its
 /// domain is paused. Returns the CPU to tickle.
 fn unhalt(s: &mut State, slot: &Slot, now: u64) -> Option<usize> {
@@ -570,10 +649,8 @@ fn decide(me: usize, yielded: bool) -> Decision {
 /// is already due, it leaves the CPU until its timer or another event.
 fn block_current(me: usize, h: &mut Held) {
     let now = time::now_ns();
-    if h.slot.id.vcpu == 0
-        && h.slot.domain.irq_pending.load(Ordering::SeqCst)
-        && h.vcpu.arch.interrupts_enabled()
-    {
+    let interruptible = h.vcpu.arch.interrupts_enabled();
+    if interruptible && interrupt_waiting(&h.slot.domain, h.slot.id.vcpu) {
         // HLT with an interrupt waiting: it is delivered at once.
         return;
     }
@@ -587,20 +664,36 @@ fn block_current(me: usize, h: &mut Held) {
     // vCPU 0 with interrupts on also wakes for its domain's timed devices
     // (PIT, RTC): a separate entry, so that an edge that raises nothing
     // (a masked line) leaves the vCPU's own timer in place.
-    let device = if h.slot.id.vcpu == 0 && h.vcpu.arch.interrupts_enabled() {
+    let device = if h.slot.id.vcpu == 0 && interruptible {
         h.slot.domain.device_deadline.load(Ordering::SeqCst)
     } else {
         0
     };
-    with(|s| {
+    // Its local APIC timer, likewise.
+    let apic_timer = if interruptible {
+        h.slot.domain.apic.deadline(h.slot.id.vcpu)
+    } else {
+        0
+    };
+    let blocked = with(|s| {
+        // Checked again under the lock: an interrupt delivered from now on
+        // finds the vCPU halted and wakes it (`kick_vcpu`).
+        if interruptible && interrupt_waiting(&h.slot.domain, h.slot.id.vcpu) {
+            return false;
+        }
         if s.policy.current(me) == Some(h.slot.id) {
             h.slot.halted.store(true, Ordering::SeqCst);
             s.policy.block(me, now);
         }
-    });
-    if h.slot.up.load(Ordering::SeqCst) {
+        true
+    })
+    .unwrap_or(false);
+    if blocked && h.slot.up.load(Ordering::SeqCst) {
         let mut timers = TIMERS[me].lock();
-        for at in [deadline, device].into_iter().filter(|d| *d != 0) {
+        for at in [deadline, device, apic_timer]
+            .into_iter()
+            .filter(|d| *d != 0)
+        {
             timers.push((at, h.slot.id));
         }
     }
@@ -617,25 +710,33 @@ fn fire_timers(me: usize) -> Option<u64> {
         due
     };
     for (_, id) in due {
+        let Some(slot) = with(|s| s.slots.get(&id).cloned()).flatten() else {
+            continue;
+        };
+        if !slot.halted.load(Ordering::SeqCst) {
+            continue;
+        }
+        // Its own timer, or a device interrupt or APIC timer that the time
+        // passed raised; a stale entry (a newer timer, one stopped, an edge
+        // the guest reprogrammed) finds no event and does nothing. Devices
+        // are advanced without the scheduler lock: an interrupt they raise
+        // may wake other vCPUs.
+        let timer = slot.domain.timer(id.vcpu);
+        let own = timer.load(Ordering::SeqCst);
+        let mut event = own != 0 && own <= now;
+        if event {
+            timer.store(0, Ordering::SeqCst);
+        }
+        if id.vcpu == 0 {
+            crate::vdev::advance_time(&slot.domain, now);
+        }
+        event |= crate::vapic::timer_due(&slot.domain, id.vcpu, now);
+        event |= interrupt_waiting(&slot.domain, id.vcpu);
+        if !event {
+            continue;
+        }
         let cpu = with(|s| {
-            let slot = s.slots.get(&id)?.clone();
             if !slot.halted.load(Ordering::SeqCst) {
-                return None;
-            }
-            // Its own timer, or (vCPU 0) a device interrupt that the time
-            // passed raised; a stale entry (a newer timer, one stopped, an
-            // edge the guest reprogrammed) finds no event and does nothing.
-            let timer = slot.domain.timer(id.vcpu);
-            let own = timer.load(Ordering::SeqCst);
-            let mut event = own != 0 && own <= now;
-            if event {
-                timer.store(0, Ordering::SeqCst);
-            }
-            if id.vcpu == 0 {
-                crate::vdev::advance_time(&slot.domain, now);
-                event |= slot.domain.irq_pending.load(Ordering::SeqCst);
-            }
-            if !event {
                 return None;
             }
             unhalt(s, &slot, now)
@@ -736,15 +837,22 @@ fn run_slice(me: usize, h: &mut Held, slice_ns: u64) -> SliceEnd {
     let mut bound = 0;
     let min_run = time::ns_to_tsc(20_000);
     let saved = h.vcpu.arch.slice_survives_exits();
-    let bsp = h.slot.id.vcpu == 0;
+    let index = h.slot.id.vcpu;
+    let bsp = index == 0;
     let mut device_edge = 0;
     loop {
         // vCPU 0 also stops when its domain's timed devices (PIT, RTC) may
-        // raise an interrupt.
-        let edge = if bsp {
-            h.slot.domain.device_deadline.load(Ordering::Relaxed)
+        // raise an interrupt, every vCPU when its APIC timer fires.
+        let domain = &h.slot.domain;
+        let dev = if bsp {
+            domain.device_deadline.load(Ordering::Relaxed)
         } else {
             0
+        };
+        let lapic = domain.apic.deadline(index);
+        let edge = match (dev, lapic) {
+            (0, t) | (t, 0) => t,
+            (a, b) => a.min(b),
         };
         if edge != device_edge {
             device_edge = edge;
@@ -768,13 +876,21 @@ fn run_slice(me: usize, h: &mut Held, slice_ns: u64) -> SliceEnd {
                 .arch
                 .start_slice(bound.saturating_sub(now).max(min_run));
         }
-        if bsp && device_edge != 0 && time::tsc_at_ns(device_edge) <= cpu::rdtsc() {
-            crate::vdev::advance_time(&h.slot.domain, time::now_ns());
+        if device_edge != 0 && time::tsc_at_ns(device_edge) <= cpu::rdtsc() {
+            let now = time::now_ns();
+            if bsp {
+                crate::vdev::advance_time(domain, now);
+            }
+            crate::vapic::timer_due(domain, index, now);
             bound = 0;
         }
-        if bsp && h.slot.domain.irq_pending.load(Ordering::Relaxed) {
+        if domain.apic.pending(index) {
             let arch = &mut h.vcpu.arch;
-            crate::vdev::take_interrupt(&h.slot.domain, |vector| arch.inject_external(vector));
+            crate::vapic::inject(domain, index, |vector| arch.inject_external(vector));
+        }
+        if bsp && domain.irq_pending.load(Ordering::Relaxed) && domain.apic.pic_through() {
+            let arch = &mut h.vcpu.arch;
+            crate::vdev::take_interrupt(domain, |vector| arch.inject_external(vector));
         }
         let exit = h.vcpu.arch.run();
         let next = handle(h, exit);
@@ -847,9 +963,25 @@ fn handle(h: &mut Held, exit: VcpuExit) -> Next {
         },
         VcpuExit::IoOut { port, size, value } => {
             log::trace!("d{}: out{size} {port:#x} <- {value:#x}", v.domain.id);
-            crate::vdev::io_out(&v.domain, port, size, value);
+            let effect = crate::vdev::io_out(&v.domain, port, size, value);
             v.arch.skip_instruction();
-            Next::Continue
+            let reason = match effect {
+                crate::vdev::IoEffect::None => return Next::Continue,
+                crate::vdev::IoEffect::PowerOff => EndReason::Poweroff,
+                crate::vdev::IoEffect::Reset => EndReason::Reboot,
+            };
+            log::info!(
+                "d{}: ACPI {}",
+                v.domain.id,
+                if reason == EndReason::Poweroff {
+                    "soft off (S5)"
+                } else {
+                    "reset register"
+                }
+            );
+            let domain = v.domain.clone();
+            end_domain(&domain, reason);
+            Next::Ended
         }
         VcpuExit::IoIn { port, size } => {
             log::trace!("d{}: in{size} {port:#x}", v.domain.id);
@@ -864,6 +996,33 @@ fn handle(h: &mut Held, exit: VcpuExit) -> Next {
                 (rax & !mask) | (u64::from(value) & mask)
             };
             v.arch.skip_instruction();
+            Next::Continue
+        }
+        VcpuExit::Mmio { gpa, write } => {
+            if let Err(e) = crate::mmio::emulate(v, gpa, write) {
+                let detail = alloc::format!("{e}");
+                crash(h, &detail);
+                return Next::Ended;
+            }
+            Next::Continue
+        }
+        VcpuExit::RdMsr { msr } => {
+            match crate::vapic::rdmsr(&v.domain, v.index, msr) {
+                Some(value) => {
+                    v.arch.regs.rax = value & 0xffff_ffff;
+                    v.arch.regs.rdx = value >> 32;
+                    v.arch.skip_instruction();
+                }
+                None => v.arch.inject_exception(13, Some(0)),
+            }
+            Next::Continue
+        }
+        VcpuExit::WrMsr { msr, value } => {
+            if crate::vapic::wrmsr(&v.domain, v.index, msr, value) {
+                v.arch.skip_instruction();
+            } else {
+                v.arch.inject_exception(13, Some(0));
+            }
             Next::Continue
         }
         VcpuExit::Halt => Next::Block,

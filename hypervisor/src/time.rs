@@ -119,6 +119,16 @@ pub fn now_ns() -> u64 {
     (u128::from(ticks) * 1_000_000_000 / u128::from(hz)) as u64
 }
 
+/// The system time (ns since boot) at which the TSC read `tsc`.
+pub fn ns_at_tsc(tsc: u64) -> u64 {
+    let hz = tsc_hz();
+    if hz == 0 {
+        return 0;
+    }
+    let ticks = tsc.saturating_sub(BOOT_TSC.load(Ordering::Relaxed));
+    (u128::from(ticks) * 1_000_000_000 / u128::from(hz)) as u64
+}
+
 /// The TSC value `ns` nanoseconds from now.
 pub fn deadline_tsc(ns: u64) -> u64 {
     cpu::rdtsc().wrapping_add(ns_to_tsc(ns).max(1))

@@ -14,6 +14,7 @@
 //! and ignores writes.
 
 use crate::domain::Domain;
+use basalt_devices::acpi_pm::{AcpiPm, PmAction};
 use basalt_devices::pci::PciHost;
 use basalt_devices::pic::Pic;
 use basalt_devices::pit::Pit;
@@ -66,13 +67,46 @@ fn feed(domain: &Domain, uart: &mut Serial) {
 
 /// The RTC's ISA interrupt line (on the slave PIC).
 const RTC_IRQ: u8 = 8;
+/// The ACPI SCI's line (the FADT and the MADT say IRQ 9, level, active low).
+const SCI_IRQ: u8 = basalt_guest::acpi::SCI_IRQ;
 
-/// Sets PIC input `line` to `level` and notes whether the PIC now asks
-/// for an interrupt. Lock order: the device, then the PIC.
+/// What a port write asks of the domain as a whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoEffect {
+    /// Nothing beyond the device.
+    None,
+    /// ACPI S5 (soft off): the domain powers off.
+    PowerOff,
+    /// The reset register: the domain reboots.
+    Reset,
+}
+
+/// A domain's ACPI fixed hardware, counting from the domain's creation.
+pub fn new_pm() -> AcpiPm {
+    AcpiPm::new(crate::time::now_ns())
+}
+
+/// Sets ISA interrupt line `line` to `level`: an input of the PIC (which
+/// notes whether it now asks for an interrupt) and of the I/O APIC. Lock
+/// order: the device, then the PIC, then the APICs.
 fn set_irq_line(domain: &Domain, line: u8, level: bool) {
-    let mut pic = domain.pic.lock();
-    pic.set_irq(line, level);
-    domain.irq_pending.store(pic.output(), Ordering::SeqCst);
+    {
+        let mut pic = domain.pic.lock();
+        pic.set_irq(line, level);
+        domain.irq_pending.store(pic.output(), Ordering::SeqCst);
+    }
+    crate::vapic::set_isa_irq(domain, line, level);
+}
+
+/// A rising then falling edge on ISA line `line` (the PIT's output pulse).
+fn pulse_irq_line(domain: &Domain, line: u8) {
+    {
+        let mut pic = domain.pic.lock();
+        pic.set_irq(line, true);
+        pic.set_irq(line, false);
+        domain.irq_pending.store(pic.output(), Ordering::SeqCst);
+    }
+    crate::vapic::pulse_isa_irq(domain, line);
 }
 
 /// The bits an access of `size` bytes (1, 2 or 4) carries.
@@ -117,14 +151,13 @@ pub fn new_rtc() -> Rtc {
 }
 
 /// The next time a timed device may raise an interrupt (system ns; 0 =
-/// none): the PIT's next IRQ 0 edge, the RTC's next interrupt.
+/// none): the PIT's next IRQ 0 edge, the RTC's next interrupt, the PM
+/// timer's next SCI.
 fn update_device_deadline(domain: &Domain, now: u64) {
     let pit = domain.pit.lock().next_irq0_edge(now);
     let rtc = domain.rtc.lock().next_irq8(now);
-    let next = match (pit, rtc) {
-        (Some(a), Some(b)) => a.min(b),
-        (a, b) => a.or(b).unwrap_or(0),
-    };
+    let sci = domain.pm.lock().next_sci(now);
+    let next = [pit, rtc, sci].into_iter().flatten().min().unwrap_or(0);
     domain.device_deadline.store(next, Ordering::SeqCst);
 }
 
@@ -143,41 +176,64 @@ pub fn advance_time(domain: &Domain, now: u64) {
         .next_irq0_edge(last)
         .is_some_and(|edge| edge <= now);
     let rtc_level = domain.rtc.lock().irq_level(now);
-    {
-        let mut pic = domain.pic.lock();
-        if tick {
-            pic.set_irq(0, true);
-            pic.set_irq(0, false);
-        }
-        pic.set_irq(RTC_IRQ, rtc_level);
-        domain.irq_pending.store(pic.output(), Ordering::SeqCst);
+    let sci_level = {
+        let pm = domain.pm.lock();
+        pm.enable() != 0 && pm.sci_level(now)
+    };
+    set_irq_line(domain, SCI_IRQ, sci_level);
+    if tick {
+        pulse_irq_line(domain, 0);
     }
+    set_irq_line(domain, RTC_IRQ, rtc_level);
     update_device_deadline(domain, now);
 }
 
 /// OUT to `port`: the value's low byte for the UART and the PIC, every
-/// byte for the debug console.
-pub fn io_out(domain: &Domain, port: u16, size: u8, value: u32) {
+/// byte for the debug console. A write to the ACPI sleep or reset
+/// registers asks the caller to end or restart the domain.
+pub fn io_out(domain: &Domain, port: u16, size: u8, value: u32) -> IoEffect {
+    if AcpiPm::handles(port, size) {
+        let now = crate::time::now_ns();
+        let (action, level) = {
+            let mut pm = domain.pm.lock();
+            let action = pm.write(port, size, value, now);
+            (action, pm.sci_level(now))
+        };
+        set_irq_line(domain, SCI_IRQ, level);
+        update_device_deadline(domain, now);
+        return match action {
+            Some(PmAction::PowerOff) => IoEffect::PowerOff,
+            Some(PmAction::Reset) => IoEffect::Reset,
+            Some(PmAction::Sleep(typ)) => {
+                log::warn!(
+                    "d{}: ACPI sleep state with SLP_TYP {typ} is not supported; ignored",
+                    domain.id
+                );
+                IoEffect::None
+            }
+            None => IoEffect::None,
+        };
+    }
     if PciHost::handles(port, size) {
         domain.pci.lock().write(port, size, value);
-        return;
+        return IoEffect::None;
     }
     if port == DEBUG_CONSOLE {
         domain.console_write(&[value as u8]);
-        return;
+        return IoEffect::None;
     }
     if Pic::handles(port) {
         let mut pic = domain.pic.lock();
         pic.write(port, value as u8);
         domain.irq_pending.store(pic.output(), Ordering::SeqCst);
-        return;
+        return IoEffect::None;
     }
     if Pit::handles(port) {
         let now = crate::time::now_ns();
         domain.pit.lock().write(port, value as u8, now);
         domain.pit_last_edge.store(now, Ordering::SeqCst);
         update_device_deadline(domain, now);
-        return;
+        return IoEffect::None;
     }
     if Rtc::handles(port) {
         let now = crate::time::now_ns();
@@ -188,10 +244,10 @@ pub fn io_out(domain: &Domain, port: u16, size: u8, value: u32) {
         };
         set_irq_line(domain, RTC_IRQ, level);
         update_device_deadline(domain, now);
-        return;
+        return IoEffect::None;
     }
     let Some(reg) = com1_register(port) else {
-        return;
+        return IoEffect::None;
     };
     let sent = {
         let mut uart = domain.serial.lock();
@@ -205,11 +261,15 @@ pub fn io_out(domain: &Domain, port: u16, size: u8, value: u32) {
     if !sent.is_empty() {
         domain.console_write(&sent);
     }
+    IoEffect::None
 }
 
 /// IN from `port`: the value read (all ones where nothing answers).
 pub fn io_in(domain: &Domain, port: u16, size: u8) -> u32 {
     let ones = size_mask(size);
+    if AcpiPm::handles(port, size) {
+        return domain.pm.lock().read(port, size, crate::time::now_ns()) & ones;
+    }
     if PciHost::handles(port, size) {
         return domain.pci.lock().read(port, size);
     }

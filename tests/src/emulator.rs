@@ -50,6 +50,10 @@ pub struct Machine {
     pub cpus: u32,
     /// Memory in MiB.
     pub memory_mib: u64,
+    /// Bochs only: instructions per emulated second ([`BOCHS_IPS`] unless
+    /// a scenario or `--ips` says otherwise). The guest's TSC counts one
+    /// tick per instruction, so this is the CPU speed guests see.
+    pub ips: u64,
 }
 
 /// Where the emulated COM1 goes.
@@ -144,8 +148,8 @@ pub fn bochs_config_serial(
     }
     let _ = writeln!(
         cfg,
-        "cpu: model=corei7_skylake_x, count={}, ips={BOCHS_IPS}, reset_on_triple_fault=0",
-        machine.cpus
+        "cpu: model=corei7_skylake_x, count={}, ips={}, reset_on_triple_fault=0",
+        machine.cpus, machine.ips
     );
     cfg.push_str(
         "romimage: file=/usr/share/bochs/BIOS-bochs-latest\n\
@@ -264,6 +268,7 @@ mod tests {
             emulator: Emulator::Qemu,
             cpus: 4,
             memory_mib: 4096,
+            ips: BOCHS_IPS,
         };
         let args = qemu_args(&m, Path::new("/x.iso"), Serial::File(Path::new("/s.log")));
         let joined = args.join(" ");
@@ -295,6 +300,7 @@ mod tests {
             emulator: Emulator::Bochs,
             cpus: 2,
             memory_mib: 512,
+            ips: BOCHS_IPS,
         };
         let cfg = bochs_config(
             &m,

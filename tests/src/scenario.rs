@@ -122,6 +122,12 @@ pub struct Scenario {
     /// Seconds before the run is stopped and failed.
     #[serde(default = "default_timeout")]
     pub timeout: u64,
+    /// Bochs' instructions per emulated second (default
+    /// [`crate::emulator::BOCHS_IPS`]): the CPU speed the guests see. Real
+    /// operating systems need tens of millions, or their timers leave them
+    /// no time to work.
+    #[serde(default)]
+    pub bochs_ips: Option<u64>,
 }
 
 fn one() -> u32 {
@@ -216,6 +222,7 @@ impl Scenario {
             emulator: self.emulator,
             cpus: self.cpus,
             memory_mib: parse_memory(&self.memory)?,
+            ips: self.bochs_ips.unwrap_or(crate::emulator::BOCHS_IPS),
         })
     }
 

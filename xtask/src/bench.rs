@@ -14,11 +14,13 @@ use crate::packages;
 use crate::util::{self, Result};
 use basalt_tests::runner;
 use basalt_tests::scenario::Scenario;
+use std::path::Path;
 
 struct Run {
     name: &'static str,
     cpus: u32,
     cmdline: &'static str,
+    /// `(module path, args)`: `guest:NAME`, `linux:NAME` or a file.
     modules: &'static [(&'static str, &'static str)],
     expect: &'static str,
 }
@@ -28,7 +30,7 @@ const RUNS: [Run; 3] = [
         name: "bench-exits",
         cpus: 1,
         cmdline: "test-exit loglvl=warning",
-        modules: &[("bench", "name=bench memory=16M")],
+        modules: &[("guest:bench", "name=bench memory=16M")],
         expect: r#"["cpuid_loop_ticks=", "vmcall_loop_ticks=", "io_loop_ticks="]"#,
     },
     Run {
@@ -37,11 +39,11 @@ const RUNS: [Run; 3] = [
         cmdline: "test-exit loglvl=warning",
         modules: &[
             (
-                "bench",
+                "guest:bench",
                 "name=ya memory=8M cpus=0 -- mode=yield count=20000",
             ),
             (
-                "bench",
+                "guest:bench",
                 "name=yb memory=8M cpus=0 -- mode=yield count=20000",
             ),
         ],
@@ -53,17 +55,17 @@ const RUNS: [Run; 3] = [
         cmdline: "test-exit loglvl=warning test-measure=0,400",
         modules: &[
             (
-                "sleeper",
+                "guest:sleeper",
                 "name=sleeper memory=8M -- count=40 delay_us=5000 warmup=5 forever=1",
             ),
-            ("spin", "name=hog memory=8M -- iterations=0"),
+            ("guest:spin", "name=hog memory=8M -- iterations=0"),
         ],
         expect: r#"["wake_latency_avg_us="]"#,
     },
 ];
 
 /// Runs one benchmark scenario; returns its serial log.
-fn run(r: &Run, kernel: &std::path::Path, guests: &crate::guests::Guests) -> Result<String> {
+fn run(r: &Run, kernel: &Path, built: &crate::modules::Built) -> Result<String> {
     let text = format!(
         "name = \"{}\"\ndescription = \"benchmark\"\nemulator = \"bochs\"\ncpus = {}\nmemory = \"256M\"\ncmdline = \"{}\"\nexpect = {}\ntimeout = 300\n",
         r.name, r.cpus, r.cmdline, r.expect
@@ -71,14 +73,12 @@ fn run(r: &Run, kernel: &std::path::Path, guests: &crate::guests::Guests) -> Res
     let scenario = Scenario::parse(&text)?;
     let dir = util::target_dir().join("bench").join(r.name);
     let image = dir.join("bench.iso");
-    let modules: Vec<ModuleArg> = r
-        .modules
-        .iter()
-        .map(|(guest, args)| ModuleArg {
-            path: guests.path(guest),
-            args: (*args).into(),
-        })
-        .collect();
+    let modules: Vec<ModuleArg> = crate::modules::module_args(
+        r.modules
+            .iter()
+            .map(|(path, args)| (Path::new(path), *args)),
+        built,
+    );
     util::step(&format!("making the {} ISO", r.name), || {
         iso::build(
             &IsoSpec {
@@ -121,11 +121,14 @@ fn figure(log: &str, marker: &str, key: &str) -> Option<u64> {
 /// Runs the benchmarks and prints `name=value` lines.
 pub fn bench() -> Result {
     packages::ensure(packages::BOCHS, "the benchmarks (Bochs)")?;
+    let built = crate::modules::build_for(
+        RUNS.iter()
+            .flat_map(|r| r.modules.iter().map(|(path, _)| Path::new(*path))),
+    )?;
     let kernel = crate::kernel::build()?;
-    let guests = crate::guests::build()?;
-    let exits = run(&RUNS[0], &kernel.stripped, &guests)?;
-    let switch = run(&RUNS[1], &kernel.stripped, &guests)?;
-    let wakeup = run(&RUNS[2], &kernel.stripped, &guests)?;
+    let exits = run(&RUNS[0], &kernel.stripped, &built)?;
+    let switch = run(&RUNS[1], &kernel.stripped, &built)?;
+    let wakeup = run(&RUNS[2], &kernel.stripped, &built)?;
     let mut missing = Vec::new();
     let mut report = |name: &str, value: Option<u64>| match value {
         Some(v) => println!("{name}={v}"),

@@ -4,6 +4,7 @@ mod bench;
 mod guests;
 mod iso;
 mod kernel;
+mod linux;
 mod modules;
 mod packages;
 mod run;
@@ -23,15 +24,18 @@ commands:
   build                     build the hypervisor ELF (target/x86_64-unknown-none/release/basalt)
   iso  [--out PATH] [--cmdline STR] [--module 'PATH ARGS']... [--timeout SECS]
                             make a bootable GRUB ISO (BIOS; also boots from a USB stick)
-  run  [--emulator qemu|bochs|kvm] [--smp N] [--mem SIZE] [--cmdline STR] [--module 'PATH ARGS']...
+  run  [--emulator qemu|bochs|kvm] [--smp N] [--mem SIZE] [--ips N] [--cmdline STR] [--module 'PATH ARGS']...
                             boot Basalt with its serial console on this terminal (Ctrl-C ends it)
   test [--filter TEXT] [--jobs N] [--no-unit] [--no-boot]
                             host unit tests, then the boot scenarios in tests/scenarios/;
                             ends with 'N passed, N failed'
   bench                     VM-exit costs under Bochs (Bochs ticks = instructions)
   lint                      cargo fmt --check and cargo clippy -D warnings
+  linux-assets              make the Linux guest test assets (target/linux/) and print their paths
 
-A module PATH of the form guest:NAME names a test guest from tests/guests (built on demand).
+A module PATH of the form guest:NAME names a test guest from tests/guests (built on demand);
+linux:NAME (vmlinux, bzImage, initrd, installer-linux, installer-initrd, installer-vmlinux)
+names a Linux test asset made from Debian's packages into target/linux/ (on demand, kept).
 
 Missing emulators and image tools are installed with apt-get when run as root on Debian;
 otherwise the exact command to run is printed.";
@@ -65,6 +69,7 @@ fn main() {
         "test" => cmd_test(&mut args),
         "lint" => cmd_lint(),
         "bench" => bench::bench(),
+        "linux-assets" => linux::cmd_assets(),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(())
@@ -96,7 +101,12 @@ fn cmd_iso(args: &mut Args) -> Result {
             other => return Err(format!("unknown option {other:?} for iso\n\n{USAGE}")),
         }
     }
+    let built = modules::build_for(modules.iter().map(|m| m.path.as_path()))?;
     let kernel = kernel::build()?;
+    let modules = modules::module_args(
+        modules.iter().map(|m| (m.path.as_path(), m.args.as_str())),
+        &built,
+    );
     let work = util::target_dir().join("iso-work");
     util::step(&format!("making {}", out.display()), || {
         iso::build(
@@ -120,6 +130,7 @@ fn cmd_run(args: &mut Args) -> Result {
         emulator: Emulator::Qemu,
         cpus: 1,
         memory_mib: 512,
+        ips: basalt_tests::emulator::BOCHS_IPS,
     };
     let mut cmdline = String::new();
     let mut modules = Vec::new();
@@ -136,6 +147,12 @@ fn cmd_run(args: &mut Args) -> Result {
                 }
             }
             "--mem" => machine.memory_mib = parse_memory(&args.value(&flag)?)?,
+            "--ips" => {
+                machine.ips = args
+                    .value(&flag)?
+                    .parse()
+                    .map_err(|_| "--ips takes instructions per second, e.g. 50000000".to_string())?
+            }
             "--cmdline" => cmdline = args.value(&flag)?,
             "--module" => modules.push(iso::ModuleArg::parse(&args.value(&flag)?)?),
             other => return Err(format!("unknown option {other:?} for run\n\n{USAGE}")),

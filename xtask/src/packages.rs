@@ -58,6 +58,10 @@ pub const DEBIAN_RUST: &[Need] = &[
     need("ld", "binutils"),
 ];
 
+/// Unpacking Debian packages and the kernel's XZ payload (the Linux test
+/// assets, xtask/src/linux.rs).
+pub const LINUX_TOOLS: &[Need] = &[need("dpkg-deb", "dpkg"), need("xz", "xz-utils")];
+
 /// Clippy for the toolchain Debian provides (`cargo xtask lint`).
 pub const DEBIAN_CLIPPY: &[Need] = &[need("/usr/bin/clippy-driver", "rust-web-clippy")];
 
@@ -75,6 +79,22 @@ fn is_root() -> bool {
 }
 
 static APT_UPDATED: AtomicBool = AtomicBool::new(false);
+
+/// Runs `apt-get update` if this run has not done it yet; returns whether it
+/// ran now.
+pub fn apt_update_once() -> Result<bool> {
+    if APT_UPDATED.swap(true, Ordering::SeqCst) {
+        return Ok(false);
+    }
+    util::step("apt-get update", || {
+        util::run(
+            Command::new("apt-get")
+                .args(["-q", "update"])
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )
+    })?;
+    Ok(true)
+}
 
 /// Makes sure everything in `needs` is present, installing the missing
 /// packages when this machine allows it. `purpose` says what they are for.
@@ -103,13 +123,7 @@ pub fn ensure(needs: &[Need], purpose: &str) -> Result {
         ));
     }
     util::step(&format!("installing {list} ({purpose})"), || {
-        if !APT_UPDATED.swap(true, Ordering::SeqCst) {
-            util::run(
-                Command::new("apt-get")
-                    .args(["-q", "update"])
-                    .env("DEBIAN_FRONTEND", "noninteractive"),
-            )?;
-        }
+        apt_update_once()?;
         util::run(
             Command::new("apt-get")
                 .args(["-q", "-y", "install", "--no-install-recommends"])

@@ -59,14 +59,14 @@ pub fn run(options: &RunOptions) -> Result {
             packages::ensure(packages::QEMU, "running under QEMU/KVM")?;
         }
     }
+    let built = crate::modules::build_for(options.modules.iter().map(|m| m.path.as_path()))?;
     let kernel = crate::kernel::build()?;
-    let guests = crate::modules::guests_for(options.modules.iter().map(|m| m.path.as_path()))?;
     let modules = crate::modules::module_args(
         options
             .modules
             .iter()
             .map(|m| (m.path.as_path(), m.args.as_str())),
-        guests.as_ref(),
+        &built,
     );
     let dir = util::target_dir().join("run");
     let image = dir.join("basalt-run.iso");

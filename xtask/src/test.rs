@@ -138,11 +138,11 @@ fn scenarios(options: &TestOptions) -> Result<Tally> {
     if all.iter().any(|s| s.emulator == Emulator::Bochs) {
         packages::ensure(packages::BOCHS, "the Bochs boot scenarios")?;
     }
-    let kernel = crate::kernel::build()?;
-    let guests = crate::modules::guests_for(
+    let built = crate::modules::build_for(
         all.iter()
             .flat_map(|s| s.modules.iter().map(|m| m.path.as_path())),
     )?;
+    let kernel = crate::kernel::build()?;
     let out_dir = util::target_dir().join("test-logs");
     let iso_dir = util::target_dir().join("test-iso");
 
@@ -158,14 +158,16 @@ fn scenarios(options: &TestOptions) -> Result<Tally> {
                     s.modules
                         .iter()
                         .map(|m| (m.path.as_path(), m.args.as_str())),
-                    guests.as_ref(),
+                    &built,
                 );
                 let loader = match s.loader {
                     scenario::Loader::Multiboot2 => Loader::Multiboot2,
                     scenario::Loader::Multiboot1 => Loader::Multiboot1,
                 };
                 let key = (s.cmdline.clone(), modules.clone(), loader);
-                let next = isos.len();
+                // Named after the first scenario that boots it, so that
+                // runs with different filters never share a work folder.
+                let next = &s.name;
                 let path = match isos.get(&key) {
                     Some(p) => p.clone(),
                     None => {

@@ -9,6 +9,9 @@
 //! * [`pit::Pit`]: the 8254 timer with port 0x61's channel-2 gate and output.
 //! * [`rtc::Rtc`]: the MC146818 real-time clock and CMOS memory.
 //! * [`pci::PciHost`]: PCI configuration mechanism #1 with a 440FX host bridge.
+//! * [`acpi_pm::AcpiPm`]: the ACPI fixed hardware the FADT describes — PM1 status,
+//!   enable and control (power-off through `SLP_TYP`/`SLP_EN`, the power button),
+//!   the 24-bit PM timer and the reset control register at 0xCF9.
 //!
 //! Each model only sees register reads and writes and the bytes its caller
 //! feeds in; it reports what the guest should see (register values, the
@@ -20,6 +23,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod acpi_pm;
 pub mod pci;
 pub mod pic;
 pub mod pit;

@@ -210,8 +210,8 @@ impl fmt::Display for ImageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             Self::NotElf => f.write_str(
-                "not an ELF file (no \\x7fELF magic): a guest kernel must be an ELF image with a \
-                 PVH entry note, e.g. Linux's vmlinux (not bzImage)",
+                "not an ELF file (no \\x7fELF magic): a guest kernel is an ELF image with a PVH \
+                 entry note (e.g. Linux's vmlinux; boot=pvh) or a Linux bzImage (boot=linux)",
             ),
             Self::Truncated {
                 what,

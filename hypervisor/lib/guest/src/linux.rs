@@ -252,6 +252,19 @@ pub enum LinuxError {
         /// One past its last byte.
         end: u64,
     },
+    /// The initrd does not fit between the end of the kernel's start-up area and the lower of
+    /// the domain's memory and `initrd_addr_max + 1`.
+    InitrdDoesNotFit {
+        /// The initrd's size in bytes.
+        size: u64,
+        /// One past the kernel's start-up area (load address + `init_size`).
+        kernel_end: u64,
+        /// Where the initrd would have to end at the latest.
+        limit: u64,
+        /// `limit` is the domain's memory (more memory helps); otherwise it is
+        /// `initrd_addr_max + 1` (only a smaller initrd helps).
+        by_memory: bool,
+    },
     /// More e820 entries than `boot_params` holds.
     TooManyE820Entries {
         /// The count given.
@@ -325,6 +338,33 @@ impl fmt::Display for LinuxError {
                 f,
                 "the {what} would end at 0x{end:x}, above 4 GiB, and this kernel cannot take it \
                  there (XLF_CAN_BE_LOADED_ABOVE_4G clear): place it below 4 GiB"
+            ),
+            Self::InitrdDoesNotFit {
+                size,
+                kernel_end,
+                limit,
+                by_memory: true,
+            } => write!(
+                f,
+                "the initrd ({size} bytes) does not fit in guest memory after the kernel, which \
+                 needs up to 0x{kernel_end:x} while it starts (memory ends at 0x{limit:x}): set \
+                 memory={}M or more",
+                kernel_end
+                    .saturating_add(size)
+                    .saturating_add(INITRD_ALIGN - 1)
+                    .div_ceil(ONE_MIB)
+            ),
+            Self::InitrdDoesNotFit {
+                size,
+                kernel_end,
+                limit,
+                by_memory: false,
+            } => write!(
+                f,
+                "the initrd ({size} bytes) does not fit between the kernel's start-up area \
+                 (ends at 0x{kernel_end:x}) and this kernel's initrd_addr_max 0x{:x}: use a \
+                 smaller initrd",
+                limit.saturating_sub(1)
             ),
             Self::TooManyE820Entries { count } => write!(
                 f,
@@ -478,6 +518,138 @@ impl BzImage {
     pub fn entry_64(load_address: u64) -> u64 {
         load_address.saturating_add(STARTUP_64_OFFSET)
     }
+}
+
+/// Whether `image` looks like a bzImage: `boot_flag` 0xAA55 at 0x1fe and `"HdrS"` at 0x202.
+/// (Whether Basalt can boot it is [`parse_bzimage`]'s business.) An ELF file never does: its
+/// bytes there are program or section data, not this pair.
+pub fn is_bzimage(image: &[u8]) -> bool {
+    image.len() >= offset::HEADER + 4
+        && get_u16(image, offset::BOOT_FLAG) == BOOT_FLAG
+        && get_u32(image, offset::HEADER) == HDRS_MAGIC
+}
+
+/// Several initrds are concatenated, each but the last padded with zeros to a multiple of
+/// [`INITRD_PIECE_ALIGN`] bytes, as GRUB's `initrd` does (the kernel unpacks concatenated cpio
+/// archives, compressed or not, and skips the zeros). The offset of each piece is the sum of
+/// the padded sizes before it; returns the total size for the sizes given.
+pub fn concatenated_initrd_size(sizes: impl IntoIterator<Item = u64>) -> u64 {
+    let mut total = 0u64;
+    let mut last = 0u64;
+    for size in sizes {
+        let padded = last
+            .checked_next_multiple_of(INITRD_PIECE_ALIGN)
+            .unwrap_or(u64::MAX);
+        total = total.saturating_add(padded);
+        last = size;
+    }
+    total.saturating_add(last)
+}
+
+/// See [`concatenated_initrd_size`].
+pub const INITRD_PIECE_ALIGN: u64 = 4;
+
+/// Where Basalt puts the identity page tables (`[0, 4 GiB)`: 6 pages).
+pub const PAGE_TABLES_GPA: u64 = 0x1000;
+/// Where Basalt puts `boot_params`.
+pub const BOOT_PARAMS_GPA: u64 = 0x7000;
+/// Where Basalt puts [`BOOT_GDT`].
+pub const BOOT_GDT_GPA: u64 = 0x8000;
+/// Where Basalt puts the command line.
+pub const CMDLINE_GPA: u64 = 0x2_0000;
+/// End of low RAM: the e820 map reserves `[0x9F000, 1 MiB)`.
+pub const LOW_RAM_END: u64 = 0x9_f000;
+/// How much [`plan_layout`]'s page tables map at most: 4 GiB (everything Basalt places is
+/// below it; the kernel builds its own page tables for the rest).
+pub const IDENTITY_MAP_SIZE: u64 = 4 << 30;
+/// The initrd's alignment.
+pub const INITRD_ALIGN: u64 = 4096;
+
+/// Where everything goes for a bzImage in a domain of `memory` bytes ([`plan_layout`]).
+///
+/// ```text
+/// 0x1000 .. 0x7000     identity page tables (up to 4 GiB of 2 MiB pages)
+/// 0x7000 .. 0x8000     boot_params
+/// 0x8000 .. 0x8020     boot GDT
+/// 0x20000 ..           command line (NUL-terminated, below 0x9F000)
+/// 0xE0000 ..           ACPI tables (the hypervisor's; reserved in the e820 map)
+/// load_address ..      protected-mode kernel, init_size bytes reserved
+/// .. top               initrd: page-aligned, as high as memory and initrd_addr_max allow
+/// ```
+///
+/// The low pages stay clear of what the decompressor takes for itself: its 32-bit trampoline
+/// for switching paging modes goes at the top of low RAM (below 0x9F000, as the zeroed BIOS
+/// data area gives no EBDA).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinuxLayout {
+    /// Where the protected-mode kernel goes ([`BzImage::load_address`]).
+    pub load_address: u64,
+    /// One past the kernel's start-up area: `load_address + max(init_size, kernel size)`.
+    pub kernel_end: u64,
+    /// `boot_params`.
+    pub boot_params: u64,
+    /// The command line.
+    pub cmdline: u64,
+    /// The PML4 (CR3).
+    pub page_tables: u64,
+    /// What the page tables map: `[0, map_up_to)`.
+    pub map_up_to: u64,
+    /// The boot GDT.
+    pub gdt: u64,
+    /// The initrd's address (0 without one).
+    pub initrd_gpa: u64,
+    /// The initrd's size (0: none).
+    pub initrd_size: u64,
+}
+
+/// Plans the guest-physical layout for `kernel` in a domain of `memory` bytes with a
+/// command line of `cmdline_len` bytes (without its NUL) and an initrd of `initrd_size` bytes
+/// (0: none); see [`LinuxLayout`].
+pub fn plan_layout(
+    kernel: &BzImage,
+    memory: u64,
+    cmdline_len: u64,
+    initrd_size: u64,
+) -> Result<LinuxLayout, LinuxError> {
+    let load_address = kernel.load_address(memory)?;
+    let kernel_end = load_address + u64::from(kernel.init_size).max(kernel.kernel_size);
+    let cmdline_room = (LOW_RAM_END - CMDLINE_GPA - 1).min(u64::from(kernel.cmdline_size));
+    if cmdline_len > cmdline_room {
+        return Err(LinuxError::CmdlineTooLong {
+            len: cmdline_len,
+            max: cmdline_room as u32,
+        });
+    }
+    let map_up_to = memory.min(IDENTITY_MAP_SIZE);
+    let (initrd_gpa, initrd_size) = if initrd_size == 0 {
+        (0, 0)
+    } else {
+        let addr_limit = u64::from(kernel.initrd_addr_max) + 1;
+        let limit = memory.min(addr_limit);
+        let by_memory = memory <= addr_limit;
+        let gpa = limit
+            .checked_sub(initrd_size)
+            .map(|top| top & !(INITRD_ALIGN - 1))
+            .filter(|&gpa| gpa >= kernel_end)
+            .ok_or(LinuxError::InitrdDoesNotFit {
+                size: initrd_size,
+                kernel_end,
+                limit,
+                by_memory,
+            })?;
+        (gpa, initrd_size)
+    };
+    Ok(LinuxLayout {
+        load_address,
+        kernel_end,
+        boot_params: BOOT_PARAMS_GPA,
+        cmdline: CMDLINE_GPA,
+        page_tables: PAGE_TABLES_GPA,
+        map_up_to,
+        gdt: BOOT_GDT_GPA,
+        initrd_gpa,
+        initrd_size,
+    })
 }
 
 /// Copies the protected-mode kernel of `image` to `load_address` (from
@@ -696,6 +868,43 @@ pub fn entry_state(load_address: u64, boot_params: u64, cr3: u64, gdt: (u64, u16
         cs: BOOT_CS,
         ds: BOOT_DS,
     }
+}
+
+/// Loads `kernel` (parsed from `image`) into `mem` as `layout` ([`plan_layout`]) says and
+/// writes everything it needs but the initrd's bytes (the caller copies them to
+/// `layout.initrd_gpa`): the protected-mode kernel, `boot_params` with `cmdline`, the e820
+/// map and the ACPI RSDP address (0: none), the identity page tables and the boot GDT.
+/// Returns the vCPU state for `startup_64`.
+pub fn load(
+    mem: &mut impl GuestMemory,
+    image: &[u8],
+    kernel: &BzImage,
+    layout: &LinuxLayout,
+    cmdline: &str,
+    e820: &[MemmapEntry],
+    acpi_rsdp: u64,
+) -> Result<Entry64, LinuxError> {
+    let info = BootInfo {
+        cmdline_gpa: layout.cmdline,
+        cmdline,
+        initrd_gpa: layout.initrd_gpa,
+        initrd_size: layout.initrd_size,
+        e820,
+        acpi_rsdp,
+    };
+    // Everything that can be refused is checked before anything is written.
+    boot_params(kernel, &info)?;
+    check_range(mem.size(), layout.load_address, kernel.kernel_size)?;
+    load_kernel(mem, image, kernel, layout.load_address)?;
+    write_boot_params(mem, layout.boot_params, kernel, &info)?;
+    let cr3 = write_identity_page_tables(mem, layout.page_tables, layout.map_up_to)?;
+    let gdt = write_boot_gdt(mem, layout.gdt)?;
+    Ok(entry_state(
+        layout.load_address,
+        layout.boot_params,
+        cr3,
+        gdt,
+    ))
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@
 //! | `cpus=` | a comma-separated list of physical CPU numbers and ranges below 64, e.g. `0-3,6` | any CPU | physical CPUs the domain's vCPUs may run on |
 //! | `weight=` | a decimal number from 1 to 65535 | `256` | the domain's share of CPU time, relative to other domains' weights |
 //! | `cap=` | a decimal number from 0 to 6400 | `0` (none) | the most CPU time the domain may use, in percent of one CPU (150 = one and a half CPUs) |
+//! | `boot=` | `pvh`, `linux` or `real` | detected | how the kernel is started ([`BootProtocol`]): without it, a bzImage boots as `linux`, anything else as `pvh` |
 //!
 //! An initrd module takes `initrd-for=NAME` (the `name=` of its kernel's module) and no other
 //! key; its own command line, if any, follows `--` (a PVH guest sees it as the module's
@@ -94,9 +95,15 @@ pub struct DomainSpec<'a> {
 /// How a guest kernel module is started (`boot=`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum BootProtocol {
-    /// `boot=pvh` (default): an ELF entered through `XEN_ELFNOTE_PHYS32_ENTRY`.
+    /// No `boot=`: a Linux bzImage (boot flag 0xAA55 at 0x1fe and `"HdrS"` at 0x202) boots as
+    /// [`Self::Linux`], anything else as [`Self::Pvh`].
     #[default]
+    Auto,
+    /// `boot=pvh`: an ELF entered through `XEN_ELFNOTE_PHYS32_ENTRY`.
     Pvh,
+    /// `boot=linux`: a Linux bzImage entered at its 64-bit entry through the Linux x86 boot
+    /// protocol (`boot_params`).
+    Linux,
     /// `boot=real`: a flat binary loaded at guest-physical 0x7C00 and started
     /// in real mode at 0000:7C00 (like a boot sector, without a BIOS).
     Real,
@@ -161,7 +168,8 @@ impl Key {
                  or `-`"
             }
             Self::Boot => {
-                "expected pvh (an ELF with a PVH entry note) or real (a flat binary started in real mode)"
+                "expected pvh (an ELF with a PVH entry note), linux (a bzImage) or real (a flat \
+                 binary started in real mode)"
             }
             Self::Weight => "expected a scheduling weight from 1 to 65535 (default 256)",
             Self::Cap => {
@@ -350,7 +358,9 @@ pub fn parse_module(cmdline: &str) -> Result<ModuleRole<'_>, SpecError<'_>> {
         })?),
     };
     let boot = match value(Key::Boot) {
-        None | Some("pvh") => BootProtocol::Pvh,
+        None => BootProtocol::Auto,
+        Some("pvh") => BootProtocol::Pvh,
+        Some("linux") => BootProtocol::Linux,
         Some("real") => BootProtocol::Real,
         Some(text) => {
             return Err(SpecError::BadValue {
@@ -472,16 +482,16 @@ mod tests {
                 ..
             })
         ));
-        let pvh = parse_module("name=r").unwrap();
-        assert!(matches!(
-            pvh,
-            ModuleRole::Kernel(DomainSpec {
-                boot: BootProtocol::Pvh,
-                ..
-            })
-        ));
+        assert_eq!(kernel("name=r").boot, BootProtocol::Auto);
+        assert_eq!(kernel("name=r boot=pvh").boot, BootProtocol::Pvh);
+        assert_eq!(kernel("name=r boot=linux").boot, BootProtocol::Linux);
         assert!(parse_module("name=r boot=bios").is_err());
+        assert!(parse_module("name=r boot=bzimage").is_err());
+        assert!(parse_module("name=r boot=Linux").is_err());
         assert!(parse_module("initrd-for=r boot=real").is_err());
+        assert!(parse_module("initrd-for=r boot=linux").is_err());
+        let message = error("name=r boot=bios").to_string();
+        assert!(message.contains("linux (a bzImage)"), "{message}");
     }
 
     #[test]
@@ -494,7 +504,7 @@ mod tests {
                 vcpus: 1,
                 cpus: None,
                 cmdline: "",
-                boot: BootProtocol::Pvh,
+                boot: BootProtocol::Auto,
                 weight: 256,
                 cap: 0,
             }

@@ -15,6 +15,10 @@
 //! 2. [`emulate`] performs it against the vCPU's registers ([`Cpu`]) and the device ([`Mmio`])
 //!    and returns the `RIP` advance.
 //!
+//! The bytes themselves come from [`fetch`], which walks the guest's page tables ([`translate`],
+//! every x86 paging mode: off, 32-bit, PAE, 4-level, 5-level) through the guest's physical
+//! memory ([`GuestPhys`]) to read up to 15 bytes at `CS.base + RIP`, page by page.
+//!
 //! # What is decoded
 //!
 //! Memory-operand forms only (a register-only form cannot cause an MMIO exit):
@@ -37,6 +41,7 @@
 
 mod decode;
 mod emulate;
+mod walk;
 
 pub use decode::{
     AluOp, Base, DecodeError, Extension, Instruction, MAX_LENGTH, MemoryOperand, Mode, Operation,
@@ -45,6 +50,10 @@ pub use decode::{
 pub use emulate::{
     AF, ARITHMETIC_FLAGS, CF, Cpu, Mmio, OF, PF, SF, ZF, alu, emulate, read_register, sign_extend,
     write_register,
+};
+pub use walk::{
+    ADDRESS_MASK, CR0_PG, CR4_LA57, CR4_PAE, CR4_PSE, EFER_LMA, GuestPhys, Level, PAGE_SIZE,
+    Paging, PagingMode, WalkError, fetch, translate,
 };
 
 #[cfg(test)]

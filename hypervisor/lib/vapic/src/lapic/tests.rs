@@ -647,6 +647,20 @@ fn set(cpus: &[usize]) -> CpuSet {
 }
 
 #[test]
+fn cpu_set_iterates_its_members_in_order() {
+    assert_eq!(CpuSet::new().iter().count(), 0);
+    let members = [0, 1, 63, 64, 130, 191, 192, 255];
+    let s = set(&members);
+    assert_eq!(s.iter().collect::<Vec<_>>(), members);
+    assert_eq!(s.len(), members.len());
+    let mut all = CpuSet::new();
+    for c in 0..MAX_CPUS + 3 {
+        all.insert(c);
+    }
+    assert!(all.iter().eq(0..MAX_CPUS));
+}
+
+#[test]
 fn physical_and_shorthand_destinations() {
     let mut apics: Vec<Lapic> = (0..4).map(lapic).collect();
     let t = targets(&apics);

@@ -3,6 +3,7 @@
 mod decoding;
 mod executing;
 mod random;
+mod walking;
 
 use crate::{
     AluOp, Base, Extension, Instruction, MemoryOperand, Mode, Operation, Register, Segment, Source,

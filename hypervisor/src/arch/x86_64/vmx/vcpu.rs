@@ -103,7 +103,7 @@ impl GuestRegs {
 /// MSRs a guest may read and write directly (MSR bitmap allowlist). Those
 /// the VMCS does not switch are saved and restored in software when vCPUs
 /// share a physical CPU.
-const PASSTHROUGH_MSRS: [u32; 8] = [
+const PASSTHROUGH_MSRS: [u32; 9] = [
     0xc000_0080, // IA32_EFER (switched by the VMCS: save/load EFER)
     0xc000_0100, // IA32_FS_BASE (guest-state area)
     0xc000_0101, // IA32_GS_BASE (guest-state area)
@@ -112,15 +112,19 @@ const PASSTHROUGH_MSRS: [u32; 8] = [
     0xc000_0082, // IA32_LSTAR
     0xc000_0083, // IA32_CSTAR
     0xc000_0084, // IA32_FMASK
+    0xc000_0103, // IA32_TSC_AUX (RDTSCP, RDPID)
 ];
 /// The passthrough MSRs the VMCS does not switch.
-const SOFTWARE_SWITCHED_MSRS: [u32; 5] = [
+const SOFTWARE_SWITCHED_MSRS: [u32; 6] = [
     0xc000_0102,
     0xc000_0081,
     0xc000_0082,
     0xc000_0083,
     0xc000_0084,
+    0xc000_0103,
 ];
+/// IA32_PAT.
+const MSR_PAT: u32 = 0x277;
 /// Read-only MSRs a guest may read directly: the TSC.
 const READ_ONLY_MSRS: [u32; 1] = [0x10];
 
@@ -139,14 +143,14 @@ pub struct VmxVcpu {
     io_bitmap_b: u64,
     xsave: Box<XsaveArea>,
     xcr0: u64,
-    msrs: [u64; 5],
+    msrs: [u64; 6],
     /// The guest's virtual TPR (CR8).
     tpr: u64,
     /// DR0-DR3 and DR6, which the VMCS does not switch (DR7 it does).
     debug: [u64; 5],
     controls: VmxConfig,
-    /// The CPUID hypervisor signature this vCPU's domain sees.
-    signature: [u8; 12],
+    /// What CPUID answers depend on (signature, APIC ID, TSC frequency).
+    cpuid: crate::vcpu::CpuidContext,
     /// A start state to write into the VMCS at the next `load`
     /// (`VCPUOP_initialise` of a vCPU that is down).
     pending_start: Option<PvhEntry>,
@@ -192,9 +196,13 @@ pub enum PvhEntry {
         /// Guest-physical address of `hvm_start_info` (EBX).
         start_info: u64,
     },
-    /// Real mode at 0000:`ip` (needs unrestricted guest).
+    /// Real mode at `cs`:`ip` (needs unrestricted guest): a `boot=real`
+    /// image at 0000:7C00, or an application processor started by a
+    /// start-up IPI at `vector << 8`:0000 (SDM Vol. 3A 10.4.4).
     RealMode {
-        /// Entry offset in segment 0 (and the initial SP).
+        /// The code segment (its base is `cs << 4`).
+        cs: u16,
+        /// Entry offset in the segment (and the initial SP when `cs` is 0).
         ip: u16,
     },
     /// 64-bit mode with paging, as Xen's `VCPUOP_initialise` with
@@ -232,6 +240,7 @@ const CR0_ET: u64 = 1 << 4;
 const CR0_NE: u64 = 1 << 5;
 const CR0_PG: u64 = 1 << 31;
 const CR4_VMXE: u64 = 1 << 13;
+const CR4_OSXSAVE: u64 = 1 << 18;
 const CR4_SMXE: u64 = 1 << 14;
 
 /// Writes flat segments: CS `(selector, access rights)`, the data segments
@@ -316,7 +325,7 @@ impl VmxVcpu {
         ept_root: u64,
         vpid: u16,
         entry: PvhEntry,
-        signature: [u8; 12],
+        cpuid: crate::vcpu::CpuidContext,
         tsc_offset: u64,
         exits: alloc::sync::Arc<crate::stats::ExitCounts>,
     ) -> Result<Self, GuestError> {
@@ -337,11 +346,11 @@ impl VmxVcpu {
             io_bitmap_b: alloc_page()?,
             xsave: Box::new(XsaveArea([0; 4096])),
             xcr0: 1,
-            msrs: [0; 5],
+            msrs: [0; 6],
             tpr: 0,
             debug: [0, 0, 0, 0, 0xffff_0ff0],
             controls: n.clone(),
-            signature,
+            cpuid,
             pending_start: None,
             exits,
             host_cpu: usize::MAX,
@@ -368,6 +377,12 @@ impl VmxVcpu {
         }
         for m in READ_ONLY_MSRS {
             let _ = bitmap.allow_read(m);
+        }
+        if self.controls.negotiated.pat_switching {
+            // The processor switches IA32_PAT on every entry and exit: the
+            // guest owns its copy.
+            let _ = bitmap.allow_read(MSR_PAT);
+            let _ = bitmap.allow_write(MSR_PAT);
         }
         let a = crate::mm::phys_page_mut(self.io_bitmap_a);
         a.fill(0xff);
@@ -446,7 +461,7 @@ impl VmxVcpu {
         let mut v = vmcs();
         let (real, rip) = match entry {
             PvhEntry::Pvh { rip, .. } => (false, rip),
-            PvhEntry::RealMode { ip } => (true, u64::from(ip)),
+            PvhEntry::RealMode { ip, .. } => (true, u64::from(ip)),
             PvhEntry::Long64(state) => return self.write_long64_state(&state),
         };
         let cr0 = if real { CR0_ET } else { CR0_PE | CR0_ET };
@@ -456,7 +471,11 @@ impl VmxVcpu {
         v.write_nat(ctrl::CR4_READ_SHADOW, 0)?;
         v.write_nat(guest::CR3, 0)?;
         v.write_nat(guest::DR7, 0x400)?;
-        v.write_nat(guest::RSP, if real { rip } else { 0 })?;
+        let real_cs = match entry {
+            PvhEntry::RealMode { cs, .. } => cs,
+            _ => 0,
+        };
+        v.write_nat(guest::RSP, if real && real_cs == 0 { rip } else { 0 })?;
         v.write_nat(guest::RIP, rip)?;
         v.write_nat(guest::RFLAGS, 0x2)?;
         v.write64(guest::IA32_EFER, 0)?;
@@ -490,6 +509,10 @@ impl VmxVcpu {
             )
         };
         write_flat_segments(&mut v, (cs, code), (ds, data), limit, tr)?;
+        if real_cs != 0 {
+            v.write16(guest::CS_SELECTOR, real_cs)?;
+            v.write_nat(guest::CS_BASE, u64::from(real_cs) << 4)?;
+        }
         Ok(())
     }
 
@@ -537,7 +560,7 @@ impl VmxVcpu {
         self.tpr = 0;
         self.init_xsave();
         self.xcr0 = 1;
-        self.msrs = [0; 5];
+        self.msrs = [0; 6];
         self.debug = [0, 0, 0, 0, 0xffff_0ff0];
         Ok(())
     }
@@ -779,6 +802,52 @@ impl VmxVcpu {
         self.advance();
     }
 
+    /// Moves RIP past an emulated instruction of `len` bytes whose length
+    /// the exit did not report (an EPT violation), clearing STI/MOV-SS
+    /// blocking as [`Self::skip_instruction`] does.
+    pub fn skip_emulated(&self, len: u64) {
+        self.advance_by(len);
+        let mut v = vmcs();
+        let blocking = v.read32(guest::INTERRUPTIBILITY_STATE).unwrap_or(0);
+        if blocking & 0b11 != 0 {
+            let _ = v.write32(guest::INTERRUPTIBILITY_STATE, blocking & !0b11);
+        }
+    }
+
+    /// The guest's RFLAGS.
+    pub fn rflags(&self) -> u64 {
+        vmcs().read_nat(guest::RFLAGS).unwrap_or(0)
+    }
+
+    /// Sets the guest's RFLAGS (bit 1 always set).
+    pub fn set_rflags(&self, value: u64) {
+        let _ = vmcs().write_nat(guest::RFLAGS, value | 2);
+    }
+
+    /// The linear address of the guest's next instruction (CS base + RIP).
+    pub fn rip_linear(&self) -> u64 {
+        let v = vmcs();
+        let base = if self.long_mode() {
+            0
+        } else {
+            v.read_nat(guest::CS_BASE).unwrap_or(0)
+        };
+        base.wrapping_add(v.read_nat(guest::RIP).unwrap_or(0))
+    }
+
+    /// The code size of the guest's current mode: 64 (64-bit mode), 32
+    /// (CS.D set) or 16.
+    pub fn code_bits(&self) -> u8 {
+        let cs_ar = vmcs().read32(guest::CS_ACCESS_RIGHTS).unwrap_or(0);
+        if self.long_mode() {
+            64
+        } else if cs_ar & (1 << 14) != 0 {
+            32
+        } else {
+            16
+        }
+    }
+
     /// Prints the VMCS (for crash reports).
     pub fn dump(&self, out: &mut impl core::fmt::Write) {
         let _ = basalt_vmx::dump::dump(&vmcs(), out);
@@ -819,6 +888,9 @@ impl VmxVcpu {
             // CPUID (10) never gets here: `handle_exit` answers it.
             ExitReason::Rdmsr => {
                 let msr_no = self.regs.rcx as u32;
+                if crate::vcpu::is_platform_msr(msr_no) {
+                    return Some(VcpuExit::RdMsr { msr: msr_no });
+                }
                 match crate::vcpu::read_msr(msr_no) {
                     Some(value) => {
                         self.regs.rax = value & 0xffff_ffff;
@@ -832,6 +904,9 @@ impl VmxVcpu {
             ExitReason::Wrmsr => {
                 let msr_no = self.regs.rcx as u32;
                 let value = (self.regs.rdx << 32) | (self.regs.rax & 0xffff_ffff);
+                if crate::vcpu::is_platform_msr(msr_no) {
+                    return Some(VcpuExit::WrMsr { msr: msr_no, value });
+                }
                 if crate::vcpu::write_msr(msr_no, value) {
                     self.advance_by(2);
                 } else {
@@ -918,6 +993,12 @@ impl VmxVcpu {
             ExitReason::EptViolation => {
                 let gpa = v.read64(exit::GUEST_PHYSICAL_ADDRESS).unwrap_or(0);
                 let ev = basalt_vmx::exit::EptViolation::decode(qual());
+                if !ev.fetch && crate::vcpu::is_device_page(gpa) {
+                    return Some(VcpuExit::Mmio {
+                        gpa,
+                        write: ev.write,
+                    });
+                }
                 Some(VcpuExit::Error(GuestError::OutsideMemory {
                     gpa,
                     write: ev.write,
@@ -936,11 +1017,23 @@ impl VmxVcpu {
     fn cpuid(&mut self) {
         let leaf = self.regs.rax as u32;
         let sub = self.regs.rcx as u32;
-        let r = crate::vcpu::cpuid_policy(leaf, sub, &self.signature, |l, s| {
+        let host = |l, s| {
             // CPUID is safe to execute; the arch layer hides what guests must not see.
             let r = __cpuid_count(l, s);
             [r.eax, r.ebx, r.ecx, r.edx]
-        });
+        };
+        let mut r = crate::vcpu::cpuid_policy(leaf, sub, &self.cpuid, host);
+        if leaf == 1 || leaf == 0xd {
+            let cr4 = vmcs().read_nat(guest::CR4).unwrap_or(0);
+            crate::vcpu::cpuid_guest_state(
+                leaf,
+                sub,
+                &mut r,
+                cr4 & CR4_OSXSAVE != 0,
+                self.xcr0,
+                host,
+            );
+        }
         self.regs.rax = u64::from(r[0]);
         self.regs.rbx = u64::from(r[1]);
         self.regs.rcx = u64::from(r[2]);

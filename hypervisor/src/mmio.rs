@@ -1,0 +1,140 @@
+//! Emulating a guest's access to an emulated device page (docs/x86emul.md):
+//! fetch the instruction at the guest's RIP through its own page tables,
+//! decode it with `basalt-x86emul`, perform it against the vCPU's registers
+//! and the device, and step RIP past it. An instruction that cannot be
+//! fetched or decoded stops the domain with the bytes in the diagnostic.
+
+use crate::domain::{Domain, Vcpu};
+use basalt_x86emul::{
+    Cpu, DecodeError, GuestPhys, Mmio, Mode, PagingMode, WalkError, decode, emulate as execute,
+    fetch,
+};
+use core::fmt;
+
+/// Why an access could not be emulated.
+#[derive(Debug)]
+pub enum MmioError {
+    /// The instruction bytes could not be read through the guest's page
+    /// tables.
+    Fetch {
+        /// The guest-physical address accessed.
+        gpa: u64,
+        /// The walk's complaint.
+        error: WalkError,
+    },
+    /// The bytes at RIP are not an instruction Basalt emulates.
+    Decode {
+        /// The guest-physical address accessed.
+        gpa: u64,
+        /// The decoder's complaint.
+        error: DecodeError,
+        /// The bytes fetched.
+        bytes: [u8; 15],
+        /// How many.
+        len: usize,
+    },
+}
+
+impl fmt::Display for MmioError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Fetch { gpa, error } => write!(
+                f,
+                "access to device memory at guest-physical {gpa:#x}: the instruction cannot be \
+                 fetched ({error})"
+            ),
+            Self::Decode {
+                gpa,
+                error,
+                bytes,
+                len,
+            } => {
+                write!(
+                    f,
+                    "access to device memory at guest-physical {gpa:#x} by an instruction that \
+                     is not emulated ({error}); bytes:"
+                )?;
+                for b in &bytes[..*len] {
+                    write!(f, " {b:02x}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The domain's memory as the page walk reads it.
+struct Phys<'a>(&'a Domain);
+
+impl GuestPhys for Phys<'_> {
+    fn read_phys(&self, gpa: u64, out: &mut [u8]) -> bool {
+        self.0.read_gpa(gpa, out).is_ok()
+    }
+}
+
+/// The vCPU's registers as the executor sees them.
+struct Regs<'a>(&'a mut crate::arch::x86_64::vmx::vcpu::VmxVcpu);
+
+impl Cpu for Regs<'_> {
+    fn reg(&self, n: u8) -> u64 {
+        self.0.regs.get(n)
+    }
+    fn set_reg(&mut self, n: u8, value: u64) {
+        self.0.regs.set(n, value);
+    }
+    fn rflags(&self) -> u64 {
+        self.0.rflags()
+    }
+    fn set_rflags(&mut self, value: u64) {
+        self.0.set_rflags(value);
+    }
+}
+
+/// The APIC pages, for one vCPU.
+struct Apics<'a> {
+    domain: &'a Domain,
+    vcpu: u32,
+}
+
+impl Mmio for Apics<'_> {
+    fn read(&mut self, gpa: u64, size: u8) -> u64 {
+        crate::vapic::mmio_read(self.domain, self.vcpu, gpa, size)
+    }
+    fn write(&mut self, gpa: u64, size: u8, value: u64) {
+        crate::vapic::mmio_write(self.domain, self.vcpu, gpa, size, value);
+    }
+}
+
+/// Emulates the access of vCPU `v` to device page address `gpa` (an EPT
+/// violation on a page [`crate::vcpu::is_device_page`] names).
+pub fn emulate(v: &mut Vcpu, gpa: u64, _write: bool) -> Result<(), MmioError> {
+    let (cr0, cr3, cr4, efer) = v.arch.paging_state();
+    let paging = PagingMode {
+        cr0,
+        cr3,
+        cr4,
+        efer,
+    };
+    let mut bytes = [0u8; 15];
+    let len = fetch(&Phys(&v.domain), &paging, v.arch.rip_linear(), &mut bytes)
+        .map_err(|error| MmioError::Fetch { gpa, error })?;
+    let mode = match v.arch.code_bits() {
+        64 => Mode::Long64,
+        32 => Mode::Protected32,
+        _ => Mode::Real16,
+    };
+    let insn = decode(&bytes[..len], mode).map_err(|error| MmioError::Decode {
+        gpa,
+        error,
+        bytes,
+        len,
+    })?;
+    let domain = v.domain.clone();
+    let mut dev = Apics {
+        domain: &domain,
+        vcpu: v.index,
+    };
+    let advance = execute(&insn, &mut Regs(&mut v.arch), &mut dev, gpa);
+    v.arch.skip_emulated(advance);
+    Ok(())
+}

@@ -1,0 +1,452 @@
+//! A domain's interrupt controllers wired to VM exits (docs/platform.md,
+//! "Interrupt delivery"): one `basalt_vapic::Lapic` per vCPU (xAPIC page at
+//! 0xFEE00000, `IA32_APIC_BASE`, `IA32_TSC_DEADLINE`) and one
+//! `basalt_vapic::IoApic` at 0xFEC00000, all under one per-domain lock.
+//!
+//! State outside the lock, read on the hot path without it:
+//! * `pending[v]`: vCPU `v`'s APIC has a vector to deliver (IRR above PPR);
+//! * `deadline[v]`: when vCPU `v`'s APIC timer next fires (system ns, 0 =
+//!   never);
+//! * `pic_through`: vCPU 0's LINT0 lets the 8259's INTR through (APIC
+//!   disabled or software-disabled, as after reset, or LINT0 unmasked in
+//!   ExtINT mode, as firmware leaves it for virtual-wire mode).
+//!
+//! Both are recomputed under the lock after every change. The models count
+//! in the domain's guest time (system time since the domain's TSC was 0),
+//! so a TSC-deadline value the guest computed from RDTSC means the same
+//! instant to the model.
+//!
+//! Messages between controllers (IPIs, I/O APIC interrupts, EOI broadcasts)
+//! are resolved here; the vCPUs they reach are woken (a halted vCPU) or
+//! kicked (one running elsewhere) after the lock is dropped. A start-up IPI
+//! starts a vCPU that is down in real mode at `vector << 8`:0000.
+
+use crate::domain::Domain;
+use alloc::vec::Vec;
+use basalt_sched::VcpuId;
+use basalt_vapic::lapic::{LVT_MASKED, MSR_APIC_BASE, MSR_TSC_DEADLINE};
+use basalt_vapic::{
+    Action, ApicMode, CpuSet, Delivery, IoApic, IoApicInterrupt, Lapic, LapicConfig, Received,
+    Target, Trigger,
+};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use spin::Mutex;
+
+/// The ISA IRQ the PIT uses, wired to I/O APIC pin 2 (the MADT says so).
+const PIT_IRQ: u8 = 0;
+const PIT_GSI: usize = 2;
+/// LVT LINT0 index in `Lapic::lvt`.
+const LVT_LINT0: usize = 3;
+/// The delivery-mode bits of an LVT entry.
+const LVT_DELIVERY_MASK: u32 = 0x700;
+/// ExtINT delivery mode in an LVT entry.
+const LVT_EXTINT: u32 = 0x700;
+
+/// The controllers behind the lock.
+#[derive(Debug)]
+struct Controllers {
+    lapics: Vec<Lapic>,
+    ioapic: IoApic,
+}
+
+/// A domain's local APICs and I/O APIC.
+#[derive(Debug)]
+pub struct DomainApic {
+    state: Mutex<Controllers>,
+    pending: Vec<AtomicBool>,
+    deadline: Vec<AtomicU64>,
+    pic_through: AtomicBool,
+    /// The I/O APIC's input lines as last driven (bit n = pin n).
+    lines: core::sync::atomic::AtomicU32,
+    /// The I/O APIC's masked pins (bit n = pin n), for skipping the lock.
+    masked: core::sync::atomic::AtomicU32,
+    /// System time at which the domain's TSC read 0.
+    base_ns: u64,
+}
+
+/// What a change asks for once the lock is dropped.
+#[derive(Default)]
+struct Effects {
+    kick: CpuSet,
+    /// (vCPU, start page) of start-up IPIs that started a vCPU.
+    start: Vec<(usize, u8)>,
+}
+
+impl DomainApic {
+    /// The controllers of a domain with `vcpus` vCPUs whose TSC was 0 at
+    /// system time `base_ns`: vCPU 0 is the bootstrap processor, the others
+    /// wait for INIT and a start-up IPI.
+    pub fn new(vcpus: u32, base_ns: u64) -> DomainApic {
+        let lapics = (0..vcpus)
+            .map(|i| {
+                let mut c = LapicConfig::new(i, i == 0);
+                c.timer_hz = crate::vcpu::CRYSTAL_HZ;
+                c.tsc_hz = crate::time::tsc_hz().max(1);
+                Lapic::new(c)
+            })
+            .collect();
+        DomainApic {
+            state: Mutex::new(Controllers {
+                lapics,
+                ioapic: IoApic::new(0),
+            }),
+            pending: (0..vcpus).map(|_| AtomicBool::new(false)).collect(),
+            deadline: (0..vcpus).map(|_| AtomicU64::new(0)).collect(),
+            pic_through: AtomicBool::new(true),
+            lines: core::sync::atomic::AtomicU32::new(0),
+            masked: core::sync::atomic::AtomicU32::new(u32::MAX),
+            base_ns,
+        }
+    }
+
+    fn guest_ns(&self, now: u64) -> u64 {
+        now.saturating_sub(self.base_ns)
+    }
+
+    /// Whether vCPU `v` has an interrupt to take (hot path, no lock).
+    #[inline]
+    pub fn pending(&self, v: u32) -> bool {
+        self.pending
+            .get(v as usize)
+            .is_some_and(|p| p.load(Ordering::Relaxed))
+    }
+
+    /// When vCPU `v`'s APIC timer fires next (system ns; 0 = never).
+    #[inline]
+    pub fn deadline(&self, v: u32) -> u64 {
+        self.deadline
+            .get(v as usize)
+            .map_or(0, |d| d.load(Ordering::Relaxed))
+    }
+
+    /// Whether the 8259's output reaches vCPU 0 (through LINT0).
+    #[inline]
+    pub fn pic_through(&self) -> bool {
+        self.pic_through.load(Ordering::Relaxed)
+    }
+
+    /// Recomputes the lock-free view of vCPU `v`.
+    fn refresh(&self, st: &Controllers, v: usize) {
+        let Some(l) = st.lapics.get(v) else {
+            return;
+        };
+        self.pending[v].store(l.highest_pending().is_some(), Ordering::SeqCst);
+        let at = l
+            .next_timer_deadline()
+            .map_or(0, |d| d.saturating_add(self.base_ns).max(1));
+        self.deadline[v].store(at, Ordering::SeqCst);
+        if v == 0 {
+            let lint0 = l.lvt(LVT_LINT0).unwrap_or(LVT_MASKED);
+            let through = l.mode() == ApicMode::Disabled
+                || !l.software_enabled()
+                || (lint0 & LVT_MASKED == 0 && lint0 & LVT_DELIVERY_MASK == LVT_EXTINT);
+            self.pic_through.store(through, Ordering::SeqCst);
+        }
+    }
+
+    fn targets(st: &Controllers) -> Vec<Target> {
+        st.lapics.iter().map(Lapic::target).collect()
+    }
+
+    /// Delivers a message to the APICs in `to`.
+    fn deliver(
+        &self,
+        st: &mut Controllers,
+        to: &CpuSet,
+        delivery: Delivery,
+        vector: u8,
+        trigger: Trigger,
+        fx: &mut Effects,
+    ) {
+        for d in to.iter() {
+            let Some(l) = st.lapics.get_mut(d) else {
+                continue;
+            };
+            match l.receive(delivery, vector, trigger) {
+                Received::Interrupt => fx.kick.insert(d),
+                Received::StartUp { vector } => fx.start.push((d, vector)),
+                Received::Init => {
+                    log::debug!("vCPU{d}: INIT");
+                }
+                Received::Nmi | Received::Smi | Received::ExtInt => {
+                    log::warn!("vCPU{d}: {delivery:?} IPI ignored (not emulated)");
+                }
+                Received::Ignored => {}
+            }
+            self.refresh(st, d);
+        }
+    }
+
+    fn deliver_ioapic(&self, st: &mut Controllers, msg: IoApicInterrupt, fx: &mut Effects) {
+        let to = msg.destinations(&Self::targets(st));
+        self.deliver(st, &to, msg.delivery, msg.vector, msg.trigger, fx);
+    }
+
+    /// Acts on what a register write asked for.
+    fn act(&self, st: &mut Controllers, from: usize, action: Action, fx: &mut Effects) {
+        match action {
+            Action::None => {}
+            Action::Ipi(ipi) => {
+                let to = ipi.destinations(&Self::targets(st), from);
+                self.deliver(st, &to, ipi.delivery, ipi.vector, ipi.trigger, fx);
+            }
+            Action::Eoi(eoi) => {
+                if eoi.level_triggered {
+                    let again = st.ioapic.eoi(eoi.vector);
+                    for msg in again.iter() {
+                        self.deliver_ioapic(st, msg, fx);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Wakes or kicks the vCPUs a change reached, and starts those a start-up
+/// IPI started; `me` (the vCPU that made the change) is neither kicked nor
+/// woken: it is about to look at its APIC anyway.
+fn apply(domain: &Domain, me: Option<usize>, fx: Effects) {
+    if fx.kick.is_empty() && fx.start.is_empty() {
+        return;
+    }
+    for v in fx.kick.iter() {
+        if Some(v) != me {
+            crate::sched::kick_vcpu(VcpuId {
+                domain: domain.id,
+                vcpu: v as u32,
+            });
+        }
+    }
+    for (v, vector) in fx.start {
+        crate::sched::start_vcpu_sipi(
+            VcpuId {
+                domain: domain.id,
+                vcpu: v as u32,
+            },
+            vector,
+        );
+    }
+}
+
+/// A read of `size` bytes at `gpa` on an APIC page by vCPU `vcpu`.
+pub fn mmio_read(domain: &Domain, vcpu: u32, gpa: u64, size: u8) -> u64 {
+    let a = &domain.apic;
+    let now = a.guest_ns(crate::time::now_ns());
+    let page = gpa & !0xfff;
+    let offset = (gpa & 0xfff) as u32;
+    let st = a.state.lock();
+    // A 32-bit register read whole; narrower reads take its bytes.
+    let reg = offset & !3;
+    let word = if page == u64::from(basalt_guest::acpi::LOCAL_APIC_ADDRESS) {
+        let Some(l) = st.lapics.get(vcpu as usize) else {
+            return 0;
+        };
+        if l.mode() != ApicMode::XApic || l.base() != page {
+            return u64::MAX;
+        }
+        l.read(reg & !0xf, now)
+    } else {
+        st.ioapic.read(reg)
+    };
+    let shift = (offset & 3) * 8;
+    let value = u64::from(word >> shift);
+    if size >= 8 {
+        value
+    } else {
+        value & ((1u64 << (size * 8)) - 1)
+    }
+}
+
+/// A write of `size` bytes of `value` at `gpa` on an APIC page by vCPU
+/// `vcpu`. Narrow writes of a register write the whole register with the
+/// other bytes zero (the local APIC takes 32-bit accesses only).
+pub fn mmio_write(domain: &Domain, vcpu: u32, gpa: u64, size: u8, value: u64) {
+    let a = &domain.apic;
+    let now = a.guest_ns(crate::time::now_ns());
+    let page = gpa & !0xfff;
+    let offset = (gpa & 0xfff) as u32;
+    let shift = (offset & 3) * 8;
+    let word = ((value << shift) & 0xffff_ffff) as u32;
+    let v = vcpu as usize;
+    let mut fx = Effects::default();
+    {
+        let mut st = a.state.lock();
+        if page == u64::from(basalt_guest::acpi::LOCAL_APIC_ADDRESS) {
+            let Some(l) = st.lapics.get_mut(v) else {
+                return;
+            };
+            if l.mode() != ApicMode::XApic || l.base() != page {
+                return;
+            }
+            let action = l.write(offset & !0xf, word, now);
+            a.act(&mut st, v, action, &mut fx);
+            a.refresh(&st, v);
+        } else {
+            let _ = size;
+            // Lines that changed while their pin was masked reach the
+            // model first: unmasking an asserted level pin sends.
+            let lines = a.lines.load(Ordering::SeqCst);
+            for pin in 0..basalt_vapic::ioapic::PINS {
+                let level = lines & (1 << pin) != 0;
+                if st.ioapic.line(pin) != level
+                    && let Some(msg) = st.ioapic.set_irq(pin, level)
+                {
+                    a.deliver_ioapic(&mut st, msg, &mut fx);
+                }
+            }
+            if let Some(msg) = st.ioapic.write(offset & !3, word) {
+                a.deliver_ioapic(&mut st, msg, &mut fx);
+            }
+            let mut masked = 0u32;
+            for pin in 0..basalt_vapic::ioapic::PINS {
+                if st
+                    .ioapic
+                    .entry(pin)
+                    .is_none_or(|e| e & basalt_vapic::ioapic::RTE_MASKED != 0)
+                {
+                    masked |= 1 << pin;
+                }
+            }
+            a.masked.store(
+                masked | !((1 << basalt_vapic::ioapic::PINS) - 1),
+                Ordering::SeqCst,
+            );
+        }
+    }
+    apply(domain, Some(v), fx);
+}
+
+/// RDMSR of a platform MSR (`IA32_APIC_BASE`, `IA32_TSC_DEADLINE`, the
+/// x2APIC range); `None` means #GP.
+pub fn rdmsr(domain: &Domain, vcpu: u32, msr: u32) -> Option<u64> {
+    let a = &domain.apic;
+    let now = a.guest_ns(crate::time::now_ns());
+    let st = a.state.lock();
+    st.lapics.get(vcpu as usize)?.rdmsr(msr, now).ok()
+}
+
+/// WRMSR of a platform MSR; `false` means #GP. x2APIC mode is not offered
+/// (CPUID hides it), so setting `IA32_APIC_BASE.EXTD` faults.
+pub fn wrmsr(domain: &Domain, vcpu: u32, msr: u32, value: u64) -> bool {
+    if msr == MSR_APIC_BASE && value & basalt_vapic::lapic::APIC_BASE_EXTD != 0 {
+        return false;
+    }
+    let a = &domain.apic;
+    let now = a.guest_ns(crate::time::now_ns());
+    let v = vcpu as usize;
+    let mut fx = Effects::default();
+    let ok = {
+        let mut st = a.state.lock();
+        let Some(l) = st.lapics.get_mut(v) else {
+            return false;
+        };
+        match l.wrmsr(msr, value, now) {
+            Ok(action) => {
+                a.act(&mut st, v, action, &mut fx);
+                a.refresh(&st, v);
+                true
+            }
+            Err(e) => {
+                if msr != MSR_TSC_DEADLINE {
+                    log::debug!("d{}v{vcpu}: {e}: #GP", domain.id);
+                }
+                false
+            }
+        }
+    };
+    apply(domain, Some(v), fx);
+    ok
+}
+
+/// ISA interrupt line `irq` of the domain changed to `level`: the I/O APIC
+/// sees it on its pin (IRQ 0, the PIT, on pin 2; the others on the pin of
+/// their number), and an edge or an asserted level may send an interrupt.
+pub fn set_isa_irq(domain: &Domain, irq: u8, level: bool) {
+    let pin = if irq == PIT_IRQ {
+        PIT_GSI
+    } else {
+        usize::from(irq)
+    };
+    let a = &domain.apic;
+    let mut fx = Effects::default();
+    // Hot path (every UART access re-states its line): nothing changes
+    // unless the line does.
+    let bit = 1u32 << pin;
+    let old = if level {
+        a.lines.fetch_or(bit, Ordering::SeqCst)
+    } else {
+        a.lines.fetch_and(!bit, Ordering::SeqCst)
+    };
+    if (old & bit != 0) == level || a.masked.load(Ordering::Relaxed) & bit != 0 {
+        // Unchanged, or masked: the model learns the line when the pin is
+        // unmasked (`sync_lines`).
+        return;
+    }
+    {
+        let mut st = a.state.lock();
+        if let Some(msg) = st.ioapic.set_irq(pin, level) {
+            a.deliver_ioapic(&mut st, msg, &mut fx);
+        }
+    }
+    apply(domain, None, fx);
+}
+
+/// A pulse (rising, then falling edge) on ISA line `irq`: one interrupt from
+/// an edge-triggered pin. Nothing is locked while the pin is masked.
+pub fn pulse_isa_irq(domain: &Domain, irq: u8) {
+    let pin = if irq == PIT_IRQ {
+        PIT_GSI
+    } else {
+        usize::from(irq)
+    };
+    let a = &domain.apic;
+    if a.masked.load(Ordering::Relaxed) & (1 << pin) != 0 {
+        return;
+    }
+    let mut fx = Effects::default();
+    {
+        let mut st = a.state.lock();
+        if let Some(msg) = st.ioapic.set_irq(pin, true) {
+            a.deliver_ioapic(&mut st, msg, &mut fx);
+        }
+        if let Some(msg) = st.ioapic.set_irq(pin, false) {
+            a.deliver_ioapic(&mut st, msg, &mut fx);
+        }
+    }
+    a.lines.fetch_and(!(1 << pin), Ordering::SeqCst);
+    apply(domain, None, fx);
+}
+
+/// vCPU `vcpu`'s APIC timer deadline has passed (by `now`, system ns): the
+/// timer fires. Returns whether the vCPU has an interrupt to take.
+pub fn timer_due(domain: &Domain, vcpu: u32, now: u64) -> bool {
+    let a = &domain.apic;
+    let due = a.deadline(vcpu);
+    if due != 0 && due <= now {
+        let mut st = a.state.lock();
+        let g = a.guest_ns(now);
+        if let Some(l) = st.lapics.get_mut(vcpu as usize) {
+            l.on_time(g);
+        }
+        a.refresh(&st, vcpu as usize);
+    }
+    a.pending(vcpu)
+}
+
+/// Injects vCPU `vcpu`'s highest deliverable vector through `deliver`,
+/// which says whether the guest took it now (else it asked for an
+/// interrupt window); only then does the vector move from IRR to ISR.
+pub fn inject(domain: &Domain, vcpu: u32, deliver: impl FnOnce(u8) -> bool) {
+    let a = &domain.apic;
+    let v = vcpu as usize;
+    let mut st = a.state.lock();
+    let Some(l) = st.lapics.get_mut(v) else {
+        return;
+    };
+    if let Some(vector) = l.highest_pending()
+        && deliver(vector)
+    {
+        l.acknowledge(vector);
+    }
+    a.refresh(&st, v);
+}
