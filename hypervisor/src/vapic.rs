@@ -24,7 +24,7 @@
 use crate::domain::Domain;
 use alloc::vec::Vec;
 use basalt_sched::VcpuId;
-use basalt_vapic::lapic::{LVT_MASKED, MSR_APIC_BASE, MSR_TSC_DEADLINE};
+use basalt_vapic::lapic::{LVT_MASKED, MSR_TSC_DEADLINE};
 use basalt_vapic::{
     Action, ApicMode, CpuSet, Delivery, IoApic, IoApicInterrupt, Lapic, LapicConfig, Received,
     Target, Trigger,
@@ -325,12 +325,8 @@ pub fn rdmsr(domain: &Domain, vcpu: u32, msr: u32) -> Option<u64> {
     st.lapics.get(vcpu as usize)?.rdmsr(msr, now).ok()
 }
 
-/// WRMSR of a platform MSR; `false` means #GP. x2APIC mode is not offered
-/// (CPUID hides it), so setting `IA32_APIC_BASE.EXTD` faults.
+/// WRMSR of a platform MSR; `false` means #GP.
 pub fn wrmsr(domain: &Domain, vcpu: u32, msr: u32, value: u64) -> bool {
-    if msr == MSR_APIC_BASE && value & basalt_vapic::lapic::APIC_BASE_EXTD != 0 {
-        return false;
-    }
     let a = &domain.apic;
     let now = a.guest_ns(crate::time::now_ns());
     let v = vcpu as usize;

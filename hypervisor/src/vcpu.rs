@@ -150,9 +150,9 @@ pub struct CpuidContext {
 }
 
 /// What CPUID shows a guest (docs/platform.md, "CPUID"): the host's answer
-/// with VMX, SMX, MONITOR/MWAIT, x2APIC, the TSC-deadline timer, machine
-/// checks and hyper-threading hidden and the "hypervisor present" bit set; the local
-/// APIC shown, with the vCPU's initial APIC ID in leaf 1 EBX\[31:24\];
+/// with VMX, SMX, MONITOR/MWAIT, machine checks and hyper-threading hidden
+/// and the "hypervisor present" bit set; the local APIC (with x2APIC mode
+/// and the TSC-deadline timer) shown, with the vCPU's initial APIC ID in leaf 1 EBX\[31:24\];
 /// no extended topology (leaves 0xB and 0x1F read as absent, so the guest
 /// takes every vCPU for a package of its own); leaf 0x15 giving the TSC
 /// frequency as [`CRYSTAL_HZ`] times a ratio (SDM Vol. 2A, CPUID leaf
@@ -185,18 +185,12 @@ pub fn cpuid_policy(
         _ => {
             let mut r = host(leaf, sub);
             if leaf == 1 {
-                // ECX: MONITOR (3), VMX (5), SMX (6), EST (7), TM2 (8),
-                // PDCM (15), x2APIC (21), TSC deadline (24) hidden;
-                // hypervisor (31) shown.
-                r[2] &= !((1 << 3)
-                    | (1 << 5)
-                    | (1 << 6)
-                    | (1 << 7)
-                    | (1 << 8)
-                    | (1 << 15)
-                    | (1 << 21)
-                    | (1 << 24));
-                r[2] |= 1 << 31;
+                // ECX: MONITOR (3), VMX (5), SMX (6), EST (7), TM2 (8) and
+                // PDCM (15) hidden; x2APIC (21), the TSC-deadline timer
+                // (24) and hypervisor (31) shown (the local APIC model has
+                // them).
+                r[2] &= !((1 << 3) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 15));
+                r[2] |= (1 << 21) | (1 << 24) | (1 << 31);
                 // EDX: APIC (9) shown; machine checks (MCE 7, MCA 14),
                 // thermal monitoring (ACPI 22, TM 29) and HTT (28) hidden.
                 r[3] |= 1 << 9;

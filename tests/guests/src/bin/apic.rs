@@ -25,6 +25,25 @@
 //!    at `pit_hz=` (1000)) on pin 2 routed to vector 0x50, fixed, physical
 //!    APIC ID 0, with the 8259s masked and LINT0 masked: `pit_ticks=` (20)
 //!    periods take their time within 10 %.
+//! 7. The TSC-deadline timer (CPUID.1:ECX bit 24), still in xAPIC mode:
+//!    LVT timer mode 10 with vector 0x43, `IA32_TSC_DEADLINE` armed
+//!    `deadline_us=` (5000) ahead of RDTSC fires once, no earlier than due
+//!    and within 10 %, and reads 0 afterwards; writing 0 disarms a deadline
+//!    2 ms ahead (nothing comes in the 5 ms after). Under Bochs a wake-up
+//!    from HLT by the timer costs about 0.7 ms of guest time (13 % of
+//!    5 ms), so `bochs-guest-apic` sets `deadline_us=20000`, as the
+//!    one-shot's 20 ms.
+//! 8. x2APIC mode (CPUID.1:ECX bit 21), last, since it changes the
+//!    interface: `IA32_APIC_BASE` EN|EXTD; MSR 0x802 (ID) reads 0, 0x803
+//!    the xAPIC version, 0x80D the derived LDR 0x1; SVR and TPR write
+//!    through their MSRs and read back; a self-IPI through the SELF IPI
+//!    MSR 0x83F (vector 0x44) arrives and its EOI (WRMSR 0x80B) clears
+//!    ISR; a fixed IPI through the 64-bit ICR (MSR 0x830, destination in
+//!    bits 63:32) reaches the AP, whose APIC is still in xAPIC mode
+//!    (physical destination 1 matches its xAPIC ID); the xAPIC page reads
+//!    all ones (vapic.rs: the page is not decoded outside xAPIC mode) and
+//!    ignores writes; going back to xAPIC mode (EN only) raises #GP and
+//!    leaves the APIC in x2APIC mode.
 //!
 //! Times are measured with the TSC, whose rate CPUID.15h gives
 //! (ECX * EBX / EAX); a periodic source is timed from its first interrupt
@@ -35,7 +54,8 @@
 //! (4 MIPS) a PIT interrupt through the I/O APIC, its injection and the
 //! emulated EOI cost about 2 ms of guest time, so `bochs-guest-apic` runs
 //! the PIT at `pit_hz=200`. Figures: `lapic_oneshot_error_permille`,
-//! `lapic_periodic_error_permille`, `ioapic_pit_error_permille`, and, for
+//! `lapic_periodic_error_permille`, `ioapic_pit_error_permille`,
+//! `lapic_deadline_error_permille`, and, for
 //! the record, `lapic_mmio_read_ns` and `io_port_read_ns` (the cost of an
 //! emulated xAPIC read and of an I/O port read).
 
@@ -43,11 +63,14 @@
 #![no_main]
 
 use basalt_test_guests::cpu::{
-    cpuid, inb, init_pic_pair, outb, rdmsr_checked, rdtsc, set_interrupt_handler,
+    GP, cpuid, inb, init_pic_pair, outb, rdmsr_checked, rdtsc, set_interrupt_handler, show,
+    show_unit, wrmsr_checked,
 };
-use basalt_test_guests::hypercall::sched_yield;
+use basalt_test_guests::hypercall::{
+    sched_yield, set_singleshot_timer, stop_singleshot_timer, system_time_ns,
+};
 use basalt_test_guests::{Checks, arg_u64, print, println};
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 basalt_test_guests::entry!(main);
 
@@ -81,11 +104,31 @@ const MSR_APIC_BASE: u32 = 0x1B;
 const APIC_BASE_BSP_VALUE: u64 = 0xFEE0_0900;
 /// An application processor's: no BSP bit.
 const APIC_BASE_AP_VALUE: u64 = 0xFEE0_0800;
+/// `IA32_APIC_BASE` bit 10, x2APIC mode (EXTD), and bit 11, enabled (EN).
+const APIC_BASE_EXTD: u64 = 1 << 10;
+const APIC_BASE_EN: u64 = 1 << 11;
+/// `IA32_TSC_DEADLINE`.
+const MSR_TSC_DEADLINE: u32 = 0x6E0;
+/// The x2APIC registers as MSRs (0x800 + xAPIC offset / 16).
+const X2APIC_ID: u32 = 0x802;
+const X2APIC_VERSION: u32 = 0x803;
+const X2APIC_TPR: u32 = 0x808;
+const X2APIC_EOI: u32 = 0x80B;
+const X2APIC_LDR: u32 = 0x80D;
+const X2APIC_SVR: u32 = 0x80F;
+const X2APIC_ISR: u32 = 0x810;
+const X2APIC_IRR: u32 = 0x820;
+const X2APIC_ICR: u32 = 0x830;
+const X2APIC_SELF_IPI: u32 = 0x83F;
+/// CPUID.1:ECX: x2APIC (bit 21), TSC-deadline timer (bit 24).
+const CPUID_1_ECX_X2APIC: u32 = 1 << 21;
+const CPUID_1_ECX_TSC_DEADLINE: u32 = 1 << 24;
 
 const SVR_ENABLE: u32 = 1 << 8;
 const LVT_MASKED: u32 = 1 << 16;
 const LVT_EXTINT: u32 = 0x700;
 const LVT_TIMER_PERIODIC: u32 = 1 << 17;
+const LVT_TIMER_TSC_DEADLINE: u32 = 2 << 17;
 /// Divide configuration 1011: divide by 1.
 const DIVIDE_BY_1: u32 = 0xB;
 /// ICR: delivery modes, level, trigger, shorthand.
@@ -111,6 +154,8 @@ const RTE_MASKED: u32 = 1 << 16;
 const TIMER_VECTOR: u8 = 0x40;
 const SELF_IPI_VECTOR: u8 = 0x41;
 const AP_IPI_VECTOR: u8 = 0x42;
+const DEADLINE_VECTOR: u8 = 0x43;
+const X2APIC_IPI_VECTOR: u8 = 0x44;
 const PIT_VECTOR: u8 = 0x50;
 const SPURIOUS_VECTOR: u8 = 0xFF;
 
@@ -283,6 +328,9 @@ static TRACE: [AtomicU64; TRACE_LEN] = [const { AtomicU64::new(0) }; TRACE_LEN];
 /// The periodic timer and the PIT pin stop at this many interrupts (0:
 /// never).
 static STOP_AT: AtomicU32 = AtomicU32::new(0);
+/// vCPU 0's APIC is in x2APIC mode: EOI through MSR 0x80B (the xAPIC page
+/// ignores writes then).
+static X2APIC: AtomicBool = AtomicBool::new(false);
 
 /// A 32-bit read of an APIC page (a plain `mov`, which Basalt emulates).
 fn mmio_read(addr: usize) -> u32 {
@@ -342,7 +390,7 @@ fn on_interrupt(vector: u8) {
     match vector {
         TIMER_VECTOR if stop => lapic_write(REG_TIMER_INITIAL, 0),
         PIT_VECTOR if stop => ioapic_write(PIT_RTE, RTE_MASKED | u32::from(PIT_VECTOR)),
-        TIMER_VECTOR | SELF_IPI_VECTOR | PIT_VECTOR => {}
+        TIMER_VECTOR | SELF_IPI_VECTOR | PIT_VECTOR | DEADLINE_VECTOR | X2APIC_IPI_VECTOR => {}
         // A spurious interrupt is not in service: no EOI.
         SPURIOUS_VECTOR => return,
         _ => {
@@ -350,7 +398,17 @@ fn on_interrupt(vector: u8) {
             STRAY_VECTOR.store(u32::from(vector), Ordering::Relaxed);
         }
     }
-    lapic_write(REG_EOI, 0);
+    eoi();
+}
+
+/// End of interrupt, through the interface the APIC's mode has.
+fn eoi() {
+    if X2APIC.load(Ordering::Relaxed) {
+        // SAFETY: an EOI write of 0 is what the handler means to do.
+        let _ = unsafe { wrmsr_checked(X2APIC_EOI, 0) };
+    } else {
+        lapic_write(REG_EOI, 0);
+    }
 }
 
 fn reset(vector: u8) {
@@ -382,6 +440,23 @@ fn halt_until(vector: u8, n: u32) {
         // atomically for the next interrupt, which the handler counts.
         unsafe { core::arch::asm!("sti", "hlt", "cli", options(nostack)) };
     }
+}
+
+/// Sleeps in `sti; hlt` until `vector` came `n` times or `max_us` passed
+/// (a single-shot timer wakes the vCPU then, should the interrupt never
+/// come); returns whether it came.
+fn halt_until_bounded(vector: u8, n: u32, clock: &Clock, max_us: u64) -> bool {
+    let end = rdtsc() + clock.ticks_us(max_us);
+    let now_ns = system_time_ns();
+    if now_ns > 0 {
+        set_singleshot_timer(now_ns as u64 + max_us * 1000);
+    }
+    while count(vector) < n && rdtsc() < end {
+        // SAFETY: as `halt_until`; the single-shot timer ends the wait.
+        unsafe { core::arch::asm!("sti", "hlt", "cli", options(nostack)) };
+    }
+    stop_singleshot_timer();
+    count(vector) >= n
 }
 
 /// Runs with interrupts on (spinning, no HLT) until `done` or `ticks` TSC
@@ -774,12 +849,280 @@ fn check_ioapic(c: &mut Checks, clock: &Clock, hz: u64, ticks: u32) {
     );
 }
 
+/// 7: the TSC-deadline timer (xAPIC mode); leaves the LVT timer masked.
+fn check_tsc_deadline(c: &mut Checks, clock: &Clock, deadline_us: u64) {
+    let (_, _, ecx, _) = cpuid(1, 0);
+    if !c.check(
+        ecx & CPUID_1_ECX_TSC_DEADLINE != 0,
+        format_args!("CPUID.1:ECX.TSC-Deadline[bit 24] is set (ECX {ecx:#010x})"),
+    ) {
+        return;
+    }
+    reset(DEADLINE_VECTOR);
+    lapic_write(
+        REG_LVT_TIMER,
+        LVT_TIMER_TSC_DEADLINE | u32::from(DEADLINE_VECTOR),
+    );
+    let lvt = lapic_read(REG_LVT_TIMER);
+    let expected = clock.ticks_us(deadline_us);
+    let start = rdtsc();
+    let due = start + expected;
+    // SAFETY: arming the deadline is the test; its interrupt is handled.
+    let armed = unsafe { wrmsr_checked(MSR_TSC_DEADLINE, due) };
+    let readback = rdmsr_checked(MSR_TSC_DEADLINE);
+    // Nothing printed before it fires: a line on the serial port takes
+    // milliseconds under Bochs, with interrupts off.
+    let came = halt_until_bounded(DEADLINE_VECTOR, 1, clock, 10 * deadline_us);
+    c.check(
+        lvt == LVT_TIMER_TSC_DEADLINE | u32::from(DEADLINE_VECTOR)
+            && armed.is_ok()
+            && readback == Ok(due),
+        format_args!(
+            "TSC-deadline mode: LVT timer {lvt:#x}, WRMSR IA32_TSC_DEADLINE {due:#x}: {}, reads back {}",
+            show_unit(armed),
+            show(readback)
+        ),
+    );
+    let fired = SEEN[usize::from(DEADLINE_VECTOR)]
+        .first_tsc
+        .load(Ordering::Relaxed);
+    let elapsed = fired.wrapping_sub(start);
+    let err = if came {
+        error_permille(elapsed, expected)
+    } else {
+        i64::MAX
+    };
+    println!(
+        "apic: TSC deadline {deadline_us} us ahead fired after {} us ({} us past the deadline)",
+        clock.us(elapsed),
+        clock.us(fired.saturating_sub(due))
+    );
+    if came {
+        println!("BASALT-FIGURE: lapic_deadline_error_permille={err}");
+    }
+    c.check(
+        came && fired >= due && err <= 100,
+        format_args!(
+            "the TSC-deadline timer fired on time: not early, within 10 % ({err} per mille late)"
+        ),
+    );
+    // It must not fire again, and the MSR reads 0 once it fired.
+    spin_interruptible(expected, || count(DEADLINE_VECTOR) > 1);
+    let n = count(DEADLINE_VECTOR);
+    let after = rdmsr_checked(MSR_TSC_DEADLINE);
+    c.check(
+        n == 1 && after == Ok(0) && !apic_bit(REG_ISR, DEADLINE_VECTOR),
+        format_args!(
+            "the TSC-deadline timer fired once ({n} interrupts), IA32_TSC_DEADLINE reads {} after, EOI cleared ISR",
+            show(after)
+        ),
+    );
+    // Writing 0 disarms: a deadline 2 ms ahead, then 0, then 5 ms of
+    // nothing.
+    reset(DEADLINE_VECTOR);
+    let due = rdtsc() + clock.ticks_us(2000);
+    // SAFETY: as above; the second write disarms the first.
+    let armed = unsafe { wrmsr_checked(MSR_TSC_DEADLINE, due) };
+    // SAFETY: disarming.
+    let disarmed = unsafe { wrmsr_checked(MSR_TSC_DEADLINE, 0) };
+    let readback = rdmsr_checked(MSR_TSC_DEADLINE);
+    spin_interruptible(clock.ticks_us(5000), || count(DEADLINE_VECTOR) > 0);
+    let n = count(DEADLINE_VECTOR);
+    c.check(
+        armed.is_ok() && disarmed.is_ok() && readback == Ok(0) && n == 0,
+        format_args!(
+            "writing 0 to IA32_TSC_DEADLINE disarms it (arm 2 ms ahead {}, disarm {}, reads {}; {n} interrupts in 5 ms)",
+            show_unit(armed),
+            show_unit(disarmed),
+            show(readback)
+        ),
+    );
+    lapic_write(REG_LVT_TIMER, LVT_MASKED | u32::from(TIMER_VECTOR));
+}
+
+/// 8: x2APIC mode, entered from xAPIC mode; the APIC stays in it.
+fn check_x2apic(c: &mut Checks, clock: &Clock) {
+    let (_, _, ecx, _) = cpuid(1, 0);
+    if !c.check(
+        ecx & CPUID_1_ECX_X2APIC != 0,
+        format_args!("CPUID.1:ECX.x2APIC[bit 21] is set (ECX {ecx:#010x})"),
+    ) {
+        return;
+    }
+    let xapic_version = lapic_read(REG_VERSION);
+    let base = rdmsr_checked(MSR_APIC_BASE).unwrap_or(APIC_BASE_BSP_VALUE);
+    let x2 = base | APIC_BASE_EN | APIC_BASE_EXTD;
+    // SAFETY: interrupts are off; the handler's EOI follows the mode
+    // (`X2APIC`), set before any interrupt can come.
+    let entered = unsafe { wrmsr_checked(MSR_APIC_BASE, x2) };
+    if entered.is_ok() {
+        X2APIC.store(true, Ordering::Relaxed);
+    }
+    let now = rdmsr_checked(MSR_APIC_BASE);
+    if !c.check(
+        entered.is_ok() && now == Ok(x2),
+        format_args!(
+            "WRMSR IA32_APIC_BASE {x2:#x} (EN|EXTD) enters x2APIC mode ({}; reads {})",
+            show_unit(entered),
+            show(now)
+        ),
+    ) {
+        return;
+    }
+    let id = rdmsr_checked(X2APIC_ID);
+    c.check(
+        id == Ok(0),
+        format_args!("x2APIC ID (MSR 0x802) is 0 ({})", show(id)),
+    );
+    let version = rdmsr_checked(X2APIC_VERSION);
+    c.check(
+        version == Ok(u64::from(xapic_version)),
+        format_args!(
+            "x2APIC version (MSR 0x803) matches the xAPIC version {xapic_version:#010x} ({})",
+            show(version)
+        ),
+    );
+    let ldr = rdmsr_checked(X2APIC_LDR);
+    c.check(
+        ldr == Ok(1),
+        format_args!(
+            "x2APIC LDR (MSR 0x80d) is 0x1, cluster 0 member bit 0 ({})",
+            show(ldr)
+        ),
+    );
+    let svr0 = rdmsr_checked(X2APIC_SVR);
+    // SAFETY: the APIC stays software-enabled; only the spurious vector
+    // changes, and it is put back.
+    let w1 = unsafe { wrmsr_checked(X2APIC_SVR, 0x1f0) };
+    let svr1 = rdmsr_checked(X2APIC_SVR);
+    // SAFETY: as before.
+    let w2 = unsafe {
+        wrmsr_checked(
+            X2APIC_SVR,
+            u64::from(SVR_ENABLE | u32::from(SPURIOUS_VECTOR)),
+        )
+    };
+    let svr2 = rdmsr_checked(X2APIC_SVR);
+    c.check(
+        svr0 == Ok(0x1ff) && w1.is_ok() && svr1 == Ok(0x1f0) && w2.is_ok() && svr2 == Ok(0x1ff),
+        format_args!(
+            "x2APIC SVR (MSR 0x80f) writes read back ({} -> 0x1f0 {}: {} -> 0x1ff {}: {})",
+            show(svr0),
+            show_unit(w1),
+            show(svr1),
+            show_unit(w2),
+            show(svr2)
+        ),
+    );
+    // SAFETY: TPR 0x30 masks nothing this step sends; it is put back.
+    let w1 = unsafe { wrmsr_checked(X2APIC_TPR, 0x30) };
+    let tpr1 = rdmsr_checked(X2APIC_TPR);
+    // SAFETY: as before.
+    let w2 = unsafe { wrmsr_checked(X2APIC_TPR, 0) };
+    let tpr2 = rdmsr_checked(X2APIC_TPR);
+    c.check(
+        w1.is_ok() && tpr1 == Ok(0x30) && w2.is_ok() && tpr2 == Ok(0),
+        format_args!(
+            "x2APIC TPR (MSR 0x808) writes read back (0x30 -> {}, 0 -> {})",
+            show(tpr1),
+            show(tpr2)
+        ),
+    );
+
+    // A self-IPI through the SELF IPI MSR; the handler EOIs through 0x80B.
+    reset(X2APIC_IPI_VECTOR);
+    // SAFETY: the vector's interrupt is handled.
+    let sent = unsafe { wrmsr_checked(X2APIC_SELF_IPI, u64::from(X2APIC_IPI_VECTOR)) };
+    spin_interruptible(clock.ticks_us(20_000), || count(X2APIC_IPI_VECTOR) > 0);
+    let n = count(X2APIC_IPI_VECTOR);
+    let bit = 1u64 << (X2APIC_IPI_VECTOR % 32);
+    let reg = u32::from(X2APIC_IPI_VECTOR / 32);
+    let isr = rdmsr_checked(X2APIC_ISR + reg);
+    let irr = rdmsr_checked(X2APIC_IRR + reg);
+    c.check(
+        sent.is_ok()
+            && n == 1
+            && isr.is_ok_and(|v| v & bit == 0)
+            && irr.is_ok_and(|v| v & bit == 0),
+        format_args!(
+            "the x2APIC self-IPI (MSR 0x83f, vector {X2APIC_IPI_VECTOR:#x}) arrived ({}; {n} interrupts; ISR {}, IRR {} after EOI through MSR 0x80b)",
+            show_unit(sent),
+            show(isr),
+            show(irr)
+        ),
+    );
+
+    // A fixed IPI to the AP through the 64-bit ICR: destination in bits
+    // 63:32. The AP's APIC is still in xAPIC mode; physical destination 1
+    // is its xAPIC ID.
+    if read_ap(AP_FLAG) == AP_READY {
+        let before = read_ap(AP_IPIS);
+        reset(AP_IPI_VECTOR);
+        let icr = (1u64 << 32) | u64::from(ICR_ASSERT | u32::from(AP_IPI_VECTOR));
+        // SAFETY: the AP handles the vector.
+        let sent = unsafe { wrmsr_checked(X2APIC_ICR, icr) };
+        let readback = rdmsr_checked(X2APIC_ICR);
+        let deadline = rdtsc() + clock.ticks_us(1_000_000);
+        while read_ap(AP_IPIS) == before && rdtsc() < deadline {
+            sched_yield();
+        }
+        let got = read_ap(AP_IPIS) - before;
+        c.check(
+            sent.is_ok() && readback == Ok(icr) && got == 1 && count(AP_IPI_VECTOR) == 0,
+            format_args!(
+                "the x2APIC ICR (MSR 0x830 {icr:#x}: {}, reads back {}) sent vector {AP_IPI_VECTOR:#x} to APIC ID 1, the AP in xAPIC mode ({got} times) and not the BSP",
+                show_unit(sent),
+                show(readback)
+            ),
+        );
+    } else {
+        c.check(
+            false,
+            format_args!("the x2APIC ICR sent an IPI to the AP: the AP is not running"),
+        );
+    }
+
+    // The xAPIC page is gone: reads all ones, writes ignored.
+    let id = lapic_read(REG_ID);
+    let version = lapic_read(REG_VERSION);
+    lapic_write(REG_TPR, 0x30);
+    let tpr = rdmsr_checked(X2APIC_TPR);
+    c.check(
+        id == u32::MAX && version == u32::MAX && tpr == Ok(0),
+        format_args!(
+            "in x2APIC mode the xAPIC page reads all ones (ID {id:#x}, version {version:#x}) and ignores writes (TPR {} after an MMIO write of 0x30)",
+            show(tpr)
+        ),
+    );
+
+    // x2APIC -> xAPIC is illegal.
+    let back = base & !APIC_BASE_EXTD;
+    // SAFETY: must raise #GP; if it did not, the APIC is in xAPIC mode
+    // again and the handler's EOI follows.
+    let result = unsafe { wrmsr_checked(MSR_APIC_BASE, back) };
+    let now = rdmsr_checked(MSR_APIC_BASE);
+    let id = rdmsr_checked(X2APIC_ID);
+    if now.is_ok_and(|v| v & APIC_BASE_EXTD == 0) {
+        X2APIC.store(false, Ordering::Relaxed);
+    }
+    c.check(
+        result == Err(GP) && now == Ok(x2) && id == Ok(0),
+        format_args!(
+            "WRMSR IA32_APIC_BASE {back:#x} (x2APIC -> xAPIC) raises #GP ({}) and the APIC stays in x2APIC mode ({}, ID {})",
+            show_unit(result),
+            show(now),
+            show(id)
+        ),
+    );
+}
+
 fn main(cmdline: &str) -> u32 {
     let oneshot_us = arg_u64(cmdline, "oneshot_us", 20_000).clamp(100, 1_000_000);
     let period_us = arg_u64(cmdline, "period_us", 1000).clamp(100, 100_000);
     let periods = arg_u64(cmdline, "periods", 10).clamp(1, 1000) as u32;
     let pit_hz = arg_u64(cmdline, "pit_hz", 1000).clamp(19, 10_000);
     let pit_ticks = arg_u64(cmdline, "pit_ticks", 20).clamp(1, 10_000) as u32;
+    let deadline_us = arg_u64(cmdline, "deadline_us", 5000).clamp(100, 1_000_000);
     let mut c = Checks::new();
     set_interrupt_handler(on_interrupt);
     let clock = Clock { tsc_hz: tsc_hz() };
@@ -798,9 +1141,11 @@ fn main(cmdline: &str) -> u32 {
     check_registers(&mut c);
     exit_costs(&clock);
     check_timer(&mut c, &clock, oneshot_us, period_us, periods);
+    check_tsc_deadline(&mut c, &clock, deadline_us);
     check_self_ipi(&mut c, &clock);
     check_ap(&mut c, &clock);
     check_ioapic(&mut c, &clock, pit_hz, pit_ticks);
+    check_x2apic(&mut c, &clock);
     let stray = STRAY.load(Ordering::Relaxed);
     c.check(
         stray == 0,
