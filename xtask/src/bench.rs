@@ -8,68 +8,182 @@
 //! (the context switch between vCPUs of different domains), and a sleeper
 //! on its single-shot timer sharing a CPU with a CPU-bound guest (the
 //! wake-up latency, in TSC ticks = instructions).
+//!
+//! The Linux boot benchmark boots Debian's kernel with the busybox initramfs
+//! (`linux:initrd`) twice at [`LINUX_IPS`] instructions per emulated second,
+//! one CPU, [`LINUX_MEMORY_MIB`] of RAM for the kernel, command line
+//! [`LINUX_CMDLINE`]: once bare (a GRUB ISO whose menu entry loads
+//! `linux:bzImage` with `linux` and `initrd`) and once as a Basalt guest
+//! (`linux:vmlinux` through its PVH entry). `/init` prints
+//! `basalt-linux: uptime SECONDS` (`/proc/uptime`) and, seeing
+//! `basalt.bench` on the command line, powers off: the bare machine's Bochs
+//! ends on the ACPI soft-off, Basalt (`test-exit`) on the domain's end,
+//! after its `VM exits: ...` line. Both uptimes are the kernel's own clock
+//! (the TSC, which Bochs advances one tick per instruction, VM exits and
+//! Basalt's work included) from the kernel's start to the marker, so their
+//! ratio is the ratio of instructions executed. The bare bzImage first
+//! decompresses its XZ payload inside the emulator (about 57 s wall), before
+//! the kernel's clock starts: it is not in the uptime, and the guest's
+//! vmlinux has no such step. Figures:
+//!
+//! | figure | what |
+//! |---|---|
+//! | `linux_boot_ratio` | guest uptime / bare uptime at the marker (goal: at most 1.15) |
+//! | `linux_boot_guest_s` | the guest's uptime at the marker, seconds |
+//! | `linux_boot_bare_s` | the bare kernel's uptime at the marker, seconds |
+//! | `linux_boot_exits` | all VM exits of the guest run, with the three commonest reasons |
+//!
+//! `cargo xtask bench [GROUP]...` runs only the named groups ([`GROUPS`]):
+//! `exits` (`cpuid_exit_ticks`, `vmcall_exit_ticks`, `io_exit_ticks`),
+//! `switch` (`context_switch_ticks`), `wakeup` (`wakeup_latency_ticks`,
+//! `wakeup_latency_us`), `linux` (the `linux_boot_*` figures); all by
+//! default.
 
 use crate::iso::{self, IsoSpec, Loader, ModuleArg};
 use crate::packages;
 use crate::util::{self, Result};
+use basalt_tests::emulator::{self, Emulator, Machine, Serial};
 use basalt_tests::runner;
 use basalt_tests::scenario::Scenario;
 use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+/// The groups of figures `cargo xtask bench [GROUP]...` can pick.
+pub const GROUPS: [&str; 4] = ["exits", "switch", "wakeup", "linux"];
 
 struct Run {
     name: &'static str,
+    /// The group of [`GROUPS`] the run belongs to.
+    group: &'static str,
     cpus: u32,
+    /// The machine's memory.
+    memory: &'static str,
+    /// Bochs' instructions per emulated second (the harness' default if
+    /// `None`).
+    ips: Option<u64>,
+    /// Seconds before the run is stopped and failed.
+    timeout: u64,
     cmdline: &'static str,
     /// `(module path, args)`: `guest:NAME`, `linux:NAME` or a file.
     modules: &'static [(&'static str, &'static str)],
     expect: &'static str,
 }
 
-const RUNS: [Run; 3] = [
-    Run {
-        name: "bench-exits",
-        cpus: 1,
-        cmdline: "test-exit loglvl=warning",
-        modules: &[("guest:bench", "name=bench memory=16M")],
-        expect: r#"["cpuid_loop_ticks=", "vmcall_loop_ticks=", "io_loop_ticks="]"#,
-    },
-    Run {
-        name: "bench-switch",
-        cpus: 1,
-        cmdline: "test-exit loglvl=warning",
-        modules: &[
-            (
-                "guest:bench",
-                "name=ya memory=8M cpus=0 -- mode=yield count=20000",
-            ),
-            (
-                "guest:bench",
-                "name=yb memory=8M cpus=0 -- mode=yield count=20000",
-            ),
-        ],
-        expect: r#"["yield_loop_ticks="]"#,
-    },
-    Run {
-        name: "bench-wakeup",
-        cpus: 1,
-        cmdline: "test-exit loglvl=warning test-measure=0,400",
-        modules: &[
-            (
-                "guest:sleeper",
-                "name=sleeper memory=8M -- count=40 delay_us=5000 warmup=5 forever=1",
-            ),
-            ("guest:spin", "name=hog memory=8M -- iterations=0"),
-        ],
-        expect: r#"["wake_latency_avg_us="]"#,
-    },
-];
+const EXITS: Run = Run {
+    name: "bench-exits",
+    group: "exits",
+    cpus: 1,
+    memory: "256M",
+    ips: None,
+    timeout: 300,
+    cmdline: "test-exit loglvl=warning",
+    modules: &[("guest:bench", "name=bench memory=16M")],
+    expect: r#"["cpuid_loop_ticks=", "vmcall_loop_ticks=", "io_loop_ticks="]"#,
+};
+
+const SWITCH: Run = Run {
+    name: "bench-switch",
+    group: "switch",
+    cpus: 1,
+    memory: "256M",
+    ips: None,
+    timeout: 300,
+    cmdline: "test-exit loglvl=warning",
+    modules: &[
+        (
+            "guest:bench",
+            "name=ya memory=8M cpus=0 -- mode=yield count=20000",
+        ),
+        (
+            "guest:bench",
+            "name=yb memory=8M cpus=0 -- mode=yield count=20000",
+        ),
+    ],
+    expect: r#"["yield_loop_ticks="]"#,
+};
+
+const WAKEUP: Run = Run {
+    name: "bench-wakeup",
+    group: "wakeup",
+    cpus: 1,
+    memory: "256M",
+    ips: None,
+    timeout: 300,
+    cmdline: "test-exit loglvl=warning test-measure=0,400",
+    modules: &[
+        (
+            "guest:sleeper",
+            "name=sleeper memory=8M -- count=40 delay_us=5000 warmup=5 forever=1",
+        ),
+        ("guest:spin", "name=hog memory=8M -- iterations=0"),
+    ],
+    expect: r#"["wake_latency_avg_us="]"#,
+};
+
+/// Bochs' instructions per emulated second for both Linux boots (as in the
+/// `bochs-linux-*` scenarios: Linux needs tens of millions).
+const LINUX_IPS: u64 = 50_000_000;
+/// The kernel command line of both Linux boots. `tsc_early_khz` is
+/// [`LINUX_IPS`] / 1000: Bochs' CPUID leaves 0x15 and 0x16
+/// (`corei7_skylake_x`) announce a 3.5 GHz TSC while its TSC counts
+/// instructions, so without it the bare kernel's clock (and every `udelay`)
+/// runs 70 times off; Basalt's CPUID policy already tells its guest the
+/// frequency it measured (49.998 MHz), which the parameter only rounds.
+const LINUX_CMDLINE: &str = "console=ttyS0 quiet basalt.bench tsc_early_khz=50000";
+/// The RAM the kernel gets in both Linux boots: the guest domain's memory,
+/// and the bare machine's (so that both kernels initialise as much memory).
+const LINUX_MEMORY_MIB: u64 = 256;
+/// What `/init` prints before the uptime.
+const UPTIME_MARKER: &str = "basalt-linux: uptime ";
+/// What Basalt prints before its VM-exit counts.
+const EXITS_MARKER: &str = "VM exits: ";
+/// Seconds each Linux boot may take (the bare one about 80 s wall).
+const LINUX_TIMEOUT: u64 = 1500;
+/// The most `linux_boot_ratio` should be.
+const LINUX_RATIO_GOAL: f64 = 1.15;
+
+/// The Linux boot as a Basalt guest. `test-exit` at the default log level
+/// (info): `loglvl=warning` would hide the `VM exits:` line.
+const LINUX_GUEST: Run = Run {
+    name: "linux-boot-guest",
+    group: "linux",
+    cpus: 1,
+    memory: "512M",
+    ips: Some(LINUX_IPS),
+    timeout: LINUX_TIMEOUT,
+    cmdline: "test-exit",
+    modules: &[
+        (
+            "linux:vmlinux",
+            "name=linux memory=256M -- console=ttyS0 quiet basalt.bench tsc_early_khz=50000",
+        ),
+        ("linux:initrd", "initrd-for=linux"),
+    ],
+    expect: r#"["(d1) basalt-linux: uptime ", "all domains ended: d1 (linux) exit code 0", "VM exits: "]"#,
+};
+
+const RUNS: [&Run; 4] = [&EXITS, &SWITCH, &WAKEUP, &LINUX_GUEST];
+
+/// The scenario file text of run `r`.
+fn scenario_text(r: &Run) -> String {
+    format!(
+        "name = \"{}\"\ndescription = \"benchmark\"\nemulator = \"bochs\"\ncpus = {}\nmemory = \"{}\"\ncmdline = \"{}\"\nexpect = {}\ntimeout = {}\n{}",
+        r.name,
+        r.cpus,
+        r.memory,
+        r.cmdline,
+        r.expect,
+        r.timeout,
+        r.ips
+            .map(|ips| format!("bochs_ips = {ips}\n"))
+            .unwrap_or_default()
+    )
+}
 
 /// Runs one benchmark scenario; returns its serial log.
 fn run(r: &Run, kernel: &Path, built: &crate::modules::Built) -> Result<String> {
-    let text = format!(
-        "name = \"{}\"\ndescription = \"benchmark\"\nemulator = \"bochs\"\ncpus = {}\nmemory = \"256M\"\ncmdline = \"{}\"\nexpect = {}\ntimeout = 300\n",
-        r.name, r.cpus, r.cmdline, r.expect
-    );
+    let text = scenario_text(r);
     let scenario = Scenario::parse(&text)?;
     let dir = util::target_dir().join("bench").join(r.name);
     let image = dir.join("bench.iso");
@@ -118,47 +232,222 @@ fn figure(log: &str, marker: &str, key: &str) -> Option<u64> {
         .ok()
 }
 
-/// Runs the benchmarks and prints `name=value` lines.
-pub fn bench() -> Result {
+/// Boots `bzimage` with `initrd` on a bare Bochs machine (no Basalt) from a
+/// GRUB ISO until `/init` powers it off; returns the serial log.
+fn run_bare_linux(bzimage: &Path, initrd: &Path) -> Result<String> {
+    let name = "linux-boot-bare";
+    let dir = util::target_dir().join("bench").join(name);
+    let image = dir.join("bench.iso");
+    let modules = [ModuleArg {
+        path: initrd.to_path_buf(),
+        args: String::new(),
+    }];
+    util::step(&format!("making the {name} ISO"), || {
+        iso::build(
+            &IsoSpec {
+                kernel: bzimage,
+                cmdline: LINUX_CMDLINE,
+                modules: &modules,
+                loader: Loader::Linux,
+                timeout: 0,
+            },
+            &dir.join("iso"),
+            &image,
+        )
+    })?;
+    let machine = Machine {
+        emulator: Emulator::Bochs,
+        cpus: 1,
+        memory_mib: LINUX_MEMORY_MIB,
+        ips: LINUX_IPS,
+    };
+    util::step(&format!("running {name} under Bochs"), || {
+        boot_bare(&machine, &image, &dir, name)
+    })
+}
+
+/// Boots `image` on `machine` under Bochs with COM1 into a file, until
+/// Bochs ends (the guest's ACPI soft-off ends it, status 1) or
+/// [`LINUX_TIMEOUT`]; returns the serial log. A guest that printed the
+/// uptime but does not power off is stopped after a grace period.
+fn boot_bare(machine: &Machine, image: &Path, dir: &Path, name: &str) -> Result<String> {
+    let file = |ext: &str| dir.join(format!("{name}.{ext}"));
+    let (serial, bochs_log, cfg, rc) = (
+        file("serial.log"),
+        file("bochs.log"),
+        file("bochsrc"),
+        file("bochs-rc"),
+    );
+    let emulator_log = file("emulator.log");
+    let io = |p: &Path, e: std::io::Error| format!("{}: {e}", p.display());
+    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    std::fs::write(&serial, b"").map_err(|e| io(&serial, e))?;
+    std::fs::write(
+        &cfg,
+        emulator::bochs_config(machine, image, &serial, &bochs_log),
+    )
+    .map_err(|e| io(&cfg, e))?;
+    std::fs::write(&rc, emulator::BOCHS_RC).map_err(|e| io(&rc, e))?;
+    let out = std::fs::File::create(&emulator_log).map_err(|e| io(&emulator_log, e))?;
+    let err = out.try_clone().map_err(|e| io(&emulator_log, e))?;
+    let mut child = emulator::command(machine, image, Serial::File(&serial), Some((&cfg, &rc)))
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .map_err(|e| format!("cannot start bochs-bin: {e}"))?;
+    let read = || basalt_tests::matcher::normalise(&std::fs::read(&serial).unwrap_or_default());
+    let deadline = Instant::now() + Duration::from_secs(LINUX_TIMEOUT);
+    let mut marker_seen: Option<Instant> = None;
+    let stop = |child: &mut Child| {
+        let _ = child.kill();
+        let _ = child.wait();
+    };
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        let now = Instant::now();
+        if marker_seen.is_none() && uptime(&read()).is_some() {
+            marker_seen = Some(now);
+        }
+        if marker_seen.is_some_and(|t| now >= t + Duration::from_secs(60)) {
+            eprintln!("    the bare Linux did not power off 60 s after its marker: stopped");
+            stop(&mut child);
+            break;
+        }
+        if now >= deadline {
+            stop(&mut child);
+            return Err(format!(
+                "{name}: timed out after {LINUX_TIMEOUT} s (serial log {}, Bochs log {})",
+                serial.display(),
+                bochs_log.display()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(read())
+}
+
+/// The uptime `/init` printed (`basalt-linux: uptime SECONDS`), seconds.
+fn uptime(log: &str) -> Option<f64> {
+    let line = log.lines().find(|l| l.contains(UPTIME_MARKER))?;
+    let text = line
+        .split(UPTIME_MARKER)
+        .nth(1)?
+        .split_whitespace()
+        .next()?;
+    basalt_tests::matcher::parse_decimal(text)
+}
+
+/// Basalt's `VM exits: name count, name count` line as `(name, count)`
+/// pairs, in its order; `None` if the line is missing or unreadable.
+fn exit_counts(log: &str) -> Option<Vec<(String, u64)>> {
+    let line = log.lines().find(|l| l.contains(EXITS_MARKER))?;
+    let list = line.split(EXITS_MARKER).nth(1)?.trim();
+    if list == "none" {
+        return Some(Vec::new());
+    }
+    list.split(", ")
+        .map(|item| {
+            let (name, count) = item.trim().rsplit_once(' ')?;
+            Some((name.to_string(), count.parse().ok()?))
+        })
+        .collect()
+}
+
+/// `N (top: reason count, reason count, reason count)`: the total and the
+/// `top` commonest reasons, most first (ties in Basalt's order).
+fn exits_summary(counts: &[(String, u64)], top: usize) -> String {
+    let total: u64 = counts.iter().map(|(_, c)| c).sum();
+    let mut sorted: Vec<&(String, u64)> = counts.iter().collect();
+    sorted.sort_by_key(|c| std::cmp::Reverse(c.1));
+    let top: Vec<String> = sorted
+        .iter()
+        .take(top)
+        .map(|(name, count)| format!("{name} {count}"))
+        .collect();
+    format!("{total} (top: {})", top.join(", "))
+}
+
+/// Runs the benchmarks of `groups` (all when empty) and prints
+/// `name=value` lines.
+pub fn bench(groups: &[String]) -> Result {
+    if let Some(bad) = groups.iter().find(|g| !GROUPS.contains(&g.as_str())) {
+        return Err(format!(
+            "unknown benchmark group {bad:?}: there are {}",
+            GROUPS.join(", ")
+        ));
+    }
+    let wanted = |group: &str| groups.is_empty() || groups.iter().any(|g| g == group);
     packages::ensure(packages::BOCHS, "the benchmarks (Bochs)")?;
+    let runs: Vec<&Run> = RUNS.into_iter().filter(|r| wanted(r.group)).collect();
+    let bare_linux = ["linux:bzImage", "linux:initrd"];
     let built = crate::modules::build_for(
-        RUNS.iter()
-            .flat_map(|r| r.modules.iter().map(|(path, _)| Path::new(*path))),
+        runs.iter()
+            .flat_map(|r| r.modules.iter().map(|(path, _)| *path))
+            .chain(bare_linux.into_iter().filter(|_| wanted("linux")))
+            .map(Path::new),
     )?;
     let kernel = crate::kernel::build()?;
-    let exits = run(&RUNS[0], &kernel.stripped, &built)?;
-    let switch = run(&RUNS[1], &kernel.stripped, &built)?;
-    let wakeup = run(&RUNS[2], &kernel.stripped, &built)?;
     let mut missing = Vec::new();
-    let mut report = |name: &str, value: Option<u64>| match value {
+    let mut report = |name: &str, value: Option<String>| match value {
         Some(v) => println!("{name}={v}"),
         None => missing.push(name.to_string()),
     };
-    report(
-        "cpuid_exit_ticks",
-        figure(&exits, "cpuid_loop_ticks=", "per="),
-    );
-    report(
-        "vmcall_exit_ticks",
-        figure(&exits, "vmcall_loop_ticks=", "per="),
-    );
-    report("io_exit_ticks", figure(&exits, "io_loop_ticks=", "per="));
-    // One yield iteration of a domain holds two switches (to the other
-    // domain and back).
-    report(
-        "context_switch_ticks",
-        figure(&switch, "yield_loop_ticks=", "per=").map(|p| p / 2),
-    );
-    // Bochs' TSC runs at 4 MHz: 1 µs = 4 ticks = 4 instructions.
-    let tsc_mhz = 4;
-    report(
-        "wakeup_latency_ticks",
-        figure(&wakeup, "BASALT-FIGURE: wake_latency_avg_us=", "=").map(|us| us * tsc_mhz),
-    );
-    report(
-        "wakeup_latency_us",
-        figure(&wakeup, "BASALT-FIGURE: wake_latency_avg_us=", "="),
-    );
+    let ticks = |v: Option<u64>| v.map(|v| v.to_string());
+    if wanted("exits") {
+        let exits = run(&EXITS, &kernel.stripped, &built)?;
+        report(
+            "cpuid_exit_ticks",
+            ticks(figure(&exits, "cpuid_loop_ticks=", "per=")),
+        );
+        report(
+            "vmcall_exit_ticks",
+            ticks(figure(&exits, "vmcall_loop_ticks=", "per=")),
+        );
+        report(
+            "io_exit_ticks",
+            ticks(figure(&exits, "io_loop_ticks=", "per=")),
+        );
+    }
+    if wanted("switch") {
+        let switch = run(&SWITCH, &kernel.stripped, &built)?;
+        // One yield iteration of a domain holds two switches (to the other
+        // domain and back).
+        report(
+            "context_switch_ticks",
+            ticks(figure(&switch, "yield_loop_ticks=", "per=").map(|p| p / 2)),
+        );
+    }
+    if wanted("wakeup") {
+        let wakeup = run(&WAKEUP, &kernel.stripped, &built)?;
+        // Bochs' TSC runs at 4 MHz: 1 µs = 4 ticks = 4 instructions.
+        let tsc_mhz = 4;
+        let us = figure(&wakeup, "BASALT-FIGURE: wake_latency_avg_us=", "=");
+        report("wakeup_latency_ticks", ticks(us.map(|us| us * tsc_mhz)));
+        report("wakeup_latency_us", ticks(us));
+    }
+    if wanted("linux") {
+        let resolve = |p: &str| crate::modules::resolve(Path::new(p), &built);
+        let bare = run_bare_linux(&resolve(bare_linux[0]), &resolve(bare_linux[1]))?;
+        let guest = run(&LINUX_GUEST, &kernel.stripped, &built)?;
+        let (bare_s, guest_s) = (uptime(&bare), uptime(&guest));
+        let ratio = match (guest_s, bare_s) {
+            (Some(g), Some(b)) if b > 0.0 => Some(g / b),
+            _ => None,
+        };
+        report("linux_boot_ratio", ratio.map(|r| format!("{r:.3}")));
+        report("linux_boot_guest_s", guest_s.map(|s| format!("{s:.2}")));
+        report("linux_boot_bare_s", bare_s.map(|s| format!("{s:.2}")));
+        report(
+            "linux_boot_exits",
+            exit_counts(&guest).map(|c| exits_summary(&c, 3)),
+        );
+        if ratio.is_some_and(|r| r > LINUX_RATIO_GOAL) {
+            eprintln!("    linux_boot_ratio is above the goal of {LINUX_RATIO_GOAL}");
+        }
+    }
     if missing.is_empty() {
         Ok(())
     } else {
@@ -166,5 +455,71 @@ pub fn bench() -> Result {
             "the benchmarks did not report {}",
             missing.join(", ")
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_linux_boots_share_the_command_line_and_memory() {
+        let (path, args) = LINUX_GUEST.modules[0];
+        assert_eq!(path, "linux:vmlinux");
+        assert_eq!(
+            args.split_once(" -- ").map(|(_, cmdline)| cmdline),
+            Some(LINUX_CMDLINE)
+        );
+        assert!(args.contains(&format!("memory={LINUX_MEMORY_MIB}M ")));
+        assert_eq!(LINUX_GUEST.ips, Some(LINUX_IPS));
+        assert_eq!(LINUX_GUEST.cpus, 1);
+        assert!(
+            LINUX_CMDLINE
+                .split_whitespace()
+                .any(|w| w == "basalt.bench")
+        );
+        let khz = format!("tsc_early_khz={}", LINUX_IPS / 1000);
+        assert!(LINUX_CMDLINE.split_whitespace().any(|w| w == khz));
+        // The VM-exit counts are an info line.
+        assert!(!LINUX_GUEST.cmdline.contains("loglvl="));
+        for r in RUNS {
+            assert!(GROUPS.contains(&r.group), "{}", r.name);
+            let scenario = Scenario::parse(&scenario_text(r)).expect(r.name);
+            assert_eq!(scenario.bochs_ips, r.ips);
+        }
+    }
+
+    #[test]
+    fn uptime_is_read_bare_and_behind_a_domain_prefix() {
+        assert_eq!(uptime("x\nbasalt-linux: uptime 21.37\n"), Some(21.37));
+        assert_eq!(
+            uptime("[ 1.0] cpu0 INFO  hello\n(d1) basalt-linux: uptime 3.50 \n"),
+            Some(3.5)
+        );
+        assert_eq!(uptime("basalt-linux: uptime \n"), None);
+        assert_eq!(uptime("basalt-linux: uptime x1\n"), None);
+        assert_eq!(uptime(""), None);
+    }
+
+    #[test]
+    fn exit_counts_are_read_and_summarised() {
+        let log = "[   45.683748] cpu0 INFO  VM exits: external interrupt 15839, \
+                   interrupt window 410, CPUID 1798, HLT 106, I/O instruction 39999, \
+                   EPT violation 16438, VMX-preemption timer expired 3241\n";
+        let counts = exit_counts(log).expect("counts");
+        assert_eq!(counts.len(), 7);
+        assert_eq!(counts[0], ("external interrupt".to_string(), 15839));
+        assert_eq!(
+            counts[6],
+            ("VMX-preemption timer expired".to_string(), 3241)
+        );
+        assert_eq!(
+            exits_summary(&counts, 3),
+            "77831 (top: I/O instruction 39999, EPT violation 16438, external interrupt 15839)"
+        );
+        assert_eq!(exit_counts("x VM exits: none\n"), Some(Vec::new()));
+        assert_eq!(exits_summary(&[], 3), "0 (top: )");
+        assert_eq!(exit_counts("no such line\n"), None);
+        assert_eq!(exit_counts("VM exits: CPUID 1, HLT\n"), None);
     }
 }

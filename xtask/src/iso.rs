@@ -37,14 +37,29 @@ pub enum Loader {
     Multiboot2,
     /// `multiboot`: only for the test that Basalt refuses it clearly.
     Multiboot1,
+    /// `linux` and `initrd`: a plain Linux bzImage on the bare machine, no
+    /// hypervisor (the bare half of `cargo xtask bench linux`). The kernel
+    /// file is the bzImage, the command line the kernel's, and the modules
+    /// (without arguments) are its initrds, in order.
+    Linux,
+}
+
+impl Loader {
+    /// Where the ISO keeps the kernel file.
+    pub fn kernel_path(self) -> &'static str {
+        match self {
+            Self::Multiboot2 | Self::Multiboot1 => "/boot/basalt.elf",
+            Self::Linux => "/boot/vmlinuz",
+        }
+    }
 }
 
 /// What goes into an ISO.
 #[derive(Debug, Clone)]
 pub struct IsoSpec<'a> {
-    /// The hypervisor ELF.
+    /// The hypervisor ELF (the bzImage with [`Loader::Linux`]).
     pub kernel: &'a Path,
-    /// The hypervisor command line.
+    /// The hypervisor command line (the kernel's with [`Loader::Linux`]).
     pub cmdline: &'a str,
     /// Boot modules.
     pub modules: &'a [ModuleArg],
@@ -70,16 +85,33 @@ pub fn grub_cfg(spec: &IsoSpec<'_>, names: &[String], version: &str) -> String {
     );
     let _ = writeln!(cfg, "set timeout={}", spec.timeout);
     let _ = writeln!(cfg, "set default=0\n");
-    let _ = writeln!(cfg, "menuentry 'Basalt {version}' {{");
     let (kernel_cmd, module_cmd) = match spec.loader {
         Loader::Multiboot2 => ("multiboot2", "module2"),
         Loader::Multiboot1 => ("multiboot", "module"),
+        Loader::Linux => ("linux", "initrd"),
     };
-    let _ = write!(cfg, "    {kernel_cmd} /boot/basalt.elf");
+    if spec.loader == Loader::Linux {
+        let _ = writeln!(cfg, "menuentry 'Linux without Basalt ({version})' {{");
+    } else {
+        let _ = writeln!(cfg, "menuentry 'Basalt {version}' {{");
+    }
+    let _ = write!(cfg, "    {kernel_cmd} {}", spec.loader.kernel_path());
     for word in spec.cmdline.split_whitespace() {
         let _ = write!(cfg, " {}", grub_quote(word));
     }
     cfg.push('\n');
+    if spec.loader == Loader::Linux {
+        // One `initrd` command loads every file, concatenated.
+        if !names.is_empty() {
+            let _ = write!(cfg, "    {module_cmd}");
+            for name in names {
+                let _ = write!(cfg, " /boot/modules/{name}");
+            }
+            cfg.push('\n');
+        }
+        cfg.push_str("    boot\n}\n");
+        return cfg;
+    }
     for (module, name) in spec.modules.iter().zip(names) {
         let _ = write!(cfg, "    {module_cmd} /boot/modules/{name}");
         for word in module.args.split_whitespace() {
@@ -100,8 +132,20 @@ pub fn build(spec: &IsoSpec<'_>, work: &Path, out: &Path) -> Result {
     }
     std::fs::create_dir_all(work.join("boot/grub")).map_err(io)?;
     std::fs::create_dir_all(work.join("boot/modules")).map_err(io)?;
-    std::fs::copy(spec.kernel, work.join("boot/basalt.elf"))
-        .map_err(|e| format!("{}: {e}", spec.kernel.display()))?;
+    if spec.loader == Loader::Linux
+        && let Some(m) = spec.modules.iter().find(|m| !m.args.is_empty())
+    {
+        return Err(format!(
+            "{}: an initrd for GRUB's `initrd` takes no arguments (got {:?})",
+            m.path.display(),
+            m.args
+        ));
+    }
+    std::fs::copy(
+        spec.kernel,
+        work.join(spec.loader.kernel_path().trim_start_matches('/')),
+    )
+    .map_err(|e| format!("{}: {e}", spec.kernel.display()))?;
     let mut names = Vec::new();
     for (i, module) in spec.modules.iter().enumerate() {
         let path = if module.path.is_absolute() {
@@ -189,5 +233,36 @@ mod tests {
             ..spec
         };
         assert!(grub_cfg(&mb1, &["0-a.elf".into()], "v1").contains("multiboot /boot/basalt.elf"));
+    }
+
+    #[test]
+    fn grub_cfg_for_plain_linux_uses_linux_and_one_initrd_line() {
+        let modules = [
+            ModuleArg::parse("initrd").expect("ok"),
+            ModuleArg::parse("extra.cpio").expect("ok"),
+        ];
+        let spec = IsoSpec {
+            kernel: Path::new("bzImage"),
+            cmdline: "console=ttyS0 quiet basalt.bench",
+            modules: &modules,
+            loader: Loader::Linux,
+            timeout: 0,
+        };
+        let cfg = grub_cfg(&spec, &["0-initrd".into(), "1-extra.cpio".into()], "v1");
+        assert!(
+            cfg.contains(
+                "    linux /boot/vmlinuz 'console=ttyS0' 'quiet' 'basalt.bench'\n\
+                 \x20   initrd /boot/modules/0-initrd /boot/modules/1-extra.cpio\n\
+                 \x20   boot\n}\n"
+            ),
+            "{cfg}"
+        );
+        assert!(!cfg.contains("multiboot"), "{cfg}");
+        assert!(!cfg.contains("Basalt v1"), "{cfg}");
+        let bare = IsoSpec {
+            modules: &[],
+            ..spec
+        };
+        assert!(!grub_cfg(&bare, &[], "v1").contains("initrd"));
     }
 }

@@ -29,7 +29,9 @@ commands:
   test [--filter TEXT] [--jobs N] [--no-unit] [--no-boot]
                             host unit tests, then the boot scenarios in tests/scenarios/;
                             ends with 'N passed, N failed'
-  bench                     VM-exit costs under Bochs (Bochs ticks = instructions)
+  bench [GROUP]...          VM-exit costs under Bochs (Bochs ticks = instructions) and Linux's
+                            boot as a guest against bare; groups: exits, switch, wakeup, linux
+                            (all by default)
   lint                      cargo fmt --check and cargo clippy -D warnings
   linux-assets              make the Linux guest test assets (target/linux/) and print their paths
 
@@ -68,7 +70,7 @@ fn main() {
         "run" => cmd_run(&mut args),
         "test" => cmd_test(&mut args),
         "lint" => cmd_lint(),
-        "bench" => bench::bench(),
+        "bench" => bench::bench(&args.items.by_ref().collect::<Vec<_>>()),
         "linux-assets" => linux::cmd_assets(),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
@@ -125,6 +127,9 @@ fn cmd_iso(args: &mut Args) -> Result {
     Ok(())
 }
 
+/// Bochs' instruction rate for runs with a Debian kernel (`linux:` modules).
+const LINUX_IPS: u64 = 50_000_000;
+
 fn cmd_run(args: &mut Args) -> Result {
     let mut machine = Machine {
         emulator: Emulator::Qemu,
@@ -133,7 +138,8 @@ fn cmd_run(args: &mut Args) -> Result {
         ips: basalt_tests::emulator::BOCHS_IPS,
     };
     let mut cmdline = String::new();
-    let mut modules = Vec::new();
+    let mut modules: Vec<iso::ModuleArg> = Vec::new();
+    let mut ips = None;
     while let Some(flag) = args.items.next() {
         match flag.as_str() {
             "--emulator" => machine.emulator = Emulator::parse(&args.value(&flag)?)?,
@@ -148,16 +154,28 @@ fn cmd_run(args: &mut Args) -> Result {
             }
             "--mem" => machine.memory_mib = parse_memory(&args.value(&flag)?)?,
             "--ips" => {
-                machine.ips = args
-                    .value(&flag)?
-                    .parse()
-                    .map_err(|_| "--ips takes instructions per second, e.g. 50000000".to_string())?
+                ips = Some(args.value(&flag)?.parse().map_err(|_| {
+                    "--ips takes instructions per second, e.g. 50000000".to_string()
+                })?)
             }
             "--cmdline" => cmdline = args.value(&flag)?,
             "--module" => modules.push(iso::ModuleArg::parse(&args.value(&flag)?)?),
             other => return Err(format!("unknown option {other:?} for run\n\n{USAGE}")),
         }
     }
+    // Under Bochs a real operating system needs a CPU of tens of MHz (its
+    // timers run in emulated time); Basalt's test guests boot faster at the
+    // default.
+    machine.ips = ips.unwrap_or(
+        if modules
+            .iter()
+            .any(|m| m.path.to_string_lossy().starts_with("linux:"))
+        {
+            LINUX_IPS
+        } else {
+            basalt_tests::emulator::BOCHS_IPS
+        },
+    );
     run::run(&run::RunOptions {
         machine,
         cmdline,
