@@ -22,6 +22,9 @@ use spin::Mutex;
 
 /// A `boot=real` image must end below the legacy hole (docs/guests.md).
 const REAL_MODE_END: u64 = 0x9f000;
+/// The most RAM a domain gets: its memory is one range from guest-physical
+/// 0 and must stay below the device pages near 4 GiB.
+const MAX_GUEST_RAM: u64 = 3 * GIB;
 /// Where a domain's ACPI tables go (the BIOS area, reserved in its e820).
 const ACPI_TABLES: u64 = 0xe0000;
 
@@ -561,6 +564,14 @@ fn build(
     boot: u32,
 ) -> Result<(Arc<Domain>, Vec<Vcpu>), BuildError> {
     let memory = spec.memory.next_multiple_of(BLOCK);
+    if memory > MAX_GUEST_RAM {
+        return Err(BuildError::Spec(alloc::format!(
+            "memory={} is more than Basalt can give a guest today: its RAM is one range from \
+             address 0 and must end below the 32-bit device hole (I/O APIC at 0xFEC00000, local \
+             APIC at 0xFEE00000); use memory=3G or less",
+            basalt_boot::memmap::ByteSize(spec.memory)
+        )));
+    }
     let bytes = mm::phys_slice(module.start, module.len() as usize)
         .ok_or(BuildError::Spec("module not readable".into()))?;
     let real = spec.boot == spec::BootProtocol::Real;

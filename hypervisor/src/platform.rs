@@ -24,6 +24,7 @@ static VMX_OK: AtomicBool = AtomicBool::new(false);
 /// Turns VT-x on for this CPU and logs the outcome (docs/vmx.md).
 fn vmx_on_this_cpu() -> bool {
     let index = percpu::index();
+    crate::arch::x86_64::cpu::enable_caching();
     crate::arch::x86_64::vmx::vcpu::enable_fpu_switching();
     if index != 0 && !VMX_OK.load(Ordering::SeqCst) {
         return false;

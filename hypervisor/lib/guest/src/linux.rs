@@ -22,7 +22,8 @@
 //!
 //! # CPU state at `startup_64`
 //!
-//! - 64-bit mode: `CR0.PE`, `CR0.PG`, `CR4.PAE`, `EFER.LME` and `EFER.LMA` set;
+//! - 64-bit mode: `CR0.PE`, `CR0.PG`, `CR4.PAE`, `EFER.LME` and `EFER.LMA` set (and
+//!   `CR0.NE`: [`ENTRY_CR0`] says why);
 //! - paging with an identity map covering the loaded kernel (through `init_size`), the
 //!   `boot_params`, the command line and the initrd ([`write_identity_page_tables`]: 2 MiB
 //!   pages from 0);
@@ -835,7 +836,7 @@ pub struct Entry64 {
     pub rsi: u64,
     /// `RFLAGS`: interrupts off.
     pub rflags: u64,
-    /// `CR0`: PE, ET, PG.
+    /// `CR0`: PE, ET, NE, PG ([`ENTRY_CR0`]).
     pub cr0: u64,
     /// `CR3`: the identity map.
     pub cr3: u64,
@@ -853,13 +854,26 @@ pub struct Entry64 {
     pub ds: u16,
 }
 
+const CR0_PE: u64 = 1 << 0;
+const CR0_ET: u64 = 1 << 4;
+const CR0_NE: u64 = 1 << 5;
+const CR0_PG: u64 = 1 << 31;
+
+/// `CR0` at `startup_64`: PE, ET, NE, PG. NE is what a 64-bit kernel runs with (and what VMX
+/// operation forces): with it already set, the kernel's first full `CR0` write (`CR0_STATE`
+/// in `secondary_startup_64`) changes no bit the hypervisor owns, so it takes effect without a
+/// VM exit, which clears `CD` and `NW` as the kernel means to (VM entry never loads `CD`/`NW`,
+/// so a guest inherits the processor's, e.g. the reset value `CD|NW` under Bochs, and only a
+/// `MOV CR0` the guest executes itself changes them).
+pub const ENTRY_CR0: u64 = CR0_PG | CR0_NE | CR0_ET | CR0_PE;
+
 /// The vCPU state to enter a kernel loaded at `load_address`.
 pub fn entry_state(load_address: u64, boot_params: u64, cr3: u64, gdt: (u64, u16)) -> Entry64 {
     Entry64 {
         rip: BzImage::entry_64(load_address),
         rsi: boot_params,
         rflags: 0x2,
-        cr0: (1 << 31) | (1 << 4) | 1,
+        cr0: ENTRY_CR0,
         cr3,
         cr4: 1 << 5,
         efer: (1 << 8) | (1 << 10),

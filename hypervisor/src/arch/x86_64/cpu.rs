@@ -91,3 +91,19 @@ pub unsafe fn run_on_stack(top: u64, f: extern "C" fn(u64) -> !, arg: u64) -> ! 
         )
     }
 }
+
+/// Turns the caches on (CR0.CD and CR0.NW clear), as firmware normally
+/// leaves them. VM entry does not load CD and NW from the guest state (SDM
+/// Vol. 3C 27.3.2.1): guests run with the host's, so a CPU still in its
+/// reset state (CD|NW set, e.g. under Bochs with no firmware clearing them)
+/// would hand every guest uncached memory and a CR0 it cannot fix.
+pub fn enable_caching() {
+    use x86_64::registers::control::{Cr0, Cr0Flags};
+    let cr0 = Cr0::read();
+    let on = cr0 - (Cr0Flags::CACHE_DISABLE | Cr0Flags::NOT_WRITE_THROUGH);
+    if on != cr0 {
+        // SAFETY: clearing CD and NW only changes the memory type used for
+        // caching; every mapping and protection bit is kept.
+        unsafe { Cr0::write(on) };
+    }
+}

@@ -587,11 +587,219 @@ fn gdt_and_entry_state() {
     let s = entry_state(0x100_0000, 0x7000, 0x9000, gdt);
     assert_eq!(s.rip, 0x100_0200);
     assert_eq!(s.rsi, 0x7000);
-    assert_eq!(s.cr0 & 0x8000_0001, 0x8000_0001);
+    assert_eq!(s.cr0, 0x8000_0031);
+    // No CD, NW (caches on), TS, EM, WP.
+    assert_eq!(s.cr0 & 0x6001_000c, 0);
     assert_eq!(s.cr4 & 0x20, 0x20);
     assert_eq!(s.efer & 0x500, 0x500);
     assert_eq!(s.rflags & 0x200, 0);
     assert_eq!((s.cs, s.ds), (0x10, 0x18));
+}
+
+#[test]
+fn detects_bzimages() {
+    let img = fake_bzimage(4096);
+    assert!(is_bzimage(&img));
+    // Detection only looks at the magic: an unbootable bzImage is still one (and then refused
+    // by parse_bzimage with its reason).
+    let mut old = img.clone();
+    set(&mut old, offset::VERSION, &0x0200u16.to_le_bytes());
+    assert!(is_bzimage(&old));
+    assert!(matches!(
+        parse_bzimage(&old),
+        Err(LinuxError::ProtocolTooOld { .. })
+    ));
+    assert!(!is_bzimage(&img[..offset::HEADER + 3]));
+    let mut no_flag = img.clone();
+    no_flag[offset::BOOT_FLAG] = 0;
+    assert!(!is_bzimage(&no_flag));
+    let mut elf = vec![0u8; 0x1000];
+    elf[..4].copy_from_slice(b"\x7fELF");
+    assert!(!is_bzimage(&elf));
+    assert!(!is_bzimage(&[]));
+}
+
+#[test]
+fn initrds_concatenate_with_4_byte_padding() {
+    assert_eq!(concatenated_initrd_size([]), 0);
+    assert_eq!(concatenated_initrd_size([0]), 0);
+    assert_eq!(concatenated_initrd_size([1001]), 1001);
+    // 1001 padded to 1004, then 10: the last piece is not padded.
+    assert_eq!(concatenated_initrd_size([1001, 10]), 1014);
+    assert_eq!(concatenated_initrd_size([4, 8, 3]), 15);
+    assert_eq!(concatenated_initrd_size([u64::MAX, 1]), u64::MAX);
+}
+
+#[test]
+fn layout_of_a_default_kernel() {
+    // init_size 32 MiB from 16 MiB: the kernel needs up to 48 MiB.
+    let k = parse_bzimage(&fake_bzimage(4096)).unwrap();
+    let l = plan_layout(&k, 256 << 20, 40, 0x1e_d828).unwrap();
+    assert_eq!(l.load_address, 16 << 20);
+    assert_eq!(l.kernel_end, 48 << 20);
+    assert_eq!(l.boot_params, 0x7000);
+    assert_eq!(l.cmdline, 0x2_0000);
+    assert_eq!(l.page_tables, 0x1000);
+    assert_eq!(l.gdt, 0x8000);
+    assert_eq!(l.map_up_to, 256 << 20);
+    // As high as memory allows, page-aligned.
+    assert_eq!(l.initrd_size, 0x1e_d828);
+    assert_eq!(l.initrd_gpa, ((256 << 20) - 0x1e_d828) & !0xfff);
+    assert!(l.initrd_gpa + l.initrd_size <= 256 << 20);
+    // The low structures do not overlap each other, and stay below the legacy hole and the
+    // kernel: page tables for 4 GiB end where boot_params starts.
+    assert_eq!(
+        l.page_tables + identity_page_tables_size(IDENTITY_MAP_SIZE),
+        l.boot_params
+    );
+    assert!(l.boot_params + BOOT_PARAMS_SIZE <= l.gdt);
+    assert!(l.gdt + BOOT_GDT_SIZE <= l.cmdline);
+    assert!(l.cmdline + u64::from(k.cmdline_size) < LOW_RAM_END);
+    // No initrd: nothing placed; memory above 4 GiB: only 4 GiB mapped.
+    let l = plan_layout(&k, 8 << 30, 0, 0).unwrap();
+    assert_eq!((l.initrd_gpa, l.initrd_size), (0, 0));
+    assert_eq!(l.map_up_to, 4 << 30);
+}
+
+#[test]
+fn layout_keeps_the_initrd_below_initrd_addr_max() {
+    let mut k = parse_bzimage(&fake_bzimage(4096)).unwrap();
+    k.initrd_addr_max = 0x37ff_ffff;
+    let l = plan_layout(&k, 4 << 30, 0, 0x10_0000).unwrap();
+    assert_eq!(l.initrd_gpa, 0x3800_0000 - 0x10_0000);
+    assert_eq!(l.initrd_gpa + l.initrd_size - 1, 0x37ff_ffff);
+    // Even a kernel that could take it above 4 GiB gets it below initrd_addr_max.
+    k.initrd_addr_max = 0x7fff_ffff;
+    let l = plan_layout(&k, 16 << 30, 0, 4096).unwrap();
+    assert_eq!(l.initrd_gpa, 0x8000_0000 - 4096);
+}
+
+#[test]
+fn layout_errors() {
+    let mut k = parse_bzimage(&fake_bzimage(4096)).unwrap();
+    // The kernel alone does not fit.
+    let e = plan_layout(&k, 32 << 20, 0, 0).unwrap_err();
+    assert!(matches!(e, LinuxError::DoesNotFit { .. }), "{e}");
+    // The kernel fits, the initrd does not: more memory helps, and the message says how much.
+    let e = plan_layout(&k, 50 << 20, 0, 4 << 20).unwrap_err();
+    assert_eq!(
+        e,
+        LinuxError::InitrdDoesNotFit {
+            size: 4 << 20,
+            kernel_end: 48 << 20,
+            limit: 50 << 20,
+            by_memory: true,
+        }
+    );
+    let text = e.to_string();
+    assert!(text.contains("set memory=53M or more"), "{text}");
+    assert!(!text.contains('\n'));
+    let mut backing = vec![0u8; 53 << 20];
+    let mem = SliceMemory::new(&mut backing);
+    assert!(plan_layout(&k, mem.size(), 0, 4 << 20).is_ok());
+    // initrd_addr_max is the limit: only a smaller initrd helps.
+    k.initrd_addr_max = (50 << 20) - 1;
+    let e = plan_layout(&k, 1 << 30, 0, 4 << 20).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            LinuxError::InitrdDoesNotFit {
+                by_memory: false,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let text = e.to_string();
+    assert!(text.contains("initrd_addr_max 0x31fffff"), "{text}");
+    assert!(text.contains("smaller initrd"), "{text}");
+    // An initrd larger than memory.
+    assert!(matches!(
+        plan_layout(&k, 64 << 20, 0, 1 << 40),
+        Err(LinuxError::InitrdDoesNotFit { .. })
+    ));
+    // The command line: the kernel's cmdline_size, and the room below the legacy hole.
+    assert!(plan_layout(&k, 64 << 20, 2047, 0).is_ok());
+    assert_eq!(
+        plan_layout(&k, 64 << 20, 2048, 0),
+        Err(LinuxError::CmdlineTooLong {
+            len: 2048,
+            max: 2047
+        })
+    );
+    k.cmdline_size = u32::MAX;
+    let room = LOW_RAM_END - CMDLINE_GPA - 1;
+    assert!(plan_layout(&k, 64 << 20, room, 0).is_ok());
+    assert!(matches!(
+        plan_layout(&k, 64 << 20, room + 1, 0),
+        Err(LinuxError::CmdlineTooLong { .. })
+    ));
+}
+
+#[test]
+fn load_writes_everything() {
+    let img = fake_bzimage(8192);
+    let k = parse_bzimage(&img).unwrap();
+    let mut backing = vec![0u8; MEM];
+    let mut mem = SliceMemory::new(&mut backing);
+    let l = plan_layout(&k, MEM as u64, 13, 0x1234).unwrap();
+    let mut e820 = [MemmapEntry::default(); 8];
+    let n = crate::start_info::guest_memmap(MEM as u64, &mut e820);
+    let s = load(
+        &mut mem,
+        &img,
+        &k,
+        &l,
+        "console=ttyS0",
+        &e820[..n],
+        0xe_0000,
+    )
+    .unwrap();
+    let m = mem.bytes();
+    // The protected-mode kernel at 16 MiB.
+    assert_eq!(&m[0x100_0000..0x100_2000], k.protected_mode(&img));
+    // boot_params: command line, initrd, e820 (RAM, reserved hole, RAM), RSDP.
+    let bp = &m[0x7000..0x8000];
+    assert_eq!(&bp[offset::HEADER..offset::HEADER + 4], b"HdrS");
+    assert_eq!(get_u32(bp, offset::CMD_LINE_PTR), 0x2_0000);
+    assert_eq!(&m[0x2_0000..0x2_000e], b"console=ttyS0\0");
+    assert_eq!(u64::from(get_u32(bp, offset::RAMDISK_IMAGE)), l.initrd_gpa);
+    assert_eq!(get_u32(bp, offset::RAMDISK_SIZE), 0x1234);
+    assert_eq!(bp[offset::E820_ENTRIES], 3);
+    let e820_at = |i: usize, field: usize| get_u64(bp, offset::E820_TABLE + 20 * i + field);
+    assert_eq!((e820_at(0, 0), e820_at(0, 8)), (0, 0x9_f000));
+    assert_eq!((e820_at(1, 0), e820_at(1, 8)), (0x9_f000, 0x6_1000));
+    assert_eq!(get_u32(bp, offset::E820_TABLE + 20 + 16), 2);
+    assert_eq!(e820_at(2, 0), 0x10_0000);
+    assert_eq!(get_u64(bp, offset::ACPI_RSDP_ADDR), 0xe_0000);
+    // The page tables map the kernel, boot_params, command line and initrd 1:1.
+    for va in [
+        0x7000,
+        0x2_0000,
+        0x100_0200,
+        l.kernel_end - 1,
+        l.initrd_gpa,
+        l.initrd_gpa + l.initrd_size - 1,
+    ] {
+        assert_eq!(translate(m, s.cr3, va), Some(va), "{va:#x}");
+    }
+    assert_eq!(get_u64(m, 0x8000 + 0x10), BOOT_GDT[2]);
+    assert_eq!(s, entry_state(0x100_0000, 0x7000, 0x1000, (0x8000, 31)));
+    assert_eq!(s.rip, 0x100_0200);
+    assert_eq!(s.rsi, 0x7000);
+}
+
+#[test]
+fn load_writes_nothing_when_refused() {
+    let img = fake_bzimage(4096);
+    let k = parse_bzimage(&img).unwrap();
+    let mut backing = vec![0u8; MEM];
+    let mut mem = SliceMemory::new(&mut backing);
+    let l = plan_layout(&k, MEM as u64, 0, 0).unwrap();
+    let e820 = [MemmapEntry::default(); E820_MAX + 1];
+    let e = load(&mut mem, &img, &k, &l, "", &e820, 0).unwrap_err();
+    assert_eq!(e, LinuxError::TooManyE820Entries { count: 129 });
+    assert!(mem.bytes().iter().all(|&b| b == 0));
 }
 
 /// Parses a real kernel when the machine has one (`/boot/vmlinuz*`, or `$BASALT_BZIMAGE`).
