@@ -840,6 +840,8 @@ fn run_slice(me: usize, h: &mut Held, slice_ns: u64) -> SliceEnd {
     let index = h.slot.id.vcpu;
     let bsp = index == 0;
     let mut device_edge = 0;
+    // `device_edge` in TSC ticks (u64::MAX: none), converted once per change.
+    let mut device_edge_tsc = u64::MAX;
     loop {
         // vCPU 0 also stops when its domain's timed devices (PIT, RTC) may
         // raise an interrupt, every vCPU when its APIC timer fires.
@@ -856,6 +858,11 @@ fn run_slice(me: usize, h: &mut Held, slice_ns: u64) -> SliceEnd {
         };
         if edge != device_edge {
             device_edge = edge;
+            device_edge_tsc = if edge == 0 {
+                u64::MAX
+            } else {
+                time::tsc_at_ns(edge)
+            };
             bound = 0;
         }
         let fresh = bound == 0;
@@ -876,7 +883,7 @@ fn run_slice(me: usize, h: &mut Held, slice_ns: u64) -> SliceEnd {
                 .arch
                 .start_slice(bound.saturating_sub(now).max(min_run));
         }
-        if device_edge != 0 && time::tsc_at_ns(device_edge) <= cpu::rdtsc() {
+        if device_edge_tsc <= cpu::rdtsc() {
             let now = time::now_ns();
             if bsp {
                 crate::vdev::advance_time(domain, now);
