@@ -258,6 +258,10 @@ fn retire(vcpu: Box<Vcpu>) {
             REBUILD.lock().push(domain);
         } else {
             crate::monitor::domain_gone(domain.id);
+            // The monitor (CPU 0) hands the console back; it may be halted.
+            if percpu::index() != 0 {
+                tickle(0);
+            }
         }
     }
 }
@@ -789,6 +793,10 @@ fn housekeeping(me: usize, cur: &mut Option<Held>) {
 fn idle(me: usize, until: Option<u64>) {
     // A vCPU given back just now may have been a domain's last.
     check_all_ended();
+    if me == 0 {
+        // ... and the monitor hands its console back before CPU 0 sleeps.
+        crate::monitor::service();
+    }
     let next_timer = earliest_timer(me);
     let extra = if me == 0 {
         crate::measure::next_deadline()
