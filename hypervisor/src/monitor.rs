@@ -27,6 +27,8 @@ static STARTED: AtomicBool = AtomicBool::new(false);
 /// Domains that ended since the monitor last looked (they may end while
 /// the monitor itself runs a command, so they are noted, not handled).
 static GONE: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+/// Set while `GONE` may hold a departure (a cheap check for the idle path).
+static DEPARTED: AtomicBool = AtomicBool::new(false);
 
 /// The monitor's prompt.
 pub const PROMPT: &str = "basalt> ";
@@ -51,6 +53,7 @@ pub fn service() {
     let Some(mut m) = MONITOR.try_lock() else {
         return;
     };
+    DEPARTED.store(false, Ordering::SeqCst);
     let gone = core::mem::take(&mut *GONE.lock());
     for id in gone {
         if m.mux.focus() == Focus::Domain(id) {
@@ -76,6 +79,12 @@ pub fn service() {
 /// monitor (at the monitor's next look).
 pub fn domain_gone(id: u32) {
     GONE.lock().push(id);
+    DEPARTED.store(true, Ordering::SeqCst);
+}
+
+/// Whether a domain ended since the monitor last looked.
+pub fn departures_pending() -> bool {
+    DEPARTED.load(Ordering::Relaxed)
 }
 
 fn live_domains() -> Vec<u32> {

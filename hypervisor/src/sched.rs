@@ -793,7 +793,7 @@ fn housekeeping(me: usize, cur: &mut Option<Held>) {
 fn idle(me: usize, until: Option<u64>) {
     // A vCPU given back just now may have been a domain's last.
     check_all_ended();
-    if me == 0 {
+    if me == 0 && crate::monitor::departures_pending() {
         // ... and the monitor hands its console back before CPU 0 sleeps.
         crate::monitor::service();
     }
