@@ -100,14 +100,14 @@ impl Mmio for Apics<'_> {
     fn read(&mut self, gpa: u64, size: u8) -> u64 {
         crate::vapic::mmio_read(self.domain, self.vcpu, gpa, size)
     }
-    fn write(&mut self, gpa: u64, size: u8, value: u64) {
-        crate::vapic::mmio_write(self.domain, self.vcpu, gpa, size, value);
+    fn write(&mut self, gpa: u64, _size: u8, value: u64) {
+        crate::vapic::mmio_write(self.domain, self.vcpu, gpa, value);
     }
 }
 
 /// Emulates the access of vCPU `v` to device page address `gpa` (an EPT
 /// violation on a page [`crate::vcpu::is_device_page`] names).
-pub fn emulate(v: &mut Vcpu, gpa: u64, _write: bool) -> Result<(), MmioError> {
+pub fn emulate(v: &mut Vcpu, gpa: u64) -> Result<(), MmioError> {
     let (cr0, cr3, cr4, efer) = v.arch.paging_state();
     let paging = PagingMode {
         cr0,

@@ -1013,8 +1013,8 @@ fn handle(h: &mut Held, exit: VcpuExit) -> Next {
             v.arch.skip_instruction();
             Next::Continue
         }
-        VcpuExit::Mmio { gpa, write } => {
-            if let Err(e) = crate::mmio::emulate(v, gpa, write) {
+        VcpuExit::Mmio { gpa } => {
+            if let Err(e) = crate::mmio::emulate(v, gpa) {
                 let detail = alloc::format!("{e}");
                 crash(h, &detail);
                 return Next::Ended;

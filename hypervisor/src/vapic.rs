@@ -257,10 +257,10 @@ pub fn mmio_read(domain: &Domain, vcpu: u32, gpa: u64, size: u8) -> u64 {
     }
 }
 
-/// A write of `size` bytes of `value` at `gpa` on an APIC page by vCPU
-/// `vcpu`. Narrow writes of a register write the whole register with the
-/// other bytes zero (the local APIC takes 32-bit accesses only).
-pub fn mmio_write(domain: &Domain, vcpu: u32, gpa: u64, size: u8, value: u64) {
+/// A write of `value` at `gpa` on an APIC page by vCPU `vcpu`. Narrow
+/// writes of a register write the whole register with the other bytes zero
+/// (both controllers take 32-bit accesses only).
+pub fn mmio_write(domain: &Domain, vcpu: u32, gpa: u64, value: u64) {
     let a = &domain.apic;
     let now = a.guest_ns(crate::time::now_ns());
     let page = gpa & !0xfff;
@@ -282,7 +282,6 @@ pub fn mmio_write(domain: &Domain, vcpu: u32, gpa: u64, size: u8, value: u64) {
             a.act(&mut st, v, action, &mut fx);
             a.refresh(&st, v);
         } else {
-            let _ = size;
             // Lines that changed while their pin was masked reach the
             // model first: unmasking an asserted level pin sends.
             let lines = a.lines.load(Ordering::SeqCst);
@@ -358,11 +357,7 @@ pub fn wrmsr(domain: &Domain, vcpu: u32, msr: u32, value: u64) -> bool {
 /// sees it on its pin (IRQ 0, the PIT, on pin 2; the others on the pin of
 /// their number), and an edge or an asserted level may send an interrupt.
 pub fn set_isa_irq(domain: &Domain, irq: u8, level: bool) {
-    let pin = if irq == PIT_IRQ {
-        PIT_GSI
-    } else {
-        usize::from(irq)
-    };
+    let pin = isa_pin(irq);
     let a = &domain.apic;
     let mut fx = Effects::default();
     // Hot path (every UART access re-states its line): nothing changes
@@ -387,14 +382,19 @@ pub fn set_isa_irq(domain: &Domain, irq: u8, level: bool) {
     apply(domain, None, fx);
 }
 
-/// A pulse (rising, then falling edge) on ISA line `irq`: one interrupt from
-/// an edge-triggered pin. Nothing is locked while the pin is masked.
-pub fn pulse_isa_irq(domain: &Domain, irq: u8) {
-    let pin = if irq == PIT_IRQ {
+/// The I/O APIC pin of ISA IRQ `irq` (the MADT's override: IRQ 0 on pin 2).
+fn isa_pin(irq: u8) -> usize {
+    if irq == PIT_IRQ {
         PIT_GSI
     } else {
         usize::from(irq)
-    };
+    }
+}
+
+/// A pulse (rising, then falling edge) on ISA line `irq`: one interrupt from
+/// an edge-triggered pin. Nothing is locked while the pin is masked.
+pub fn pulse_isa_irq(domain: &Domain, irq: u8) {
+    let pin = isa_pin(irq);
     let a = &domain.apic;
     if a.masked.load(Ordering::Relaxed) & (1 << pin) != 0 {
         return;

@@ -40,10 +40,9 @@ pub enum VcpuExit {
     /// APIC): the arch-neutral layer decodes the instruction at RIP and
     /// performs it (docs/x86emul.md).
     Mmio {
-        /// The guest-physical address accessed.
+        /// The guest-physical address accessed (the decoded instruction
+        /// says whether it reads or writes).
         gpa: u64,
-        /// A write (else a read).
-        write: bool,
     },
     /// RDMSR of an MSR that belongs to the virtual platform (the local
     /// APIC's): the handler sets EDX:EAX and skips the instruction, or

@@ -709,6 +709,13 @@ impl VmxVcpu {
         // Hot path (every emulated port access and hypercall): unchecked
         // VMREAD/VMWRITE of fields that always exist in the current VMCS.
         let len = instr::vmread_fast(exit::INSTRUCTION_LENGTH.encoding());
+        self.advance_past(len);
+    }
+
+    /// Moves RIP past an instruction of `len` bytes and clears STI/MOV-SS
+    /// blocking (see [`Self::advance`]).
+    #[inline(always)]
+    fn advance_past(&self, len: u64) {
         self.advance_by(len);
         let blocking = instr::vmread_fast(guest::INTERRUPTIBILITY_STATE.encoding());
         if blocking & 0b11 != 0 {
@@ -806,12 +813,7 @@ impl VmxVcpu {
     /// the exit did not report (an EPT violation), clearing STI/MOV-SS
     /// blocking as [`Self::skip_instruction`] does.
     pub fn skip_emulated(&self, len: u64) {
-        self.advance_by(len);
-        let mut v = vmcs();
-        let blocking = v.read32(guest::INTERRUPTIBILITY_STATE).unwrap_or(0);
-        if blocking & 0b11 != 0 {
-            let _ = v.write32(guest::INTERRUPTIBILITY_STATE, blocking & !0b11);
-        }
+        self.advance_past(len);
     }
 
     /// The guest's RFLAGS.
@@ -994,10 +996,7 @@ impl VmxVcpu {
                 let gpa = v.read64(exit::GUEST_PHYSICAL_ADDRESS).unwrap_or(0);
                 let ev = basalt_vmx::exit::EptViolation::decode(qual());
                 if !ev.fetch && crate::vcpu::is_device_page(gpa) {
-                    return Some(VcpuExit::Mmio {
-                        gpa,
-                        write: ev.write,
-                    });
+                    return Some(VcpuExit::Mmio { gpa });
                 }
                 Some(VcpuExit::Error(GuestError::OutsideMemory {
                     gpa,
