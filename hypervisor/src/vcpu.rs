@@ -215,7 +215,11 @@ pub fn cpuid_policy(
 /// CR4.OSXSAVE, and the XSAVE area sizes in leaf 0xD sub-leaves 0 (standard
 /// format) and 1 (compacted, XSAVES) count the components enabled in the
 /// guest's XCR0, not the host's. No supervisor component is offered (leaf
-/// 0xD.1 ECX and EDX read 0; IA32_XSS stays 0).
+/// 0xD.1 ECX and EDX read 0; IA32_XSS stays 0). The compacted forms XSAVEC
+/// and XSAVES (leaf 0xD.1 EAX bits 1 and 3) are hidden: under Bochs 2.7 a
+/// compacted save/restore corrupted vector registers across Linux context
+/// switches (glibc string functions in user space then crashed), and the
+/// standard-format XSAVE/XSAVEOPT that Linux falls back to is exact.
 pub fn cpuid_guest_state(
     leaf: u32,
     sub: u32,
@@ -253,6 +257,7 @@ pub fn cpuid_guest_state(
                     end += size;
                 }
             }
+            r[0] &= !((1 << 1) | (1 << 3));
             r[1] = end;
             r[2] = 0;
             r[3] = 0;

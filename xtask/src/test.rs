@@ -193,6 +193,9 @@ fn scenarios(options: &TestOptions) -> Result<Tally> {
         },
     )?;
 
+    // Longest first (by declared timeout; ties stay by name), so that the
+    // long Linux scenarios overlap the many short ones instead of trailing.
+    plan.sort_by_key(|(s, _)| std::cmp::Reverse(s.timeout));
     let jobs = options.jobs.max(1);
     eprintln!(
         "==> running {} boot scenarios, {jobs} at a time; logs in {}",
