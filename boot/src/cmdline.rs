@@ -200,6 +200,9 @@ pub enum TestFault {
     WriteText,
     /// Fault on the first application processor.
     Ap,
+    /// Fault on the boot CPU once another CPU runs a guest vCPU (the stop
+    /// NMI then reaches a CPU in VMX non-root operation).
+    Guest,
 }
 
 impl TestFault {
@@ -208,6 +211,7 @@ impl TestFault {
             "stack-overflow" => Some(Self::StackOverflow),
             "write-text" => Some(Self::WriteText),
             "ap" => Some(Self::Ap),
+            "guest" => Some(Self::Guest),
             _ => None,
         }
     }
@@ -374,7 +378,7 @@ impl<'a> Options<'a> {
         } else if is("test-fault") {
             TestFault::parse(value.unwrap_or_default())
                 .map(|f| self.test_fault = Some(f))
-                .ok_or("expected stack-overflow, write-text or ap")
+                .ok_or("expected stack-overflow, write-text, ap or guest")
         } else if is("com2") {
             SerialParams::parse(value.unwrap_or_default()).map(|p| self.com2 = p)
         } else if let Some(flag) = self.flag(name) {
@@ -502,6 +506,10 @@ mod tests {
         let o = Options::parse("maxcpus=2 test-fault=write-text");
         assert_eq!(o.maxcpus, Some(2));
         assert_eq!(o.test_fault, Some(TestFault::WriteText));
+        assert_eq!(
+            Options::parse("test-fault=guest").test_fault,
+            Some(TestFault::Guest)
+        );
         let o = Options::parse("maxcpus=0 maxcpus=x test-fault=boom");
         assert_eq!(o.maxcpus, None);
         assert_eq!(o.test_fault, None);

@@ -876,6 +876,8 @@ fn load_linux(
         cr3: state.cr3,
         cr4: state.cr4,
         efer: state.efer,
+        gdt_base: state.gdt_base,
+        gdt_limit: state.gdt_limit,
         ..Long64State::default()
     }))
 }

@@ -11,13 +11,19 @@ use crate::arch::x86_64::idt::{self, TrapFrame, vector};
 use crate::arch::x86_64::{apic, cpu, percpu};
 use crate::verdict::{Verdict, finish};
 use crate::{console, mm, println, time};
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use x86_64::registers::control::Cr2;
 
 /// Set by the first CPU that faults; NMIs then mean "stop".
 static STOPPING: AtomicBool = AtomicBool::new(false);
 /// Spurious interrupts seen (all CPUs).
 static SPURIOUS: AtomicU64 = AtomicU64::new(0);
+/// CPUs that took the stop NMI and halted; of those, the ones that took it
+/// while running a guest (a VM exit).
+static STOPPED: AtomicU32 = AtomicU32::new(0);
+static STOPPED_IN_GUEST: AtomicU32 = AtomicU32::new(0);
+/// NMIs taken by a VM exit that were not Basalt's stop (all CPUs).
+static HOST_NMIS: AtomicU64 = AtomicU64::new(0);
 /// Whether the local APICs are up (IPIs and EOIs possible).
 static APIC_READY: AtomicBool = AtomicBool::new(false);
 
@@ -40,7 +46,12 @@ pub fn spurious_count() -> u64 {
 extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     let v = frame.vector as u8;
     match v {
-        vector::NMI if STOPPING.load(Ordering::SeqCst) => cpu::halt_forever(),
+        vector::NMI if STOPPING.load(Ordering::SeqCst) => stop_here(),
+        // Not Basalt's stop (a watchdog, a server's NMI button): counted
+        // only, since the interrupted code may hold the console's lock.
+        vector::NMI => {
+            HOST_NMIS.fetch_add(1, Ordering::Relaxed);
+        }
         0..=31 => fatal(frame),
         vector::TIMER => {
             time::timer_interrupt();
@@ -86,16 +97,71 @@ pub fn external_interrupt(vector: u8) {
     }
 }
 
+/// An NMI that arrived while this CPU ran a guest (a VM exit, NMI exiting):
+/// Basalt's own NMIs mean "stop" (the fatal-fault path); any other (a
+/// watchdog, a server's NMI button) is counted and logged, and the blocking
+/// the exit left is ended so the next NMI is not held back.
+pub fn host_nmi() {
+    if STOPPING.load(Ordering::SeqCst) {
+        STOPPED_IN_GUEST.fetch_add(1, Ordering::SeqCst);
+        stop_here();
+    }
+    let n = HOST_NMIS.fetch_add(1, Ordering::Relaxed) + 1;
+    if n.is_power_of_two() {
+        log::warn!(
+            "NMI on cpu{} while a guest ran ({n} so far)",
+            percpu::index()
+        );
+    }
+    cpu::unblock_nmis();
+}
+
 /// Stops every other CPU and reports a fatal fault on this one.
 fn fatal(frame: &TrapFrame) -> ! {
     if STOPPING.swap(true, Ordering::SeqCst) {
         // Another CPU is already reporting; its NMI may not have arrived yet.
         cpu::halt_forever();
     }
-    nmi_other_cpus();
+    let sent = nmi_other_cpus();
     console::enter_panic();
     report(frame);
+    report_stopped(sent);
     finish(Verdict::Fail, "fatal fault")
+}
+
+/// This CPU took the stop NMI: it says so and halts for good.
+fn stop_here() -> ! {
+    STOPPED.fetch_add(1, Ordering::SeqCst);
+    cpu::halt_forever()
+}
+
+/// Waits (up to 100 ms) for the `sent` CPUs to take the stop NMI and says
+/// how many did: a CPU that did not is still running (NMIs blocked, or
+/// stuck with them masked by hardware).
+fn report_stopped(sent: u32) {
+    if sent == 0 {
+        return;
+    }
+    // Bounded by spins too: early in boot the clock may not run yet.
+    let start = time::now_ns();
+    for _ in 0..10_000_000u32 {
+        if STOPPED.load(Ordering::SeqCst) >= sent
+            || time::now_ns().saturating_sub(start) >= 100_000_000
+        {
+            break;
+        }
+        core::hint::spin_loop();
+    }
+    let stopped = STOPPED.load(Ordering::SeqCst);
+    let in_guest = STOPPED_IN_GUEST.load(Ordering::SeqCst);
+    if stopped >= sent {
+        println!("    other CPUs stopped: {stopped} of {sent} ({in_guest} in a guest)");
+    } else {
+        println!(
+            "    other CPUs stopped: {stopped} of {sent} ({in_guest} in a guest; the rest did \
+             not take the stop NMI within 100 ms)"
+        );
+    }
 }
 
 /// Stops every other CPU (used by the panic handler too).
@@ -108,14 +174,18 @@ pub fn stop_other_cpus() {
 /// Sends an NMI to every other CPU that Basalt runs on. Never a broadcast:
 /// CPUs Basalt did not start may sit in firmware code that cannot take an
 /// NMI (SeaBIOS parks them in protected mode with its own IDT).
-fn nmi_other_cpus() {
+/// Returns how many were sent.
+fn nmi_other_cpus() -> u32 {
     if !APIC_READY.load(Ordering::SeqCst) {
-        return;
+        return 0;
     }
     let me = percpu::index();
+    let mut sent = 0;
     for cpu in percpu::all().filter(|c| c.index != me) {
         apic::send_ipi(apic::Delivery::Nmi, apic::Destination::Apic(cpu.apic_id));
+        sent += 1;
     }
+    sent
 }
 
 fn page_fault_cause(error: u64) -> &'static str {

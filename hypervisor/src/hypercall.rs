@@ -168,6 +168,7 @@ fn vcpu_op(v: &mut Vcpu, cmd: u64, vcpu_id: u64, arg: u64) -> (u64, After) {
                 cr3: r(11),
                 cr4: r(12),
                 efer: r(13),
+                ..Default::default()
             };
             // Xen's checks for VCPU_HVM_MODE_64B: canonical RIP, paging on,
             // PAE, long mode enabled.

@@ -60,6 +60,30 @@ static AP_STARTED: AtomicBool = AtomicBool::new(false);
 static TIMERS_OK: AtomicUsize = AtomicUsize::new(0);
 /// The test fault requested on the command line (for the APs).
 static TEST_FAULT_AP: AtomicBool = AtomicBool::new(false);
+/// `test-fault=guest`: the boot CPU faults once another CPU runs a guest.
+static TEST_FAULT_GUEST: AtomicBool = AtomicBool::new(false);
+
+/// Whether `test-fault=guest` still waits for its moment.
+pub fn test_fault_guest_armed() -> bool {
+    TEST_FAULT_GUEST.load(Ordering::Relaxed)
+}
+
+/// `test-fault=guest`, called on the boot CPU once another CPU runs a
+/// guest: 50 ms later (busy-waiting, so that the guest is well inside VMX
+/// non-root operation rather than being entered), the boot CPU reads an
+/// unmapped address.
+pub fn cause_guest_test_fault() {
+    TEST_FAULT_GUEST.store(false, Ordering::SeqCst);
+    let start = crate::time::now_ns();
+    while crate::time::now_ns().saturating_sub(start) < 50_000_000 {
+        core::hint::spin_loop();
+    }
+    info!("test-fault=guest: cpu0 reads an unmapped address while another CPU runs a guest");
+    // SAFETY: none: this read faults on purpose (test-only option); the
+    // page-fault handler stops every CPU and reports.
+    let value = unsafe { core::ptr::read_volatile(0x10 as *const u64) };
+    info!("unreachable: read {value:#x}");
+}
 
 struct Boot {
     info: BootInfo<'static>,
@@ -109,7 +133,10 @@ extern "C" fn bsp_main(arg: u64) -> ! {
     if boot.test_panic {
         panic!("test-panic: panicking on purpose (test-only command-line option)");
     }
-    if let Some(fault) = boot.test_fault.filter(|f| *f != TestFault::Ap) {
+    if let Some(fault) = boot
+        .test_fault
+        .filter(|f| !matches!(f, TestFault::Ap | TestFault::Guest))
+    {
         cause_test_fault(fault);
     }
 
@@ -184,6 +211,7 @@ extern "C" fn bsp_main(arg: u64) -> ! {
     let vmx_ok = vmx_on_this_cpu();
 
     TEST_FAULT_AP.store(boot.test_fault == Some(TestFault::Ap), Ordering::SeqCst);
+    TEST_FAULT_GUEST.store(boot.test_fault == Some(TestFault::Guest), Ordering::SeqCst);
     start_aps(&topology, tsc_hz);
     let online = percpu::online_count();
     info!("{online} CPUs online");
@@ -381,6 +409,6 @@ fn cause_test_fault(fault: TestFault) {
             unsafe { core::ptr::write_volatile(target, 0xcc) };
             info!("unreachable: the write to text succeeded");
         }
-        TestFault::Ap => {}
+        TestFault::Ap | TestFault::Guest => {}
     }
 }

@@ -44,6 +44,9 @@ pub struct Slot {
     /// Blocked until an event (its timer, console input, `VCPUOP_up`).
     /// Changed under the scheduler lock only, like the flags below.
     halted: AtomicBool,
+    /// It halted with RFLAGS.IF clear: interrupts do not end the halt, only
+    /// an NMI or a Basalt event (its timer, console input) does.
+    halt_masked: AtomicBool,
     /// Blocked because its domain is paused.
     paused: AtomicBool,
     /// Started (vCPU 0 at creation, others by `VCPUOP_up`).
@@ -169,6 +172,7 @@ fn admit(domain: Arc<Domain>, vcpus: Vec<Vcpu>) {
                         gone: false,
                     }),
                     halted: AtomicBool::new(false),
+                    halt_masked: AtomicBool::new(false),
                     paused: AtomicBool::new(false),
                     up: AtomicBool::new(first),
                     initialised: AtomicBool::new(first),
@@ -411,9 +415,10 @@ pub fn wake_vcpu(id: VcpuId) {
 }
 
 /// Whether vCPU `vcpu` of `domain` has an interrupt to take: from its local
-/// APIC, or (vCPU 0) from the 8259 through LINT0.
+/// APIC (a vector or an NMI), or (vCPU 0) from the 8259 through LINT0.
 fn interrupt_waiting(domain: &Domain, vcpu: u32) -> bool {
     domain.apic.pending(vcpu)
+        || domain.apic.nmi_pending(vcpu)
         || (vcpu == 0 && domain.irq_pending.load(Ordering::SeqCst) && domain.apic.pic_through())
 }
 
@@ -427,7 +432,10 @@ pub fn kick_vcpu(id: VcpuId) {
     let target = with(|s| {
         let slot = s.slots.get(&id)?.clone();
         if slot.halted.load(Ordering::SeqCst) {
-            if !slot.up.load(Ordering::SeqCst) {
+            if !slot.up.load(Ordering::SeqCst)
+                || (slot.halt_masked.load(Ordering::SeqCst)
+                    && !slot.domain.apic.nmi_pending(id.vcpu))
+            {
                 return None;
             }
             return unhalt(s, &slot, now).map(|c| (c, true));
@@ -654,7 +662,10 @@ fn decide(me: usize, yielded: bool) -> Decision {
 fn block_current(me: usize, h: &mut Held) {
     let now = time::now_ns();
     let interruptible = h.vcpu.arch.interrupts_enabled();
-    if interruptible && interrupt_waiting(&h.slot.domain, h.slot.id.vcpu) {
+    // An NMI ends HLT whatever RFLAGS.IF says.
+    let wake_now =
+        |d: &Domain, v: u32| (interruptible && interrupt_waiting(d, v)) || d.apic.nmi_pending(v);
+    if wake_now(&h.slot.domain, h.slot.id.vcpu) {
         // HLT with an interrupt waiting: it is delivered at once.
         return;
     }
@@ -665,10 +676,12 @@ fn block_current(me: usize, h: &mut Held) {
         timer.store(0, Ordering::SeqCst);
         return;
     }
-    // vCPU 0 with interrupts on also wakes for its domain's timed devices
-    // (PIT, RTC): a separate entry, so that an edge that raises nothing
-    // (a masked line) leaves the vCPU's own timer in place.
-    let device = if h.slot.id.vcpu == 0 && interruptible {
+    // vCPU 0 also wakes for its domain's timed devices (PIT, RTC), with
+    // interrupts off too (an I/O APIC pin may deliver an NMI): a separate
+    // entry, so that an edge that raises nothing (a masked line, or an
+    // interrupt while RFLAGS.IF is clear) leaves the vCPU's own timer in
+    // place.
+    let device = if h.slot.id.vcpu == 0 {
         h.slot.domain.device_deadline.load(Ordering::SeqCst)
     } else {
         0
@@ -682,10 +695,11 @@ fn block_current(me: usize, h: &mut Held) {
     let blocked = with(|s| {
         // Checked again under the lock: an interrupt delivered from now on
         // finds the vCPU halted and wakes it (`kick_vcpu`).
-        if interruptible && interrupt_waiting(&h.slot.domain, h.slot.id.vcpu) {
+        if wake_now(&h.slot.domain, h.slot.id.vcpu) {
             return false;
         }
         if s.policy.current(me) == Some(h.slot.id) {
+            h.slot.halt_masked.store(!interruptible, Ordering::SeqCst);
             h.slot.halted.store(true, Ordering::SeqCst);
             s.policy.block(me, now);
         }
@@ -734,9 +748,19 @@ fn fire_timers(me: usize) -> Option<u64> {
         if id.vcpu == 0 {
             crate::vdev::advance_time(&slot.domain, now);
         }
-        event |= crate::vapic::timer_due(&slot.domain, id.vcpu, now);
-        event |= interrupt_waiting(&slot.domain, id.vcpu);
+        let apic = crate::vapic::timer_due(&slot.domain, id.vcpu, now);
+        event |= if slot.halt_masked.load(Ordering::SeqCst) {
+            slot.domain.apic.nmi_pending(id.vcpu)
+        } else {
+            apic || interrupt_waiting(&slot.domain, id.vcpu)
+        };
         if !event {
+            // Still halted: vCPU 0 waits for the devices' next edge too
+            // (the one just passed may have raised nothing).
+            let next = slot.domain.device_deadline.load(Ordering::SeqCst);
+            if id.vcpu == 0 && next > now {
+                TIMERS[me].lock().push((next, id));
+            }
             continue;
         }
         let cpu = with(|s| {
@@ -767,6 +791,12 @@ fn housekeeping(me: usize, cur: &mut Option<Held>) {
     if me == 0 {
         crate::monitor::service();
         crate::measure::check();
+        if crate::platform::test_fault_guest_armed()
+            && with(|s| (1..percpu::online_count()).any(|c| s.policy.current(c).is_some()))
+                .unwrap_or(false)
+        {
+            crate::platform::cause_guest_test_fault();
+        }
     }
     if REBUILD.lock().is_empty() {
         return;
@@ -898,6 +928,13 @@ fn run_slice(me: usize, h: &mut Held, slice_ns: u64) -> SliceEnd {
             }
             crate::vapic::timer_due(domain, index, now);
             bound = 0;
+        }
+        // An NMI goes first: it outranks every maskable interrupt.
+        if domain.apic.nmi_pending(index)
+            && domain.apic.take_nmi(index)
+            && !h.vcpu.arch.inject_nmi()
+        {
+            domain.apic.return_nmi(index);
         }
         if domain.apic.pending(index) {
             let arch = &mut h.vcpu.arch;

@@ -9,9 +9,13 @@
 //!   never);
 //! * `pic_through`: vCPU 0's LINT0 lets the 8259's INTR through (APIC
 //!   disabled or software-disabled, as after reset, or LINT0 unmasked in
-//!   ExtINT mode, as firmware leaves it for virtual-wire mode).
+//!   ExtINT mode, as firmware leaves it for virtual-wire mode);
+//! * `nmi[v]`: an NMI (an IPI or I/O APIC message with delivery mode NMI)
+//!   waits for vCPU `v`: the processor's NMI latch, one deep. It is injected
+//!   when the guest's NMI blocking allows (`VmxVcpu::inject_nmi`), wakes a
+//!   halted vCPU whatever its RFLAGS.IF, and is dropped by INIT.
 //!
-//! Both are recomputed under the lock after every change. The models count
+//! The first three are recomputed under the lock after every change. The models count
 //! in the domain's guest time (system time since the domain's TSC was 0),
 //! so a TSC-deadline value the guest computed from RDTSC means the same
 //! instant to the model.
@@ -56,6 +60,7 @@ pub struct DomainApic {
     pending: Vec<AtomicBool>,
     deadline: Vec<AtomicU64>,
     pic_through: AtomicBool,
+    nmi: Vec<AtomicBool>,
     /// The I/O APIC's input lines as last driven (bit n = pin n).
     lines: core::sync::atomic::AtomicU32,
     /// The I/O APIC's masked pins (bit n = pin n), for skipping the lock.
@@ -93,6 +98,7 @@ impl DomainApic {
             pending: (0..vcpus).map(|_| AtomicBool::new(false)).collect(),
             deadline: (0..vcpus).map(|_| AtomicU64::new(0)).collect(),
             pic_through: AtomicBool::new(true),
+            nmi: (0..vcpus).map(|_| AtomicBool::new(false)).collect(),
             lines: core::sync::atomic::AtomicU32::new(0),
             masked: core::sync::atomic::AtomicU32::new(u32::MAX),
             base_ns,
@@ -117,6 +123,28 @@ impl DomainApic {
         self.deadline
             .get(v as usize)
             .map_or(0, |d| d.load(Ordering::Relaxed))
+    }
+
+    /// Whether an NMI waits for vCPU `v` (hot path, no lock).
+    #[inline]
+    pub fn nmi_pending(&self, v: u32) -> bool {
+        self.nmi
+            .get(v as usize)
+            .is_some_and(|n| n.load(Ordering::Relaxed))
+    }
+
+    /// Takes vCPU `v`'s waiting NMI (true if there was one).
+    pub fn take_nmi(&self, v: u32) -> bool {
+        self.nmi
+            .get(v as usize)
+            .is_some_and(|n| n.swap(false, Ordering::SeqCst))
+    }
+
+    /// Puts back an NMI [`Self::take_nmi`] took but could not inject.
+    pub fn return_nmi(&self, v: u32) {
+        if let Some(n) = self.nmi.get(v as usize) {
+            n.store(true, Ordering::SeqCst);
+        }
     }
 
     /// Whether the 8259's output reaches vCPU 0 (through LINT0).
@@ -166,9 +194,14 @@ impl DomainApic {
                 Received::Interrupt => fx.kick.insert(d),
                 Received::StartUp { vector } => fx.start.push((d, vector)),
                 Received::Init => {
+                    self.nmi[d].store(false, Ordering::SeqCst);
                     log::debug!("vCPU{d}: INIT");
                 }
-                Received::Nmi | Received::Smi | Received::ExtInt => {
+                Received::Nmi => {
+                    self.nmi[d].store(true, Ordering::SeqCst);
+                    fx.kick.insert(d);
+                }
+                Received::Smi | Received::ExtInt => {
                     log::warn!("vCPU{d}: {delivery:?} IPI ignored (not emulated)");
                 }
                 Received::Ignored => {}

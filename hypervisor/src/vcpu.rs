@@ -79,6 +79,15 @@ pub enum GuestError {
         /// Guest-physical address.
         gpa: u64,
     },
+    /// Delivering an event (interrupt, NMI or exception `vector`) made an
+    /// access outside the guest's RAM: its IDT, GDT or stack is not in
+    /// memory.
+    DeliveryFault {
+        /// Guest-physical address.
+        gpa: u64,
+        /// The event's vector.
+        vector: u8,
+    },
     /// The guest triple-faulted.
     TripleFault,
     /// An INIT signal (the guest tried to reset a CPU).
@@ -112,6 +121,11 @@ impl fmt::Display for GuestError {
             Self::EptMisconfig { gpa } => write!(
                 f,
                 "EPT misconfiguration at guest-physical {gpa:#x} (a Basalt bug)"
+            ),
+            Self::DeliveryFault { gpa, vector } => write!(
+                f,
+                "delivering vector {vector} touched guest-physical {gpa:#x}, which is not RAM \
+                 (IDT, GDT or stack outside memory)"
             ),
             Self::TripleFault => write!(f, "triple fault"),
             Self::Init => write!(f, "INIT signal (CPU reset requested)"),

@@ -19,6 +19,8 @@ use core::sync::atomic::{AtomicU8, AtomicU64, Ordering, compiler_fence};
 pub const UD: u8 = 6;
 /// `#GP`, general protection.
 pub const GP: u8 = 13;
+/// The NMI vector: with an interrupt hook set, NMIs go to it too.
+pub const NMI: u8 = 2;
 
 /// The selector of the 64-bit code segment in `entry.S`'s GDT.
 const CODE64_SEL: u16 = 0x08;
@@ -144,7 +146,7 @@ const EXCEPTION_NAMES: [&str; 32] = [
 extern "C" fn basalt_guest_exception(frame: &mut ExceptionFrame) {
     let vector = frame.vector as u8;
     let hook = INTERRUPT_HANDLER.load(Ordering::Acquire);
-    if vector >= 32 && !hook.is_null() {
+    if (vector >= 32 || vector == NMI) && !hook.is_null() {
         // SAFETY: only `set_interrupt_handler` stores here, a `fn(u8)`;
         // function and data pointers have the same size on x86-64.
         let f = unsafe { core::mem::transmute::<*mut (), fn(u8)>(hook) };
@@ -200,8 +202,8 @@ struct Gate {
     reserved: u32,
 }
 
-/// The IDT: all 256 vectors; 0-31 are exceptions, 32-255 go to the
-/// interrupt hook ([`set_interrupt_handler`]).
+/// The IDT: all 256 vectors; 0-31 are exceptions, 32-255 (and the NMI,
+/// vector 2) go to the interrupt hook ([`set_interrupt_handler`]).
 #[repr(C, align(16))]
 struct Idt([Gate; 256]);
 
@@ -233,7 +235,8 @@ static INTERRUPT_HANDLER: core::sync::atomic::AtomicPtr<()> =
     core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
 
 /// Sets the function called, with interrupts off, for every interrupt
-/// (vectors 32-255). Without one, an interrupt fails the test like an
+/// (vectors 32-255) and NMI (vector 2; the handler returns with IRET, which
+/// ends the NMI blocking). Without one, an interrupt fails the test like an
 /// unexpected exception.
 pub fn set_interrupt_handler(f: fn(u8)) {
     INTERRUPT_HANDLER.store(f as *mut (), Ordering::Release);

@@ -257,6 +257,9 @@ pub struct Negotiated {
     pub preemption_timer_saved: bool,
     /// Virtual NMIs (NMI blocking tracked by the processor for the guest).
     pub virtual_nmis: bool,
+    /// "NMI-window exiting" may be turned on (it needs virtual NMIs; SDM Vol. 3C 25.6.2):
+    /// an NMI held back by the guest's NMI blocking is injected at the exit that ends it.
+    pub nmi_window: bool,
     /// TSC offsetting is available.
     pub tsc_offsetting: bool,
     /// IA32_PAT is switched on entry and exit (guest saved, host and guest loaded).
@@ -618,6 +621,10 @@ pub fn negotiate(caps: &VmxCaps, wanted: &Wanted) -> Result<Negotiated, Missing>
         },
         preemption_timer_saved: exit.contains(ExitControls::SAVE_PREEMPTION_TIMER),
         virtual_nmis: pin.contains(PinBased::VIRTUAL_NMIS),
+        nmi_window: pin.contains(PinBased::VIRTUAL_NMIS)
+            && caps
+                .primary
+                .may_be_one(PrimaryControls::NMI_WINDOW_EXITING.bits()),
         tsc_offsetting: primary.contains(PrimaryControls::USE_TSC_OFFSETTING),
         pat_switching: exit.contains(ExitControls::SAVE_PAT | ExitControls::LOAD_PAT)
             && entry.contains(EntryControls::LOAD_PAT),
@@ -745,6 +752,7 @@ mod tests {
         assert!(n.invept_single_context && n.invept_all_context);
         assert!(n.vpid && n.invvpid_single_context && n.invvpid_all_context);
         assert!(n.unrestricted_guest && n.virtual_nmis && n.tsc_offsetting && n.pat_switching);
+        assert!(n.nmi_window);
         assert!(n.preemption_timer_saved && n.ia32e_mode_guest);
         assert_eq!(n.preemption_timer, Some(0));
         assert_eq!(

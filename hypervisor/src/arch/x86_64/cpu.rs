@@ -92,6 +92,33 @@ pub unsafe fn run_on_stack(top: u64, f: extern "C" fn(u64) -> !, arg: u64) -> ! 
     }
 }
 
+/// Ends the NMI blocking a VM exit caused by an NMI leaves behind (SDM Vol.
+/// 3C 27.1: once the exit completes, later NMIs stay blocked until the next
+/// IRET): an IRET to the next instruction, on the same stack, with the same
+/// flags. Without it, the next NMI sent to this CPU (the fatal-fault stop)
+/// would wait for an IRET that Basalt may never execute.
+pub fn unblock_nmis() {
+    // SAFETY: builds a 64-bit IRET frame (SS, RSP, RFLAGS, CS, RIP) that
+    // returns to the label right after the IRETQ with RSP, RFLAGS and the
+    // segments as they were; only RAX is clobbered.
+    unsafe {
+        core::arch::asm!(
+            "mov rax, rsp",
+            "push 0",
+            "mov [rsp], ss",
+            "push rax",
+            "pushfq",
+            "push 0",
+            "mov [rsp], cs",
+            "lea rax, [rip + 2f]",
+            "push rax",
+            "iretq",
+            "2:",
+            out("rax") _,
+        )
+    }
+}
+
 /// Turns the caches on (CR0.CD and CR0.NW clear), as firmware normally
 /// leaves them. VM entry does not load CD and NW from the guest state (SDM
 /// Vol. 3C 27.3.2.1): guests run with the host's, so a CPU still in its

@@ -14,6 +14,11 @@
 //!    of `period_us=` (1000) take their time within 10 %.
 //! 4. A self-IPI (ICR shorthand self, fixed vector 0x41) waits in IRR while
 //!    TPR masks its class, arrives once TPR drops, and EOI clears ISR.
+//!    4b. `cli; hlt` with the one-shot timer (a maskable interrupt) due in
+//!    2 ms sleeps until the 30 ms single-shot timer; `sti` then takes the
+//!    interrupt. An NMI IPI (delivery mode NMI, physical destination 0) is
+//!    taken with interrupts off; a second one sent from the first's
+//!    handler waits for its IRET, then arrives.
 //! 5. INIT, then two start-up IPIs (vector 0x08) to APIC ID 1 start vCPU 1
 //!    in real mode at 0800:0000, in a trampoline copied to 0x8000: it
 //!    enters 32-bit protected mode (flat GDT, paging off), reads its xAPIC
@@ -24,7 +29,8 @@
 //! 6. The I/O APIC: version 0x00170011; the PIT (channel 0, rate generator
 //!    at `pit_hz=` (1000)) on pin 2 routed to vector 0x50, fixed, physical
 //!    APIC ID 0, with the 8259s masked and LINT0 masked: `pit_ticks=` (20)
-//!    periods take their time within 10 %.
+//!    periods take their time within 10 %. Then the same pin in delivery
+//!    mode NMI (a periodic NMI) ends `cli; hlt`.
 //! 7. The TSC-deadline timer (CPUID.1:ECX bit 24), still in xAPIC mode:
 //!    LVT timer mode 10 with vector 0x43, `IA32_TSC_DEADLINE` armed
 //!    `deadline_us=` (5000) ahead of RDTSC fires once, no earlier than due
@@ -63,7 +69,7 @@
 #![no_main]
 
 use basalt_test_guests::cpu::{
-    GP, cpuid, inb, init_pic_pair, outb, rdmsr_checked, rdtsc, set_interrupt_handler, show,
+    GP, NMI, cpuid, inb, init_pic_pair, outb, rdmsr_checked, rdtsc, set_interrupt_handler, show,
     show_unit, wrmsr_checked,
 };
 use basalt_test_guests::hypercall::{
@@ -138,6 +144,9 @@ const ICR_ASSERT: u32 = 1 << 14;
 const ICR_LEVEL: u32 = 1 << 15;
 const ICR_DELIVERY_PENDING: u32 = 1 << 12;
 const ICR_SELF: u32 = 1 << 18;
+const ICR_NMI: u32 = 0x400;
+/// Redirection entry delivery mode NMI (bits 10:8 = 100).
+const RTE_NMI: u32 = 0x400;
 
 /// The I/O APIC's registers.
 const IOREGSEL: usize = 0x00;
@@ -371,7 +380,33 @@ fn apic_bit(base: u32, vector: u8) -> bool {
     lapic_read(reg) & (1 << (vector % 32)) != 0
 }
 
+/// NMIs taken (vector 2; never in SEEN: an NMI has no EOI).
+static NMIS: AtomicU32 = AtomicU32::new(0);
+/// Set by a step: the first NMI's handler sends a second NMI to this
+/// vCPU and spins [`NMI_SPIN_TICKS`], then records in [`NMIS_INSIDE`] how
+/// many NMIs had been taken by then.
+static NMI_NEST: AtomicBool = AtomicBool::new(false);
+static NMI_SPIN_TICKS: AtomicU64 = AtomicU64::new(0);
+static NMIS_INSIDE: AtomicU32 = AtomicU32::new(0);
+
+fn on_nmi() {
+    let n = NMIS.fetch_add(1, Ordering::SeqCst) + 1;
+    if n == 1 && NMI_NEST.load(Ordering::Relaxed) {
+        lapic_write(REG_ICR_HIGH, 0);
+        lapic_write(REG_ICR_LOW, ICR_NMI | ICR_ASSERT);
+        let end = rdtsc() + NMI_SPIN_TICKS.load(Ordering::Relaxed);
+        while rdtsc() < end {
+            core::hint::spin_loop();
+        }
+        NMIS_INSIDE.store(NMIS.load(Ordering::SeqCst), Ordering::SeqCst);
+    }
+}
+
 fn on_interrupt(vector: u8) {
+    if vector == NMI {
+        on_nmi();
+        return;
+    }
     let now = rdtsc();
     let seen = &SEEN[usize::from(vector)];
     if seen.count.load(Ordering::Relaxed) == 0 {
@@ -725,6 +760,66 @@ fn check_self_ipi(c: &mut Checks, clock: &Clock) {
     );
 }
 
+/// 4b: `cli; hlt` is not ended by a maskable interrupt; NMIs through the
+/// ICR (delivery mode NMI, physical destination 0): one taken with
+/// interrupts off; a second sent from inside the first's
+/// handler waits for its IRET (NMI blocking), then comes at once.
+fn check_nmi(c: &mut Checks, clock: &Clock) {
+    // First, what does not end `cli; hlt`: a maskable interrupt (the APIC
+    // one-shot timer, due in 2 ms) stays pending until the single-shot
+    // timer (a Basalt event) ends the halt 30 ms in; `sti` then takes it.
+    reset(TIMER_VECTOR);
+    lapic_write(REG_TIMER_DIVIDE, DIVIDE_BY_1);
+    lapic_write(REG_LVT_TIMER, u32::from(TIMER_VECTOR));
+    let now_ns = system_time_ns();
+    if now_ns > 0 {
+        set_singleshot_timer(now_ns as u64 + 30_000_000);
+    }
+    let start = rdtsc();
+    lapic_write(REG_TIMER_INITIAL, (2_000 * TIMER_HZ / 1_000_000) as u32);
+    // SAFETY: HLT with interrupts off; the single-shot timer ends it.
+    unsafe { core::arch::asm!("cli", "hlt", options(nostack)) };
+    let halted = clock.us(rdtsc() - start);
+    stop_singleshot_timer();
+    let during = count(TIMER_VECTOR);
+    spin_interruptible(clock.ticks_us(5_000), || count(TIMER_VECTOR) > 0);
+    let after = count(TIMER_VECTOR);
+    c.check(
+        during == 0 && after == 1 && halted >= 25_000,
+        format_args!("a maskable interrupt does not end `cli; hlt` ({during} taken during a halt of {halted} us; {after} after STI)"),
+    );
+    NMIS.store(0, Ordering::SeqCst);
+    // Interrupts stay off (the guest runs with IF clear outside its waits).
+    lapic_write(REG_ICR_HIGH, 0);
+    lapic_write(REG_ICR_LOW, ICR_NMI | ICR_ASSERT);
+    let end = rdtsc() + clock.ticks_us(20_000);
+    while NMIS.load(Ordering::SeqCst) == 0 && rdtsc() < end {
+        core::hint::spin_loop();
+    }
+    let n = NMIS.load(Ordering::SeqCst);
+    c.check(
+        n == 1 && count(0) == 0,
+        format_args!("an NMI IPI to this vCPU is taken with RFLAGS.IF clear ({n} NMIs)"),
+    );
+    NMIS.store(0, Ordering::SeqCst);
+    NMIS_INSIDE.store(0, Ordering::SeqCst);
+    NMI_SPIN_TICKS.store(clock.ticks_us(3_000), Ordering::SeqCst);
+    NMI_NEST.store(true, Ordering::SeqCst);
+    lapic_write(REG_ICR_HIGH, 0);
+    lapic_write(REG_ICR_LOW, ICR_NMI | ICR_ASSERT);
+    let end = rdtsc() + clock.ticks_us(50_000);
+    while NMIS.load(Ordering::SeqCst) < 2 && rdtsc() < end {
+        core::hint::spin_loop();
+    }
+    NMI_NEST.store(false, Ordering::SeqCst);
+    let inside = NMIS_INSIDE.load(Ordering::SeqCst);
+    let n = NMIS.load(Ordering::SeqCst);
+    c.check(
+        inside == 1 && n == 2,
+        format_args!("an NMI sent from an NMI handler waits for its IRET ({inside} taken 3 ms into the handler), then arrives ({n} in all)"),
+    );
+}
+
 /// 5: INIT-SIPI-SIPI to APIC ID 1, then a fixed IPI to it.
 fn check_ap(c: &mut Checks, clock: &Clock) {
     let len = install_trampoline();
@@ -846,6 +941,28 @@ fn check_ioapic(c: &mut Checks, clock: &Clock, hz: u64, ticks: u32) {
             "masking the pin stops them ({} more), and the masked 8259 sent nothing",
             after - before
         ),
+    );
+    // The same pin in delivery mode NMI: every PIT period sends an NMI,
+    // and one of them ends `cli; hlt`. A single-shot timer ends the wait
+    // should none come.
+    NMIS.store(0, Ordering::SeqCst);
+    ioapic_write(rte_low, RTE_NMI);
+    let now_ns = system_time_ns();
+    if now_ns > 0 {
+        set_singleshot_timer(now_ns as u64 + 500_000_000);
+    }
+    let before = NMIS.load(Ordering::SeqCst);
+    let start = rdtsc();
+    // SAFETY: HLT with interrupts off: only an NMI or the single-shot timer
+    // (a Basalt event, not an interrupt) ends it.
+    unsafe { core::arch::asm!("cli", "hlt", options(nostack)) };
+    let waited = clock.us(rdtsc() - start);
+    let after = NMIS.load(Ordering::SeqCst);
+    stop_singleshot_timer();
+    ioapic_write(rte_low, RTE_MASKED | u32::from(PIT_VECTOR));
+    c.check(
+        after > before && waited < 100_000,
+        format_args!("the PIT's pin in NMI delivery mode (an NMI every {} us) ended `cli; hlt` ({} NMIs during the halt of {waited} us, {before} before it)", 1_000_000 / hz, after - before),
     );
 }
 
@@ -1143,6 +1260,7 @@ fn main(cmdline: &str) -> u32 {
     check_timer(&mut c, &clock, oneshot_us, period_us, periods);
     check_tsc_deadline(&mut c, &clock, deadline_us);
     check_self_ipi(&mut c, &clock);
+    check_nmi(&mut c, &clock);
     check_ap(&mut c, &clock);
     check_ioapic(&mut c, &clock, pit_hz, pit_ticks);
     check_x2apic(&mut c, &clock);

@@ -212,10 +212,14 @@ pub enum PvhEntry {
 }
 
 /// The start state of a vCPU entered directly in 64-bit mode (the fields of
-/// Xen's `struct vcpu_hvm_x86_64`).
+/// Xen's `struct vcpu_hvm_x86_64`, plus a GDTR: the Linux 64-bit entry
+/// points it at the boot GDT whose selectors CS and DS name; Xen's
+/// `VCPUOP_initialise` leaves it empty).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[allow(missing_docs)]
 pub struct Long64State {
+    pub gdt_base: u64,
+    pub gdt_limit: u16,
     pub rax: u64,
     pub rcx: u64,
     pub rdx: u64,
@@ -517,7 +521,7 @@ impl VmxVcpu {
     }
 
     /// Guest state for a vCPU started in 64-bit mode: flat 64-bit code and
-    /// data, a busy 64-bit TSS, the given control registers (CR0.PG, CR4.PAE
+    /// data, a busy 64-bit TSS, the given GDTR and control registers (CR0.PG, CR4.PAE
     /// and EFER.LME were checked by the caller), "IA-32e mode guest" on.
     fn write_long64_state(&mut self, s: &Long64State) -> Result<(), basalt_vmx::error::VmFail> {
         let n = &self.controls;
@@ -547,6 +551,8 @@ impl VmxVcpu {
             u32::MAX,
             0x20,
         )?;
+        v.write_nat(guest::GDTR_BASE, s.gdt_base)?;
+        v.write32(guest::GDTR_LIMIT, u32::from(s.gdt_limit))?;
         self.regs = GuestRegs {
             rax: s.rax,
             rbx: s.rbx,
@@ -744,6 +750,35 @@ impl VmxVcpu {
             return false;
         }
         let event = basalt_vmx::exit::EventInjection::external_interrupt(vector);
+        let _ = v.write32(ctrl::ENTRY_INTERRUPTION_INFO, event.info);
+        if primary & window != 0 {
+            let _ = v.write32(ctrl::PRIMARY_PROCESSOR_BASED, primary & !window);
+        }
+        true
+    }
+
+    /// Injects an NMI at the next VM entry if the guest can take one now (no
+    /// blocking by NMI, STI or MOV SS, no event already being injected; STI
+    /// blocking counts because some processors refuse an NMI injected under
+    /// it, SDM Vol. 3C 26.3.1.5). Otherwise, with virtual NMIs, asks for an
+    /// NMI-window exit (SDM Vol. 3C 25.6.2), which comes at the first
+    /// instruction boundary after the guest's IRET ends its NMI handler;
+    /// without them the NMI waits for the vCPU's next exit. Returns whether
+    /// the NMI was injected.
+    pub fn inject_nmi(&mut self) -> bool {
+        const BLOCKING: u32 = (1 << 0) | (1 << 1) | (1 << 3);
+        let mut v = vmcs();
+        let blocking = v.read32(guest::INTERRUPTIBILITY_STATE).unwrap_or(0) & BLOCKING;
+        let busy = v.read32(ctrl::ENTRY_INTERRUPTION_INFO).unwrap_or(0) & (1 << 31) != 0;
+        let primary = v.read32(ctrl::PRIMARY_PROCESSOR_BASED).unwrap_or(0);
+        let window = PrimaryControls::NMI_WINDOW_EXITING.bits();
+        if blocking != 0 || busy {
+            if self.controls.negotiated.nmi_window {
+                let _ = v.write32(ctrl::PRIMARY_PROCESSOR_BASED, primary | window);
+            }
+            return false;
+        }
+        let event = basalt_vmx::exit::EventInjection::nmi();
         let _ = v.write32(ctrl::ENTRY_INTERRUPTION_INFO, event.info);
         if primary & window != 0 {
             let _ = v.write32(ctrl::PRIMARY_PROCESSOR_BASED, primary & !window);
@@ -990,11 +1025,39 @@ impl VmxVcpu {
                 let _ = v.write32(ctrl::PRIMARY_PROCESSOR_BASED, primary & !window);
                 Some(VcpuExit::InterruptWindow)
             }
+            ExitReason::NmiWindow => {
+                let mut v = vmcs();
+                let primary = v.read32(ctrl::PRIMARY_PROCESSOR_BASED).unwrap_or(0);
+                let window = PrimaryControls::NMI_WINDOW_EXITING.bits();
+                let _ = v.write32(ctrl::PRIMARY_PROCESSOR_BASED, primary & !window);
+                Some(VcpuExit::InterruptWindow)
+            }
+            ExitReason::ExceptionOrNmi => {
+                // The exception bitmap is empty: only an NMI sent to this
+                // CPU (NMI exiting, SDM Vol. 3C 25.2) gets here.
+                let info = InterruptionInfo::decode(v.read32(exit::INTERRUPTION_INFO).unwrap_or(0));
+                if info.kind == basalt_vmx::exit::InterruptionType::Nmi {
+                    crate::fault::host_nmi();
+                    return Some(VcpuExit::Interrupted);
+                }
+                Some(VcpuExit::Error(GuestError::UnhandledExit(reason)))
+            }
             ExitReason::TripleFault => Some(VcpuExit::Error(GuestError::TripleFault)),
             ExitReason::Init => Some(VcpuExit::Error(GuestError::Init)),
             ExitReason::EptViolation => {
                 let gpa = v.read64(exit::GUEST_PHYSICAL_ADDRESS).unwrap_or(0);
                 let ev = basalt_vmx::exit::EptViolation::decode(qual());
+                // An access made while delivering an event (the guest's
+                // IDT, GDT or stack on a device page) is no instruction to
+                // emulate: the guest is stopped, naming the event.
+                let vectoring =
+                    InterruptionInfo::decode(v.read32(exit::IDT_VECTORING_INFO).unwrap_or(0));
+                if vectoring.valid {
+                    return Some(VcpuExit::Error(GuestError::DeliveryFault {
+                        gpa,
+                        vector: vectoring.vector,
+                    }));
+                }
                 if !ev.fetch && crate::vcpu::is_device_page(gpa) {
                     return Some(VcpuExit::Mmio { gpa });
                 }
