@@ -422,6 +422,21 @@ fn interrupt_waiting(domain: &Domain, vcpu: u32) -> bool {
         || (vcpu == 0 && domain.irq_pending.load(Ordering::SeqCst) && domain.apic.pic_through())
 }
 
+/// Whether what was delivered to the halted vCPU of `slot` ends its halt:
+/// waiting for a start-up IPI (after INIT), only that; halted with
+/// RFLAGS.IF clear, only an NMI; otherwise any interrupt.
+fn halt_ends(slot: &Slot) -> bool {
+    let apic = &slot.domain.apic;
+    let v = slot.id.vcpu;
+    if apic.init_pending(v) {
+        apic.sipi_recorded(v)
+    } else if slot.halt_masked.load(Ordering::SeqCst) {
+        apic.nmi_pending(v)
+    } else {
+        interrupt_waiting(&slot.domain, v)
+    }
+}
+
 /// An interrupt was delivered to vCPU `id`'s local APIC: a halted vCPU is
 /// woken; one running on another CPU is made to exit (a WAKE IPI), so the
 /// interrupt is injected at its next entry; a runnable one takes it when
@@ -432,10 +447,7 @@ pub fn kick_vcpu(id: VcpuId) {
     let target = with(|s| {
         let slot = s.slots.get(&id)?.clone();
         if slot.halted.load(Ordering::SeqCst) {
-            if !slot.up.load(Ordering::SeqCst)
-                || (slot.halt_masked.load(Ordering::SeqCst)
-                    && !slot.domain.apic.nmi_pending(id.vcpu))
-            {
+            if !slot.up.load(Ordering::SeqCst) || !halt_ends(&slot) {
                 return None;
             }
             return unhalt(s, &slot, now).map(|c| (c, true));
@@ -461,12 +473,17 @@ pub fn kick_vcpu(id: VcpuId) {
 
 /// A start-up IPI reached vCPU `id`, which waited for one: it starts in
 /// real mode at `vector << 8`:0000 (SDM Vol. 3A 10.4.4). A vCPU that is up
-/// already ignores it.
+/// and had an INIT (a CPU the guest took offline and starts again) takes it
+/// at its next turn (`run_slice`); any other vCPU that is up ignores it.
 pub fn start_vcpu_sipi(id: VcpuId, vector: u8) {
     let Some(slot) = with(|s| s.slots.get(&id).cloned()).flatten() else {
         return;
     };
     if slot.up.load(Ordering::SeqCst) {
+        if slot.domain.apic.record_sipi(id.vcpu, vector) {
+            kick_vcpu(id);
+            return;
+        }
         log::warn!(
             "d{}v{}: start-up IPI to a running vCPU ignored",
             id.domain,
@@ -474,6 +491,7 @@ pub fn start_vcpu_sipi(id: VcpuId, vector: u8) {
         );
         return;
     }
+    slot.domain.apic.clear_init(id.vcpu);
     {
         let mut inner = slot.inner.lock();
         let Some(v) = inner.vcpu.as_mut() else {
@@ -661,10 +679,17 @@ fn decide(me: usize, yielded: bool) -> Decision {
 /// is already due, it leaves the CPU until its timer or another event.
 fn block_current(me: usize, h: &mut Held) {
     let now = time::now_ns();
-    let interruptible = h.vcpu.arch.interrupts_enabled();
+    // Waiting for a start-up IPI (after INIT), only that ends the wait.
+    let for_sipi = h.slot.domain.apic.init_pending(h.slot.id.vcpu);
+    let interruptible = !for_sipi && h.vcpu.arch.interrupts_enabled();
     // An NMI ends HLT whatever RFLAGS.IF says.
-    let wake_now =
-        |d: &Domain, v: u32| (interruptible && interrupt_waiting(d, v)) || d.apic.nmi_pending(v);
+    let wake_now = |d: &Domain, v: u32| {
+        if for_sipi {
+            d.apic.sipi_recorded(v)
+        } else {
+            (interruptible && interrupt_waiting(d, v)) || d.apic.nmi_pending(v)
+        }
+    };
     if wake_now(&h.slot.domain, h.slot.id.vcpu) {
         // HLT with an interrupt waiting: it is delivered at once.
         return;
@@ -749,11 +774,7 @@ fn fire_timers(me: usize) -> Option<u64> {
             crate::vdev::advance_time(&slot.domain, now);
         }
         let apic = crate::vapic::timer_due(&slot.domain, id.vcpu, now);
-        event |= if slot.halt_masked.load(Ordering::SeqCst) {
-            slot.domain.apic.nmi_pending(id.vcpu)
-        } else {
-            apic || interrupt_waiting(&slot.domain, id.vcpu)
-        };
+        event |= (apic && !slot.halt_masked.load(Ordering::SeqCst)) || halt_ends(&slot);
         if !event {
             // Still halted: vCPU 0 waits for the devices' next edge too
             // (the one just passed may have raised nothing).
@@ -928,6 +949,27 @@ fn run_slice(me: usize, h: &mut Held, slice_ns: u64) -> SliceEnd {
             }
             crate::vapic::timer_due(domain, index, now);
             bound = 0;
+        }
+        // INIT while up: the vCPU waits for a start-up IPI (blocked), then
+        // starts again in real mode at `vector << 8`:0000.
+        if domain.apic.init_pending(index) {
+            let Some(vector) = domain.apic.take_sipi(index) else {
+                return SliceEnd::Block;
+            };
+            log::debug!(
+                "d{}v{index}: INIT and start-up IPI: restarts at {:#x}",
+                domain.id,
+                u32::from(vector) << 12
+            );
+            let entry = crate::arch::x86_64::vmx::vcpu::PvhEntry::RealMode {
+                cs: u16::from(vector) << 8,
+                ip: 0,
+            };
+            if let Err(e) = h.vcpu.arch.restart(entry) {
+                let detail = alloc::format!("{e}");
+                crash(h, &detail);
+                return SliceEnd::Resched;
+            }
         }
         // An NMI goes first: it outranks every maskable interrupt.
         if domain.apic.nmi_pending(index)

@@ -13,7 +13,11 @@
 //! * `nmi[v]`: an NMI (an IPI or I/O APIC message with delivery mode NMI)
 //!   waits for vCPU `v`: the processor's NMI latch, one deep. It is injected
 //!   when the guest's NMI blocking allows (`VmxVcpu::inject_nmi`), wakes a
-//!   halted vCPU whatever its RFLAGS.IF, and is dropped by INIT.
+//!   halted vCPU whatever its RFLAGS.IF, and is dropped by INIT;
+//! * `init[v]`, `sipi[v]`: an INIT reached vCPU `v` while it was up (a
+//!   guest restarting a CPU it took offline): the vCPU stops running guest
+//!   code at its next turn and waits for a start-up IPI, whose vector
+//!   `sipi[v]` records (`0x100 | vector`; 0: none yet).
 //!
 //! The first three are recomputed under the lock after every change. The models count
 //! in the domain's guest time (system time since the domain's TSC was 0),
@@ -33,7 +37,7 @@ use basalt_vapic::{
     Action, ApicMode, CpuSet, Delivery, IoApic, IoApicInterrupt, Lapic, LapicConfig, Received,
     Target, Trigger,
 };
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use spin::Mutex;
 
 /// The ISA IRQ the PIT uses, wired to I/O APIC pin 2 (the MADT says so).
@@ -61,6 +65,8 @@ pub struct DomainApic {
     deadline: Vec<AtomicU64>,
     pic_through: AtomicBool,
     nmi: Vec<AtomicBool>,
+    init: Vec<AtomicBool>,
+    sipi: Vec<AtomicU32>,
     /// The I/O APIC's input lines as last driven (bit n = pin n).
     lines: core::sync::atomic::AtomicU32,
     /// The I/O APIC's masked pins (bit n = pin n), for skipping the lock.
@@ -99,6 +105,8 @@ impl DomainApic {
             deadline: (0..vcpus).map(|_| AtomicU64::new(0)).collect(),
             pic_through: AtomicBool::new(true),
             nmi: (0..vcpus).map(|_| AtomicBool::new(false)).collect(),
+            init: (0..vcpus).map(|_| AtomicBool::new(false)).collect(),
+            sipi: (0..vcpus).map(|_| AtomicU32::new(0)).collect(),
             lines: core::sync::atomic::AtomicU32::new(0),
             masked: core::sync::atomic::AtomicU32::new(u32::MAX),
             base_ns,
@@ -144,6 +152,54 @@ impl DomainApic {
     pub fn return_nmi(&self, v: u32) {
         if let Some(n) = self.nmi.get(v as usize) {
             n.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Whether an INIT left vCPU `v` waiting for a start-up IPI (hot path,
+    /// no lock).
+    #[inline]
+    pub fn init_pending(&self, v: u32) -> bool {
+        self.init
+            .get(v as usize)
+            .is_some_and(|n| n.load(Ordering::Relaxed))
+    }
+
+    /// Records a start-up IPI for vCPU `v`, which is up and has an INIT
+    /// pending; false if it has none (the IPI is then for a vCPU that is
+    /// down, or stray).
+    pub fn record_sipi(&self, v: u32, vector: u8) -> bool {
+        let v = v as usize;
+        if !self.init.get(v).is_some_and(|i| i.load(Ordering::SeqCst)) {
+            return false;
+        }
+        self.sipi[v].store(0x100 | u32::from(vector), Ordering::SeqCst);
+        true
+    }
+
+    /// Whether a start-up IPI waits for vCPU `v` (after its INIT).
+    pub fn sipi_recorded(&self, v: u32) -> bool {
+        self.sipi
+            .get(v as usize)
+            .is_some_and(|s| s.load(Ordering::SeqCst) != 0)
+    }
+
+    /// For vCPU `v` with an INIT pending: the start-up IPI's vector if one
+    /// came (the INIT is then done), `None` if it still waits.
+    pub fn take_sipi(&self, v: u32) -> Option<u8> {
+        let v = v as usize;
+        let s = self.sipi.get(v)?.swap(0, Ordering::SeqCst);
+        if s == 0 {
+            return None;
+        }
+        self.init[v].store(false, Ordering::SeqCst);
+        Some(s as u8)
+    }
+
+    /// Forgets vCPU `v`'s INIT (it is started from down instead).
+    pub fn clear_init(&self, v: u32) {
+        if let Some(i) = self.init.get(v as usize) {
+            i.store(false, Ordering::SeqCst);
+            self.sipi[v as usize].store(0, Ordering::SeqCst);
         }
     }
 
@@ -195,6 +251,9 @@ impl DomainApic {
                 Received::StartUp { vector } => fx.start.push((d, vector)),
                 Received::Init => {
                     self.nmi[d].store(false, Ordering::SeqCst);
+                    self.sipi[d].store(0, Ordering::SeqCst);
+                    self.init[d].store(true, Ordering::SeqCst);
+                    fx.kick.insert(d);
                     log::debug!("vCPU{d}: INIT");
                 }
                 Received::Nmi => {

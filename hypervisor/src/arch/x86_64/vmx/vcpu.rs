@@ -468,6 +468,13 @@ impl VmxVcpu {
             PvhEntry::RealMode { ip, .. } => (true, u64::from(ip)),
             PvhEntry::Long64(state) => return self.write_long64_state(&state),
         };
+        // Not in IA-32e mode: the vCPU may have run 64-bit code before (a
+        // CPU that the guest took offline and starts again with INIT and
+        // start-up IPIs, or one created with a 64-bit start state).
+        v.write32(
+            ctrl::ENTRY_CONTROLS,
+            n.negotiated.entry.bits() & !EntryControls::IA32E_MODE_GUEST.bits(),
+        )?;
         let cr0 = if real { CR0_ET } else { CR0_PE | CR0_ET };
         v.write_nat(guest::CR0, n.fix_guest_cr0(cr0))?;
         v.write_nat(ctrl::CR0_READ_SHADOW, cr0)?;
@@ -517,6 +524,14 @@ impl VmxVcpu {
             v.write16(guest::CS_SELECTOR, real_cs)?;
             v.write_nat(guest::CS_BASE, u64::from(real_cs) << 4)?;
         }
+        let rbx = match entry {
+            PvhEntry::Pvh { start_info, .. } => start_info,
+            _ => 0,
+        };
+        self.reset_software_state(GuestRegs {
+            rbx,
+            ..GuestRegs::default()
+        });
         Ok(())
     }
 
@@ -553,7 +568,7 @@ impl VmxVcpu {
         )?;
         v.write_nat(guest::GDTR_BASE, s.gdt_base)?;
         v.write32(guest::GDTR_LIMIT, u32::from(s.gdt_limit))?;
-        self.regs = GuestRegs {
+        self.reset_software_state(GuestRegs {
             rax: s.rax,
             rbx: s.rbx,
             rcx: s.rcx,
@@ -562,13 +577,28 @@ impl VmxVcpu {
             rdi: s.rdi,
             rbp: s.rbp,
             ..GuestRegs::default()
-        };
+        });
+        Ok(())
+    }
+
+    /// The state Basalt keeps outside the VMCS, as a CPU has it after INIT:
+    /// `regs` for the general registers, TPR 0, x87/SSE in their reset
+    /// state, XCR0 x87 only, the switched MSRs and debug registers cleared.
+    fn reset_software_state(&mut self, regs: GuestRegs) {
+        self.regs = regs;
         self.tpr = 0;
         self.init_xsave();
         self.xcr0 = 1;
         self.msrs = [0; 6];
         self.debug = [0, 0, 0, 0, 0xffff_0ff0];
-        Ok(())
+    }
+
+    /// Restarts the vCPU, loaded on this CPU, in the state `entry` (INIT and
+    /// a start-up IPI while it was up): the guest state is written now and
+    /// an event waiting for injection is dropped.
+    pub fn restart(&mut self, entry: PvhEntry) -> Result<(), GuestError> {
+        let _ = vmcs().write32(ctrl::ENTRY_INTERRUPTION_INFO, 0);
+        self.write_guest_state(entry).map_err(GuestError::Vmx)
     }
 
     /// Sets the state the vCPU starts from at its next `load` (it must not be
