@@ -881,6 +881,53 @@ enum SliceEnd {
     Down,
 }
 
+/// What the vCPU does after [`take_apic_events`].
+enum ApicTurn {
+    /// Enter the guest.
+    Go,
+    /// Block: INIT came and the start-up IPI has not.
+    WaitForSipi,
+    /// The restart after INIT and a start-up IPI failed.
+    Failed(crate::vcpu::GuestError),
+}
+
+/// Acts on what waits in the APIC of `vcpu` (`attention`, not 0) before it
+/// enters the guest. An INIT that came while it was up: it restarts if the
+/// start-up IPI followed, else it waits for one. Then an NMI (it outranks
+/// every maskable interrupt), then the highest vector.
+#[inline(never)]
+fn take_apic_events(domain: &Domain, vcpu: &mut Vcpu, attention: u8) -> ApicTurn {
+    let index = vcpu.index;
+    if attention & crate::vapic::ATTN_INIT != 0 {
+        let Some(vector) = domain.apic.take_sipi(index) else {
+            return ApicTurn::WaitForSipi;
+        };
+        log::debug!(
+            "d{}v{index}: INIT and start-up IPI: restarts at {:#x}",
+            domain.id,
+            u32::from(vector) << 12
+        );
+        let entry = crate::arch::x86_64::vmx::vcpu::PvhEntry::RealMode {
+            cs: u16::from(vector) << 8,
+            ip: 0,
+        };
+        if let Err(e) = vcpu.arch.restart(entry) {
+            return ApicTurn::Failed(e);
+        }
+    }
+    if attention & crate::vapic::ATTN_NMI != 0
+        && domain.apic.take_nmi(index)
+        && !vcpu.arch.inject_nmi()
+    {
+        domain.apic.return_nmi(index);
+    }
+    if attention & crate::vapic::ATTN_VECTOR != 0 {
+        let arch = &mut vcpu.arch;
+        crate::vapic::inject(domain, index, |vector| arch.inject_external(vector));
+    }
+    ApicTurn::Go
+}
+
 /// Runs the held vCPU until a scheduling point.
 ///
 /// The VMX preemption timer ends the slice, and also fires at the earliest
@@ -950,37 +997,18 @@ fn run_slice(me: usize, h: &mut Held, slice_ns: u64) -> SliceEnd {
             crate::vapic::timer_due(domain, index, now);
             bound = 0;
         }
-        // INIT while up: the vCPU waits for a start-up IPI (blocked), then
-        // starts again in real mode at `vector << 8`:0000.
-        if domain.apic.init_pending(index) {
-            let Some(vector) = domain.apic.take_sipi(index) else {
-                return SliceEnd::Block;
-            };
-            log::debug!(
-                "d{}v{index}: INIT and start-up IPI: restarts at {:#x}",
-                domain.id,
-                u32::from(vector) << 12
-            );
-            let entry = crate::arch::x86_64::vmx::vcpu::PvhEntry::RealMode {
-                cs: u16::from(vector) << 8,
-                ip: 0,
-            };
-            if let Err(e) = h.vcpu.arch.restart(entry) {
-                let detail = alloc::format!("{e}");
-                crash(h, &detail);
-                return SliceEnd::Resched;
+        // One load says whether anything waits in the vCPU's APIC.
+        let attention = domain.apic.attention(index);
+        if attention != 0 {
+            match take_apic_events(domain, &mut h.vcpu, attention) {
+                ApicTurn::Go => {}
+                ApicTurn::WaitForSipi => return SliceEnd::Block,
+                ApicTurn::Failed(e) => {
+                    let detail = alloc::format!("{e}");
+                    crash(h, &detail);
+                    return SliceEnd::Resched;
+                }
             }
-        }
-        // An NMI goes first: it outranks every maskable interrupt.
-        if domain.apic.nmi_pending(index)
-            && domain.apic.take_nmi(index)
-            && !h.vcpu.arch.inject_nmi()
-        {
-            domain.apic.return_nmi(index);
-        }
-        if domain.apic.pending(index) {
-            let arch = &mut h.vcpu.arch;
-            crate::vapic::inject(domain, index, |vector| arch.inject_external(vector));
         }
         if bsp && domain.irq_pending.load(Ordering::Relaxed) && domain.apic.pic_through() {
             let arch = &mut h.vcpu.arch;

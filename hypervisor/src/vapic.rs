@@ -4,22 +4,24 @@
 //! `basalt_vapic::IoApic` at 0xFEC00000, all under one per-domain lock.
 //!
 //! State outside the lock, read on the hot path without it:
-//! * `pending[v]`: vCPU `v`'s APIC has a vector to deliver (IRR above PPR);
+//! * `flags[v]`, one atomic byte per vCPU, so that the hot path reads one
+//!   word: [`ATTN_VECTOR`] (its APIC has a vector to deliver: IRR above
+//!   PPR), [`ATTN_NMI`] and [`ATTN_INIT`] (below);
 //! * `deadline[v]`: when vCPU `v`'s APIC timer next fires (system ns, 0 =
 //!   never);
 //! * `pic_through`: vCPU 0's LINT0 lets the 8259's INTR through (APIC
 //!   disabled or software-disabled, as after reset, or LINT0 unmasked in
 //!   ExtINT mode, as firmware leaves it for virtual-wire mode);
-//! * `nmi[v]`: an NMI (an IPI or I/O APIC message with delivery mode NMI)
-//!   waits for vCPU `v`: the processor's NMI latch, one deep. It is injected
-//!   when the guest's NMI blocking allows (`VmxVcpu::inject_nmi`), wakes a
+//! * NMI: an NMI (an IPI or I/O APIC message with delivery mode NMI) waits
+//!   for vCPU `v`: the processor's NMI latch, one deep. It is injected when
+//!   the guest's NMI blocking allows (`VmxVcpu::inject_nmi`), wakes a
 //!   halted vCPU whatever its RFLAGS.IF, and is dropped by INIT;
-//! * `init[v]`, `sipi[v]`: an INIT reached vCPU `v` while it was up (a
-//!   guest restarting a CPU it took offline): the vCPU stops running guest
-//!   code at its next turn and waits for a start-up IPI, whose vector
-//!   `sipi[v]` records (`0x100 | vector`; 0: none yet).
+//! * INIT and `sipi[v]`: an INIT reached vCPU `v` while it was up (a guest
+//!   restarting a CPU it took offline): the vCPU stops running guest code
+//!   at its next turn and waits for a start-up IPI, whose vector `sipi[v]`
+//!   records (`0x100 | vector`; 0: none yet).
 //!
-//! The first three are recomputed under the lock after every change. The models count
+//! The vector flag, deadlines and `pic_through` are recomputed under the lock after every change. The models count
 //! in the domain's guest time (system time since the domain's TSC was 0),
 //! so a TSC-deadline value the guest computed from RDTSC means the same
 //! instant to the model.
@@ -37,7 +39,7 @@ use basalt_vapic::{
     Action, ApicMode, CpuSet, Delivery, IoApic, IoApicInterrupt, Lapic, LapicConfig, Received,
     Target, Trigger,
 };
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use spin::Mutex;
 
 /// The ISA IRQ the PIT uses, wired to I/O APIC pin 2 (the MADT says so).
@@ -50,6 +52,14 @@ const LVT_DELIVERY_MASK: u32 = 0x700;
 /// ExtINT delivery mode in an LVT entry.
 const LVT_EXTINT: u32 = 0x700;
 
+/// [`DomainApic::attention`]: the APIC has a vector above PPR to deliver.
+pub const ATTN_VECTOR: u8 = 1 << 0;
+/// [`DomainApic::attention`]: an NMI waits.
+pub const ATTN_NMI: u8 = 1 << 1;
+/// [`DomainApic::attention`]: an INIT came while the vCPU was up; it waits
+/// for a start-up IPI.
+pub const ATTN_INIT: u8 = 1 << 2;
+
 /// The controllers behind the lock.
 #[derive(Debug)]
 struct Controllers {
@@ -61,11 +71,9 @@ struct Controllers {
 #[derive(Debug)]
 pub struct DomainApic {
     state: Mutex<Controllers>,
-    pending: Vec<AtomicBool>,
+    flags: Vec<AtomicU8>,
     deadline: Vec<AtomicU64>,
     pic_through: AtomicBool,
-    nmi: Vec<AtomicBool>,
-    init: Vec<AtomicBool>,
     sipi: Vec<AtomicU32>,
     /// The I/O APIC's input lines as last driven (bit n = pin n).
     lines: core::sync::atomic::AtomicU32,
@@ -101,11 +109,9 @@ impl DomainApic {
                 lapics,
                 ioapic: IoApic::new(0),
             }),
-            pending: (0..vcpus).map(|_| AtomicBool::new(false)).collect(),
+            flags: (0..vcpus).map(|_| AtomicU8::new(0)).collect(),
             deadline: (0..vcpus).map(|_| AtomicU64::new(0)).collect(),
             pic_through: AtomicBool::new(true),
-            nmi: (0..vcpus).map(|_| AtomicBool::new(false)).collect(),
-            init: (0..vcpus).map(|_| AtomicBool::new(false)).collect(),
             sipi: (0..vcpus).map(|_| AtomicU32::new(0)).collect(),
             lines: core::sync::atomic::AtomicU32::new(0),
             masked: core::sync::atomic::AtomicU32::new(u32::MAX),
@@ -117,12 +123,30 @@ impl DomainApic {
         now.saturating_sub(self.base_ns)
     }
 
+    /// What waits for vCPU `v` ([`ATTN_VECTOR`], [`ATTN_NMI`],
+    /// [`ATTN_INIT`]; hot path, one load, no lock).
+    #[inline]
+    pub fn attention(&self, v: u32) -> u8 {
+        self.flags
+            .get(v as usize)
+            .map_or(0, |f| f.load(Ordering::Relaxed))
+    }
+
+    fn set_flag(&self, v: usize, flag: u8, on: bool) -> u8 {
+        let Some(f) = self.flags.get(v) else {
+            return 0;
+        };
+        if on {
+            f.fetch_or(flag, Ordering::SeqCst)
+        } else {
+            f.fetch_and(!flag, Ordering::SeqCst)
+        }
+    }
+
     /// Whether vCPU `v` has an interrupt to take (hot path, no lock).
     #[inline]
     pub fn pending(&self, v: u32) -> bool {
-        self.pending
-            .get(v as usize)
-            .is_some_and(|p| p.load(Ordering::Relaxed))
+        self.attention(v) & ATTN_VECTOR != 0
     }
 
     /// When vCPU `v`'s APIC timer fires next (system ns; 0 = never).
@@ -133,46 +157,36 @@ impl DomainApic {
             .map_or(0, |d| d.load(Ordering::Relaxed))
     }
 
-    /// Whether an NMI waits for vCPU `v` (hot path, no lock).
+    /// Whether an NMI waits for vCPU `v` (no lock).
     #[inline]
     pub fn nmi_pending(&self, v: u32) -> bool {
-        self.nmi
-            .get(v as usize)
-            .is_some_and(|n| n.load(Ordering::Relaxed))
+        self.attention(v) & ATTN_NMI != 0
     }
 
     /// Takes vCPU `v`'s waiting NMI (true if there was one).
     pub fn take_nmi(&self, v: u32) -> bool {
-        self.nmi
-            .get(v as usize)
-            .is_some_and(|n| n.swap(false, Ordering::SeqCst))
+        self.set_flag(v as usize, ATTN_NMI, false) & ATTN_NMI != 0
     }
 
     /// Puts back an NMI [`Self::take_nmi`] took but could not inject.
     pub fn return_nmi(&self, v: u32) {
-        if let Some(n) = self.nmi.get(v as usize) {
-            n.store(true, Ordering::SeqCst);
-        }
+        self.set_flag(v as usize, ATTN_NMI, true);
     }
 
-    /// Whether an INIT left vCPU `v` waiting for a start-up IPI (hot path,
-    /// no lock).
+    /// Whether an INIT left vCPU `v` waiting for a start-up IPI (no lock).
     #[inline]
     pub fn init_pending(&self, v: u32) -> bool {
-        self.init
-            .get(v as usize)
-            .is_some_and(|n| n.load(Ordering::Relaxed))
+        self.attention(v) & ATTN_INIT != 0
     }
 
     /// Records a start-up IPI for vCPU `v`, which is up and has an INIT
     /// pending; false if it has none (the IPI is then for a vCPU that is
     /// down, or stray).
     pub fn record_sipi(&self, v: u32, vector: u8) -> bool {
-        let v = v as usize;
-        if !self.init.get(v).is_some_and(|i| i.load(Ordering::SeqCst)) {
+        if !self.init_pending(v) {
             return false;
         }
-        self.sipi[v].store(0x100 | u32::from(vector), Ordering::SeqCst);
+        self.sipi[v as usize].store(0x100 | u32::from(vector), Ordering::SeqCst);
         true
     }
 
@@ -191,15 +205,15 @@ impl DomainApic {
         if s == 0 {
             return None;
         }
-        self.init[v].store(false, Ordering::SeqCst);
+        self.set_flag(v, ATTN_INIT, false);
         Some(s as u8)
     }
 
     /// Forgets vCPU `v`'s INIT (it is started from down instead).
     pub fn clear_init(&self, v: u32) {
-        if let Some(i) = self.init.get(v as usize) {
-            i.store(false, Ordering::SeqCst);
-            self.sipi[v as usize].store(0, Ordering::SeqCst);
+        if let Some(s) = self.sipi.get(v as usize) {
+            self.set_flag(v as usize, ATTN_INIT, false);
+            s.store(0, Ordering::SeqCst);
         }
     }
 
@@ -214,7 +228,7 @@ impl DomainApic {
         let Some(l) = st.lapics.get(v) else {
             return;
         };
-        self.pending[v].store(l.highest_pending().is_some(), Ordering::SeqCst);
+        self.set_flag(v, ATTN_VECTOR, l.highest_pending().is_some());
         let at = l
             .next_timer_deadline()
             .map_or(0, |d| d.saturating_add(self.base_ns).max(1));
@@ -250,14 +264,14 @@ impl DomainApic {
                 Received::Interrupt => fx.kick.insert(d),
                 Received::StartUp { vector } => fx.start.push((d, vector)),
                 Received::Init => {
-                    self.nmi[d].store(false, Ordering::SeqCst);
+                    self.set_flag(d, ATTN_NMI, false);
                     self.sipi[d].store(0, Ordering::SeqCst);
-                    self.init[d].store(true, Ordering::SeqCst);
+                    self.set_flag(d, ATTN_INIT, true);
                     fx.kick.insert(d);
                     log::debug!("vCPU{d}: INIT");
                 }
                 Received::Nmi => {
-                    self.nmi[d].store(true, Ordering::SeqCst);
+                    self.set_flag(d, ATTN_NMI, true);
                     fx.kick.insert(d);
                 }
                 Received::Smi | Received::ExtInt => {
