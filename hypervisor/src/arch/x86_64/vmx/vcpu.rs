@@ -1048,18 +1048,17 @@ impl VmxVcpu {
                 self.advance();
                 Some(VcpuExit::Halt)
             }
-            ExitReason::InterruptWindow => {
+            ExitReason::InterruptWindow | ExitReason::NmiWindow => {
+                // The window the exit reports is open: stop asking for it;
+                // the waiting event is injected before the next entry.
+                let window = if reason == ExitReason::NmiWindow {
+                    PrimaryControls::NMI_WINDOW_EXITING
+                } else {
+                    PrimaryControls::INTERRUPT_WINDOW_EXITING
+                };
                 let mut v = vmcs();
                 let primary = v.read32(ctrl::PRIMARY_PROCESSOR_BASED).unwrap_or(0);
-                let window = PrimaryControls::INTERRUPT_WINDOW_EXITING.bits();
-                let _ = v.write32(ctrl::PRIMARY_PROCESSOR_BASED, primary & !window);
-                Some(VcpuExit::InterruptWindow)
-            }
-            ExitReason::NmiWindow => {
-                let mut v = vmcs();
-                let primary = v.read32(ctrl::PRIMARY_PROCESSOR_BASED).unwrap_or(0);
-                let window = PrimaryControls::NMI_WINDOW_EXITING.bits();
-                let _ = v.write32(ctrl::PRIMARY_PROCESSOR_BASED, primary & !window);
+                let _ = v.write32(ctrl::PRIMARY_PROCESSOR_BASED, primary & !window.bits());
                 Some(VcpuExit::InterruptWindow)
             }
             ExitReason::ExceptionOrNmi => {
