@@ -417,8 +417,7 @@ pub fn wake_vcpu(id: VcpuId) {
 /// Whether vCPU `vcpu` of `domain` has an interrupt to take: from its local
 /// APIC (a vector or an NMI), or (vCPU 0) from the 8259 through LINT0.
 fn interrupt_waiting(domain: &Domain, vcpu: u32) -> bool {
-    domain.apic.pending(vcpu)
-        || domain.apic.nmi_pending(vcpu)
+    domain.apic.attention(vcpu) & (crate::vapic::ATTN_VECTOR | crate::vapic::ATTN_NMI) != 0
         || (vcpu == 0 && domain.irq_pending.load(Ordering::SeqCst) && domain.apic.pic_through())
 }
 

@@ -21,10 +21,10 @@
 //!   at its next turn and waits for a start-up IPI, whose vector `sipi[v]`
 //!   records (`0x100 | vector`; 0: none yet).
 //!
-//! The vector flag, deadlines and `pic_through` are recomputed under the lock after every change. The models count
-//! in the domain's guest time (system time since the domain's TSC was 0),
-//! so a TSC-deadline value the guest computed from RDTSC means the same
-//! instant to the model.
+//! The vector flag, deadlines and `pic_through` are recomputed under the
+//! lock after every change. The models count in the domain's guest time
+//! (system time since the domain's TSC was 0), so a TSC-deadline value the
+//! guest computed from RDTSC means the same instant to the model.
 //!
 //! Messages between controllers (IPIs, I/O APIC interrupts, EOI broadcasts)
 //! are resolved here; the vCPUs they reach are woken (a halted vCPU) or

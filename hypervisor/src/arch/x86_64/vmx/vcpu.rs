@@ -236,6 +236,29 @@ pub struct Long64State {
     pub efer: u64,
 }
 
+/// Injects the event `info` at the next VM entry if the guest `can_take`
+/// it and no other event is being injected, and stops asking for `window`
+/// exits; otherwise asks for them (an empty `window`: the event waits for
+/// the next exit). Returns whether the event was injected.
+#[inline(always)]
+fn inject_or_open_window(can_take: bool, info: u32, window: PrimaryControls) -> bool {
+    let mut v = vmcs();
+    let busy = v.read32(ctrl::ENTRY_INTERRUPTION_INFO).unwrap_or(0) & (1 << 31) != 0;
+    let primary = v.read32(ctrl::PRIMARY_PROCESSOR_BASED).unwrap_or(0);
+    let window = window.bits();
+    if !can_take || busy {
+        if primary & window != window {
+            let _ = v.write32(ctrl::PRIMARY_PROCESSOR_BASED, primary | window);
+        }
+        return false;
+    }
+    let _ = v.write32(ctrl::ENTRY_INTERRUPTION_INFO, info);
+    if primary & window != 0 {
+        let _ = v.write32(ctrl::PRIMARY_PROCESSOR_BASED, primary & !window);
+    }
+    true
+}
+
 /// The CR0 bits a guest may not own: everything but PE, MP, EM, TS, ET,
 /// NE-is-forced, WP, AM, NW, CD, PG — i.e. Basalt intercepts writes to the
 /// bits VMX fixes (NE) and shows the guest its own view.
@@ -769,22 +792,15 @@ impl VmxVcpu {
     /// (SDM Vol. 3C 25.6.5) so the caller can try again as soon as it can.
     /// Returns whether the interrupt was injected.
     pub fn inject_external(&mut self, vector: u8) -> bool {
-        let mut v = vmcs();
+        let v = vmcs();
         let rflags = v.read_nat(guest::RFLAGS).unwrap_or(0);
         let blocking = v.read32(guest::INTERRUPTIBILITY_STATE).unwrap_or(0) & 0b11;
-        let busy = v.read32(ctrl::ENTRY_INTERRUPTION_INFO).unwrap_or(0) & (1 << 31) != 0;
-        let primary = v.read32(ctrl::PRIMARY_PROCESSOR_BASED).unwrap_or(0);
-        let window = PrimaryControls::INTERRUPT_WINDOW_EXITING.bits();
-        if rflags & (1 << 9) == 0 || blocking != 0 || busy {
-            let _ = v.write32(ctrl::PRIMARY_PROCESSOR_BASED, primary | window);
-            return false;
-        }
         let event = basalt_vmx::exit::EventInjection::external_interrupt(vector);
-        let _ = v.write32(ctrl::ENTRY_INTERRUPTION_INFO, event.info);
-        if primary & window != 0 {
-            let _ = v.write32(ctrl::PRIMARY_PROCESSOR_BASED, primary & !window);
-        }
-        true
+        inject_or_open_window(
+            rflags & (1 << 9) != 0 && blocking == 0,
+            event.info,
+            PrimaryControls::INTERRUPT_WINDOW_EXITING,
+        )
     }
 
     /// Injects an NMI at the next VM entry if the guest can take one now (no
@@ -797,23 +813,17 @@ impl VmxVcpu {
     /// the NMI was injected.
     pub fn inject_nmi(&mut self) -> bool {
         const BLOCKING: u32 = (1 << 0) | (1 << 1) | (1 << 3);
-        let mut v = vmcs();
-        let blocking = v.read32(guest::INTERRUPTIBILITY_STATE).unwrap_or(0) & BLOCKING;
-        let busy = v.read32(ctrl::ENTRY_INTERRUPTION_INFO).unwrap_or(0) & (1 << 31) != 0;
-        let primary = v.read32(ctrl::PRIMARY_PROCESSOR_BASED).unwrap_or(0);
-        let window = PrimaryControls::NMI_WINDOW_EXITING.bits();
-        if blocking != 0 || busy {
-            if self.controls.negotiated.nmi_window {
-                let _ = v.write32(ctrl::PRIMARY_PROCESSOR_BASED, primary | window);
-            }
-            return false;
-        }
-        let event = basalt_vmx::exit::EventInjection::nmi();
-        let _ = v.write32(ctrl::ENTRY_INTERRUPTION_INFO, event.info);
-        if primary & window != 0 {
-            let _ = v.write32(ctrl::PRIMARY_PROCESSOR_BASED, primary & !window);
-        }
-        true
+        let blocking = vmcs().read32(guest::INTERRUPTIBILITY_STATE).unwrap_or(0) & BLOCKING;
+        let window = if self.controls.negotiated.nmi_window {
+            PrimaryControls::NMI_WINDOW_EXITING
+        } else {
+            PrimaryControls::empty()
+        };
+        inject_or_open_window(
+            blocking == 0,
+            basalt_vmx::exit::EventInjection::nmi().info,
+            window,
+        )
     }
 
     /// Whether the guest had interrupts enabled (RFLAGS.IF) at its last exit.
