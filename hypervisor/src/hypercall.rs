@@ -171,12 +171,22 @@ fn vcpu_op(v: &mut Vcpu, cmd: u64, vcpu_id: u64, arg: u64) -> (u64, After) {
                 ..Default::default()
             };
             // Xen's checks for VCPU_HVM_MODE_64B: canonical RIP, paging on,
-            // PAE, long mode enabled.
+            // PAE, long mode enabled; and the control registers must be a
+            // state the guest's CPU model allows (no reserved bit, CR3 below
+            // MAXPHYADDR), or VM entry would refuse them.
             let canonical = |a: u64| ((a as i64) << 16 >> 16) as u64 == a;
+            let cr = basalt_cpu::cr::CrState {
+                cr0: state.cr0,
+                cr3: state.cr3,
+                cr4: state.cr4,
+                efer: state.efer | basalt_cpu::cr::efer::LMA,
+                cs_l: true,
+            };
             if !canonical(state.rip)
                 || state.cr0 & (1 << 31) == 0
                 || state.cr4 & (1 << 5) == 0
                 || state.efer & (1 << 8) == 0
+                || crate::vcpu::guest_cpu().cr.check_state(&cr).is_err()
             {
                 return err(hc::EINVAL);
             }
