@@ -155,20 +155,6 @@ pub struct CpuidContext {
     pub tsc_hz: u64,
 }
 
-impl CpuidContext {
-    /// The per-vCPU inputs of a CPUID answer, with the guest's CR4.OSXSAVE
-    /// and XCR0.
-    pub fn view(&self, osxsave: bool, xcr0: u64) -> basalt_cpu::cpuid::VcpuView {
-        basalt_cpu::cpuid::VcpuView {
-            signature: self.signature,
-            apic_id: self.apic_id,
-            tsc_hz: self.tsc_hz,
-            osxsave,
-            xcr0,
-        }
-    }
-}
-
 static GUEST_CPU: spin::Once<basalt_cpu::cpuid::GuestCpu> = spin::Once::new();
 
 /// The CPU every guest sees (docs/platform.md, "CPUID"): the host's CPUID

@@ -247,10 +247,25 @@ pub struct GuestCpu {
     pub cr: CrModel,
 }
 
-/// The per-vCPU inputs of a CPUID answer.
+/// The per-vCPU inputs of a CPUID answer, asked only for the leaves that need them (the
+/// common leaves are answered from the table alone).
+pub trait VcpuState {
+    /// The hypervisor signature (per domain: a control domain may be shown Xen's).
+    fn signature(&self) -> [u8; 12];
+    /// The vCPU's initial APIC ID.
+    fn apic_id(&self) -> u32;
+    /// The guest TSC frequency in Hz.
+    fn tsc_hz(&self) -> u64;
+    /// CR4.OSXSAVE as the guest set it.
+    fn osxsave(&self) -> bool;
+    /// The guest's XCR0.
+    fn xcr0(&self) -> u64;
+}
+
+/// The per-vCPU inputs of a CPUID answer as plain values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VcpuView {
-    /// The hypervisor signature (per domain: a control domain may be shown Xen's).
+    /// The hypervisor signature.
     pub signature: [u8; 12],
     /// The vCPU's initial APIC ID.
     pub apic_id: u32,
@@ -260,6 +275,24 @@ pub struct VcpuView {
     pub osxsave: bool,
     /// The guest's XCR0.
     pub xcr0: u64,
+}
+
+impl VcpuState for VcpuView {
+    fn signature(&self) -> [u8; 12] {
+        self.signature
+    }
+    fn apic_id(&self) -> u32 {
+        self.apic_id
+    }
+    fn tsc_hz(&self) -> u64 {
+        self.tsc_hz
+    }
+    fn osxsave(&self) -> bool {
+        self.osxsave
+    }
+    fn xcr0(&self) -> u64 {
+        self.xcr0
+    }
 }
 
 fn allowed(host: &impl Fn(u32, u32) -> [u32; 4], leaf: u32, sub: u32) -> [u32; 4] {
@@ -414,13 +447,13 @@ impl GuestCpu {
 
     /// The guest's CPUID answer for `leaf`/`sub` on the vCPU `v` (SDM Vol. 2A, CPUID).
     #[inline]
-    pub fn cpuid(&self, leaf: u32, sub: u32, v: &VcpuView) -> [u32; 4] {
+    pub fn cpuid(&self, leaf: u32, sub: u32, v: &impl VcpuState) -> [u32; 4] {
         match leaf {
             1 => {
                 let mut r = self.basic[1];
                 // Initial APIC ID, one logical processor per package.
-                r[EBX] |= (1 << 16) | ((v.apic_id & 0xff) << 24);
-                if v.osxsave {
+                r[EBX] |= (1 << 16) | ((v.apic_id() & 0xff) << 24);
+                if v.osxsave() {
                     r[ECX] |= 1 << 27;
                 }
                 r
@@ -431,15 +464,15 @@ impl GuestCpu {
                 1 => self.leaf7_1,
                 _ => [0; 4],
             },
-            0xd => self.xsave_leaf(sub, v.xcr0),
-            0x15 => tsc_leaf(v.tsc_hz),
+            0xd => self.xsave_leaf(sub, v.xcr0()),
+            0x15 => tsc_leaf(v.tsc_hz()),
             0x16 => {
                 // Base and maximum frequency in MHz, bus (reference) 100 MHz.
-                let mhz = (v.tsc_hz / 1_000_000).min(0xffff) as u32;
+                let mhz = (v.tsc_hz() / 1_000_000).min(0xffff) as u32;
                 [mhz, mhz, 100, 0]
             }
             0..=MAX_BASIC_LEAF => self.basic[leaf as usize],
-            HYPERVISOR_LEAF => signature_leaf(&v.signature, HYPERVISOR_MAX_LEAF),
+            HYPERVISOR_LEAF => signature_leaf(&v.signature(), HYPERVISOR_MAX_LEAF),
             0x8000_0000..=MAX_EXTENDED_LEAF => {
                 let i = (leaf - 0x8000_0000) as usize;
                 if leaf > self.extended[0][EAX] {

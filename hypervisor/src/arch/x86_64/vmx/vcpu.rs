@@ -193,6 +193,8 @@ pub struct VmxVcpu {
     controls: VmxConfig,
     /// What CPUID answers depend on (signature, APIC ID, TSC frequency).
     cpuid: crate::vcpu::CpuidContext,
+    /// The CPU model every guest sees.
+    guest_cpu: &'static basalt_cpu::cpuid::GuestCpu,
     /// A start state to write into the VMCS at the next `load`
     /// (`VCPUOP_initialise` of a vCPU that is down).
     pending_start: Option<PvhEntry>,
@@ -421,6 +423,7 @@ impl VmxVcpu {
             debug: [0, 0, 0, 0, 0xffff_0ff0],
             controls: n.clone(),
             cpuid,
+            guest_cpu: crate::vcpu::guest_cpu(),
             pending_start: None,
             exits,
             host_cpu: usize::MAX,
@@ -1166,13 +1169,7 @@ impl VmxVcpu {
     fn cpuid(&mut self) {
         let leaf = self.regs.rax as u32;
         let sub = self.regs.rcx as u32;
-        let osxsave = if leaf == 1 {
-            self.guest_cr4() & cr4::OSXSAVE != 0
-        } else {
-            false
-        };
-        let view = self.cpuid.view(osxsave, self.xcr0);
-        let r = crate::vcpu::guest_cpu().cpuid(leaf, sub, &view);
+        let r = self.guest_cpu.cpuid(leaf, sub, &CpuidInputs(self));
         self.regs.rax = u64::from(r[0]);
         self.regs.rbx = u64::from(r[1]);
         self.regs.rcx = u64::from(r[2]);
@@ -1305,6 +1302,28 @@ impl VmxVcpu {
             Err(XsetbvFault::Ud) => self.inject_ud(),
             Err(XsetbvFault::Gp) => self.inject_gp(),
         }
+    }
+}
+
+/// What a CPUID answer of this vCPU depends on, read only when the leaf
+/// needs it.
+struct CpuidInputs<'a>(&'a VmxVcpu);
+
+impl basalt_cpu::cpuid::VcpuState for CpuidInputs<'_> {
+    fn signature(&self) -> [u8; 12] {
+        self.0.cpuid.signature
+    }
+    fn apic_id(&self) -> u32 {
+        self.0.cpuid.apic_id
+    }
+    fn tsc_hz(&self) -> u64 {
+        self.0.cpuid.tsc_hz
+    }
+    fn osxsave(&self) -> bool {
+        self.0.guest_cr4() & cr4::OSXSAVE != 0
+    }
+    fn xcr0(&self) -> u64 {
+        self.0.xcr0
     }
 }
 
