@@ -33,6 +33,7 @@
 //! | [`bitmaps`] | "VM-Execution Control Fields": "I/O-Bitmap Addresses", "MSR-Bitmap Address" |
 //! | [`segment`] | "Virtual Machine Control Structures": "Guest Register State" (access-rights format) |
 //! | [`dump`] | a human-readable VMCS dump, after Xen's `vmcs_dump_vcpu` |
+//! | [`vpid`] | "Virtual Processor Identifiers (VPIDs)": the VPID allocator |
 //!
 //! # Typical boot sequence (in the kernel)
 //!
@@ -57,3 +58,4 @@ pub mod fields;
 pub mod negotiate;
 pub mod segment;
 pub mod state;
+pub mod vpid;

@@ -5,6 +5,7 @@
 
 pub mod instr;
 pub mod vcpu;
+pub mod vpid;
 
 use super::cpu;
 use super::msr;
