@@ -749,6 +749,7 @@ pub fn run() -> ! {
             }
             // A vCPU given back just now may have been a domain's last.
             flush_ept(me);
+            crate::arch::x86_64::vmx::spec::entering_domain(me, h.slot.domain.generation);
             cur = Some(h);
         }
         let Some(h) = cur.as_mut() else {

@@ -4,6 +4,7 @@
 //! instructions.
 
 pub mod instr;
+pub mod spec;
 pub mod vcpu;
 pub mod vpid;
 
