@@ -43,8 +43,9 @@ fn translate(v: &Vcpu, gva: u64) -> Result<u64, ()> {
 }
 
 /// Whether `[gva, gva + len)` is a range a guest access could use: it does
-/// not wrap past 2^64, and in long mode (EFER.LMA) it lies within one
-/// canonical half of the 48-bit address space.
+/// not wrap past 2^64; in long mode (EFER.LMA) it lies within one canonical
+/// half of the 48-bit address space, otherwise below 4 GiB (a 32-bit
+/// linear address would wrap to 0).
 fn range_ok(v: &Vcpu, gva: u64, len: usize) -> bool {
     if len == 0 {
         return true;
@@ -54,7 +55,7 @@ fn range_ok(v: &Vcpu, gva: u64, len: usize) -> bool {
     };
     let (_, _, _, efer) = v.arch.paging_state();
     if efer & (1 << 10) == 0 {
-        return true;
+        return last <= u64::from(u32::MAX);
     }
     let canonical = |a: u64| ((a as i64) << 16 >> 16) as u64 == a;
     canonical(gva) && canonical(last) && (gva >> 63) == (last >> 63)
