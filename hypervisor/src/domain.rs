@@ -98,8 +98,13 @@ pub const CONSOLE_INPUT: usize = 256;
 
 /// A guest domain.
 pub struct Domain {
-    /// Domain id (1, 2, …; 0 is reserved for a control domain).
+    /// Domain id (1, 2, …; 0 is reserved for a control domain). A domain
+    /// that reboots keeps its id; `generation` tells the two apart.
     pub id: u32,
+    /// Unique to this incarnation of the domain (never reused, not even by
+    /// a reboot of the same id): a late timer, kick or wake-up that names
+    /// an older generation reaches nothing (docs/scheduler.md).
+    pub generation: u64,
     /// Its name from `name=`.
     pub name: String,
     /// Memory in bytes (a whole number of 2 MiB blocks).
@@ -193,7 +198,8 @@ impl core::fmt::Debug for Vcpu {
 
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 static CREATED: AtomicUsize = AtomicUsize::new(0);
-static NEXT_VPID: AtomicU32 = AtomicU32::new(1);
+/// The next domain generation (1, 2, …).
+static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
 /// Domains not yet dead, by id.
 static DOMAINS: Mutex<Vec<Arc<Domain>>> = Mutex::new(Vec::new());
 
@@ -389,8 +395,11 @@ impl Domain {
     }
 
     /// One of its vCPUs was dropped (its VMCS freed). When it was the last:
-    /// frees the memory and EPT, records the end, and returns the reason.
-    pub fn vcpu_retired(&self) -> Option<EndReason> {
+    /// the domain is dead and its memory and EPT are handed back as
+    /// [`Remains`], which the scheduler frees with [`Domain::reclaim`] once
+    /// no CPU can hold a translation of them (docs/scheduler.md, "Domain
+    /// lifecycle").
+    pub fn vcpu_retired(&self) -> Option<(EndReason, Remains)> {
         if self.alive_vcpus.fetch_sub(1, Ordering::SeqCst) != 1 {
             return None;
         }
@@ -398,23 +407,37 @@ impl Domain {
             State::Dying(r) | State::Dead(r) => r,
             State::Running | State::Paused => EndReason::Destroyed,
         };
-        self.release(reason);
-        Some(reason)
+        Some((reason, self.release(reason)))
     }
 
-    /// Frees memory and EPT (no vCPU can use them any more).
-    fn release(&self, reason: EndReason) {
+    /// Marks the domain dead and takes its memory and EPT out (no vCPU can
+    /// use them any more; CPUs may still cache their translations).
+    fn release(&self, reason: EndReason) -> Remains {
         *self.state.lock() = State::Dead(reason);
         if !self.line.lock().is_empty() {
             self.console_write(b"\n");
         }
-        if let Some(ept) = self.ept.lock().take() {
+        DOMAINS.lock().retain(|d| d.generation != self.generation);
+        let bytes = self.blocks.lock().drain(..).count() as u64 * BLOCK;
+        Remains {
+            ept: self.ept.lock().take(),
+            allocations: core::mem::take(&mut *self.allocations.lock()),
+            bytes,
+        }
+    }
+
+    /// Frees what [`Domain::vcpu_retired`] handed back. The caller promises
+    /// that every CPU has flushed its EPT-derived translations since the
+    /// domain's last vCPU left (`sched`'s EPT generation protocol). Then
+    /// the end is recorded.
+    pub fn reclaim(&self, remains: Remains, reason: EndReason) {
+        if let Some(ept) = remains.ept {
             mm::destroy_ept(ept);
         }
-        let freed = self.blocks.lock().drain(..).count() as u64 * BLOCK;
-        for (phys, order) in self.allocations.lock().drain(..) {
+        for (phys, order) in remains.allocations {
             mm::free_frames(phys, order, Owner::Domain);
         }
+        let freed = remains.bytes;
         let code = self.exit_code.load(Ordering::SeqCst);
         info!(
             "domain d{} ({}) ended: {}{}; {} returned to the pool",
@@ -428,7 +451,6 @@ impl Domain {
             },
             basalt_boot::memmap::ByteSize(freed)
         );
-        DOMAINS.lock().retain(|d| d.id != self.id);
         if reason == EndReason::Reboot {
             // Still counted as live until `rebuild` replaced it, so a test
             // run does not end in between.
@@ -475,6 +497,22 @@ impl Domain {
             built.0.vcpu_count
         );
         Ok(built)
+    }
+}
+
+/// The memory and EPT of a dead domain, waiting until no CPU can cache a
+/// translation into them (see [`Domain::reclaim`]).
+pub struct Remains {
+    ept: Option<PageTable<Ept>>,
+    allocations: Vec<(u64, u32)>,
+    bytes: u64,
+}
+
+impl core::fmt::Debug for Remains {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Remains")
+            .field("bytes", &self.bytes)
+            .finish()
     }
 }
 
@@ -638,6 +676,7 @@ fn build(
     let tsc_zero = crate::arch::x86_64::cpu::rdtsc();
     let domain = Arc::new(Domain {
         id,
+        generation: NEXT_GENERATION.fetch_add(1, Ordering::SeqCst),
         name: spec.name.into(),
         memory,
         blocks: Mutex::new(blocks),
@@ -753,11 +792,9 @@ fn build(
     };
     let mut vcpus = Vec::new();
     for index in 0..spec.vcpus {
-        let vpid = NEXT_VPID.fetch_add(1, Ordering::SeqCst) as u16;
         let made = VmxVcpu::new(
             negotiated,
             ept_root,
-            vpid,
             entry,
             crate::vcpu::CpuidContext {
                 signature: domain.signature,

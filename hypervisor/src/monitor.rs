@@ -10,7 +10,7 @@ use alloc::vec::Vec;
 use basalt_console::command::{Command, HELP, ParseError};
 use basalt_console::line::{Edit, LineEditor};
 use basalt_console::mux::{CTRL_A, Event, Focus, Mux};
-use basalt_sched::{DomainParams, VcpuId, VcpuState};
+use basalt_sched::{DomainParams, VcpuState};
 use core::sync::atomic::{AtomicBool, Ordering};
 use spin::Mutex;
 
@@ -133,7 +133,7 @@ impl Monitor {
                 // Console input is an event: into COM1 if its interrupt is
                 // on; vCPU 0 waiting in HLT or SCHEDOP_block wakes up.
                 crate::vdev::input_arrived(&d);
-                sched::wake_vcpu(VcpuId::new(id, 0));
+                sched::wake_vcpu(&d, 0);
             }
         }
     }

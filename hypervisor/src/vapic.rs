@@ -33,7 +33,6 @@
 
 use crate::domain::Domain;
 use alloc::vec::Vec;
-use basalt_sched::VcpuId;
 use basalt_vapic::lapic::{LVT_MASKED, MSR_TSC_DEADLINE};
 use basalt_vapic::{
     Action, ApicMode, CpuSet, Delivery, IoApic, IoApicInterrupt, Lapic, LapicConfig, Received,
@@ -317,20 +316,11 @@ fn apply(domain: &Domain, me: Option<usize>, fx: Effects) {
     }
     for v in fx.kick.iter() {
         if Some(v) != me {
-            crate::sched::kick_vcpu(VcpuId {
-                domain: domain.id,
-                vcpu: v as u32,
-            });
+            crate::sched::kick_vcpu(domain, v as u32);
         }
     }
     for (v, vector) in fx.start {
-        crate::sched::start_vcpu_sipi(
-            VcpuId {
-                domain: domain.id,
-                vcpu: v as u32,
-            },
-            vector,
-        );
+        crate::sched::start_vcpu_sipi(domain, v as u32, vector);
     }
 }
 

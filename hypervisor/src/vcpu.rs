@@ -102,6 +102,8 @@ pub enum GuestError {
     Unsupported(&'static str),
     /// No memory for the vCPU's structures.
     OutOfMemory,
+    /// Every VPID is in use by a live vCPU.
+    NoVpid(basalt_vmx::vpid::VpidError),
 }
 
 impl fmt::Display for GuestError {
@@ -134,6 +136,7 @@ impl fmt::Display for GuestError {
             Self::UnhandledExit(r) => write!(f, "unhandled VM exit: {}", r.name()),
             Self::Unsupported(what) => write!(f, "{what} is not emulated"),
             Self::OutOfMemory => write!(f, "out of memory for the vCPU"),
+            Self::NoVpid(e) => write!(f, "no VPID for the vCPU: {e}"),
         }
     }
 }

@@ -4,7 +4,9 @@
 //! instructions.
 
 pub mod instr;
+pub mod spec;
 pub mod vcpu;
+pub mod vpid;
 
 use super::cpu;
 use super::msr;

@@ -202,6 +202,8 @@ pub struct VmxVcpu {
     exits: alloc::sync::Arc<crate::stats::ExitCounts>,
     /// The CPU whose host state the VMCS holds (`usize::MAX`: none yet).
     host_cpu: usize,
+    /// Its VPID (None without the VPID control); given back when dropped.
+    vpid: Option<super::vpid::VpidTag>,
 }
 
 impl Drop for VmxVcpu {
@@ -395,12 +397,17 @@ impl VmxVcpu {
     pub fn new(
         n: &VmxConfig,
         ept_root: u64,
-        vpid: u16,
         entry: PvhEntry,
         cpuid: crate::vcpu::CpuidContext,
         tsc_offset: u64,
         exits: alloc::sync::Arc<crate::stats::ExitCounts>,
     ) -> Result<Self, GuestError> {
+        // First, so that a refusal leaves nothing behind.
+        let vpid = if n.negotiated.vpid {
+            Some(super::vpid::VpidTag::alloc().map_err(GuestError::NoVpid)?)
+        } else {
+            None
+        };
         let vmcs_page = alloc_page()?;
         crate::mm::write_phys_u32(vmcs_page, n.negotiated.revision_id);
         let mut this = Self {
@@ -427,6 +434,7 @@ impl VmxVcpu {
             pending_start: None,
             exits,
             host_cpu: usize::MAX,
+            vpid,
         };
         this.init_bitmaps();
         this.init_xsave();
@@ -434,6 +442,7 @@ impl VmxVcpu {
         unsafe { instr::vmclear(this.vmcs) }.map_err(GuestError::Vmx)?;
         // SAFETY: as above; it is current on no other CPU.
         unsafe { instr::vmptrld(this.vmcs) }.map_err(GuestError::Vmx)?;
+        let vpid = this.vpid.as_ref().map_or(0, |t| t.value());
         this.write_controls(ept_root, vpid, tsc_offset)
             .map_err(GuestError::Vmx)?;
         this.write_guest_state(entry).map_err(GuestError::Vmx)?;
@@ -727,6 +736,9 @@ impl VmxVcpu {
         if self.host_cpu != cpu {
             self.write_host_state().map_err(GuestError::Vmx)?;
             self.host_cpu = cpu;
+        }
+        if let Some(tag) = &mut self.vpid {
+            tag.before_use(cpu, self.controls.negotiated.invvpid_single_context);
         }
         if let Some(entry) = self.pending_start.take() {
             self.write_guest_state(entry).map_err(GuestError::Vmx)?;
