@@ -5,7 +5,7 @@
 //! the pure half: typed VMCB fields (appendix B), exit codes (appendix C) and the information
 //! that comes with them, event injection, the I/O and MSR permission maps, ASID allocation and
 //! the capabilities CPUID reports. Nothing here executes an SVM instruction; the AMD-V backend
-//! of the hypervisor will do that with these types (docs/architecture.md, "AMD-V").
+//! of the hypervisor will do that with these types (docs/amd-v.md).
 
 pub mod asid;
 pub mod caps;
