@@ -1,0 +1,317 @@
+//! An output queue of one console source (Basalt's log, or one domain),
+//! waiting for the serial line.
+//!
+//! Bytes arrive in *units*: a line, a multi-line report, or a piece of raw
+//! output of the domain that has the console. The drainer takes bytes
+//! oldest first and may switch to another source only at the end of a unit
+//! ([`OutRing::at_boundary`]), so a unit is never interleaved with another
+//! source's output. The queue never grows: a unit that does not fit is
+//! either refused whole and counted ([`OutRing::push_unit`]: output nobody
+//! waits for) or taken in part, the writer keeping the rest
+//! ([`OutRing::push_partial`]: back-pressure on the domain with the
+//! console).
+
+use crate::ring::Ring;
+
+/// Unit ends remembered; when more units wait, the newest ones merge into
+/// one (still never interleaved, only a longer stretch for this source).
+const UNITS: usize = 64;
+
+/// Counters of one output queue.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutStats {
+    /// Bytes accepted, ever.
+    pub queued: u64,
+    /// Bytes refused because the queue was full (whole units).
+    pub dropped_bytes: u64,
+    /// Units (lines) refused because the queue was full.
+    pub dropped_units: u64,
+    /// Bytes waiting for the line now.
+    pub pending: usize,
+}
+
+/// The bytes of one source waiting for the serial line, `N` at most.
+#[derive(Debug, Clone)]
+pub struct OutRing<const N: usize> {
+    ring: Ring<N>,
+    /// Absolute positions (bytes accepted before them) where waiting units
+    /// end, oldest first, as a ring of `UNITS`.
+    ends: [u64; UNITS],
+    ends_head: usize,
+    ends_len: usize,
+    dropped_bytes: u64,
+    dropped_units: u64,
+    /// Whether part of a unit was drained and the rest waits.
+    mid_unit: bool,
+}
+
+impl<const N: usize> Default for OutRing<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const N: usize> OutRing<N> {
+    /// An empty queue.
+    pub const fn new() -> Self {
+        Self {
+            ring: Ring::new(),
+            ends: [0; UNITS],
+            ends_head: 0,
+            ends_len: 0,
+            dropped_bytes: 0,
+            dropped_units: 0,
+            mid_unit: false,
+        }
+    }
+
+    /// Bytes that fit now.
+    pub fn free(&self) -> usize {
+        N - self.ring.len()
+    }
+
+    /// Bytes waiting.
+    pub fn len(&self) -> usize {
+        self.ring.len()
+    }
+
+    /// Whether nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.ring.is_empty()
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> OutStats {
+        OutStats {
+            queued: self.ring.written(),
+            dropped_bytes: self.dropped_bytes,
+            dropped_units: self.dropped_units,
+            pending: self.ring.len(),
+        }
+    }
+
+    /// Absolute position of the next byte to drain.
+    fn read_pos(&self) -> u64 {
+        self.ring.written() - self.ring.len() as u64
+    }
+
+    fn note_end(&mut self) {
+        let end = self.ring.written();
+        if self.ends_len == UNITS {
+            // Merge with the newest waiting unit.
+            let last = (self.ends_head + UNITS - 1) % UNITS;
+            self.ends[last] = end;
+        } else {
+            self.ends[(self.ends_head + self.ends_len) % UNITS] = end;
+            self.ends_len += 1;
+        }
+    }
+
+    /// Queues `unit` whole, or, when it does not fit, refuses it whole and
+    /// counts it. Returns whether it was queued. An empty unit is a no-op.
+    pub fn push_unit(&mut self, unit: &[u8]) -> bool {
+        if unit.is_empty() {
+            return true;
+        }
+        if unit.len() > self.free() {
+            self.dropped_bytes += unit.len() as u64;
+            self.dropped_units += 1;
+            return false;
+        }
+        self.ring.write(unit);
+        self.note_end();
+        true
+    }
+
+    /// Queues as much of `bytes` as fits, as one unit; returns how many
+    /// were taken (the writer keeps the rest: back-pressure, nothing lost).
+    pub fn push_partial(&mut self, bytes: &[u8]) -> usize {
+        let n = bytes.len().min(self.free());
+        if n > 0 {
+            self.ring.write(&bytes[..n]);
+            self.note_end();
+        }
+        n
+    }
+
+    /// Whether the drainer may switch to another source now: no unit has
+    /// been drained in part.
+    pub fn at_boundary(&self) -> bool {
+        !self.mid_unit
+    }
+
+    /// Moves waiting bytes into `out` for the serial line, oldest first,
+    /// each `\n` as `\r\n` (never split over two calls), stopping at the end
+    /// of the current unit so the caller can switch sources there. Returns
+    /// the bytes placed in `out`.
+    pub fn pull(&mut self, out: &mut [u8]) -> usize {
+        // Drop unit ends already passed, so the next end is ahead of us.
+        let pos = self.read_pos();
+        while self.ends_len > 0 && self.ends[self.ends_head] <= pos {
+            self.ends_head = (self.ends_head + 1) % UNITS;
+            self.ends_len -= 1;
+        }
+        let limit = if self.ends_len > 0 {
+            (self.ends[self.ends_head] - pos) as usize
+        } else {
+            self.ring.len()
+        };
+        let mut n = 0;
+        let mut taken = 0;
+        let mut one = [0u8; 1];
+        while taken < limit {
+            let Some(b) = self.ring.peek(0) else {
+                break;
+            };
+            let need = if b == b'\n' { 2 } else { 1 };
+            if n + need > out.len() {
+                break;
+            }
+            self.ring.read(&mut one);
+            if b == b'\n' {
+                out[n] = b'\r';
+                n += 1;
+            }
+            out[n] = b;
+            n += 1;
+            taken += 1;
+        }
+        if taken > 0 {
+            self.mid_unit = taken < limit;
+        }
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain<const N: usize>(r: &mut OutRing<N>, chunk: usize) -> Vec<u8> {
+        let mut all = Vec::new();
+        let mut buf = vec![0; chunk];
+        loop {
+            let n = r.pull(&mut buf);
+            if n == 0 {
+                break;
+            }
+            all.extend_from_slice(&buf[..n]);
+        }
+        all
+    }
+
+    #[test]
+    fn units_that_do_not_fit_are_refused_whole_and_counted() {
+        let mut r: OutRing<16> = OutRing::new();
+        assert!(r.push_unit(b"(d1) hello\n"));
+        assert!(!r.push_unit(b"(d1) world\n"));
+        let s = r.stats();
+        assert_eq!((s.dropped_units, s.dropped_bytes, s.pending), (1, 11, 11));
+        assert_eq!(drain(&mut r, 4), b"(d1) hello\r\n");
+        assert!(r.push_unit(b"(d1) world\n"));
+        assert_eq!(r.stats().queued, 22);
+    }
+
+    #[test]
+    fn partial_pushes_take_what_fits() {
+        let mut r: OutRing<8> = OutRing::new();
+        assert_eq!(r.push_partial(b"0123456789"), 8);
+        assert_eq!(r.push_partial(b"x"), 0);
+        assert_eq!(r.free(), 0);
+        let mut out = [0; 3];
+        assert_eq!(r.pull(&mut out), 3);
+        assert_eq!(r.push_partial(b"89ab"), 3);
+        assert_eq!(drain(&mut r, 16), b"3456789a");
+        assert_eq!(r.stats().dropped_bytes, 0);
+    }
+
+    #[test]
+    fn pull_stops_at_unit_ends_and_never_splits_crlf() {
+        let mut r: OutRing<64> = OutRing::new();
+        r.push_unit(b"ab\n");
+        r.push_unit(b"cd\n");
+        assert!(r.at_boundary());
+        let mut out = [0; 3];
+        // "ab\r" would split the pair: only "ab" fits with room for 3.
+        assert_eq!(r.pull(&mut out), 2);
+        assert!(!r.at_boundary());
+        assert_eq!(r.pull(&mut out), 2);
+        assert_eq!(&out[..2], b"\r\n");
+        assert!(r.at_boundary(), "the first unit ended");
+        let mut big = [0; 32];
+        assert_eq!(r.pull(&mut big), 4, "stops at the second unit's end");
+        assert!(r.at_boundary());
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn many_units_merge_but_keep_order() {
+        let mut r: OutRing<4096> = OutRing::new();
+        let mut expect = Vec::new();
+        for i in 0..200u32 {
+            let line = format!("line {i}\n");
+            assert!(r.push_unit(line.as_bytes()));
+            expect.extend_from_slice(line.replace('\n', "\r\n").as_bytes());
+        }
+        let mut got = Vec::new();
+        let mut buf = [0; 16];
+        let mut boundaries = 0;
+        while !r.is_empty() {
+            let n = r.pull(&mut buf);
+            got.extend_from_slice(&buf[..n]);
+            if r.at_boundary() {
+                boundaries += 1;
+                // A boundary is always right after a whole line.
+                assert!(got.ends_with(b"\r\n"));
+            }
+        }
+        assert_eq!(got, expect);
+        assert!(boundaries >= UNITS - 1, "{boundaries}");
+    }
+
+    #[test]
+    fn random_use_keeps_every_accepted_byte_in_order() {
+        let mut r: OutRing<64> = OutRing::new();
+        let mut model: std::collections::VecDeque<u8> = Default::default();
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..20_000 {
+            let x = next();
+            match x % 3 {
+                0 => {
+                    let mut out = [0; 7];
+                    let n = r.pull(&mut out);
+                    let mut i = 0;
+                    while i < n {
+                        let b = model.pop_front().unwrap();
+                        if b == b'\n' {
+                            assert_eq!(out[i], b'\r');
+                            i += 1;
+                        }
+                        assert_eq!(out[i], b);
+                        i += 1;
+                    }
+                }
+                1 => {
+                    let len = (x >> 8) as usize % 20;
+                    let unit: Vec<u8> = (0..len).map(|i| b"ab\ncd"[(i + len) % 5]).collect();
+                    if r.push_unit(&unit) {
+                        model.extend(unit);
+                    }
+                }
+                _ => {
+                    let len = (x >> 8) as usize % 20;
+                    let bytes: Vec<u8> = (0..len).map(|i| b"x\nyz"[i % 4]).collect();
+                    let n = r.push_partial(&bytes);
+                    model.extend(&bytes[..n]);
+                }
+            }
+            assert_eq!(r.len(), model.len());
+        }
+    }
+}
