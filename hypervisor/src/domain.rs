@@ -91,10 +91,18 @@ impl State {
     }
 }
 
-/// Bytes of console output history each domain keeps.
-pub const CONSOLE_HISTORY: usize = 4096;
 /// Bytes of console input waiting for a domain to read them.
 pub const CONSOLE_INPUT: usize = 256;
+
+/// `fmt::Write` onto a byte vector.
+struct VecWriter<'a>(&'a mut Vec<u8>);
+
+impl core::fmt::Write for VecWriter<'_> {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
 
 /// A guest domain.
 pub struct Domain {
@@ -125,8 +133,9 @@ pub struct Domain {
     /// Exit code set with Basalt's SCHEDOP exit-code operation.
     pub exit_code: AtomicU32,
     line: Mutex<Vec<u8>>,
-    /// The newest console output, with a dropped-bytes count.
-    pub history: Mutex<Ring<CONSOLE_HISTORY>>,
+    /// Its console output on the way to the serial line, with counters and
+    /// its budget of log lines it can cause (`crate::console::Source`).
+    pub console_out: Arc<crate::console::Source>,
     /// Console input typed for this domain, read through `console_io` or
     /// its COM1.
     pub input: Mutex<Ring<CONSOLE_INPUT>>,
@@ -321,28 +330,58 @@ impl Domain {
         .write(gpa, bytes)
     }
 
-    /// Adds console output from the guest: kept in its history ring, and
-    /// complete lines are printed as `(dN) line`.
-    pub fn console_write(&self, bytes: &[u8]) {
-        self.history.lock().write(bytes);
+    /// Adds console output from the guest; returns how many of `bytes`
+    /// were taken. The domain with the console: its bytes go out as they
+    /// are (prompts and terminal control included), as many as its queue
+    /// has room for; the caller keeps the rest and retries (back-pressure:
+    /// never lost). Any other domain: complete lines are queued as
+    /// `(dN) line` units, each dropped whole and counted when its queue is
+    /// full; all bytes are taken.
+    pub fn console_write(&self, bytes: &[u8]) -> usize {
         let mut buf = self.line.lock();
         if crate::console::is_raw(self.id) {
-            // It has the console: its bytes go out as they are, prompts and
-            // terminal control included.
             if !buf.is_empty() {
-                crate::console::write_raw(&buf);
-                buf.clear();
+                // The line it had started before it got the console.
+                let n = self.console_out.push_partial(&buf);
+                buf.drain(..n);
+                if !buf.is_empty() {
+                    return 0;
+                }
             }
-            crate::console::write_raw(bytes);
-            return;
+            return self.console_out.push_partial(bytes);
         }
         for &b in bytes {
             if b == b'\n' || buf.len() >= 512 {
-                crate::println!("(d{}) {}", self.id, String::from_utf8_lossy(&buf));
+                let mut unit = alloc::vec::Vec::with_capacity(buf.len() + 16);
+                let _ = core::fmt::Write::write_fmt(
+                    &mut VecWriter(&mut unit),
+                    format_args!("(d{}) ", self.id),
+                );
+                unit.extend_from_slice(&buf);
+                unit.push(b'\n');
+                self.console_out.push_unit(&unit);
                 buf.clear();
             } else if b != b'\r' {
                 buf.push(b);
             }
+        }
+        bytes.len()
+    }
+
+    /// Bytes of console output this domain can hand over now without
+    /// waiting: what its queue has room for while it has the console
+    /// (back-pressure), else unlimited (output nobody waits for is queued
+    /// or dropped, never waited for).
+    pub fn console_room(&self) -> usize {
+        if crate::console::is_raw(self.id) {
+            let free = self.console_out.free();
+            if free == 0 {
+                crate::console::pump();
+                return self.console_out.free();
+            }
+            free
+        } else {
+            usize::MAX
         }
     }
 
@@ -351,8 +390,8 @@ impl Domain {
     pub fn console_focus_gained(&self) {
         let mut buf = self.line.lock();
         if !buf.is_empty() {
-            crate::console::write_raw(&buf);
-            buf.clear();
+            let n = self.console_out.push_partial(&buf);
+            buf.drain(..n);
         }
     }
 
@@ -646,7 +685,7 @@ fn build(
         state: Mutex::new(State::Running),
         exit_code: AtomicU32::new(0),
         line: Mutex::new(Vec::new()),
-        history: Mutex::new(Ring::new()),
+        console_out: crate::console::Source::new(),
         input: Mutex::new(Ring::new()),
         serial: Mutex::new(crate::vdev::new_serial()),
         pic: Mutex::new(basalt_devices::pic::Pic::new()),

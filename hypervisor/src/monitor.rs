@@ -330,16 +330,22 @@ fn stats() {
         let mut line = crate::StackString::<600>::new();
         crate::stats::format_counts(&d.exits.snapshot(), &mut line);
         println!("  d{} ({}): {}", d.id, d.name, line.as_str());
-        let (written, dropped) = {
-            let h = d.history.lock();
-            (h.written(), h.dropped())
-        };
+        let out = d.console_out.stats();
         println!(
-            "  d{} console: {written} bytes written, {dropped} dropped from the {} KiB history",
+            "  d{} console: {} bytes queued, {} lines ({} bytes) dropped, {} waiting; {} log lines suppressed",
             d.id,
-            domain::CONSOLE_HISTORY / 1024
+            out.queued,
+            out.dropped_units,
+            out.dropped_bytes,
+            out.pending,
+            d.console_out.log_suppressed()
         );
     }
+    let (log, waits) = crate::console::log_stats();
+    println!(
+        "  basalt console: {} bytes queued, {} waiting, {} waits for room, {} lines dropped",
+        log.queued, log.pending, waits, log.dropped_units
+    );
 }
 
 fn sched_command(id: u32, weight: Option<u16>, cap: Option<u16>) {

@@ -449,7 +449,7 @@ pub fn wrmsr(domain: &Domain, vcpu: u32, msr: u32, value: u64) -> bool {
             }
             Err(e) => {
                 if msr != MSR_TSC_DEADLINE {
-                    log::debug!("d{}v{vcpu}: {e}: #GP", domain.id);
+                    crate::guest_log!(domain, log::Level::Debug, "d{}v{vcpu}: {e}: #GP", domain.id);
                 }
                 false
             }

@@ -2,10 +2,13 @@
 //! waiting for the serial line.
 //!
 //! Bytes arrive in *units*: a line, a multi-line report, or a piece of raw
-//! output of the domain that has the console. The drainer takes bytes
-//! oldest first and may switch to another source only at the end of a unit
-//! ([`OutRing::at_boundary`]), so a unit is never interleaved with another
-//! source's output. The queue never grows: a unit that does not fit is
+//! output of the domain that has the console, each with a sequence number
+//! the caller takes from one counter shared by all sources. The drainer
+//! takes bytes oldest first, may switch to another source only at the end of
+//! a unit ([`OutRing::at_boundary`]), and then goes on with the source whose
+//! next unit has the lowest sequence number ([`OutRing::next_seq`]): output
+//! leaves in the order it was produced, and a unit is never interleaved
+//! with another source's output. The queue never grows: a unit that does not fit is
 //! either refused whole and counted ([`OutRing::push_unit`]: output nobody
 //! waits for) or taken in part, the writer keeping the rest
 //! ([`OutRing::push_partial`]: back-pressure on the domain with the
@@ -15,7 +18,7 @@ use crate::ring::Ring;
 
 /// Unit ends remembered; when more units wait, the newest ones merge into
 /// one (still never interleaved, only a longer stretch for this source).
-const UNITS: usize = 64;
+const UNITS: usize = 128;
 
 /// Counters of one output queue.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -34,9 +37,10 @@ pub struct OutStats {
 #[derive(Debug, Clone)]
 pub struct OutRing<const N: usize> {
     ring: Ring<N>,
-    /// Absolute positions (bytes accepted before them) where waiting units
-    /// end, oldest first, as a ring of `UNITS`.
-    ends: [u64; UNITS],
+    /// Waiting units, oldest first, as a ring of `UNITS`: the absolute
+    /// position (bytes accepted before it) where each ends, and its
+    /// sequence number.
+    ends: [(u64, u64); UNITS],
     ends_head: usize,
     ends_len: usize,
     dropped_bytes: u64,
@@ -56,7 +60,7 @@ impl<const N: usize> OutRing<N> {
     pub const fn new() -> Self {
         Self {
             ring: Ring::new(),
-            ends: [0; UNITS],
+            ends: [(0, 0); UNITS],
             ends_head: 0,
             ends_len: 0,
             dropped_bytes: 0,
@@ -95,21 +99,41 @@ impl<const N: usize> OutRing<N> {
         self.ring.written() - self.ring.len() as u64
     }
 
-    fn note_end(&mut self) {
+    fn note_end(&mut self, seq: u64) {
         let end = self.ring.written();
         if self.ends_len == UNITS {
-            // Merge with the newest waiting unit.
+            // Merge with the newest waiting unit (which keeps its number).
             let last = (self.ends_head + UNITS - 1) % UNITS;
-            self.ends[last] = end;
+            self.ends[last].0 = end;
         } else {
-            self.ends[(self.ends_head + self.ends_len) % UNITS] = end;
+            self.ends[(self.ends_head + self.ends_len) % UNITS] = (end, seq);
             self.ends_len += 1;
         }
     }
 
-    /// Queues `unit` whole, or, when it does not fit, refuses it whole and
-    /// counts it. Returns whether it was queued. An empty unit is a no-op.
-    pub fn push_unit(&mut self, unit: &[u8]) -> bool {
+    /// Forgets the units drained completely.
+    fn drop_passed(&mut self) {
+        let pos = self.read_pos();
+        while self.ends_len > 0 && self.ends[self.ends_head].0 <= pos {
+            self.ends_head = (self.ends_head + 1) % UNITS;
+            self.ends_len -= 1;
+        }
+    }
+
+    /// The sequence number of the unit the next byte belongs to (`None`:
+    /// nothing waits).
+    pub fn next_seq(&mut self) -> Option<u64> {
+        self.drop_passed();
+        if self.is_empty() || self.ends_len == 0 {
+            return None;
+        }
+        Some(self.ends[self.ends_head].1)
+    }
+
+    /// Queues `unit` (sequence number `seq`) whole, or, when it does not
+    /// fit, refuses it whole and counts it. Returns whether it was queued.
+    /// An empty unit is a no-op.
+    pub fn push_unit(&mut self, unit: &[u8], seq: u64) -> bool {
         if unit.is_empty() {
             return true;
         }
@@ -119,17 +143,27 @@ impl<const N: usize> OutRing<N> {
             return false;
         }
         self.ring.write(unit);
-        self.note_end();
+        self.note_end(seq);
         true
     }
 
-    /// Queues as much of `bytes` as fits, as one unit; returns how many
-    /// were taken (the writer keeps the rest: back-pressure, nothing lost).
-    pub fn push_partial(&mut self, bytes: &[u8]) -> usize {
+    /// Queues `unit` whole if it fits; else leaves it to the caller (not
+    /// counted) and returns false.
+    pub fn push_unit_or_keep(&mut self, unit: &[u8], seq: u64) -> bool {
+        if unit.len() > self.free() {
+            return false;
+        }
+        self.push_unit(unit, seq)
+    }
+
+    /// Queues as much of `bytes` as fits, as one unit numbered `seq`;
+    /// returns how many were taken (the writer keeps the rest:
+    /// back-pressure, nothing lost).
+    pub fn push_partial(&mut self, bytes: &[u8], seq: u64) -> usize {
         let n = bytes.len().min(self.free());
         if n > 0 {
             self.ring.write(&bytes[..n]);
-            self.note_end();
+            self.note_end(seq);
         }
         n
     }
@@ -146,13 +180,10 @@ impl<const N: usize> OutRing<N> {
     /// the bytes placed in `out`.
     pub fn pull(&mut self, out: &mut [u8]) -> usize {
         // Drop unit ends already passed, so the next end is ahead of us.
+        self.drop_passed();
         let pos = self.read_pos();
-        while self.ends_len > 0 && self.ends[self.ends_head] <= pos {
-            self.ends_head = (self.ends_head + 1) % UNITS;
-            self.ends_len -= 1;
-        }
         let limit = if self.ends_len > 0 {
-            (self.ends[self.ends_head] - pos) as usize
+            (self.ends[self.ends_head].0 - pos) as usize
         } else {
             self.ring.len()
         };
@@ -203,24 +234,24 @@ mod tests {
     #[test]
     fn units_that_do_not_fit_are_refused_whole_and_counted() {
         let mut r: OutRing<16> = OutRing::new();
-        assert!(r.push_unit(b"(d1) hello\n"));
-        assert!(!r.push_unit(b"(d1) world\n"));
+        assert!(r.push_unit(b"(d1) hello\n", 1));
+        assert!(!r.push_unit(b"(d1) world\n", 2));
         let s = r.stats();
         assert_eq!((s.dropped_units, s.dropped_bytes, s.pending), (1, 11, 11));
         assert_eq!(drain(&mut r, 4), b"(d1) hello\r\n");
-        assert!(r.push_unit(b"(d1) world\n"));
+        assert!(r.push_unit(b"(d1) world\n", 2));
         assert_eq!(r.stats().queued, 22);
     }
 
     #[test]
     fn partial_pushes_take_what_fits() {
         let mut r: OutRing<8> = OutRing::new();
-        assert_eq!(r.push_partial(b"0123456789"), 8);
-        assert_eq!(r.push_partial(b"x"), 0);
+        assert_eq!(r.push_partial(b"0123456789", 1), 8);
+        assert_eq!(r.push_partial(b"x", 2), 0);
         assert_eq!(r.free(), 0);
         let mut out = [0; 3];
         assert_eq!(r.pull(&mut out), 3);
-        assert_eq!(r.push_partial(b"89ab"), 3);
+        assert_eq!(r.push_partial(b"89ab", 3), 3);
         assert_eq!(drain(&mut r, 16), b"3456789a");
         assert_eq!(r.stats().dropped_bytes, 0);
     }
@@ -228,9 +259,10 @@ mod tests {
     #[test]
     fn pull_stops_at_unit_ends_and_never_splits_crlf() {
         let mut r: OutRing<64> = OutRing::new();
-        r.push_unit(b"ab\n");
-        r.push_unit(b"cd\n");
+        r.push_unit(b"ab\n", 1);
+        r.push_unit(b"cd\n", 2);
         assert!(r.at_boundary());
+        assert_eq!(r.next_seq(), Some(1));
         let mut out = [0; 3];
         // "ab\r" would split the pair: only "ab" fits with room for 3.
         assert_eq!(r.pull(&mut out), 2);
@@ -238,10 +270,12 @@ mod tests {
         assert_eq!(r.pull(&mut out), 2);
         assert_eq!(&out[..2], b"\r\n");
         assert!(r.at_boundary(), "the first unit ended");
+        assert_eq!(r.next_seq(), Some(2));
         let mut big = [0; 32];
         assert_eq!(r.pull(&mut big), 4, "stops at the second unit's end");
         assert!(r.at_boundary());
         assert!(r.is_empty());
+        assert_eq!(r.next_seq(), None);
     }
 
     #[test]
@@ -250,7 +284,7 @@ mod tests {
         let mut expect = Vec::new();
         for i in 0..200u32 {
             let line = format!("line {i}\n");
-            assert!(r.push_unit(line.as_bytes()));
+            assert!(r.push_unit(line.as_bytes(), u64::from(i)));
             expect.extend_from_slice(line.replace('\n', "\r\n").as_bytes());
         }
         let mut got = Vec::new();
@@ -300,14 +334,14 @@ mod tests {
                 1 => {
                     let len = (x >> 8) as usize % 20;
                     let unit: Vec<u8> = (0..len).map(|i| b"ab\ncd"[(i + len) % 5]).collect();
-                    if r.push_unit(&unit) {
+                    if r.push_unit(&unit, x) {
                         model.extend(unit);
                     }
                 }
                 _ => {
                     let len = (x >> 8) as usize % 20;
                     let bytes: Vec<u8> = (0..len).map(|i| b"x\nyz"[i % 4]).collect();
-                    let n = r.push_partial(&bytes);
+                    let n = r.push_partial(&bytes, x);
                     model.extend(&bytes[..n]);
                 }
             }

@@ -402,11 +402,7 @@ impl<O: SerialOutput> Uart16550<O> {
     /// LSR as the guest would read it now, without the read's side effect.
     pub fn lsr(&self) -> u8 {
         let dr = if self.rx.len > 0 { LSR_DR } else { 0 };
-        let tx = if self.tx_busy {
-            0
-        } else {
-            LSR_THRE | LSR_TEMT
-        };
+        let tx = if self.tx_busy { 0 } else { LSR_THRE | LSR_TEMT };
         dr | self.lsr_errors | tx
     }
 

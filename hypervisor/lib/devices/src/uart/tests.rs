@@ -861,7 +861,10 @@ fn busy_line_clears_thre_and_temt_and_holds_the_thre_interrupt() {
     assert_eq!(u.output().0, b"ab");
     u.set_tx_busy(false);
     assert_eq!(u.read(LSR) & (LSR_THRE | LSR_TEMT), LSR_THRE | LSR_TEMT);
-    assert!(u.irq_level(), "freeing the line empties THR: THRE interrupt");
+    assert!(
+        u.irq_level(),
+        "freeing the line empties THR: THRE interrupt"
+    );
     assert_eq!(u.read(IIR_FCR) & 0x0F, IIR_THRE);
     assert!(!u.irq_level());
 }
