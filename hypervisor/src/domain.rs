@@ -94,15 +94,9 @@ impl State {
 /// Bytes of console input waiting for a domain to read them.
 pub const CONSOLE_INPUT: usize = 256;
 
-/// `fmt::Write` onto a byte vector.
-struct VecWriter<'a>(&'a mut Vec<u8>);
-
-impl core::fmt::Write for VecWriter<'_> {
-    fn write_str(&mut self, s: &str) -> core::fmt::Result {
-        self.0.extend_from_slice(s.as_bytes());
-        Ok(())
-    }
-}
+/// Longest console line of a domain without the console; a longer one is
+/// cut into lines of this length.
+const LINE_MAX: usize = 512;
 
 /// A guest domain.
 pub struct Domain {
@@ -350,19 +344,26 @@ impl Domain {
             }
             return self.console_out.push_partial(bytes);
         }
-        for &b in bytes {
-            if b == b'\n' || buf.len() >= 512 {
-                let mut unit = alloc::vec::Vec::with_capacity(buf.len() + 16);
-                let _ = core::fmt::Write::write_fmt(
-                    &mut VecWriter(&mut unit),
-                    format_args!("(d{}) ", self.id),
-                );
-                unit.extend_from_slice(&buf);
-                unit.push(b'\n');
-                self.console_out.push_unit(&unit);
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let room = LINE_MAX - buf.len();
+            let window = &rest[..rest.len().min(room)];
+            let (text, ends_line, used) = match window.iter().position(|&b| b == b'\n') {
+                Some(i) => (&window[..i], true, i + 1),
+                None => (window, window.len() == room, window.len()),
+            };
+            buf.extend(text.iter().copied().filter(|&b| b != b'\r'));
+            rest = &rest[used..];
+            if ends_line {
+                let mut prefix = crate::StackString::<16>::new();
+                prefix.push_fmt(format_args!("(d{}) ", self.id));
+                let head = prefix.as_str().len();
+                let mut unit = [0u8; LINE_MAX + 16];
+                unit[..head].copy_from_slice(prefix.as_str().as_bytes());
+                unit[head..head + buf.len()].copy_from_slice(&buf);
+                unit[head + buf.len()] = b'\n';
+                self.console_out.push_unit(&unit[..head + buf.len() + 1]);
                 buf.clear();
-            } else if b != b'\r' {
-                buf.push(b);
             }
         }
         bytes.len()

@@ -31,8 +31,10 @@ fn errno(e: i64) -> u64 {
     hc::errno_result(e)
 }
 
-/// Most bytes a single console_io write copies.
-const CONSOLE_MAX: u64 = 4096;
+/// Most bytes a `console_io` write copies per VM exit; the rest is a
+/// continuation. Small, so that one exit stays far below a time slice even
+/// on a slow CPU (Bochs at 4 M instructions per second: a few hundred µs).
+const CONSOLE_MAX: u64 = 256;
 
 /// `console_io(CONSOLEIO_write, count, buffer)`: never loses a byte. What
 /// the console takes now is copied (at most [`CONSOLE_MAX`] per exit); the
@@ -52,11 +54,12 @@ fn console_write(v: &mut Vcpu, count: u64, buffer: u64) -> (u64, After) {
         }
         return (0, After::Again(true));
     }
-    let mut buf = alloc::vec![0u8; take];
-    if crate::guestmem::read_virt(v, buffer, &mut buf).is_err() {
+    let mut buf = [0u8; CONSOLE_MAX as usize];
+    let buf = &mut buf[..take];
+    if crate::guestmem::read_virt(v, buffer, buf).is_err() {
         return (errno(hc::EFAULT), After::Continue);
     }
-    let taken = v.domain.console_write(&buf) as u64;
+    let taken = v.domain.console_write(buf) as u64;
     if taken == count {
         return (0, After::Continue);
     }

@@ -11,6 +11,7 @@ use basalt_console::command::{Command, HELP, ParseError};
 use basalt_console::line::{Edit, LineEditor};
 use basalt_console::mux::{CTRL_A, Event, Focus, Mux};
 use basalt_sched::{DomainParams, VcpuId, VcpuState};
+use core::fmt::Write as _;
 use core::sync::atomic::{AtomicBool, Ordering};
 use spin::Mutex;
 
@@ -331,14 +332,23 @@ fn stats() {
         crate::stats::format_counts(&d.exits.snapshot(), &mut line);
         println!("  d{} ({}): {}", d.id, d.name, line.as_str());
         let out = d.console_out.stats();
+        let suppressed = d.console_out.log_suppressed();
+        let mut dropped = crate::StackString::<80>::new();
+        if out.dropped_units == 0 {
+            let _ = write!(dropped, "nothing dropped");
+        } else {
+            let _ = write!(
+                dropped,
+                "{} lines ({} bytes) dropped unread",
+                out.dropped_units, out.dropped_bytes
+            );
+        }
         println!(
-            "  d{} console: {} bytes queued, {} lines ({} bytes) dropped, {} waiting; {} log lines suppressed",
+            "  d{} console: {} bytes queued, {}, {} waiting; {suppressed} log lines suppressed",
             d.id,
             out.queued,
-            out.dropped_units,
-            out.dropped_bytes,
-            out.pending,
-            d.console_out.log_suppressed()
+            dropped.as_str(),
+            out.pending
         );
     }
     let (log, waits) = crate::console::log_stats();

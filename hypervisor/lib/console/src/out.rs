@@ -12,7 +12,8 @@
 //! either refused whole and counted ([`OutRing::push_unit`]: output nobody
 //! waits for) or taken in part, the writer keeping the rest
 //! ([`OutRing::push_partial`]: back-pressure on the domain with the
-//! console).
+//! console). Each `\n` is queued as `\r\n`, the line end a terminal on the
+//! serial line expects, so the drainer copies bytes as they are.
 
 use crate::ring::Ring;
 
@@ -137,12 +138,12 @@ impl<const N: usize> OutRing<N> {
         if unit.is_empty() {
             return true;
         }
-        if unit.len() > self.free() {
+        if expanded_len(unit) > self.free() {
             self.dropped_bytes += unit.len() as u64;
             self.dropped_units += 1;
             return false;
         }
-        self.ring.write(unit);
+        self.write_expanded(unit);
         self.note_end(seq);
         true
     }
@@ -150,7 +151,7 @@ impl<const N: usize> OutRing<N> {
     /// Queues `unit` whole if it fits; else leaves it to the caller (not
     /// counted) and returns false.
     pub fn push_unit_or_keep(&mut self, unit: &[u8], seq: u64) -> bool {
-        if unit.len() > self.free() {
+        if expanded_len(unit) > self.free() {
             return false;
         }
         self.push_unit(unit, seq)
@@ -160,12 +161,34 @@ impl<const N: usize> OutRing<N> {
     /// returns how many were taken (the writer keeps the rest:
     /// back-pressure, nothing lost).
     pub fn push_partial(&mut self, bytes: &[u8], seq: u64) -> usize {
-        let n = bytes.len().min(self.free());
+        let mut free = self.free();
+        let mut n = 0;
+        for &b in bytes {
+            let need = if b == b'\n' { 2 } else { 1 };
+            if need > free {
+                break;
+            }
+            free -= need;
+            n += 1;
+        }
         if n > 0 {
-            self.ring.write(&bytes[..n]);
+            self.write_expanded(&bytes[..n]);
             self.note_end(seq);
         }
         n
+    }
+
+    /// Writes `bytes` with each `\n` as `\r\n` (the caller checked room).
+    fn write_expanded(&mut self, bytes: &[u8]) {
+        for line in bytes.split_inclusive(|b| *b == b'\n') {
+            match line.split_last() {
+                Some((b'\n', text)) => {
+                    self.ring.write(text);
+                    self.ring.write(b"\r\n");
+                }
+                _ => self.ring.write(line),
+            }
+        }
     }
 
     /// Whether the drainer may switch to another source now: no unit has
@@ -175,9 +198,8 @@ impl<const N: usize> OutRing<N> {
     }
 
     /// Moves waiting bytes into `out` for the serial line, oldest first,
-    /// each `\n` as `\r\n` (never split over two calls), stopping at the end
-    /// of the current unit so the caller can switch sources there. Returns
-    /// the bytes placed in `out`.
+    /// stopping at the end of the current unit so the caller can switch
+    /// sources there. Returns the bytes placed in `out`.
     pub fn pull(&mut self, out: &mut [u8]) -> usize {
         // Drop unit ends already passed, so the next end is ahead of us.
         self.drop_passed();
@@ -187,31 +209,18 @@ impl<const N: usize> OutRing<N> {
         } else {
             self.ring.len()
         };
-        let mut n = 0;
-        let mut taken = 0;
-        let mut one = [0u8; 1];
-        while taken < limit {
-            let Some(b) = self.ring.peek(0) else {
-                break;
-            };
-            let need = if b == b'\n' { 2 } else { 1 };
-            if n + need > out.len() {
-                break;
-            }
-            self.ring.read(&mut one);
-            if b == b'\n' {
-                out[n] = b'\r';
-                n += 1;
-            }
-            out[n] = b;
-            n += 1;
-            taken += 1;
-        }
-        if taken > 0 {
-            self.mid_unit = taken < limit;
+        let want = out.len().min(limit);
+        let n = self.ring.read(&mut out[..want]);
+        if n > 0 {
+            self.mid_unit = n < limit;
         }
         n
     }
+}
+
+/// Bytes `bytes` take in a queue, each `\n` as `\r\n`.
+fn expanded_len(bytes: &[u8]) -> usize {
+    bytes.len() + bytes.iter().filter(|b| **b == b'\n').count()
 }
 
 #[cfg(test)]
@@ -231,16 +240,40 @@ mod tests {
         all
     }
 
+    fn expand(bytes: &[u8]) -> Vec<u8> {
+        bytes
+            .iter()
+            .flat_map(|&b| {
+                if b == b'\n' {
+                    vec![b'\r', b'\n']
+                } else {
+                    vec![b]
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_line_end_needs_room_for_both_bytes() {
+        let mut r: OutRing<4> = OutRing::new();
+        assert_eq!(r.push_partial(b"abc\n", 1), 3, "\\r\\n does not fit in 1");
+        assert!(!r.push_unit(b"\n", 2));
+        let mut out = [0; 2];
+        assert_eq!(r.pull(&mut out), 2);
+        assert_eq!(r.push_partial(b"\nxy", 3), 2);
+        assert_eq!(drain(&mut r, 8), b"c\r\nx");
+    }
+
     #[test]
     fn units_that_do_not_fit_are_refused_whole_and_counted() {
         let mut r: OutRing<16> = OutRing::new();
         assert!(r.push_unit(b"(d1) hello\n", 1));
         assert!(!r.push_unit(b"(d1) world\n", 2));
         let s = r.stats();
-        assert_eq!((s.dropped_units, s.dropped_bytes, s.pending), (1, 11, 11));
+        assert_eq!((s.dropped_units, s.dropped_bytes, s.pending), (1, 11, 12));
         assert_eq!(drain(&mut r, 4), b"(d1) hello\r\n");
         assert!(r.push_unit(b"(d1) world\n", 2));
-        assert_eq!(r.stats().queued, 22);
+        assert_eq!(r.stats().queued, 24);
     }
 
     #[test]
@@ -264,15 +297,15 @@ mod tests {
         assert!(r.at_boundary());
         assert_eq!(r.next_seq(), Some(1));
         let mut out = [0; 3];
-        // "ab\r" would split the pair: only "ab" fits with room for 3.
-        assert_eq!(r.pull(&mut out), 2);
+        assert_eq!(r.pull(&mut out), 3);
+        assert_eq!(&out, b"ab\r");
         assert!(!r.at_boundary());
-        assert_eq!(r.pull(&mut out), 2);
-        assert_eq!(&out[..2], b"\r\n");
+        assert_eq!(r.pull(&mut out), 1, "stops at the first unit's end");
+        assert_eq!(out[0], b'\n');
         assert!(r.at_boundary(), "the first unit ended");
         assert_eq!(r.next_seq(), Some(2));
         let mut big = [0; 32];
-        assert_eq!(r.pull(&mut big), 4, "stops at the second unit's end");
+        assert_eq!(r.pull(&mut big), 4, "the second unit");
         assert!(r.at_boundary());
         assert!(r.is_empty());
         assert_eq!(r.next_seq(), None);
@@ -320,29 +353,22 @@ mod tests {
                 0 => {
                     let mut out = [0; 7];
                     let n = r.pull(&mut out);
-                    let mut i = 0;
-                    while i < n {
-                        let b = model.pop_front().unwrap();
-                        if b == b'\n' {
-                            assert_eq!(out[i], b'\r');
-                            i += 1;
-                        }
-                        assert_eq!(out[i], b);
-                        i += 1;
+                    for &b in &out[..n] {
+                        assert_eq!(Some(b), model.pop_front());
                     }
                 }
                 1 => {
                     let len = (x >> 8) as usize % 20;
                     let unit: Vec<u8> = (0..len).map(|i| b"ab\ncd"[(i + len) % 5]).collect();
                     if r.push_unit(&unit, x) {
-                        model.extend(unit);
+                        model.extend(expand(&unit));
                     }
                 }
                 _ => {
                     let len = (x >> 8) as usize % 20;
                     let bytes: Vec<u8> = (0..len).map(|i| b"x\nyz"[i % 4]).collect();
                     let n = r.push_partial(&bytes, x);
-                    model.extend(&bytes[..n]);
+                    model.extend(expand(&bytes[..n]));
                 }
             }
             assert_eq!(r.len(), model.len());
