@@ -429,6 +429,26 @@ fn kick() {
 /// Turns on asynchronous output (the scheduler starts: the timer and the
 /// transmit interrupt drive the drainer from now on).
 pub fn start_async() {
+    let ports = with_console(|c| {
+        c.ports
+            .each_ref()
+            .map(|p| p.as_ref().map(|p| (p.base, p.fifo, p.rx_irq)))
+    });
+    for (base, fifo, irq) in ports.into_iter().flatten() {
+        log::info!(
+            "console: output to the UART at {base:#x} is queued: {} per transmitter-empty, {}",
+            if fifo {
+                "16 bytes (FIFO)"
+            } else {
+                "1 byte (no FIFO)"
+            },
+            if irq {
+                "drained by its transmit interrupt, the timer and the idle loop"
+            } else {
+                "drained by the timer and the idle loop"
+            }
+        );
+    }
     ASYNC.store(true, Ordering::SeqCst);
     pump();
 }

@@ -353,8 +353,12 @@ fn stats() {
     }
     let (log, waits) = crate::console::log_stats();
     println!(
-        "  basalt console: {} bytes queued, {} waiting, {} waits for room, {} lines dropped",
-        log.queued, log.pending, waits, log.dropped_units
+        "  basalt console: {} bytes queued, {} waiting, {} waits for room, {} lines dropped; {} UART interrupts",
+        log.queued,
+        log.pending,
+        waits,
+        log.dropped_units,
+        crate::console::input_stats().interrupts
     );
 }
 

@@ -13,7 +13,8 @@
 //! wake-up the lateness (system time - deadline) is taken. The TSC rate is
 //! measured over the whole run (TSC ticks / system ns), so the lateness is
 //! printed in this guest's own TSC ticks: `timer_late_max_ticks=M
-//! avg=A n=N tsc_per_ms=R`. Used beside a console flood (`cargo xtask bench
+//! avg=A n=N tsc_per_ms=R`; `verbose=1` also prints each lateness above
+//! 10 ms as it happens. Used beside a console flood (`cargo xtask bench
 //! console`).
 
 #![no_std]
@@ -56,6 +57,9 @@ fn timer(cmdline: &str) -> u32 {
         }
         // A wake-up before the deadline (another event) is not late.
         let late = (now as u64).saturating_sub(deadline);
+        if late > 10_000_000 && arg_u64(cmdline, "verbose", 0) != 0 {
+            println!("late {late} ns at period {k}");
+        }
         max = max.max(late);
         sum += late;
     }
