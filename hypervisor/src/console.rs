@@ -234,10 +234,14 @@ impl Console {
         if self.current >= count {
             self.current = 0;
         }
+        // Stay with the current source in the middle of a unit, and while a
+        // line it started goes on (the focused domain's raw output).
+        let hold = |q: &OutRing<{ DOMAIN_QUEUE }>| !q.at_boundary() || q.in_line();
         let mid_unit = if self.current == 0 {
-            !LOG.lock().at_boundary()
+            let q = LOG.lock();
+            !q.at_boundary() || q.in_line()
         } else {
-            !sources[self.current - 1].queue.lock().at_boundary()
+            hold(&sources[self.current - 1].queue.lock())
         };
         if !mid_unit {
             // The source whose next unit is the oldest.

@@ -21,6 +21,10 @@ use crate::ring::Ring;
 /// one (still never interleaved, only a longer stretch for this source).
 const UNITS: usize = 128;
 
+/// Bytes of one line the drainer sends before it lets another source in
+/// even though the line has not ended (see [`OutRing::in_line`]).
+pub const LINE_HOLD: usize = 512;
+
 /// Counters of one output queue.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OutStats {
@@ -48,6 +52,8 @@ pub struct OutRing<const N: usize> {
     dropped_units: u64,
     /// Whether part of a unit was drained and the rest waits.
     mid_unit: bool,
+    /// Bytes drained since the last line end.
+    since_newline: usize,
 }
 
 impl<const N: usize> Default for OutRing<N> {
@@ -67,6 +73,7 @@ impl<const N: usize> OutRing<N> {
             dropped_bytes: 0,
             dropped_units: 0,
             mid_unit: false,
+            since_newline: 0,
         }
     }
 
@@ -197,6 +204,15 @@ impl<const N: usize> OutRing<N> {
         !self.mid_unit
     }
 
+    /// Whether the drainer should stay with this source although its unit
+    /// ended: a line it started is not finished yet and its rest already
+    /// waits (raw output of the domain with the console comes in pieces).
+    /// Bounded by [`LINE_HOLD`] bytes, so a source that never ends its
+    /// lines cannot keep the others out.
+    pub fn in_line(&self) -> bool {
+        !self.is_empty() && self.since_newline > 0 && self.since_newline < LINE_HOLD
+    }
+
     /// Moves waiting bytes into `out` for the serial line, oldest first,
     /// stopping at the end of the current unit so the caller can switch
     /// sources there. Returns the bytes placed in `out`.
@@ -213,6 +229,10 @@ impl<const N: usize> OutRing<N> {
         let n = self.ring.read(&mut out[..want]);
         if n > 0 {
             self.mid_unit = n < limit;
+            match out[..n].iter().rposition(|b| *b == b'\n') {
+                Some(i) => self.since_newline = n - i - 1,
+                None => self.since_newline += n,
+            }
         }
         n
     }
@@ -262,6 +282,34 @@ mod tests {
         assert_eq!(r.pull(&mut out), 2);
         assert_eq!(r.push_partial(b"\nxy", 3), 2);
         assert_eq!(drain(&mut r, 8), b"c\r\nx");
+    }
+
+    #[test]
+    fn a_started_line_holds_the_drainer_while_its_rest_waits() {
+        let mut r: OutRing<2048> = OutRing::new();
+        r.push_partial(b"prompt", 1);
+        r.push_partial(b"> more", 2);
+        let mut out = [0; 6];
+        assert_eq!(r.pull(&mut out), 6);
+        assert!(r.at_boundary());
+        assert!(r.in_line(), "the line goes on in the next unit");
+        assert_eq!(r.pull(&mut out), 6);
+        assert!(!r.in_line(), "nothing waits");
+        r.push_partial(b"\nnext", 3);
+        let mut big = [0; 16];
+        r.pull(&mut big);
+        assert!(!r.in_line());
+        // A line that never ends lets others in after LINE_HOLD bytes.
+        r.push_partial(&[b'x'; LINE_HOLD + 100], 4);
+        let mut chunk = [0; 64];
+        let mut drained = 0;
+        while r.in_line() || drained == 0 {
+            drained += r.pull(&mut chunk);
+        }
+        assert!(
+            drained >= LINE_HOLD - 64 && drained <= LINE_HOLD + 64,
+            "{drained}"
+        );
     }
 
     #[test]
