@@ -514,7 +514,13 @@ pub fn start_vcpu_sipi(id: VcpuId, vector: u8) {
         u32::from(vector) << 12
     );
     if let Err(e) = vcpu_up(id) {
-        log::warn!("d{}v{}: cannot start: {e:?}", id.domain, id.vcpu);
+        crate::guest_log!(
+            slot.domain,
+            log::Level::Warn,
+            "d{}v{}: cannot start: {e:?}",
+            id.domain,
+            id.vcpu
+        );
     }
 }
 

@@ -89,6 +89,9 @@ struct Effects {
     kick: CpuSet,
     /// (vCPU, start page) of start-up IPIs that started a vCPU.
     start: Vec<(usize, u8)>,
+    /// (vCPU, delivery mode) of an IPI Basalt does not emulate, to log
+    /// (rate-limited: the guest chooses how often) once the lock is dropped.
+    ignored: Option<(usize, Delivery)>,
 }
 
 impl DomainApic {
@@ -274,9 +277,7 @@ impl DomainApic {
                     self.set_flag(d, ATTN_NMI, true);
                     fx.kick.insert(d);
                 }
-                Received::Smi | Received::ExtInt => {
-                    log::warn!("vCPU{d}: {delivery:?} IPI ignored (not emulated)");
-                }
+                Received::Smi | Received::ExtInt => fx.ignored = Some((d, delivery)),
                 Received::Ignored => {}
             }
             self.refresh(st, d);
@@ -312,6 +313,14 @@ impl DomainApic {
 /// IPI started; `me` (the vCPU that made the change) is neither kicked nor
 /// woken: it is about to look at its APIC anyway.
 fn apply(domain: &Domain, me: Option<usize>, fx: Effects) {
+    if let Some((d, delivery)) = fx.ignored {
+        crate::guest_log!(
+            domain,
+            log::Level::Warn,
+            "d{}v{d}: {delivery:?} IPI ignored (not emulated)",
+            domain.id
+        );
+    }
     if fx.kick.is_empty() && fx.start.is_empty() {
         return;
     }
