@@ -235,13 +235,14 @@ impl Console {
             self.current = 0;
         }
         // Stay with the current source in the middle of a unit, and while a
-        // line it started goes on (the focused domain's raw output).
-        let hold = |q: &OutRing<{ DOMAIN_QUEUE }>| !q.at_boundary() || q.in_line();
+        // domain's line goes on (the focused domain's raw output comes in
+        // pieces). Basalt's own units are whole lines or a prompt that ends
+        // without one: those never hold the drainer.
         let mid_unit = if self.current == 0 {
-            let q = LOG.lock();
-            !q.at_boundary() || q.in_line()
+            !LOG.lock().at_boundary()
         } else {
-            hold(&sources[self.current - 1].queue.lock())
+            let q = sources[self.current - 1].queue.lock();
+            !q.at_boundary() || q.in_line()
         };
         if !mid_unit {
             // The source whose next unit is the oldest.
