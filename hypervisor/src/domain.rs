@@ -91,10 +91,12 @@ impl State {
     }
 }
 
-/// Bytes of console output history each domain keeps.
-pub const CONSOLE_HISTORY: usize = 4096;
 /// Bytes of console input waiting for a domain to read them.
 pub const CONSOLE_INPUT: usize = 256;
+
+/// Longest console line of a domain without the console; a longer one is
+/// cut into lines of this length.
+const LINE_MAX: usize = 512;
 
 /// A guest domain.
 pub struct Domain {
@@ -130,8 +132,9 @@ pub struct Domain {
     /// Exit code set with Basalt's SCHEDOP exit-code operation.
     pub exit_code: AtomicU32,
     line: Mutex<Vec<u8>>,
-    /// The newest console output, with a dropped-bytes count.
-    pub history: Mutex<Ring<CONSOLE_HISTORY>>,
+    /// Its console output on the way to the serial line, with counters and
+    /// its budget of log lines it can cause (`crate::console::Source`).
+    pub console_out: Arc<crate::console::Source>,
     /// Console input typed for this domain, read through `console_io` or
     /// its COM1.
     pub input: Mutex<Ring<CONSOLE_INPUT>>,
@@ -327,28 +330,65 @@ impl Domain {
         .write(gpa, bytes)
     }
 
-    /// Adds console output from the guest: kept in its history ring, and
-    /// complete lines are printed as `(dN) line`.
-    pub fn console_write(&self, bytes: &[u8]) {
-        self.history.lock().write(bytes);
+    /// Adds console output from the guest; returns how many of `bytes`
+    /// were taken. The domain with the console: its bytes go out as they
+    /// are (prompts and terminal control included), as many as its queue
+    /// has room for; the caller keeps the rest and retries (back-pressure:
+    /// never lost). Any other domain: complete lines are queued as
+    /// `(dN) line` units, each dropped whole and counted when its queue is
+    /// full; all bytes are taken.
+    pub fn console_write(&self, bytes: &[u8]) -> usize {
         let mut buf = self.line.lock();
         if crate::console::is_raw(self.id) {
-            // It has the console: its bytes go out as they are, prompts and
-            // terminal control included.
             if !buf.is_empty() {
-                crate::console::write_raw(&buf);
-                buf.clear();
+                // The line it had started before it got the console.
+                let n = self.console_out.push_partial(&buf);
+                buf.drain(..n);
+                if !buf.is_empty() {
+                    return 0;
+                }
             }
-            crate::console::write_raw(bytes);
-            return;
+            return self.console_out.push_partial(bytes);
         }
-        for &b in bytes {
-            if b == b'\n' || buf.len() >= 512 {
-                crate::println!("(d{}) {}", self.id, String::from_utf8_lossy(&buf));
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let room = LINE_MAX - buf.len();
+            let window = &rest[..rest.len().min(room)];
+            let (text, ends_line, used) = match window.iter().position(|&b| b == b'\n') {
+                Some(i) => (&window[..i], true, i + 1),
+                None => (window, window.len() == room, window.len()),
+            };
+            buf.extend(text.iter().copied().filter(|&b| b != b'\r'));
+            rest = &rest[used..];
+            if ends_line {
+                let mut prefix = crate::StackString::<16>::new();
+                prefix.push_fmt(format_args!("(d{}) ", self.id));
+                let head = prefix.as_str().len();
+                let mut unit = [0u8; LINE_MAX + 16];
+                unit[..head].copy_from_slice(prefix.as_str().as_bytes());
+                unit[head..head + buf.len()].copy_from_slice(&buf);
+                unit[head + buf.len()] = b'\n';
+                self.console_out.push_unit(&unit[..head + buf.len() + 1]);
                 buf.clear();
-            } else if b != b'\r' {
-                buf.push(b);
             }
+        }
+        bytes.len()
+    }
+
+    /// Bytes of console output this domain can hand over now without
+    /// waiting: what its queue has room for while it has the console
+    /// (back-pressure), else unlimited (output nobody waits for is queued
+    /// or dropped, never waited for).
+    pub fn console_room(&self) -> usize {
+        if crate::console::is_raw(self.id) {
+            let free = self.console_out.free();
+            if free == 0 {
+                crate::console::pump();
+                return self.console_out.free();
+            }
+            free
+        } else {
+            usize::MAX
         }
     }
 
@@ -357,8 +397,8 @@ impl Domain {
     pub fn console_focus_gained(&self) {
         let mut buf = self.line.lock();
         if !buf.is_empty() {
-            crate::console::write_raw(&buf);
-            buf.clear();
+            let n = self.console_out.push_partial(&buf);
+            buf.drain(..n);
         }
     }
 
@@ -685,7 +725,7 @@ fn build(
         state: Mutex::new(State::Running),
         exit_code: AtomicU32::new(0),
         line: Mutex::new(Vec::new()),
-        history: Mutex::new(Ring::new()),
+        console_out: crate::console::Source::new(),
         input: Mutex::new(Ring::new()),
         serial: Mutex::new(crate::vdev::new_serial()),
         pic: Mutex::new(basalt_devices::pic::Pic::new()),

@@ -27,14 +27,15 @@
 use crate::arch::x86_64::{apic, cpu, idt, percpu};
 use crate::domain::{self, Domain, EndReason, Vcpu};
 use crate::hypercall::{self, After};
+use crate::time;
 use crate::vcpu::VcpuExit;
 use crate::verdict::{Verdict, finish};
-use crate::{println, time};
 use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use basalt_sched::{CpuMask, Decision, DomainParams, Params, Scheduler, VcpuId, VcpuState};
+use core::fmt::Write as _;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use spin::Mutex;
 
@@ -182,6 +183,7 @@ pub fn start(domains: Vec<(Arc<Domain>, Vec<Vcpu>)>, settings: Settings, tables_
     if let Some(m) = settings.test_measure {
         crate::measure::arm(m.0, m.1);
     }
+    crate::console::start_async();
     for (domain, vcpus) in domains {
         admit(domain, vcpus);
     }
@@ -602,7 +604,9 @@ pub fn start_vcpu_sipi(domain: &Domain, vcpu: u32, vector: u8) {
             kick_vcpu(domain, vcpu);
             return;
         }
-        log::warn!(
+        crate::guest_log!(
+            slot.domain,
+            log::Level::Warn,
             "d{}v{}: start-up IPI to a running vCPU ignored",
             id.domain,
             id.vcpu
@@ -629,7 +633,13 @@ pub fn start_vcpu_sipi(domain: &Domain, vcpu: u32, vector: u8) {
         u32::from(vector) << 12
     );
     if let Err(e) = vcpu_up(id) {
-        log::warn!("d{}v{}: cannot start: {e:?}", id.domain, id.vcpu);
+        crate::guest_log!(
+            slot.domain,
+            log::Level::Warn,
+            "d{}v{}: cannot start: {e:?}",
+            id.domain,
+            id.vcpu
+        );
     }
 }
 
@@ -1015,7 +1025,12 @@ fn idle(me: usize, until: Option<u64>) {
     } else {
         None
     };
-    let poll = if me == 0 && crate::console::input_is_polled() {
+    // Output waiting for the serial line: drain now, and come back in 1 ms
+    // (the transmit interrupt may not reach this CPU, or not exist).
+    crate::console::pump();
+    let poll = if crate::console::output_pending() {
+        Some(time::now_ns() + 1_000_000)
+    } else if me == 0 && crate::console::input_is_polled() {
         // No receive interrupt: look at the UART every 10 ms.
         Some(time::now_ns() + 10_000_000)
     } else {
@@ -1238,6 +1253,13 @@ fn handle(h: &mut Held, exit: VcpuExit) -> Next {
             After::Yield => Next::Yield,
             After::Block => Next::Block,
             After::Down => Next::Down,
+            After::Again(wait) => {
+                if wait {
+                    Next::Yield
+                } else {
+                    Next::Continue
+                }
+            }
             After::Ended(reason) => {
                 let domain = v.domain.clone();
                 end_domain(&domain, reason);
@@ -1247,9 +1269,15 @@ fn handle(h: &mut Held, exit: VcpuExit) -> Next {
         VcpuExit::IoOut { port, size, value } => {
             log::trace!("d{}: out{size} {port:#x} <- {value:#x}", v.domain.id);
             let effect = crate::vdev::io_out(&v.domain, port, size, value);
+            if effect == crate::vdev::IoEffect::Retry {
+                // The console is full: the OUT runs again after a yield.
+                return Next::Yield;
+            }
             v.arch.skip_instruction();
             let reason = match effect {
-                crate::vdev::IoEffect::None => return Next::Continue,
+                crate::vdev::IoEffect::None | crate::vdev::IoEffect::Retry => {
+                    return Next::Continue;
+                }
                 crate::vdev::IoEffect::PowerOff => EndReason::Poweroff,
                 crate::vdev::IoEffect::Reset => EndReason::Reboot,
             };
@@ -1325,15 +1353,18 @@ fn handle(h: &mut Held, exit: VcpuExit) -> Next {
 /// the VMCS.
 fn crash(h: &mut Held, reason: &str) {
     let d = h.vcpu.domain.clone();
-    println!(
+    // One unit: no other domain's line comes between the lines of the dump.
+    let mut out = crate::console::Report::new();
+    let _ = writeln!(
+        out,
         "domain d{} ({}) vCPU{}: {reason} at RIP {:#x}; the domain is stopped",
         d.id,
         d.name,
         h.vcpu.index,
         h.vcpu.arch.rip()
     );
-    let mut out = crate::console::Writer;
     h.vcpu.arch.dump(&mut out);
+    out.emit();
     end_domain(&d, EndReason::Crash);
 }
 
