@@ -330,6 +330,36 @@ fn linear_address(ctx: &StringIoContext, insn: &StringIo, offset: u64) -> Result
     Ok(seg.base.wrapping_add(offset) & 0xffff_ffff)
 }
 
+/// The most bytes one run moves between RAM and the ports with one RAM access (see
+/// [`execute_string_io`]).
+const RUN_BYTES: usize = 256;
+
+/// How many elements, from the one at `offset` (linear `linear`), can be done as one run: the
+/// same page, no address-size wrap, at most `max` and [`RUN_BYTES`]. 0 when the element at
+/// `offset` itself crosses a page boundary.
+fn run_length(offset: u64, linear: u64, size: u64, amask: u64, down: bool, max: u64) -> u64 {
+    let in_page = linear & (PAGE_SIZE - 1);
+    let (page_room, wrap_room) = if down {
+        (
+            if in_page + size <= PAGE_SIZE {
+                in_page / size + 1
+            } else {
+                0
+            },
+            offset / size + 1,
+        )
+    } else {
+        (
+            (PAGE_SIZE - in_page) / size,
+            ((amask - offset) / size).saturating_add(1),
+        )
+    };
+    page_room
+        .min(wrap_room)
+        .min(max)
+        .min(RUN_BYTES as u64 / size)
+}
+
 /// Performs string port I/O instruction `insn` (decoded by [`crate::decode_string_io`]) on
 /// `cpu`, the guest's memory `mem` and the port bus `ports`, at most `budget` elements (at
 /// least one is attempted). Returns how it ended and how many elements were completed.
@@ -337,6 +367,11 @@ fn linear_address(ctx: &StringIoContext, insn: &StringIo, offset: u64) -> Result
 /// The registers (`rCX`, `rSI`, `rDI`) are updated after each completed element, so whatever
 /// the outcome they are what the processor would hold after that element. `RIP` is the
 /// caller's: it advances by [`StringIo::length`] only on [`StringIoOutcome::Done`].
+///
+/// Elements that lie in one page, in order, are done as a *run*: the segment and paging checks
+/// of the first and last element cover them all (both are intervals), RAM is read (`OUTS`) or
+/// written (`INS`) once for the run, the ports are accessed element by element in order. What
+/// the guest and its devices see is the same as one element at a time.
 pub fn execute_string_io(
     insn: &StringIo,
     ctx: &StringIoContext,
@@ -348,12 +383,10 @@ pub fn execute_string_io(
     let amask = size_mask(insn.address_size);
     let pointer = if insn.is_in { RDI } else { RSI };
     let size = insn.size;
+    let width = u64::from(size);
     let rflags = cpu.rflags();
-    let step = if rflags & DF != 0 {
-        u64::from(size).wrapping_neg()
-    } else {
-        u64::from(size)
-    };
+    let down = rflags & DF != 0;
+    let budget = budget.max(1);
     let mut done = 0u64;
     let mut tlb = Tlb {
         linear_page: 0,
@@ -361,19 +394,42 @@ pub fn execute_string_io(
         valid: false,
     };
     loop {
-        if insn.rep {
-            if cpu.reg(RCX) & amask == 0 {
+        let remaining = if insn.rep {
+            let count = cpu.reg(RCX) & amask;
+            if count == 0 {
                 return (StringIoOutcome::Done, done);
             }
-            if done >= budget.max(1) {
+            if done >= budget {
                 return (StringIoOutcome::Yield, done);
             }
-        }
+            count
+        } else {
+            1
+        };
         let offset = cpu.reg(pointer) & amask;
         let linear = match linear_address(ctx, insn, offset) {
             Ok(l) => l,
             Err(e) => return (StringIoOutcome::Exception(e), done),
         };
+        let mut n = run_length(
+            offset,
+            linear,
+            width,
+            amask,
+            down,
+            remaining.min(budget - done),
+        );
+        if n > 1 {
+            let last = if down {
+                offset - (n - 1) * width
+            } else {
+                offset + (n - 1) * width
+            };
+            if linear_address(ctx, insn, last).is_err() {
+                // The element that fails is reached one at a time.
+                n = 1;
+            }
+        }
         let mut t = Translator {
             mem: &*mem,
             ctx,
@@ -381,16 +437,42 @@ pub fn execute_string_io(
             rflags,
             tlb,
         };
-        let pieces = t.element(linear, size);
+        let pieces = if n == 0 {
+            t.element(linear, size)
+        } else {
+            // The run's lowest byte and its length, in one page.
+            let low = if down {
+                linear - (n - 1) * width
+            } else {
+                linear
+            };
+            t.page(linear & !(PAGE_SIZE - 1), linear).map(|page| {
+                [
+                    Piece {
+                        gpa: page | (low & (PAGE_SIZE - 1)),
+                        len: (n * width) as usize,
+                    },
+                    Piece::default(),
+                ]
+            })
+        };
         tlb = t.tlb;
         let pieces = match pieces {
             Ok(p) => p,
             Err(Stop::Exception(e)) => return (StringIoOutcome::Exception(e), done),
             Err(Stop::Tables(e)) => return (StringIoOutcome::Tables(e), done),
         };
-        let not_ram = |p: &Piece| StringIoOutcome::NotRam { linear, gpa: p.gpa };
-        // Both pieces are checked to be RAM before the port is touched.
-        let mut bytes = [0u8; 4];
+        // A run is all RAM or none of it (RAM is made of whole pages): it names the first
+        // element.
+        let run = n > 0;
+        let n = n.max(1);
+        let first_gpa = (pieces[0].gpa & !(PAGE_SIZE - 1)) | (linear & (PAGE_SIZE - 1));
+        let not_ram = |p: &Piece| StringIoOutcome::NotRam {
+            linear,
+            gpa: if run { first_gpa } else { p.gpa },
+        };
+        // The memory is checked to be RAM before any port is touched.
+        let mut bytes = [0u8; RUN_BYTES];
         let mut at = 0;
         for p in pieces.iter().filter(|p| p.len > 0) {
             if !mem.read_phys(p.gpa, &mut bytes[at..at + p.len]) {
@@ -398,10 +480,21 @@ pub fn execute_string_io(
             }
             at += p.len;
         }
+        let total = at;
+        // Element k of the run is at byte (k * size) of the run, or counting from the end when
+        // going down.
+        let index = |k: u64| {
+            let e = if down { n - 1 - k } else { k };
+            (e * width) as usize
+        };
+        let mut completed = n;
         let mut ended = false;
         if insn.is_in {
-            let value = ports.read(ctx.port, size);
-            bytes = value.to_le_bytes();
+            for k in 0..n {
+                let value = ports.read(ctx.port, size).to_le_bytes();
+                let i = index(k);
+                bytes[i..i + usize::from(size)].copy_from_slice(&value[..usize::from(size)]);
+            }
             let mut at = 0;
             for p in pieces.iter().filter(|p| p.len > 0) {
                 if !mem.write_phys(p.gpa, &bytes[at..at + p.len]) {
@@ -410,15 +503,29 @@ pub fn execute_string_io(
                 at += p.len;
             }
         } else {
-            let value = u32::from_le_bytes(bytes) & size_mask(size) as u32;
-            ended = !ports.write(ctx.port, size, value);
+            for k in 0..n {
+                let i = index(k);
+                let mut value = [0u8; 4];
+                value[..usize::from(size)].copy_from_slice(&bytes[i..i + usize::from(size)]);
+                if !ports.write(ctx.port, size, u32::from_le_bytes(value)) {
+                    completed = k + 1;
+                    ended = true;
+                    break;
+                }
+            }
         }
-        set_address_register(cpu, pointer, insn.address_size, offset.wrapping_add(step));
+        debug_assert_eq!(total, (n * width) as usize);
+        let moved = completed * width;
+        let next = if down {
+            offset.wrapping_sub(moved)
+        } else {
+            offset.wrapping_add(moved)
+        };
+        set_address_register(cpu, pointer, insn.address_size, next);
         if insn.rep {
-            let count = cpu.reg(RCX) & amask;
-            set_address_register(cpu, RCX, insn.address_size, count.wrapping_sub(1));
+            set_address_register(cpu, RCX, insn.address_size, remaining - completed);
         }
-        done += 1;
+        done += completed;
         if ended {
             return (StringIoOutcome::Ended, done);
         }

@@ -899,6 +899,103 @@ fn budget_resumes_where_it_left() {
     }
 }
 
+#[test]
+fn a_write_that_ends_the_guest_on_the_last_element() {
+    let (mut ram, paging) = long_mode_ram();
+    ram.poke(0x1000, 0xee);
+    let insn = decode_string_io(&[0xf3, 0x6e], Mode::Long64).unwrap();
+    let mut port = Port {
+        stop_value: Some(0xee),
+        ..Port::default()
+    };
+    let mut r = regs(1, 0x1000, 0, 0);
+    let (outcome, done) = execute_string_io(&insn, &ctx64(paging), &mut r, &mut ram, &mut port, 9);
+    assert_eq!(
+        (outcome, done, r.r[RCX], r.r[RSI]),
+        (StringIoOutcome::Ended, 1, 0, 0x1001)
+    );
+}
+
+/// The end of [`to_the_end`]: the last outcome, the registers, the port's writes and reads, the
+/// calls made.
+type End = (StringIoOutcome, Regs, Vec<(u16, u8, u32)>, u64, u64);
+
+/// Runs `insn` to its end, `budget` elements per call.
+fn to_the_end(
+    insn: &StringIo,
+    ctx: &StringIoContext,
+    mut r: Regs,
+    ram: &mut Ram,
+    budget: u64,
+) -> End {
+    let mut port = Port::default();
+    let mut calls = 0;
+    loop {
+        calls += 1;
+        let (outcome, _) = execute_string_io(insn, ctx, &mut r, ram, &mut port, budget);
+        if outcome != StringIoOutcome::Yield {
+            return (outcome, r, port.writes, port.reads, calls);
+        }
+    }
+}
+
+#[test]
+fn runs_match_one_element_at_a_time() {
+    // The same instruction done with a large budget (runs of up to 256 bytes) and with a budget
+    // of 1 (one element per call): same registers, memory, port traffic and outcome.
+    let mut rng = Rng(0xdead_beef_cafe_f00d);
+    let (base, paging) = long_mode_ram();
+    let ctx = ctx64(paging);
+    let forms: [&[u8]; 8] = [
+        &[0xf3, 0x6c],
+        &[0x66, 0xf3, 0x6d],
+        &[0xf3, 0x6d],
+        &[0xf3, 0x6e],
+        &[0x66, 0xf3, 0x6f],
+        &[0xf3, 0x6f],
+        &[0x67, 0xf3, 0x6d],
+        &[0x67, 0xf3, 0x6f],
+    ];
+    for round in 0..160 {
+        let bytes = forms[round % forms.len()];
+        let insn = decode_string_io(bytes, Mode::Long64).unwrap();
+        let near = [HOLE, READ_ONLY, 0x20_0000, 0x10_0000, 0x1_0000_0000, DEVICE];
+        let pointer = near[rng.below(near.len() as u64) as usize] + rng.below(0x3000) - 0x1800;
+        let r = regs(
+            rng.below(1500),
+            pointer,
+            pointer,
+            if rng.below(2) == 0 { DF } else { 0 },
+        );
+        let mut a = Ram::new(base.limit);
+        let mut b = Ram::new(base.limit);
+        for (page, data) in &base.pages {
+            a.pages.insert(*page, data.clone());
+            b.pages.insert(*page, data.clone());
+        }
+        for k in 0..0x4000u64 {
+            let byte = rng.next() as u8;
+            a.poke(0x1f_e000 + k, byte);
+            b.poke(0x1f_e000 + k, byte);
+        }
+        let big = to_the_end(&insn, &ctx, r, &mut a, 100_000);
+        let one = to_the_end(&insn, &ctx, r, &mut b, 1);
+        assert_eq!(big.0, one.0, "{bytes:02x?} at {pointer:#x}");
+        assert_eq!(big.1.r, one.1.r, "{bytes:02x?} at {pointer:#x}");
+        assert_eq!(
+            (&big.2, big.3),
+            (&one.2, one.3),
+            "{bytes:02x?} at {pointer:#x}"
+        );
+        assert!(
+            a.pages
+                .iter()
+                .all(|(p, d)| b.pages.get(p).is_some_and(|e| e == d))
+        );
+        assert!(big.4 <= one.4);
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Random
 
