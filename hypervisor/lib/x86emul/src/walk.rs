@@ -17,7 +17,9 @@
 //!
 //! The walk only *finds the frame*: the processor already made the access (the instruction was
 //! fetched and executed up to its data access), so the permission bits (`R/W`, `U/S`, `XD`,
-//! protection keys, `SMEP`/`SMAP`, `CR0.WP`) are not checked. It does check what is needed to
+//! protection keys, `SMEP`/`SMAP`, `CR0.WP`) are not checked; [`translate_with_rights`] reports
+//! the `R/W` and `U/S` rights found for callers that make the access themselves (string I/O).
+//! It does check what is needed to
 //! interpret the tables unambiguously and is cheap: the present bit at every level, canonical
 //! addresses in IA-32e mode (SDM Vol. 1 §3.3.7.1, "Canonical Addressing"), `PS` in a PML5E or
 //! PML4E, the reserved bits of PAE PDPTEs (2:1, 8:5, 63:52) and of large-page entries (bit 21
