@@ -25,6 +25,12 @@
 //!   hardware may); timed in TSC ticks (figure
 //!   `strio_long_rep_ticks_per_byte`).
 //!
+//! - at the end, a `rep outsw` to ACPI PM1 control whose second word is
+//!   S5 | `SLP_EN`: the domain must power off right after that element.
+//!
+//! With `device`, it only does a `rep insb` into the local APIC page, which
+//! is not RAM: Basalt must stop the domain (and no other).
+//!
 //! Memory: the guest needs `memory=16M` (it uses 4-10 MiB for its buffers and
 //! page tables).
 
@@ -32,7 +38,7 @@
 #![no_main]
 
 use basalt_test_guests::cpu::{self, GP, PF, checked};
-use basalt_test_guests::{Checks, arg_u64, println};
+use basalt_test_guests::{Checks, arg, arg_u64, println};
 use core::arch::asm;
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -542,9 +548,31 @@ fn long_rep(checks: &mut Checks, count: u64) {
     println!("BASALT-FIGURE: strio_long_rep_ticks_per_byte={per_byte}");
 }
 
+/// `rep outsw` to PM1 control: a harmless word, then `SLP_TYP` = S5 with
+/// `SLP_EN` (soft off), then a word that must never be written (`SLP_TYP` 7
+/// with `SLP_EN`: Basalt would log an unsupported sleep state). Returns only
+/// if the domain did not power off after the second element.
+fn power_off_by_outs() {
+    const PM1_CONTROL: u16 = 0x604;
+    let words: [u16; 3] = [0x0000, (5 << 10) | (1 << 13), 0xffff];
+    for (i, w) in words.iter().enumerate() {
+        poke_bytes(BUF + 0x700 + 2 * i as u64, &w.to_le_bytes());
+    }
+    println!("strio: powering off with rep outsw to PM1 control");
+    let _ = string_io!("0x66, 0xf3, 0x6f", 3, false, PM1_CONTROL, 3, BUF + 0x700, 0);
+}
+
 fn main(cmdline: &str) -> u32 {
-    let mut checks = Checks::new();
     build_page_tables();
+    if arg(cmdline, "device").is_some() {
+        // A hostile INS into the local APIC page (guest-physical 0xFEE00000,
+        // identity-mapped): not RAM, so Basalt must stop this domain, and
+        // only this one.
+        println!("strio: rep insb into the local APIC page");
+        let _ = string_io!("0xf3, 0x6c", 2, false, UART_SCRATCH, 16, 0, 0xfee0_0000);
+        return basalt_test_guests::fail!("rep insb into the APIC page came back");
+    }
+    let mut checks = Checks::new();
     console(&mut checks);
     round_trips(&mut checks);
     address_size(&mut checks);
@@ -553,5 +581,12 @@ fn main(cmdline: &str) -> u32 {
         &mut checks,
         arg_u64(cmdline, "count", 1_000_000).clamp(1, 0x10_0000),
     );
-    checks.finish()
+    let code = checks.finish();
+    if code != 0 {
+        return code;
+    }
+    // The exit code is set first: the power-off ends the domain at once.
+    basalt_test_guests::hypercall::set_exit_code(0);
+    power_off_by_outs();
+    basalt_test_guests::fail!("rep outsw of S5 | SLP_EN to PM1 control did not power off")
 }
