@@ -113,7 +113,8 @@ impl Ports for Bus<'_> {
 }
 
 /// Emulates the INS/OUTS at vCPU `v`'s RIP, which exited for `port`, `size`
-/// bytes, `is_in`, `rep`. Returns the effect of the last port write (a
+/// bytes, `is_in`, `rep` (the port and the processor's I/O permission checks,
+/// IOPL and the TSS bitmap, come before the exit: SDM Vol. 3C 26.1.1). Returns the effect of the last port write (a
 /// power-off or reset the caller must carry out), or why the domain stops.
 pub fn emulate(
     v: &mut Vcpu,
@@ -140,7 +141,10 @@ pub fn emulate(
     };
     let bad = |error| StringIoError::Decode { error, bytes, len };
     let insn = decode_string_io(&bytes[..len], mode).map_err(|e| bad(Some(e)))?;
-    if (insn.size, insn.is_in, insn.rep) != (size, is_in, rep) {
+    // The REP bit of the exit is not compared: whether an F2 prefix counts
+    // there is the processor's business; the decoded prefix is what runs.
+    let _ = rep;
+    if (insn.size, insn.is_in) != (size, is_in) {
         return Err(bad(None));
     }
     const RFLAGS_VM: u64 = 1 << 17;
