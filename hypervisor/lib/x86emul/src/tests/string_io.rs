@@ -837,6 +837,67 @@ fn access_rights() {
 }
 
 #[test]
+fn rights_in_32_bit_and_pae_paging() {
+    use crate::{CR4_PSE, RIGHT_USER, RIGHT_WRITE, translate_with_rights};
+    const RWU: u64 = RIGHT_WRITE | RIGHT_USER;
+    // 32-bit paging: PD at 0x1000; PD[0] -> PT at 0x2000 (user, writable); PT[5] read-only user,
+    // PT[6] writable supervisor; PD[1] a 4 MiB supervisor page.
+    let mut ram = Ram::new(16 << 20);
+    let put32 = |ram: &mut Ram, a: u64, v: u32| {
+        for (i, b) in v.to_le_bytes().iter().enumerate() {
+            ram.poke(a + i as u64, *b);
+        }
+    };
+    put32(&mut ram, 0x1000, 0x2000 | 7);
+    put32(&mut ram, 0x1004, 0x40_0000 | 0x83);
+    put32(&mut ram, 0x2000 + 5 * 4, 0x5000 | 5);
+    put32(&mut ram, 0x2000 + 6 * 4, 0x6000 | 3);
+    put32(&mut ram, 0x2000 + 7 * 4, 0x7000 | 7);
+    let bits32 = PagingMode {
+        cr0: CR0_PG | 1,
+        cr3: 0x1000,
+        cr4: CR4_PSE,
+        efer: 0,
+    };
+    for (linear, want) in [
+        (0x5123, (0x5123, RIGHT_USER)),
+        (0x6123, (0x6123, RIGHT_WRITE)),
+        (0x7123, (0x7123, RWU)),
+        (0x41_2345, (0x41_2345, RIGHT_WRITE)),
+    ] {
+        assert_eq!(
+            translate_with_rights(&ram, &bits32, linear),
+            Ok(want),
+            "{linear:#x}"
+        );
+    }
+    // PAE: PDPT at 0x8000 (PDPTE 0 present, no rights bits), PD at 0x9000: PD[0] -> PT at 0xa000
+    // (user, writable), PD[1] a 2 MiB user read-only page; PT[5] supervisor read-only.
+    ram.set64(0x8000, 0x9000 | P);
+    ram.set64(0x9000, 0xa000 | P | RW | US);
+    ram.set64(0x9008, 0x20_0000 | P | US | PS);
+    ram.set64(0xa000 + 5 * 8, 0x5000 | P);
+    ram.set64(0xa000 + 7 * 8, 0x7000 | P | RW | US);
+    let pae = PagingMode {
+        cr0: CR0_PG | 1,
+        cr3: 0x8000,
+        cr4: CR4_PAE,
+        efer: 0,
+    };
+    for (linear, want) in [
+        (0x5123, (0x5123, 0)),
+        (0x7123, (0x7123, RWU)),
+        (0x21_2345, (0x21_2345, RIGHT_USER)),
+    ] {
+        assert_eq!(
+            translate_with_rights(&ram, &pae, linear),
+            Ok(want),
+            "{linear:#x}"
+        );
+    }
+}
+
+#[test]
 fn not_ram_and_ending_writes() {
     let (ram, paging) = long_mode_ram();
     let out = run(
