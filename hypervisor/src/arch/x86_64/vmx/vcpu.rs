@@ -686,6 +686,8 @@ impl VmxVcpu {
         if let Some(entry) = self.pending_start.take() {
             self.write_guest_state(entry).map_err(GuestError::Vmx)?;
             self.launched = false;
+            // A (re)started vCPU's CR2 is 0, as after INIT.
+            self.cr2 = 0;
         }
         restore_fpu(&self.xsave, self.xcr0);
         write_debug_registers(&self.debug);
