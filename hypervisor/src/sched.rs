@@ -1274,26 +1274,21 @@ fn handle(h: &mut Held, exit: VcpuExit) -> Next {
                 return Next::Yield;
             }
             v.arch.skip_instruction();
-            let reason = match effect {
-                crate::vdev::IoEffect::None | crate::vdev::IoEffect::Retry => {
-                    return Next::Continue;
-                }
-                crate::vdev::IoEffect::PowerOff => EndReason::Poweroff,
-                crate::vdev::IoEffect::Reset => EndReason::Reboot,
-            };
-            log::info!(
-                "d{}: ACPI {}",
-                v.domain.id,
-                if reason == EndReason::Poweroff {
-                    "soft off (S5)"
-                } else {
-                    "reset register"
-                }
-            );
-            let domain = v.domain.clone();
-            end_domain(&domain, reason);
-            Next::Ended
+            io_effect(v, effect)
         }
+        VcpuExit::StringIo {
+            port,
+            size,
+            is_in,
+            rep,
+        } => match crate::strio::emulate(v, port, size, is_in, rep) {
+            Ok(effect) => io_effect(v, effect),
+            Err(e) => {
+                let detail = alloc::format!("{e}");
+                crash(h, &detail);
+                Next::Ended
+            }
+        },
         VcpuExit::IoIn { port, size } => {
             log::trace!("d{}: in{size} {port:#x}", v.domain.id);
             let value = crate::vdev::io_in(&v.domain, port, size);
@@ -1347,6 +1342,32 @@ fn handle(h: &mut Held, exit: VcpuExit) -> Next {
             Next::Ended
         }
     }
+}
+
+/// Carries out what a port write asked for: an ACPI soft off or reset ends
+/// the domain; a full console (the domain that has it) makes the vCPU yield
+/// and run the instruction again.
+fn io_effect(v: &Vcpu, effect: crate::vdev::IoEffect) -> Next {
+    let reason = match effect {
+        crate::vdev::IoEffect::None => return Next::Continue,
+        // The console of the domain that has it is full: the instruction
+        // runs again after a yield.
+        crate::vdev::IoEffect::Retry => return Next::Yield,
+        crate::vdev::IoEffect::PowerOff => EndReason::Poweroff,
+        crate::vdev::IoEffect::Reset => EndReason::Reboot,
+    };
+    log::info!(
+        "d{}: ACPI {}",
+        v.domain.id,
+        if reason == EndReason::Poweroff {
+            "soft off (S5)"
+        } else {
+            "reset register"
+        }
+    );
+    let domain = v.domain.clone();
+    end_domain(&domain, reason);
+    Next::Ended
 }
 
 /// Ends the held vCPU's domain for a guest error, with a diagnostic line and

@@ -27,6 +27,19 @@ pub enum VcpuExit {
         /// Access size in bytes.
         size: u8,
     },
+    /// INS or OUTS, with or without REP: the arch-neutral layer fetches and
+    /// decodes the instruction at RIP and performs it element by element
+    /// (docs/x86emul.md, "String port I/O").
+    StringIo {
+        /// The port (DX).
+        port: u16,
+        /// Element size in bytes (1, 2 or 4).
+        size: u8,
+        /// INS rather than OUTS.
+        is_in: bool,
+        /// A REP prefix.
+        rep: bool,
+    },
     /// HLT (already skipped): the vCPU blocks until an event.
     Halt,
     /// The time slice ended.

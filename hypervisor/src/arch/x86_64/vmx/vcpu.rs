@@ -190,6 +190,11 @@ pub struct VmxVcpu {
     tpr: u64,
     /// DR0-DR3 and DR6, which the VMCS does not switch (DR7 it does).
     debug: [u64; 5],
+    /// The guest's CR2, which VM entry and exit do not switch either: the
+    /// guest's page-fault address stays in the register while it runs, so
+    /// it is saved and restored with the vCPU (one domain never sees
+    /// another's).
+    cr2: u64,
     controls: VmxConfig,
     /// What CPUID answers depend on (signature, APIC ID, TSC frequency).
     cpuid: crate::vcpu::CpuidContext,
@@ -428,6 +433,7 @@ impl VmxVcpu {
             msrs: [0; 6],
             tpr: 0,
             debug: [0, 0, 0, 0, 0xffff_0ff0],
+            cr2: 0,
             controls: n.clone(),
             cpuid,
             guest_cpu: crate::vcpu::guest_cpu(),
@@ -743,9 +749,12 @@ impl VmxVcpu {
         if let Some(entry) = self.pending_start.take() {
             self.write_guest_state(entry).map_err(GuestError::Vmx)?;
             self.launched = false;
+            // A (re)started vCPU's CR2 is 0, as after INIT.
+            self.cr2 = 0;
         }
         restore_fpu(&mut self.xsave, self.xcr0);
         write_debug_registers(&self.debug);
+        write_cr2(self.cr2);
         for (m, value) in SOFTWARE_SWITCHED_MSRS.iter().zip(self.msrs) {
             // SAFETY: these MSRs hold only guest-visible state (syscall
             // targets, swapgs base) that the hypervisor never uses.
@@ -767,6 +776,7 @@ impl VmxVcpu {
     pub fn unload(&mut self) {
         save_fpu(&mut self.xsave, self.xcr0);
         self.debug = read_debug_registers();
+        self.cr2 = x86_64::registers::control::Cr2::read_raw();
         for (m, slot) in SOFTWARE_SWITCHED_MSRS.iter().zip(self.msrs.iter_mut()) {
             *slot = msr::read_raw(*m);
         }
@@ -954,6 +964,37 @@ impl VmxVcpu {
         self.advance_past(len);
     }
 
+    /// Sets the guest's CR2 (before injecting a page fault). The vCPU is
+    /// loaded, so this is the register itself; `unload` saves it.
+    pub fn set_cr2(&mut self, value: u64) {
+        self.cr2 = value;
+        write_cr2(value);
+    }
+
+    /// The hidden part of a guest segment register, for the instruction
+    /// emulator.
+    pub fn segment(&self, segment: basalt_x86emul::Segment) -> basalt_x86emul::SegmentState {
+        use basalt_x86emul::Segment;
+        let (base, limit, ar) = match segment {
+            Segment::Es => (guest::ES_BASE, guest::ES_LIMIT, guest::ES_ACCESS_RIGHTS),
+            Segment::Cs => (guest::CS_BASE, guest::CS_LIMIT, guest::CS_ACCESS_RIGHTS),
+            Segment::Ss => (guest::SS_BASE, guest::SS_LIMIT, guest::SS_ACCESS_RIGHTS),
+            Segment::Ds => (guest::DS_BASE, guest::DS_LIMIT, guest::DS_ACCESS_RIGHTS),
+            Segment::Fs => (guest::FS_BASE, guest::FS_LIMIT, guest::FS_ACCESS_RIGHTS),
+            Segment::Gs => (guest::GS_BASE, guest::GS_LIMIT, guest::GS_ACCESS_RIGHTS),
+        };
+        let v = vmcs();
+        let ar = v.read32(ar).unwrap_or(AccessRights::UNUSABLE_BIT);
+        basalt_x86emul::SegmentState {
+            base: v.read_nat(base).unwrap_or(0),
+            limit: v.read32(limit).unwrap_or(0),
+            // SDM Vol. 3C 24.4.1: bits 15:0 are the descriptor's attribute
+            // bits as the emulator takes them; bit 16 is "unusable".
+            attributes: ar as u16,
+            usable: ar & AccessRights::UNUSABLE_BIT == 0,
+        }
+    }
+
     /// The guest's RFLAGS.
     pub fn rflags(&self) -> u64 {
         vmcs().read_nat(guest::RFLAGS).unwrap_or(0)
@@ -1095,9 +1136,12 @@ impl VmxVcpu {
                     )));
                 };
                 if io.string {
-                    return Some(VcpuExit::Error(GuestError::Unsupported(
-                        "string port I/O (INS/OUTS)",
-                    )));
+                    return Some(VcpuExit::StringIo {
+                        port: io.port,
+                        size: io.size,
+                        is_in: io.is_in,
+                        rep: io.rep,
+                    });
                 }
                 if io.is_in {
                     Some(VcpuExit::IoIn {
@@ -1404,6 +1448,16 @@ pub fn enable_fpu_switching() {
         // SAFETY: x87 only: always valid with OSXSAVE set.
         unsafe { xsetbv(1) };
     }
+}
+
+/// Loads CR2 with a vCPU's value (see [`VmxVcpu::set_cr2`]).
+fn write_cr2(value: u64) {
+    // SAFETY: CR2 is only read by page-fault handlers; Basalt's own page
+    // faults are fatal and report the address they find, so any value is
+    // safe here.
+    unsafe {
+        core::arch::asm!("mov cr2, {}", in(reg) value, options(nomem, nostack, preserves_flags))
+    };
 }
 
 /// Reads DR0-DR3 and DR6: guest state the VMCS does not switch, kept per
