@@ -688,11 +688,8 @@ pub fn vcpu_initialise(
 /// `VCPUOP_up`: starts an initialised vCPU (a no-op if it is up).
 pub fn vcpu_up(id: VcpuId) -> Result<(), VcpuOpError> {
     let now = time::now_ns();
-    let affinity = CpuMask::from_u64(
-        domain::get(id.domain)
-            .ok_or(VcpuOpError::NoSuchVcpu)?
-            .affinity,
-    );
+    let dom = domain::get(id.domain).ok_or(VcpuOpError::NoSuchVcpu)?;
+    let affinity = CpuMask::from_u64(dom.affinity);
     let placed = with(|s| {
         let slot = s.slots.get(&id).ok_or(VcpuOpError::NoSuchVcpu)?;
         if !slot.initialised.load(Ordering::SeqCst) {
@@ -712,7 +709,14 @@ pub fn vcpu_up(id: VcpuId) -> Result<(), VcpuOpError> {
     })
     .ok_or(VcpuOpError::NoSuchVcpu)??;
     if let Some(cpu) = placed {
-        log::info!("d{}v{} up, runs on cpu{cpu}", id.domain, id.vcpu);
+        // A guest can take vCPUs down and up in a loop: rate-limited.
+        crate::guest_log!(
+            dom,
+            log::Level::Info,
+            "d{}v{} up, runs on cpu{cpu}",
+            id.domain,
+            id.vcpu
+        );
         tickle(cpu);
     }
     Ok(())
