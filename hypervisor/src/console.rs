@@ -200,7 +200,15 @@ impl Console {
             sent += n;
             budget -= n.min(budget);
         }
-        let waiting = output_pending();
+        // Cleared before the queues are looked at: a writer that queues
+        // after the look sets it again after its push.
+        QUEUED.store(false, Ordering::SeqCst);
+        let waiting = without_interrupts(|| {
+            !LOG.lock().is_empty() || SOURCES.lock().iter().any(|s| !s.queue.lock().is_empty())
+        });
+        if waiting {
+            QUEUED.store(true, Ordering::SeqCst);
+        }
         for port in self.ports.iter_mut().flatten() {
             port.set_tx_irq(waiting);
         }
@@ -298,6 +306,12 @@ static ASYNC: AtomicBool = AtomicBool::new(false);
 /// Whether some port's transmit interrupt is on (then writers need not
 /// kick the drainer).
 static TX_ARMED: AtomicBool = AtomicBool::new(false);
+/// Whether output may be waiting in a queue: set after every push, cleared
+/// by the drainer just before it finds every queue empty. A superset of
+/// the truth, so the timer interrupt and the idle loop (which pump at
+/// every tick) skip the queue locks when nothing was written.
+static QUEUED: AtomicBool = AtomicBool::new(false);
+
 /// The next unit's sequence number, shared by all sources: the drainer
 /// sends units in this order. Taken under the unit's queue lock.
 static SEQ: AtomicU64 = AtomicU64::new(0);
@@ -331,6 +345,7 @@ impl Source {
     /// refused whole and counted when it does not fit.
     pub fn push_unit(&self, unit: &[u8]) {
         without_interrupts(|| self.queue.lock().push_unit(unit, next_seq()));
+        QUEUED.store(true, Ordering::SeqCst);
         kick();
     }
 
@@ -338,10 +353,12 @@ impl Source {
     /// how many were taken; the caller keeps the rest.
     pub fn push_partial(&self, bytes: &[u8]) -> usize {
         let mut n = without_interrupts(|| self.queue.lock().push_partial(bytes, next_seq()));
+        QUEUED.store(true, Ordering::SeqCst);
         if n < bytes.len() {
             // Make room if the line can take bytes now, and try once more.
             pump();
             n += without_interrupts(|| self.queue.lock().push_partial(&bytes[n..], next_seq()));
+            QUEUED.store(true, Ordering::SeqCst);
         }
         kick();
         n
@@ -393,6 +410,9 @@ macro_rules! guest_log {
 
 /// Whether any output waits for the line.
 pub fn output_pending() -> bool {
+    if !QUEUED.load(Ordering::SeqCst) {
+        return false;
+    }
     without_interrupts(|| {
         !LOG.lock().is_empty() || SOURCES.lock().iter().any(|s| !s.queue.lock().is_empty())
     })
@@ -402,6 +422,9 @@ pub fn output_pending() -> bool {
 /// Never waits: returns at once when another CPU drains or the
 /// transmitters are busy. Any CPU, any context but an NMI.
 pub fn pump() -> usize {
+    if !QUEUED.load(Ordering::SeqCst) {
+        return 0;
+    }
     let (sent, stuck) = without_interrupts(|| {
         let Some(mut c) = CONSOLE.try_lock() else {
             return (0, None);
@@ -476,6 +499,7 @@ fn queue_log(bytes: &[u8]) {
         let mut last_progress = time::now_ns();
         loop {
             if without_interrupts(|| LOG.lock().push_unit_or_keep(piece, next_seq())) {
+                QUEUED.store(true, Ordering::SeqCst);
                 break;
             }
             if !waited {
@@ -488,6 +512,7 @@ fn queue_log(bytes: &[u8]) {
                 // Nothing moves (no working port, or the drainer is stuck
                 // elsewhere): this unit is dropped and counted.
                 without_interrupts(|| LOG.lock().push_unit(piece, next_seq()));
+                QUEUED.store(true, Ordering::SeqCst);
                 break;
             }
             core::hint::spin_loop();

@@ -106,9 +106,21 @@ impl Mmio for Apics<'_> {
     }
 }
 
-/// Emulates the access of vCPU `v` to device page address `gpa` (an EPT
-/// violation on a page [`crate::vcpu::is_device_page`] names).
-pub fn emulate(v: &mut Vcpu, gpa: u64) -> Result<(), MmioError> {
+/// The instruction at a vCPU's RIP, read through the guest's page tables.
+pub(crate) struct AtRip {
+    /// Up to 15 bytes from CS.base + RIP.
+    pub bytes: [u8; 15],
+    /// How many could be read.
+    pub len: usize,
+    /// The code size of the guest's current mode.
+    pub mode: Mode,
+    /// The guest's paging registers.
+    pub paging: PagingMode,
+}
+
+/// Fetches the instruction at vCPU `v`'s RIP (for MMIO and string I/O
+/// emulation).
+pub(crate) fn fetch_at_rip(v: &Vcpu) -> Result<AtRip, WalkError> {
     let (cr0, cr3, cr4, efer) = v.arch.paging_state();
     let paging = PagingMode {
         cr0,
@@ -117,13 +129,26 @@ pub fn emulate(v: &mut Vcpu, gpa: u64) -> Result<(), MmioError> {
         efer,
     };
     let mut bytes = [0u8; 15];
-    let len = fetch(&Phys(&v.domain), &paging, v.arch.rip_linear(), &mut bytes)
-        .map_err(|error| MmioError::Fetch { gpa, error })?;
+    let len = fetch(&Phys(&v.domain), &paging, v.arch.rip_linear(), &mut bytes)?;
     let mode = match v.arch.code_bits() {
         64 => Mode::Long64,
         32 => Mode::Protected32,
         _ => Mode::Real16,
     };
+    Ok(AtRip {
+        bytes,
+        len,
+        mode,
+        paging,
+    })
+}
+
+/// Emulates the access of vCPU `v` to device page address `gpa` (an EPT
+/// violation on a page [`crate::vcpu::is_device_page`] names).
+pub fn emulate(v: &mut Vcpu, gpa: u64) -> Result<(), MmioError> {
+    let AtRip {
+        bytes, len, mode, ..
+    } = fetch_at_rip(v).map_err(|error| MmioError::Fetch { gpa, error })?;
     let insn = decode(&bytes[..len], mode).map_err(|error| MmioError::Decode {
         gpa,
         error,

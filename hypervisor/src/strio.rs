@@ -16,8 +16,8 @@ use crate::domain::{Domain, Vcpu};
 use crate::mmio::{Phys, Regs};
 use crate::vdev::IoEffect;
 use basalt_x86emul::{
-    DecodeError, Exception, GuestRam, Mode, PagingMode, PortWrite, Ports, StringIoContext,
-    StringIoOutcome, WalkError, decode_string_io, execute_string_io, fetch,
+    DecodeError, Exception, GuestRam, PortWrite, Ports, StringIoContext, StringIoOutcome,
+    WalkError, decode_string_io, execute_string_io,
 };
 use core::fmt;
 
@@ -129,22 +129,13 @@ pub fn emulate(
     is_in: bool,
     rep: bool,
 ) -> Result<IoEffect, StringIoError> {
-    let (cr0, cr3, cr4, efer) = v.arch.paging_state();
-    let paging = PagingMode {
-        cr0,
-        cr3,
-        cr4,
-        efer,
-    };
+    let crate::mmio::AtRip {
+        bytes,
+        len,
+        mode,
+        paging,
+    } = crate::mmio::fetch_at_rip(v).map_err(StringIoError::Fetch)?;
     let domain = v.domain.clone();
-    let mut bytes = [0u8; 15];
-    let len = fetch(&Phys(&domain), &paging, v.arch.rip_linear(), &mut bytes)
-        .map_err(StringIoError::Fetch)?;
-    let mode = match v.arch.code_bits() {
-        64 => Mode::Long64,
-        32 => Mode::Protected32,
-        _ => Mode::Real16,
-    };
     let bad = |error| StringIoError::Decode { error, bytes, len };
     let insn = decode_string_io(&bytes[..len], mode).map_err(|e| bad(Some(e)))?;
     // The REP bit of the exit is not compared: whether an F2 prefix counts
@@ -156,7 +147,7 @@ pub fn emulate(
     const RFLAGS_VM: u64 = 1 << 17;
     let ctx = StringIoContext {
         mode,
-        protected: cr0 & 1 != 0 && v.arch.rflags() & RFLAGS_VM == 0,
+        protected: paging.cr0 & 1 != 0 && v.arch.rflags() & RFLAGS_VM == 0,
         segment: v.arch.segment(insn.segment),
         paging,
         cpl: v.arch.cpl(),

@@ -541,3 +541,29 @@ pub fn signature_leaf(signature: &[u8; 12], max_leaf: u32) -> [u32; 4] {
         u32::from_le_bytes([d0, d1, d2, d3]),
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xen_signature_registers() {
+        let [eax, ebx, ecx, edx] = signature_leaf(b"XenVMMXenVMM", 0x4000_0005);
+        assert_eq!(eax, 0x4000_0005);
+        // The values Xen's guests compare against (e.g. Linux's xen_cpuid_base()).
+        assert_eq!(ebx, 0x566e_6558); // "XenV"
+        assert_eq!(ecx, 0x65584d4d); // "MMXe"
+        assert_eq!(edx, 0x4d4d_566e); // "nVMM"
+    }
+
+    #[test]
+    fn tsc_leaf_gives_back_the_frequency() {
+        let [den, num, crystal, _] = tsc_leaf(2_100_000_000);
+        assert_eq!(
+            u64::from(crystal) * u64::from(num) / u64::from(den),
+            2_100_000_000
+        );
+        assert_eq!(tsc_leaf(0), [0; 4]);
+        assert_eq!(tsc_leaf(u64::MAX)[1], u32::MAX, "saturates");
+    }
+}

@@ -49,8 +49,7 @@
 
 use basalt_test_guests::cpu::{cpuid, rdmsr_checked, rdtsc, set_interrupt_handler, wrmsr_checked};
 use basalt_test_guests::hypercall::{
-    self as hc, hypercall3, sched_block, set_singleshot_timer, stop_singleshot_timer,
-    system_time_ns,
+    self as hc, hypercall3, sched_block, stop_singleshot_timer, system_time_ns,
 };
 use basalt_test_guests::{Checks, arg_u64, println};
 use core::sync::atomic::{AtomicU32, Ordering};
