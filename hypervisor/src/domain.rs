@@ -156,6 +156,9 @@ pub struct Domain {
     /// System time (ns) when a timed device (PIT, RTC) may next raise an
     /// interrupt; 0: none.
     pub device_deadline: AtomicU64,
+    /// System time (ns) before which the timed devices are not looked at
+    /// again ([`crate::vdev::MIN_DEVICE_GAP_NS`] after the last look).
+    pub device_quiet_until: AtomicU64,
     /// The PIC asks for an interrupt (vCPU 0 injects it before its next
     /// entry); a cheap check for the hot path.
     pub irq_pending: core::sync::atomic::AtomicBool,
@@ -735,6 +738,7 @@ fn build(
         pci: Mutex::new(basalt_devices::pci::PciHost::new()),
         pm: Mutex::new(crate::vdev::new_pm()),
         device_deadline: AtomicU64::new(0),
+        device_quiet_until: AtomicU64::new(0),
         irq_pending: core::sync::atomic::AtomicBool::new(false),
         signature: basalt_guest::cpuid::BASALT_SIGNATURE,
         apic: crate::vapic::DomainApic::new(spec.vcpus, crate::time::ns_at_tsc(tsc_zero)),

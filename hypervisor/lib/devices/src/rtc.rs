@@ -415,37 +415,53 @@ impl Rtc {
 
     /// Which values of a field match alarm register `reg` ("don't care"
     /// values 0xC0-0xFF match all).
-    fn alarm_set<const N: usize>(&self, reg: u8, encode: impl Fn(u32) -> u8) -> [bool; N] {
+    /// What alarm register `reg` matches among `0..n`: every value ("don't
+    /// care", 0xC0-0xFF: `Some(None)`), the one value that encodes to it
+    /// (`Some(Some(v))`), or none (`None`: a byte no time encodes to).
+    /// Decoded once per call, so the next alarm costs a few hundred
+    /// instructions, not one encoding per candidate time.
+    fn alarm_match(&self, reg: u8, n: u32, hour: bool) -> Option<Option<u32>> {
         let a = self.cmos[usize::from(reg)];
-        core::array::from_fn(|v| a >= 0xC0 || encode(v as u32) == a)
+        if a >= 0xC0 {
+            return Some(None);
+        }
+        let v = if hour {
+            self.decode_hour(a)
+        } else {
+            self.decode(a)
+        };
+        let back = if hour {
+            self.encode_hour(v)
+        } else {
+            self.encode(v)
+        };
+        (v < n && back == a).then_some(Some(v))
     }
 
     /// The first second after `secs` that matches the alarm, within two
     /// days (the alarm repeats daily), if any.
     fn next_alarm(&self, secs: i64) -> Option<i64> {
-        let hours: [bool; 24] = self.alarm_set(HOURS_ALARM, |h| self.encode_hour(h));
-        let minutes: [bool; 60] = self.alarm_set(MINUTES_ALARM, |m| self.encode(m));
-        let seconds: [bool; 60] = self.alarm_set(SECONDS_ALARM, |s| self.encode(s));
-        if [&hours[..], &minutes[..], &seconds[..]]
-            .iter()
-            .any(|set| !set.contains(&true))
-        {
-            return None;
-        }
+        let hours = self.alarm_match(HOURS_ALARM, 24, true)?;
+        let minutes = self.alarm_match(MINUTES_ALARM, 60, false)?;
+        let seconds = self.alarm_match(SECONDS_ALARM, 60, false)?;
+        let range = |m: Option<u32>, n: u32| match m {
+            Some(v) => v..v + 1,
+            None => 0..n,
+        };
         let day0 = secs.div_euclid(SECS_PER_DAY) * SECS_PER_DAY;
         for day in [day0, day0 + SECS_PER_DAY] {
-            for (h, _) in hours.iter().enumerate().filter(|&(_, &ok)| ok) {
-                let hs = day + h as i64 * 3600;
+            for h in range(hours, 24) {
+                let hs = day + i64::from(h) * 3600;
                 if hs + 3599 <= secs {
                     continue;
                 }
-                for (m, _) in minutes.iter().enumerate().filter(|&(_, &ok)| ok) {
-                    let ms = hs + m as i64 * 60;
+                for m in range(minutes, 60) {
+                    let ms = hs + i64::from(m) * 60;
                     if ms + 59 <= secs {
                         continue;
                     }
-                    for (s, _) in seconds.iter().enumerate().filter(|&(_, &ok)| ok) {
-                        let t = ms + s as i64;
+                    for s in range(seconds, 60) {
+                        let t = ms + i64::from(s);
                         if t > secs {
                             return Some(t);
                         }

@@ -586,8 +586,12 @@ pub fn decode_string_io(bytes: &[u8], mode: Mode) -> Result<StringIo, DecodeErro
     let size = if opcode & 1 == 0 {
         1
     } else {
-        // INS/OUTS have no 64-bit form: REX.W is ignored.
+        // INS/OUTS have no 64-bit form, but REX.W still takes precedence
+        // over 66 (SDM Vol. 2A 2.2.1.2): with it the operand is a dword, as
+        // the processor reports in the exit (found by the fuzzer: 66 3e 4c 6d).
+        let rex_w = p.rex.is_some_and(|r| r & 0x08 != 0);
         match (mode, p.opsize) {
+            (Mode::Long64, _) if rex_w => 4,
             (Mode::Real16, false) | (Mode::Long64 | Mode::Protected32, true) => 2,
             _ => 4,
         }

@@ -414,3 +414,51 @@ fn random_operations_keep_the_invariants() {
     }
     assert!(irqs > 1000, "only {irqs} interrupts");
 }
+
+/// The next alarm against a second-by-second search over two days, for alarm bytes that are
+/// valid times, "don't care" or junk, in BCD and binary, 12- and 24-hour formats.
+#[test]
+fn next_alarm_matches_a_brute_force_search() {
+    let mut rng = Rng(0x5eed_a1a2_0000_0001);
+    let mut r = Rtc::new(LEAP_EVE, 0);
+    for _ in 0..300 {
+        let format = [0, REG_B_DM, REG_B_24H, REG_B_DM | REG_B_24H][rng.below(4) as usize];
+        r.cmos[usize::from(REG_B)] = format | REG_B_AIE;
+        let mut field = |rng: &mut Rng, n: u32, hour: bool| -> u8 {
+            match rng.below(4) {
+                0 => 0xC0 | rng.byte(),
+                1 => rng.byte(),
+                _ => {
+                    let v = rng.below(u64::from(n)) as u32;
+                    if hour { r.encode_hour(v) } else { r.encode(v) }
+                }
+            }
+        };
+        let (h, m, s) = (
+            field(&mut rng, 24, true),
+            field(&mut rng, 60, false),
+            field(&mut rng, 60, false),
+        );
+        r.cmos[usize::from(HOURS_ALARM)] = h;
+        r.cmos[usize::from(MINUTES_ALARM)] = m;
+        r.cmos[usize::from(SECONDS_ALARM)] = s;
+        let matches = |t: i64| {
+            let day = t.rem_euclid(SECS_PER_DAY);
+            let (th, tm, ts) = (
+                (day / 3600) as u32,
+                (day / 60 % 60) as u32,
+                (day % 60) as u32,
+            );
+            (h >= 0xC0 || r.encode_hour(th) == h)
+                && (m >= 0xC0 || r.encode(tm) == m)
+                && (s >= 0xC0 || r.encode(ts) == s)
+        };
+        let secs = LEAP_EVE as i64 + rng.below(3 * 86_400) as i64;
+        let expected = (secs + 1..=secs + 2 * SECS_PER_DAY).find(|&t| matches(t));
+        assert_eq!(
+            r.next_alarm(secs),
+            expected,
+            "alarm {h:#x}:{m:#x}:{s:#x}, register B {format:#x}, at {secs}"
+        );
+    }
+}

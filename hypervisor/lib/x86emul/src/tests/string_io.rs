@@ -39,6 +39,16 @@ fn decodes_every_form() {
         (&[0x66, 0x6d], L, sio(2, true, 2, 8, Es, false)), // insw
         (&[0x6d], L, sio(1, true, 4, 8, Es, false)),      // insl
         (&[0x48, 0x6d], L, sio(2, true, 4, 8, Es, false)), // rex.W insl: still 4 bytes
+        // REX.W takes precedence over 66: a dword (the fuzzer's 66 3e 4c 6d, as Bochs reports).
+        (&[0x66, 0x3e, 0x4c, 0x6d], L, sio(4, true, 4, 8, Es, false)),
+        (&[0x66, 0x49, 0x6f], L, sio(3, false, 4, 8, Ds, false)),
+        (
+            &[0x36, 0xf2, 0x66, 0x4c, 0x6d],
+            L,
+            sio(5, true, 4, 8, Es, true),
+        ),
+        // A REX voided by a later legacy prefix: 66 applies.
+        (&[0x48, 0x66, 0x6d], L, sio(3, true, 2, 8, Es, false)),
         (&[0xf3, 0x6e], L, sio(2, false, 1, 8, Ds, true)), // rep outsb
         (&[0x64, 0x6e], L, sio(2, false, 1, 8, Fs, false)), // fs outsb
         (&[0x65, 0x66, 0xf3, 0x6f], L, sio(4, false, 2, 8, Gs, true)), // gs rep outsw
@@ -48,7 +58,7 @@ fn decodes_every_form() {
         (&[0x66, 0xf3, 0x6d], P, sio(3, true, 2, 4, Es, true)), // rep insw
         (&[0x67, 0x6e], P, sio(2, false, 1, 2, Ds, false)), // addr16 outsb
         (&[0x26, 0x6f], P, sio(2, false, 4, 4, Es, false)), // es outsl
-        (&[0x6d], R, sio(1, true, 2, 2, Es, false)),      // insw
+        (&[0x6d], R, sio(1, true, 2, 2, Es, false)),       // insw
         (&[0x66, 0x6d], R, sio(2, true, 4, 2, Es, false)), // insl
         (&[0x67, 0xf3, 0x6e], R, sio(3, false, 1, 4, Ds, true)), // addr32 rep outsb
         (&[0x40, 0x6c], L, sio(2, true, 1, 8, Es, false)), // a bare REX
