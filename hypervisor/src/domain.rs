@@ -91,15 +91,22 @@ impl State {
     }
 }
 
-/// Bytes of console output history each domain keeps.
-pub const CONSOLE_HISTORY: usize = 4096;
 /// Bytes of console input waiting for a domain to read them.
 pub const CONSOLE_INPUT: usize = 256;
 
+/// Longest console line of a domain without the console; a longer one is
+/// cut into lines of this length.
+const LINE_MAX: usize = 512;
+
 /// A guest domain.
 pub struct Domain {
-    /// Domain id (1, 2, …; 0 is reserved for a control domain).
+    /// Domain id (1, 2, …; 0 is reserved for a control domain). A domain
+    /// that reboots keeps its id; `generation` tells the two apart.
     pub id: u32,
+    /// Unique to this incarnation of the domain (never reused, not even by
+    /// a reboot of the same id): a late timer, kick or wake-up that names
+    /// an older generation reaches nothing (docs/scheduler.md).
+    pub generation: u64,
     /// Its name from `name=`.
     pub name: String,
     /// Memory in bytes (a whole number of 2 MiB blocks).
@@ -125,8 +132,9 @@ pub struct Domain {
     /// Exit code set with Basalt's SCHEDOP exit-code operation.
     pub exit_code: AtomicU32,
     line: Mutex<Vec<u8>>,
-    /// The newest console output, with a dropped-bytes count.
-    pub history: Mutex<Ring<CONSOLE_HISTORY>>,
+    /// Its console output on the way to the serial line, with counters and
+    /// its budget of log lines it can cause (`crate::console::Source`).
+    pub console_out: Arc<crate::console::Source>,
     /// Console input typed for this domain, read through `console_io` or
     /// its COM1.
     pub input: Mutex<Ring<CONSOLE_INPUT>>,
@@ -193,7 +201,8 @@ impl core::fmt::Debug for Vcpu {
 
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 static CREATED: AtomicUsize = AtomicUsize::new(0);
-static NEXT_VPID: AtomicU32 = AtomicU32::new(1);
+/// The next domain generation (1, 2, …).
+static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
 /// Domains not yet dead, by id.
 static DOMAINS: Mutex<Vec<Arc<Domain>>> = Mutex::new(Vec::new());
 
@@ -321,28 +330,65 @@ impl Domain {
         .write(gpa, bytes)
     }
 
-    /// Adds console output from the guest: kept in its history ring, and
-    /// complete lines are printed as `(dN) line`.
-    pub fn console_write(&self, bytes: &[u8]) {
-        self.history.lock().write(bytes);
+    /// Adds console output from the guest; returns how many of `bytes`
+    /// were taken. The domain with the console: its bytes go out as they
+    /// are (prompts and terminal control included), as many as its queue
+    /// has room for; the caller keeps the rest and retries (back-pressure:
+    /// never lost). Any other domain: complete lines are queued as
+    /// `(dN) line` units, each dropped whole and counted when its queue is
+    /// full; all bytes are taken.
+    pub fn console_write(&self, bytes: &[u8]) -> usize {
         let mut buf = self.line.lock();
         if crate::console::is_raw(self.id) {
-            // It has the console: its bytes go out as they are, prompts and
-            // terminal control included.
             if !buf.is_empty() {
-                crate::console::write_raw(&buf);
-                buf.clear();
+                // The line it had started before it got the console.
+                let n = self.console_out.push_partial(&buf);
+                buf.drain(..n);
+                if !buf.is_empty() {
+                    return 0;
+                }
             }
-            crate::console::write_raw(bytes);
-            return;
+            return self.console_out.push_partial(bytes);
         }
-        for &b in bytes {
-            if b == b'\n' || buf.len() >= 512 {
-                crate::println!("(d{}) {}", self.id, String::from_utf8_lossy(&buf));
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let room = LINE_MAX - buf.len();
+            let window = &rest[..rest.len().min(room)];
+            let (text, ends_line, used) = match window.iter().position(|&b| b == b'\n') {
+                Some(i) => (&window[..i], true, i + 1),
+                None => (window, window.len() == room, window.len()),
+            };
+            buf.extend(text.iter().copied().filter(|&b| b != b'\r'));
+            rest = &rest[used..];
+            if ends_line {
+                let mut prefix = crate::StackString::<16>::new();
+                prefix.push_fmt(format_args!("(d{}) ", self.id));
+                let head = prefix.as_str().len();
+                let mut unit = [0u8; LINE_MAX + 16];
+                unit[..head].copy_from_slice(prefix.as_str().as_bytes());
+                unit[head..head + buf.len()].copy_from_slice(&buf);
+                unit[head + buf.len()] = b'\n';
+                self.console_out.push_unit(&unit[..head + buf.len() + 1]);
                 buf.clear();
-            } else if b != b'\r' {
-                buf.push(b);
             }
+        }
+        bytes.len()
+    }
+
+    /// Bytes of console output this domain can hand over now without
+    /// waiting: what its queue has room for while it has the console
+    /// (back-pressure), else unlimited (output nobody waits for is queued
+    /// or dropped, never waited for).
+    pub fn console_room(&self) -> usize {
+        if crate::console::is_raw(self.id) {
+            let free = self.console_out.free();
+            if free == 0 {
+                crate::console::pump();
+                return self.console_out.free();
+            }
+            free
+        } else {
+            usize::MAX
         }
     }
 
@@ -351,8 +397,8 @@ impl Domain {
     pub fn console_focus_gained(&self) {
         let mut buf = self.line.lock();
         if !buf.is_empty() {
-            crate::console::write_raw(&buf);
-            buf.clear();
+            let n = self.console_out.push_partial(&buf);
+            buf.drain(..n);
         }
     }
 
@@ -389,8 +435,11 @@ impl Domain {
     }
 
     /// One of its vCPUs was dropped (its VMCS freed). When it was the last:
-    /// frees the memory and EPT, records the end, and returns the reason.
-    pub fn vcpu_retired(&self) -> Option<EndReason> {
+    /// the domain is dead and its memory and EPT are handed back as
+    /// [`Remains`], which the scheduler frees with [`Domain::reclaim`] once
+    /// no CPU can hold a translation of them (docs/scheduler.md, "Domain
+    /// lifecycle").
+    pub fn vcpu_retired(&self) -> Option<(EndReason, Remains)> {
         if self.alive_vcpus.fetch_sub(1, Ordering::SeqCst) != 1 {
             return None;
         }
@@ -398,23 +447,37 @@ impl Domain {
             State::Dying(r) | State::Dead(r) => r,
             State::Running | State::Paused => EndReason::Destroyed,
         };
-        self.release(reason);
-        Some(reason)
+        Some((reason, self.release(reason)))
     }
 
-    /// Frees memory and EPT (no vCPU can use them any more).
-    fn release(&self, reason: EndReason) {
+    /// Marks the domain dead and takes its memory and EPT out (no vCPU can
+    /// use them any more; CPUs may still cache their translations).
+    fn release(&self, reason: EndReason) -> Remains {
         *self.state.lock() = State::Dead(reason);
         if !self.line.lock().is_empty() {
             self.console_write(b"\n");
         }
-        if let Some(ept) = self.ept.lock().take() {
+        DOMAINS.lock().retain(|d| d.generation != self.generation);
+        let bytes = self.blocks.lock().drain(..).count() as u64 * BLOCK;
+        Remains {
+            ept: self.ept.lock().take(),
+            allocations: core::mem::take(&mut *self.allocations.lock()),
+            bytes,
+        }
+    }
+
+    /// Frees what [`Domain::vcpu_retired`] handed back. The caller promises
+    /// that every CPU has flushed its EPT-derived translations since the
+    /// domain's last vCPU left (`sched`'s EPT generation protocol). Then
+    /// the end is recorded.
+    pub fn reclaim(&self, remains: Remains, reason: EndReason) {
+        if let Some(ept) = remains.ept {
             mm::destroy_ept(ept);
         }
-        let freed = self.blocks.lock().drain(..).count() as u64 * BLOCK;
-        for (phys, order) in self.allocations.lock().drain(..) {
+        for (phys, order) in remains.allocations {
             mm::free_frames(phys, order, Owner::Domain);
         }
+        let freed = remains.bytes;
         let code = self.exit_code.load(Ordering::SeqCst);
         info!(
             "domain d{} ({}) ended: {}{}; {} returned to the pool",
@@ -428,7 +491,6 @@ impl Domain {
             },
             basalt_boot::memmap::ByteSize(freed)
         );
-        DOMAINS.lock().retain(|d| d.id != self.id);
         if reason == EndReason::Reboot {
             // Still counted as live until `rebuild` replaced it, so a test
             // run does not end in between.
@@ -475,6 +537,22 @@ impl Domain {
             built.0.vcpu_count
         );
         Ok(built)
+    }
+}
+
+/// The memory and EPT of a dead domain, waiting until no CPU can cache a
+/// translation into them (see [`Domain::reclaim`]).
+pub struct Remains {
+    ept: Option<PageTable<Ept>>,
+    allocations: Vec<(u64, u32)>,
+    bytes: u64,
+}
+
+impl core::fmt::Debug for Remains {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Remains")
+            .field("bytes", &self.bytes)
+            .finish()
     }
 }
 
@@ -638,6 +716,7 @@ fn build(
     let tsc_zero = crate::arch::x86_64::cpu::rdtsc();
     let domain = Arc::new(Domain {
         id,
+        generation: NEXT_GENERATION.fetch_add(1, Ordering::SeqCst),
         name: spec.name.into(),
         memory,
         blocks: Mutex::new(blocks),
@@ -646,7 +725,7 @@ fn build(
         state: Mutex::new(State::Running),
         exit_code: AtomicU32::new(0),
         line: Mutex::new(Vec::new()),
-        history: Mutex::new(Ring::new()),
+        console_out: crate::console::Source::new(),
         input: Mutex::new(Ring::new()),
         serial: Mutex::new(crate::vdev::new_serial()),
         pic: Mutex::new(basalt_devices::pic::Pic::new()),
@@ -753,11 +832,9 @@ fn build(
     };
     let mut vcpus = Vec::new();
     for index in 0..spec.vcpus {
-        let vpid = NEXT_VPID.fetch_add(1, Ordering::SeqCst) as u16;
         let made = VmxVcpu::new(
             negotiated,
             ept_root,
-            vpid,
             entry,
             crate::vcpu::CpuidContext {
                 signature: domain.signature,

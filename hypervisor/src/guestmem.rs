@@ -1,6 +1,10 @@
 //! Guest-virtual memory access for hypercall arguments: the guest's own page
 //! tables are walked (paging off, or 4-level long-mode paging) through the
-//! domain's memory. Anything else fails with EFAULT.
+//! domain's memory. Anything else fails with EFAULT, as do a range that
+//! wraps past 2^64 and, in long mode, one that is not canonical (hardware
+//! raises #GP for such an access, so no guest buffer can live there; a
+//! walk that ignored bits 63:48 would reach the guest's memory through an
+//! alias).
 
 use crate::domain::Vcpu;
 
@@ -38,8 +42,30 @@ fn translate(v: &Vcpu, gva: u64) -> Result<u64, ()> {
     Ok(table | (gva & 0xfff))
 }
 
+/// Whether `[gva, gva + len)` is a range a guest access could use: it does
+/// not wrap past 2^64; in long mode (EFER.LMA) it lies within one canonical
+/// half of the 48-bit address space, otherwise below 4 GiB (a 32-bit
+/// linear address would wrap to 0).
+fn range_ok(v: &Vcpu, gva: u64, len: usize) -> bool {
+    if len == 0 {
+        return true;
+    }
+    let Some(last) = gva.checked_add(len as u64 - 1) else {
+        return false;
+    };
+    let (_, _, _, efer) = v.arch.paging_state();
+    if efer & (1 << 10) == 0 {
+        return last <= u64::from(u32::MAX);
+    }
+    let canonical = |a: u64| ((a as i64) << 16 >> 16) as u64 == a;
+    canonical(gva) && canonical(last) && (gva >> 63) == (last >> 63)
+}
+
 /// Reads `out.len()` bytes at guest-virtual `gva`, page by page.
 pub fn read_virt(v: &Vcpu, gva: u64, out: &mut [u8]) -> Result<(), ()> {
+    if !range_ok(v, gva, out.len()) {
+        return Err(());
+    }
     let mut done = 0;
     while done < out.len() {
         let at = gva.wrapping_add(done as u64);
@@ -55,6 +81,9 @@ pub fn read_virt(v: &Vcpu, gva: u64, out: &mut [u8]) -> Result<(), ()> {
 
 /// Writes `bytes` at guest-virtual `gva`, page by page.
 pub fn write_virt(v: &Vcpu, gva: u64, bytes: &[u8]) -> Result<(), ()> {
+    if !range_ok(v, gva, bytes.len()) {
+        return Err(());
+    }
     let mut done = 0;
     while done < bytes.len() {
         let at = gva.wrapping_add(done as u64);

@@ -20,14 +20,61 @@ pub enum After {
     Down,
     /// The domain ends for this reason (`SCHEDOP_shutdown`).
     Ended(EndReason),
+    /// A continuation: the hypercall's arguments were advanced in the
+    /// guest's registers and the VMCALL runs again (RAX and RIP untouched)
+    /// when the vCPU next runs; `true`: it waits for the console, so it
+    /// gives up the CPU first.
+    Again(bool),
 }
 
 fn errno(e: i64) -> u64 {
     hc::errno_result(e)
 }
 
-/// Most bytes a single console_io write copies.
-const CONSOLE_MAX: u64 = 4096;
+/// Most bytes a `console_io` write copies per VM exit; the rest is a
+/// continuation. Small, so that one exit stays far below a time slice even
+/// on a slow CPU (Bochs at 4 M instructions per second: a few hundred µs).
+const CONSOLE_MAX: u64 = 256;
+
+/// `console_io(CONSOLEIO_write, count, buffer)`: never loses a byte. What
+/// the console takes now is copied (at most [`CONSOLE_MAX`] per exit); the
+/// rest is a continuation, as in Xen's `guest_console_write`: count and
+/// buffer advance in the guest's registers and the VMCALL runs again, after
+/// the vCPU gave up the CPU if the domain's console queue was full (the
+/// domain with the console is slowed, not truncated). The result, once all
+/// is written, is 0: Linux's `dom0_write_console` ignores any value that is
+/// not negative and reports every byte written, so a "bytes taken" result
+/// would lose the rest.
+fn console_write(v: &mut Vcpu, count: u64, buffer: u64) -> (u64, After) {
+    let room = v.domain.console_room();
+    let take = count.min(CONSOLE_MAX).min(room as u64) as usize;
+    if take == 0 {
+        if count == 0 {
+            return (0, After::Continue);
+        }
+        return (0, After::Again(true));
+    }
+    let mut buf = [0u8; CONSOLE_MAX as usize];
+    let buf = &mut buf[..take];
+    if crate::guestmem::read_virt(v, buffer, buf).is_err() {
+        return (errno(hc::EFAULT), After::Continue);
+    }
+    let taken = v.domain.console_write(buf) as u64;
+    if taken == count {
+        return (0, After::Continue);
+    }
+    // Continuation: the arguments that remain, in the registers the guest
+    // passed them in (RSI, RDX in 64-bit mode; ECX, EDX in 32-bit mode).
+    let (rest, next) = (count - taken, buffer.wrapping_add(taken));
+    if v.arch.long_mode() {
+        v.arch.regs.rsi = rest;
+        v.arch.regs.rdx = next;
+    } else {
+        v.arch.regs.rcx = rest & 0xffff_ffff;
+        v.arch.regs.rdx = next & 0xffff_ffff;
+    }
+    (0, After::Again(taken < take as u64))
+}
 
 /// Handles the VMCALL of `v`; sets RAX and skips the instruction.
 pub fn dispatch(v: &mut Vcpu) -> After {
@@ -47,7 +94,7 @@ pub fn dispatch(v: &mut Vcpu) -> After {
     } else {
         handle(v, &call)
     };
-    if !matches!(after, After::Ended(_)) {
+    if !matches!(after, After::Ended(_) | After::Again(_)) {
         v.arch.regs.rax = result;
         v.arch.skip_instruction();
     }
@@ -72,17 +119,7 @@ fn handle(v: &mut Vcpu, call: &hc::Call) -> (u64, After) {
             _ => (errno(hc::ENOSYS), After::Continue),
         },
         hc::HYPERVISOR_CONSOLE_IO => match a1 {
-            hc::CONSOLEIO_WRITE => {
-                let count = a2.min(CONSOLE_MAX) as usize;
-                let mut buf = alloc::vec![0u8; count];
-                match crate::guestmem::read_virt(v, a3, &mut buf) {
-                    Ok(()) => {
-                        v.domain.console_write(&buf);
-                        (0, After::Continue)
-                    }
-                    Err(()) => (errno(hc::EFAULT), After::Continue),
-                }
-            }
+            hc::CONSOLEIO_WRITE => console_write(v, a2, a3),
             hc::CONSOLEIO_READ => {
                 // Bytes the operator typed while this domain had the focus.
                 // The input ring never holds more than this: no allocation
@@ -171,12 +208,22 @@ fn vcpu_op(v: &mut Vcpu, cmd: u64, vcpu_id: u64, arg: u64) -> (u64, After) {
                 ..Default::default()
             };
             // Xen's checks for VCPU_HVM_MODE_64B: canonical RIP, paging on,
-            // PAE, long mode enabled.
+            // PAE, long mode enabled; and the control registers must be a
+            // state the guest's CPU model allows (no reserved bit, CR3 below
+            // MAXPHYADDR), or VM entry would refuse them.
             let canonical = |a: u64| ((a as i64) << 16 >> 16) as u64 == a;
+            let cr = basalt_cpu::cr::CrState {
+                cr0: state.cr0,
+                cr3: state.cr3,
+                cr4: state.cr4,
+                efer: state.efer | basalt_cpu::cr::efer::LMA,
+                cs_l: true,
+            };
             if !canonical(state.rip)
                 || state.cr0 & (1 << 31) == 0
                 || state.cr4 & (1 << 5) == 0
                 || state.efer & (1 << 8) == 0
+                || crate::vcpu::guest_cpu().cr.check_state(&cr).is_err()
             {
                 return err(hc::EINVAL);
             }

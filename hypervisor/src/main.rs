@@ -26,6 +26,7 @@ mod panic;
 mod platform;
 mod sched;
 mod stats;
+mod strio;
 mod time;
 mod vapic;
 mod vcpu;

@@ -63,8 +63,9 @@ impl fmt::Display for MmioError {
     }
 }
 
-/// The domain's memory as the page walk reads it.
-struct Phys<'a>(&'a Domain);
+/// The domain's memory as the page walk reads it (and, for string I/O,
+/// writes it: [`crate::strio`]).
+pub(crate) struct Phys<'a>(pub(crate) &'a Domain);
 
 impl GuestPhys for Phys<'_> {
     fn read_phys(&self, gpa: u64, out: &mut [u8]) -> bool {
@@ -73,7 +74,7 @@ impl GuestPhys for Phys<'_> {
 }
 
 /// The vCPU's registers as the executor sees them.
-struct Regs<'a>(&'a mut crate::arch::x86_64::vmx::vcpu::VmxVcpu);
+pub(crate) struct Regs<'a>(pub(crate) &'a mut crate::arch::x86_64::vmx::vcpu::VmxVcpu);
 
 impl Cpu for Regs<'_> {
     fn reg(&self, n: u8) -> u64 {

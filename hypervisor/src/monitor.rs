@@ -10,7 +10,8 @@ use alloc::vec::Vec;
 use basalt_console::command::{Command, HELP, ParseError};
 use basalt_console::line::{Edit, LineEditor};
 use basalt_console::mux::{CTRL_A, Event, Focus, Mux};
-use basalt_sched::{DomainParams, VcpuId, VcpuState};
+use basalt_sched::{DomainParams, VcpuState};
+use core::fmt::Write as _;
 use core::sync::atomic::{AtomicBool, Ordering};
 use spin::Mutex;
 
@@ -133,7 +134,7 @@ impl Monitor {
                 // Console input is an event: into COM1 if its interrupt is
                 // on; vCPU 0 waiting in HLT or SCHEDOP_block wakes up.
                 crate::vdev::input_arrived(&d);
-                sched::wake_vcpu(VcpuId::new(id, 0));
+                sched::wake_vcpu(&d, 0);
             }
         }
     }
@@ -330,16 +331,35 @@ fn stats() {
         let mut line = crate::StackString::<600>::new();
         crate::stats::format_counts(&d.exits.snapshot(), &mut line);
         println!("  d{} ({}): {}", d.id, d.name, line.as_str());
-        let (written, dropped) = {
-            let h = d.history.lock();
-            (h.written(), h.dropped())
-        };
+        let out = d.console_out.stats();
+        let suppressed = d.console_out.log_suppressed();
+        let mut dropped = crate::StackString::<80>::new();
+        if out.dropped_units == 0 {
+            let _ = write!(dropped, "nothing dropped");
+        } else {
+            let _ = write!(
+                dropped,
+                "{} lines ({} bytes) dropped unread",
+                out.dropped_units, out.dropped_bytes
+            );
+        }
         println!(
-            "  d{} console: {written} bytes written, {dropped} dropped from the {} KiB history",
+            "  d{} console: {} bytes queued, {}, {} waiting; {suppressed} log lines suppressed",
             d.id,
-            domain::CONSOLE_HISTORY / 1024
+            out.queued,
+            dropped.as_str(),
+            out.pending
         );
     }
+    let (log, waits) = crate::console::log_stats();
+    println!(
+        "  basalt console: {} bytes queued, {} waiting, {} waits for room, {} lines dropped; {} UART interrupts",
+        log.queued,
+        log.pending,
+        waits,
+        log.dropped_units,
+        crate::console::input_stats().interrupts
+    );
 }
 
 fn sched_command(id: u32, weight: Option<u16>, cap: Option<u16>) {

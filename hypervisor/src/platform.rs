@@ -33,6 +33,16 @@ fn vmx_on_this_cpu() -> bool {
         Ok(config) => {
             if index == 0 {
                 info!("VT-x: {}", config.negotiated);
+                let (spec, facts) = crate::arch::x86_64::vmx::spec::init();
+                info!(
+                    "speculation: RSB fill on exit {:?}, IBPB between domains {}, L1D flush on entry {}, VERW on entry {} (CPUID.7.EDX {:#x}, ARCH_CAPABILITIES {:#x})",
+                    spec.rsb,
+                    spec.ibpb_on_domain_switch,
+                    spec.l1d_flush_on_entry,
+                    spec.verw_on_entry,
+                    facts.cpuid7_edx,
+                    facts.arch_caps
+                );
                 VMX_OK.store(true, Ordering::SeqCst);
             }
             info!(

@@ -13,23 +13,30 @@
 //! the domain's memory and EPT are freed when the last one is
 //! ([`crate::domain::Domain::vcpu_retired`]).
 //!
-//! Time: single-shot timers of blocked vCPUs live on the CPU where the vCPU
-//! blocked; that CPU's APIC timer is armed for the earliest of them, so a
-//! sleeping vCPU is woken on time even while the CPU runs another guest
-//! (the timer interrupt causes a VM exit).
+//! Time: a blocked vCPU has at most one timer entry, on the CPU where it
+//! blocked, for the earliest of its single-shot timer, its APIC timer and
+//! (vCPU 0) its domain's device edge; the entry goes when the vCPU wakes,
+//! fires or its domain ends. That CPU's APIC timer is armed for the earliest
+//! entry, so a sleeping vCPU is woken on time even while the CPU runs
+//! another guest (the timer interrupt causes a VM exit).
+//!
+//! A dead domain's frames go back to the pool only after every online CPU
+//! has flushed its EPT-derived translations (INVEPT all-context) since the
+//! domain's last vCPU left: see [`EPT_GENERATION`].
 
 use crate::arch::x86_64::{apic, cpu, idt, percpu};
 use crate::domain::{self, Domain, EndReason, Vcpu};
 use crate::hypercall::{self, After};
+use crate::time;
 use crate::vcpu::VcpuExit;
 use crate::verdict::{Verdict, finish};
-use crate::{println, time};
 use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use basalt_sched::{CpuMask, Decision, DomainParams, Params, Scheduler, VcpuId, VcpuState};
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::fmt::Write as _;
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use spin::Mutex;
 
 const MAX_CPUS: usize = percpu::MAX_CPUS;
@@ -53,7 +60,12 @@ pub struct Slot {
     up: AtomicBool,
     /// Given a start state by `VCPUOP_initialise` (vCPU 0: always).
     initialised: AtomicBool,
+    /// The CPU whose `TIMERS` list holds its one entry (`NO_CPU`: none).
+    /// Changed under that list's lock.
+    timer_cpu: AtomicUsize,
 }
+
+const NO_CPU: usize = usize::MAX;
 
 struct SlotInner {
     /// The vCPU while no CPU holds it.
@@ -69,8 +81,21 @@ struct State {
 
 static SCHED: Mutex<Option<State>> = Mutex::new(None);
 static NEED_RESCHED: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
-/// Timers of vCPUs that blocked on each CPU: (system time in ns, vCPU).
-static TIMERS: [Mutex<Vec<(u64, VcpuId)>>; MAX_CPUS] = [const { Mutex::new(Vec::new()) }; MAX_CPUS];
+/// A blocked vCPU's wake-up time on the CPU where it blocked.
+#[derive(Debug, Clone, Copy)]
+struct TimerEntry {
+    /// System time in ns.
+    at: u64,
+    id: VcpuId,
+    /// Its domain's generation: an entry of an older incarnation of the
+    /// same id reaches nothing.
+    generation: u64,
+}
+
+/// Timers of vCPUs that blocked on each CPU, one entry per vCPU at most
+/// (`Slot::timer_cpu` says which list has it). Lock order: `SCHED`, then a
+/// `TIMERS` list.
+static TIMERS: [Mutex<Vec<TimerEntry>>; MAX_CPUS] = [const { Mutex::new(Vec::new()) }; MAX_CPUS];
 /// Domains that ended with `reboot`, waiting to be built again.
 static REBUILD: Mutex<Vec<Arc<Domain>>> = Mutex::new(Vec::new());
 static TEST_EXIT: AtomicBool = AtomicBool::new(false);
@@ -78,10 +103,30 @@ static TEST_EXIT: AtomicBool = AtomicBool::new(false);
 /// domains come on top and must all be returned).
 static TABLES_BEFORE: AtomicU64 = AtomicU64::new(0);
 static FINISHING: AtomicBool = AtomicBool::new(false);
-/// Bumped whenever a domain's EPT is freed: every CPU flushes its EPT TLB
-/// (INVEPT all-context) before its next VM entry, so no stale translation
-/// can reach frames another domain gets next.
+/// The EPT flush protocol (docs/scheduler.md, "Domain lifecycle"). When a
+/// domain's last vCPU has left its CPU, the generation is bumped to G and
+/// the domain's memory and EPT wait in [`QUARANTINE`] tagged G; every CPU
+/// is tickled. Each CPU, at every scheduling point (before it takes a vCPU
+/// and before it halts), flushes its EPT TLB (INVEPT all-context) when the
+/// generation moved and then records the generation it saw in
+/// [`EPT_FLUSHED`]. The frames tagged G are freed once every online CPU's
+/// [`EPT_FLUSHED`] is at least G.
+///
+/// Invariant: no frame of a dead domain is back in the pool while any CPU
+/// may still hold a guest-physical or combined translation (tagged with
+/// the dead domain's EPTP) that reaches it. A CPU records G only after its
+/// INVEPT, and it reads G after the bump; no CPU can fill new translations
+/// for the dead EPTP, since no vCPU of the domain exists any more.
 static EPT_GENERATION: AtomicU64 = AtomicU64::new(0);
+/// The EPT generation each CPU flushed at last.
+static EPT_FLUSHED: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+/// Dead domains whose memory and EPT wait for every CPU's flush: (the
+/// generation each CPU must reach, the domain, its remains, how it ended).
+#[allow(clippy::type_complexity)]
+static QUARANTINE: Mutex<Vec<(u64, Arc<Domain>, domain::Remains, EndReason)>> =
+    Mutex::new(Vec::new());
+/// Whether [`QUARANTINE`] holds anything (changed under its lock).
+static QUARANTINE_WAITING: AtomicBool = AtomicBool::new(false);
 
 /// Scheduler settings from the command line.
 #[derive(Debug, Clone, Copy, Default)]
@@ -138,6 +183,7 @@ pub fn start(domains: Vec<(Arc<Domain>, Vec<Vcpu>)>, settings: Settings, tables_
     if let Some(m) = settings.test_measure {
         crate::measure::arm(m.0, m.1);
     }
+    crate::console::start_async();
     for (domain, vcpus) in domains {
         admit(domain, vcpus);
     }
@@ -176,6 +222,7 @@ fn admit(domain: Arc<Domain>, vcpus: Vec<Vcpu>) {
                     paused: AtomicBool::new(false),
                     up: AtomicBool::new(first),
                     initialised: AtomicBool::new(first),
+                    timer_cpu: AtomicUsize::new(NO_CPU),
                 }),
             );
         }
@@ -255,19 +302,87 @@ fn put_back(mut h: Held) {
 fn retire(vcpu: Box<Vcpu>) {
     let domain = vcpu.domain.clone();
     drop(vcpu);
-    if let Some(reason) = domain.vcpu_retired() {
-        EPT_GENERATION.fetch_add(1, Ordering::SeqCst);
+    let Some((reason, remains)) = domain.vcpu_retired() else {
+        return;
+    };
+    let generation = {
+        // Bumped and queued under the lock, so `reclaim` never sees a
+        // generation without its remains.
+        let mut q = QUARANTINE.lock();
+        let g = EPT_GENERATION.fetch_add(1, Ordering::SeqCst) + 1;
+        q.push((g, domain.clone(), remains, reason));
+        QUARANTINE_WAITING.store(true, Ordering::SeqCst);
+        g
+    };
+    log::debug!(
+        "d{}: memory waits for every CPU's EPT flush (generation {generation})",
+        domain.id
+    );
+    if reason != EndReason::Reboot {
+        crate::monitor::domain_gone(domain.id);
+    }
+    let me = percpu::index();
+    flush_ept(me);
+    for c in percpu::all() {
+        if c.index != me {
+            tickle(c.index);
+        }
+    }
+    reclaim();
+}
+
+/// This CPU's part of the EPT flush protocol ([`EPT_GENERATION`]): INVEPT
+/// all-context when the generation moved since its last flush.
+fn flush_ept(me: usize) {
+    let Some(flushed) = EPT_FLUSHED.get(me) else {
+        return;
+    };
+    let g = EPT_GENERATION.load(Ordering::SeqCst);
+    if flushed.load(Ordering::Relaxed) != g {
+        let _ = crate::arch::x86_64::vmx::instr::invept_all();
+        flushed.store(g, Ordering::SeqCst);
+    }
+}
+
+/// Frees the memory of dead domains that every online CPU has flushed
+/// since ([`EPT_GENERATION`]); a rebooting one is then built again.
+fn reclaim() {
+    // The common case (nothing waits) costs one load at a scheduling point.
+    if !QUARANTINE_WAITING.load(Ordering::SeqCst) {
+        return;
+    }
+    let done = percpu::all()
+        .filter_map(|c| EPT_FLUSHED.get(c.index))
+        .map(|f| f.load(Ordering::SeqCst))
+        .min()
+        .unwrap_or(0);
+    let ready: Vec<(u64, Arc<Domain>, domain::Remains, EndReason)> = {
+        let mut q = QUARANTINE.lock();
+        if q.iter().all(|e| e.0 > done) {
+            return;
+        }
+        let (ready, waiting) = core::mem::take(&mut *q)
+            .into_iter()
+            .partition(|e| e.0 <= done);
+        *q = waiting;
+        QUARANTINE_WAITING.store(!q.is_empty(), Ordering::SeqCst);
+        ready
+    };
+    for (_, domain, remains, reason) in ready {
+        domain.reclaim(remains, reason);
         if reason == EndReason::Reboot {
             // Same id after the restart: a console focused on it stays.
             REBUILD.lock().push(domain);
-        } else {
-            crate::monitor::domain_gone(domain.id);
+        } else if percpu::index() != 0 {
             // The monitor (CPU 0) hands the console back; it may be halted.
-            if percpu::index() != 0 {
-                tickle(0);
-            }
+            tickle(0);
         }
     }
+}
+
+/// Whether dead domains wait for EPT flushes.
+fn quarantine_waiting() -> bool {
+    QUARANTINE_WAITING.load(Ordering::SeqCst)
 }
 
 /// Ends `domain` for `reason`: its vCPUs leave the policy, the CPUs running
@@ -291,6 +406,7 @@ pub fn end_domain(domain: &Arc<Domain>, reason: EndReason) {
     })
     .unwrap_or_default();
     for (slot, cpu) in removed {
+        clear_timer(&slot);
         if let Some(c) = cpu {
             tickle(c);
         }
@@ -398,11 +514,13 @@ pub fn domain_runtime(domain: u32) -> u64 {
     .unwrap_or(0)
 }
 
-/// Makes a halted vCPU runnable (an event for it: console input, `VCPUOP_up`).
-pub fn wake_vcpu(id: VcpuId) {
+/// Makes halted vCPU `vcpu` of `domain` runnable (an event for it: console
+/// input); nothing if that incarnation of the domain has ended.
+pub fn wake_vcpu(domain: &Domain, vcpu: u32) {
     let now = time::now_ns();
+    let id = VcpuId::new(domain.id, vcpu);
     let cpu = with(|s| {
-        let slot = s.slots.get(&id)?.clone();
+        let slot = slot_of(s, id, domain.generation)?;
         if !slot.up.load(Ordering::SeqCst) || !slot.halted.load(Ordering::SeqCst) {
             return None;
         }
@@ -440,11 +558,13 @@ fn halt_ends(slot: &Slot) -> bool {
 /// woken; one running on another CPU is made to exit (a WAKE IPI), so the
 /// interrupt is injected at its next entry; a runnable one takes it when
 /// it next runs.
-pub fn kick_vcpu(id: VcpuId) {
+/// Nothing if that incarnation of the domain has ended.
+pub fn kick_vcpu(domain: &Domain, vcpu: u32) {
     let now = time::now_ns();
     let me = percpu::index();
+    let id = VcpuId::new(domain.id, vcpu);
     let target = with(|s| {
-        let slot = s.slots.get(&id)?.clone();
+        let slot = slot_of(s, id, domain.generation)?;
         if slot.halted.load(Ordering::SeqCst) {
             if !slot.up.load(Ordering::SeqCst) || !halt_ends(&slot) {
                 return None;
@@ -474,16 +594,19 @@ pub fn kick_vcpu(id: VcpuId) {
 /// real mode at `vector << 8`:0000 (SDM Vol. 3A 10.4.4). A vCPU that is up
 /// and had an INIT (a CPU the guest took offline and starts again) takes it
 /// at its next turn (`run_slice`); any other vCPU that is up ignores it.
-pub fn start_vcpu_sipi(id: VcpuId, vector: u8) {
-    let Some(slot) = with(|s| s.slots.get(&id).cloned()).flatten() else {
+pub fn start_vcpu_sipi(domain: &Domain, vcpu: u32, vector: u8) {
+    let id = VcpuId::new(domain.id, vcpu);
+    let Some(slot) = with(|s| slot_of(s, id, domain.generation)).flatten() else {
         return;
     };
     if slot.up.load(Ordering::SeqCst) {
         if slot.domain.apic.record_sipi(id.vcpu, vector) {
-            kick_vcpu(id);
+            kick_vcpu(domain, vcpu);
             return;
         }
-        log::warn!(
+        crate::guest_log!(
+            slot.domain,
+            log::Level::Warn,
             "d{}v{}: start-up IPI to a running vCPU ignored",
             id.domain,
             id.vcpu
@@ -510,7 +633,13 @@ pub fn start_vcpu_sipi(id: VcpuId, vector: u8) {
         u32::from(vector) << 12
     );
     if let Err(e) = vcpu_up(id) {
-        log::warn!("d{}v{}: cannot start: {e:?}", id.domain, id.vcpu);
+        crate::guest_log!(
+            slot.domain,
+            log::Level::Warn,
+            "d{}v{}: cannot start: {e:?}",
+            id.domain,
+            id.vcpu
+        );
     }
 }
 
@@ -518,6 +647,7 @@ pub fn start_vcpu_sipi(id: VcpuId, vector: u8) {
 /// domain is paused. Returns the CPU to tickle.
 fn unhalt(s: &mut State, slot: &Slot, now: u64) -> Option<usize> {
     slot.halted.store(false, Ordering::SeqCst);
+    clear_timer(slot);
     if slot.paused.load(Ordering::SeqCst) {
         return None;
     }
@@ -598,9 +728,10 @@ pub fn run() -> ! {
     let me = percpu::index();
     let mut cur: Option<Held> = None;
     let mut yielded = false;
-    let mut ept_seen = u64::MAX;
     loop {
         housekeeping(me, &mut cur);
+        // Before any VM entry from this scheduling point on.
+        flush_ept(me);
         NEED_RESCHED[me].store(false, Ordering::SeqCst);
         let decision = decide(me, yielded);
         yielded = false;
@@ -621,16 +752,14 @@ pub fn run() -> ! {
             let Some(mut h) = take(id) else {
                 continue;
             };
-            let generation = EPT_GENERATION.load(Ordering::SeqCst);
             if let Err(e) = h.vcpu.arch.load() {
                 crash(&mut h, &alloc::format!("{e}"));
                 put_back(h);
                 continue;
             }
-            if generation != ept_seen {
-                let _ = crate::arch::x86_64::vmx::instr::invept_all();
-                ept_seen = generation;
-            }
+            // A vCPU given back just now may have been a domain's last.
+            flush_ept(me);
+            crate::arch::x86_64::vmx::spec::entering_domain(me, h.slot.domain.generation);
             cur = Some(h);
         }
         let Some(h) = cur.as_mut() else {
@@ -700,59 +829,92 @@ fn block_current(me: usize, h: &mut Held) {
         timer.store(0, Ordering::SeqCst);
         return;
     }
-    // vCPU 0 also wakes for its domain's timed devices (PIT, RTC), with
-    // interrupts off too (an I/O APIC pin may deliver an NMI): a separate
-    // entry, so that an edge that raises nothing (a masked line, or an
-    // interrupt while RFLAGS.IF is clear) leaves the vCPU's own timer in
-    // place.
-    let device = if h.slot.id.vcpu == 0 {
-        h.slot.domain.device_deadline.load(Ordering::SeqCst)
-    } else {
-        0
-    };
-    // Its local APIC timer, likewise.
-    let apic_timer = if interruptible {
-        h.slot.domain.apic.deadline(h.slot.id.vcpu)
-    } else {
-        0
-    };
-    let blocked = with(|s| {
+    with(|s| {
         // Checked again under the lock: an interrupt delivered from now on
         // finds the vCPU halted and wakes it (`kick_vcpu`).
         if wake_now(&h.slot.domain, h.slot.id.vcpu) {
-            return false;
+            return;
         }
         if s.policy.current(me) == Some(h.slot.id) {
             h.slot.halt_masked.store(!interruptible, Ordering::SeqCst);
             h.slot.halted.store(true, Ordering::SeqCst);
             s.policy.block(me, now);
+            if h.slot.up.load(Ordering::SeqCst)
+                && let Some(at) = wake_at(&h.slot, interruptible)
+            {
+                set_timer(me, &h.slot, at);
+            }
         }
-        true
-    })
-    .unwrap_or(false);
-    if blocked && h.slot.up.load(Ordering::SeqCst) {
-        let mut timers = TIMERS[me].lock();
-        for at in [deadline, device, apic_timer]
-            .into_iter()
-            .filter(|d| *d != 0)
-        {
-            timers.push((at, h.slot.id));
-        }
+    });
+}
+
+/// When the halted vCPU of `slot` must look again, system ns: the earliest
+/// of its single-shot timer, (vCPU 0) its domain's timed devices (PIT,
+/// RTC), looked at with interrupts off too (an I/O APIC pin may deliver an
+/// NMI), and its local APIC timer when interrupts end its halt.
+fn wake_at(slot: &Slot, interruptible: bool) -> Option<u64> {
+    let v = slot.id.vcpu;
+    let own = slot.domain.timer(v).load(Ordering::SeqCst);
+    let device = if v == 0 {
+        slot.domain.device_deadline.load(Ordering::SeqCst)
+    } else {
+        0
+    };
+    let apic = if interruptible {
+        slot.domain.apic.deadline(v)
+    } else {
+        0
+    };
+    [own, device, apic].into_iter().filter(|d| *d != 0).min()
+}
+
+/// Gives the vCPU of `slot` its one timer entry, on CPU `me`, for `at`
+/// (system ns), replacing the one it had. Called under the scheduler lock.
+fn set_timer(me: usize, slot: &Slot, at: u64) {
+    clear_timer(slot);
+    let Some(list) = TIMERS.get(me) else {
+        return;
+    };
+    list.lock().push(TimerEntry {
+        at,
+        id: slot.id,
+        generation: slot.domain.generation,
+    });
+    slot.timer_cpu.store(me, Ordering::SeqCst);
+}
+
+/// Removes the timer entry of the vCPU of `slot`, if it has one (it woke,
+/// or its domain ended).
+fn clear_timer(slot: &Slot) {
+    let cpu = slot.timer_cpu.swap(NO_CPU, Ordering::SeqCst);
+    if let Some(list) = TIMERS.get(cpu) {
+        let generation = slot.domain.generation;
+        list.lock()
+            .retain(|e| e.id != slot.id || e.generation != generation);
     }
+}
+
+/// The slot of vCPU `id` of domain generation `generation`; `None` if that
+/// incarnation of the domain has ended (a newer one may have the same id).
+fn slot_of(s: &State, id: VcpuId, generation: u64) -> Option<Arc<Slot>> {
+    s.slots
+        .get(&id)
+        .filter(|sl| sl.domain.generation == generation)
+        .cloned()
 }
 
 /// Wakes the vCPUs whose timers on `me` are due; returns the earliest
 /// deadline left.
 fn fire_timers(me: usize) -> Option<u64> {
     let now = time::now_ns();
-    let due: Vec<(u64, VcpuId)> = {
-        let mut timers = TIMERS[me].lock();
-        let due = timers.iter().filter(|(d, _)| *d <= now).copied().collect();
-        timers.retain(|(d, _)| *d > now);
+    let due: Vec<TimerEntry> = {
+        let mut timers = TIMERS.get(me)?.lock();
+        let due = timers.iter().filter(|e| e.at <= now).copied().collect();
+        timers.retain(|e| e.at > now);
         due
     };
-    for (_, id) in due {
-        let Some(slot) = with(|s| s.slots.get(&id).cloned()).flatten() else {
+    for TimerEntry { id, generation, .. } in due {
+        let Some(slot) = with(|s| slot_of(s, id, generation)).flatten() else {
             continue;
         };
         if !slot.halted.load(Ordering::SeqCst) {
@@ -775,12 +937,18 @@ fn fire_timers(me: usize) -> Option<u64> {
         let apic = crate::vapic::timer_due(&slot.domain, id.vcpu, now);
         event |= (apic && !slot.halt_masked.load(Ordering::SeqCst)) || halt_ends(&slot);
         if !event {
-            // Still halted: vCPU 0 waits for the devices' next edge too
-            // (the one just passed may have raised nothing).
-            let next = slot.domain.device_deadline.load(Ordering::SeqCst);
-            if id.vcpu == 0 && next > now {
-                TIMERS[me].lock().push((next, id));
-            }
+            // Still halted (an edge that raised nothing: a masked line, an
+            // interrupt while RFLAGS.IF is clear): its next wake-up time.
+            with(|s| {
+                let current = s.slots.get(&id).is_some_and(|sl| Arc::ptr_eq(sl, &slot));
+                if current
+                    && slot.halted.load(Ordering::SeqCst)
+                    && let Some(at) = wake_at(&slot, !slot.halt_masked.load(Ordering::SeqCst))
+                        .filter(|a| *a > now)
+                {
+                    set_timer(me, &slot, at);
+                }
+            });
             continue;
         }
         let cpu = with(|s| {
@@ -806,6 +974,8 @@ fn housekeeping(me: usize, cur: &mut Option<Held>) {
     x86_64::instructions::interrupts::enable();
     core::hint::spin_loop();
     x86_64::instructions::interrupts::disable();
+    flush_ept(me);
+    reclaim();
     check_all_ended();
     fire_timers(me);
     if me == 0 {
@@ -842,6 +1012,8 @@ fn housekeeping(me: usize, cur: &mut Option<Held>) {
 /// for the earliest of `until` and this CPU's vCPU timers.
 fn idle(me: usize, until: Option<u64>) {
     // A vCPU given back just now may have been a domain's last.
+    flush_ept(me);
+    reclaim();
     check_all_ended();
     if me == 0 && crate::monitor::departures_pending() {
         // ... and the monitor hands its console back before CPU 0 sleeps.
@@ -853,7 +1025,12 @@ fn idle(me: usize, until: Option<u64>) {
     } else {
         None
     };
-    let poll = if me == 0 && crate::console::input_is_polled() {
+    // Output waiting for the serial line: drain now, and come back in 1 ms
+    // (the transmit interrupt may not reach this CPU, or not exist).
+    crate::console::pump();
+    let poll = if crate::console::output_pending() {
+        Some(time::now_ns() + 1_000_000)
+    } else if me == 0 && crate::console::input_is_polled() {
         // No receive interrupt: look at the UART every 10 ms.
         Some(time::now_ns() + 10_000_000)
     } else {
@@ -1048,7 +1225,7 @@ fn run_slice(me: usize, h: &mut Held, slice_ns: u64) -> SliceEnd {
 
 /// The earliest single-shot timer of a vCPU that blocked on `me`.
 fn earliest_timer(me: usize) -> Option<u64> {
-    TIMERS[me].lock().iter().map(|(d, _)| *d).min()
+    TIMERS.get(me)?.lock().iter().map(|e| e.at).min()
 }
 
 enum Next {
@@ -1076,6 +1253,13 @@ fn handle(h: &mut Held, exit: VcpuExit) -> Next {
             After::Yield => Next::Yield,
             After::Block => Next::Block,
             After::Down => Next::Down,
+            After::Again(wait) => {
+                if wait {
+                    Next::Yield
+                } else {
+                    Next::Continue
+                }
+            }
             After::Ended(reason) => {
                 let domain = v.domain.clone();
                 end_domain(&domain, reason);
@@ -1085,25 +1269,26 @@ fn handle(h: &mut Held, exit: VcpuExit) -> Next {
         VcpuExit::IoOut { port, size, value } => {
             log::trace!("d{}: out{size} {port:#x} <- {value:#x}", v.domain.id);
             let effect = crate::vdev::io_out(&v.domain, port, size, value);
+            if effect == crate::vdev::IoEffect::Retry {
+                // The console is full: the OUT runs again after a yield.
+                return Next::Yield;
+            }
             v.arch.skip_instruction();
-            let reason = match effect {
-                crate::vdev::IoEffect::None => return Next::Continue,
-                crate::vdev::IoEffect::PowerOff => EndReason::Poweroff,
-                crate::vdev::IoEffect::Reset => EndReason::Reboot,
-            };
-            log::info!(
-                "d{}: ACPI {}",
-                v.domain.id,
-                if reason == EndReason::Poweroff {
-                    "soft off (S5)"
-                } else {
-                    "reset register"
-                }
-            );
-            let domain = v.domain.clone();
-            end_domain(&domain, reason);
-            Next::Ended
+            io_effect(v, effect)
         }
+        VcpuExit::StringIo {
+            port,
+            size,
+            is_in,
+            rep,
+        } => match crate::strio::emulate(v, port, size, is_in, rep) {
+            Ok(effect) => io_effect(v, effect),
+            Err(e) => {
+                let detail = alloc::format!("{e}");
+                crash(h, &detail);
+                Next::Ended
+            }
+        },
         VcpuExit::IoIn { port, size } => {
             log::trace!("d{}: in{size} {port:#x}", v.domain.id);
             let value = crate::vdev::io_in(&v.domain, port, size);
@@ -1159,26 +1344,58 @@ fn handle(h: &mut Held, exit: VcpuExit) -> Next {
     }
 }
 
+/// Carries out what a port write asked for: an ACPI soft off or reset ends
+/// the domain; a full console (the domain that has it) makes the vCPU yield
+/// and run the instruction again.
+fn io_effect(v: &Vcpu, effect: crate::vdev::IoEffect) -> Next {
+    let reason = match effect {
+        crate::vdev::IoEffect::None => return Next::Continue,
+        // The console of the domain that has it is full: the instruction
+        // runs again after a yield.
+        crate::vdev::IoEffect::Retry => return Next::Yield,
+        crate::vdev::IoEffect::PowerOff => EndReason::Poweroff,
+        crate::vdev::IoEffect::Reset => EndReason::Reboot,
+    };
+    log::info!(
+        "d{}: ACPI {}",
+        v.domain.id,
+        if reason == EndReason::Poweroff {
+            "soft off (S5)"
+        } else {
+            "reset register"
+        }
+    );
+    let domain = v.domain.clone();
+    end_domain(&domain, reason);
+    Next::Ended
+}
+
 /// Ends the held vCPU's domain for a guest error, with a diagnostic line and
 /// the VMCS.
 fn crash(h: &mut Held, reason: &str) {
     let d = h.vcpu.domain.clone();
-    println!(
+    // One unit: no other domain's line comes between the lines of the dump.
+    let mut out = crate::console::Report::new();
+    let _ = writeln!(
+        out,
         "domain d{} ({}) vCPU{}: {reason} at RIP {:#x}; the domain is stopped",
         d.id,
         d.name,
         h.vcpu.index,
         h.vcpu.arch.rip()
     );
-    let mut out = crate::console::Writer;
     h.vcpu.arch.dump(&mut out);
+    out.emit();
     end_domain(&d, EndReason::Crash);
 }
 
 /// With `test-exit`: once every domain has ended, the CPU that sees it first
 /// ends the run.
 fn check_all_ended() {
-    if !TEST_EXIT.load(Ordering::Relaxed) || domain::live_count() != 0 || !REBUILD.lock().is_empty()
+    if !TEST_EXIT.load(Ordering::Relaxed)
+        || domain::live_count() != 0
+        || !REBUILD.lock().is_empty()
+        || quarantine_waiting()
     {
         return;
     }
@@ -1214,6 +1431,10 @@ fn check_memory_returned() {
     let domain = stats.used_by(Owner::Domain);
     let tables = stats.used_by(Owner::PageTables);
     let before = TABLES_BEFORE.load(Ordering::SeqCst);
+    let vpids = crate::arch::x86_64::vmx::vpid::in_use();
+    if vpids != 0 {
+        log::error!("VPIDs: LEAK: {vpids} still in use after every domain ended");
+    }
     if domain == 0 && tables == before {
         log::info!(
             "memory: every frame the domains used is back in the pool ({} KiB free)",

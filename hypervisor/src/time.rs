@@ -126,17 +126,22 @@ pub fn ns_at_tsc(tsc: u64) -> u64 {
         return 0;
     }
     let ticks = tsc.saturating_sub(BOOT_TSC.load(Ordering::Relaxed));
-    (u128::from(ticks) * 1_000_000_000 / u128::from(hz)) as u64
+    u64::try_from(u128::from(ticks) * 1_000_000_000 / u128::from(hz)).unwrap_or(u64::MAX)
 }
 
-/// The TSC value `ns` nanoseconds from now.
+/// The TSC value `ns` nanoseconds from now (`u64::MAX`, never reached,
+/// for a time too far ahead to count).
 pub fn deadline_tsc(ns: u64) -> u64 {
-    cpu::rdtsc().wrapping_add(ns_to_tsc(ns).max(1))
+    cpu::rdtsc().saturating_add(ns_to_tsc(ns).max(1))
 }
 
-/// The TSC value at system time `ns` (nanoseconds since boot).
+/// The TSC value at system time `ns` (nanoseconds since boot), clamped to
+/// `u64::MAX`: a far-future time (a guest's `u64::MAX` deadline) stays in
+/// the future instead of wrapping into the past.
 pub fn tsc_at_ns(ns: u64) -> u64 {
-    BOOT_TSC.load(Ordering::Relaxed).wrapping_add(ns_to_tsc(ns))
+    BOOT_TSC
+        .load(Ordering::Relaxed)
+        .saturating_add(ns_to_tsc(ns))
 }
 
 /// Arms this CPU's one-shot timer for system time `ns`, unless it is
@@ -156,9 +161,11 @@ pub fn arm_at_ns(ns: u64) {
     arm_tsc(deadline);
 }
 
-/// TSC ticks in `ns` nanoseconds.
+/// TSC ticks in `ns` nanoseconds, clamped to `u64::MAX` (with a TSC above
+/// 1 GHz, `u64::MAX` ns is more ticks than 64 bits hold).
 pub fn ns_to_tsc(ns: u64) -> u64 {
-    (u128::from(ns) * u128::from(tsc_hz()) / 1_000_000_000) as u64
+    let ticks = u128::from(ns) * u128::from(tsc_hz()) / 1_000_000_000;
+    u64::try_from(ticks).unwrap_or(u64::MAX)
 }
 
 /// Arms this CPU's one-shot timer to fire `ns` nanoseconds from now. One

@@ -33,7 +33,6 @@
 
 use crate::domain::Domain;
 use alloc::vec::Vec;
-use basalt_sched::VcpuId;
 use basalt_vapic::lapic::{LVT_MASKED, MSR_TSC_DEADLINE};
 use basalt_vapic::{
     Action, ApicMode, CpuSet, Delivery, IoApic, IoApicInterrupt, Lapic, LapicConfig, Received,
@@ -89,6 +88,9 @@ struct Effects {
     kick: CpuSet,
     /// (vCPU, start page) of start-up IPIs that started a vCPU.
     start: Vec<(usize, u8)>,
+    /// (vCPU, delivery mode) of an IPI Basalt does not emulate, to log
+    /// (rate-limited: the guest chooses how often) once the lock is dropped.
+    ignored: Option<(usize, Delivery)>,
 }
 
 impl DomainApic {
@@ -274,9 +276,7 @@ impl DomainApic {
                     self.set_flag(d, ATTN_NMI, true);
                     fx.kick.insert(d);
                 }
-                Received::Smi | Received::ExtInt => {
-                    log::warn!("vCPU{d}: {delivery:?} IPI ignored (not emulated)");
-                }
+                Received::Smi | Received::ExtInt => fx.ignored = Some((d, delivery)),
                 Received::Ignored => {}
             }
             self.refresh(st, d);
@@ -312,25 +312,24 @@ impl DomainApic {
 /// IPI started; `me` (the vCPU that made the change) is neither kicked nor
 /// woken: it is about to look at its APIC anyway.
 fn apply(domain: &Domain, me: Option<usize>, fx: Effects) {
+    if let Some((d, delivery)) = fx.ignored {
+        crate::guest_log!(
+            domain,
+            log::Level::Warn,
+            "d{}v{d}: {delivery:?} IPI ignored (not emulated)",
+            domain.id
+        );
+    }
     if fx.kick.is_empty() && fx.start.is_empty() {
         return;
     }
     for v in fx.kick.iter() {
         if Some(v) != me {
-            crate::sched::kick_vcpu(VcpuId {
-                domain: domain.id,
-                vcpu: v as u32,
-            });
+            crate::sched::kick_vcpu(domain, v as u32);
         }
     }
     for (v, vector) in fx.start {
-        crate::sched::start_vcpu_sipi(
-            VcpuId {
-                domain: domain.id,
-                vcpu: v as u32,
-            },
-            vector,
-        );
+        crate::sched::start_vcpu_sipi(domain, v as u32, vector);
     }
 }
 
@@ -449,7 +448,7 @@ pub fn wrmsr(domain: &Domain, vcpu: u32, msr: u32, value: u64) -> bool {
             }
             Err(e) => {
                 if msr != MSR_TSC_DEADLINE {
-                    log::debug!("d{}v{vcpu}: {e}: #GP", domain.id);
+                    crate::guest_log!(domain, log::Level::Debug, "d{}v{vcpu}: {e}: #GP", domain.id);
                 }
                 false
             }

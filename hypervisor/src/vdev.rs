@@ -19,7 +19,9 @@ use basalt_devices::pci::PciHost;
 use basalt_devices::pic::Pic;
 use basalt_devices::pit::Pit;
 use basalt_devices::rtc::Rtc;
-use basalt_devices::uart::{IER_RDA, SerialOutput, Uart16550};
+use basalt_devices::uart::{
+    IER_RDA, IIR_FCR, LCR_DLAB, LSR as LSR_REG, RBR_THR_DLL, SerialOutput, Uart16550,
+};
 use core::sync::atomic::Ordering;
 
 /// COM1's ISA interrupt line.
@@ -79,6 +81,10 @@ pub enum IoEffect {
     PowerOff,
     /// The reset register: the domain reboots.
     Reset,
+    /// The console cannot take the byte now (the domain has the console and
+    /// its queue is full): the instruction is not completed; it runs again
+    /// after the vCPU gave up the CPU (back-pressure, nothing lost).
+    Retry,
 }
 
 /// A domain's ACPI fixed hardware, counting from the domain's creation.
@@ -157,7 +163,14 @@ fn update_device_deadline(domain: &Domain, now: u64) {
     let pit = domain.pit.lock().next_irq0_edge(now);
     let rtc = domain.rtc.lock().next_irq8(now);
     let sci = domain.pm.lock().next_sci(now);
-    let next = [pit, rtc, sci].into_iter().flatten().min().unwrap_or(0);
+    // While COM1 reports busy, look again every millisecond (16 bytes leave
+    // a 115200-baud line in 1.4 ms) to raise THRE when the queue drains.
+    let uart = domain.serial.lock().tx_busy().then_some(now + 1_000_000);
+    let next = [pit, rtc, sci, uart]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(0);
     domain.device_deadline.store(next, Ordering::SeqCst);
 }
 
@@ -181,6 +194,7 @@ pub fn advance_time(domain: &Domain, now: u64) {
         pm.enable() != 0 && pm.sci_level(now)
     };
     set_irq_line(domain, SCI_IRQ, sci_level);
+    refresh_tx_busy(domain, &mut domain.serial.lock());
     if tick {
         pulse_irq_line(domain, 0);
     }
@@ -205,7 +219,9 @@ pub fn io_out(domain: &Domain, port: u16, size: u8, value: u32) -> IoEffect {
             Some(PmAction::PowerOff) => IoEffect::PowerOff,
             Some(PmAction::Reset) => IoEffect::Reset,
             Some(PmAction::Sleep(typ)) => {
-                log::warn!(
+                crate::guest_log!(
+                    domain,
+                    log::Level::Warn,
                     "d{}: ACPI sleep state with SLP_TYP {typ} is not supported; ignored",
                     domain.id
                 );
@@ -219,7 +235,9 @@ pub fn io_out(domain: &Domain, port: u16, size: u8, value: u32) -> IoEffect {
         return IoEffect::None;
     }
     if port == DEBUG_CONSOLE {
-        domain.console_write(&[value as u8]);
+        if domain.console_room() == 0 || domain.console_write(&[value as u8]) == 0 {
+            return IoEffect::Retry;
+        }
         return IoEffect::None;
     }
     if Pic::handles(port) {
@@ -249,19 +267,51 @@ pub fn io_out(domain: &Domain, port: u16, size: u8, value: u32) -> IoEffect {
     let Some(reg) = com1_register(port) else {
         return IoEffect::None;
     };
-    let sent = {
-        let mut uart = domain.serial.lock();
-        uart.write(reg, value as u8);
-        if uart.ier() & IER_RDA != 0 {
-            feed(domain, &mut uart);
+    let mut uart = domain.serial.lock();
+    if reg == RBR_THR_DLL && uart.lcr() & LCR_DLAB == 0 && !uart.loopback() {
+        // A byte for the line: with the console full, the OUT waits (a
+        // driver that ignores the busy LSR is slowed, never truncated).
+        if domain.console_room() == 0 {
+            uart.set_tx_busy(true);
+            set_irq_line(domain, COM1_IRQ, uart.irq_level());
+            drop(uart);
+            update_device_deadline(domain, crate::time::now_ns());
+            return IoEffect::Retry;
         }
-        set_irq_line(domain, COM1_IRQ, uart.irq_level());
-        core::mem::take(&mut uart.output_mut().0)
-    };
+    }
+    uart.write(reg, value as u8);
+    if uart.ier() & IER_RDA != 0 {
+        feed(domain, &mut uart);
+    }
+    let sent = core::mem::take(&mut uart.output_mut().0);
+    // Room was checked above: the byte is taken.
     if !sent.is_empty() {
         domain.console_write(&sent);
     }
+    let busy = tx_busy(domain);
+    uart.set_tx_busy(busy);
+    set_irq_line(domain, COM1_IRQ, uart.irq_level());
+    drop(uart);
+    if busy {
+        update_device_deadline(domain, crate::time::now_ns());
+    }
     IoEffect::None
+}
+
+/// Whether COM1 reports its transmitter busy: the domain has the console
+/// and its queue has less room than a transmit FIFO's worth (16 bytes), so
+/// a driver that writes a FIFO load per THRE never meets a full queue.
+fn tx_busy(domain: &Domain) -> bool {
+    domain.console_room() < 16
+}
+
+/// Re-reads COM1's busy line (the console queue drained, or the domain lost
+/// the console): when it frees, THR counts as emptied (THRE interrupt).
+fn refresh_tx_busy(domain: &Domain, uart: &mut Serial) {
+    if uart.tx_busy() {
+        uart.set_tx_busy(tx_busy(domain));
+        set_irq_line(domain, COM1_IRQ, uart.irq_level());
+    }
 }
 
 /// IN from `port`: the value read (all ones where nothing answers).
@@ -291,6 +341,10 @@ pub fn io_in(domain: &Domain, port: u16, size: u8) -> u32 {
     } else if let Some(reg) = com1_register(port) {
         let mut uart = domain.serial.lock();
         feed(domain, &mut uart);
+        if reg == LSR_REG || reg == IIR_FCR {
+            let busy = tx_busy(domain);
+            uart.set_tx_busy(busy);
+        }
         let value = uart.read(reg);
         set_irq_line(domain, COM1_IRQ, uart.irq_level());
         value

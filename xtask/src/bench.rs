@@ -36,8 +36,18 @@
 //! `cargo xtask bench [GROUP]...` runs only the named groups ([`GROUPS`]):
 //! `exits` (`cpuid_exit_ticks`, `vmcall_exit_ticks`, `io_exit_ticks`),
 //! `switch` (`context_switch_ticks`), `wakeup` (`wakeup_latency_ticks`,
-//! `wakeup_latency_us`), `linux` (the `linux_boot_*` figures); all by
-//! default.
+//! `wakeup_latency_us`), `console` (the `console_flood_*` figures), `linux`
+//! (the `linux_boot_*` figures); all by default.
+//!
+//! The console run (one CPU) has a guest write 64 KiB to its console — 32
+//! KiB with `console_io`, 32 KiB to port 0xE9 — while it has the console
+//! (so every byte goes through the 115200-baud line and the writer is
+//! slowed to it), beside a domain that measures how late its 5 ms periodic
+//! timer fires, in its own TSC ticks. Figures:
+//! `console_flood_timer_late_max_ticks` and `_avg_ticks` (the lateness),
+//! `console_flood_timeslice_ticks` (the scheduler's time slice in the same
+//! ticks: the goal is a lateness of at most one slice),
+//! `console_flood_bytes_ticks` (how long the flood took).
 
 use crate::iso::{self, IsoSpec, Loader, ModuleArg};
 use crate::packages;
@@ -50,7 +60,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 /// The groups of figures `cargo xtask bench [GROUP]...` can pick.
-pub const GROUPS: [&str; 4] = ["exits", "switch", "wakeup", "linux"];
+pub const GROUPS: [&str; 5] = ["exits", "switch", "wakeup", "console", "linux"];
 
 struct Run {
     name: &'static str,
@@ -68,6 +78,8 @@ struct Run {
     /// `(module path, args)`: `guest:NAME`, `linux:NAME` or a file.
     modules: &'static [(&'static str, &'static str)],
     expect: &'static str,
+    /// Interactive steps (a TOML array), if any.
+    steps: Option<&'static str>,
 }
 
 const EXITS: Run = Run {
@@ -80,6 +92,7 @@ const EXITS: Run = Run {
     cmdline: "test-exit loglvl=warning",
     modules: &[("guest:bench", "name=bench memory=16M")],
     expect: r#"["cpuid_loop_ticks=", "vmcall_loop_ticks=", "io_loop_ticks="]"#,
+    steps: None,
 };
 
 const SWITCH: Run = Run {
@@ -101,6 +114,7 @@ const SWITCH: Run = Run {
         ),
     ],
     expect: r#"["yield_loop_ticks="]"#,
+    steps: None,
 };
 
 const WAKEUP: Run = Run {
@@ -119,6 +133,36 @@ const WAKEUP: Run = Run {
         ("guest:spin", "name=hog memory=8M -- iterations=0"),
     ],
     expect: r#"["wake_latency_avg_us="]"#,
+    steps: None,
+};
+
+/// The console flood beside a periodic timer, one CPU: the flooder gets
+/// the console (Ctrl-A three times, then a key that starts it), so all of
+/// its 64 KiB go through the serial line and it is slowed to its speed;
+/// the ticker measures how late its 5 ms timer fires, in its TSC ticks, for
+/// 15 s (longer than the flood, about 11 s: the flooder's 32768 single-byte
+/// port writes alone take about 8 s at Bochs' 4 M instructions per second).
+/// A 2 ms period would measure the ticker's own overload instead: at that
+/// speed each period's hypercalls, HLT and switch cost about 1 ms.
+const CONSOLE: Run = Run {
+    name: "bench-console",
+    group: "console",
+    cpus: 1,
+    memory: "256M",
+    ips: None,
+    timeout: 900,
+    cmdline: "test-exit",
+    modules: &[
+        ("guest:flood", "name=flood memory=8M -- bytes=65536 wait=1"),
+        (
+            "guest:bench",
+            "name=ticker memory=8M -- mode=timer period_us=5000 count=3000",
+        ),
+    ],
+    expect: r#"["flood: done, 65536 bytes", "timer_late_max_ticks="]"#,
+    steps: Some(
+        r#"[{ wait = "flood: waiting for input", send = "\u0001\u0001\u0001" }, { wait = "[input: domain d1", send = "g" }]"#,
+    ),
 };
 
 /// Bochs' instructions per emulated second for both Linux boots (as in the
@@ -161,14 +205,15 @@ const LINUX_GUEST: Run = Run {
         ("linux:initrd", "initrd-for=linux"),
     ],
     expect: r#"["(d1) basalt-linux: uptime ", "all domains ended: d1 (linux) exit code 0", "VM exits: "]"#,
+    steps: None,
 };
 
-const RUNS: [&Run; 4] = [&EXITS, &SWITCH, &WAKEUP, &LINUX_GUEST];
+const RUNS: [&Run; 5] = [&EXITS, &SWITCH, &WAKEUP, &CONSOLE, &LINUX_GUEST];
 
 /// The scenario file text of run `r`.
 fn scenario_text(r: &Run) -> String {
     format!(
-        "name = \"{}\"\ndescription = \"benchmark\"\nemulator = \"bochs\"\ncpus = {}\nmemory = \"{}\"\ncmdline = \"{}\"\nexpect = {}\ntimeout = {}\n{}",
+        "name = \"{}\"\ndescription = \"benchmark\"\nemulator = \"bochs\"\ncpus = {}\nmemory = \"{}\"\ncmdline = \"{}\"\nexpect = {}\ntimeout = {}\n{}{}",
         r.name,
         r.cpus,
         r.memory,
@@ -177,6 +222,9 @@ fn scenario_text(r: &Run) -> String {
         r.timeout,
         r.ips
             .map(|ips| format!("bochs_ips = {ips}\n"))
+            .unwrap_or_default(),
+        r.steps
+            .map(|steps| format!("steps = {steps}\n"))
             .unwrap_or_default()
     )
 }
@@ -427,6 +475,29 @@ pub fn bench(groups: &[String]) -> Result {
         let us = figure(&wakeup, "BASALT-FIGURE: wake_latency_avg_us=", "=");
         report("wakeup_latency_ticks", ticks(us.map(|us| us * tsc_mhz)));
         report("wakeup_latency_us", ticks(us));
+    }
+    if wanted("console") {
+        let log = run(&CONSOLE, &kernel.stripped, &built)?;
+        let marker = "timer_late_max_ticks=";
+        let late = figure(&log, marker, marker);
+        let avg = figure(&log, marker, "avg=");
+        let per_ms = figure(&log, marker, "tsc_per_ms=");
+        let slice_us = figure(&log, "scheduler: ", "time slice ");
+        let slice = per_ms.zip(slice_us).map(|(t, us)| t * us / 1000);
+        report("console_flood_timer_late_max_ticks", ticks(late));
+        report("console_flood_timer_late_avg_ticks", ticks(avg));
+        report("console_flood_timeslice_ticks", ticks(slice));
+        report(
+            "console_flood_bytes_ticks",
+            ticks(figure(&log, "flood: done, ", "bytes in ")),
+        );
+        if let (Some(late), Some(slice)) = (late, slice)
+            && late > slice
+        {
+            eprintln!(
+                "    console_flood_timer_late_max_ticks is above one time slice ({slice} ticks)"
+            );
+        }
     }
     if wanted("linux") {
         let resolve = |p: &str| crate::modules::resolve(Path::new(p), &built);

@@ -133,20 +133,26 @@ pub fn poll_input() -> usize {
     take(|| {})
 }
 
-/// The local APIC timer's share: polls while some port is polled.
+/// The local APIC timer's share: polls input while some port is polled,
+/// and drains output (the polled budget of the transmit side).
 pub(crate) fn timer_poll() {
     if input_is_polled() {
         poll_input();
     }
+    if !PANICKING.load(Ordering::Acquire) {
+        super::pump();
+    }
 }
 
-/// The receive interrupt ([`vector::CONSOLE_RX`]), from the IDT or a VM exit,
-/// interrupts off: drains the UARTs into the queue and signals the end of
-/// interrupt.
+/// The console UARTs' interrupt ([`vector::CONSOLE_RX`]: received data, or
+/// the transmitter ready for more), from the IDT or a VM exit, interrupts
+/// off: drains the UARTs into the input queue, moves waiting output to
+/// them, and signals the end of interrupt.
 pub(crate) fn rx_interrupt() {
     INTERRUPTS.fetch_add(1, Ordering::Relaxed);
     if !PANICKING.load(Ordering::Acquire) {
         take(mask_level_pins);
+        super::pump();
     }
     apic::eoi();
 }

@@ -4,6 +4,8 @@
  * clear, writes to the console through port 0xE9, then ends through Xen's
  * sched_op hypercall with the 32-bit register convention (EAX = op, EBX,
  * ECX = arguments): exit code (Basalt's 0x4241) then SCHEDOP_shutdown.
+ * On the way, `rep outsb` and `rep insb` through segments 0x07c0 (string
+ * port I/O emulated in real mode).
  */
 .code16
 .section .text
@@ -31,6 +33,40 @@ _start:
     xor %ax, %ax
     mov %ax, %ds
 
+    /* String port I/O in real mode, through segments other than 0:
+     * rep outsb from DS:SI, then rep insb from the UART scratch register
+     * (COM1 + 7) into ES:DI. CX and SI/DI must end as the processor
+     * leaves them. */
+    mov $0x07c0, %ax
+    mov %ax, %ds
+    mov %ax, %es
+    cld
+    mov $(msg_rep - _start), %si
+    mov $(msg_rep_end - msg_rep), %cx
+    mov $0xe9, %dx
+    rep outsb
+    cmp $(msg_rep_end - _start), %si
+    jne .Lfail_rep
+    test %cx, %cx
+    jnz .Lfail_rep
+    mov $0x3ff, %dx
+    mov $0x5a, %al
+    out %al, %dx
+    mov $(buffer - _start), %di
+    mov $4, %cx
+    rep insb
+    cmp $(buffer - _start + 4), %di
+    jne .Lfail_rep
+    test %cx, %cx
+    jnz .Lfail_rep
+    cmpl $0x5a5a5a5a, %es:(buffer - _start)
+    jne .Lfail_rep
+    cmpb $0xa5, %es:(buffer - _start + 4)
+    jne .Lfail_rep
+    xor %ax, %ax
+    mov %ax, %ds
+    mov %ax, %es
+
     mov $msg_pass, %si
     call puts
     xor %edx, %edx          /* exit code 0 */
@@ -38,6 +74,14 @@ _start:
 
 .Lfail_pe:
     mov $msg_fail, %si
+    call puts
+    mov $1, %edx
+    jmp exit
+
+.Lfail_rep:
+    xor %ax, %ax
+    mov %ax, %ds
+    mov $msg_fail_rep, %si
     call puts
     mov $1, %edx
 
@@ -69,5 +113,9 @@ msg_hello:   .asciz "real-mode guest: started at 0000:7c00\n"
 msg_segment: .asciz "real-mode guest: read through DS=0x07c0\n"
 msg_pass:    .asciz "real-mode guest: CR0.PE is clear\nTEST PASS realmode\n"
 msg_fail:    .asciz "TEST FAIL realmode: CR0.PE is set\n"
+msg_rep:     .ascii "real-mode guest: rep outsb through DS=0x07c0\n"
+msg_rep_end:
+msg_fail_rep: .asciz "TEST FAIL realmode: rep outsb/insb left CX, SI, DI or memory wrong\n"
+buffer:      .byte 0, 0, 0, 0, 0xa5
 .balign 4
 reason:      .long 0

@@ -4,7 +4,7 @@
 //! There is no unwinding and no general fault recovery. Instead the runtime
 //! has a "fault recorder" per vCPU: [`checked`] arms it with the length of
 //! the one instruction that may fault; when that instruction raises `#UD`
-//! (6) or `#GP` (13), the exception handler records the vector and error
+//! (6), `#GP` (13) or `#PF` (14), the exception handler records the vector and error
 //! code and resumes after the instruction (saved RIP + length). Any other
 //! exception, or one while the recorder is not armed, prints a report and
 //! ends the domain as crashed.
@@ -19,6 +19,8 @@ use core::sync::atomic::{AtomicU8, AtomicU64, Ordering, compiler_fence};
 pub const UD: u8 = 6;
 /// `#GP`, general protection.
 pub const GP: u8 = 13;
+/// `#PF`, page fault (read CR2 after [`checked`] reports it).
+pub const PF: u8 = 14;
 /// The NMI vector: with an interrupt hook set, NMIs go to it too.
 pub const NMI: u8 = 2;
 
@@ -155,7 +157,7 @@ extern "C" fn basalt_guest_exception(frame: &mut ExceptionFrame) {
     }
     let faults = recorder();
     let skip = faults.skip_len.swap(0, Ordering::Relaxed);
-    if skip != 0 && (vector == UD || vector == GP) {
+    if skip != 0 && (vector == UD || vector == GP || vector == PF) {
         faults.error.store(frame.error_code, Ordering::Relaxed);
         faults.vector.store(vector, Ordering::Relaxed);
         frame.rip += u64::from(skip);
@@ -297,7 +299,7 @@ pub unsafe fn lidt(pointer: &DescriptorTablePointer) {
 }
 
 /// Runs `f`, which must execute exactly one instruction that may raise
-/// `#UD` or `#GP`, of `len` bytes; returns `Err(vector)` when it did (the
+/// `#UD`, `#GP` or `#PF`, of `len` bytes; returns `Err(vector)` when it did (the
 /// handler then resumed right after it).
 ///
 /// ```ignore

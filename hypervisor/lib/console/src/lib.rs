@@ -1,7 +1,12 @@
 //! Basalt's serial console logic (docs/console.md), as pure state machines:
 //!
-//! * [`ring::Ring`]: a bounded output history per domain that never blocks
-//!   the writer and counts what it had to drop;
+//! * [`ring::Ring`]: a bounded byte ring that never blocks the writer and
+//!   counts what it had to overwrite (the console input queue);
+//! * [`out::OutRing`]: one source's output waiting for the serial line, in
+//!   units (lines, reports) that are never interleaved with another
+//!   source's, refused whole and counted or taken in part (back-pressure);
+//! * [`ratelimit::RateLimit`]: a per-domain budget of log lines a guest can
+//!   cause, counting what it suppresses;
 //! * [`mux::Mux`]: who owns the console input — Basalt's monitor or one
 //!   domain — switched by pressing Ctrl-A three times, as in Xen;
 //! * [`line::LineEditor`]: the monitor's line editing;
@@ -17,4 +22,6 @@
 pub mod command;
 pub mod line;
 pub mod mux;
+pub mod out;
+pub mod ratelimit;
 pub mod ring;

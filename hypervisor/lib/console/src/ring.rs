@@ -65,6 +65,11 @@ impl<const N: usize> Ring<N> {
         n
     }
 
+    /// The unread byte `i` places after the oldest, without reading it.
+    pub fn peek(&self, i: usize) -> Option<u8> {
+        (i < self.len).then(|| self.buf[(self.head + i) % N])
+    }
+
     /// Unread bytes.
     pub fn len(&self) -> usize {
         self.len

@@ -19,8 +19,12 @@
 //!
 //! Simplifications, none visible to a driver that follows the data sheet:
 //!
-//! * transmission is instantaneous — THRE and TEMT are always set, and the
-//!   transmit FIFO is never more than a name;
+//! * transmission is instantaneous — THRE and TEMT are set unless the
+//!   caller says the line behind the UART is busy ([`Uart16550::set_tx_busy`]:
+//!   Basalt's console ring of a domain that has the console is full), and
+//!   the transmit FIFO is never more than a name. While busy, THRE and TEMT
+//!   read clear and no THRE interrupt is raised; when the line frees up,
+//!   THR counts as just emptied (a THRE interrupt if enabled);
 //! * the line never has parity, framing or break errors; the only line
 //!   status error is overrun (OE), and only loopback can cause it, because
 //!   [`Uart16550::receive`] applies back-pressure instead of dropping bytes;
@@ -210,6 +214,8 @@ pub struct Uart16550<O> {
     /// The THRE interrupt condition, cleared by reading IIR while it is
     /// the reported source and set again when THR empties.
     thre_pending: bool,
+    /// The line behind the UART cannot take more now (see `set_tx_busy`).
+    tx_busy: bool,
 }
 
 impl<O: SerialOutput> Uart16550<O> {
@@ -230,6 +236,7 @@ impl<O: SerialOutput> Uart16550<O> {
             fifo_enabled: false,
             trigger: 1,
             thre_pending: false,
+            tx_busy: false,
         }
     }
 
@@ -248,6 +255,27 @@ impl<O: SerialOutput> Uart16550<O> {
         self.fifo_enabled = false;
         self.trigger = 1;
         self.thre_pending = false;
+        self.tx_busy = false;
+    }
+
+    /// Says whether the line behind the transmitter can take more bytes.
+    /// While busy, LSR reads with THRE and TEMT clear (a polling driver
+    /// waits) and no THRE interrupt is pending; the change from busy to free
+    /// empties THR as far as the guest can tell, so a THRE interrupt is
+    /// raised if enabled (an interrupt-driven driver resumes).
+    pub fn set_tx_busy(&mut self, busy: bool) {
+        if self.tx_busy && !busy {
+            self.thre_pending = true;
+        }
+        if busy {
+            self.thre_pending = false;
+        }
+        self.tx_busy = busy;
+    }
+
+    /// Whether the transmitter reports busy ([`Self::set_tx_busy`]).
+    pub fn tx_busy(&self) -> bool {
+        self.tx_busy
     }
 
     /// The guest reads the register at `offset` (taken modulo 8). Reads of
@@ -291,9 +319,9 @@ impl<O: SerialOutput> Uart16550<O> {
             IER_DLM => {
                 let old = self.ier;
                 self.ier = value & 0x0F;
-                // Enabling the THRE interrupt while THR is empty (it always
-                // is) raises it at once.
-                if old & IER_THRE == 0 && self.ier & IER_THRE != 0 {
+                // Enabling the THRE interrupt while THR is empty (it is
+                // unless the line is busy) raises it at once.
+                if old & IER_THRE == 0 && self.ier & IER_THRE != 0 && !self.tx_busy {
                     self.thre_pending = true;
                 }
             }
@@ -361,7 +389,7 @@ impl<O: SerialOutput> Uart16550<O> {
             } else {
                 IIR_RDA
             }
-        } else if self.ier & IER_THRE != 0 && self.thre_pending {
+        } else if self.ier & IER_THRE != 0 && self.thre_pending && !self.tx_busy {
             IIR_THRE
         } else if self.ier & IER_MS != 0 && self.msr_deltas != 0 {
             IIR_MS
@@ -374,7 +402,8 @@ impl<O: SerialOutput> Uart16550<O> {
     /// LSR as the guest would read it now, without the read's side effect.
     pub fn lsr(&self) -> u8 {
         let dr = if self.rx.len > 0 { LSR_DR } else { 0 };
-        dr | self.lsr_errors | LSR_THRE | LSR_TEMT
+        let tx = if self.tx_busy { 0 } else { LSR_THRE | LSR_TEMT };
+        dr | self.lsr_errors | tx
     }
 
     /// MSR as the guest would read it now, without the read's side effect.
@@ -457,8 +486,9 @@ impl<O: SerialOutput> Uart16550<O> {
         } else {
             self.out.write_byte(b);
         }
-        // The byte left at once: THR is empty again.
-        self.thre_pending = true;
+        // The byte left at once: THR is empty again (unless the line is
+        // busy: then it empties when the caller says so).
+        self.thre_pending = !self.tx_busy;
     }
 
     /// A looped-back byte reaches the receiver like one from the line: a

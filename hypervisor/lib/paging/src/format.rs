@@ -321,3 +321,69 @@ impl EntryFormat for Ept {
         (phys, flags.with_cache_type(cache))
     }
 }
+
+/// AMD nested page table entries (APM Vol. 2 §15.25, "Nested Paging"): the ordinary x86 format
+/// of [`X86`], walked with guest-physical input addresses.
+///
+/// | bit | leaf | table pointer |
+/// |---|---|---|
+/// | 0 `P` | 1 | 1 |
+/// | 1 `R/W` | [`MapFlags::WRITE`] | 1 |
+/// | 2 `U/S` | 1 | 1 |
+/// | 3 `PWT`, 4 `PCD` | cache type: WB 0/0, WT 1/0, UC 1/1 | 0 |
+/// | 7 `PS` | 1 at levels 2 and 3 (2 MiB, 1 GiB) | 0 |
+/// | 51:12 | host-physical address | host-physical address |
+/// | 63 `NX` | set unless [`MapFlags::EXECUTE`] | 0 |
+///
+/// Every nested access is a user access (§15.25.5, "Nested Table Walk"), so `U/S` is set at
+/// every level: a supervisor-only nested entry would fault every guest access. `G` has no
+/// meaning in a nested table and is never set. Input addresses are guest-physical and must be
+/// below 2^48 (4-level nested paging). Every present page is readable ([`MapFlags::READ`] is
+/// implied); there is no write-only or execute-only page.
+///
+/// Rejected flags: [`MapFlags::GLOBAL`]. [`MapFlags::USER`] is accepted and implied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Npt;
+
+impl Npt {
+    /// Exclusive bound of guest-physical addresses (4-level nested paging translates 48 bits).
+    const INPUT_LIMIT: u64 = 1 << 48;
+}
+
+impl EntryFormat for Npt {
+    fn validate_flags(flags: MapFlags) -> Result<MapFlags, MapError> {
+        if flags.contains(MapFlags::GLOBAL) {
+            return Err(MapError::UnsupportedFlags {
+                flags,
+                reason: "a nested page table has no global pages",
+            });
+        }
+        Ok(flags
+            .union(MapFlags::READ | MapFlags::USER)
+            .normalize_cache())
+    }
+
+    fn input_region(addr: u64) -> Option<(u64, u64)> {
+        (addr < Self::INPUT_LIMIT).then_some((0, Self::INPUT_LIMIT - 1))
+    }
+
+    fn leaf(phys: u64, flags: MapFlags, size: PageSize) -> u64 {
+        X86::leaf(phys, flags | MapFlags::USER, size)
+    }
+
+    fn table(phys: u64, _flags: MapFlags) -> u64 {
+        (phys & Self::ADDR_MASK) | X86::PRESENT | X86::WRITABLE | X86::USER
+    }
+
+    fn is_present(entry: u64) -> bool {
+        X86::is_present(entry)
+    }
+
+    fn is_leaf(entry: u64, level: u8) -> bool {
+        X86::is_leaf(entry, level)
+    }
+
+    fn decode_leaf(entry: u64, size: PageSize) -> (u64, MapFlags) {
+        X86::decode_leaf(entry, size)
+    }
+}

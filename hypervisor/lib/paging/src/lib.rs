@@ -124,7 +124,7 @@ mod table;
 
 pub use error::MapError;
 pub use flags::{CacheType, MapFlags};
-pub use format::{EntryFormat, Ept, X86};
+pub use format::{EntryFormat, Ept, Npt, X86};
 pub use table::PageTable;
 
 /// Number of entries in one table at every level.

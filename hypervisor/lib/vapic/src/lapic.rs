@@ -951,7 +951,8 @@ impl Lapic {
 
     /// The guest TSC at `now_ns`.
     pub fn guest_tsc(&self, now_ns: u64) -> u64 {
-        (u128::from(now_ns) * u128::from(self.config.tsc_hz) / NS_PER_SEC) as u64
+        let tsc = u128::from(now_ns) * u128::from(self.config.tsc_hz) / NS_PER_SEC;
+        tsc.min(u128::from(u64::MAX)) as u64
     }
 
     /// The first time at which the guest TSC is at least `tsc`.

@@ -33,6 +33,8 @@
 //! | [`bitmaps`] | "VM-Execution Control Fields": "I/O-Bitmap Addresses", "MSR-Bitmap Address" |
 //! | [`segment`] | "Virtual Machine Control Structures": "Guest Register State" (access-rights format) |
 //! | [`dump`] | a human-readable VMCS dump, after Xen's `vmcs_dump_vcpu` |
+//! | [`spec`] | Intel's speculative-execution guidance: RSB fill, IBPB, L1D flush, `VERW` around VM entries |
+//! | [`vpid`] | "Virtual Processor Identifiers (VPIDs)": the VPID allocator |
 //!
 //! # Typical boot sequence (in the kernel)
 //!
@@ -56,4 +58,6 @@ pub mod exit;
 pub mod fields;
 pub mod negotiate;
 pub mod segment;
+pub mod spec;
 pub mod state;
+pub mod vpid;

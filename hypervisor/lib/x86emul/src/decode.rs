@@ -350,29 +350,7 @@ enum Form {
 /// documentation for the list); everything else is an error.
 pub fn decode(bytes: &[u8], mode: Mode) -> Result<Instruction, DecodeError> {
     let mut c = Cursor { bytes, pos: 0 };
-    let mut p = Prefixes::default();
-    let opcode = loop {
-        let b = c.byte()?;
-        match b {
-            0x66 => p.opsize = true,
-            0x67 => p.addrsize = true,
-            0x26 => p.segment = Some(Segment::Es),
-            0x2e => p.segment = Some(Segment::Cs),
-            0x36 => p.segment = Some(Segment::Ss),
-            0x3e => p.segment = Some(Segment::Ds),
-            0x64 => p.segment = Some(Segment::Fs),
-            0x65 => p.segment = Some(Segment::Gs),
-            0xf0 => p.lock = true,
-            0xf2 | 0xf3 => p.rep = Some(b),
-            0x40..=0x4f if mode == Mode::Long64 => {
-                // A REX counts only right before the opcode: a later legacy prefix voids it.
-                p.rex = Some(b);
-                continue;
-            }
-            _ => break b,
-        }
-        p.rex = None;
-    };
+    let (p, opcode) = prefixes(&mut c, mode)?;
     if let Some(prefix) = p.rep {
         return Err(DecodeError::Repeat { prefix });
     }
@@ -562,6 +540,99 @@ pub fn decode(bytes: &[u8], mode: Mode) -> Result<Instruction, DecodeError> {
     // The cursor never passes 15 bytes.
     insn.length = c.pos as u8;
     Ok(insn)
+}
+
+/// A string port I/O instruction: `INS` (`6C`, `6D`) or `OUTS` (`6E`, `6F`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct StringIo {
+    /// Length in bytes, prefixes included (1–15): the `RIP` advance once it completes.
+    pub length: u8,
+    /// `INS` (port → memory at `ES:rDI`) rather than `OUTS` (memory at `seg:rSI` → port).
+    pub is_in: bool,
+    /// Element size in bytes: 1 (`6C`, `6E`), else 2 or 4 by the operand size (`66`; REX.W
+    /// does not make it 8).
+    pub size: u8,
+    /// Address size in bytes (2, 4 or 8): the width of `rCX`, `rSI` and `rDI` used and updated.
+    pub address_size: u8,
+    /// The segment of the memory operand: always `ES` for `INS`; for `OUTS` the last segment
+    /// override, else `DS`.
+    pub segment: Segment,
+    /// A `REP` prefix (`F3`, or `F2`, which `INS`/`OUTS` treat the same): repeat `rCX` times.
+    pub rep: bool,
+}
+
+/// Decodes the string port I/O instruction (`INS`/`OUTS`) at the start of `bytes` in `mode`.
+///
+/// Prefixes: `66`, `67`, the segment overrides (they only change the source of `OUTS`: `INS`
+/// always writes through `ES`), `F2`/`F3`, REX in 64-bit mode. Reads at most [`MAX_LENGTH`]
+/// bytes and never past `bytes`.
+///
+/// # Errors
+///
+/// [`DecodeError::Truncated`], [`DecodeError::TooLong`], [`DecodeError::Unsupported`] for any
+/// other opcode, [`DecodeError::BadPrefix`] for `LOCK` (the processor raises `#UD`).
+pub fn decode_string_io(bytes: &[u8], mode: Mode) -> Result<StringIo, DecodeError> {
+    let mut c = Cursor { bytes, pos: 0 };
+    let (p, opcode) = prefixes(&mut c, mode)?;
+    if !(0x6c..=0x6f).contains(&opcode) {
+        return Err(DecodeError::Unsupported {
+            opcode: u16::from(opcode),
+        });
+    }
+    if p.lock {
+        return Err(DecodeError::BadPrefix { prefix: 0xf0 });
+    }
+    let is_in = opcode < 0x6e;
+    let size = if opcode & 1 == 0 {
+        1
+    } else {
+        // INS/OUTS have no 64-bit form: REX.W is ignored.
+        match (mode, p.opsize) {
+            (Mode::Real16, false) | (Mode::Long64 | Mode::Protected32, true) => 2,
+            _ => 4,
+        }
+    };
+    Ok(StringIo {
+        // The cursor never passes 15 bytes.
+        length: c.pos as u8,
+        is_in,
+        size,
+        address_size: address_size(mode, &p),
+        segment: if is_in {
+            Segment::Es
+        } else {
+            p.segment.unwrap_or(Segment::Ds)
+        },
+        rep: p.rep.is_some(),
+    })
+}
+
+/// Reads the legacy and REX prefixes; returns them and the first opcode byte.
+fn prefixes(c: &mut Cursor<'_>, mode: Mode) -> Result<(Prefixes, u8), DecodeError> {
+    let mut p = Prefixes::default();
+    let opcode = loop {
+        let b = c.byte()?;
+        match b {
+            0x66 => p.opsize = true,
+            0x67 => p.addrsize = true,
+            0x26 => p.segment = Some(Segment::Es),
+            0x2e => p.segment = Some(Segment::Cs),
+            0x36 => p.segment = Some(Segment::Ss),
+            0x3e => p.segment = Some(Segment::Ds),
+            0x64 => p.segment = Some(Segment::Fs),
+            0x65 => p.segment = Some(Segment::Gs),
+            0xf0 => p.lock = true,
+            0xf2 | 0xf3 => p.rep = Some(b),
+            0x40..=0x4f if mode == Mode::Long64 => {
+                // A REX counts only right before the opcode: a later legacy prefix voids it.
+                p.rex = Some(b);
+                continue;
+            }
+            _ => break b,
+        }
+        p.rex = None;
+    };
+    Ok((p, opcode))
 }
 
 /// The ALU operation of a `/digit` or of bits 3–5 of opcodes `00`–`3F`; `None` for `ADC`/`SBB`.

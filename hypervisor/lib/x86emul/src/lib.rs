@@ -15,6 +15,10 @@
 //! 2. [`emulate`] performs it against the vCPU's registers ([`Cpu`]) and the device ([`Mmio`])
 //!    and returns the `RIP` advance.
 //!
+//! String port I/O (`INS`/`OUTS`, with `REP`) has its own pair: [`decode_string_io`] and
+//! [`execute_string_io`], which walks the guest's page tables for every element with the access
+//! rights checked and reports the exception the processor would raise (docs/x86emul.md).
+//!
 //! The bytes themselves come from [`fetch`], which walks the guest's page tables ([`translate`],
 //! every x86 paging mode: off, 32-bit, PAE, 4-level, 5-level) through the guest's physical
 //! memory ([`GuestPhys`]) to read up to 15 bytes at `CS.base + RIP`, page by page.
@@ -41,19 +45,25 @@
 
 mod decode;
 mod emulate;
+mod strio;
 mod walk;
 
 pub use decode::{
     AluOp, Base, DecodeError, Extension, Instruction, MAX_LENGTH, MemoryOperand, Mode, Operation,
-    Register, Segment, Source, decode, size_mask,
+    Register, Segment, Source, StringIo, decode, decode_string_io, size_mask,
 };
 pub use emulate::{
     AF, ARITHMETIC_FLAGS, CF, Cpu, Mmio, OF, PF, SF, ZF, alu, emulate, read_register, sign_extend,
     write_register,
 };
+pub use strio::{
+    AC, CR0_WP, CR4_SMAP, DF, Exception, GuestRam, PortWrite, Ports, SegmentState, StringIoContext,
+    StringIoOutcome, execute_string_io,
+};
 pub use walk::{
     ADDRESS_MASK, CR0_PG, CR4_LA57, CR4_PAE, CR4_PSE, EFER_LMA, GuestPhys, Level, PAGE_SIZE,
-    Paging, PagingMode, WalkError, fetch, translate,
+    Paging, PagingMode, RIGHT_USER, RIGHT_WRITE, WalkError, fetch, translate,
+    translate_with_rights,
 };
 
 #[cfg(test)]

@@ -17,7 +17,9 @@
 //!
 //! The walk only *finds the frame*: the processor already made the access (the instruction was
 //! fetched and executed up to its data access), so the permission bits (`R/W`, `U/S`, `XD`,
-//! protection keys, `SMEP`/`SMAP`, `CR0.WP`) are not checked. It does check what is needed to
+//! protection keys, `SMEP`/`SMAP`, `CR0.WP`) are not checked; [`translate_with_rights`] reports
+//! the `R/W` and `U/S` rights found for callers that make the access themselves (string I/O).
+//! It does check what is needed to
 //! interpret the tables unambiguously and is cheap: the present bit at every level, canonical
 //! addresses in IA-32e mode (SDM Vol. 1 §3.3.7.1, "Canonical Addressing"), `PS` in a PML5E or
 //! PML4E, the reserved bits of PAE PDPTEs (2:1, 8:5, 63:52) and of large-page entries (bit 21
@@ -57,6 +59,13 @@ pub const ADDRESS_MASK: u64 = 0x000f_ffff_ffff_f000;
 
 /// The smallest page, and the granularity at which [`fetch`] translates again.
 pub const PAGE_SIZE: u64 = 4096;
+
+/// Entry bit 1 (`R/W`), as [`translate_with_rights`] reports it: writes allowed.
+pub const RIGHT_WRITE: u64 = 1 << 1;
+/// Entry bit 2 (`U/S`), as [`translate_with_rights`] reports it: user-mode accesses allowed.
+pub const RIGHT_USER: u64 = 1 << 2;
+/// Both rights.
+const RIGHTS: u64 = RIGHT_WRITE | RIGHT_USER;
 
 /// Entry bit 0: present.
 const P: u64 = 1 << 0;
@@ -305,9 +314,25 @@ pub fn translate<M: GuestPhys + ?Sized>(
     mode: &PagingMode,
     linear: u64,
 ) -> Result<u64, WalkError> {
+    translate_with_rights(mem, mode, linear).map(|(gpa, _)| gpa)
+}
+
+/// [`translate`], also returning the access rights the walk found: [`RIGHT_WRITE`] if every
+/// entry on the way sets `R/W`, [`RIGHT_USER`] if every one sets `U/S` (SDM Vol. 3A §4.6,
+/// "Access Rights"; the four PAE PDPTEs have neither bit and restrict nothing). With paging off
+/// both are set.
+///
+/// # Errors
+///
+/// As [`translate`].
+pub fn translate_with_rights<M: GuestPhys + ?Sized>(
+    mem: &M,
+    mode: &PagingMode,
+    linear: u64,
+) -> Result<(u64, u64), WalkError> {
     let linear = mode.truncate(linear);
     match mode.paging() {
-        Paging::Off => Ok(linear),
+        Paging::Off => Ok((linear, RIGHT_WRITE | RIGHT_USER)),
         Paging::Bits32 => walk_32bit(mem, mode, linear),
         Paging::Pae => {
             // SDM Vol. 3A §4.4.1: CR3[31:5] is the PDPT; linear bits 31:30 select the PDPTE.
@@ -328,7 +353,13 @@ pub fn translate<M: GuestPhys + ?Sized>(
                     entry: pdpte,
                 });
             }
-            walk_8byte(mem, pdpte & ADDRESS_MASK, linear, 2)
+            walk_8byte(
+                mem,
+                pdpte & ADDRESS_MASK,
+                linear,
+                2,
+                RIGHT_WRITE | RIGHT_USER,
+            )
         }
         Paging::Level4 => walk_ia32e(mem, mode.cr3, linear, 4),
         Paging::Level5 => walk_ia32e(mem, mode.cr3, linear, 5),
@@ -340,7 +371,7 @@ fn walk_32bit<M: GuestPhys + ?Sized>(
     mem: &M,
     mode: &PagingMode,
     linear: u64,
-) -> Result<u64, WalkError> {
+) -> Result<(u64, u64), WalkError> {
     let pd = mode.cr3 & 0xffff_f000;
     let gpa = pd + ((linear >> 22) & 0x3ff) * 4;
     let pde = read_entry::<M, 4>(mem, gpa, linear, Level::Pde)?;
@@ -362,7 +393,10 @@ fn walk_32bit<M: GuestPhys + ?Sized>(
                 entry: pde,
             });
         }
-        return Ok((pde & 0xffc0_0000) | ((pde >> 13) & 0xff) << 32 | (linear & 0x3f_ffff));
+        return Ok((
+            (pde & 0xffc0_0000) | ((pde >> 13) & 0xff) << 32 | (linear & 0x3f_ffff),
+            pde & RIGHTS,
+        ));
     }
     // Without CR4.PSE the PS bit is ignored: the PDE references a page table.
     let gpa = (pde & 0xffff_f000) + ((linear >> 12) & 0x3ff) * 4;
@@ -374,7 +408,7 @@ fn walk_32bit<M: GuestPhys + ?Sized>(
             gpa,
         });
     }
-    Ok((pte & 0xffff_f000) | (linear & 0xfff))
+    Ok(((pte & 0xffff_f000) | (linear & 0xfff), pde & pte & RIGHTS))
 }
 
 /// 4-level and 5-level paging (SDM Vol. 3A §4.5): canonical check, then the walk from the
@@ -384,13 +418,13 @@ fn walk_ia32e<M: GuestPhys + ?Sized>(
     cr3: u64,
     linear: u64,
     levels: u8,
-) -> Result<u64, WalkError> {
+) -> Result<(u64, u64), WalkError> {
     // Canonical: bits 63:47 (63:56) all copies of bit 47 (56).
     let unused = if levels == 5 { 7 } else { 16 };
     if (((linear << unused) as i64) >> unused) as u64 != linear {
         return Err(WalkError::NonCanonical { linear });
     }
-    walk_8byte(mem, cr3 & ADDRESS_MASK, linear, levels)
+    walk_8byte(mem, cr3 & ADDRESS_MASK, linear, levels, RIGHTS)
 }
 
 /// The walk through 8-byte entries from the table at `table`, whose entries are at level `top`
@@ -402,7 +436,8 @@ fn walk_8byte<M: GuestPhys + ?Sized>(
     mut table: u64,
     linear: u64,
     top: u8,
-) -> Result<u64, WalkError> {
+    mut rights: u64,
+) -> Result<(u64, u64), WalkError> {
     let mut n = top;
     loop {
         let level = Level::from_number(n);
@@ -412,8 +447,9 @@ fn walk_8byte<M: GuestPhys + ?Sized>(
         if entry & P == 0 {
             return Err(WalkError::NotPresent { linear, level, gpa });
         }
+        rights &= entry;
         if n == 1 {
-            return Ok((entry & ADDRESS_MASK) | (linear & 0xfff));
+            return Ok(((entry & ADDRESS_MASK) | (linear & 0xfff), rights & RIGHTS));
         }
         if entry & PS != 0 {
             // A 1 GiB (n = 3) or 2 MiB (n = 2) page: its address bits start at `shift`; the
@@ -427,7 +463,10 @@ fn walk_8byte<M: GuestPhys + ?Sized>(
                     entry,
                 });
             }
-            return Ok((entry & ADDRESS_MASK & !offset_mask) | (linear & offset_mask));
+            return Ok((
+                (entry & ADDRESS_MASK & !offset_mask) | (linear & offset_mask),
+                rights & RIGHTS,
+            ));
         }
         table = entry & ADDRESS_MASK;
         n -= 1;

@@ -842,3 +842,44 @@ fn random_operations_keep_the_invariants() {
     }
     assert!(seen_full && seen_overrun);
 }
+
+// ---------------------------------------------------------------- busy line
+
+#[test]
+fn busy_line_clears_thre_and_temt_and_holds_the_thre_interrupt() {
+    let mut u = uart();
+    u.write(IER_DLM, IER_THRE);
+    assert_eq!(u.read(IIR_FCR) & 0x0F, IIR_THRE);
+    u.write(RBR_THR_DLL, b'a');
+    u.set_tx_busy(true);
+    assert_eq!(u.read(LSR) & (LSR_THRE | LSR_TEMT), 0);
+    assert!(!u.irq_level(), "no THRE interrupt while the line is busy");
+    // A byte written anyway still reaches the output (the caller decides
+    // what to do with it) and raises nothing while busy.
+    u.write(RBR_THR_DLL, b'b');
+    assert!(!u.irq_level());
+    assert_eq!(u.output().0, b"ab");
+    u.set_tx_busy(false);
+    assert_eq!(u.read(LSR) & (LSR_THRE | LSR_TEMT), LSR_THRE | LSR_TEMT);
+    assert!(
+        u.irq_level(),
+        "freeing the line empties THR: THRE interrupt"
+    );
+    assert_eq!(u.read(IIR_FCR) & 0x0F, IIR_THRE);
+    assert!(!u.irq_level());
+}
+
+#[test]
+fn enabling_the_thre_interrupt_while_busy_waits_for_the_line() {
+    let mut u = uart();
+    u.set_tx_busy(true);
+    u.write(IER_DLM, IER_THRE);
+    assert!(!u.irq_level());
+    // Staying busy changes nothing; freeing raises it.
+    u.set_tx_busy(true);
+    assert!(!u.irq_level());
+    u.set_tx_busy(false);
+    assert!(u.irq_level());
+    u.reset();
+    assert!(!u.tx_busy());
+}

@@ -6,6 +6,7 @@
 
 mod emu;
 mod ept;
+mod npt;
 mod ops;
 mod random;
 mod x86;

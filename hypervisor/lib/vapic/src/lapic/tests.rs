@@ -407,6 +407,46 @@ fn tsc_deadline_mode() {
 }
 
 #[test]
+fn extreme_deadlines_saturate_instead_of_wrapping() {
+    // A slow guest TSC: u64::MAX ticks are more nanoseconds than 64 bits.
+    let mut cfg = LapicConfig::new(1, false);
+    cfg.tsc_hz = 1_000_000;
+    let mut l = Lapic::new(cfg);
+    l.write(REG_SVR, SVR_ENABLE | 0xFF, 0);
+    l.write(REG_LVT_TIMER, (2 << 17) | 0xEF, 0);
+    l.wrmsr(MSR_TSC_DEADLINE, u64::MAX, 1000).expect("wrmsr");
+    assert_eq!(l.rdmsr(MSR_TSC_DEADLINE, 1000), Ok(u64::MAX));
+    assert_eq!(
+        l.next_timer_deadline(),
+        Some(u64::MAX),
+        "never, not wrapped"
+    );
+    assert!(!l.on_time(u64::MAX - 1));
+    assert_eq!(l.guest_tsc(u64::MAX), u64::MAX / 1000);
+    // A fast one: the guest TSC at the end of time saturates too.
+    let mut cfg = LapicConfig::new(1, false);
+    cfg.tsc_hz = 4_000_000_000;
+    assert_eq!(Lapic::new(cfg).guest_tsc(u64::MAX), u64::MAX);
+    // The largest count at the slowest divider, started late in time.
+    let mut l = lapic(1);
+    l.write(REG_TIMER_DIVIDE, 0xA, 0); // divide by 128
+    l.write(REG_LVT_TIMER, 0x40, 0);
+    l.write(REG_TIMER_INITIAL, u32::MAX, u64::MAX - 10);
+    assert_eq!(l.next_timer_deadline(), Some(u64::MAX));
+    assert!(!l.on_time(u64::MAX - 1));
+    assert_eq!(l.read(REG_TIMER_CURRENT, u64::MAX - 1), u32::MAX);
+    // Periodic at count 1 after a very long time: one interrupt, the next
+    // expiry still ahead.
+    let mut l = lapic(1);
+    l.write(REG_TIMER_DIVIDE, 0xB, 0);
+    l.write(REG_LVT_TIMER, (1 << 17) | 0x40, 0);
+    l.write(REG_TIMER_INITIAL, 1, 0);
+    assert!(l.on_time(u64::MAX / 2));
+    let next = l.next_timer_deadline().expect("armed");
+    assert!(next > u64::MAX / 2);
+}
+
+#[test]
 fn mode_change_stops_count_down() {
     let mut l = lapic(1);
     l.write(REG_LVT_TIMER, 0x40, 0);

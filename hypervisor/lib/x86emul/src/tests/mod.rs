@@ -3,6 +3,7 @@
 mod decoding;
 mod executing;
 mod random;
+mod string_io;
 mod walking;
 
 use crate::{

@@ -9,8 +9,18 @@
  *   failed with VMfailInvalid, 2 with VMfailValid.
  *
  * GuestRegs layout (vcpu.rs): rax rbx rcx rdx rsi rdi rbp r8..r15, 8 bytes each.
+ *
+ * Speculative-execution hygiene (docs/vmx.md; decided in vmx/spec.rs, bits
+ * of `basalt_spec_flags`): before entry an L1D flush (IA32_FLUSH_CMD) while
+ * host registers are still free, and VERW as the last instruction; after
+ * exit, before the first RET, the return stack buffer is overwritten.
  */
 .set HOST_RSP, 0x6c14
+.set SPEC_RSB_FULL, 1
+.set SPEC_RSB_LITE, 2
+.set SPEC_L1D_FLUSH, 4
+.set SPEC_VERW, 8
+.set MSR_FLUSH_CMD, 0x10b
 
 .section .text.vmx, "ax"
 .code64
@@ -27,6 +37,15 @@ vmx_enter:
     vmwrite %rsp, %rax
     jbe .Lvmwrite_failed
 
+    testb $SPEC_L1D_FLUSH, basalt_spec_flags(%rip)
+    jz .Lno_l1d_flush
+    /* IA32_FLUSH_CMD.L1D_FLUSH: write back and invalidate the L1 data
+     * cache, so the guest cannot sample host data through L1TF. */
+    mov $MSR_FLUSH_CMD, %ecx
+    mov $1, %eax
+    xor %edx, %edx
+    wrmsr
+.Lno_l1d_flush:
     mov %rsi, %rax                  /* keep the launched flag through loads */
     mov 8(%rdi), %rbx
     mov 16(%rdi), %rcx
@@ -44,17 +63,26 @@ vmx_enter:
     test %rax, %rax
     mov 0(%rdi), %rax
     mov 40(%rdi), %rdi
-    jnz 1f
-    vmlaunch
+    jnz .Lresume
+    /* VERW (MD_CLEAR) clears the store, fill and load buffers; it changes
+     * only ZF, and comes after the last host memory access. */
+    testb $SPEC_VERW, basalt_spec_flags(%rip)
+    jz 1f
+    verw basalt_verw_selector(%rip)
+1:  vmlaunch
     jmp .Lentry_failed
-1:  vmresume
+.Lresume:
+    testb $SPEC_VERW, basalt_spec_flags(%rip)
+    jz 2f
+    verw basalt_verw_selector(%rip)
+2:  vmresume
 .Lentry_failed:
     /* CF=1: VMfailInvalid, ZF=1: VMfailValid. Guest values are in the
      * registers; the host's are on the stack. */
     mov $1, %eax
-    jc 2f
+    jc 4f
     mov $2, %eax
-2:  add $8, %rsp
+4:  add $8, %rsp
     pop %r15
     pop %r14
     pop %r13
@@ -99,6 +127,32 @@ vmx_exit:
     pop %rax
     mov %rax, 40(%rdi)
     add $8, %rsp
+    /* Overwrite the return stack buffer before the first RET: the guest
+     * may have filled it with return predictions into Basalt's code. Each
+     * of the 32 CALLs (unrolled: the cheapest sequence) pushes an entry
+     * whose predicted return is an INT3 that stops speculation; the stack
+     * pointer is then restored. */
+    testb $SPEC_RSB_FULL, basalt_spec_flags(%rip)
+    jz .Lrsb_lite
+    .rept 32
+    call 5f
+    int3
+5:
+    .endr
+    add $(32 * 8), %rsp
+    lfence
+    jmp .Lrsb_done
+.Lrsb_lite:
+    /* Enhanced IBRS without PBRSB_NO: one CALL covers the last RET
+     * prediction the guest could leave behind. */
+    testb $SPEC_RSB_LITE, basalt_spec_flags(%rip)
+    jz .Lrsb_done
+    call .Lrsb_lite_target
+    int3
+.Lrsb_lite_target:
+    add $8, %rsp
+    lfence
+.Lrsb_done:
     pop %r15
     pop %r14
     pop %r13

@@ -154,6 +154,23 @@ pub fn invept_all() -> Result<(), VmFail> {
     check(rflags)
 }
 
+/// INVVPID (SDM Vol. 3C 31.3, "INVVPID"): type 1 (single-context) drops
+/// every linear and combined translation tagged with `vpid`; type 2
+/// (all-context) those of every VPID but 0. `single` picks the type.
+pub fn invvpid(vpid: u16, single: bool) -> Result<(), VmFail> {
+    // Descriptor: VPID in bits 15:0, bits 63:16 reserved (0), then a linear
+    // address used only by the individual-address type.
+    let descriptor = [u64::from(vpid), 0u64];
+    let kind: u64 = if single { 1 } else { 2 };
+    let rflags: u64;
+    // SAFETY: INVVPID only invalidates cached translations; the descriptor
+    // is a valid 16-byte operand with its reserved bits clear.
+    unsafe {
+        core::arch::asm!("invvpid {0}, [{1}]", "pushfq", "pop {2}", in(reg) kind, in(reg) &descriptor, out(reg) rflags, options(nostack));
+    }
+    check(rflags)
+}
+
 /// The current VMCS, through VMREAD/VMWRITE, for `basalt_vmx`'s typed
 /// accessors and the VMCS dump.
 #[derive(Debug)]

@@ -4,7 +4,9 @@
 //! instructions.
 
 pub mod instr;
+pub mod spec;
 pub mod vcpu;
+pub mod vpid;
 
 use super::cpu;
 use super::msr;
@@ -134,12 +136,42 @@ fn discover() -> Result<VmxConfig, VmxUnavailable> {
 }
 
 /// Basalt's control choices: `basalt-vmx`'s defaults plus CR8 exiting (a
-/// guest must never write the real TPR).
+/// guest must never write the real TPR), without "enable XSAVES/XRSTORS":
+/// guests are not shown XSAVES (CPUID leaf 0xD.1 EAX bit 3), so the
+/// instructions must raise #UD as on a CPU without them.
 fn basalt_wanted() -> Wanted {
     let mut wanted = Wanted::basalt_default();
     wanted.primary.required |= basalt_vmx::controls::PrimaryControls::CR8_LOAD_EXITING
         | basalt_vmx::controls::PrimaryControls::CR8_STORE_EXITING;
     wanted
+        .secondary
+        .optional
+        .remove(basalt_vmx::controls::SecondaryControls::ENABLE_XSAVES);
+    wanted
+}
+
+/// What VT-x lets a guest have beyond the host's CPUID (the inputs of the
+/// guest CPU model, `basalt_cpu::cpuid::Limits`): INVPCID and RDTSCP/RDPID
+/// only with their "enable" controls, CR4 bits only where
+/// IA32_VMX_CR4_FIXED1 allows them (Bochs, for one, fixes LA57 and PKE to 0).
+/// Without VT-x no guest runs, and the defaults serve.
+pub fn guest_limits() -> basalt_cpu::cpuid::Limits {
+    use basalt_vmx::controls::SecondaryControls;
+    match negotiated() {
+        Ok(c) => basalt_cpu::cpuid::Limits {
+            invpcid: c
+                .negotiated
+                .secondary
+                .contains(SecondaryControls::ENABLE_INVPCID),
+            rdtscp: c
+                .negotiated
+                .secondary
+                .contains(SecondaryControls::ENABLE_RDTSCP),
+            cr4_settable: c.caps.cr4_fixed1 & !Cr4Flags::VIRTUAL_MACHINE_EXTENSIONS.bits(),
+            ..Default::default()
+        },
+        Err(_) => basalt_cpu::cpuid::Limits::default(),
+    }
 }
 
 /// The negotiated VT-x configuration (decided once, on the boot CPU).

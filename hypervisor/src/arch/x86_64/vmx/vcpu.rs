@@ -9,9 +9,11 @@
 
 use super::VmxConfig;
 use super::instr::{self, CurrentVmcs};
-use crate::arch::x86_64::{cpu, gdt, msr};
+use crate::arch::x86_64::{gdt, msr};
 use crate::vcpu::{GuestError, VcpuExit};
 use alloc::boxed::Box;
+use basalt_cpu::cr::{CrState, cr4};
+use basalt_cpu::xstate::XsetbvFault;
 use basalt_frames::Owner;
 use basalt_vmx::controls::{EntryControls, PrimaryControls};
 use basalt_vmx::exit::{
@@ -19,7 +21,6 @@ use basalt_vmx::exit::{
 };
 use basalt_vmx::fields::{VmcsExt, ctrl, exit, guest, host};
 use basalt_vmx::segment::AccessRights;
-use core::arch::x86_64::__cpuid_count;
 
 unsafe extern "C" {
     fn vmx_enter(regs: *mut GuestRegs, launched: u64) -> u64;
@@ -128,9 +129,50 @@ const MSR_PAT: u32 = 0x277;
 /// Read-only MSRs a guest may read directly: the TSC.
 const READ_ONLY_MSRS: [u32; 1] = [0x10];
 
-/// XSAVE area (the largest standard format fits in 4 KiB with AVX-512).
+/// 64 bytes of an XSAVE area (the area must be 64-byte aligned).
 #[repr(C, align(64))]
-struct XsaveArea([u8; 4096]);
+#[derive(Clone, Copy)]
+struct XsaveChunk([u8; 64]);
+
+/// A vCPU's x87/SSE/AVX state save area, sized at boot for the largest XCR0
+/// a guest may choose (the standard-format size CPUID leaf 0xD gives for
+/// the XSAVE policy's components; 512 bytes for FXSAVE without XSAVE).
+struct XsaveArea(Box<[XsaveChunk]>);
+
+impl XsaveArea {
+    fn new() -> Self {
+        let size = xsave_policy().map_or(512, |x| x.max_size()) as usize;
+        Self(alloc::vec![XsaveChunk([0; 64]); size.div_ceil(64)].into_boxed_slice())
+    }
+
+    fn as_mut_ptr(&mut self) -> *mut u8 {
+        self.0.as_mut_ptr().cast()
+    }
+
+    fn as_ptr(&self) -> *const u8 {
+        self.0.as_ptr().cast()
+    }
+
+    /// The reset image (see [`VmxVcpu::init_xsave`]).
+    fn reset(&mut self) {
+        self.0.fill(XsaveChunk([0; 64]));
+        let legacy = &mut self.0[0].0;
+        legacy[0..2].copy_from_slice(&0x37fu16.to_le_bytes());
+        legacy[24..28].copy_from_slice(&0x1f80u32.to_le_bytes());
+    }
+
+    /// Makes the XSAVE header (bytes 512..576) acceptable to XRSTOR with
+    /// `xcr0` (SDM Vol. 1 13.8.1): XSTATE_BV only names components of XCR0
+    /// (a component saved before the guest shrank its XCR0 is dropped, as
+    /// its state is undefined then anyway), XCOMP_BV and the reserved bytes
+    /// are zero (standard format).
+    fn sanitise_header(&mut self, xcr0: u64) {
+        let header = &mut self.0[8].0;
+        let bv = u64::from_le_bytes(header[0..8].try_into().unwrap_or_default());
+        header[0..8].copy_from_slice(&(bv & xcr0).to_le_bytes());
+        header[8..64].fill(0);
+    }
+}
 
 /// A VMX vCPU.
 pub struct VmxVcpu {
@@ -141,16 +183,23 @@ pub struct VmxVcpu {
     msr_bitmap: u64,
     io_bitmap_a: u64,
     io_bitmap_b: u64,
-    xsave: Box<XsaveArea>,
+    xsave: XsaveArea,
     xcr0: u64,
     msrs: [u64; 6],
     /// The guest's virtual TPR (CR8).
     tpr: u64,
     /// DR0-DR3 and DR6, which the VMCS does not switch (DR7 it does).
     debug: [u64; 5],
+    /// The guest's CR2, which VM entry and exit do not switch either: the
+    /// guest's page-fault address stays in the register while it runs, so
+    /// it is saved and restored with the vCPU (one domain never sees
+    /// another's).
+    cr2: u64,
     controls: VmxConfig,
     /// What CPUID answers depend on (signature, APIC ID, TSC frequency).
     cpuid: crate::vcpu::CpuidContext,
+    /// The CPU model every guest sees.
+    guest_cpu: &'static basalt_cpu::cpuid::GuestCpu,
     /// A start state to write into the VMCS at the next `load`
     /// (`VCPUOP_initialise` of a vCPU that is down).
     pending_start: Option<PvhEntry>,
@@ -158,6 +207,8 @@ pub struct VmxVcpu {
     exits: alloc::sync::Arc<crate::stats::ExitCounts>,
     /// The CPU whose host state the VMCS holds (`usize::MAX`: none yet).
     host_cpu: usize,
+    /// Its VPID (None without the VPID control); given back when dropped.
+    vpid: Option<super::vpid::VpidTag>,
 }
 
 impl Drop for VmxVcpu {
@@ -267,8 +318,9 @@ const CR0_ET: u64 = 1 << 4;
 const CR0_NE: u64 = 1 << 5;
 const CR0_PG: u64 = 1 << 31;
 const CR4_VMXE: u64 = 1 << 13;
-const CR4_OSXSAVE: u64 = 1 << 18;
 const CR4_SMXE: u64 = 1 << 14;
+/// Bits 63:32 of CR0 and CR4: reserved, intercepted so a write raises #GP.
+const CR_HIGH_HALF: u64 = 0xffff_ffff_0000_0000;
 
 /// Writes flat segments: CS `(selector, access rights)`, the data segments
 /// DS, ES, SS, FS, GS with `data`, all with base 0 and `limit`; a busy TSS
@@ -350,12 +402,17 @@ impl VmxVcpu {
     pub fn new(
         n: &VmxConfig,
         ept_root: u64,
-        vpid: u16,
         entry: PvhEntry,
         cpuid: crate::vcpu::CpuidContext,
         tsc_offset: u64,
         exits: alloc::sync::Arc<crate::stats::ExitCounts>,
     ) -> Result<Self, GuestError> {
+        // First, so that a refusal leaves nothing behind.
+        let vpid = if n.negotiated.vpid {
+            Some(super::vpid::VpidTag::alloc().map_err(GuestError::NoVpid)?)
+        } else {
+            None
+        };
         let vmcs_page = alloc_page()?;
         crate::mm::write_phys_u32(vmcs_page, n.negotiated.revision_id);
         let mut this = Self {
@@ -371,16 +428,19 @@ impl VmxVcpu {
             msr_bitmap: alloc_page()?,
             io_bitmap_a: alloc_page()?,
             io_bitmap_b: alloc_page()?,
-            xsave: Box::new(XsaveArea([0; 4096])),
+            xsave: XsaveArea::new(),
             xcr0: 1,
             msrs: [0; 6],
             tpr: 0,
             debug: [0, 0, 0, 0, 0xffff_0ff0],
+            cr2: 0,
             controls: n.clone(),
             cpuid,
+            guest_cpu: crate::vcpu::guest_cpu(),
             pending_start: None,
             exits,
             host_cpu: usize::MAX,
+            vpid,
         };
         this.init_bitmaps();
         this.init_xsave();
@@ -388,6 +448,7 @@ impl VmxVcpu {
         unsafe { instr::vmclear(this.vmcs) }.map_err(GuestError::Vmx)?;
         // SAFETY: as above; it is current on no other CPU.
         unsafe { instr::vmptrld(this.vmcs) }.map_err(GuestError::Vmx)?;
+        let vpid = this.vpid.as_ref().map_or(0, |t| t.value());
         this.write_controls(ept_root, vpid, tsc_offset)
             .map_err(GuestError::Vmx)?;
         this.write_guest_state(entry).map_err(GuestError::Vmx)?;
@@ -422,9 +483,7 @@ impl VmxVcpu {
     /// legacy region's FCW = 0x37f and MXCSR = 0x1f80; the same image serves
     /// FXRSTOR on CPUs without XSAVE.
     fn init_xsave(&mut self) {
-        self.xsave.0.fill(0);
-        self.xsave.0[0..2].copy_from_slice(&0x37fu16.to_le_bytes());
-        self.xsave.0[24..28].copy_from_slice(&0x1f80u32.to_le_bytes());
+        self.xsave.reset();
     }
 
     fn write_controls(
@@ -473,12 +532,19 @@ impl VmxVcpu {
         }
         // The guest owns no CR0/CR4 bit VMX fixes, nor CR4.VMXE/SMXE: writes
         // to those exit, and reads see the shadows.
+        // Of CR0 the guest owns every bit VMX does not fix but the high
+        // half (a write there exits and raises #GP). Of CR4 it owns only the
+        // bits of features it is shown whose rules the processor enforces
+        // itself (basalt_cpu::cr): a write to any other bit exits and is
+        // checked against the guest's CPU model (docs/vmx.md, "Guest-visible
+        // checks").
         let c = &self.controls;
         let cr0_mask = c.cr0_fixed_mask() & !(CR0_PE | CR0_PG);
-        v.write_nat(ctrl::CR0_GUEST_HOST_MASK, cr0_mask | CR0_NE)?;
+        v.write_nat(ctrl::CR0_GUEST_HOST_MASK, cr0_mask | CR0_NE | CR_HIGH_HALF)?;
+        let owned = crate::vcpu::guest_cpu().cr.cr4_guest_owned();
         v.write_nat(
             ctrl::CR4_GUEST_HOST_MASK,
-            c.cr4_fixed_mask() | CR4_VMXE | CR4_SMXE,
+            c.cr4_fixed_mask() | CR4_VMXE | CR4_SMXE | !owned,
         )?;
         Ok(())
     }
@@ -677,12 +743,18 @@ impl VmxVcpu {
             self.write_host_state().map_err(GuestError::Vmx)?;
             self.host_cpu = cpu;
         }
+        if let Some(tag) = &mut self.vpid {
+            tag.before_use(cpu, self.controls.negotiated.invvpid_single_context);
+        }
         if let Some(entry) = self.pending_start.take() {
             self.write_guest_state(entry).map_err(GuestError::Vmx)?;
             self.launched = false;
+            // A (re)started vCPU's CR2 is 0, as after INIT.
+            self.cr2 = 0;
         }
-        restore_fpu(&self.xsave, self.xcr0);
+        restore_fpu(&mut self.xsave, self.xcr0);
         write_debug_registers(&self.debug);
+        write_cr2(self.cr2);
         for (m, value) in SOFTWARE_SWITCHED_MSRS.iter().zip(self.msrs) {
             // SAFETY: these MSRs hold only guest-visible state (syscall
             // targets, swapgs base) that the hypervisor never uses.
@@ -704,6 +776,7 @@ impl VmxVcpu {
     pub fn unload(&mut self) {
         save_fpu(&mut self.xsave, self.xcr0);
         self.debug = read_debug_registers();
+        self.cr2 = x86_64::registers::control::Cr2::read_raw();
         for (m, slot) in SOFTWARE_SWITCHED_MSRS.iter().zip(self.msrs.iter_mut()) {
             *slot = msr::read_raw(*m);
         }
@@ -891,6 +964,37 @@ impl VmxVcpu {
         self.advance_past(len);
     }
 
+    /// Sets the guest's CR2 (before injecting a page fault). The vCPU is
+    /// loaded, so this is the register itself; `unload` saves it.
+    pub fn set_cr2(&mut self, value: u64) {
+        self.cr2 = value;
+        write_cr2(value);
+    }
+
+    /// The hidden part of a guest segment register, for the instruction
+    /// emulator.
+    pub fn segment(&self, segment: basalt_x86emul::Segment) -> basalt_x86emul::SegmentState {
+        use basalt_x86emul::Segment;
+        let (base, limit, ar) = match segment {
+            Segment::Es => (guest::ES_BASE, guest::ES_LIMIT, guest::ES_ACCESS_RIGHTS),
+            Segment::Cs => (guest::CS_BASE, guest::CS_LIMIT, guest::CS_ACCESS_RIGHTS),
+            Segment::Ss => (guest::SS_BASE, guest::SS_LIMIT, guest::SS_ACCESS_RIGHTS),
+            Segment::Ds => (guest::DS_BASE, guest::DS_LIMIT, guest::DS_ACCESS_RIGHTS),
+            Segment::Fs => (guest::FS_BASE, guest::FS_LIMIT, guest::FS_ACCESS_RIGHTS),
+            Segment::Gs => (guest::GS_BASE, guest::GS_LIMIT, guest::GS_ACCESS_RIGHTS),
+        };
+        let v = vmcs();
+        let ar = v.read32(ar).unwrap_or(AccessRights::UNUSABLE_BIT);
+        basalt_x86emul::SegmentState {
+            base: v.read_nat(base).unwrap_or(0),
+            limit: v.read32(limit).unwrap_or(0),
+            // SDM Vol. 3C 24.4.1: bits 15:0 are the descriptor's attribute
+            // bits as the emulator takes them; bit 16 is "unusable".
+            attributes: ar as u16,
+            usable: ar & AccessRights::UNUSABLE_BIT == 0,
+        }
+    }
+
     /// The guest's RFLAGS.
     pub fn rflags(&self) -> u64 {
         vmcs().read_nat(guest::RFLAGS).unwrap_or(0)
@@ -1032,9 +1136,12 @@ impl VmxVcpu {
                     )));
                 };
                 if io.string {
-                    return Some(VcpuExit::Error(GuestError::Unsupported(
-                        "string port I/O (INS/OUTS)",
-                    )));
+                    return Some(VcpuExit::StringIo {
+                        port: io.port,
+                        size: io.size,
+                        is_in: io.is_in,
+                        rep: io.rep,
+                    });
                 }
                 if io.is_in {
                     Some(VcpuExit::IoIn {
@@ -1118,59 +1225,74 @@ impl VmxVcpu {
     fn cpuid(&mut self) {
         let leaf = self.regs.rax as u32;
         let sub = self.regs.rcx as u32;
-        let host = |l, s| {
-            // CPUID is safe to execute; the arch layer hides what guests must not see.
-            let r = __cpuid_count(l, s);
-            [r.eax, r.ebx, r.ecx, r.edx]
-        };
-        let mut r = crate::vcpu::cpuid_policy(leaf, sub, &self.cpuid, host);
-        if leaf == 1 || leaf == 0xd {
-            let cr4 = vmcs().read_nat(guest::CR4).unwrap_or(0);
-            crate::vcpu::cpuid_guest_state(
-                leaf,
-                sub,
-                &mut r,
-                cr4 & CR4_OSXSAVE != 0,
-                self.xcr0,
-                host,
-            );
-        }
+        let r = self.guest_cpu.cpuid(leaf, sub, &CpuidInputs(self));
         self.regs.rax = u64::from(r[0]);
         self.regs.rbx = u64::from(r[1]);
         self.regs.rcx = u64::from(r[2]);
         self.regs.rdx = u64::from(r[3]);
     }
 
+    /// CR0 as the guest sees it: its own bits from the VMCS, the bits
+    /// Basalt owns from the read shadow.
+    fn guest_cr0(&self) -> u64 {
+        let v = vmcs();
+        let mask = v.read_nat(ctrl::CR0_GUEST_HOST_MASK).unwrap_or(0);
+        (v.read_nat(guest::CR0).unwrap_or(0) & !mask)
+            | (v.read_nat(ctrl::CR0_READ_SHADOW).unwrap_or(0) & mask)
+    }
+
+    /// CR4 as the guest sees it (see [`Self::guest_cr0`]).
+    fn guest_cr4(&self) -> u64 {
+        let v = vmcs();
+        let mask = v.read_nat(ctrl::CR4_GUEST_HOST_MASK).unwrap_or(0);
+        (v.read_nat(guest::CR4).unwrap_or(0) & !mask)
+            | (v.read_nat(ctrl::CR4_READ_SHADOW).unwrap_or(0) & mask)
+    }
+
+    /// The guest's control-register state, for the architectural checks.
+    fn cr_state(&self) -> CrState {
+        let v = vmcs();
+        CrState {
+            cr0: self.guest_cr0(),
+            cr3: v.read_nat(guest::CR3).unwrap_or(0),
+            cr4: self.guest_cr4(),
+            efer: v.read64(guest::IA32_EFER).unwrap_or(0),
+            cs_l: v.read32(guest::CS_ACCESS_RIGHTS).unwrap_or(0) & (1 << 13) != 0,
+        }
+    }
+
     fn cr_access(&mut self, access: CrAccess) {
         let mut v = vmcs();
         match (access.cr, access.access) {
             (0, CrAccessType::MovToCr) => {
-                let value = self.regs.get(access.gpr);
-                let shadow_old = v.read_nat(ctrl::CR0_READ_SHADOW).unwrap_or(0);
-                // CR0.PG without PE, or NW without CD, is invalid (#GP).
-                if (value & CR0_PG != 0 && value & CR0_PE == 0)
-                    || (value & (1 << 29) != 0 && value & (1 << 30) == 0)
-                {
+                let state = self.cr_state();
+                let cpu = crate::vcpu::guest_cpu();
+                let Ok(value) = cpu.cr.mov_to_cr0(&state, self.regs.get(access.gpr)) else {
                     self.inject_gp();
                     return;
-                }
+                };
                 let _ = v.write_nat(ctrl::CR0_READ_SHADOW, value);
                 let _ = v.write_nat(guest::CR0, self.controls.fix_guest_cr0(value));
-                self.update_long_mode(shadow_old, value);
+                self.update_long_mode(state.cr0, value);
                 self.advance();
             }
             (4, CrAccessType::MovToCr) => {
-                let value = self.regs.get(access.gpr);
-                if value & (CR4_VMXE | CR4_SMXE) != 0 {
+                let state = self.cr_state();
+                let cpu = crate::vcpu::guest_cpu();
+                let Ok(value) = cpu.cr.mov_to_cr4(&state, self.regs.get(access.gpr)) else {
                     self.inject_gp();
                     return;
-                }
+                };
                 let _ = v.write_nat(ctrl::CR4_READ_SHADOW, value);
                 let _ = v.write_nat(guest::CR4, self.controls.fix_guest_cr4(value));
                 self.advance();
             }
             (8, CrAccessType::MovToCr) => {
-                self.tpr = self.regs.get(access.gpr) & 0xf;
+                let Ok(tpr) = basalt_cpu::cr::CrModel::mov_to_cr8(self.regs.get(access.gpr)) else {
+                    self.inject_gp();
+                    return;
+                };
+                self.tpr = u64::from(tpr);
                 self.advance();
             }
             (8, CrAccessType::MovFromCr) => {
@@ -1213,38 +1335,58 @@ impl VmxVcpu {
         }
     }
 
+    /// XSETBV (SDM Vol. 2C): the value reaches the real XCR0 only when the
+    /// XSAVE policy proves it valid (an invalid one would raise #GP in root
+    /// mode, in Basalt); otherwise the fault the processor would raise is
+    /// injected.
     fn xsetbv(&mut self) {
         let index = self.regs.rcx as u32;
         let value = (self.regs.rdx << 32) | (self.regs.rax & 0xffff_ffff);
-        let supported = xcr0_supported();
-        // XCR0: only index 0; x87 must stay on; AVX needs SSE; nothing the
-        // CPU lacks.
-        let valid = index == 0
-            && value & 1 != 0
-            && value & !supported == 0
-            && (value & 4 == 0 || value & 2 != 0);
-        if !valid {
-            self.inject_gp();
-            return;
+        let osxsave = self.guest_cr4() & cr4::OSXSAVE != 0;
+        let checked = match xsave_policy() {
+            Some(policy) => policy.xsetbv(index, value, self.cpl(), osxsave),
+            None => Err(XsetbvFault::Ud),
+        };
+        match checked {
+            Ok(value) => {
+                self.xcr0 = value;
+                // SAFETY: `XstatePolicy::xsetbv` accepted the value: x87 set, a
+                // valid combination of components the CPU supports.
+                unsafe { xsetbv(value) };
+                self.advance();
+            }
+            Err(XsetbvFault::Ud) => self.inject_ud(),
+            Err(XsetbvFault::Gp) => self.inject_gp(),
         }
-        self.xcr0 = value;
-        // SAFETY: a value the CPU supports (checked above); the hypervisor
-        // itself uses no extended state.
-        unsafe { xsetbv(value) };
-        self.advance();
     }
 }
 
-fn has_xsave() -> bool {
-    cpu::cpuid(1).ecx & (1 << 26) != 0
+/// What a CPUID answer of this vCPU depends on, read only when the leaf
+/// needs it.
+struct CpuidInputs<'a>(&'a VmxVcpu);
+
+impl basalt_cpu::cpuid::VcpuState for CpuidInputs<'_> {
+    fn signature(&self) -> [u8; 12] {
+        self.0.cpuid.signature
+    }
+    fn apic_id(&self) -> u32 {
+        self.0.cpuid.apic_id
+    }
+    fn tsc_hz(&self) -> u64 {
+        self.0.cpuid.tsc_hz
+    }
+    fn osxsave(&self) -> bool {
+        self.0.guest_cr4() & cr4::OSXSAVE != 0
+    }
+    fn xcr0(&self) -> u64 {
+        self.0.xcr0
+    }
 }
 
-fn xcr0_supported() -> u64 {
-    if !has_xsave() {
-        return 0;
-    }
-    let r = cpu::cpuid_count(0xd, 0);
-    (u64::from(r.edx) << 32) | u64::from(r.eax)
+/// The XSAVE policy (`None`: the guests get no XSAVE and their FPU state is
+/// switched with FXSAVE).
+fn xsave_policy() -> Option<&'static basalt_cpu::xstate::XstatePolicy> {
+    crate::vcpu::guest_cpu().xstate.as_ref()
 }
 
 /// Sets XCR0.
@@ -1260,32 +1402,34 @@ unsafe fn xsetbv(value: u64) {
 }
 
 fn save_fpu(area: &mut XsaveArea, xcr0: u64) {
-    if has_xsave() {
-        // SAFETY: the area is 64-byte aligned and large enough; XCR0 is this
-        // vCPU's, so every enabled component is saved.
+    if xsave_policy().is_some() {
+        // SAFETY: the area is 64-byte aligned and sized for every XCR0 the
+        // policy accepts; XCR0 is this vCPU's, so every enabled component is
+        // saved inside it.
         unsafe {
-            core::arch::asm!("xsave64 [{0}]", in(reg) area.0.as_mut_ptr(), in("eax") xcr0 as u32, in("edx") (xcr0 >> 32) as u32, options(nostack));
+            core::arch::asm!("xsave64 [{0}]", in(reg) area.as_mut_ptr(), in("eax") xcr0 as u32, in("edx") (xcr0 >> 32) as u32, options(nostack));
         }
     } else {
         // SAFETY: FXSAVE needs a 16-byte aligned 512-byte area.
-        unsafe {
-            core::arch::asm!("fxsave64 [{0}]", in(reg) area.0.as_mut_ptr(), options(nostack))
-        };
+        unsafe { core::arch::asm!("fxsave64 [{0}]", in(reg) area.as_mut_ptr(), options(nostack)) };
     }
 }
 
-fn restore_fpu(area: &XsaveArea, xcr0: u64) {
-    if has_xsave() {
+fn restore_fpu(area: &mut XsaveArea, xcr0: u64) {
+    if xsave_policy().is_some() {
         // SAFETY: XCR0 is valid (set by a checked XSETBV or the reset value).
         unsafe { xsetbv(xcr0) };
-        // SAFETY: the area holds a state saved by XSAVE or the reset image
-        // (XSTATE_BV = 0 restores initial state), 64-byte aligned.
+        area.sanitise_header(xcr0);
+        // SAFETY: the area holds a state saved by XSAVE or the reset image,
+        // 64-byte aligned, with a standard-format header naming only
+        // components of XCR0 (just sanitised), so XRSTOR cannot fault.
         unsafe {
-            core::arch::asm!("xrstor64 [{0}]", in(reg) area.0.as_ptr(), in("eax") xcr0 as u32, in("edx") (xcr0 >> 32) as u32, options(nostack));
+            core::arch::asm!("xrstor64 [{0}]", in(reg) area.as_ptr(), in("eax") xcr0 as u32, in("edx") (xcr0 >> 32) as u32, options(nostack));
         }
     } else {
-        // SAFETY: as for FXSAVE.
-        unsafe { core::arch::asm!("fxrstor64 [{0}]", in(reg) area.0.as_ptr(), options(nostack)) };
+        // SAFETY: as for FXSAVE; the image came from FXSAVE or the reset
+        // image (MXCSR 0x1f80).
+        unsafe { core::arch::asm!("fxrstor64 [{0}]", in(reg) area.as_ptr(), options(nostack)) };
     }
 }
 
@@ -1293,16 +1437,27 @@ fn restore_fpu(area: &XsaveArea, xcr0: u64) {
 pub fn enable_fpu_switching() {
     use x86_64::registers::control::{Cr4, Cr4Flags};
     let mut flags = Cr4::read() | Cr4Flags::OSFXSR | Cr4Flags::OSXMMEXCPT_ENABLE;
-    if has_xsave() {
+    let xsave = xsave_policy().is_some();
+    if xsave {
         flags |= Cr4Flags::OSXSAVE;
     }
     // SAFETY: enabling FXSAVE/XSAVE support changes no memory mapping; the
     // hypervisor is soft-float and never uses the state itself.
     unsafe { Cr4::write(flags) };
-    if has_xsave() {
+    if xsave {
         // SAFETY: x87 only: always valid with OSXSAVE set.
         unsafe { xsetbv(1) };
     }
+}
+
+/// Loads CR2 with a vCPU's value (see [`VmxVcpu::set_cr2`]).
+fn write_cr2(value: u64) {
+    // SAFETY: CR2 is only read by page-fault handlers; Basalt's own page
+    // faults are fatal and report the address they find, so any value is
+    // safe here.
+    unsafe {
+        core::arch::asm!("mov cr2, {}", in(reg) value, options(nomem, nostack, preserves_flags))
+    };
 }
 
 /// Reads DR0-DR3 and DR6: guest state the VMCS does not switch, kept per
