@@ -31,7 +31,11 @@
 //!   and hypercalls that end the domain (`fuzz::defuse_hypercall`). `HLT`
 //!   and a blocking `VMCALL` run with the single-shot timer armed.
 //!
-//! Options: `seed=1`, `iterations=1000000`, `progress=100000` (a line every
+//! Options: `seed=1`, `iterations=1000000`, `mmio=0` (`1`: the local and I/O
+//! APIC pages are mapped too, as data, and one register in eight points into
+//! them: random instructions reach Basalt's MMIO emulator, which stops the
+//! domain for an instruction it does not emulate, so such runs end early),
+//! `progress=100000` (a line every
 //! so many iterations, so a log shows how far a run got), `trace=N` (print
 //! every iteration from N on, with its bytes), `skip=a,b` (leave classes
 //! out while a known host bug is being fixed: class names as in the final
@@ -68,7 +72,12 @@ const P_PML4: u64 = 14;
 const P_PDPT: u64 = 15;
 const P_PD: u64 = 16;
 const P_PT: u64 = 17;
-const ARENA_PAGES: u64 = 18;
+const P_PD_DEV: u64 = 18;
+const P_PT_DEV: u64 = 19;
+const ARENA_PAGES: u64 = 20;
+
+/// The local APIC and I/O APIC pages (mapped only with `mmio=1`).
+const DEVICE_PAGES: [u64; 2] = [0xfee0_0000, 0xfec0_0000];
 
 /// Where in the code page the instruction goes (int3 everywhere else).
 const CODE_OFFSET: u64 = 0x800;
@@ -366,7 +375,7 @@ const EFER_NXE: u64 = 1 << 11;
 
 /// Builds the fuzz tables, the GDT with a TSS, the IDT (IST 1 on every
 /// gate), and loads GDT, TR and IDT.
-fn setup() -> Result<(), &'static str> {
+fn setup(mmio: bool) -> Result<(), &'static str> {
     let top = page(ARENA_PAGES);
     let (stub_start, stub_end) = (
         core::ptr::addr_of!(fuzz_stub_start) as u64,
@@ -379,7 +388,9 @@ fn setup() -> Result<(), &'static str> {
         // SAFETY: a page of the arena (guest RAM, identity-mapped).
         unsafe { core::ptr::write_bytes(p as *mut u8, 0, PAGE as usize) };
     };
-    for p in [P_PML4, P_PDPT, P_PD, P_PT, P_IDT, P_GDT, P_SAVE] {
+    for p in [
+        P_PML4, P_PDPT, P_PD, P_PT, P_PD_DEV, P_PT_DEV, P_IDT, P_GDT, P_SAVE,
+    ] {
         zero(page(p));
     }
     let set = |table: u64, index: u64, value: u64| {
@@ -412,6 +423,14 @@ fn setup() -> Result<(), &'static str> {
     while p < stub_end {
         map(p, false, true);
         p += PAGE;
+    }
+    if mmio {
+        // The APIC pages, as data (3-4 GiB: PDPT[3], PD[503], one table).
+        set(page(P_PDPT), 3, page(P_PD_DEV) | PTE_P | PTE_RW);
+        set(page(P_PD_DEV), 503, page(P_PT_DEV) | PTE_P | PTE_RW);
+        for d in DEVICE_PAGES {
+            set(page(P_PT_DEV), (d >> 12) & 511, d | PTE_P | PTE_RW | PTE_XD);
+        }
     }
     let efer = cpu::rdmsr_checked(IA32_EFER).map_err(|_| "IA32_EFER cannot be read")?;
     // SAFETY: EFER.NXE only makes bit 63 of page-table entries meaningful;
@@ -761,6 +780,8 @@ struct Gen {
     skip_strio: bool,
     skip_xsetbv: bool,
     skip_timers: bool,
+    /// Registers may point at the APIC pages (`mmio=1`).
+    mmio: bool,
     /// Control registers not to write (bit n: CRn), while a host bug is
     /// being fixed.
     skip_cr: u32,
@@ -768,8 +789,12 @@ struct Gen {
 }
 
 impl Gen {
-    /// A register value: a scratch pointer, an edge value or random bits.
+    /// A register value: a scratch pointer, an edge value or random bits
+    /// (with `mmio=1` also a pointer into an APIC page).
     fn reg(&mut self) -> u64 {
+        if self.mmio && self.rng.chance(1, 8) {
+            return self.rng.pick(&DEVICE_PAGES) + (self.rng.below(0x1000) & !3);
+        }
         match self.rng.below(10) {
             0..=3 => self.scratch + self.rng.below(SCRATCH_PAGES * PAGE),
             4..=6 => self.rng.interesting(),
@@ -1453,7 +1478,8 @@ fn main(cmdline: &str) -> u32 {
     let skip = arg(cmdline, "skip").unwrap_or("");
     let skipped = |name: &str| skip.split(',').any(|s| s == name);
 
-    if let Err(e) = setup() {
+    let mmio = arg_u64(cmdline, "mmio", 0) != 0;
+    if let Err(e) = setup(mmio) {
         return fail!("{e}");
     }
     let xcr0_supported = {
@@ -1475,6 +1501,7 @@ fn main(cmdline: &str) -> u32 {
         skip_strio: skipped("strio"),
         skip_xsetbv: skipped("xsetbv"),
         skip_timers: skipped("pit-rtc"),
+        mmio,
         skip_cr: [0u32, 3, 4, 8]
             .iter()
             .filter(|&&n| match n {
