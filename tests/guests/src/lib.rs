@@ -26,6 +26,7 @@
 
 pub mod console;
 pub mod cpu;
+pub mod fuzz;
 pub mod hypercall;
 pub mod smp;
 mod test;
