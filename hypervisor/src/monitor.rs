@@ -328,7 +328,7 @@ fn info() {
 
 fn stats() {
     for d in domain::all() {
-        let mut line = crate::StackString::<600>::new();
+        let mut line = crate::StackString::<2048>::new();
         crate::stats::format_counts(&d.exits.snapshot(), &mut line);
         println!("  d{} ({}): {}", d.id, d.name, line.as_str());
         let out = d.console_out.stats();

@@ -1419,7 +1419,8 @@ fn check_all_ended() {
 
 /// Logs how many VM exits of each reason the domains caused.
 fn log_exit_counts() {
-    let mut line = crate::StackString::<400>::new();
+    // Room for every reason's name and a 20-digit count.
+    let mut line = crate::StackString::<2048>::new();
     crate::stats::format_counts(&crate::stats::snapshot(), &mut line);
     log::info!("VM exits: {}", line.as_str());
 }

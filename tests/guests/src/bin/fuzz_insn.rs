@@ -1414,6 +1414,26 @@ fn problem(problems: &mut u64, what: core::fmt::Arguments<'_>) {
     }
 }
 
+/// How often (in iterations) the harness puts the PIT and the RTC back to a
+/// quiet state.
+const QUIET_EVERY: u64 = 64;
+
+/// Puts the timed devices a random OUT may have set racing (a PIT count of
+/// 2, an 8 kHz RTC with every interrupt on) back to quiet: PIT channel 0
+/// one-shot with the longest count, RTC interrupts off and register C read.
+/// Basalt must survive the racing settings (it looks at the devices at most
+/// every 200 us), but a million iterations under them would take a quarter
+/// of an hour under Bochs; in between the fuzzer may set them again.
+fn quiet_timers() {
+    cpu::outb(0x43, 0x30);
+    cpu::outb(0x40, 0xff);
+    cpu::outb(0x40, 0xff);
+    cpu::outb(0x70, 0x0b);
+    cpu::outb(0x71, 0x02);
+    cpu::outb(0x70, 0x0c);
+    let _ = cpu::inb(0x71);
+}
+
 fn restore(re: &Restore, base: &Baseline, problems: &mut u64) {
     if re.segments {
         let segs = read_segments();
@@ -1531,6 +1551,9 @@ fn main(cmdline: &str) -> u32 {
         CURRENT.store(it);
         if it > 0 && it.is_multiple_of(progress) {
             println!("fuzz_insn: {it} of {iterations} iterations");
+        }
+        if it.is_multiple_of(QUIET_EVERY) && !g.skip_timers {
+            quiet_timers();
         }
         let ci = g.rng.weighted(&weights);
         let class = CLASSES[ci].0;

@@ -424,7 +424,7 @@ fn next_alarm_matches_a_brute_force_search() {
     for _ in 0..300 {
         let format = [0, REG_B_DM, REG_B_24H, REG_B_DM | REG_B_24H][rng.below(4) as usize];
         r.cmos[usize::from(REG_B)] = format | REG_B_AIE;
-        let mut field = |rng: &mut Rng, n: u32, hour: bool| -> u8 {
+        let field = |rng: &mut Rng, n: u32, hour: bool| -> u8 {
             match rng.below(4) {
                 0 => 0xC0 | rng.byte(),
                 1 => rng.byte(),
