@@ -203,9 +203,7 @@ impl Console {
         // Cleared before the queues are looked at: a writer that queues
         // after the look sets it again after its push.
         QUEUED.store(false, Ordering::SeqCst);
-        let waiting = without_interrupts(|| {
-            !LOG.lock().is_empty() || SOURCES.lock().iter().any(|s| !s.queue.lock().is_empty())
-        });
+        let waiting = without_interrupts(queues_hold_output);
         if waiting {
             QUEUED.store(true, Ordering::SeqCst);
         }
@@ -414,9 +412,16 @@ pub fn output_pending() -> bool {
     // Not [`QUEUED`]: the drainer clears it for a moment while bytes still
     // wait, and the final flush before the emulator exits must not stop
     // there (it did: a verdict line was lost).
-    without_interrupts(|| {
-        !LOG.lock().is_empty() || SOURCES.lock().iter().any(|s| !s.queue.lock().is_empty())
-    })
+    without_interrupts(queues_hold_output)
+}
+
+/// Whether any queue holds bytes. LOG and SOURCES are never held together
+/// here: the drainer takes SOURCES, then LOG (`next_bytes`), and a guard
+/// of the first operand of `||` would live until the end of the
+/// expression, so holding LOG while taking SOURCES could deadlock two CPUs.
+fn queues_hold_output() -> bool {
+    let log = !LOG.lock().is_empty();
+    log || SOURCES.lock().iter().any(|s| !s.queue.lock().is_empty())
 }
 
 /// Moves what the transmitters accept now from the queues to the UARTs.
@@ -780,12 +785,13 @@ pub fn set_raw(id: Option<u32>) {
 pub fn flush() {
     if !PANICKING.load(Ordering::Acquire) {
         let waiting = without_interrupts(|| {
-            LOG.lock().len()
-                + SOURCES
-                    .lock()
-                    .iter()
-                    .map(|s| s.queue.lock().len())
-                    .sum::<usize>()
+            // One lock at a time (see `queues_hold_output`).
+            let log = LOG.lock().len();
+            log + SOURCES
+                .lock()
+                .iter()
+                .map(|s| s.queue.lock().len())
+                .sum::<usize>()
         });
         // Line ends double: `\n` goes out as `\r\n`.
         let mut budget = 2 * (waiting + LOG_QUEUE);

@@ -219,7 +219,11 @@ fn vcpu_op(v: &mut Vcpu, cmd: u64, vcpu_id: u64, arg: u64) -> (u64, After) {
                 efer: state.efer | basalt_cpu::cr::efer::LMA,
                 cs_l: true,
             };
+            // RFLAGS: only the defined bits (CF, 1, PF, AF, ZF, SF, TF, IF, DF,
+            // OF, IOPL, NT, RF, VM, AC, VIF, VIP, ID), or VM entry fails.
+            const RFLAGS_DEFINED: u64 = 0x003f_7fd7;
             if !canonical(state.rip)
+                || state.rflags & !RFLAGS_DEFINED != 0
                 || state.cr0 & (1 << 31) == 0
                 || state.cr4 & (1 << 5) == 0
                 || state.efer & (1 << 8) == 0

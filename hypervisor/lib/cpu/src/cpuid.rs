@@ -105,9 +105,10 @@ pub const ALLOW: &[Allow] = &[
                 0, 3, 5, 6, 7, 8, 9, 10, 13, 16, 17, 18, 19, 20, 21, 23, 24, 26, 27, 28, 29, 30, 31,
             ]),
             // PREFETCHWT1 AVX512_VBMI UMIP AVX512_VBMI2 GFNI VAES VPCLMULQDQ AVX512_VNNI
-            // AVX512_BITALG AVX512_VPOPCNTDQ LA57 RDPID CLDEMOTE MOVDIRI MOVDIR64B. Not: PKU
-            // OSPKE WAITPKG CET_SS TME KL BUS_LOCK_DETECT ENQCMD SGX_LC PKS.
-            bits(&[0, 1, 2, 6, 8, 9, 10, 11, 12, 14, 16, 22, 25, 27, 28]),
+            // AVX512_BITALG AVX512_VPOPCNTDQ RDPID CLDEMOTE MOVDIRI MOVDIR64B. Not: PKU
+            // OSPKE WAITPKG CET_SS TME LA57 (Basalt's walks of guest-virtual hypercall
+            // arguments know 4-level paging only) KL BUS_LOCK_DETECT ENQCMD SGX_LC PKS.
+            bits(&[0, 1, 2, 6, 8, 9, 10, 11, 12, 14, 22, 25, 27, 28]),
             // AVX512_4VNNIW AVX512_4FMAPS FSRM AVX512_VP2INTERSECT MD_CLEAR SERIALIZE
             // AVX512_FP16. Not: UINTR TSX controls HYBRID PCONFIG ARCH_LBR CET_IBT AMX
             // IBRS/IBPB STIBP L1D_FLUSH ARCH_CAPABILITIES CORE_CAPABILITIES SSBD (their MSRs
@@ -500,7 +501,7 @@ impl GuestCpu {
                 x.max_size(),
                 (x.allowed >> 32) as u32,
             ],
-            1 => [bits(&[0, 2]), x.compacted_size(xcr0), 0, 0],
+            1 => [x.sub1_eax, x.compacted_size(xcr0), 0, 0],
             i => x.component_leaf(i),
         }
     }

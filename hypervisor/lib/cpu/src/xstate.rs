@@ -64,6 +64,9 @@ pub struct XstatePolicy {
     /// Per component: whether it is 64-byte aligned in the compacted format (`(0xD, i)` ECX
     /// bit 1).
     aligned: u64,
+    /// CPUID `(0xD, 1)` EAX as a guest sees it: XSAVEOPT (bit 0) and XGETBV with ECX = 1 (bit
+    /// 2) where the host has them; XSAVEC, XSAVES and XFD never.
+    pub sub1_eax: u32,
 }
 
 /// Whether `xcr0` is a value XSETBV accepts on a processor that supports the components in
@@ -138,6 +141,7 @@ impl XstatePolicy {
             allowed,
             layout,
             aligned,
+            sub1_eax: host(0xd, 1)[0] & ((1 << 0) | (1 << 2)),
         })
     }
 

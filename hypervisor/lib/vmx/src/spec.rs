@@ -6,7 +6,7 @@
 //!
 //! | action | when | needed where |
 //! |---|---|---|
-//! | return stack buffer fill | every VM exit, before the first `RET` | always, since a guest can leave return predictions that point into Basalt; one `CALL` is enough with enhanced IBRS unless the CPU lacks `PBRSB_NO` (then 32 entries are needed without eIBRS) |
+//! | return stack buffer fill | every VM exit, before the first `RET` | always, since a guest can leave return predictions that point into Basalt; one `CALL` (or none with `PBRSB_NO`) is enough with enhanced IBRS, but only while `IA32_SPEC_CTRL.IBRS` is set ([`CpuFacts::host_ibrs`]; Basalt does not set it yet, so it fills 32 entries) |
 //! | IBPB (`IA32_PRED_CMD`) | a CPU switches to a vCPU of another domain | CPUID.7.EDX\[26\] (IBRS/IBPB) |
 //! | L1D flush (`IA32_FLUSH_CMD`) | every VM entry | Intel, CPUID.7.EDX\[28\], and neither `RDCL_NO` (not affected by L1TF) nor `SKIP_L1DFL_VMENTRY` (an outer hypervisor flushes) |
 //! | `VERW` buffer clear | every VM entry, as the last instruction before it | Intel, CPUID.7.EDX\[10\] (MD_CLEAR), and MDS applies (no `MDS_NO`) or `RFDS_CLEAR`; not when the L1D flush runs and scrubs the same buffers (no `FB_CLEAR`, no `RFDS_CLEAR`) |
@@ -50,6 +50,10 @@ pub struct CpuFacts {
     pub cpuid7_edx: u32,
     /// `IA32_ARCH_CAPABILITIES`, 0 when CPUID.7.EDX\[29\] is clear.
     pub arch_caps: u64,
+    /// Whether Basalt keeps `IA32_SPEC_CTRL.IBRS` set on every CPU. Enhanced
+    /// IBRS protects Basalt's return predictions only while it is set, so
+    /// the shorter RSB fills are chosen only then.
+    pub host_ibrs: bool,
 }
 
 /// How the return stack buffer is overwritten on VM exit.
@@ -85,7 +89,7 @@ impl SpecPolicy {
         } else {
             0
         };
-        let eibrs = caps & ARCH_CAPS_IBRS_ALL != 0;
+        let eibrs = caps & ARCH_CAPS_IBRS_ALL != 0 && facts.host_ibrs;
         let rsb = if !eibrs {
             RsbFill::Full
         } else if caps & ARCH_CAPS_PBRSB_NO == 0 {
@@ -122,6 +126,7 @@ mod tests {
             intel: true,
             cpuid7_edx: edx,
             arch_caps: caps,
+            host_ibrs: true,
         })
     }
 
@@ -211,9 +216,29 @@ mod tests {
             intel: false,
             cpuid7_edx: CPUID7_EDX_IBRS_IBPB | CPUID7_EDX_MD_CLEAR | CPUID7_EDX_L1D_FLUSH,
             arch_caps: 0,
+            host_ibrs: false,
         });
         assert!(!p.l1d_flush_on_entry && !p.verw_on_entry);
         assert!(p.ibpb_on_domain_switch);
         assert_eq!(p.rsb, RsbFill::Full);
+    }
+
+    #[test]
+    fn enhanced_ibrs_shortens_the_fill_only_with_ibrs_on() {
+        let facts = CpuFacts {
+            intel: true,
+            cpuid7_edx: CPUID7_EDX_IBRS_IBPB | CPUID7_EDX_ARCH_CAPS,
+            arch_caps: ARCH_CAPS_IBRS_ALL
+                | ARCH_CAPS_PBRSB_NO
+                | ARCH_CAPS_RDCL_NO
+                | ARCH_CAPS_MDS_NO,
+            host_ibrs: false,
+        };
+        assert_eq!(SpecPolicy::decide(&facts).rsb, RsbFill::Full);
+        let on = CpuFacts {
+            host_ibrs: true,
+            ..facts
+        };
+        assert_eq!(SpecPolicy::decide(&on).rsb, RsbFill::None);
     }
 }

@@ -127,6 +127,16 @@ vmx_exit:
     pop %rax
     mov %rax, 40(%rdi)
     add $8, %rsp
+    /* The caller-saved registers still hold guest values that Basalt's
+     * code never reads but could use under speculation: cleared (the
+     * callee-saved ones are popped below, RAX is the result). */
+    xor %ecx, %ecx
+    xor %edx, %edx
+    xor %esi, %esi
+    xor %r8d, %r8d
+    xor %r9d, %r9d
+    xor %r10d, %r10d
+    xor %r11d, %r11d
     /* Overwrite the return stack buffer before the first RET: the guest
      * may have filled it with return predictions into Basalt's code. Each
      * of the 32 CALLs (unrolled: the cheapest sequence) pushes an entry

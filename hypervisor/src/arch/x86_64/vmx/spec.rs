@@ -56,6 +56,9 @@ fn facts() -> CpuFacts {
         intel,
         cpuid7_edx,
         arch_caps,
+        // Basalt does not set IA32_SPEC_CTRL.IBRS (docs/vmx.md): the full
+        // RSB fill runs even on CPUs with enhanced IBRS.
+        host_ibrs: false,
     }
 }
 

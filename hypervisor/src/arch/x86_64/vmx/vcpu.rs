@@ -687,6 +687,9 @@ impl VmxVcpu {
     /// an event waiting for injection is dropped.
     pub fn restart(&mut self, entry: PvhEntry) -> Result<(), GuestError> {
         let _ = vmcs().write32(ctrl::ENTRY_INTERRUPTION_INFO, 0);
+        if let Some(tag) = &self.vpid {
+            tag.flush(self.controls.negotiated.invvpid_single_context);
+        }
         self.write_guest_state(entry).map_err(GuestError::Vmx)
     }
 
@@ -739,12 +742,21 @@ impl VmxVcpu {
         // The host state (GDT, TSS, GS base) is per CPU: rewritten only when
         // the vCPU moved (VMCLEAR keeps the VMCS contents).
         let cpu = crate::arch::x86_64::percpu::index();
-        if self.host_cpu != cpu {
+        let moved = self.host_cpu != cpu;
+        if moved {
             self.write_host_state().map_err(GuestError::Vmx)?;
             self.host_cpu = cpu;
         }
         if let Some(tag) = &mut self.vpid {
-            tag.before_use(cpu, self.controls.negotiated.invvpid_single_context);
+            let single = self.controls.negotiated.invvpid_single_context;
+            tag.before_use(cpu, single);
+            // Translations this CPU cached for the VPID on an earlier visit
+            // may be stale (the guest flushed them elsewhere), and a new
+            // start state owes nothing to the old ones (as KVM does on a
+            // move).
+            if moved || self.pending_start.is_some() {
+                tag.flush(single);
+            }
         }
         if let Some(entry) = self.pending_start.take() {
             self.write_guest_state(entry).map_err(GuestError::Vmx)?;
@@ -905,8 +917,12 @@ impl VmxVcpu {
     }
 
     /// Injects a hardware exception at the next entry.
+    /// In real mode (CR0.PE clear) no error code is pushed, and VM entry
+    /// refuses one (SDM Vol. 3C 27.2.1.3): it is dropped.
     pub fn inject_exception(&self, vector: u8, error_code: Option<u32>) {
         let mut v = vmcs();
+        let protected = v.read_nat(guest::CR0).unwrap_or(0) & CR0_PE != 0;
+        let error_code = error_code.filter(|_| protected);
         let info = InterruptionInfo::hardware_exception(vector, error_code);
         let _ = v.write32(ctrl::ENTRY_INTERRUPTION_INFO, info);
         if let Some(code) = error_code {

@@ -51,6 +51,15 @@ impl VpidTag {
     }
 }
 
+impl VpidTag {
+    /// Flushes this VPID's translations on this CPU now: the vCPU arrives
+    /// from another CPU (entries this CPU kept from its last visit missed
+    /// the guest's INVLPGs elsewhere) or starts again from a new state.
+    pub fn flush(&self, single_context: bool) {
+        let _ = instr::invvpid(self.value, single_context);
+    }
+}
+
 impl Drop for VpidTag {
     fn drop(&mut self) {
         POOL.lock().free(self.value);
