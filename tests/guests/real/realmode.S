@@ -67,6 +67,27 @@ _start:
     mov %ax, %ds
     mov %ax, %es
 
+    /* A #GP in real mode: `rep insw` with DI = 0xFFFF puts a word past
+     * ES's 64 KiB limit. The emulated string I/O injects #GP without an
+     * error code (real mode pushes none; VM entry refuses one); the
+     * handler, reached through the IVT, skips the 2-byte instruction. CX
+     * and DI stay as they were. */
+    movw $gp_handler, (13 * 4)
+    movw $0, (13 * 4 + 2)
+    movb $0, gp_seen
+    mov $0xffff, %di
+    mov $1, %cx
+    mov $0x3ff, %dx
+    rep insw
+    cmpb $1, gp_seen
+    jne .Lfail_gp
+    cmp $1, %cx
+    jne .Lfail_gp
+    cmp $0xffff, %di
+    jne .Lfail_gp
+    mov $msg_gp, %si
+    call puts
+
     mov $msg_pass, %si
     call puts
     xor %edx, %edx          /* exit code 0 */
@@ -84,6 +105,23 @@ _start:
     mov $msg_fail_rep, %si
     call puts
     mov $1, %edx
+
+.Lfail_gp:
+    xor %ax, %ax
+    mov %ax, %ds
+    mov $msg_fail_gp, %si
+    call puts
+    mov $1, %edx
+    jmp exit
+
+/* #GP: note it and return past the 2-byte `rep insw` that raised it. */
+gp_handler:
+    push %bp
+    mov %sp, %bp
+    addw $2, 2(%bp)
+    movb $1, gp_seen
+    pop %bp
+    iret
 
 exit:
     /* sched_op(0x4241 exit code, code) */
@@ -116,6 +154,9 @@ msg_fail:    .asciz "TEST FAIL realmode: CR0.PE is set\n"
 msg_rep:     .ascii "real-mode guest: rep outsb through DS=0x07c0\n"
 msg_rep_end:
 msg_fail_rep: .asciz "TEST FAIL realmode: rep outsb/insb left CX, SI, DI or memory wrong\n"
+msg_gp:      .asciz "real-mode guest: #GP from rep insw past ES's limit, no error code\n"
+msg_fail_gp: .asciz "TEST FAIL realmode: rep insw past ES's limit did not raise #GP as in real mode\n"
 buffer:      .byte 0, 0, 0, 0, 0xa5
+gp_seen:     .byte 0
 .balign 4
 reason:      .long 0

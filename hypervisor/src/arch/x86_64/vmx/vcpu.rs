@@ -609,6 +609,14 @@ impl VmxVcpu {
             )
         };
         write_flat_segments(&mut v, (cs, code), (ds, data), limit, tr)?;
+        if real {
+            // As after RESET or INIT (SDM Vol. 3A 10.1.1, table 10-1): GDTR
+            // and IDTR at base 0 with limit 0xFFFF, so a real-mode guest
+            // takes interrupts and exceptions through the vector table at
+            // address 0 (with limit 0 each would be a triple fault).
+            v.write32(guest::GDTR_LIMIT, 0xffff)?;
+            v.write32(guest::IDTR_LIMIT, 0xffff)?;
+        }
         if real_cs != 0 {
             v.write16(guest::CS_SELECTOR, real_cs)?;
             v.write_nat(guest::CS_BASE, u64::from(real_cs) << 4)?;
