@@ -248,6 +248,9 @@ pub struct Options<'a> {
     pub test_exit: bool,
     /// `test-panic` (tests only): panic on purpose after the boot summary.
     pub test_panic: bool,
+    /// `test-svm` (tests only): run the AMD SVM bring-up test on the boot
+    /// CPU when it has SVM.
+    pub test_svm: bool,
     /// `test-fault=` (tests only): cause a fault on purpose.
     pub test_fault: Option<TestFault>,
     /// `maxcpus=N`: use at most N CPUs (the boot CPU counts).
@@ -406,6 +409,7 @@ impl<'a> Options<'a> {
         match name {
             "test-exit" | "test_exit" => Some(&mut self.test_exit),
             "test-panic" | "test_panic" => Some(&mut self.test_panic),
+            "test-svm" | "test_svm" => Some(&mut self.test_svm),
             _ => None,
         }
     }
@@ -467,6 +471,8 @@ mod tests {
         let o = Options::parse("test-panic=maybe");
         assert!(!o.test_panic);
         assert_eq!(o.invalid[0].option, "test-panic=maybe");
+        assert!(Options::parse("test-svm").test_svm);
+        assert!(!Options::parse("test-exit").test_svm);
     }
 
     #[test]

@@ -102,6 +102,7 @@ struct Boot {
     test_fault: Option<TestFault>,
     test_panic: bool,
     test_exit: bool,
+    test_svm: bool,
     sched: crate::sched::Settings,
 }
 
@@ -114,6 +115,7 @@ pub fn start(info: &BootInfo<'static>, options: &Options<'_>) -> ! {
         test_fault: options.test_fault,
         test_panic: options.test_panic,
         test_exit: options.test_exit,
+        test_svm: options.test_svm,
         sched: crate::sched::Settings {
             tslice_ms: options.sched_tslice_ms,
             ratelimit_us: options.sched_ratelimit_us,
@@ -219,6 +221,9 @@ extern "C" fn bsp_main(arg: u64) -> ! {
     info!("cpu0 online (APIC id {boot_apic_id})");
     timer_self_test();
     let vmx_ok = vmx_on_this_cpu();
+    if boot.test_svm {
+        crate::arch::x86_64::svm::smoke::run();
+    }
 
     TEST_FAULT_AP.store(boot.test_fault == Some(TestFault::Ap), Ordering::SeqCst);
     TEST_FAULT_GUEST.store(boot.test_fault == Some(TestFault::Guest), Ordering::SeqCst);

@@ -146,7 +146,10 @@ pub struct IoioInfo {
     pub rep: bool,
     /// Operand size in bytes (1, 2 or 4).
     pub size: u8,
-    /// Address size in bits (16, 32 or 64), for INS/OUTS.
+    /// Address size in bits (16, 32 or 64), for INS/OUTS; 0 when the processor left bits 9:7
+    /// clear (QEMU 7.2 TCG does for every I/O exit, measured: `out 0xe9, al` in real mode
+    /// gives EXITINFO1 0xE90010), so an INS/OUTS emulator must then take the address size from
+    /// the instruction and CS.
     pub address_bits: u8,
     /// The effective segment for OUTS (0 ES, 1 CS, 2 SS, 3 DS, 4 FS, 5 GS), as the SDM numbers
     /// them.
@@ -154,7 +157,8 @@ pub struct IoioInfo {
 }
 
 impl IoioInfo {
-    /// Decodes EXITINFO1; `None` when no size or no address size bit is set (reserved). The
+    /// Decodes EXITINFO1; `None` when no size bit or several size or address-size bits are set
+    /// (reserved combinations). The
     /// next RIP is in EXITINFO2 on every CPU, with or without NRIPS.
     pub fn decode(info: u64) -> Option<Self> {
         let size = match (info >> 4) & 7 {
@@ -167,6 +171,7 @@ impl IoioInfo {
             1 => 16,
             2 => 32,
             4 => 64,
+            0 => 0,
             _ => return None,
         };
         Some(Self {
@@ -261,7 +266,18 @@ mod tests {
             (0x1f0, false, true, true, 2, 64, 5)
         );
         assert_eq!(IoioInfo::decode(1 << 7), None, "no size");
-        assert_eq!(IoioInfo::decode(1 << 4), None, "no address size");
+        assert_eq!(IoioInfo::decode(3 << 4), None, "two sizes");
+        assert_eq!(
+            IoioInfo::decode((1 << 4) | (3 << 7)),
+            None,
+            "two address sizes"
+        );
+        // QEMU 7.2 TCG, `out 0xe9, al` in real mode (measured): no address-size bit.
+        let q = IoioInfo::decode(0x00e9_0010).unwrap();
+        assert_eq!(
+            (q.port, q.is_in, q.string, q.size, q.address_bits),
+            (0xe9, false, false, 1, 0)
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod io;
 pub mod msr;
 pub mod percpu;
 pub mod smp;
+pub mod svm;
 pub mod vmx;
 
 core::arch::global_asm!(include_str!("entry.S"), options(att_syntax));

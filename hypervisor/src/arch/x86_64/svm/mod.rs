@@ -1,0 +1,195 @@
+//! AMD SVM (docs/amd-v.md): turning SVM on for a CPU, the host-save area,
+//! VMRUN and #VMEXIT, nested page tables. The pure half (VMCB fields, exit
+//! codes and their information, permission maps, ASIDs, capabilities) is
+//! `basalt-svm`; this module executes the instructions. The first user is
+//! the bring-up test `test-svm` ([`smoke`]); the vendor seam that will run
+//! domains on it is still to come.
+
+pub mod smoke;
+
+use super::{cpu, msr};
+use crate::mm::{self, DIRECT_MAP_BASE};
+use basalt_frames::Owner;
+use basalt_paging::{FrameSource, TableMemory};
+use basalt_svm::asid::AsidAllocator;
+use basalt_svm::caps::{SvmCaps, SvmUnavailable};
+use core::fmt;
+
+core::arch::global_asm!(include_str!("entry.S"), options(att_syntax));
+
+unsafe extern "C" {
+    fn svm_run(regs: *mut SvmGprs, vmcb_pa: u64, host_save_pa: u64) -> u64;
+}
+
+/// VM_CR (APM Vol. 2 §15.30.1).
+const MSR_VM_CR: u32 = 0xc001_0114;
+/// VM_HSAVE_PA (APM Vol. 2 §15.30.4): where VMRUN keeps the host's state.
+const MSR_VM_HSAVE_PA: u32 = 0xc001_0117;
+/// EFER.SVME (APM Vol. 2 §15.4).
+pub const EFER_SVME: u64 = 1 << 12;
+
+/// Whether CPUID reports SVM (Fn8000_0001 ECX bit 2).
+pub fn cpu_has_svm() -> bool {
+    cpu::max_leaves().1 >= 0x8000_0001 && cpu::cpuid(0x8000_0001).ecx & (1 << 2) != 0
+}
+
+/// The SVM capabilities of this CPU, or why Basalt cannot use them.
+pub fn discover() -> Result<SvmCaps, SvmUnavailable> {
+    // VM_CR exists only where SVM does: read it only then (otherwise the
+    // discovery stops at "no SVM" before looking at it).
+    let vm_cr = if cpu_has_svm() {
+        msr::read_raw(MSR_VM_CR)
+    } else {
+        0
+    };
+    let host = |leaf: u32, sub: u32| {
+        let r = cpu::cpuid_count(leaf, sub);
+        [r.eax, r.ebx, r.ecx, r.edx]
+    };
+    SvmCaps::discover(&host, vm_cr)
+}
+
+/// A guest's general registers other than RAX and RSP, which live in the
+/// VMCB save area. The layout is fixed by entry.S (the same as VT-x's
+/// `GuestRegs`; the `rax` slot is not loaded or stored by VMRUN's path).
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+#[allow(missing_docs)]
+pub struct SvmGprs {
+    pub rax: u64,
+    pub rbx: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    pub rbp: u64,
+    pub r8: u64,
+    pub r9: u64,
+    pub r10: u64,
+    pub r11: u64,
+    pub r12: u64,
+    pub r13: u64,
+    pub r14: u64,
+    pub r15: u64,
+}
+
+/// One CPU in SVM operation: EFER.SVME set, VM_HSAVE_PA pointing at a page
+/// of its own, and a host-save VMCB for VMSAVE/VMLOAD of the host's FS, GS,
+/// TR, LDTR and syscall MSRs around each VMRUN. Both pages stay the CPU's
+/// for the rest of Basalt's life (as VT-x's VMXON region does).
+#[derive(Debug)]
+pub struct SvmCpu {
+    /// What the CPU's SVM offers.
+    pub caps: SvmCaps,
+    /// The CPU's ASIDs (APM Vol. 2 §15.16), handed to the vCPUs it runs.
+    pub asids: AsidAllocator,
+    hsave_pa: u64,
+    host_save_pa: u64,
+}
+
+/// Why SVM could not be turned on for a CPU.
+#[derive(Debug, Clone, Copy)]
+pub enum SvmFailure {
+    /// SVM cannot be used at all.
+    Unavailable(SvmUnavailable),
+    /// No page for VM_HSAVE_PA or the host-save VMCB.
+    OutOfMemory,
+}
+
+impl fmt::Display for SvmFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unavailable(e) => write!(f, "{e}"),
+            Self::OutOfMemory => write!(
+                f,
+                "no memory for the SVM host-save pages (give the machine more RAM)"
+            ),
+        }
+    }
+}
+
+impl SvmCpu {
+    /// Turns SVM on for the CPU this runs on (APM Vol. 2 §15.4 "Enabling
+    /// SVM"): sets EFER.SVME and VM_HSAVE_PA. Call once per CPU.
+    pub fn enable_on_this_cpu() -> Result<Self, SvmFailure> {
+        let caps = discover().map_err(SvmFailure::Unavailable)?;
+        let hsave_pa = mm::alloc_zeroed_frame(Owner::Other).ok_or(SvmFailure::OutOfMemory)?;
+        let Some(host_save_pa) = mm::alloc_zeroed_frame(Owner::Other) else {
+            mm::free_frames(hsave_pa, 0, Owner::Other);
+            return Err(SvmFailure::OutOfMemory);
+        };
+        let efer = msr::read(msr::Msr::Efer);
+        // SAFETY: SVM is present and not disabled by VM_CR (checked by
+        // `discover`), so EFER.SVME is writable; it changes nothing else.
+        unsafe { msr::write(msr::Msr::Efer, efer | EFER_SVME) };
+        // SAFETY: a 4 KiB-aligned page of Basalt's, zeroed, given to the
+        // processor for good (never freed while SVME is set).
+        unsafe { msr::write_raw(MSR_VM_HSAVE_PA, hsave_pa) };
+        Ok(Self {
+            caps,
+            asids: AsidAllocator::new(caps.asids),
+            hsave_pa,
+            host_save_pa,
+        })
+    }
+
+    /// The physical address of the page VM_HSAVE_PA points at.
+    pub fn hsave_pa(&self) -> u64 {
+        self.hsave_pa
+    }
+
+    /// Runs the guest of the VMCB at `vmcb_pa` until its next #VMEXIT, its
+    /// general registers other than RAX and RSP in `regs`.
+    ///
+    /// # Safety
+    ///
+    /// This must be the CPU `self` was enabled on. `vmcb_pa` must be a VMCB
+    /// page Basalt owns, whose I/O and MSR permission maps and nested page
+    /// table are Basalt's and map only memory given to this guest, with the
+    /// VMRUN, INTR and NMI intercepts set (an invalid guest state is not
+    /// unsafe: VMRUN refuses it with VMEXIT_INVALID).
+    pub unsafe fn run(&self, vmcb_pa: u64, regs: &mut SvmGprs) {
+        // SAFETY: the caller's contract; svm_run saves and restores every
+        // callee-saved register and the host state VMRUN does not switch.
+        unsafe { svm_run(regs, vmcb_pa, self.host_save_pa) };
+    }
+}
+
+/// `N` bytes of frames the caller allocated and owns, through the direct
+/// map. The view must not be kept across a VMRUN that uses the frames.
+pub fn owned_frames_mut<const N: usize>(phys: u64) -> &'static mut [u8; N] {
+    // SAFETY: callers pass contiguous frames they allocated and own
+    // exclusively (VMCBs, permission maps, guest pages), all direct-mapped
+    // for the rest of Basalt's life.
+    unsafe { &mut *((DIRECT_MAP_BASE + phys) as *mut [u8; N]) }
+}
+
+/// Nested page tables in RAM, reached through the direct map, with table
+/// frames from the frame allocator.
+#[derive(Debug, Default)]
+pub struct NptMemory;
+
+impl TableMemory for NptMemory {
+    fn read_entry(&self, table_phys: u64, index: usize) -> u64 {
+        let p = (DIRECT_MAP_BASE + table_phys + index as u64 * 8) as *const u64;
+        // SAFETY: nested tables are frames from `alloc_table` (direct-mapped
+        // RAM); `index` < 512 keeps the read inside the table.
+        unsafe { core::ptr::read_volatile(p) }
+    }
+
+    fn write_entry(&mut self, table_phys: u64, index: usize, value: u64) {
+        let p = (DIRECT_MAP_BASE + table_phys + index as u64 * 8) as *mut u64;
+        // SAFETY: as in `read_entry`; one aligned 64-bit store.
+        unsafe { core::ptr::write_volatile(p, value) }
+    }
+}
+
+impl FrameSource for NptMemory {
+    fn alloc_table(&mut self) -> Option<u64> {
+        mm::alloc_zeroed_frame(Owner::PageTables)
+    }
+
+    fn free_table(&mut self, phys: u64) {
+        mm::free_frames(phys, 0, Owner::PageTables);
+    }
+}
