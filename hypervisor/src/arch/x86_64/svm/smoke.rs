@@ -74,7 +74,7 @@ pub fn run() {
         cpu.caps.revision,
         cpu.caps.asids,
         cpu.caps.features,
-        cpu.caps.features.bits(),
+        crate::arch::x86_64::cpu::cpuid(0x8000_000a).edx,
         cpu.hsave_pa()
     );
     // `cpu` stays in SVM operation for good: its pages are never freed.
@@ -358,7 +358,7 @@ impl Guest {
                     v.write(save::RIP, info2);
                     output.push(byte);
                     info!(
-                        "svm: exit {raw:#x} IOIO out port {:#x} size {} value {byte:#04x} '{}' at RIP {rip:#x}, next RIP {info2:#x} (EXITINFO2)",
+                        "svm: exit {raw:#x} IOIO out port {:#x} size {} value {byte:#04x} '{}' at RIP {rip:#x}, next RIP {info2:#x} (EXITINFO1 {info1:#x}, EXITINFO2)",
                         io.port,
                         io.size,
                         char::from(byte)
