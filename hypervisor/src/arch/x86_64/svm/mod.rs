@@ -14,6 +14,7 @@ use basalt_paging::{FrameSource, TableMemory};
 use basalt_svm::asid::AsidAllocator;
 use basalt_svm::caps::{SvmCaps, SvmUnavailable};
 use core::fmt;
+use core::sync::atomic::{Ordering, compiler_fence};
 
 core::arch::global_asm!(include_str!("entry.S"), options(att_syntax));
 
@@ -149,9 +150,14 @@ impl SvmCpu {
     /// VMRUN, INTR and NMI intercepts set (an invalid guest state is not
     /// unsafe: VMRUN refuses it with VMEXIT_INVALID).
     pub unsafe fn run(&self, vmcb_pa: u64, regs: &mut SvmGprs) {
+        // The VMCB and the guest's memory are written through the direct
+        // map as plain memory: every write is done before VMRUN reads them,
+        // and nothing is read before VMRUN has written them back.
+        compiler_fence(Ordering::SeqCst);
         // SAFETY: the caller's contract; svm_run saves and restores every
         // callee-saved register and the host state VMRUN does not switch.
         unsafe { svm_run(regs, vmcb_pa, self.host_save_pa) };
+        compiler_fence(Ordering::SeqCst);
     }
 }
 

@@ -242,8 +242,7 @@ impl Guest {
     /// Moves RIP past the instruction at RIP after checking that it is
     /// `expected` (without NRIPS there is no next RIP to take: the length
     /// comes from the bytes, as a decoder would give it).
-    fn skip(&self, cpu: &SvmCpu, expected: &[u8]) -> Result<u64, String> {
-        let mut v = vmcb(self.vmcb_pa);
+    fn skip(&self, v: &mut Vmcb<'_>, cpu: &SvmCpu, expected: &[u8]) -> Result<u64, String> {
         let rip = v.read(save::RIP);
         let linear = v.segment(save::CS).base.wrapping_add(rip);
         let found = self.read_guest::<3>(linear);
@@ -324,7 +323,7 @@ impl Guest {
                     self.regs.rcx = u64::from(r[2]);
                     self.regs.rdx = u64::from(r[3]);
                     cpuid_answer = Some(r);
-                    let next = self.skip(cpu, &CPUID).map_err(|e| fail(&e))?;
+                    let next = self.skip(&mut v, cpu, &CPUID).map_err(|e| fail(&e))?;
                     let mut vendor = String::new();
                     for word in [r[1], r[3], r[2]] {
                         for b in word.to_le_bytes() {
@@ -428,7 +427,7 @@ impl Guest {
                             self.regs.r15
                         )));
                     }
-                    let next = self.skip(cpu, &VMMCALL).map_err(|e| fail(&e))?;
+                    let next = self.skip(&mut v, cpu, &VMMCALL).map_err(|e| fail(&e))?;
                     hypercalls += 1;
                     info!(
                         "svm: exit {raw:#x} VMMCALL at RIP {rip:#x}: guest registers hold the CPUID answer, AL {al:#04x}, RSI and R15 intact; next RIP {next:#x}"
@@ -436,7 +435,7 @@ impl Guest {
                     step = String::from("VMMCALL");
                 }
                 ExitCode::Hlt => {
-                    self.skip(cpu, &HLT).map_err(|e| fail(&e))?;
+                    self.skip(&mut v, cpu, &HLT).map_err(|e| fail(&e))?;
                     info!("svm: exit {raw:#x} HLT at RIP {rip:#x}: the guest is done");
                     if output != EXPECTED_OUTPUT {
                         return Err(fail(&alloc::format!(
