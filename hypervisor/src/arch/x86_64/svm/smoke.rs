@@ -6,6 +6,7 @@
 //! registers and console bytes against what Basalt gave it.
 
 use super::{NptMemory, SvmCpu, SvmGprs, owned_frames_mut};
+use crate::arch::x86_64::apic;
 use crate::mm;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -80,7 +81,9 @@ pub fn run() {
     // `cpu` stays in SVM operation for good: its pages are never freed.
     let cpu = alloc::boxed::Box::leak(alloc::boxed::Box::new(cpu));
     match Guest::new(&mut *cpu).and_then(|mut g| {
-        let result = g.run(cpu);
+        // Host interrupts stay off here except where entry.S opens them
+        // (at STGI), so the timer armed at the VMMCALL stays pending.
+        let result = x86_64::instructions::interrupts::without_interrupts(|| g.run(cpu));
         g.destroy();
         result
     }) {
@@ -272,6 +275,10 @@ impl Guest {
         let mut cpuid_answer = None;
         let mut faults = 0;
         let mut hypercalls = 0;
+        // The host's timer count when its interrupt was made pending, until
+        // the INTR exit it causes; then whether that exit was seen.
+        let mut timer_pending: Option<u64> = None;
+        let mut timer_exit = false;
         let mut step = String::from("first VMRUN");
         for n in 0..MAX_EXITS {
             {
@@ -432,9 +439,35 @@ impl Guest {
                     info!(
                         "svm: exit {raw:#x} VMMCALL at RIP {rip:#x}: guest registers hold the CPUID answer, AL {al:#04x}, RSI and R15 intact; next RIP {next:#x}"
                     );
+                    // A host interrupt pending at VMRUN must end the guest
+                    // at once (INTR intercept; with V_INTR_MASKING the
+                    // host's IF gates it, not the guest's, which is 0) and
+                    // be taken at STGI.
+                    let before = timer_ticks();
+                    let timer = crate::arch::x86_64::idt::vector::TIMER;
+                    crate::time::arm_oneshot_in(100_000);
+                    let start = crate::time::now_ns();
+                    while !apic::is_requested(timer) {
+                        if crate::time::now_ns().saturating_sub(start) > 1_000_000_000 {
+                            return Err(fail(
+                                "the host timer armed 0.1 ms ahead was not requested within 1 s",
+                            ));
+                        }
+                        core::hint::spin_loop();
+                    }
+                    timer_pending = Some(before);
+                    info!(
+                        "svm: host timer interrupt requested (IRR) with interrupts off: pending at the next VMRUN"
+                    );
                     step = String::from("VMMCALL");
                 }
                 ExitCode::Hlt => {
+                    if !timer_exit {
+                        return Err(fail(&alloc::format!(
+                            "the host timer interrupt pending at VMRUN did not end the guest with an INTR exit (timer interrupts: {timer_pending:?} before, {} now)",
+                            timer_ticks()
+                        )));
+                    }
                     self.skip(&mut v, cpu, &HLT).map_err(|e| fail(&e))?;
                     info!("svm: exit {raw:#x} HLT at RIP {rip:#x}: the guest is done");
                     if output != EXPECTED_OUTPUT {
@@ -456,10 +489,26 @@ impl Guest {
                 }
                 ExitCode::Intr => {
                     // A host interrupt ended the guest's slice; entry.S took
-                    // it at STGI. The guest goes on where it was.
-                    info!(
-                        "svm: exit {raw:#x} INTR at RIP {rip:#x}: host interrupt taken, guest resumed"
-                    );
+                    // it at STGI (through the host IDT, with the host's GS
+                    // back: the timer handler counts in per-CPU data). The
+                    // guest goes on where it was.
+                    let now = timer_ticks();
+                    match timer_pending.take() {
+                        Some(before) if now > before => {
+                            timer_exit = true;
+                            info!(
+                                "svm: exit {raw:#x} INTR at RIP {rip:#x}: the pending host timer interrupt ended the guest and was taken at STGI (timer interrupts {before} -> {now}); guest resumed"
+                            );
+                        }
+                        Some(_) => {
+                            return Err(fail(
+                                "INTR exit, but the host timer interrupt was not taken at STGI",
+                            ));
+                        }
+                        None => info!(
+                            "svm: exit {raw:#x} INTR at RIP {rip:#x}: host interrupt taken, guest resumed"
+                        ),
+                    }
                 }
                 ExitCode::Invalid => {
                     return Err(fail(
@@ -497,6 +546,13 @@ impl Guest {
             }
         }
     }
+}
+
+/// Timer interrupts this CPU has taken.
+fn timer_ticks() -> u64 {
+    crate::arch::x86_64::percpu::current().map_or(0, |c| {
+        c.timer_ticks.load(core::sync::atomic::Ordering::Acquire)
+    })
 }
 
 /// TLB_CONTROL for a flush decision: without flush-by-ASID, flushing one
