@@ -146,7 +146,6 @@ pub(crate) fn fetch_at_rip(v: &Running<'_>) -> Result<AtRip, WalkError> {
 
 /// Emulates the access of vCPU `v` to device page address `gpa` (an EPT
 /// violation on a page [`crate::vcpu::is_device_page`] names).
-#[inline(never)]
 pub fn emulate(v: &mut Running<'_>, gpa: u64) -> Result<(), MmioError> {
     let AtRip {
         bytes, len, mode, ..

@@ -1436,7 +1436,6 @@ fn crash_unloaded(slot: &Slot, reason: &str) {
 
 /// Ends the running vCPU's domain for a guest error, with a diagnostic line
 /// and the vendor's view of the vCPU (VT-x: the VMCS).
-#[cold]
 fn crash(v: &Running<'_>, reason: &str) {
     let d = v.domain.clone();
     // One unit: no other domain's line comes between the lines of the dump.

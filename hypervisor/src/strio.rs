@@ -123,7 +123,6 @@ impl Ports for Bus<'_> {
 /// bytes, `is_in`, `rep` (the port and the processor's I/O permission checks,
 /// IOPL and the TSS bitmap, come before the exit: SDM Vol. 3C 26.1.1). Returns the effect of the last port write (a
 /// power-off or reset the caller must carry out), or why the domain stops.
-#[inline(never)]
 pub fn emulate(
     v: &mut Running<'_>,
     port: u16,

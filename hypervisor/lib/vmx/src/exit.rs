@@ -20,7 +20,6 @@ macro_rules! exit_reasons {
 
         impl ExitReason {
             /// The exit reason with basic number `basic`.
-            #[inline]
             pub const fn from_basic(basic: u16) -> Self {
                 match basic {
                     $( $n => Self::$V, )*
@@ -29,7 +28,6 @@ macro_rules! exit_reasons {
             }
 
             /// The basic exit-reason number.
-            #[inline]
             pub const fn number(self) -> u16 {
                 match self {
                     $( Self::$V => $n, )*

@@ -364,12 +364,11 @@ fn vm_fail(e: basalt_vmx::error::VmFail) -> GuestError {
     }
 }
 
-/// An exit that ends the guest: `what`, and the name and number of the
-/// exit reason `raw` (the exit-reason field) decodes to.
+/// An exit that ends the guest: `what` and the exit reason's name.
 #[cold]
 #[inline(never)]
-fn exit_error(what: &'static str, raw: u32, reason: ExitReason) -> GuestError {
-    backend_error(what, Some(raw & 0xffff), reason.name())
+fn exit_error(what: &'static str, reason: ExitReason) -> GuestError {
+    backend_error(what, Some(u32::from(reason.number())), reason.name())
 }
 
 fn vmcs() -> CurrentVmcs {
@@ -1084,10 +1083,9 @@ impl VmxVcpu {
         let v = vmcs();
         let field = ExitReasonField::from_raw(raw);
         let reason = field.reason;
-        // Bits 15:0 are the basic reason's number.
-        self.exits.count(raw as u16);
+        self.exits.count(reason.number());
         if field.entry_failure {
-            return Some(VcpuExit::Error(exit_error("VM entry failed", raw, reason)));
+            return Some(VcpuExit::Error(exit_error("VM entry failed", reason)));
         }
         let qual = || vmcs().read_nat(exit::EXIT_QUALIFICATION).unwrap_or(0);
         match reason {
@@ -1217,11 +1215,7 @@ impl VmxVcpu {
                     crate::fault::host_nmi();
                     return Some(VcpuExit::Interrupted);
                 }
-                Some(VcpuExit::Error(exit_error(
-                    "unhandled VM exit",
-                    raw,
-                    reason,
-                )))
+                Some(VcpuExit::Error(exit_error("unhandled VM exit", reason)))
             }
             ExitReason::TripleFault => Some(VcpuExit::Error(GuestError::TripleFault)),
             ExitReason::Init => Some(VcpuExit::Error(GuestError::Init)),
@@ -1252,11 +1246,7 @@ impl VmxVcpu {
                 let gpa = v.read64(exit::GUEST_PHYSICAL_ADDRESS).unwrap_or(0);
                 Some(VcpuExit::Error(GuestError::EptMisconfig { gpa }))
             }
-            _ => Some(VcpuExit::Error(exit_error(
-                "unhandled VM exit",
-                raw,
-                reason,
-            ))),
+            _ => Some(VcpuExit::Error(exit_error("unhandled VM exit", reason))),
         }
     }
 
