@@ -2,9 +2,9 @@
 //! with its own memory (from Basalt's frame pool, zeroed), its own EPT, its
 //! vCPUs, its console and its end.
 
-use crate::arch::x86_64::vmx::vcpu::{Long64State, PvhEntry, VmxVcpu};
 use crate::mm;
 use crate::stats::ExitCounts;
+use crate::vcpu::{ArchVcpu, Long64State, StartState};
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -193,7 +193,7 @@ pub struct Vcpu {
     /// Index within the domain.
     pub index: u32,
     /// The vendor part.
-    pub arch: VmxVcpu,
+    pub arch: ArchVcpu,
 }
 
 impl core::fmt::Debug for Vcpu {
@@ -673,9 +673,7 @@ fn build(
         Some(elf::parse(bytes, memory).map_err(BuildError::Image)?)
     };
 
-    let use_1g = crate::arch::x86_64::vmx::negotiated()
-        .as_ref()
-        .is_ok_and(|c| c.negotiated.ept_1g);
+    let use_1g = crate::arch::x86_64::hvm::stage2_supports_1g();
     let mut blocks = Vec::new();
     let mut allocations: Vec<(u64, u32)> = Vec::new();
     let mut gpa = 0;
@@ -759,7 +757,7 @@ fn build(
         domain.discard();
         e
     };
-    let mut entry = PvhEntry::RealMode { cs: 0, ip: 0x7c00 };
+    let mut entry = StartState::RealMode { cs: 0, ip: 0x7c00 };
     // ACPI tables in the BIOS area, where the usual scan also finds the
     // RSDP; the e820 map keeps 0x9F000-1 MiB reserved.
     let rsdp = {
@@ -821,7 +819,7 @@ fn build(
             rsdp,
         )
         .map_err(|e| fail(&domain, BuildError::Layout(alloc::format!("{e}"))))?;
-        entry = PvhEntry::Pvh {
+        entry = StartState::Pvh {
             rip: u64::from(image.entry),
             start_info: plan.start_info_gpa,
         };
@@ -830,14 +828,12 @@ fn build(
         entry = load_linux(&domain, spec, bytes, kernel, layout, initrds, rsdp)
             .map_err(|e| fail(&domain, BuildError::Linux(e)))?;
     }
-    let negotiated = match crate::arch::x86_64::vmx::negotiated() {
-        Ok(n) => n,
-        Err(_) => return Err(fail(&domain, BuildError::Spec("no VT-x".into()))),
-    };
+    if let Err(e) = crate::arch::x86_64::hvm::available() {
+        return Err(fail(&domain, BuildError::Spec(alloc::format!("{e}"))));
+    }
     let mut vcpus = Vec::new();
     for index in 0..spec.vcpus {
-        let made = VmxVcpu::new(
-            negotiated,
+        let made = ArchVcpu::new(
             ept_root,
             entry,
             crate::vcpu::CpuidContext {
@@ -849,8 +845,7 @@ fn build(
             domain.exits.clone(),
         );
         match made {
-            Ok(mut arch) => {
-                arch.release();
+            Ok(arch) => {
                 vcpus.push(Vcpu {
                     domain: domain.clone(),
                     index,
@@ -867,11 +862,7 @@ fn build(
     LIVE.fetch_add(1, Ordering::SeqCst);
     CREATED.fetch_add(1, Ordering::SeqCst);
     DOMAINS.lock().push(domain.clone());
-    let entry = match entry {
-        PvhEntry::Pvh { rip, .. } => rip,
-        PvhEntry::RealMode { cs, ip } => (u64::from(cs) << 4) + u64::from(ip),
-        PvhEntry::Long64(s) => s.rip,
-    };
+    let entry = entry.entry_point();
     info!(
         "domain d{id} ({}) created: {} memory, {} vCPU(s), entry {entry:#x}",
         spec.name,
@@ -913,7 +904,7 @@ fn load_linux(
     layout: &LinuxLayout,
     initrds: &[Module<'static>],
     rsdp: u64,
-) -> Result<PvhEntry, linux::LinuxError> {
+) -> Result<StartState, linux::LinuxError> {
     use basalt_guest::start_info as si;
     let blocks = domain.blocks.lock();
     let mut mem = DomainMemory {
@@ -949,7 +940,7 @@ fn load_linux(
         layout.initrd_gpa,
         layout.initrd_size,
     );
-    Ok(PvhEntry::Long64(Long64State {
+    Ok(StartState::Long64(Long64State {
         rip: state.rip,
         rsi: state.rsi,
         rflags: state.rflags,

@@ -6,14 +6,14 @@
 //! walk that ignored bits 63:48 would reach the guest's memory through an
 //! alias).
 
-use crate::domain::Vcpu;
+use crate::vcpu::Running;
 
 const PRESENT: u64 = 1;
 const PS: u64 = 1 << 7;
 const ADDR: u64 = 0x000f_ffff_ffff_f000;
 
 /// Translates a guest-virtual address to guest-physical.
-fn translate(v: &Vcpu, gva: u64) -> Result<u64, ()> {
+fn translate(v: &Running<'_>, gva: u64) -> Result<u64, ()> {
     let (cr0, cr3, cr4, efer) = v.arch.paging_state();
     if cr0 & (1 << 31) == 0 {
         return Ok(gva & 0xffff_ffff);
@@ -46,7 +46,7 @@ fn translate(v: &Vcpu, gva: u64) -> Result<u64, ()> {
 /// not wrap past 2^64; in long mode (EFER.LMA) it lies within one canonical
 /// half of the 48-bit address space, otherwise below 4 GiB (a 32-bit
 /// linear address would wrap to 0).
-fn range_ok(v: &Vcpu, gva: u64, len: usize) -> bool {
+fn range_ok(v: &Running<'_>, gva: u64, len: usize) -> bool {
     if len == 0 {
         return true;
     }
@@ -62,7 +62,7 @@ fn range_ok(v: &Vcpu, gva: u64, len: usize) -> bool {
 }
 
 /// Reads `out.len()` bytes at guest-virtual `gva`, page by page.
-pub fn read_virt(v: &Vcpu, gva: u64, out: &mut [u8]) -> Result<(), ()> {
+pub fn read_virt(v: &Running<'_>, gva: u64, out: &mut [u8]) -> Result<(), ()> {
     if !range_ok(v, gva, out.len()) {
         return Err(());
     }
@@ -80,7 +80,7 @@ pub fn read_virt(v: &Vcpu, gva: u64, out: &mut [u8]) -> Result<(), ()> {
 }
 
 /// Writes `bytes` at guest-virtual `gva`, page by page.
-pub fn write_virt(v: &Vcpu, gva: u64, bytes: &[u8]) -> Result<(), ()> {
+pub fn write_virt(v: &Running<'_>, gva: u64, bytes: &[u8]) -> Result<(), ()> {
     if !range_ok(v, gva, bytes.len()) {
         return Err(());
     }

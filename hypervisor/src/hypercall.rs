@@ -3,8 +3,9 @@
 //! EBX, ECX, EDX, ESI, EDI (32-bit); negative errno results; -EPERM from
 //! guest user mode; -ENOSYS for what Basalt does not implement.
 
-use crate::domain::{EndReason, Vcpu};
+use crate::domain::EndReason;
 use crate::time;
+use crate::vcpu::{Running, gpr};
 use basalt_guest::hypercall as hc;
 
 /// What the scheduler does after a hypercall.
@@ -45,7 +46,7 @@ const CONSOLE_MAX: u64 = 256;
 /// is written, is 0: Linux's `dom0_write_console` ignores any value that is
 /// not negative and reports every byte written, so a "bytes taken" result
 /// would lose the rest.
-fn console_write(v: &mut Vcpu, count: u64, buffer: u64) -> (u64, After) {
+fn console_write(v: &mut Running<'_>, count: u64, buffer: u64) -> (u64, After) {
     let room = v.domain.console_room();
     let take = count.min(CONSOLE_MAX).min(room as u64) as usize;
     if take == 0 {
@@ -67,26 +68,26 @@ fn console_write(v: &mut Vcpu, count: u64, buffer: u64) -> (u64, After) {
     // passed them in (RSI, RDX in 64-bit mode; ECX, EDX in 32-bit mode).
     let (rest, next) = (count - taken, buffer.wrapping_add(taken));
     if v.arch.long_mode() {
-        v.arch.regs.rsi = rest;
-        v.arch.regs.rdx = next;
+        v.arch.set_reg(gpr::RSI, rest);
+        v.arch.set_reg(gpr::RDX, next);
     } else {
-        v.arch.regs.rcx = rest & 0xffff_ffff;
-        v.arch.regs.rdx = next & 0xffff_ffff;
+        v.arch.set_reg(gpr::RCX, rest & 0xffff_ffff);
+        v.arch.set_reg(gpr::RDX, next & 0xffff_ffff);
     }
     (0, After::Again(taken < take as u64))
 }
 
 /// Handles the VMCALL of `v`; sets RAX and skips the instruction.
-pub fn dispatch(v: &mut Vcpu) -> After {
+pub fn dispatch(v: &mut Running<'_>) -> After {
     let regs = hc::GuestRegs {
-        rax: v.arch.regs.rax,
-        rbx: v.arch.regs.rbx,
-        rcx: v.arch.regs.rcx,
-        rdx: v.arch.regs.rdx,
-        rsi: v.arch.regs.rsi,
-        rdi: v.arch.regs.rdi,
-        r8: v.arch.regs.r8,
-        r10: v.arch.regs.r10,
+        rax: v.arch.reg(gpr::RAX),
+        rbx: v.arch.reg(gpr::RBX),
+        rcx: v.arch.reg(gpr::RCX),
+        rdx: v.arch.reg(gpr::RDX),
+        rsi: v.arch.reg(gpr::RSI),
+        rdi: v.arch.reg(gpr::RDI),
+        r8: v.arch.reg(gpr::R8),
+        r10: v.arch.reg(gpr::R10),
     };
     let call = hc::decode(&regs, v.arch.long_mode());
     let (result, after) = if v.arch.cpl() != 0 {
@@ -95,13 +96,13 @@ pub fn dispatch(v: &mut Vcpu) -> After {
         handle(v, &call)
     };
     if !matches!(after, After::Ended(_) | After::Again(_)) {
-        v.arch.regs.rax = result;
+        v.arch.set_reg(gpr::RAX, result);
         v.arch.skip_instruction();
     }
     after
 }
 
-fn handle(v: &mut Vcpu, call: &hc::Call) -> (u64, After) {
+fn handle(v: &mut Running<'_>, call: &hc::Call) -> (u64, After) {
     let [a1, a2, a3, _, _] = call.args;
     match call.op {
         hc::HYPERVISOR_XEN_VERSION => match a1 {
@@ -166,7 +167,7 @@ fn handle(v: &mut Vcpu, call: &hc::Call) -> (u64, After) {
     }
 }
 
-fn vcpu_op(v: &mut Vcpu, cmd: u64, vcpu_id: u64, arg: u64) -> (u64, After) {
+fn vcpu_op(v: &mut Running<'_>, cmd: u64, vcpu_id: u64, arg: u64) -> (u64, After) {
     let ok = |r: u64| (r, After::Continue);
     let err = |e: i64| (errno(e), After::Continue);
     if vcpu_id >= u64::from(v.domain.vcpu_count) {
@@ -190,7 +191,7 @@ fn vcpu_op(v: &mut Vcpu, cmd: u64, vcpu_id: u64, arg: u64) -> (u64, After) {
                 let at = 8 + i * 8;
                 u64::from_le_bytes(ctx[at..at + 8].try_into().unwrap_or_default())
             };
-            let state = crate::arch::x86_64::vmx::vcpu::Long64State {
+            let state = crate::vcpu::Long64State {
                 rax: r(0),
                 rcx: r(1),
                 rdx: r(2),
@@ -231,10 +232,7 @@ fn vcpu_op(v: &mut Vcpu, cmd: u64, vcpu_id: u64, arg: u64) -> (u64, After) {
             {
                 return err(hc::EINVAL);
             }
-            match crate::sched::vcpu_initialise(
-                target,
-                crate::arch::x86_64::vmx::vcpu::PvhEntry::Long64(state),
-            ) {
+            match crate::sched::vcpu_initialise(target, crate::vcpu::StartState::Long64(state)) {
                 Ok(()) => ok(0),
                 Err(crate::sched::VcpuOpError::Exists) => err(hc::EEXIST),
                 Err(_) => err(hc::EINVAL),

@@ -4,7 +4,8 @@
 //! and the device, and step RIP past it. An instruction that cannot be
 //! fetched or decoded stops the domain with the bytes in the diagnostic.
 
-use crate::domain::{Domain, Vcpu};
+use crate::domain::Domain;
+use crate::vcpu::Running;
 use basalt_x86emul::{
     Cpu, DecodeError, GuestPhys, Mmio, Mode, PagingMode, WalkError, decode, emulate as execute,
     fetch,
@@ -74,14 +75,14 @@ impl GuestPhys for Phys<'_> {
 }
 
 /// The vCPU's registers as the executor sees them.
-pub(crate) struct Regs<'a>(pub(crate) &'a mut crate::arch::x86_64::vmx::vcpu::VmxVcpu);
+pub(crate) struct Regs<'a, 'b>(pub(crate) &'a mut crate::vcpu::Loaded<'b>);
 
-impl Cpu for Regs<'_> {
+impl Cpu for Regs<'_, '_> {
     fn reg(&self, n: u8) -> u64 {
-        self.0.regs.get(n)
+        self.0.reg(n)
     }
     fn set_reg(&mut self, n: u8, value: u64) {
-        self.0.regs.set(n, value);
+        self.0.set_reg(n, value);
     }
     fn rflags(&self) -> u64 {
         self.0.rflags()
@@ -120,7 +121,7 @@ pub(crate) struct AtRip {
 
 /// Fetches the instruction at vCPU `v`'s RIP (for MMIO and string I/O
 /// emulation).
-pub(crate) fn fetch_at_rip(v: &Vcpu) -> Result<AtRip, WalkError> {
+pub(crate) fn fetch_at_rip(v: &Running<'_>) -> Result<AtRip, WalkError> {
     let (cr0, cr3, cr4, efer) = v.arch.paging_state();
     let paging = PagingMode {
         cr0,
@@ -129,7 +130,7 @@ pub(crate) fn fetch_at_rip(v: &Vcpu) -> Result<AtRip, WalkError> {
         efer,
     };
     let mut bytes = [0u8; 15];
-    let len = fetch(&Phys(&v.domain), &paging, v.arch.rip_linear(), &mut bytes)?;
+    let len = fetch(&Phys(v.domain), &paging, v.arch.rip_linear(), &mut bytes)?;
     let mode = match v.arch.code_bits() {
         64 => Mode::Long64,
         32 => Mode::Protected32,
@@ -145,7 +146,7 @@ pub(crate) fn fetch_at_rip(v: &Vcpu) -> Result<AtRip, WalkError> {
 
 /// Emulates the access of vCPU `v` to device page address `gpa` (an EPT
 /// violation on a page [`crate::vcpu::is_device_page`] names).
-pub fn emulate(v: &mut Vcpu, gpa: u64) -> Result<(), MmioError> {
+pub fn emulate(v: &mut Running<'_>, gpa: u64) -> Result<(), MmioError> {
     let AtRip {
         bytes, len, mode, ..
     } = fetch_at_rip(v).map_err(|error| MmioError::Fetch { gpa, error })?;

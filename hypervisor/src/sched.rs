@@ -28,7 +28,7 @@ use crate::arch::x86_64::{apic, cpu, idt, percpu};
 use crate::domain::{self, Domain, EndReason, Vcpu};
 use crate::hypercall::{self, After};
 use crate::time;
-use crate::vcpu::VcpuExit;
+use crate::vcpu::{Event, Running, StartState, VcpuExit, gpr};
 use crate::verdict::{Verdict, finish};
 use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
@@ -285,9 +285,8 @@ fn take(id: VcpuId) -> Option<Held> {
     }
 }
 
-/// Unloads the held vCPU and gives it back (or drops it if its domain ended).
-fn put_back(mut h: Held) {
-    h.vcpu.arch.unload();
+/// Gives the held vCPU back, unloaded (or drops it if its domain ended).
+fn put_back(h: Held) {
     let mut inner = h.slot.inner.lock();
     if inner.gone {
         drop(inner);
@@ -339,7 +338,7 @@ fn flush_ept(me: usize) {
     };
     let g = EPT_GENERATION.load(Ordering::SeqCst);
     if flushed.load(Ordering::Relaxed) != g {
-        let _ = crate::arch::x86_64::vmx::instr::invept_all();
+        crate::arch::x86_64::hvm::flush_stage2_all();
         flushed.store(g, Ordering::SeqCst);
     }
 }
@@ -619,11 +618,10 @@ pub fn start_vcpu_sipi(domain: &Domain, vcpu: u32, vector: u8) {
         let Some(v) = inner.vcpu.as_mut() else {
             return;
         };
-        v.arch
-            .set_start(crate::arch::x86_64::vmx::vcpu::PvhEntry::RealMode {
-                cs: u16::from(vector) << 8,
-                ip: 0,
-            });
+        v.arch.set_start(StartState::RealMode {
+            cs: u16::from(vector) << 8,
+            ip: 0,
+        });
         slot.initialised.store(true, Ordering::SeqCst);
     }
     log::debug!(
@@ -667,10 +665,7 @@ pub enum VcpuOpError {
 }
 
 /// `VCPUOP_initialise`: gives down vCPU `id` the state it starts from.
-pub fn vcpu_initialise(
-    id: VcpuId,
-    entry: crate::arch::x86_64::vmx::vcpu::PvhEntry,
-) -> Result<(), VcpuOpError> {
+pub fn vcpu_initialise(id: VcpuId, entry: StartState) -> Result<(), VcpuOpError> {
     let slot = with(|s| s.slots.get(&id).cloned())
         .flatten()
         .ok_or(VcpuOpError::NoSuchVcpu)?;
@@ -730,53 +725,99 @@ pub fn vcpu_is_up(id: VcpuId) -> Option<bool> {
 /// Every CPU's loop once guests exist.
 pub fn run() -> ! {
     let me = percpu::index();
-    let mut cur: Option<Held> = None;
     let mut yielded = false;
+    let mut carried = None;
     loop {
-        housekeeping(me, &mut cur);
-        // Before any VM entry from this scheduling point on.
-        flush_ept(me);
-        NEED_RESCHED[me].store(false, Ordering::SeqCst);
-        let decision = decide(me, yielded);
-        yielded = false;
+        let decision = match carried.take() {
+            Some(Carried::Decided(d)) => d,
+            Some(Carried::Rebuild) => {
+                rebuild();
+                decide_now(me, &mut yielded)
+            }
+            None => {
+                if housekeeping(me) {
+                    rebuild();
+                }
+                decide_now(me, &mut yielded)
+            }
+        };
         let (id, slice) = match decision {
             Decision::Idle { until } => {
-                if let Some(h) = cur.take() {
-                    put_back(h);
-                }
                 idle(me, until);
                 continue;
             }
             Decision::Run { vcpu, slice } => (vcpu, slice),
         };
-        if cur.as_ref().is_none_or(|h| h.slot.id != id) {
-            if let Some(h) = cur.take() {
-                put_back(h);
-            }
-            let Some(mut h) = take(id) else {
-                continue;
-            };
-            if let Err(e) = h.vcpu.arch.load() {
-                crash(&mut h, &alloc::format!("{e}"));
-                put_back(h);
-                continue;
-            }
-            // A vCPU given back just now may have been a domain's last.
-            flush_ept(me);
-            crate::arch::x86_64::vmx::spec::entering_domain(me, h.slot.domain.generation);
-            cur = Some(h);
-        }
-        let Some(h) = cur.as_mut() else {
+        let Some(mut h) = take(id) else {
             continue;
         };
-        match run_slice(me, h, slice) {
+        carried = run_loaded(me, &mut h, slice, &mut yielded);
+        put_back(h);
+    }
+}
+
+/// What [`run_loaded`] hands back to [`run`] with the vCPU unloaded.
+enum Carried {
+    /// The policy picked something else.
+    Decided(Decision),
+    /// Domains wait to be rebuilt (which creates vCPUs on this CPU: nothing
+    /// may be loaded here).
+    Rebuild,
+}
+
+/// Flushes what the scheduling point owes before any VM entry, then asks
+/// the policy.
+fn decide_now(me: usize, yielded: &mut bool) -> Decision {
+    // Before any VM entry from this scheduling point on.
+    flush_ept(me);
+    NEED_RESCHED[me].store(false, Ordering::SeqCst);
+    let d = decide(me, *yielded);
+    *yielded = false;
+    d
+}
+
+/// Loads the held vCPU on this CPU and runs it for as long as the policy
+/// keeps picking it; the guard's drop unloads it on the way out. Returns
+/// what [`run`] does next (`None`: the usual scheduling point).
+fn run_loaded(me: usize, h: &mut Held, slice: u64, yielded: &mut bool) -> Option<Carried> {
+    let Held { slot, vcpu } = h;
+    let Vcpu {
+        domain,
+        index,
+        arch,
+    } = &mut **vcpu;
+    let loaded = match arch.load() {
+        Ok(l) => l,
+        Err(e) => {
+            crash_unloaded(slot, &alloc::format!("{e}"));
+            return None;
+        }
+    };
+    let mut v = Running {
+        domain,
+        index: *index,
+        arch: loaded,
+    };
+    // A vCPU given back just now may have been a domain's last.
+    flush_ept(me);
+    crate::arch::x86_64::hvm::entering_domain(me, slot.domain.generation);
+    let mut slice = slice;
+    loop {
+        match run_slice(me, slot, &mut v, slice) {
             SliceEnd::Resched => {}
-            SliceEnd::Yield => yielded = true,
-            SliceEnd::Block => block_current(me, h),
+            SliceEnd::Yield => *yielded = true,
+            SliceEnd::Block => block_current(me, slot, &v),
             SliceEnd::Down => {
-                h.slot.up.store(false, Ordering::SeqCst);
-                block_current(me, h);
+                slot.up.store(false, Ordering::SeqCst);
+                block_current(me, slot, &v);
             }
+        }
+        if housekeeping(me) {
+            return Some(Carried::Rebuild);
+        }
+        match decide_now(me, yielded) {
+            Decision::Run { vcpu, slice: s } if vcpu == slot.id => slice = s,
+            other => return Some(Carried::Decided(other)),
         }
     }
 }
@@ -809,11 +850,11 @@ fn decide(me: usize, yielded: bool) -> Decision {
 
 /// The vCPU on `me` blocked (HLT, `SCHEDOP_block`, down): unless its timer
 /// is already due, it leaves the CPU until its timer or another event.
-fn block_current(me: usize, h: &mut Held) {
+fn block_current(me: usize, slot: &Slot, v: &Running<'_>) {
     let now = time::now_ns();
     // Waiting for a start-up IPI (after INIT), only that ends the wait.
-    let for_sipi = h.slot.domain.apic.init_pending(h.slot.id.vcpu);
-    let interruptible = !for_sipi && h.vcpu.arch.interrupts_enabled();
+    let for_sipi = slot.domain.apic.init_pending(slot.id.vcpu);
+    let interruptible = !for_sipi && v.arch.interrupts_enabled();
     // An NMI ends HLT whatever RFLAGS.IF says.
     let wake_now = |d: &Domain, v: u32| {
         if for_sipi {
@@ -822,13 +863,13 @@ fn block_current(me: usize, h: &mut Held) {
             (interruptible && interrupt_waiting(d, v)) || d.apic.nmi_pending(v)
         }
     };
-    if wake_now(&h.slot.domain, h.slot.id.vcpu) {
+    if wake_now(&slot.domain, slot.id.vcpu) {
         // HLT with an interrupt waiting: it is delivered at once.
         return;
     }
-    let timer = h.slot.domain.timer(h.slot.id.vcpu);
+    let timer = slot.domain.timer(slot.id.vcpu);
     let deadline = timer.load(Ordering::SeqCst);
-    if h.slot.up.load(Ordering::SeqCst) && deadline != 0 && deadline <= now {
+    if slot.up.load(Ordering::SeqCst) && deadline != 0 && deadline <= now {
         // The event is pending already: HLT returns at once.
         timer.store(0, Ordering::SeqCst);
         return;
@@ -836,17 +877,17 @@ fn block_current(me: usize, h: &mut Held) {
     with(|s| {
         // Checked again under the lock: an interrupt delivered from now on
         // finds the vCPU halted and wakes it (`kick_vcpu`).
-        if wake_now(&h.slot.domain, h.slot.id.vcpu) {
+        if wake_now(&slot.domain, slot.id.vcpu) {
             return;
         }
-        if s.policy.current(me) == Some(h.slot.id) {
-            h.slot.halt_masked.store(!interruptible, Ordering::SeqCst);
-            h.slot.halted.store(true, Ordering::SeqCst);
+        if s.policy.current(me) == Some(slot.id) {
+            slot.halt_masked.store(!interruptible, Ordering::SeqCst);
+            slot.halted.store(true, Ordering::SeqCst);
             s.policy.block(me, now);
-            if h.slot.up.load(Ordering::SeqCst)
-                && let Some(at) = wake_at(&h.slot, interruptible)
+            if slot.up.load(Ordering::SeqCst)
+                && let Some(at) = wake_at(slot, interruptible)
             {
-                set_timer(me, &h.slot, at);
+                set_timer(me, slot, at);
             }
         }
     });
@@ -971,7 +1012,7 @@ fn fire_timers(me: usize) -> Option<u64> {
 
 /// Work done at every scheduling point: timers, domains to rebuild, the
 /// console (CPU 0), the measurement, the end of a test run.
-fn housekeeping(me: usize, cur: &mut Option<Held>) {
+fn housekeeping(me: usize) -> bool {
     // Take interrupts that arrived while a guest ran: Bochs 2.7 makes no
     // VM exit for them when the guest has RFLAGS.IF = 0; real processors
     // did exit already and nothing is pending.
@@ -992,13 +1033,12 @@ fn housekeeping(me: usize, cur: &mut Option<Held>) {
             crate::platform::cause_guest_test_fault();
         }
     }
-    if REBUILD.lock().is_empty() {
-        return;
-    }
-    // Building creates VMCSs on this CPU: nothing may be loaded here.
-    if let Some(h) = cur.take() {
-        put_back(h);
-    }
+    !REBUILD.lock().is_empty()
+}
+
+/// Builds again the domains that rebooted. Building creates vCPUs on this
+/// CPU: nothing may be loaded here.
+fn rebuild() {
     let pending: Vec<Arc<Domain>> = core::mem::take(&mut *REBUILD.lock());
     for old in pending {
         match old.rebuild() {
@@ -1076,7 +1116,7 @@ enum ApicTurn {
 /// start-up IPI followed, else it waits for one. Then an NMI (it outranks
 /// every maskable interrupt), then the highest vector.
 #[inline(never)]
-fn take_apic_events(domain: &Domain, vcpu: &mut Vcpu, attention: u8) -> ApicTurn {
+fn take_apic_events(domain: &Domain, vcpu: &mut Running<'_>, attention: u8) -> ApicTurn {
     let index = vcpu.index;
     if attention & crate::vapic::ATTN_INIT != 0 {
         let Some(vector) = domain.apic.take_sipi(index) else {
@@ -1087,7 +1127,7 @@ fn take_apic_events(domain: &Domain, vcpu: &mut Vcpu, attention: u8) -> ApicTurn
             domain.id,
             u32::from(vector) << 12
         );
-        let entry = crate::arch::x86_64::vmx::vcpu::PvhEntry::RealMode {
+        let entry = StartState::RealMode {
             cs: u16::from(vector) << 8,
             ip: 0,
         };
@@ -1097,13 +1137,13 @@ fn take_apic_events(domain: &Domain, vcpu: &mut Vcpu, attention: u8) -> ApicTurn
     }
     if attention & crate::vapic::ATTN_NMI != 0
         && domain.apic.take_nmi(index)
-        && !vcpu.arch.inject_nmi()
+        && !vcpu.arch.inject(Event::Nmi)
     {
         domain.apic.return_nmi(index);
     }
     if attention & crate::vapic::ATTN_VECTOR != 0 {
         let arch = &mut vcpu.arch;
-        crate::vapic::inject(domain, index, |vector| arch.inject_external(vector));
+        crate::vapic::inject(domain, index, |vector| arch.inject(Event::External(vector)));
     }
     ApicTurn::Go
 }
@@ -1115,15 +1155,15 @@ fn take_apic_events(domain: &Domain, vcpu: &mut Vcpu, attention: u8) -> ApicTurn
 /// armed for it too, but Bochs 2.7 delivers no external-interrupt VM exit
 /// while the guest runs with RFLAGS.IF = 0 (real processors do; SDM Vol. 3C
 /// 26.2), so a sleeper would otherwise wait for the end of the slice.
-fn run_slice(me: usize, h: &mut Held, slice_ns: u64) -> SliceEnd {
+fn run_slice(me: usize, slot: &Slot, v: &mut Running<'_>, slice_ns: u64) -> SliceEnd {
     // Hot path: an exit that needs no decision costs a TSC read, two
     // compares and one VMWRITE here (no lock, no division).
     let slice_end = time::tsc_at_ns(time::now_ns() + slice_ns.max(50_000));
     let mut next_timer = earliest_timer(me);
     let mut bound = 0;
     let min_run = time::ns_to_tsc(20_000);
-    let saved = h.vcpu.arch.slice_survives_exits();
-    let index = h.slot.id.vcpu;
+    let saved = v.arch.slice_survives_exits();
+    let index = slot.id.vcpu;
     let bsp = index == 0;
     let mut device_edge = 0;
     // `device_edge` in TSC ticks (u64::MAX: none), converted once per change.
@@ -1131,7 +1171,7 @@ fn run_slice(me: usize, h: &mut Held, slice_ns: u64) -> SliceEnd {
     loop {
         // vCPU 0 also stops when its domain's timed devices (PIT, RTC) may
         // raise an interrupt, every vCPU when its APIC timer fires.
-        let domain = &h.slot.domain;
+        let domain = &slot.domain;
         let dev = if bsp {
             domain.device_deadline.load(Ordering::Relaxed)
         } else {
@@ -1165,9 +1205,7 @@ fn run_slice(me: usize, h: &mut Held, slice_ns: u64) -> SliceEnd {
         }
         if fresh || !saved {
             let now = cpu::rdtsc();
-            h.vcpu
-                .arch
-                .start_slice(bound.saturating_sub(now).max(min_run));
+            v.arch.start_slice(bound.saturating_sub(now).max(min_run));
         }
         if device_edge_tsc <= cpu::rdtsc() {
             let now = time::now_ns();
@@ -1180,22 +1218,22 @@ fn run_slice(me: usize, h: &mut Held, slice_ns: u64) -> SliceEnd {
         // One load says whether anything waits in the vCPU's APIC.
         let attention = domain.apic.attention(index);
         if attention != 0 {
-            match take_apic_events(domain, &mut h.vcpu, attention) {
+            match take_apic_events(domain, v, attention) {
                 ApicTurn::Go => {}
                 ApicTurn::WaitForSipi => return SliceEnd::Block,
                 ApicTurn::Failed(e) => {
                     let detail = alloc::format!("{e}");
-                    crash(h, &detail);
+                    crash(v, &detail);
                     return SliceEnd::Resched;
                 }
             }
         }
         if bsp && domain.irq_pending.load(Ordering::Relaxed) && domain.apic.pic_through() {
-            let arch = &mut h.vcpu.arch;
-            crate::vdev::take_interrupt(domain, |vector| arch.inject_external(vector));
+            let arch = &mut v.arch;
+            crate::vdev::take_interrupt(domain, |vector| arch.inject(Event::External(vector)));
         }
-        let exit = h.vcpu.arch.run();
-        let next = handle(h, exit);
+        let exit = v.arch.run();
+        let next = handle(v, exit);
         let now = cpu::rdtsc();
         if now >= bound {
             if next_timer.is_some_and(|t| time::tsc_at_ns(t) <= now) {
@@ -1249,8 +1287,7 @@ enum Next {
     Ended,
 }
 
-fn handle(h: &mut Held, exit: VcpuExit) -> Next {
-    let v = &mut h.vcpu;
+fn handle(v: &mut Running<'_>, exit: VcpuExit) -> Next {
     match exit {
         VcpuExit::Hypercall => match hypercall::dispatch(v) {
             After::Continue => Next::Continue,
@@ -1272,7 +1309,7 @@ fn handle(h: &mut Held, exit: VcpuExit) -> Next {
         },
         VcpuExit::IoOut { port, size, value } => {
             log::trace!("d{}: out{size} {port:#x} <- {value:#x}", v.domain.id);
-            let effect = crate::vdev::io_out(&v.domain, port, size, value);
+            let effect = crate::vdev::io_out(v.domain, port, size, value);
             if effect == crate::vdev::IoEffect::Retry {
                 // The console is full: the OUT runs again after a yield.
                 return Next::Yield;
@@ -1289,49 +1326,50 @@ fn handle(h: &mut Held, exit: VcpuExit) -> Next {
             Ok(effect) => io_effect(v, effect),
             Err(e) => {
                 let detail = alloc::format!("{e}");
-                crash(h, &detail);
+                crash(v, &detail);
                 Next::Ended
             }
         },
         VcpuExit::IoIn { port, size } => {
             log::trace!("d{}: in{size} {port:#x}", v.domain.id);
-            let value = crate::vdev::io_in(&v.domain, port, size);
+            let value = crate::vdev::io_in(v.domain, port, size);
             let mask = u64::from(crate::vdev::size_mask(size));
             // IN of 8 or 16 bits keeps the rest of RAX; of 32 bits zeroes
             // the upper half.
-            let rax = v.arch.regs.rax;
-            v.arch.regs.rax = if size == 4 {
+            let rax = v.arch.reg(gpr::RAX);
+            let rax = if size == 4 {
                 u64::from(value)
             } else {
                 (rax & !mask) | (u64::from(value) & mask)
             };
+            v.arch.set_reg(gpr::RAX, rax);
             v.arch.skip_instruction();
             Next::Continue
         }
         VcpuExit::Mmio { gpa } => {
             if let Err(e) = crate::mmio::emulate(v, gpa) {
                 let detail = alloc::format!("{e}");
-                crash(h, &detail);
+                crash(v, &detail);
                 return Next::Ended;
             }
             Next::Continue
         }
         VcpuExit::RdMsr { msr } => {
-            match crate::vapic::rdmsr(&v.domain, v.index, msr) {
+            match crate::vapic::rdmsr(v.domain, v.index, msr) {
                 Some(value) => {
-                    v.arch.regs.rax = value & 0xffff_ffff;
-                    v.arch.regs.rdx = value >> 32;
+                    v.arch.set_reg(gpr::RAX, value & 0xffff_ffff);
+                    v.arch.set_reg(gpr::RDX, value >> 32);
                     v.arch.skip_instruction();
                 }
-                None => v.arch.inject_exception(13, Some(0)),
+                None => inject_gp(v),
             }
             Next::Continue
         }
         VcpuExit::WrMsr { msr, value } => {
-            if crate::vapic::wrmsr(&v.domain, v.index, msr, value) {
+            if crate::vapic::wrmsr(v.domain, v.index, msr, value) {
                 v.arch.skip_instruction();
             } else {
-                v.arch.inject_exception(13, Some(0));
+                inject_gp(v);
             }
             Next::Continue
         }
@@ -1342,7 +1380,7 @@ fn handle(h: &mut Held, exit: VcpuExit) -> Next {
         VcpuExit::InterruptWindow => Next::Continue,
         VcpuExit::Error(e) => {
             let detail = alloc::format!("{e}");
-            crash(h, &detail);
+            crash(v, &detail);
             Next::Ended
         }
     }
@@ -1351,7 +1389,7 @@ fn handle(h: &mut Held, exit: VcpuExit) -> Next {
 /// Carries out what a port write asked for: an ACPI soft off or reset ends
 /// the domain; a full console (the domain that has it) makes the vCPU yield
 /// and run the instruction again.
-fn io_effect(v: &Vcpu, effect: crate::vdev::IoEffect) -> Next {
+fn io_effect(v: &Running<'_>, effect: crate::vdev::IoEffect) -> Next {
     let reason = match effect {
         crate::vdev::IoEffect::None => return Next::Continue,
         // The console of the domain that has it is full: the instruction
@@ -1374,10 +1412,32 @@ fn io_effect(v: &Vcpu, effect: crate::vdev::IoEffect) -> Next {
     Next::Ended
 }
 
-/// Ends the held vCPU's domain for a guest error, with a diagnostic line and
-/// the VMCS.
-fn crash(h: &mut Held, reason: &str) {
-    let d = h.vcpu.domain.clone();
+/// Injects #GP(0) (an MSR access the platform refuses).
+fn inject_gp(v: &mut Running<'_>) {
+    v.arch.inject(Event::Exception {
+        vector: 13,
+        error_code: Some(0),
+    });
+}
+
+/// Ends the domain of a vCPU that could not be loaded, with a diagnostic
+/// line (there is no guest state to show).
+fn crash_unloaded(slot: &Slot, reason: &str) {
+    let d = slot.domain.clone();
+    let mut out = crate::console::Report::new();
+    let _ = writeln!(
+        out,
+        "domain d{} ({}) vCPU{}: {reason}; the domain is stopped",
+        d.id, d.name, slot.id.vcpu
+    );
+    out.emit();
+    end_domain(&d, EndReason::Crash);
+}
+
+/// Ends the running vCPU's domain for a guest error, with a diagnostic line
+/// and the vendor's view of the vCPU (VT-x: the VMCS).
+fn crash(v: &Running<'_>, reason: &str) {
+    let d = v.domain.clone();
     // One unit: no other domain's line comes between the lines of the dump.
     let mut out = crate::console::Report::new();
     let _ = writeln!(
@@ -1385,10 +1445,10 @@ fn crash(h: &mut Held, reason: &str) {
         "domain d{} ({}) vCPU{}: {reason} at RIP {:#x}; the domain is stopped",
         d.id,
         d.name,
-        h.vcpu.index,
-        h.vcpu.arch.rip()
+        v.index,
+        v.arch.rip()
     );
-    h.vcpu.arch.dump(&mut out);
+    v.arch.dump(&mut out);
     out.emit();
     end_domain(&d, EndReason::Crash);
 }
@@ -1436,7 +1496,7 @@ fn check_memory_returned() {
     let domain = stats.used_by(Owner::Domain);
     let tables = stats.used_by(Owner::PageTables);
     let before = TABLES_BEFORE.load(Ordering::SeqCst);
-    let vpids = crate::arch::x86_64::vmx::vpid::in_use();
+    let vpids = crate::arch::x86_64::hvm::tags_in_use();
     if vpids != 0 {
         log::error!("VPIDs: LEAK: {vpids} still in use after every domain ended");
     }

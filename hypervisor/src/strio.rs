@@ -12,8 +12,9 @@
 //! injected as the processor would raise it (`#PF` with CR2, `#GP(0)`,
 //! `#SS(0)`); memory that is not the domain's RAM stops the domain.
 
-use crate::domain::{Domain, Vcpu};
+use crate::domain::Domain;
 use crate::mmio::{Phys, Regs};
+use crate::vcpu::{Event, Running};
 use crate::vdev::IoEffect;
 use basalt_x86emul::{
     DecodeError, Exception, GuestRam, PortWrite, Ports, StringIoContext, StringIoOutcome,
@@ -123,7 +124,7 @@ impl Ports for Bus<'_> {
 /// IOPL and the TSS bitmap, come before the exit: SDM Vol. 3C 26.1.1). Returns the effect of the last port write (a
 /// power-off or reset the caller must carry out), or why the domain stops.
 pub fn emulate(
-    v: &mut Vcpu,
+    v: &mut Running<'_>,
     port: u16,
     size: u8,
     is_in: bool,
@@ -176,7 +177,10 @@ pub fn emulate(
                 v.arch.set_cr2(linear);
             }
             let (vector, code) = e.vector_and_code();
-            v.arch.inject_exception(vector, Some(code));
+            v.arch.inject(Event::Exception {
+                vector,
+                error_code: Some(code),
+            });
         }
         StringIoOutcome::NotRam { linear, gpa } => {
             return Err(StringIoError::NotRam {

@@ -14,7 +14,7 @@
 //!   ExtINT mode, as firmware leaves it for virtual-wire mode);
 //! * NMI: an NMI (an IPI or I/O APIC message with delivery mode NMI) waits
 //!   for vCPU `v`: the processor's NMI latch, one deep. It is injected when
-//!   the guest's NMI blocking allows (`VmxVcpu::inject_nmi`), wakes a
+//!   the guest's NMI blocking allows (`Loaded::inject` of `Event::Nmi`), wakes a
 //!   halted vCPU whatever its RFLAGS.IF, and is dropped by INIT;
 //! * INIT and `sipi[v]`: an INIT reached vCPU `v` while it was up (a guest
 //!   restarting a CPU it took offline): the vCPU stops running guest code

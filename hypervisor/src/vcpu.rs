@@ -1,10 +1,128 @@
-//! The arch-neutral vCPU interface (docs/vmx.md): what a vendor layer (VT-x
-//! now, AMD-V later) reports back after running a guest, and the policies
-//! that do not depend on the vendor (which CPUID bits and MSRs a guest sees).
+//! The arch-neutral vCPU interface (docs/architecture.md, "The vendor
+//! seam"): where a vCPU starts, the events injected into it, what a vendor
+//! layer (VT-x now, AMD-V later) reports back after running a guest, and the
+//! policies that do not depend on the vendor (which CPUID bits and MSRs a
+//! guest sees). The vendor dispatch itself is `crate::arch::x86_64::hvm`.
 
-use basalt_vmx::error::VmFail;
-use basalt_vmx::exit::ExitReason;
+use alloc::sync::Arc;
 use core::fmt;
+
+pub use crate::arch::x86_64::hvm::{ArchVcpu, Loaded};
+
+/// A vCPU loaded on this CPU, with what its exit handlers need: its domain,
+/// its index, and the vendor state through the [`Loaded`] guard (dropping
+/// it unloads the vCPU).
+pub struct Running<'a> {
+    /// Its domain.
+    pub domain: &'a Arc<crate::domain::Domain>,
+    /// Index within the domain.
+    pub index: u32,
+    /// The loaded vendor state: registers are read and written only here.
+    pub arch: Loaded<'a>,
+}
+
+/// General registers in the SDM's numbering (the ModRM encoding), for
+/// [`Loaded::reg`] and [`Loaded::set_reg`].
+pub mod gpr {
+    /// RAX.
+    pub const RAX: u8 = 0;
+    /// RCX.
+    pub const RCX: u8 = 1;
+    /// RDX.
+    pub const RDX: u8 = 2;
+    /// RBX.
+    pub const RBX: u8 = 3;
+    /// RSI.
+    pub const RSI: u8 = 6;
+    /// RDI.
+    pub const RDI: u8 = 7;
+    /// R8.
+    pub const R8: u8 = 8;
+    /// R10.
+    pub const R10: u8 = 10;
+}
+
+/// Where and how a vCPU starts (docs/guests.md).
+#[derive(Debug, Clone, Copy)]
+pub enum StartState {
+    /// Xen's PVH ABI: 32-bit protected mode, paging off.
+    Pvh {
+        /// Guest-physical entry point (EIP).
+        rip: u64,
+        /// Guest-physical address of `hvm_start_info` (EBX).
+        start_info: u64,
+    },
+    /// Real mode at `cs`:`ip` (on VT-x this needs unrestricted guest): a
+    /// `boot=real` image at 0000:7C00, or an application processor started
+    /// by a start-up IPI at `vector << 8`:0000 (SDM Vol. 3A 10.4.4).
+    RealMode {
+        /// The code segment (its base is `cs << 4`).
+        cs: u16,
+        /// Entry offset in the segment (and the initial SP when `cs` is 0).
+        ip: u16,
+    },
+    /// 64-bit mode with paging, as Xen's `VCPUOP_initialise` with
+    /// `VCPU_HVM_MODE_64B` starts a secondary vCPU: flat 64-bit segments,
+    /// the given registers.
+    Long64(Long64State),
+}
+
+impl StartState {
+    /// The linear address of the first instruction.
+    pub fn entry_point(&self) -> u64 {
+        match *self {
+            Self::Pvh { rip, .. } => rip,
+            Self::RealMode { cs, ip } => (u64::from(cs) << 4) + u64::from(ip),
+            Self::Long64(s) => s.rip,
+        }
+    }
+}
+
+/// The start state of a vCPU entered directly in 64-bit mode (the fields of
+/// Xen's `struct vcpu_hvm_x86_64`, plus a GDTR: the Linux 64-bit entry
+/// points it at the boot GDT whose selectors CS and DS name; Xen's
+/// `VCPUOP_initialise` leaves it empty).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct Long64State {
+    pub gdt_base: u64,
+    pub gdt_limit: u16,
+    pub rax: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rbx: u64,
+    pub rsp: u64,
+    pub rbp: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    pub rip: u64,
+    pub rflags: u64,
+    pub cr0: u64,
+    pub cr3: u64,
+    pub cr4: u64,
+    pub efer: u64,
+}
+
+/// An event to inject into a vCPU at its next entry; the vendor layer
+/// encodes it (VT-x: VM-entry interruption information; SVM: EVENTINJ).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// A maskable external interrupt: injected only when the guest can take
+    /// it (RFLAGS.IF, no STI/MOV-SS blocking, no event already going in);
+    /// otherwise the vendor layer asks for an interrupt-window exit.
+    External(u8),
+    /// An NMI: injected only when NMIs are not blocked; otherwise an
+    /// NMI-window exit is asked for where the processor has one.
+    Nmi,
+    /// A hardware exception, with its error code where the vector has one
+    /// (dropped in real mode, which pushes none).
+    Exception {
+        /// The vector.
+        vector: u8,
+        /// The error code.
+        error_code: Option<u32>,
+    },
+}
 
 /// Why a vCPU stopped running, for the arch-neutral layer to handle.
 #[derive(Debug)]
@@ -105,18 +223,39 @@ pub enum GuestError {
     TripleFault,
     /// An INIT signal (the guest tried to reset a CPU).
     Init,
-    /// VM entry failed the processor's checks.
-    EntryFailed(ExitReason),
-    /// A VMX instruction failed.
-    Vmx(VmFail),
-    /// An exit Basalt does not handle.
-    UnhandledExit(ExitReason),
+    /// The vendor layer failed: VM entry refused the state, a
+    /// virtualization instruction failed, an exit Basalt does not handle.
+    Backend(BackendError),
     /// Something Basalt does not emulate.
     Unsupported(&'static str),
     /// No memory for the vCPU's structures.
     OutOfMemory,
-    /// Every VPID is in use by a live vCPU.
-    NoVpid(basalt_vmx::vpid::VpidError),
+}
+
+/// A failure of the vendor layer, described by it: what failed, the
+/// vendor's code (exit reason, VM-instruction error, exit code) and its
+/// meaning, e.g. "VM entry failed: INVALID_GUEST_STATE (code 33)". Static
+/// text only: it travels in every [`VcpuExit`], which stays small so that
+/// the exit path copies little.
+#[derive(Debug, Clone, Copy)]
+pub struct BackendError {
+    /// What failed ("VM entry failed", "VMX instruction failed", ...).
+    pub what: &'static str,
+    /// The vendor's number for it, where the detail does not say it
+    /// already (an exit reason, an exit code).
+    pub code: Option<u32>,
+    /// The vendor's name or description of it.
+    pub detail: &'static str,
+}
+
+impl fmt::Display for BackendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.what, self.detail)?;
+        match self.code {
+            Some(code) => write!(f, " (code {code})"),
+            None => Ok(()),
+        }
+    }
 }
 
 impl fmt::Display for GuestError {
@@ -144,12 +283,9 @@ impl fmt::Display for GuestError {
             ),
             Self::TripleFault => write!(f, "triple fault"),
             Self::Init => write!(f, "INIT signal (CPU reset requested)"),
-            Self::EntryFailed(r) => write!(f, "VM entry failed: {}", r.name()),
-            Self::Vmx(e) => write!(f, "VMX instruction failed: {e}"),
-            Self::UnhandledExit(r) => write!(f, "unhandled VM exit: {}", r.name()),
+            Self::Backend(e) => write!(f, "{e}"),
             Self::Unsupported(what) => write!(f, "{what} is not emulated"),
             Self::OutOfMemory => write!(f, "out of memory for the vCPU"),
-            Self::NoVpid(e) => write!(f, "no VPID for the vCPU: {e}"),
         }
     }
 }
@@ -195,7 +331,7 @@ pub fn init_guest_cpu(limits: &basalt_cpu::cpuid::Limits) -> &'static basalt_cpu
 pub fn guest_cpu() -> &'static basalt_cpu::cpuid::GuestCpu {
     match GUEST_CPU.get() {
         Some(cpu) => cpu,
-        None => init_guest_cpu(&crate::arch::x86_64::vmx::guest_limits()),
+        None => init_guest_cpu(&crate::arch::x86_64::hvm::guest_limits()),
     }
 }
 

@@ -773,7 +773,7 @@ pub fn build_ept(
 
 /// Frees an EPT's tables (after INVEPT).
 pub fn destroy_ept(ept: PageTable<basalt_paging::Ept>) {
-    let _ = crate::arch::x86_64::vmx::instr::invept_all();
+    crate::arch::x86_64::hvm::flush_stage2_all();
     let mut guard = MM.lock();
     if let Some(m) = guard.as_mut() {
         let mem = OffsetTables(DIRECT_MAP_BASE);

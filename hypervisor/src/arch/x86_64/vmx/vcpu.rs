@@ -10,7 +10,7 @@
 use super::VmxConfig;
 use super::instr::{self, CurrentVmcs};
 use crate::arch::x86_64::{gdt, msr};
-use crate::vcpu::{GuestError, VcpuExit};
+use crate::vcpu::{BackendError, Event, GuestError, Long64State, StartState, VcpuExit};
 use alloc::boxed::Box;
 use basalt_cpu::cr::{CrState, cr4};
 use basalt_cpu::xstate::XsetbvFault;
@@ -202,7 +202,7 @@ pub struct VmxVcpu {
     guest_cpu: &'static basalt_cpu::cpuid::GuestCpu,
     /// A start state to write into the VMCS at the next `load`
     /// (`VCPUOP_initialise` of a vCPU that is down).
-    pending_start: Option<PvhEntry>,
+    pending_start: Option<StartState>,
     /// The domain's exit counters.
     exits: alloc::sync::Arc<crate::stats::ExitCounts>,
     /// The CPU whose host state the VMCS holds (`usize::MAX`: none yet).
@@ -235,56 +235,6 @@ impl core::fmt::Debug for VmxVcpu {
             .field("launched", &self.launched)
             .finish()
     }
-}
-
-/// Where and how a vCPU starts (docs/guests.md).
-#[derive(Debug, Clone, Copy)]
-pub enum PvhEntry {
-    /// Xen's PVH ABI: 32-bit protected mode, paging off.
-    Pvh {
-        /// Guest-physical entry point (EIP).
-        rip: u64,
-        /// Guest-physical address of `hvm_start_info` (EBX).
-        start_info: u64,
-    },
-    /// Real mode at `cs`:`ip` (needs unrestricted guest): a `boot=real`
-    /// image at 0000:7C00, or an application processor started by a
-    /// start-up IPI at `vector << 8`:0000 (SDM Vol. 3A 10.4.4).
-    RealMode {
-        /// The code segment (its base is `cs << 4`).
-        cs: u16,
-        /// Entry offset in the segment (and the initial SP when `cs` is 0).
-        ip: u16,
-    },
-    /// 64-bit mode with paging, as Xen's `VCPUOP_initialise` with
-    /// `VCPU_HVM_MODE_64B` starts a secondary vCPU: flat 64-bit segments,
-    /// the given registers.
-    Long64(Long64State),
-}
-
-/// The start state of a vCPU entered directly in 64-bit mode (the fields of
-/// Xen's `struct vcpu_hvm_x86_64`, plus a GDTR: the Linux 64-bit entry
-/// points it at the boot GDT whose selectors CS and DS name; Xen's
-/// `VCPUOP_initialise` leaves it empty).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[allow(missing_docs)]
-pub struct Long64State {
-    pub gdt_base: u64,
-    pub gdt_limit: u16,
-    pub rax: u64,
-    pub rcx: u64,
-    pub rdx: u64,
-    pub rbx: u64,
-    pub rsp: u64,
-    pub rbp: u64,
-    pub rsi: u64,
-    pub rdi: u64,
-    pub rip: u64,
-    pub rflags: u64,
-    pub cr0: u64,
-    pub cr3: u64,
-    pub cr4: u64,
-    pub efer: u64,
 }
 
 /// Injects the event `info` at the next VM entry if the guest `can_take`
@@ -388,6 +338,39 @@ fn write_flat_segments(
     v.write32(guest::IDTR_LIMIT, 0)
 }
 
+/// A vendor failure for the arch-neutral layer.
+#[cold]
+#[inline(never)]
+fn backend_error(what: &'static str, code: Option<u32>, detail: &'static str) -> GuestError {
+    GuestError::Backend(BackendError { what, code, detail })
+}
+
+/// A failed VMX instruction: VMfailInvalid, or VMfailValid with the
+/// VM-instruction error's meaning and number.
+#[cold]
+#[inline(never)]
+fn vm_fail(e: basalt_vmx::error::VmFail) -> GuestError {
+    match e {
+        basalt_vmx::error::VmFail::Invalid => backend_error(
+            "VMX instruction failed",
+            None,
+            "VMfailInvalid (no current VMCS)",
+        ),
+        basalt_vmx::error::VmFail::Valid(n) => backend_error(
+            "VMX instruction failed: VMfailValid",
+            Some(n.number()),
+            n.message(),
+        ),
+    }
+}
+
+/// An exit that ends the guest: `what` and the exit reason's name.
+#[cold]
+#[inline(never)]
+fn exit_error(what: &'static str, reason: ExitReason) -> GuestError {
+    backend_error(what, Some(u32::from(reason.number())), reason.name())
+}
+
 fn vmcs() -> CurrentVmcs {
     CurrentVmcs
 }
@@ -402,14 +385,21 @@ impl VmxVcpu {
     pub fn new(
         n: &VmxConfig,
         ept_root: u64,
-        entry: PvhEntry,
+        entry: StartState,
         cpuid: crate::vcpu::CpuidContext,
         tsc_offset: u64,
         exits: alloc::sync::Arc<crate::stats::ExitCounts>,
     ) -> Result<Self, GuestError> {
         // First, so that a refusal leaves nothing behind.
         let vpid = if n.negotiated.vpid {
-            Some(super::vpid::VpidTag::alloc().map_err(GuestError::NoVpid)?)
+            Some(super::vpid::VpidTag::alloc().map_err(|e| {
+                backend_error(
+                    "no VPID for the vCPU",
+                    Some(e.in_use),
+                    "every VPID is in use by live vCPUs (the code says how many); end a \
+                         domain (or give this one fewer vCPUs) and try again",
+                )
+            })?)
         } else {
             None
         };
@@ -420,8 +410,8 @@ impl VmxVcpu {
             launched: false,
             regs: GuestRegs {
                 rbx: match entry {
-                    PvhEntry::Pvh { start_info, .. } => start_info,
-                    PvhEntry::RealMode { .. } | PvhEntry::Long64(_) => 0,
+                    StartState::Pvh { start_info, .. } => start_info,
+                    StartState::RealMode { .. } | StartState::Long64(_) => 0,
                 },
                 ..GuestRegs::default()
             },
@@ -445,14 +435,14 @@ impl VmxVcpu {
         this.init_bitmaps();
         this.init_xsave();
         // SAFETY: a fresh VMCS region of ours, with its revision id.
-        unsafe { instr::vmclear(this.vmcs) }.map_err(GuestError::Vmx)?;
+        unsafe { instr::vmclear(this.vmcs) }.map_err(vm_fail)?;
         // SAFETY: as above; it is current on no other CPU.
-        unsafe { instr::vmptrld(this.vmcs) }.map_err(GuestError::Vmx)?;
+        unsafe { instr::vmptrld(this.vmcs) }.map_err(vm_fail)?;
         let vpid = this.vpid.as_ref().map_or(0, |t| t.value());
         this.write_controls(ept_root, vpid, tsc_offset)
-            .map_err(GuestError::Vmx)?;
-        this.write_guest_state(entry).map_err(GuestError::Vmx)?;
-        this.write_host_state().map_err(GuestError::Vmx)?;
+            .map_err(vm_fail)?;
+        this.write_guest_state(entry).map_err(vm_fail)?;
+        this.write_host_state().map_err(vm_fail)?;
         Ok(this)
     }
 
@@ -549,13 +539,13 @@ impl VmxVcpu {
         Ok(())
     }
 
-    fn write_guest_state(&mut self, entry: PvhEntry) -> Result<(), basalt_vmx::error::VmFail> {
+    fn write_guest_state(&mut self, entry: StartState) -> Result<(), basalt_vmx::error::VmFail> {
         let n = &self.controls;
         let mut v = vmcs();
         let (real, rip) = match entry {
-            PvhEntry::Pvh { rip, .. } => (false, rip),
-            PvhEntry::RealMode { ip, .. } => (true, u64::from(ip)),
-            PvhEntry::Long64(state) => return self.write_long64_state(&state),
+            StartState::Pvh { rip, .. } => (false, rip),
+            StartState::RealMode { ip, .. } => (true, u64::from(ip)),
+            StartState::Long64(state) => return self.write_long64_state(&state),
         };
         // Not in IA-32e mode: the vCPU may have run 64-bit code before (a
         // CPU that the guest took offline and starts again with INIT and
@@ -572,7 +562,7 @@ impl VmxVcpu {
         v.write_nat(guest::CR3, 0)?;
         v.write_nat(guest::DR7, 0x400)?;
         let real_cs = match entry {
-            PvhEntry::RealMode { cs, .. } => cs,
+            StartState::RealMode { cs, .. } => cs,
             _ => 0,
         };
         v.write_nat(guest::RSP, if real && real_cs == 0 { rip } else { 0 })?;
@@ -622,7 +612,7 @@ impl VmxVcpu {
             v.write_nat(guest::CS_BASE, u64::from(real_cs) << 4)?;
         }
         let rbx = match entry {
-            PvhEntry::Pvh { start_info, .. } => start_info,
+            StartState::Pvh { start_info, .. } => start_info,
             _ => 0,
         };
         self.reset_software_state(GuestRegs {
@@ -693,17 +683,17 @@ impl VmxVcpu {
     /// Restarts the vCPU, loaded on this CPU, in the state `entry` (INIT and
     /// a start-up IPI while it was up): the guest state is written now and
     /// an event waiting for injection is dropped.
-    pub fn restart(&mut self, entry: PvhEntry) -> Result<(), GuestError> {
+    pub fn restart(&mut self, entry: StartState) -> Result<(), GuestError> {
         let _ = vmcs().write32(ctrl::ENTRY_INTERRUPTION_INFO, 0);
         if let Some(tag) = &self.vpid {
             tag.flush(self.controls.negotiated.invvpid_single_context);
         }
-        self.write_guest_state(entry).map_err(GuestError::Vmx)
+        self.write_guest_state(entry).map_err(vm_fail)
     }
 
     /// Sets the state the vCPU starts from at its next `load` (it must not be
     /// loaded anywhere: a vCPU that is down).
-    pub fn set_start(&mut self, entry: PvhEntry) {
+    pub fn set_start(&mut self, entry: StartState) {
         self.pending_start = Some(entry);
     }
 
@@ -746,13 +736,13 @@ impl VmxVcpu {
     /// MSRs). The caller unloads the previous vCPU first.
     pub fn load(&mut self) -> Result<(), GuestError> {
         // SAFETY: our VMCS, cleared by `unload` or `new`, current nowhere.
-        unsafe { instr::vmptrld(self.vmcs) }.map_err(GuestError::Vmx)?;
+        unsafe { instr::vmptrld(self.vmcs) }.map_err(vm_fail)?;
         // The host state (GDT, TSS, GS base) is per CPU: rewritten only when
         // the vCPU moved (VMCLEAR keeps the VMCS contents).
         let cpu = crate::arch::x86_64::percpu::index();
         let moved = self.host_cpu != cpu;
         if moved {
-            self.write_host_state().map_err(GuestError::Vmx)?;
+            self.write_host_state().map_err(vm_fail)?;
             self.host_cpu = cpu;
         }
         if let Some(tag) = &mut self.vpid {
@@ -767,7 +757,7 @@ impl VmxVcpu {
             }
         }
         if let Some(entry) = self.pending_start.take() {
-            self.write_guest_state(entry).map_err(GuestError::Vmx)?;
+            self.write_guest_state(entry).map_err(vm_fail)?;
             self.launched = false;
             // A (re)started vCPU's CR2 is 0, as after INIT.
             self.cr2 = 0;
@@ -830,7 +820,7 @@ impl VmxVcpu {
             let result = unsafe { vmx_enter(&raw mut self.regs, u64::from(self.launched)) };
             if result != 0 {
                 let error = instr::vmread(exit::VM_INSTRUCTION_ERROR.encoding()).unwrap_or(0);
-                return VcpuExit::Error(GuestError::Vmx(if result == 1 {
+                return VcpuExit::Error(vm_fail(if result == 1 {
                     basalt_vmx::error::VmFail::Invalid
                 } else {
                     basalt_vmx::error::VmFail::Valid(
@@ -879,12 +869,27 @@ impl VmxVcpu {
         }
     }
 
+    /// Injects `event` at the next VM entry (see [`Event`]: an interrupt or
+    /// NMI the guest cannot take now waits for a window exit instead).
+    /// Returns whether it was injected.
+    #[inline]
+    pub fn inject(&mut self, event: Event) -> bool {
+        match event {
+            Event::External(vector) => self.inject_external(vector),
+            Event::Nmi => self.inject_nmi(),
+            Event::Exception { vector, error_code } => {
+                self.inject_exception(vector, error_code);
+                true
+            }
+        }
+    }
+
     /// Injects external interrupt `vector` at the next VM entry if the guest
     /// can take it now (RFLAGS.IF set, no STI or MOV-SS blocking, no event
     /// already being injected); otherwise asks for an interrupt-window exit
     /// (SDM Vol. 3C 25.6.5) so the caller can try again as soon as it can.
     /// Returns whether the interrupt was injected.
-    pub fn inject_external(&mut self, vector: u8) -> bool {
+    fn inject_external(&mut self, vector: u8) -> bool {
         let v = vmcs();
         let rflags = v.read_nat(guest::RFLAGS).unwrap_or(0);
         let blocking = v.read32(guest::INTERRUPTIBILITY_STATE).unwrap_or(0) & 0b11;
@@ -904,7 +909,7 @@ impl VmxVcpu {
     /// instruction boundary after the guest's IRET ends its NMI handler;
     /// without them the NMI waits for the vCPU's next exit. Returns whether
     /// the NMI was injected.
-    pub fn inject_nmi(&mut self) -> bool {
+    fn inject_nmi(&mut self) -> bool {
         const BLOCKING: u32 = (1 << 0) | (1 << 1) | (1 << 3);
         let blocking = vmcs().read32(guest::INTERRUPTIBILITY_STATE).unwrap_or(0) & BLOCKING;
         let window = if self.controls.negotiated.nmi_window {
@@ -927,7 +932,7 @@ impl VmxVcpu {
     /// Injects a hardware exception at the next entry.
     /// In real mode (CR0.PE clear) no error code is pushed, and VM entry
     /// refuses one (SDM Vol. 3C 27.2.1.3): it is dropped.
-    pub fn inject_exception(&self, vector: u8, error_code: Option<u32>) {
+    fn inject_exception(&self, vector: u8, error_code: Option<u32>) {
         let mut v = vmcs();
         let protected = v.read_nat(guest::CR0).unwrap_or(0) & CR0_PE != 0;
         let error_code = error_code.filter(|_| protected);
@@ -1080,7 +1085,7 @@ impl VmxVcpu {
         let reason = field.reason;
         self.exits.count(reason.number());
         if field.entry_failure {
-            return Some(VcpuExit::Error(GuestError::EntryFailed(reason)));
+            return Some(VcpuExit::Error(exit_error("VM entry failed", reason)));
         }
         let qual = || vmcs().read_nat(exit::EXIT_QUALIFICATION).unwrap_or(0);
         match reason {
@@ -1210,7 +1215,7 @@ impl VmxVcpu {
                     crate::fault::host_nmi();
                     return Some(VcpuExit::Interrupted);
                 }
-                Some(VcpuExit::Error(GuestError::UnhandledExit(reason)))
+                Some(VcpuExit::Error(exit_error("unhandled VM exit", reason)))
             }
             ExitReason::TripleFault => Some(VcpuExit::Error(GuestError::TripleFault)),
             ExitReason::Init => Some(VcpuExit::Error(GuestError::Init)),
@@ -1241,7 +1246,7 @@ impl VmxVcpu {
                 let gpa = v.read64(exit::GUEST_PHYSICAL_ADDRESS).unwrap_or(0);
                 Some(VcpuExit::Error(GuestError::EptMisconfig { gpa }))
             }
-            _ => Some(VcpuExit::Error(GuestError::UnhandledExit(reason))),
+            _ => Some(VcpuExit::Error(exit_error("unhandled VM exit", reason))),
         }
     }
 
