@@ -6,6 +6,7 @@
 pub mod apic;
 pub mod cpu;
 pub mod gdt;
+pub mod gprs;
 pub mod hvm;
 pub mod idt;
 pub mod io;

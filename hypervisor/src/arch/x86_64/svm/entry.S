@@ -2,7 +2,7 @@
  * VMRUN and #VMEXIT (AMD APM Vol. 2 §15.5 "VMRUN Instruction", §15.6
  * "#VMEXIT", §15.17 "Global Interrupt Flag, STGI and CLGI").
  *
- * u64 svm_run(SvmGprs *regs, u64 vmcb_pa, u64 host_save_pa)
+ * u64 svm_run(GuestRegs *regs, u64 vmcb_pa, u64 host_save_pa)
  *   Runs the guest of the VMCB at physical address `vmcb_pa` until its next
  *   #VMEXIT. `regs` holds the guest's general registers other than RAX and
  *   RSP (those two live in the VMCB save area); they are loaded before VMRUN
@@ -12,8 +12,8 @@
  *   guest's are loaded with VMLOAD, and come back with VMLOAD after the
  *   exit. Returns 0; the exit code is in the VMCB.
  *
- * SvmGprs layout (svm/mod.rs): rax rbx rcx rdx rsi rdi rbp r8..r15, 8 bytes
- * each, the same as VT-x's GuestRegs; the RAX slot is not used here.
+ * GuestRegs layout (arch/x86_64/gprs.rs, shared with vmx/entry.S): rax rbx
+ * rcx rdx rsi rdi rbp r8..r15, 8 bytes each; the RAX slot is not used here.
  *
  * Interrupts follow Xen's sequence `cli; clgi; sti; ... vmrun; ... stgi`:
  * with GIF clear, interrupts and NMIs that arrive stay pending (the host's

@@ -7,6 +7,7 @@
 
 pub mod smoke;
 
+pub use super::gprs::GuestRegs;
 use super::{cpu, msr};
 use crate::mm::{self, DIRECT_MAP_BASE};
 use basalt_frames::Owner;
@@ -19,7 +20,7 @@ use core::sync::atomic::{Ordering, compiler_fence};
 core::arch::global_asm!(include_str!("entry.S"), options(att_syntax));
 
 unsafe extern "C" {
-    fn svm_run(regs: *mut SvmGprs, vmcb_pa: u64, host_save_pa: u64) -> u64;
+    fn svm_run(regs: *mut GuestRegs, vmcb_pa: u64, host_save_pa: u64) -> u64;
 }
 
 /// VM_CR (APM Vol. 2 §15.30.1).
@@ -48,30 +49,6 @@ pub fn discover() -> Result<SvmCaps, SvmUnavailable> {
         [r.eax, r.ebx, r.ecx, r.edx]
     };
     SvmCaps::discover(&host, vm_cr)
-}
-
-/// A guest's general registers other than RAX and RSP, which live in the
-/// VMCB save area. The layout is fixed by entry.S (the same as VT-x's
-/// `GuestRegs`; the `rax` slot is not loaded or stored by VMRUN's path).
-#[repr(C)]
-#[derive(Debug, Default, Clone, Copy)]
-#[allow(missing_docs)]
-pub struct SvmGprs {
-    pub rax: u64,
-    pub rbx: u64,
-    pub rcx: u64,
-    pub rdx: u64,
-    pub rsi: u64,
-    pub rdi: u64,
-    pub rbp: u64,
-    pub r8: u64,
-    pub r9: u64,
-    pub r10: u64,
-    pub r11: u64,
-    pub r12: u64,
-    pub r13: u64,
-    pub r14: u64,
-    pub r15: u64,
 }
 
 /// One CPU in SVM operation: EFER.SVME set, VM_HSAVE_PA pointing at a page
@@ -149,7 +126,7 @@ impl SvmCpu {
     /// table are Basalt's and map only memory given to this guest, with the
     /// VMRUN, INTR and NMI intercepts set (an invalid guest state is not
     /// unsafe: VMRUN refuses it with VMEXIT_INVALID).
-    pub unsafe fn run(&self, vmcb_pa: u64, regs: &mut SvmGprs) {
+    pub unsafe fn run(&self, vmcb_pa: u64, regs: &mut GuestRegs) {
         // The VMCB and the guest's memory are written through the direct
         // map as plain memory: every write is done before VMRUN reads them,
         // and nothing is read before VMRUN has written them back.

@@ -5,7 +5,7 @@
 //! exit is checked against what the guest must have done, and the guest's
 //! registers and console bytes against what Basalt gave it.
 
-use super::{NptMemory, SvmCpu, SvmGprs, owned_frames_mut};
+use super::{GuestRegs, NptMemory, SvmCpu, owned_frames_mut};
 use crate::arch::x86_64::apic;
 use crate::mm;
 use alloc::string::String;
@@ -103,7 +103,7 @@ struct Guest {
     ram_pa: u64,
     lazy_pa: Option<u64>,
     npt: Option<PageTable<Npt>>,
-    regs: SvmGprs,
+    regs: GuestRegs,
     /// Whether the next VMRUN flushes this ASID's translations (NPT changed).
     flush_asid: bool,
 }
@@ -133,10 +133,10 @@ impl Guest {
             ram_pa: 0,
             lazy_pa: None,
             npt: None,
-            regs: SvmGprs {
+            regs: GuestRegs {
                 rsi: MARK_RSI,
                 r15: MARK_R15,
-                ..SvmGprs::default()
+                ..GuestRegs::default()
             },
             flush_asid: false,
         };

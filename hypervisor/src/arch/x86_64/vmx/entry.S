@@ -8,7 +8,7 @@
  *   exit (guest registers stored back into `regs`), 1 if the instruction
  *   failed with VMfailInvalid, 2 with VMfailValid.
  *
- * GuestRegs layout (vcpu.rs): rax rbx rcx rdx rsi rdi rbp r8..r15, 8 bytes each.
+ * GuestRegs layout (arch/x86_64/gprs.rs): rax rbx rcx rdx rsi rdi rbp r8..r15, 8 bytes each.
  *
  * Speculative-execution hygiene (docs/vmx.md; decided in vmx/spec.rs, bits
  * of `basalt_spec_flags`): before entry an L1D flush (IA32_FLUSH_CMD) while

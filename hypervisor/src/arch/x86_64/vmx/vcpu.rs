@@ -29,29 +29,9 @@ unsafe extern "C" {
 
 core::arch::global_asm!(include_str!("entry.S"), options(att_syntax));
 
-/// A guest's general registers (RSP and RIP live in the VMCS). The layout is
-/// fixed by entry.S.
-#[repr(C)]
-#[derive(Debug, Default, Clone, Copy)]
-#[allow(missing_docs)]
-pub struct GuestRegs {
-    pub rax: u64,
-    pub rbx: u64,
-    pub rcx: u64,
-    pub rdx: u64,
-    pub rsi: u64,
-    pub rdi: u64,
-    pub rbp: u64,
-    pub r8: u64,
-    pub r9: u64,
-    pub r10: u64,
-    pub r11: u64,
-    pub r12: u64,
-    pub r13: u64,
-    pub r14: u64,
-    pub r15: u64,
-}
+pub use crate::arch::x86_64::gprs::GuestRegs;
 
+/// VT-x keeps RSP in the VMCS: register 4 goes there.
 impl GuestRegs {
     /// Register `n` in the SDM's numbering (0 = RAX … 15 = R15); RSP (4)
     /// comes from the VMCS.
