@@ -505,19 +505,6 @@ impl GuestCpu {
             i => x.component_leaf(i),
         }
     }
-
-    /// Whether the guest sees feature `bit` of register `reg` (0 = EAX … 3 = EDX) of `leaf`
-    /// (subleaf 0): for decisions that follow what the guest was shown.
-    pub fn has(&self, leaf: u32, reg: usize, bit: u32) -> bool {
-        let v = VcpuView {
-            signature: [0; 12],
-            apic_id: 0,
-            tsc_hz: 0,
-            osxsave: false,
-            xcr0: 1,
-        };
-        self.cpuid(leaf, 0, &v)[reg & 3] & (1 << (bit & 31)) != 0
-    }
 }
 
 /// CPUID leaf 0x15 for a TSC of `tsc_hz`: EAX = denominator, EBX = numerator, ECX = the
