@@ -15,7 +15,6 @@ use basalt_guest::elf;
 use basalt_guest::linux::{self, BzImage, LinuxLayout};
 use basalt_guest::mem::{GuestMemory, MemoryError};
 use basalt_guest::spec::{self, ModuleRole};
-use basalt_paging::{Ept, PageTable};
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use log::{error, info};
 use spin::Mutex;
@@ -127,7 +126,7 @@ pub struct Domain {
     blocks: Mutex<Vec<u64>>,
     /// The allocations behind `blocks`: (physical address, order).
     allocations: Mutex<Vec<(u64, u32)>>,
-    ept: Mutex<Option<PageTable<Ept>>>,
+    ept: Mutex<Option<mm::Stage2>>,
     state: Mutex<State>,
     /// Exit code set with Basalt's SCHEDOP exit-code operation.
     pub exit_code: AtomicU32,
@@ -475,7 +474,7 @@ impl Domain {
     /// the end is recorded.
     pub fn reclaim(&self, remains: Remains, reason: EndReason) {
         if let Some(ept) = remains.ept {
-            mm::destroy_ept(ept);
+            mm::destroy_stage2(ept);
         }
         for (phys, order) in remains.allocations {
             mm::free_frames(phys, order, Owner::Domain);
@@ -546,7 +545,7 @@ impl Domain {
 /// The memory and EPT of a dead domain, waiting until no CPU can cache a
 /// translation into them (see [`Domain::reclaim`]).
 pub struct Remains {
-    ept: Option<PageTable<Ept>>,
+    ept: Option<mm::Stage2>,
     allocations: Vec<(u64, u32)>,
     bytes: u64,
 }
@@ -702,7 +701,7 @@ fn build(
         blocks.extend((0..size / BLOCK).map(|k| phys + k * BLOCK));
         gpa += size;
     }
-    let ept = match mm::build_ept(&blocks, use_1g) {
+    let ept = match mm::build_stage2(&blocks, use_1g) {
         Ok(ept) => ept,
         Err(e) => {
             for (p, o) in allocations {
@@ -960,7 +959,7 @@ impl Domain {
     fn discard(&self) {
         *self.state.lock() = State::Dead(EndReason::Crash);
         if let Some(ept) = self.ept.lock().take() {
-            mm::destroy_ept(ept);
+            mm::destroy_stage2(ept);
         }
         self.blocks.lock().clear();
         for (phys, order) in self.allocations.lock().drain(..) {

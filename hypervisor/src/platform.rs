@@ -21,18 +21,28 @@ static GUESTS: AtomicBool = AtomicBool::new(false);
 /// Whether VT-x works (decided on the boot CPU).
 static VMX_OK: AtomicBool = AtomicBool::new(false);
 
-/// Turns VT-x on for this CPU and logs the outcome (docs/vmx.md).
+/// Turns the virtualization backend (VT-x or AMD-V) on for this CPU and
+/// logs the outcome (docs/vmx.md, docs/amd-v.md).
 fn vmx_on_this_cpu() -> bool {
     let index = percpu::index();
     crate::arch::x86_64::cpu::enable_caching();
-    crate::arch::x86_64::vmx::vcpu::enable_fpu_switching();
+    crate::arch::x86_64::switch::enable_fpu_switching();
     if index != 0 && !VMX_OK.load(Ordering::SeqCst) {
         return false;
     }
-    match crate::arch::x86_64::vmx::enable_on_this_cpu() {
-        Ok(config) => {
+    let hvm = crate::arch::x86_64::hvm::backend();
+    match crate::arch::x86_64::hvm::enable_on_this_cpu() {
+        Ok(line) => {
             if index == 0 {
-                info!("VT-x: {}", config.negotiated);
+                match hvm {
+                    Ok(crate::arch::x86_64::hvm::Backend::Vmx) => {
+                        if let Ok(config) = crate::arch::x86_64::vmx::negotiated() {
+                            info!("VT-x: {}", config.negotiated);
+                        }
+                    }
+                    Ok(b) => info!("{}: SVM with nested paging", b.name()),
+                    Err(_) => {}
+                }
                 let (spec, facts) = crate::arch::x86_64::vmx::spec::init();
                 info!(
                     "speculation: RSB fill on exit {:?}, IBPB between domains {}, L1D flush on entry {}, VERW on entry {} (CPUID.7.EDX {:#x}, ARCH_CAPABILITIES {:#x})",
@@ -45,19 +55,16 @@ fn vmx_on_this_cpu() -> bool {
                 );
                 VMX_OK.store(true, Ordering::SeqCst);
             }
-            info!(
-                "cpu{index}: VMX operation on (VMCS revision {:#x})",
-                config.negotiated.revision_id
-            );
+            info!("{line}");
             true
         }
         Err(e) => {
             if index == 0 {
                 warn!(
-                    "VT-x unavailable: {e}; Basalt stays up with its console and starts no guest"
+                    "no virtualization: {e}; Basalt stays up with its console and starts no guest"
                 );
             } else {
-                error!("cpu{index}: VMX could not be turned on: {e}");
+                error!("cpu{index}: virtualization could not be turned on: {e}");
             }
             false
         }
@@ -257,7 +264,7 @@ extern "C" fn bsp_main(arg: u64) -> ! {
         }
     } else if !boot.info.modules.is_empty() {
         warn!(
-            "{} boot module(s) not started: VT-x is unavailable",
+            "{} boot module(s) not started: no virtualization backend (VT-x or AMD-V)",
             boot.info.modules.len()
         );
     }

@@ -1,9 +1,11 @@
-//! VM-exit counters per basic exit reason: all domains together, and each
+//! VM-exit counters per exit reason (VT-x: the basic exit reason; SVM: the
+//! exit code's counter, `basalt_svm::exit::counter`): all domains together, and each
 //! domain's own (the monitor's `stats`).
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-/// Basic exit reasons counted (SDM Vol. 3C, Appendix C: 0 to 79).
+/// Counters: VT-x basic exit reasons 0 to 79 (SDM Vol. 3C, Appendix C), or
+/// SVM's `basalt_svm::exit::COUNTERS`.
 pub const REASONS: usize = 80;
 static EXITS: [AtomicU64; REASONS] = [const { AtomicU64::new(0) }; REASONS];
 
@@ -50,9 +52,9 @@ pub fn snapshot() -> [u64; REASONS] {
 pub fn format_counts(counts: &[u64; REASONS], out: &mut impl core::fmt::Write) {
     let mut first = true;
     for (reason, count) in counts.iter().enumerate().filter(|(_, c)| **c > 0) {
-        let name = basalt_vmx::exit::ExitReason::from_basic(reason as u16);
+        let name = crate::arch::x86_64::hvm::exit_name(reason);
         let sep = if first { "" } else { ", " };
-        let _ = write!(out, "{sep}{} {count}", name.name());
+        let _ = write!(out, "{sep}{name} {count}");
         first = false;
     }
     if first {

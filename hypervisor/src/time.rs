@@ -147,7 +147,14 @@ pub fn tsc_at_ns(ns: u64) -> u64 {
 /// Arms this CPU's one-shot timer for system time `ns`, unless it is
 /// already armed for that time or earlier.
 pub fn arm_at_ns(ns: u64) {
-    let deadline = tsc_at_ns(ns).max(1);
+    arm_by_tsc(tsc_at_ns(ns));
+}
+
+/// Arms this CPU's one-shot timer for TSC value `deadline`, unless it is
+/// already armed for that time or earlier (SVM ends a guest's time slice
+/// with it: the host timer's interrupt causes an INTR exit).
+pub fn arm_by_tsc(deadline: u64) {
+    let deadline = deadline.max(1);
     let Some(this) = crate::arch::x86_64::percpu::current() else {
         return;
     };

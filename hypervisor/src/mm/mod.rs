@@ -728,19 +728,49 @@ pub fn phys_page_mut(phys: u64) -> &'static mut [u8; 4096] {
     unsafe { &mut *((DIRECT_MAP_BASE + phys) as *mut [u8; 4096]) }
 }
 
-/// Builds an EPT mapping guest-physical `i * 2 MiB` to `blocks[i]`, each
-/// run of physically contiguous blocks with the largest pages its alignment
-/// allows (1 GiB when `allow_1g`, else 2 MiB).
-pub fn build_ept(
+/// A domain's stage-2 translation: EPT (VT-x) or a nested page table
+/// (AMD-V), whichever the machine's virtualization backend walks.
+#[derive(Debug)]
+pub enum Stage2 {
+    /// Intel's extended page tables.
+    Ept(PageTable<basalt_paging::Ept>),
+    /// AMD's nested page tables (the ordinary x86 format).
+    Npt(PageTable<basalt_paging::Npt>),
+}
+
+impl Stage2 {
+    /// The root table's physical address (EPTP without its low bits, or
+    /// N_CR3).
+    pub fn root(&self) -> u64 {
+        match self {
+            Self::Ept(t) => t.root(),
+            Self::Npt(t) => t.root(),
+        }
+    }
+}
+
+/// Builds the stage-2 tables of the machine's backend (EPT or NPT) mapping
+/// guest-physical `i * 2 MiB` to `blocks[i]`, each run of physically
+/// contiguous blocks with the largest pages its alignment allows (1 GiB
+/// when `allow_1g`, else 2 MiB).
+pub fn build_stage2(blocks: &[u64], allow_1g: bool) -> Result<Stage2, MapError> {
+    if crate::arch::x86_64::hvm::stage2_is_npt() {
+        build_tables::<basalt_paging::Npt>(blocks, allow_1g).map(Stage2::Npt)
+    } else {
+        build_tables::<basalt_paging::Ept>(blocks, allow_1g).map(Stage2::Ept)
+    }
+}
+
+fn build_tables<F: basalt_paging::EntryFormat>(
     blocks: &[u64],
     allow_1g: bool,
-) -> Result<PageTable<basalt_paging::Ept>, MapError> {
+) -> Result<PageTable<F>, MapError> {
     const BLOCK: u64 = 2 << 20;
     let mut guard = MM.lock();
     let m = guard.as_mut().ok_or(MapError::ZeroLength)?;
     let mut mem = OffsetTables(DIRECT_MAP_BASE);
     let mut frames = AllocatorTables(&mut m.frames);
-    let mut ept = PageTable::<basalt_paging::Ept>::new(&mut frames)?;
+    let mut ept = PageTable::<F>::new(&mut frames)?;
     let flags = MapFlags::READ | MapFlags::WRITE | MapFlags::EXECUTE;
     let max_page = if allow_1g {
         PageSize::Size1G
@@ -771,13 +801,18 @@ pub fn build_ept(
     Ok(ept)
 }
 
-/// Frees an EPT's tables (after INVEPT).
-pub fn destroy_ept(ept: PageTable<basalt_paging::Ept>) {
+/// Frees a domain's stage-2 tables (after flushing this CPU's cached
+/// translations of them; the other CPUs flush before the frames are reused,
+/// docs/scheduler.md).
+pub fn destroy_stage2(tables: Stage2) {
     crate::arch::x86_64::hvm::flush_stage2_all();
     let mut guard = MM.lock();
     if let Some(m) = guard.as_mut() {
         let mem = OffsetTables(DIRECT_MAP_BASE);
         let mut frames = AllocatorTables(&mut m.frames);
-        ept.destroy(&mem, &mut frames);
+        match tables {
+            Stage2::Ept(t) => t.destroy(&mem, &mut frames),
+            Stage2::Npt(t) => t.destroy(&mem, &mut frames),
+        }
     }
 }

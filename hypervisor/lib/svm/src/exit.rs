@@ -218,9 +218,98 @@ impl NpfInfo {
     }
 }
 
+/// How many exit counters [`counter`] spreads the exit codes over.
+pub const COUNTERS: usize = 80;
+
+/// The counter of exit code `raw` for statistics: the intercepts 60h-8Dh, #NPF and the 32
+/// exception intercepts each get their own; CR/DR accesses and anything else share the last.
+pub fn counter(raw: u64) -> usize {
+    match raw {
+        0x60..=0x8d => (raw - 0x60) as usize,
+        0x400 => 46,
+        0x40..=0x5f => 47 + (raw - 0x40) as usize,
+        _ => COUNTERS - 1,
+    }
+}
+
+/// The name of counter `index` ([`counter`]).
+pub fn counter_name(index: usize) -> &'static str {
+    const NAMES: [&str; 46] = [
+        "INTR",
+        "NMI",
+        "SMI",
+        "INIT",
+        "VINTR",
+        "CR0_SEL_WRITE",
+        "IDTR_READ",
+        "GDTR_READ",
+        "LDTR_READ",
+        "TR_READ",
+        "IDTR_WRITE",
+        "GDTR_WRITE",
+        "LDTR_WRITE",
+        "TR_WRITE",
+        "RDTSC",
+        "RDPMC",
+        "PUSHF",
+        "POPF",
+        "CPUID",
+        "RSM",
+        "IRET",
+        "SWINT",
+        "INVD",
+        "PAUSE",
+        "HLT",
+        "INVLPG",
+        "INVLPGA",
+        "IOIO",
+        "MSR",
+        "TASK_SWITCH",
+        "FERR_FREEZE",
+        "SHUTDOWN",
+        "VMRUN",
+        "VMMCALL",
+        "VMLOAD",
+        "VMSAVE",
+        "STGI",
+        "CLGI",
+        "SKINIT",
+        "RDTSCP",
+        "ICEBP",
+        "WBINVD",
+        "MONITOR",
+        "MWAIT",
+        "MWAIT_CONDITIONAL",
+        "XSETBV",
+    ];
+    const EXCEPTIONS: [&str; 32] = [
+        "#DE", "#DB", "NMI(exc)", "#BP", "#OF", "#BR", "#UD", "#NM", "#DF", "exc9", "#TS", "#NP",
+        "#SS", "#GP", "#PF", "exc15", "#MF", "#AC", "#MC", "#XM", "#VE", "#CP", "exc22", "exc23",
+        "exc24", "exc25", "exc26", "exc27", "#HV", "#VC", "#SX", "exc31",
+    ];
+    match index {
+        0..=45 => NAMES[index],
+        46 => "NPF",
+        47..=78 => EXCEPTIONS[index - 47],
+        _ => "other",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counters() {
+        assert_eq!(counter_name(counter(0x72)), "CPUID");
+        assert_eq!(counter_name(counter(0x7b)), "IOIO");
+        assert_eq!(counter_name(counter(0x81)), "VMMCALL");
+        assert_eq!(counter_name(counter(0x8d)), "XSETBV");
+        assert_eq!(counter_name(counter(0x400)), "NPF");
+        assert_eq!(counter_name(counter(0x46)), "#UD");
+        assert_eq!(counter_name(counter(0x14)), "other");
+        assert!((0..0x1000).all(|raw| counter(raw) < COUNTERS));
+    }
 
     #[test]
     fn codes() {

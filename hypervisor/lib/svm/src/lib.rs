@@ -11,5 +11,6 @@ pub mod asid;
 pub mod caps;
 pub mod event;
 pub mod exit;
+pub mod insn;
 pub mod maps;
 pub mod vmcb;

@@ -24,3 +24,53 @@ pub struct GuestRegs {
     pub r14: u64,
     pub r15: u64,
 }
+
+impl GuestRegs {
+    /// Register `n` in the SDM's numbering (0 = RAX … 15 = R15) for every
+    /// register kept here; RSP (4), which each vendor keeps in its control
+    /// structure, reads as 0.
+    #[inline(always)]
+    pub fn get_common(&self, n: u8) -> u64 {
+        match n {
+            0 => self.rax,
+            1 => self.rcx,
+            2 => self.rdx,
+            3 => self.rbx,
+            4 => 0,
+            5 => self.rbp,
+            6 => self.rsi,
+            7 => self.rdi,
+            8 => self.r8,
+            9 => self.r9,
+            10 => self.r10,
+            11 => self.r11,
+            12 => self.r12,
+            13 => self.r13,
+            14 => self.r14,
+            _ => self.r15,
+        }
+    }
+
+    /// Sets register `n` (see [`Self::get_common`]; RSP is ignored here).
+    #[inline(always)]
+    pub fn set_common(&mut self, n: u8, value: u64) {
+        match n {
+            0 => self.rax = value,
+            1 => self.rcx = value,
+            2 => self.rdx = value,
+            3 => self.rbx = value,
+            4 => {}
+            5 => self.rbp = value,
+            6 => self.rsi = value,
+            7 => self.rdi = value,
+            8 => self.r8 = value,
+            9 => self.r9 = value,
+            10 => self.r10 = value,
+            11 => self.r11 = value,
+            12 => self.r12 = value,
+            13 => self.r13 = value,
+            14 => self.r14 = value,
+            _ => self.r15 = value,
+        }
+    }
+}

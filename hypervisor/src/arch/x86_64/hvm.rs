@@ -8,8 +8,9 @@
 //! and every method is a `match` the compiler inlines (one branch, always
 //! taken the same way on a given machine); no `dyn` on the exit path.
 
-use super::vmx;
+use super::svm::vcpu::SvmVcpu;
 use super::vmx::vcpu::VmxVcpu;
+use super::{svm, vmx};
 use crate::vcpu::{CpuidContext, Event, GuestError, StartState, VcpuExit};
 
 /// Runs `$body` with `$v` bound to the backend's vCPU, whichever it is.
@@ -17,6 +18,7 @@ macro_rules! dispatch {
     ($arch:expr, $v:ident => $body:expr) => {
         match $arch {
             ArchVcpu::Vmx($v) => $body,
+            ArchVcpu::Svm($v) => $body,
         }
     };
 }
@@ -26,6 +28,85 @@ macro_rules! dispatch {
 pub enum ArchVcpu {
     /// Intel VT-x: a VMCS and the software-switched state.
     Vmx(VmxVcpu),
+    /// AMD SVM: a VMCB, its permission maps and the software-switched state.
+    Svm(SvmVcpu),
+}
+
+/// The virtualization backend of this machine, chosen once at boot from
+/// what the boot CPU offers (VT-x first, then SVM; both are compiled in).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Intel VT-x with EPT.
+    Vmx,
+    /// AMD SVM with nested paging.
+    Svm,
+}
+
+impl Backend {
+    /// The name users know it by.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Vmx => "VT-x",
+            Self::Svm => "AMD-V",
+        }
+    }
+}
+
+static BACKEND: spin::Once<Result<Backend, NoBackend>> = spin::Once::new();
+
+/// The backend of this machine, or why there is none.
+pub fn backend() -> Result<Backend, &'static NoBackend> {
+    BACKEND.call_once(choose).as_ref().copied()
+}
+
+fn choose() -> Result<Backend, NoBackend> {
+    let vmx_error = match vmx::negotiated() {
+        Ok(_) => return Ok(Backend::Vmx),
+        Err(e) => e,
+    };
+    let svm_error = match svm::caps() {
+        Ok(_) => return Ok(Backend::Svm),
+        Err(e) => e,
+    };
+    // Name the failure of the technology the CPU has; when it has neither,
+    // say how to get one.
+    Err(NoBackend(if vmx::cpu_has_vmx() {
+        alloc::format!("{vmx_error}")
+    } else if svm::cpu_has_svm() {
+        alloc::format!("{svm_error}")
+    } else {
+        alloc::string::String::from(
+            "this CPU has neither Intel VT-x nor AMD-V (CPUID.1:ECX bit 5 and CPUID \
+             8000_0001h:ECX bit 2 are clear), so no guest can run: under QEMU's TCG use \
+             `-cpu EPYC` or `qemu64,+svm,+npt` (`cargo xtask run` does), under KVM enable \
+             nested virtualization (`--emulator kvm`, see README), or use Bochs \
+             (`--emulator bochs`, VT-x)",
+        )
+    }))
+}
+
+/// Turns the machine's backend on for this CPU: VMXON, or EFER.SVME and
+/// the host-save area. Returns a line describing the CPU's state.
+pub fn enable_on_this_cpu() -> Result<alloc::string::String, alloc::string::String> {
+    let index = super::percpu::index();
+    match backend().map_err(|e| alloc::format!("{e}"))? {
+        Backend::Vmx => match vmx::enable_on_this_cpu() {
+            Ok(config) => Ok(alloc::format!(
+                "cpu{index}: VMX operation on (VMCS revision {:#x})",
+                config.negotiated.revision_id
+            )),
+            Err(e) => Err(alloc::format!("{e}")),
+        },
+        Backend::Svm => match svm::enable_on_this_cpu() {
+            Ok(caps) => Ok(alloc::format!(
+                "cpu{index}: SVM operation on (revision {}, {} ASIDs, features {:?})",
+                caps.revision,
+                caps.asids,
+                caps.features
+            )),
+            Err(e) => Err(alloc::format!("{e}")),
+        },
+    }
 }
 
 impl core::fmt::Debug for ArchVcpu {
@@ -47,29 +128,45 @@ impl core::fmt::Display for NoBackend {
 
 /// Whether a backend is usable on this machine, or why not.
 pub fn available() -> Result<(), NoBackend> {
-    match vmx::negotiated() {
-        Ok(_) => Ok(()),
-        Err(e) => Err(NoBackend(alloc::format!("{e}"))),
-    }
+    backend().map(|_| ()).map_err(Clone::clone)
 }
 
 /// Whether stage-2 tables (EPT, NPT) may map 1 GiB pages.
 pub fn stage2_supports_1g() -> bool {
-    vmx::negotiated()
-        .as_ref()
-        .is_ok_and(|c| c.negotiated.ept_1g)
+    match backend() {
+        Ok(Backend::Vmx) => vmx::negotiated()
+            .as_ref()
+            .is_ok_and(|c| c.negotiated.ept_1g),
+        Ok(Backend::Svm) => svm::npt_1g(),
+        Err(_) => false,
+    }
+}
+
+/// Whether stage-2 tables use AMD's nested-paging format (the host's page
+/// tables) rather than EPT.
+pub fn stage2_is_npt() -> bool {
+    matches!(backend(), Ok(Backend::Svm))
 }
 
 /// Drops every stage-2 translation this CPU caches, for every guest (after
 /// a domain's memory was unmapped, before it is reused).
 pub fn flush_stage2_all() {
-    let _ = vmx::instr::invept_all();
+    match backend() {
+        Ok(Backend::Vmx) => {
+            let _ = vmx::instr::invept_all();
+        }
+        Ok(Backend::Svm) => svm::flush_all_on_this_cpu(),
+        Err(_) => {}
+    }
 }
 
 /// What the backend lets a guest's CPU have beyond the host's CPUID (the
 /// inputs of `basalt_cpu::cpuid::GuestCpu`).
 pub fn guest_limits() -> basalt_cpu::cpuid::Limits {
-    vmx::guest_limits()
+    match backend() {
+        Ok(Backend::Svm) => svm::guest_limits(),
+        _ => vmx::guest_limits(),
+    }
 }
 
 /// Speculative-execution hygiene before this CPU enters a guest of the
@@ -82,7 +179,17 @@ pub fn entering_domain(cpu: usize, generation: u64) {
 /// How many address-space tags (VPIDs, ASIDs) live vCPUs hold; 0 once every
 /// domain ended.
 pub fn tags_in_use() -> u32 {
+    // SVM's ASIDs belong to CPUs, not vCPUs: nothing to give back.
     vmx::vpid::in_use()
+}
+
+/// The name of exit counter `index` (`crate::stats`): VT-x counts by basic
+/// exit reason, SVM by `basalt_svm::exit::counter`.
+pub fn exit_name(index: usize) -> &'static str {
+    match backend() {
+        Ok(Backend::Svm) => basalt_svm::exit::counter_name(index),
+        _ => basalt_vmx::exit::ExitReason::from_basic(index as u16).name(),
+    }
 }
 
 impl ArchVcpu {
@@ -95,12 +202,20 @@ impl ArchVcpu {
         tsc_offset: u64,
         exits: alloc::sync::Arc<crate::stats::ExitCounts>,
     ) -> Result<Self, GuestError> {
-        let n = vmx::negotiated()
-            .as_ref()
-            .map_err(|_| GuestError::Unsupported("a vCPU without VT-x"))?;
-        let mut v = VmxVcpu::new(n, stage2_root, entry, cpuid, tsc_offset, exits)?;
-        v.release();
-        Ok(Self::Vmx(v))
+        let no_backend = || GuestError::Unsupported("a vCPU without VT-x or AMD-V");
+        match backend().map_err(|_| no_backend())? {
+            Backend::Vmx => {
+                let n = vmx::negotiated().as_ref().map_err(|_| no_backend())?;
+                let mut v = VmxVcpu::new(n, stage2_root, entry, cpuid, tsc_offset, exits)?;
+                v.release();
+                Ok(Self::Vmx(v))
+            }
+            Backend::Svm => {
+                let caps = (*svm::caps()).map_err(|_| no_backend())?;
+                let v = SvmVcpu::new(caps, stage2_root, entry, cpuid, tsc_offset, exits)?;
+                Ok(Self::Svm(v))
+            }
+        }
     }
 
     /// Sets the state the vCPU starts from at its next load (it must not be
@@ -171,27 +286,33 @@ impl Loaded<'_> {
     /// General register `n` in the SDM's numbering (`crate::vcpu::gpr`).
     #[inline]
     pub fn reg(&self, n: u8) -> u64 {
-        dispatch!(&*self.vcpu, v => v.regs.get(n))
+        match &*self.vcpu {
+            ArchVcpu::Vmx(v) => v.regs.get(n),
+            ArchVcpu::Svm(v) => v.reg(n),
+        }
     }
 
     /// Sets general register `n`.
     #[inline]
     pub fn set_reg(&mut self, n: u8, value: u64) {
-        dispatch!(&mut *self.vcpu, v => v.regs.set(n, value))
+        match &mut *self.vcpu {
+            ArchVcpu::Vmx(v) => v.regs.set(n, value),
+            ArchVcpu::Svm(v) => v.set_reg(n, value),
+        }
     }
 
     /// Moves RIP past the instruction that caused the exit (which the
     /// arch-neutral layer emulated); STI/MOV-SS blocking ends.
     #[inline]
     pub fn skip_instruction(&mut self) {
-        dispatch!(&*self.vcpu, v => v.skip_instruction())
+        dispatch!(&mut *self.vcpu, v => v.skip_instruction())
     }
 
     /// Moves RIP past an emulated instruction of `len` bytes whose length
     /// the exit did not report (a stage-2 fault, string I/O).
     #[inline]
     pub fn skip_emulated(&mut self, len: u64) {
-        dispatch!(&*self.vcpu, v => v.skip_emulated(len))
+        dispatch!(&mut *self.vcpu, v => v.skip_emulated(len))
     }
 
     /// Whether RFLAGS.IF was set at the last exit.
@@ -239,7 +360,7 @@ impl Loaded<'_> {
 
     /// Sets the guest's RFLAGS (bit 1 always set).
     pub fn set_rflags(&mut self, value: u64) {
-        dispatch!(&*self.vcpu, v => v.set_rflags(value))
+        dispatch!(&mut *self.vcpu, v => v.set_rflags(value))
     }
 
     /// Sets the guest's CR2 (before injecting a page fault).

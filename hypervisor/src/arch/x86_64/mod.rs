@@ -14,6 +14,7 @@ pub mod msr;
 pub mod percpu;
 pub mod smp;
 pub mod svm;
+pub mod switch;
 pub mod vmx;
 
 core::arch::global_asm!(include_str!("entry.S"), options(att_syntax));

@@ -1,11 +1,12 @@
 //! AMD SVM (docs/amd-v.md): turning SVM on for a CPU, the host-save area,
 //! VMRUN and #VMEXIT, nested page tables. The pure half (VMCB fields, exit
 //! codes and their information, permission maps, ASIDs, capabilities) is
-//! `basalt-svm`; this module executes the instructions. The first user is
-//! the bring-up test `test-svm` ([`smoke`]); the vendor seam that will run
-//! domains on it is still to come.
+//! `basalt-svm`; this module executes the instructions: per-CPU SVM
+//! operation here, the vCPUs behind the vendor seam in [`vcpu`], and the
+//! bring-up test `test-svm` in [`smoke`].
 
 pub mod smoke;
+pub mod vcpu;
 
 pub use super::gprs::GuestRegs;
 use super::{cpu, msr};
@@ -14,8 +15,10 @@ use basalt_frames::Owner;
 use basalt_paging::{FrameSource, TableMemory};
 use basalt_svm::asid::AsidAllocator;
 use basalt_svm::caps::{SvmCaps, SvmUnavailable};
+use super::percpu::MAX_CPUS;
 use core::fmt;
-use core::sync::atomic::{Ordering, compiler_fence};
+use core::sync::atomic::{AtomicBool, Ordering, compiler_fence};
+use spin::{Mutex, Once};
 
 core::arch::global_asm!(include_str!("entry.S"), options(att_syntax));
 
@@ -29,6 +32,68 @@ const MSR_VM_CR: u32 = 0xc001_0114;
 const MSR_VM_HSAVE_PA: u32 = 0xc001_0117;
 /// EFER.SVME (APM Vol. 2 §15.4).
 pub const EFER_SVME: u64 = 1 << 12;
+
+/// SVM as the boot CPU found it; every CPU must match it.
+static CAPS: Once<Result<SvmCaps, SvmUnavailable>> = Once::new();
+
+/// Each CPU in SVM operation (set once by [`enable_on_this_cpu`]).
+static CPUS: [Once<Mutex<SvmCpu>>; MAX_CPUS] = [const { Once::new() }; MAX_CPUS];
+
+/// Per CPU: the next VMRUN flushes every ASID's translations (a domain's
+/// nested page table was torn down: [`flush_all_on_this_cpu`]).
+static FLUSH_ALL: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+
+/// SVM as discovered on the boot CPU (decided at the first call).
+pub fn caps() -> &'static Result<SvmCaps, SvmUnavailable> {
+    CAPS.call_once(discover)
+}
+
+/// Turns SVM on for this CPU (once) and keeps its state for the vCPUs that
+/// run here.
+pub fn enable_on_this_cpu() -> Result<SvmCaps, SvmFailure> {
+    let caps = (*caps()).map_err(SvmFailure::Unavailable)?;
+    let index = super::percpu::index();
+    let slot = CPUS.get(index).ok_or(SvmFailure::OutOfMemory)?;
+    if slot.get().is_none() {
+        let cpu = SvmCpu::enable_on_this_cpu()?;
+        slot.call_once(|| Mutex::new(cpu));
+    }
+    Ok(caps)
+}
+
+/// The SVM state of CPU `index`, if it is in SVM operation.
+pub(crate) fn this_cpu(index: usize) -> Option<&'static Mutex<SvmCpu>> {
+    CPUS.get(index)?.get()
+}
+
+/// Makes the next VMRUN on this CPU flush every ASID (TLB_CONTROL 1): no
+/// translation of a torn-down nested page table survives.
+pub fn flush_all_on_this_cpu() {
+    if let Some(f) = FLUSH_ALL.get(super::percpu::index()) {
+        f.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Whether CPU `index` owes a full flush; clears the request.
+#[inline]
+pub(crate) fn take_flush_all(index: usize) -> bool {
+    FLUSH_ALL
+        .get(index)
+        .is_some_and(|f| f.load(Ordering::Relaxed) && f.swap(false, Ordering::SeqCst))
+}
+
+/// What SVM lets a guest have beyond the host's CPUID: every CR4 bit the
+/// guest's CPU model allows (SVM fixes none), RDTSCP (TSC_AUX is switched)
+/// and INVPCID (not intercepted, it acts on the guest's own ASID).
+pub fn guest_limits() -> basalt_cpu::cpuid::Limits {
+    basalt_cpu::cpuid::Limits::default()
+}
+
+/// Whether nested page tables may map 1 GiB pages (CPUID Fn8000_0001 EDX
+/// bit 26, Page1GB: NPT uses the host's page formats).
+pub fn npt_1g() -> bool {
+    cpu::max_leaves().1 >= 0x8000_0001 && cpu::cpuid(0x8000_0001).edx & (1 << 26) != 0
+}
 
 /// Whether CPUID reports SVM (Fn8000_0001 ECX bit 2).
 pub fn cpu_has_svm() -> bool {
@@ -62,7 +127,7 @@ pub struct SvmCpu {
     /// The CPU's ASIDs (APM Vol. 2 §15.16), handed to the vCPUs it runs.
     pub asids: AsidAllocator,
     hsave_pa: u64,
-    host_save_pa: u64,
+    pub(crate) host_save_pa: u64,
 }
 
 /// Why SVM could not be turned on for a CPU.
@@ -136,6 +201,24 @@ impl SvmCpu {
         unsafe { svm_run(regs, vmcb_pa, self.host_save_pa) };
         compiler_fence(Ordering::SeqCst);
     }
+}
+
+/// Runs the guest of the VMCB at `vmcb_pa` until its next #VMEXIT, with
+/// this CPU's host-save VMCB at `host_save_pa`.
+///
+/// # Safety
+///
+/// As for [`SvmCpu::run`]: this CPU is in SVM operation and `host_save_pa`
+/// is its host-save VMCB; the VMCB, its maps and nested page table are
+/// Basalt's and map only the guest's memory, with VMRUN, INTR and NMI
+/// intercepted.
+#[inline(always)]
+pub(crate) unsafe fn svm_run_raw(vmcb_pa: u64, host_save_pa: u64, regs: &mut GuestRegs) {
+    compiler_fence(Ordering::SeqCst);
+    // SAFETY: the caller's contract; svm_run saves and restores every
+    // callee-saved register and the host state VMRUN does not switch.
+    unsafe { svm_run(regs, vmcb_pa, host_save_pa) };
+    compiler_fence(Ordering::SeqCst);
 }
 
 /// `N` bytes of frames the caller allocated and owns, through the direct
