@@ -9,13 +9,13 @@ pub mod smoke;
 pub mod vcpu;
 
 pub use super::gprs::GuestRegs;
+use super::percpu::MAX_CPUS;
 use super::{cpu, msr};
 use crate::mm::{self, DIRECT_MAP_BASE};
 use basalt_frames::Owner;
 use basalt_paging::{FrameSource, TableMemory};
 use basalt_svm::asid::AsidAllocator;
 use basalt_svm::caps::{SvmCaps, SvmUnavailable};
-use super::percpu::MAX_CPUS;
 use core::fmt;
 use core::sync::atomic::{AtomicBool, Ordering, compiler_fence};
 use spin::{Mutex, Once};

@@ -593,8 +593,7 @@ impl SvmVcpu {
     fn handle_exit(&mut self) -> Option<VcpuExit> {
         let v = vmcb(self.vmcb);
         let raw = v.read(control::EXITCODE);
-        self.exits
-            .count(basalt_svm::exit::counter(raw) as u16);
+        self.exits.count(basalt_svm::exit::counter(raw) as u16);
         let code = ExitCode::from_raw(raw);
         match code {
             ExitCode::Cpuid => {
@@ -891,8 +890,7 @@ impl SvmVcpu {
         };
         let mut bytes = [0u8; insn::MAX_LENGTH];
         let mem = NptPhys(v.read(control::N_CR3));
-        let n =
-            basalt_x86emul::fetch(&mem, &paging, self.rip_linear(), &mut bytes).ok()?;
+        let n = basalt_x86emul::fetch(&mem, &paging, self.rip_linear(), &mut bytes).ok()?;
         let size = match self.code_bits() {
             64 => CodeSize::Bits64,
             32 => CodeSize::Bits32,
@@ -1203,7 +1201,6 @@ impl SvmVcpu {
         }
     }
 }
-
 
 /// Whether `value` is a valid IA32_PAT: every entry a memory type that
 /// exists (0, 1, 4, 5, 6, 7) and the reserved bits clear.

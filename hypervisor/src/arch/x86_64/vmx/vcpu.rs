@@ -9,12 +9,12 @@
 
 use super::VmxConfig;
 use super::instr::{self, CurrentVmcs};
-use crate::arch::x86_64::{gdt, msr};
-use crate::vcpu::{BackendError, Event, GuestError, Long64State, StartState, VcpuExit};
 use crate::arch::x86_64::switch::{
     XsaveArea, read_debug_registers, restore_fpu, save_fpu, write_cr2, write_debug_registers,
     xsave_policy, xsetbv,
 };
+use crate::arch::x86_64::{gdt, msr};
+use crate::vcpu::{BackendError, Event, GuestError, Long64State, StartState, VcpuExit};
 use basalt_cpu::cr::{CrState, cr4};
 use basalt_cpu::xstate::XsetbvFault;
 use basalt_frames::Owner;
@@ -1323,4 +1323,3 @@ impl basalt_cpu::cpuid::VcpuState for CpuidInputs<'_> {
         self.0.xcr0
     }
 }
-
