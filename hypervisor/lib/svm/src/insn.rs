@@ -50,6 +50,14 @@ pub enum Insn {
     /// An SVM instruction: VMRUN, VMLOAD, VMSAVE, STGI, CLGI, SKINIT, INVLPGA (0F 01 D8,
     /// DA-DF).
     Svm,
+    /// CLTS (0F 06): a CR0 write.
+    Clts,
+    /// LMSW with a register operand (0F 01 /6, mod 3): a CR0 write. The
+    /// memory form is not recognised (no current OS uses it).
+    Lmsw {
+        /// The source register (its low 16 bits are the machine status word).
+        gpr: u8,
+    },
     /// MOV to a control register (0F 22 /r).
     MovToCr {
         /// The control register (0-15; LOCK MOV CR0 is CR8 on AMD).
@@ -103,6 +111,7 @@ pub fn decode(bytes: &[u8], size: CodeSize) -> Option<Decoded> {
                 0xa2 => (Insn::Cpuid, i + 2),
                 0x32 => (Insn::Rdmsr, i + 2),
                 0x30 => (Insn::Wrmsr, i + 2),
+                0x06 => (Insn::Clts, i + 2),
                 0x08 => (Insn::Invd, i + 2),
                 0x09 => (Insn::Wbinvd, i + 2),
                 0x01 => {
@@ -115,6 +124,9 @@ pub fn decode(bytes: &[u8], size: CodeSize) -> Option<Decoded> {
                         0xc8 | 0xfa => Insn::Monitor,
                         0xc9 | 0xfb => Insn::Mwait,
                         0xd8 | 0xda..=0xdf => Insn::Svm,
+                        0xf0..=0xf7 => Insn::Lmsw {
+                            gpr: (modrm & 7) | if rex & 1 != 0 { 8 } else { 0 },
+                        },
                         _ => return None,
                     };
                     (insn, i + 3)
@@ -164,6 +176,13 @@ mod tests {
         assert_eq!(d(&[0x0f, 0x09], Bits64), Some((Insn::Wbinvd, 2)));
         assert_eq!(d(&[0x0f, 0x01, 0xd8], Bits64), Some((Insn::Svm, 3)));
         assert_eq!(d(&[0x0f, 0x01, 0xfb], Bits64), Some((Insn::Mwait, 3)));
+        assert_eq!(d(&[0x0f, 0x06], Bits32), Some((Insn::Clts, 2)));
+        assert_eq!(
+            d(&[0x0f, 0x01, 0xf0], Bits16),
+            Some((Insn::Lmsw { gpr: 0 }, 3))
+        );
+        // lmsw [eax]: the memory form is not recognised.
+        assert_eq!(d(&[0x0f, 0x01, 0x30], Bits32), None);
     }
 
     #[test]

@@ -47,8 +47,13 @@ const V_INTR_MASKING: u64 = 1 << 24;
 const EVENT_VALID: u64 = 1 << 31;
 /// The exception intercept for #UD (VMCALL is emulated through it).
 const UD: u8 = 6;
-/// The CR intercept bit for writes to CR4 (bits 31:16 are writes).
-const CR4_WRITE: u64 = 1 << (16 + 4);
+/// The CR intercept bits for writes to CR0, CR4 and CR8 (bits 31:16 are
+/// writes): QEMU's TCG does not check CR0's reserved bits, NW without CD or
+/// CR8's, and the processor would accept CR4 bits of features the guest's
+/// CPU model hides, so Basalt checks them as on VT-x.
+const CR_WRITES: u64 = (1 << 16) | (1 << (16 + 4)) | (1 << (16 + 8));
+const CR0_PG: u64 = 1 << 31;
+const EFER_LME: u64 = 1 << 8;
 /// The power-on PAT.
 const PAT_RESET: u64 = 0x0007_0406_0007_0406;
 const MSR_EFER: u32 = 0xc000_0080;
@@ -70,8 +75,9 @@ const PASSTHROUGH_MSRS: [u32; 11] = [
     0x176,       // SYSENTER_EIP
     MSR_TSC_AUX,
 ];
-/// Read-only MSRs a guest may read directly: the TSC.
-const READ_ONLY_MSRS: [u32; 1] = [0x10];
+/// IA32_TSC: reads are intercepted and answered with the guest's TSC
+/// (QEMU's TCG reads 0 there instead of applying TSC_OFFSET).
+const MSR_TSC: u32 = 0x10;
 
 /// A view of a VMCB page. Never kept across a VMRUN (the processor writes
 /// the page then).
@@ -173,6 +179,10 @@ pub struct SvmVcpu {
     /// The next RIP of the instruction whose exit the arch-neutral layer
     /// handles (0: none).
     next_rip: u64,
+    /// For crash reports: the previous exit code and the EVENTINJ of the
+    /// last VMRUN (the processor clears it).
+    last_exit: u64,
+    last_inj: u64,
 }
 
 impl Drop for SvmVcpu {
@@ -234,6 +244,8 @@ impl SvmVcpu {
             nmi_blocked: false,
             iret_rip: None,
             next_rip: 0,
+            last_exit: 0,
+            last_inj: 0,
         };
         this.init_maps();
         this.init_controls(npt_root, tsc_offset);
@@ -241,17 +253,14 @@ impl SvmVcpu {
         Ok(this)
     }
 
-    /// Every port intercepted; the MSRs of [`PASSTHROUGH_MSRS`] and
-    /// [`READ_ONLY_MSRS`] open, every other one intercepted.
+    /// Every port intercepted; the MSRs of [`PASSTHROUGH_MSRS`] open, every
+    /// other one intercepted.
     fn init_maps(&mut self) {
         Iopm::new(owned_frames_mut::<IOPM_SIZE>(self.iopm));
         let mut msrs = Msrpm::new(owned_frames_mut::<MSRPM_SIZE>(self.msrpm));
         for m in PASSTHROUGH_MSRS {
             let _ = msrs.allow_read(m);
             let _ = msrs.allow_write(m);
-        }
-        for m in READ_ONLY_MSRS {
-            let _ = msrs.allow_read(m);
         }
     }
 
@@ -285,7 +294,7 @@ impl SvmVcpu {
             | Intercept2::RDPRU;
         v.write(control::INTERCEPT1, u64::from(i1.bits()));
         v.write(control::INTERCEPT2, u64::from(i2.bits()));
-        v.write(control::CR_INTERCEPTS, CR4_WRITE);
+        v.write(control::CR_INTERCEPTS, CR_WRITES);
         v.write(control::EXCEPTION_INTERCEPTS, 1 << UD);
         v.write(control::IOPM_BASE, self.iopm);
         v.write(control::MSRPM_BASE, self.msrpm);
@@ -514,6 +523,7 @@ impl SvmVcpu {
                 let mut v = vmcb(self.vmcb);
                 v.write(save::RAX, self.regs.rax);
                 v.write(control::EXITINTINFO, 0);
+                self.last_inj = v.read(control::EVENTINJ);
             }
             // SAFETY: this CPU is in SVM operation with its host-save VMCB at
             // `host_save_pa` (set by `load` on this CPU); the VMCB, its maps
@@ -593,6 +603,10 @@ impl SvmVcpu {
     fn handle_exit(&mut self) -> Option<VcpuExit> {
         let v = vmcb(self.vmcb);
         let raw = v.read(control::EXITCODE);
+        let previous = core::mem::replace(&mut self.last_exit, raw);
+        if ExitCode::from_raw(raw) == ExitCode::Invalid {
+            self.last_exit = previous;
+        }
         self.exits.count(basalt_svm::exit::counter(raw) as u16);
         let code = ExitCode::from_raw(raw);
         match code {
@@ -666,8 +680,8 @@ impl SvmVcpu {
                 self.inject_exception(UD, None);
                 None
             }
-            ExitCode::CrWrite(4) => {
-                self.cr4_write();
+            ExitCode::CrWrite(0 | 4 | 8) => {
+                self.cr_write();
                 None
             }
             ExitCode::Xsetbv => {
@@ -776,6 +790,11 @@ impl SvmVcpu {
                 }
                 Err(_) => false,
             },
+            (MSR_TSC, false) => {
+                let tsc = crate::arch::x86_64::cpu::rdtsc();
+                self.set_edx_eax(tsc.wrapping_add(v.read(control::TSC_OFFSET)));
+                true
+            }
             (MSR_PAT, false) => {
                 self.set_edx_eax(v.read(save::G_PAT));
                 true
@@ -829,26 +848,64 @@ impl SvmVcpu {
         }
     }
 
-    /// MOV to CR4 (intercepted: the processor would accept bits of
-    /// features the guest's CPU model hides).
-    fn cr4_write(&mut self) {
+    /// A write to CR0, CR4 or CR8 (MOV to CR, CLTS, LMSW), checked with the
+    /// guest CPU model's rules (`basalt_cpu::cr`). Bytes that are not such
+    /// an instruction (changed under the exit, or LMSW from memory) run
+    /// again.
+    fn cr_write(&mut self) {
         let Some(d) = self.decode_at_rip() else {
             return;
         };
-        let Insn::MovToCr { cr: 4, gpr } = d.insn else {
-            return;
+        let state = self.cr_state();
+        let width = |v: u64| if self.long_mode() { v } else { v & 0xffff_ffff };
+        let result = match d.insn {
+            Insn::MovToCr { cr: 0, gpr } => {
+                self.guest_cpu.cr.mov_to_cr0(&state, width(self.reg(gpr)))
+            }
+            Insn::Clts => Ok(state.cr0 & !(1 << 3)),
+            Insn::Lmsw { gpr } => {
+                // LMSW sets PE, MP, EM and TS; it cannot clear PE.
+                let msw = self.reg(gpr) & 0xf;
+                Ok((state.cr0 & !0xe) | msw | (state.cr0 & CR0_PE))
+            }
+            Insn::MovToCr { cr: 4, gpr } => {
+                match self.guest_cpu.cr.mov_to_cr4(&state, width(self.reg(gpr))) {
+                    Ok(value) => {
+                        vmcb(self.vmcb).write(save::CR4, value);
+                        self.request_flush(TlbFlush::ThisAsid);
+                        self.set_rip(self.rip().wrapping_add(u64::from(d.len)));
+                    }
+                    Err(_) => self.inject_exception(13, Some(0)),
+                }
+                return;
+            }
+            Insn::MovToCr { cr: 8, gpr } => {
+                match basalt_cpu::cr::CrModel::mov_to_cr8(self.reg(gpr)) {
+                    Ok(tpr) => {
+                        let mut v = vmcb(self.vmcb);
+                        let vintr = v.read(control::VINTR);
+                        v.write(control::VINTR, (vintr & !0xf) | u64::from(tpr));
+                        self.set_rip(self.rip().wrapping_add(u64::from(d.len)));
+                    }
+                    Err(_) => self.inject_exception(13, Some(0)),
+                }
+                return;
+            }
+            _ => return,
         };
-        let mut value = self.reg(gpr);
-        if !self.long_mode() {
-            value &= 0xffff_ffff;
-        }
-        match self.guest_cpu.cr.mov_to_cr4(&self.cr_state(), value) {
-            Ok(value) => {
-                vmcb(self.vmcb).write(save::CR4, value);
-                let rip = self.rip().wrapping_add(u64::from(d.len));
-                self.set_rip(rip);
-                // Paging-structure caching may have changed (PGE, PCIDE).
+        match result {
+            Ok(cr0) => {
+                let mut v = vmcb(self.vmcb);
+                v.write(save::CR0, cr0);
+                // EFER.LMA follows CR0.PG while EFER.LME is set, as the
+                // processor's own MOV to CR0 would make it.
+                let efer = v.read(save::EFER);
+                if efer & EFER_LME != 0 {
+                    let lma = if cr0 & CR0_PG != 0 { EFER_LMA } else { 0 };
+                    v.write(save::EFER, (efer & !EFER_LMA) | lma);
+                }
                 self.request_flush(TlbFlush::ThisAsid);
+                self.set_rip(self.rip().wrapping_add(u64::from(d.len)));
             }
             Err(_) => self.inject_exception(13, Some(0)),
         }
@@ -1162,8 +1219,12 @@ impl SvmVcpu {
         let v = vmcb(self.vmcb);
         let _ = writeln!(
             out,
-            "VMCB at {:#x}: EXITCODE {:#x} EXITINFO1 {:#x} EXITINFO2 {:#x} EXITINTINFO {:#x} EVENTINJ {:#x} ASID {} VINTR {:#x}",
-            self.vmcb,
+            "VMCB at {:#x}: previous exit {:#x}, EVENTINJ at the last VMRUN {:#x}",
+            self.vmcb, self.last_exit, self.last_inj
+        );
+        let _ = writeln!(
+            out,
+            "  EXITCODE {:#x} EXITINFO1 {:#x} EXITINFO2 {:#x} EXITINTINFO {:#x} EVENTINJ {:#x} ASID {} VINTR {:#x}",
             v.read(control::EXITCODE),
             v.read(control::EXITINFO1),
             v.read(control::EXITINFO2),
@@ -1174,20 +1235,28 @@ impl SvmVcpu {
         );
         let _ = writeln!(
             out,
-            "  RIP {:#x} RSP {:#x} RFLAGS {:#x} CPL {} CR0 {:#x} CR3 {:#x} CR4 {:#x} EFER {:#x}",
+            "  RIP {:#x} RSP {:#x} RFLAGS {:#x} CPL {} CR0 {:#x} CR2 {:#x} CR3 {:#x} CR4 {:#x} EFER {:#x} DR6 {:#x} DR7 {:#x} G_PAT {:#x}",
             v.read(save::RIP),
             v.read(save::RSP),
             v.read(save::RFLAGS),
             v.read(save::CPL),
             v.read(save::CR0),
+            v.read(save::CR2),
             v.read(save::CR3),
             v.read(save::CR4),
             v.read(save::EFER),
+            v.read(save::DR6),
+            v.read(save::DR7),
+            v.read(save::G_PAT),
         );
         for (name, off) in [
             ("CS", save::CS),
             ("SS", save::SS),
             ("DS", save::DS),
+            ("ES", save::ES),
+            ("FS", save::FS),
+            ("GS", save::GS),
+            ("LDTR", save::LDTR),
             ("TR", save::TR),
             ("GDTR", save::GDTR),
             ("IDTR", save::IDTR),
