@@ -305,6 +305,7 @@ fn run_bare_linux(bzimage: &Path, initrd: &Path) -> Result<String> {
     })?;
     let machine = Machine {
         emulator: Emulator::Bochs,
+        cpu: None,
         cpus: 1,
         memory_mib: LINUX_MEMORY_MIB,
         ips: LINUX_IPS,

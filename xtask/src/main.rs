@@ -133,6 +133,7 @@ const LINUX_IPS: u64 = 50_000_000;
 fn cmd_run(args: &mut Args) -> Result {
     let mut machine = Machine {
         emulator: Emulator::Qemu,
+        cpu: None,
         cpus: 1,
         memory_mib: 512,
         ips: basalt_tests::emulator::BOCHS_IPS,

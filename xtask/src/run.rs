@@ -53,9 +53,7 @@ pub fn run(options: &RunOptions) -> Result {
         Emulator::Qemu => packages::ensure(packages::QEMU, "running under QEMU")?,
         Emulator::Bochs => packages::ensure(packages::BOCHS, "running under Bochs")?,
         Emulator::Kvm => {
-            if let Some(reason) = emulator::kvm_unusable_reason() {
-                return Err(format!("--emulator kvm cannot work here: {reason}"));
-            }
+            emulator::kvm_cpu().map_err(|r| format!("--emulator kvm cannot work here: {r}"))?;
             packages::ensure(packages::QEMU, "running under QEMU/KVM")?;
         }
     }
