@@ -33,9 +33,10 @@ commands:
   test [--filter TEXT] [--jobs N] [--no-unit] [--no-boot]
                             host unit tests, then the boot scenarios in tests/scenarios/;
                             ends with 'N passed, N failed'
-  bench [GROUP]...          VM-exit costs under Bochs (Bochs ticks = instructions) and Linux's
-                            boot as a guest against bare; groups: exits, switch, wakeup, linux
-                            (all by default)
+  bench [GROUP]...          VM-exit costs in instructions on VT-x (Bochs) and SVM (Bochs ryzen,
+                            QEMU -icount shift=0) side by side, and Linux's boot as a guest
+                            against bare (Bochs; QEMU/SVM); groups: exits, switch, wakeup,
+                            console, linux, linux-qemu (all by default)
   lint                      cargo fmt --check and cargo clippy -D warnings
   linux-assets              make the Linux guest test assets (target/linux/) and print their paths
 
