@@ -34,15 +34,47 @@ static DEPARTED: AtomicBool = AtomicBool::new(false);
 /// The monitor's prompt.
 pub const PROMPT: &str = "basalt> ";
 
+/// Why no guest can start on this machine (no virtualization backend), for
+/// the greeting and `info`; `None` while guests can run.
+static NO_GUESTS: Mutex<Option<String>> = Mutex::new(None);
+
 /// Greets the operator once guests run.
 pub fn start() {
     if STARTED.swap(true, Ordering::SeqCst) {
         return;
     }
+    if let Some(why) = NO_GUESTS.lock().as_deref() {
+        println!("monitor: no guest can start: {why}");
+    }
     println!(
         "monitor: type `help` for commands; Ctrl-A three times switches the input between the monitor and each domain"
     );
     print!("{PROMPT}");
+}
+
+/// The monitor on a machine where no domain runs (none was given, none
+/// could be built, or `no_backend` says why no guest can start): CPU 0
+/// serves the console between interrupts (the UART's receive interrupt, or
+/// a 10 ms timer when its input is polled) until `halt`.
+pub fn run_without_guests(no_backend: Option<crate::arch::x86_64::hvm::NoBackend>) -> ! {
+    *NO_GUESTS.lock() = no_backend.map(|e| alloc::format!("{e}"));
+    start();
+    loop {
+        service();
+        crate::console::pump();
+        let poll = if crate::console::output_pending() {
+            Some(1_000_000)
+        } else if crate::console::input_is_polled() {
+            Some(10_000_000)
+        } else {
+            None
+        };
+        if let Some(ns) = poll {
+            time::arm_at_ns(time::now_ns() + ns);
+        }
+        x86_64::instructions::interrupts::enable_and_hlt();
+        x86_64::instructions::interrupts::disable();
+    }
 }
 
 /// Reads what the operator typed and acts on it. Never blocks.
@@ -229,6 +261,21 @@ impl Monitor {
                     no_domain(id);
                 }
             }
+            Command::Halt => {
+                let live = live_domains();
+                if live.is_empty() {
+                    println!("halting: every CPU stops");
+                    crate::verdict::finish(crate::verdict::Verdict::Pass, "");
+                }
+                let mut ids = crate::StackString::<160>::new();
+                for id in live {
+                    let _ = write!(ids, " d{id}");
+                }
+                println!(
+                    "domains still live:{}; `destroy N` each first",
+                    ids.as_str()
+                );
+            }
             Command::Loglvl(level) => match basalt_boot::cmdline::LogLevel::parse(level) {
                 Some(l) => {
                     crate::console::set_level(l);
@@ -324,6 +371,9 @@ fn info() {
         }
     );
     println!("  domains: {} live", domain::live_count());
+    if let Some(why) = NO_GUESTS.lock().as_deref() {
+        println!("  guests: none can start: {why}");
+    }
 }
 
 fn stats() {

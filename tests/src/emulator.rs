@@ -46,6 +46,11 @@ impl Emulator {
 pub struct Machine {
     /// The emulator.
     pub emulator: Emulator,
+    /// The emulator's CPU model; `None` for the default: QEMU `max`, KVM
+    /// `host,+vmx` ([`kvm_cpu`] picks the host's vendor), Bochs
+    /// [`BOCHS_CPU`] (VT-x). `EPYC` or `qemu64,+svm,+npt` under QEMU and
+    /// `ryzen` under Bochs offer AMD SVM.
+    pub cpu: Option<&'static str>,
     /// Number of CPUs.
     pub cpus: u32,
     /// Memory in MiB.
@@ -72,6 +77,10 @@ pub enum Serial<'a> {
     /// harness holds (Bochs scenarios with `steps`).
     Tty(&'a Path),
 }
+
+/// Bochs' default CPU model: VT-x with EPT, VPID, unrestricted guest and the
+/// preemption timer (platform facts §3).
+pub const BOCHS_CPU: &str = "corei7_skylake_x";
 
 /// Instructions per emulated second under Bochs. Low values boot faster: the
 /// BIOS's delays and the serial line run in emulated time (platform facts §3).
@@ -109,15 +118,11 @@ pub fn qemu_args(machine: &Machine, iso: &Path, serial: Serial<'_>) -> Vec<Strin
             "chardev:com1".into(),
         ]),
     }
-    match machine.emulator {
-        Emulator::Kvm => args.extend([
-            "-accel".into(),
-            "kvm".into(),
-            "-cpu".into(),
-            "host,+vmx".into(),
-        ]),
-        _ => args.extend(["-accel".into(), "tcg".into(), "-cpu".into(), "max".into()]),
-    }
+    let (accel, cpu) = match machine.emulator {
+        Emulator::Kvm => ("kvm", machine.cpu.unwrap_or("host,+vmx")),
+        _ => ("tcg", machine.cpu.unwrap_or("max")),
+    };
+    args.extend(["-accel".into(), accel.into(), "-cpu".into(), cpu.into()]);
     args
 }
 
@@ -148,8 +153,10 @@ pub fn bochs_config_serial(
     }
     let _ = writeln!(
         cfg,
-        "cpu: model=corei7_skylake_x, count={}, ips={}, reset_on_triple_fault=0",
-        machine.cpus, machine.ips
+        "cpu: model={}, count={}, ips={}, reset_on_triple_fault=0",
+        machine.cpu.unwrap_or(BOCHS_CPU),
+        machine.cpus,
+        machine.ips
     );
     cfg.push_str(
         "romimage: file=/usr/share/bochs/BIOS-bochs-latest\n\
@@ -191,47 +198,74 @@ pub fn bochs_config_serial(
 /// The debugger script that makes Bochs run without stopping at its prompt.
 pub const BOCHS_RC: &str = "continue\nquit\n";
 
-/// Why nested VMX under KVM cannot work on this host, if it cannot.
-pub fn kvm_unusable_reason() -> Option<String> {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+/// The `-cpu` of `--emulator kvm` on this host: `host,+vmx` on an Intel
+/// host with nested VT-x, `host,+svm` on an AMD host with nested SVM; or why
+/// KVM cannot give Basalt either (naming the cause and the fix).
+pub fn kvm_cpu() -> Result<&'static str, String> {
+    let read = |path: &str| std::fs::read_to_string(path).ok();
+    let kvm_rw = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
+    kvm_check(&KvmHost {
+        cpuinfo: &read("/proc/cpuinfo").unwrap_or_default(),
+        kvm_rw,
+        nested_intel: read("/sys/module/kvm_intel/parameters/nested").as_deref(),
+        nested_amd: read("/sys/module/kvm_amd/parameters/nested").as_deref(),
+    })
+}
+
+/// What [`kvm_check`] looks at on the host.
+#[derive(Debug, Clone, Copy)]
+pub struct KvmHost<'a> {
+    /// `/proc/cpuinfo`.
+    pub cpuinfo: &'a str,
+    /// Whether `/dev/kvm` opens read-write.
+    pub kvm_rw: bool,
+    /// `/sys/module/kvm_intel/parameters/nested`, if that module is loaded.
+    pub nested_intel: Option<&'a str>,
+    /// `/sys/module/kvm_amd/parameters/nested`, if that module is loaded.
+    pub nested_amd: Option<&'a str>,
+}
+
+/// [`kvm_cpu`] on given host facts (pure). The vendor comes from the CPU
+/// flags, not from `/dev/kvm` (which exists on hosts where it cannot run
+/// ordinary guests, platform facts §1).
+pub fn kvm_check(host: &KvmHost<'_>) -> Result<&'static str, String> {
     let has_flag = |flag: &str| {
-        cpuinfo
+        host.cpuinfo
             .lines()
             .filter(|l| l.starts_with("flags"))
             .any(|l| l.split_whitespace().any(|w| w == flag))
     };
-    if !has_flag("vmx") {
-        return Some(
-            "this host's CPU shows no `vmx` flag in /proc/cpuinfo, so KVM cannot give Basalt \
-             VT-x (an AMD host, VT-x disabled in firmware, or a VM without nested \
-             virtualization). Use `--emulator bochs` for VT-x under emulation, or run on an \
-             Intel host with VT-x enabled"
+    let (cpu, module, nested) = if has_flag("vmx") {
+        ("host,+vmx", "kvm_intel", host.nested_intel)
+    } else if has_flag("svm") {
+        ("host,+svm", "kvm_amd", host.nested_amd)
+    } else {
+        return Err(
+            "this host's CPU shows neither `vmx` nor `svm` in /proc/cpuinfo, so KVM cannot \
+             give Basalt VT-x or AMD-V (virtualization disabled in firmware, or a VM without \
+             nested virtualization). Enable it in the firmware or the outer hypervisor, or use \
+             `--emulator bochs` (VT-x) or `--emulator qemu` (AMD SVM under TCG)"
                 .into(),
         );
-    }
-    if std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_err()
-    {
-        return Some(
-            "/dev/kvm cannot be opened read-write: load kvm_intel and add yourself to the \
+    };
+    if !host.kvm_rw {
+        return Err(format!(
+            "/dev/kvm cannot be opened read-write: load {module} and add yourself to the \
              `kvm` group"
-                .into(),
-        );
+        ));
     }
-    let nested =
-        std::fs::read_to_string("/sys/module/kvm_intel/parameters/nested").unwrap_or_default();
-    if !matches!(nested.trim(), "Y" | "y" | "1") {
-        return Some(
-            "kvm_intel's nested virtualization is off: run \
-             `sudo modprobe -r kvm_intel && sudo modprobe kvm_intel nested=1` \
-             (and add `options kvm_intel nested=1` to /etc/modprobe.d/ to keep it)"
-                .into(),
-        );
+    if !matches!(nested.map(str::trim), Some("Y" | "y" | "1")) {
+        return Err(format!(
+            "{module}'s nested virtualization is off: run \
+             `sudo modprobe -r {module} && sudo modprobe {module} nested=1` \
+             (and add `options {module} nested=1` to /etc/modprobe.d/ to keep it)"
+        ));
     }
-    None
+    Ok(cpu)
 }
 
 /// The command that boots `iso` on `machine`. For Bochs, `config` is the path
@@ -266,6 +300,7 @@ mod tests {
     fn qemu_args_carry_the_machine() {
         let m = Machine {
             emulator: Emulator::Qemu,
+            cpu: None,
             cpus: 4,
             memory_mib: 4096,
             ips: BOCHS_IPS,
@@ -292,12 +327,58 @@ mod tests {
                 .join(" ")
                 .contains("-accel kvm -cpu host,+vmx")
         );
+        assert!(joined.ends_with("-accel tcg -cpu max"));
+        let epyc = Machine {
+            cpu: Some("EPYC"),
+            ..m
+        };
+        let args = qemu_args(&epyc, Path::new("/x.iso"), Serial::Stdio);
+        assert!(args.join(" ").ends_with("-accel tcg -cpu EPYC"));
+        assert_eq!(args.iter().filter(|a| *a == "-cpu").count(), 1);
+        let amd = Machine {
+            cpu: Some("host,+svm"),
+            ..kvm
+        };
+        assert!(
+            qemu_args(&amd, Path::new("/x.iso"), Serial::Stdio)
+                .join(" ")
+                .ends_with("-accel kvm -cpu host,+svm")
+        );
+    }
+
+    #[test]
+    fn kvm_picks_the_hosts_vendor_or_says_why_not() {
+        let intel = "processor : 0\nflags : fpu vme vmx ept\n";
+        let amd = "processor : 0\nflags : fpu svm npt\n";
+        let host = |cpuinfo, kvm_rw, nested_intel, nested_amd| KvmHost {
+            cpuinfo,
+            kvm_rw,
+            nested_intel,
+            nested_amd,
+        };
+        assert_eq!(
+            kvm_check(&host(intel, true, Some("Y\n"), None)),
+            Ok("host,+vmx")
+        );
+        assert_eq!(
+            kvm_check(&host(amd, true, None, Some("1\n"))),
+            Ok("host,+svm")
+        );
+        let err = kvm_check(&host(amd, true, Some("Y"), Some("0\n"))).unwrap_err();
+        assert!(err.contains("modprobe kvm_amd nested=1"), "{err}");
+        let err = kvm_check(&host(intel, true, None, Some("1"))).unwrap_err();
+        assert!(err.contains("modprobe kvm_intel nested=1"), "{err}");
+        let err = kvm_check(&host(amd, false, None, Some("1"))).unwrap_err();
+        assert!(err.contains("load kvm_amd"), "{err}");
+        let err = kvm_check(&host("flags : fpu sse\n", true, Some("Y"), Some("1"))).unwrap_err();
+        assert!(err.contains("neither `vmx` nor `svm`"), "{err}");
     }
 
     #[test]
     fn bochs_config_is_headless_and_logs_serial() {
         let m = Machine {
             emulator: Emulator::Bochs,
+            cpu: None,
             cpus: 2,
             memory_mib: 512,
             ips: BOCHS_IPS,
@@ -309,7 +390,21 @@ mod tests {
             Path::new("/b.log"),
         );
         assert!(cfg.contains("megs: 512\n"));
-        assert!(cfg.contains("count=2"));
+        assert!(cfg.contains("cpu: model=corei7_skylake_x, count=2,"));
+        let ryzen = Machine {
+            cpu: Some("ryzen"),
+            ..m
+        };
+        let ryzen_cfg = bochs_config(
+            &ryzen,
+            Path::new("/x.iso"),
+            Path::new("/s.log"),
+            Path::new("/b.log"),
+        );
+        assert_eq!(
+            ryzen_cfg.replace("model=ryzen,", "model=corei7_skylake_x,"),
+            cfg
+        );
         assert!(cfg.contains("com1: enabled=1, mode=file, dev=/s.log"));
         assert!(cfg.contains("display_library: sdl2"));
         assert!(cfg.contains("sound: driver=dummy"));

@@ -3,7 +3,7 @@
 //! The convention (docs/testing.md): Basalt ends every run it can with one
 //! line `BASALT-VERDICT: PASS` or `BASALT-VERDICT: FAIL: <reason>`.
 
-use crate::scenario::{ExpectedVerdict, Figure, Scenario};
+use crate::scenario::{ExpectedVerdict, Figure, Scenario, Vendor};
 use std::collections::BTreeMap;
 
 /// The verdict line prefix.
@@ -143,6 +143,24 @@ pub fn check_figures(wanted: &[Figure], log: &str) -> Result<String, String> {
     }
 }
 
+/// Checks that every line of `expect` appears in `log`, in this order;
+/// `which` is added to the reason of a failure.
+fn in_order(expect: &[String], log: &str, which: &str) -> Result<(), String> {
+    let mut from = 0;
+    for wanted in expect {
+        match log[from..].find(wanted.as_str()) {
+            Some(at) => from += at + wanted.len(),
+            None if log.contains(wanted.as_str()) => {
+                return Err(format!(
+                    "expected line {wanted:?}{which} appears, but out of order"
+                ));
+            }
+            None => return Err(format!("expected line {wanted:?}{which} is missing")),
+        }
+    }
+    Ok(())
+}
+
 /// Judges a finished run. `Ok` carries a one-line summary, `Err` the reason
 /// the scenario failed.
 pub fn judge(scenario: &Scenario, memory_mib: u64, log: &str) -> Result<String, String> {
@@ -158,17 +176,17 @@ pub fn judge(scenario: &Scenario, memory_mib: u64, log: &str) -> Result<String, 
             return Err("Basalt reported PASS, expected FAIL".into());
         }
     }
-    let mut from = 0;
-    for wanted in &scenario.expect {
-        match log[from..].find(wanted.as_str()) {
-            Some(at) => from += at + wanted.len(),
-            None if log.contains(wanted.as_str()) => {
-                return Err(format!(
-                    "expected line {wanted:?} appears, but out of order"
-                ));
-            }
-            None => return Err(format!("expected line {wanted:?} is missing")),
-        }
+    in_order(&scenario.expect, log, "")?;
+    if let Some(backend) = scenario.backend {
+        let list = match backend.vendor() {
+            Vendor::Vmx => "expect_vmx",
+            Vendor::Svm => "expect_svm",
+        };
+        in_order(
+            &scenario.expect_vendor,
+            log,
+            &format!(" (`{list}`, on {})", backend.name()),
+        )?;
     }
     for forbidden in &scenario.forbid {
         if let Some(line) = log.lines().find(|l| l.contains(forbidden.as_str())) {
@@ -375,6 +393,32 @@ mod tests {
         );
         // Without figures the summary is as before.
         assert_eq!(judge(&scenario(""), 512, FIGURES), Ok("PASS".into()));
+    }
+
+    #[test]
+    fn vendor_expectations_are_their_own_sequence() {
+        let runs = Scenario::runs(
+            "name = 't'\ndescription = 'd'\nbackends = ['bochs-vmx', 'qemu-svm']\n\
+             expect = ['usable RAM']\nexpect_vmx = ['Basalt hypervisor']\n\
+             expect_svm = ['VT-x unavailable']\nforbid_svm = ['bogus=1']",
+        )
+        .expect("valid");
+        // VT-x: its line comes before `expect`'s, which is fine.
+        assert!(judge(&runs[0], 512, LOG).is_ok());
+        let svm = judge(&runs[1], 512, LOG).unwrap_err();
+        assert!(
+            svm.contains("\"VT-x unavailable\" (`expect_svm`, on qemu-svm) is missing"),
+            "{svm}"
+        );
+        let log = LOG.replace("bogus=1", "x");
+        let mut svm_run = runs[1].clone();
+        svm_run.expect_vendor = vec!["usable RAM".into(), "Basalt hypervisor".into()];
+        assert!(
+            judge(&svm_run, 512, &log)
+                .unwrap_err()
+                .contains("out of order")
+        );
+        assert!(judge(&runs[1], 512, LOG).is_err(), "forbid_svm applies");
     }
 
     #[test]

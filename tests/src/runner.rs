@@ -186,11 +186,10 @@ fn boot_and_watch(
     serial_log: &Path,
     emulator_log: &Path,
 ) -> Result<String, String> {
-    let machine = scenario.machine()?;
-    if machine.emulator == Emulator::Kvm
-        && let Some(reason) = emulator::kvm_unusable_reason()
-    {
-        return Err(format!("kvm: {reason}"));
+    let mut machine = scenario.machine()?;
+    if machine.emulator == Emulator::Kvm {
+        let cpu = emulator::kvm_cpu().map_err(|reason| format!("kvm: {reason}"))?;
+        machine.cpu = machine.cpu.or(Some(cpu));
     }
     std::fs::create_dir_all(log_dir).map_err(|e| e.to_string())?;
     std::fs::write(serial_log, b"").map_err(|e| format!("{}: {e}", serial_log.display()))?;

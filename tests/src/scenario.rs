@@ -70,63 +70,186 @@ pub struct Figure {
     pub max: Option<f64>,
 }
 
-/// One boot scenario.
+/// A virtualization backend a scenario runs on: an emulator with a CPU
+/// model that offers one vendor's extensions (docs/testing.md, "Backends").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+pub enum Backend {
+    /// Bochs 2.7 with its VT-x CPU (`corei7_skylake_x`: EPT, VPID,
+    /// unrestricted guest, preemption timer).
+    #[serde(rename = "bochs-vmx")]
+    BochsVmx,
+    /// QEMU 7.2 TCG `-cpu EPYC`: SVM with NPT, 16 ASIDs, no NRIPS, no
+    /// flush-by-ASID.
+    #[serde(rename = "qemu-svm")]
+    QemuSvm,
+    /// Bochs 2.7 `cpu: model=ryzen`: SVM with NPT, NRIPS, flush-by-ASID and
+    /// the pause filter, 32768 ASIDs.
+    #[serde(rename = "bochs-svm")]
+    BochsSvm,
+}
+
+/// The two vendors' virtualization extensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Vendor {
+    /// Intel VT-x.
+    Vmx,
+    /// AMD-V (SVM).
+    Svm,
+}
+
+impl Backend {
+    /// Every backend, in the order the summary lists them.
+    pub const ALL: [Self; 3] = [Self::BochsVmx, Self::QemuSvm, Self::BochsSvm];
+
+    /// The name in scenario files, run names and the summary.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::BochsVmx => "bochs-vmx",
+            Self::QemuSvm => "qemu-svm",
+            Self::BochsSvm => "bochs-svm",
+        }
+    }
+
+    /// Parses a backend's name.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|b| b.name() == text)
+            .ok_or_else(|| {
+                format!("unknown backend {text:?}: expected bochs-vmx, qemu-svm or bochs-svm")
+            })
+    }
+
+    /// The emulator that runs it.
+    pub fn emulator(self) -> Emulator {
+        match self {
+            Self::BochsVmx | Self::BochsSvm => Emulator::Bochs,
+            Self::QemuSvm => Emulator::Qemu,
+        }
+    }
+
+    /// The emulator's CPU model (`None`: the emulator's default, see
+    /// [`crate::emulator::Machine::cpu`]).
+    pub fn cpu(self) -> Option<&'static str> {
+        match self {
+            Self::BochsVmx => None,
+            Self::QemuSvm => Some("EPYC"),
+            Self::BochsSvm => Some("ryzen"),
+        }
+    }
+
+    /// Whose virtualization extensions the CPU offers.
+    pub fn vendor(self) -> Vendor {
+        match self {
+            Self::BochsVmx => Vendor::Vmx,
+            Self::QemuSvm | Self::BochsSvm => Vendor::Svm,
+        }
+    }
+}
+
+/// A scenario file as written (docs/testing.md, "Scenario files"). It
+/// names either one `emulator` or a list of `backends`; [`Scenario::runs`]
+/// turns it into one run per backend.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct ScenarioFile {
+    name: String,
+    description: String,
+    emulator: Option<Emulator>,
+    #[serde(default)]
+    backends: Vec<Backend>,
+    #[serde(default = "one")]
+    cpus: u32,
+    #[serde(default = "default_memory")]
+    memory: String,
+    #[serde(default)]
+    cmdline: String,
+    #[serde(default)]
+    modules: Vec<ModuleSpec>,
+    #[serde(default)]
+    qemu_args: Vec<String>,
+    #[serde(default)]
+    loader: Loader,
+    #[serde(default)]
+    expect: Vec<String>,
+    #[serde(default)]
+    expect_vmx: Vec<String>,
+    #[serde(default)]
+    expect_svm: Vec<String>,
+    #[serde(default)]
+    forbid: Vec<String>,
+    #[serde(default)]
+    forbid_vmx: Vec<String>,
+    #[serde(default)]
+    forbid_svm: Vec<String>,
+    #[serde(default)]
+    verdict: ExpectedVerdict,
+    #[serde(default)]
+    checks: Checks,
+    #[serde(default)]
+    figures: Vec<Figure>,
+    #[serde(default)]
+    steps: Vec<Step>,
+    #[serde(default = "default_send_pace_ms")]
+    send_pace_ms: u64,
+    #[serde(default = "default_timeout")]
+    timeout: u64,
+    #[serde(default)]
+    bochs_ips: Option<u64>,
+}
+
+/// One run of a boot scenario: the scenario file's settings on one
+/// emulator and CPU model.
+#[derive(Debug, Clone)]
 pub struct Scenario {
-    /// Unique name; also names the log files.
+    /// The run's name; also names the log files. The scenario's own name,
+    /// or `SCENARIO@BACKEND` for a scenario with `backends`.
     pub name: String,
+    /// The scenario file's `name`.
+    pub scenario: String,
     /// What the scenario shows, for people.
     pub description: String,
     /// The emulator.
     pub emulator: Emulator,
+    /// The backend of a scenario with `backends`; `None` for one that names
+    /// its `emulator`.
+    pub backend: Option<Backend>,
     /// Number of CPUs.
-    #[serde(default = "one")]
     pub cpus: u32,
     /// Memory size, e.g. `512M`, `4G`.
-    #[serde(default = "default_memory")]
     pub memory: String,
     /// The hypervisor command line.
-    #[serde(default)]
     pub cmdline: String,
     /// Boot modules.
-    #[serde(default)]
     pub modules: Vec<ModuleSpec>,
-    /// Extra QEMU arguments (e.g. `-no-acpi`); QEMU and KVM only.
-    #[serde(default)]
+    /// Extra QEMU arguments (e.g. `-no-acpi`); QEMU and KVM runs only.
     pub qemu_args: Vec<String>,
     /// The loader protocol.
-    #[serde(default)]
     pub loader: Loader,
     /// Lines (substrings) that must appear in the serial log, in this order.
-    #[serde(default)]
     pub expect: Vec<String>,
-    /// Substrings that must appear nowhere in the serial log.
-    #[serde(default)]
+    /// Lines that must appear in this order on this run's vendor
+    /// (`expect_vmx` or `expect_svm`), checked apart from `expect`.
+    pub expect_vendor: Vec<String>,
+    /// Substrings that must appear nowhere in the serial log (the vendor's
+    /// `forbid_vmx` or `forbid_svm` included).
     pub forbid: Vec<String>,
     /// The verdict Basalt must print.
-    #[serde(default)]
     pub verdict: ExpectedVerdict,
     /// Figures to check.
-    #[serde(default)]
     pub checks: Checks,
     /// `BASALT-FIGURE:` figures that must be printed, within bounds.
-    #[serde(default)]
     pub figures: Vec<Figure>,
     /// Interactive steps on COM1 (which then goes through a TCP socket).
-    #[serde(default)]
     pub steps: Vec<Step>,
     /// Milliseconds between two bytes a step sends.
-    #[serde(default = "default_send_pace_ms")]
     pub send_pace_ms: u64,
     /// Seconds before the run is stopped and failed.
-    #[serde(default = "default_timeout")]
     pub timeout: u64,
     /// Bochs' instructions per emulated second (default
     /// [`crate::emulator::BOCHS_IPS`]): the CPU speed the guests see. Real
     /// operating systems need tens of millions, or their timers leave them
     /// no time to work.
-    #[serde(default)]
     pub bochs_ips: Option<u64>,
 }
 
@@ -146,28 +269,165 @@ fn default_send_pace_ms() -> u64 {
     15
 }
 
-impl Scenario {
-    /// Parses one scenario file's text.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let scenario: Self = toml::from_str(text).map_err(|e| e.to_string())?;
-        scenario.machine()?;
-        if !scenario.qemu_args.is_empty() && scenario.emulator == Emulator::Bochs {
-            return Err("qemu_args is for QEMU scenarios only".into());
-        }
-        if scenario.name.is_empty()
-            || !scenario
+impl ScenarioFile {
+    /// Checks what does not depend on the backend.
+    fn check(&self) -> Result<(), String> {
+        if self.name.is_empty()
+            || !self
                 .name
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         {
             return Err(format!(
                 "scenario name {:?} must be non-empty letters, digits, '-' or '_'",
-                scenario.name
+                self.name
             ));
         }
-        scenario.check_steps()?;
-        scenario.check_figures()?;
-        Ok(scenario)
+        match (self.emulator, self.backends.is_empty()) {
+            (Some(_), false) => {
+                return Err(
+                    "give either `emulator` or `backends`, not both (`backends` picks the \
+                     emulator of each run)"
+                        .into(),
+                );
+            }
+            (None, true) => {
+                return Err("missing `emulator` (qemu, bochs or kvm) or `backends` \
+                            (bochs-vmx, qemu-svm, bochs-svm)"
+                    .into());
+            }
+            _ => {}
+        }
+        for (i, b) in self.backends.iter().enumerate() {
+            if self.backends[..i].contains(b) {
+                return Err(format!("backend {:?} is listed twice", b.name()));
+            }
+        }
+        let vendor_lists = [
+            ("expect_vmx", &self.expect_vmx),
+            ("expect_svm", &self.expect_svm),
+            ("forbid_vmx", &self.forbid_vmx),
+            ("forbid_svm", &self.forbid_svm),
+        ];
+        for (key, list) in vendor_lists {
+            if !list.is_empty() && self.backends.is_empty() {
+                return Err(format!(
+                    "`{key}` needs `backends = [...]` (a scenario with one `emulator` puts \
+                     everything in `expect` and `forbid`)"
+                ));
+            }
+            if list.iter().any(String::is_empty) {
+                return Err(format!("`{key}` holds an empty string"));
+            }
+        }
+        let on_qemu = match self.emulator {
+            Some(e) => e != Emulator::Bochs,
+            None => self
+                .backends
+                .iter()
+                .any(|b| b.emulator() != Emulator::Bochs),
+        };
+        if !self.qemu_args.is_empty() && !on_qemu {
+            return Err("qemu_args is for QEMU scenarios only".into());
+        }
+        Ok(())
+    }
+
+    /// The run on `backend` (`None`: the file's `emulator`).
+    fn run(&self, backend: Option<Backend>) -> Scenario {
+        let (name, emulator, expect_vendor, forbid_vendor) = match backend {
+            None => (
+                self.name.clone(),
+                self.emulator.unwrap_or(Emulator::Qemu),
+                Vec::new(),
+                Vec::new(),
+            ),
+            Some(b) => {
+                let (expect, forbid) = match b.vendor() {
+                    Vendor::Vmx => (&self.expect_vmx, &self.forbid_vmx),
+                    Vendor::Svm => (&self.expect_svm, &self.forbid_svm),
+                };
+                (
+                    format!("{}@{}", self.name, b.name()),
+                    b.emulator(),
+                    expect.clone(),
+                    forbid.clone(),
+                )
+            }
+        };
+        let mut forbid = self.forbid.clone();
+        forbid.extend(forbid_vendor);
+        Scenario {
+            name,
+            scenario: self.name.clone(),
+            description: self.description.clone(),
+            emulator,
+            backend,
+            cpus: self.cpus,
+            memory: self.memory.clone(),
+            cmdline: self.cmdline.clone(),
+            modules: self.modules.clone(),
+            qemu_args: if emulator == Emulator::Bochs {
+                Vec::new()
+            } else {
+                self.qemu_args.clone()
+            },
+            loader: self.loader,
+            expect: self.expect.clone(),
+            expect_vendor,
+            forbid,
+            verdict: self.verdict,
+            checks: self.checks.clone(),
+            figures: self.figures.clone(),
+            steps: self.steps.clone(),
+            send_pace_ms: self.send_pace_ms,
+            timeout: self.timeout,
+            bochs_ips: self.bochs_ips,
+        }
+    }
+}
+
+impl Scenario {
+    /// Parses one scenario file's text into its runs: one per backend of
+    /// `backends`, in that order, or the one run on its `emulator`.
+    pub fn runs(text: &str) -> Result<Vec<Self>, String> {
+        let file: ScenarioFile = toml::from_str(text).map_err(|e| e.to_string())?;
+        file.check()?;
+        let runs: Vec<Self> = if file.backends.is_empty() {
+            vec![file.run(None)]
+        } else {
+            file.backends.iter().map(|&b| file.run(Some(b))).collect()
+        };
+        for run in &runs {
+            run.machine()?;
+            run.check_steps()?;
+            run.check_figures()?;
+        }
+        Ok(runs)
+    }
+
+    /// Parses a scenario file that makes exactly one run (one `emulator`,
+    /// or one backend).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut runs = Self::runs(text)?;
+        if runs.len() != 1 {
+            return Err(format!(
+                "{} runs (one per backend) where one was wanted",
+                runs.len()
+            ));
+        }
+        Ok(runs.remove(0))
+    }
+
+    /// The backend's name for reports: the backend of a scenario with
+    /// `backends`, else its emulator (`bochs` is the same machine as
+    /// `bochs-vmx`, and counts as it).
+    pub fn backend_label(&self) -> &'static str {
+        match (self.backend, self.emulator) {
+            (Some(b), _) => b.name(),
+            (None, Emulator::Bochs) => Backend::BochsVmx.name(),
+            (None, e) => e.name(),
+        }
     }
 
     fn check_steps(&self) -> Result<(), String> {
@@ -220,31 +480,42 @@ impl Scenario {
     pub fn machine(&self) -> Result<Machine, String> {
         Ok(Machine {
             emulator: self.emulator,
+            cpu: self.backend.and_then(Backend::cpu),
             cpus: self.cpus,
             memory_mib: parse_memory(&self.memory)?,
             ips: self.bochs_ips.unwrap_or(crate::emulator::BOCHS_IPS),
         })
     }
 
-    /// Loads every `*.toml` scenario in `dir`, sorted by name.
+    /// Loads every `*.toml` scenario in `dir` and returns their runs,
+    /// sorted by run name.
     pub fn load_dir(dir: &Path) -> Result<Vec<Self>, String> {
-        let mut scenarios = Vec::new();
+        let mut runs = Vec::new();
+        let mut names = std::collections::BTreeSet::new();
         let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         for entry in entries {
             let path = entry.map_err(|e| e.to_string())?.path();
             if path.extension().is_some_and(|e| e == "toml") {
                 let text = std::fs::read_to_string(&path)
                     .map_err(|e| format!("{}: {e}", path.display()))?;
-                scenarios.push(Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?);
+                let file_runs =
+                    Self::runs(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+                // Two files may not share a name (their logs and ISOs would mix).
+                if let Some(first) = file_runs.first()
+                    && !names.insert(first.scenario.clone())
+                {
+                    return Err(format!("two scenarios are named {:?}", first.scenario));
+                }
+                runs.extend(file_runs);
             }
         }
-        scenarios.sort_by(|a, b| a.name.cmp(&b.name));
-        for pair in scenarios.windows(2) {
+        runs.sort_by(|a, b| a.name.cmp(&b.name));
+        for pair in runs.windows(2) {
             if pair[0].name == pair[1].name {
-                return Err(format!("two scenarios are named {:?}", pair[0].name));
+                return Err(format!("two scenario runs are named {:?}", pair[0].name));
             }
         }
-        Ok(scenarios)
+        Ok(runs)
     }
 }
 
@@ -399,6 +670,98 @@ mod tests {
     }
 
     #[test]
+    fn backends_make_one_run_each() {
+        let runs = Scenario::runs(
+            r#"
+            name = "guest"
+            description = "d"
+            backends = ["bochs-vmx", "qemu-svm", "bochs-svm"]
+            cpus = 2
+            qemu_args = ["-no-acpi"]
+            expect = ["common"]
+            expect_vmx = ["VT-x: VMCS rev", "cpu0: VMX operation on"]
+            expect_svm = ["svm: enabled on cpu0"]
+            forbid = ["PANIC"]
+            forbid_svm = ["svm: unavailable"]
+            "#,
+        )
+        .expect("valid");
+        let names: Vec<&str> = runs.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["guest@bochs-vmx", "guest@qemu-svm", "guest@bochs-svm"]
+        );
+        let machines: Vec<(Emulator, Option<&str>)> = runs
+            .iter()
+            .map(|r| r.machine().map(|m| (m.emulator, m.cpu)).expect("machine"))
+            .collect();
+        assert_eq!(
+            machines,
+            [
+                (Emulator::Bochs, None),
+                (Emulator::Qemu, Some("EPYC")),
+                (Emulator::Bochs, Some("ryzen"))
+            ]
+        );
+        let (vmx, qemu, ryzen) = (&runs[0], &runs[1], &runs[2]);
+        assert_eq!(
+            vmx.expect_vendor,
+            ["VT-x: VMCS rev", "cpu0: VMX operation on"]
+        );
+        assert_eq!(vmx.forbid, ["PANIC"]);
+        assert!(vmx.qemu_args.is_empty(), "QEMU arguments never reach Bochs");
+        assert_eq!(qemu.expect_vendor, ["svm: enabled on cpu0"]);
+        assert_eq!(qemu.forbid, ["PANIC", "svm: unavailable"]);
+        assert_eq!(qemu.qemu_args, ["-no-acpi"]);
+        assert_eq!(ryzen.expect_vendor, qemu.expect_vendor);
+        assert!(
+            runs.iter()
+                .all(|r| r.scenario == "guest" && r.expect == ["common"])
+        );
+        let labels: Vec<&str> = runs.iter().map(Scenario::backend_label).collect();
+        assert_eq!(labels, ["bochs-vmx", "qemu-svm", "bochs-svm"]);
+        assert!(
+            Scenario::parse("name='a'\ndescription='d'\nbackends=['qemu-svm','bochs-vmx']")
+                .is_err()
+        );
+        let one = Scenario::parse("name='a'\ndescription='d'\nbackends=['qemu-svm']")
+            .expect("one backend, one run");
+        assert_eq!(one.name, "a@qemu-svm");
+    }
+
+    #[test]
+    fn a_scenario_without_backends_is_as_before() {
+        let s = Scenario::parse(BASE).expect("valid");
+        assert_eq!((s.name.as_str(), s.backend), ("a", None));
+        assert_eq!(s.backend_label(), "bochs-vmx");
+        assert_eq!(s.machine().map(|m| m.cpu), Ok(None));
+        let q = Scenario::parse("name='q'\ndescription='d'\nemulator='qemu'").expect("valid");
+        assert_eq!(q.backend_label(), "qemu");
+    }
+
+    #[test]
+    fn rejects_bad_backends() {
+        let base = "name = 'a'\ndescription = 'd'\n";
+        for bad in [
+            "",
+            "emulator = 'qemu'\nbackends = ['qemu-svm']",
+            "backends = ['qemu-vmx']",
+            "backends = ['qemu-svm', 'qemu-svm']",
+            "emulator = 'qemu'\nexpect_svm = ['x']",
+            "emulator = 'bochs'\nforbid_vmx = ['x']",
+            "backends = ['bochs-vmx']\nexpect_vmx = ['']",
+            "backends = ['bochs-vmx', 'bochs-svm']\nqemu_args = ['-no-acpi']",
+            "backends = ['bochs-vmx']\nexpect_amd = ['x']",
+        ] {
+            assert!(Scenario::runs(&format!("{base}{bad}")).is_err(), "{bad}");
+        }
+        for b in Backend::ALL {
+            assert_eq!(Backend::parse(b.name()), Ok(b));
+        }
+        assert!(Backend::parse("kvm-svm").is_err());
+    }
+
+    #[test]
     fn memory_sizes() {
         assert_eq!(parse_memory("64M"), Ok(64));
         assert_eq!(parse_memory("6g"), Ok(6144));
@@ -412,5 +775,14 @@ mod tests {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
         let scenarios = Scenario::load_dir(&dir).expect("scenarios parse");
         assert!(scenarios.len() >= 6, "{}", scenarios.len());
+        // Run names are unique and `--filter NAME@BACKEND` picks one run.
+        for run in &scenarios {
+            let matching = scenarios.iter().filter(|r| r.name.contains(&run.name));
+            assert!(
+                matching.count() == 1 || run.backend.is_none(),
+                "{}",
+                run.name
+            );
+        }
     }
 }

@@ -9,6 +9,27 @@
 //! on its single-shot timer sharing a CPU with a CPU-bound guest (the
 //! wake-up latency, in TSC ticks = instructions).
 //!
+//! These three groups (`exits`, `switch`, `wakeup`) run on each of
+//! [`TARGETS`], side by side: `bochs-vmx` (VT-x), `bochs-svm` (Bochs'
+//! `ryzen`) and `qemu-svm` (QEMU TCG `-cpu EPYC` with `-icount shift=0`,
+//! where the TSC also counts one tick per instruction). Before an SVM
+//! column, a probe boots a `hello` guest there: when Basalt's monitor says
+//! that no guest can start, the column reads `unavailable: <reason>` and
+//! the bench goes on. VT-x figures print as `name=value`, the others as
+//! `name@BACKEND=value`; a table with one column per backend follows.
+//!
+//! `linux-qemu` boots Debian's kernel under QEMU/SVM (TCG, `-cpu EPYC`, no
+//! `-icount`: this measures wall time, what a test run costs) bare, by
+//! QEMU's `-kernel` of the same vmlinux (its PVH note) with the initrd,
+//! 256 MiB, and as a Basalt guest (512 MiB machine, `memory=256M`), command
+//! line [`QEMU_LINUX_CMDLINE`]. Figures: `linux_qemu_bare_init_s` and
+//! `linux_qemu_guest_init_s` (wall seconds from QEMU's start to `/init`'s
+//! `basalt-linux: init up`; the guest's includes the BIOS, GRUB loading the
+//! 64 MB vmlinux and Basalt's boot), `linux_qemu_bare_uptime_s`,
+//! `linux_qemu_guest_uptime_s` (the kernel's uptime at `/init`'s uptime
+//! line) and `linux_qemu_ratio` (guest / bare uptime). Without a backend
+//! the guest figures read `unavailable: <reason>`.
+//!
 //! The Linux boot benchmark boots Debian's kernel with the busybox initramfs
 //! (`linux:initrd`) twice at [`LINUX_IPS`] instructions per emulated second,
 //! one CPU, [`LINUX_MEMORY_MIB`] of RAM for the kernel, command line
@@ -37,7 +58,8 @@
 //! `exits` (`cpuid_exit_ticks`, `vmcall_exit_ticks`, `io_exit_ticks`),
 //! `switch` (`context_switch_ticks`), `wakeup` (`wakeup_latency_ticks`,
 //! `wakeup_latency_us`), `console` (the `console_flood_*` figures), `linux`
-//! (the `linux_boot_*` figures); all by default.
+//! (the `linux_boot_*` figures), `linux-qemu` (the `linux_qemu_*`
+//! figures); all by default.
 //!
 //! The console run (one CPU) has a guest write 64 KiB to its console — 32
 //! KiB with `console_io`, 32 KiB to port 0xE9 — while it has the console
@@ -54,13 +76,63 @@ use crate::packages;
 use crate::util::{self, Result};
 use basalt_tests::emulator::{self, Emulator, Machine, Serial};
 use basalt_tests::runner;
-use basalt_tests::scenario::Scenario;
-use std::path::Path;
-use std::process::{Child, Stdio};
+use basalt_tests::scenario::{Backend, Scenario};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The groups of figures `cargo xtask bench [GROUP]...` can pick.
-pub const GROUPS: [&str; 5] = ["exits", "switch", "wakeup", "console", "linux"];
+pub const GROUPS: [&str; 6] = [
+    "exits",
+    "switch",
+    "wakeup",
+    "console",
+    "linux",
+    "linux-qemu",
+];
+
+/// Where the exit round trips are measured, side by side: an emulator
+/// whose TSC counts one tick per executed instruction, with each vendor's
+/// extensions (docs/vmx.md, "Cost of an exit").
+#[derive(Debug, Clone, Copy)]
+struct Target {
+    backend: Backend,
+    /// Extra QEMU arguments.
+    qemu_args: &'static [&'static str],
+    /// The TSC's rate in MHz (instructions per microsecond): Bochs' `ips`
+    /// (the harness default, 4 million), QEMU's `-icount shift=0` 1 ns per
+    /// instruction.
+    tsc_mhz: u64,
+}
+
+const TARGETS: [Target; 3] = [
+    Target {
+        backend: Backend::BochsVmx,
+        qemu_args: &[],
+        tsc_mhz: emulator::BOCHS_IPS / 1_000_000,
+    },
+    Target {
+        backend: Backend::BochsSvm,
+        qemu_args: &[],
+        tsc_mhz: emulator::BOCHS_IPS / 1_000_000,
+    },
+    Target {
+        backend: Backend::QemuSvm,
+        qemu_args: &["-icount", "shift=0"],
+        tsc_mhz: 1000,
+    },
+];
+
+impl Target {
+    /// `""` for VT-x (the figures' names as before the SVM columns),
+    /// `@BACKEND` for the others.
+    fn suffix(self) -> String {
+        match self.backend {
+            Backend::BochsVmx => String::new(),
+            b => format!("@{}", b.name()),
+        }
+    }
+}
 
 struct Run {
     name: &'static str,
@@ -210,11 +282,17 @@ const LINUX_GUEST: Run = Run {
 
 const RUNS: [&Run; 5] = [&EXITS, &SWITCH, &WAKEUP, &CONSOLE, &LINUX_GUEST];
 
-/// The scenario file text of run `r`.
-fn scenario_text(r: &Run) -> String {
+/// The scenario file text of run `r` on `target`.
+fn scenario_text(r: &Run, target: Target) -> String {
+    let qemu_args: Vec<String> = target
+        .qemu_args
+        .iter()
+        .map(|a| format!("\"{a}\""))
+        .collect();
     format!(
-        "name = \"{}\"\ndescription = \"benchmark\"\nemulator = \"bochs\"\ncpus = {}\nmemory = \"{}\"\ncmdline = \"{}\"\nexpect = {}\ntimeout = {}\n{}{}",
+        "name = \"{}\"\ndescription = \"benchmark\"\nbackends = [\"{}\"]\ncpus = {}\nmemory = \"{}\"\ncmdline = \"{}\"\nexpect = {}\ntimeout = {}\n{}{}{}",
         r.name,
+        target.backend.name(),
         r.cpus,
         r.memory,
         r.cmdline,
@@ -225,14 +303,17 @@ fn scenario_text(r: &Run) -> String {
             .unwrap_or_default(),
         r.steps
             .map(|steps| format!("steps = {steps}\n"))
-            .unwrap_or_default()
+            .unwrap_or_default(),
+        if qemu_args.is_empty() {
+            String::new()
+        } else {
+            format!("qemu_args = [{}]\n", qemu_args.join(", "))
+        }
     )
 }
 
-/// Runs one benchmark scenario; returns its serial log.
-fn run(r: &Run, kernel: &Path, built: &crate::modules::Built) -> Result<String> {
-    let text = scenario_text(r);
-    let scenario = Scenario::parse(&text)?;
+/// Makes the boot ISO of run `r` (Basalt, its command line and modules).
+fn run_iso(r: &Run, kernel: &Path, built: &crate::modules::Built) -> Result<PathBuf> {
     let dir = util::target_dir().join("bench").join(r.name);
     let image = dir.join("bench.iso");
     let modules: Vec<ModuleArg> = crate::modules::module_args(
@@ -245,7 +326,7 @@ fn run(r: &Run, kernel: &Path, built: &crate::modules::Built) -> Result<String> 
         iso::build(
             &IsoSpec {
                 kernel,
-                cmdline: &scenario.cmdline,
+                cmdline: r.cmdline,
                 modules: &modules,
                 loader: Loader::Multiboot2,
                 timeout: 0,
@@ -254,7 +335,15 @@ fn run(r: &Run, kernel: &Path, built: &crate::modules::Built) -> Result<String> 
             &image,
         )
     })?;
-    let outcome = util::step(&format!("running {} under Bochs", r.name), || {
+    Ok(image)
+}
+
+/// Runs one benchmark scenario on `target`; returns its serial log.
+fn run(r: &Run, target: Target, kernel: &Path, built: &crate::modules::Built) -> Result<String> {
+    let scenario = Scenario::parse(&scenario_text(r, target))?;
+    let dir = util::target_dir().join("bench").join(r.name);
+    let image = run_iso(r, kernel, built)?;
+    let outcome = util::step(&format!("running {}", scenario.name), || {
         Ok(runner::run(&scenario, &image, &dir))
     })?;
     let log =
@@ -262,12 +351,174 @@ fn run(r: &Run, kernel: &Path, built: &crate::modules::Built) -> Result<String> 
     if !outcome.passed {
         return Err(format!(
             "{}: {} (serial log {})",
-            r.name,
+            scenario.name,
             outcome.detail,
             outcome.serial_log.display()
         ));
     }
     Ok(log)
+}
+
+/// What Basalt's monitor says when no virtualization backend works.
+const NO_GUEST_MARKER: &str = "monitor: no guest can start: ";
+
+/// The reason after [`NO_GUEST_MARKER`], if Basalt printed it.
+fn no_guest_reason(log: &str) -> Option<String> {
+    let line = log.lines().find(|l| l.contains(NO_GUEST_MARKER))?;
+    Some(line.split(NO_GUEST_MARKER).nth(1)?.trim().to_string())
+}
+
+/// Whether guests can run on `target`: Basalt boots a `hello` guest there
+/// (`test-exit`); without a backend its monitor says why no guest can
+/// start and the probe stops at once. `Err` holds the reason.
+fn probe(
+    target: Target,
+    kernel: &Path,
+    built: &crate::modules::Built,
+) -> std::result::Result<(), String> {
+    const PROBE: Run = Run {
+        name: "bench-probe",
+        group: "exits",
+        cpus: 1,
+        memory: "256M",
+        ips: None,
+        timeout: 120,
+        cmdline: "test-exit loglvl=warning",
+        modules: &[("guest:hello", "name=probe memory=16M")],
+        expect: "[]",
+        steps: None,
+    };
+    let image = run_iso(&PROBE, kernel, built)?;
+    let scenario = Scenario::parse(&scenario_text(&PROBE, target))?;
+    let machine = scenario.machine()?;
+    let dir = util::target_dir().join("bench").join(PROBE.name);
+    let (mut child, serial) =
+        spawn_basalt(&machine, &image, &dir, &scenario.name, target.qemu_args)?;
+    let watched = watch(
+        &mut child,
+        &serial,
+        &[NO_GUEST_MARKER, basalt_tests::matcher::VERDICT_PREFIX],
+        Duration::from_secs(PROBE.timeout),
+        |seen, _| seen.iter().any(Option::is_some),
+    )
+    .map_err(|e| format!("{}: {e}", scenario.name))?;
+    match (
+        no_guest_reason(&watched.log),
+        basalt_tests::matcher::verdict(&watched.log, false),
+    ) {
+        (Some(reason), _) => Err(reason),
+        (None, Some(basalt_tests::matcher::Verdict::Pass)) => Ok(()),
+        (None, _) => Err(format!(
+            "the probe guest did not pass (serial log {})",
+            serial.display()
+        )),
+    }
+}
+
+/// Starts Basalt's `image` on `machine` with COM1 into
+/// `DIR/NAME.serial.log` (emulator output beside it); returns the emulator
+/// and the serial log's path.
+fn spawn_basalt(
+    machine: &Machine,
+    image: &Path,
+    dir: &Path,
+    name: &str,
+    qemu_args: &[&str],
+) -> Result<(Child, PathBuf)> {
+    let file = |ext: &str| dir.join(format!("{name}.{ext}"));
+    let (serial, bochs_log, cfg, rc) = (
+        file("serial.log"),
+        file("bochs.log"),
+        file("bochsrc"),
+        file("bochs-rc"),
+    );
+    let emulator_log = file("emulator.log");
+    let io = |p: &Path, e: std::io::Error| format!("{}: {e}", p.display());
+    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    std::fs::write(&serial, b"").map_err(|e| io(&serial, e))?;
+    if machine.emulator == Emulator::Bochs {
+        std::fs::write(
+            &cfg,
+            emulator::bochs_config(machine, image, &serial, &bochs_log),
+        )
+        .map_err(|e| io(&cfg, e))?;
+        std::fs::write(&rc, emulator::BOCHS_RC).map_err(|e| io(&rc, e))?;
+    }
+    let out = std::fs::File::create(&emulator_log).map_err(|e| io(&emulator_log, e))?;
+    let err = out.try_clone().map_err(|e| io(&emulator_log, e))?;
+    let mut cmd = emulator::command(machine, image, Serial::File(&serial), Some((&cfg, &rc)));
+    if machine.emulator != Emulator::Bochs {
+        cmd.args(qemu_args);
+    }
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", machine.emulator.name()))?;
+    Ok((child, serial))
+}
+
+/// What [`watch`] saw: the serial log, and for each marker the seconds
+/// from the emulator's start to its first appearance.
+struct Watched {
+    log: String,
+    seen: Vec<Option<f64>>,
+    /// Whether `done` stopped the emulator (rather than its own end).
+    stopped: bool,
+}
+
+/// Watches `child`'s serial log until the emulator ends, `done(seen,
+/// elapsed)` says the run has shown enough (the emulator is then stopped)
+/// or `timeout` (an error). Marker times are taken every 50 ms.
+fn watch(
+    child: &mut Child,
+    serial: &Path,
+    markers: &[&str],
+    timeout: Duration,
+    done: impl Fn(&[Option<f64>], f64) -> bool,
+) -> Result<Watched> {
+    let started = Instant::now();
+    let read = || basalt_tests::matcher::normalise(&std::fs::read(serial).unwrap_or_default());
+    let mut seen = vec![None; markers.len()];
+    let stop = |child: &mut Child| {
+        let _ = child.kill();
+        let _ = child.wait();
+    };
+    loop {
+        let ended = matches!(child.try_wait(), Ok(Some(_)));
+        let log = read();
+        let elapsed = started.elapsed().as_secs_f64();
+        for (marker, time) in markers.iter().zip(seen.iter_mut()) {
+            if time.is_none() && log.contains(marker) {
+                *time = Some(elapsed);
+            }
+        }
+        if ended {
+            return Ok(Watched {
+                log,
+                seen,
+                stopped: false,
+            });
+        }
+        if done(&seen, elapsed) {
+            stop(child);
+            return Ok(Watched {
+                log: read(),
+                seen,
+                stopped: true,
+            });
+        }
+        if started.elapsed() >= timeout {
+            stop(child);
+            return Err(format!(
+                "timed out after {} s (serial log {})",
+                timeout.as_secs(),
+                serial.display()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// The number after `key` on the first line holding `marker`.
@@ -305,6 +556,7 @@ fn run_bare_linux(bzimage: &Path, initrd: &Path) -> Result<String> {
     })?;
     let machine = Machine {
         emulator: Emulator::Bochs,
+        cpu: None,
         cpus: 1,
         memory_mib: LINUX_MEMORY_MIB,
         ips: LINUX_IPS,
@@ -319,62 +571,178 @@ fn run_bare_linux(bzimage: &Path, initrd: &Path) -> Result<String> {
 /// [`LINUX_TIMEOUT`]; returns the serial log. A guest that printed the
 /// uptime but does not power off is stopped after a grace period.
 fn boot_bare(machine: &Machine, image: &Path, dir: &Path, name: &str) -> Result<String> {
-    let file = |ext: &str| dir.join(format!("{name}.{ext}"));
-    let (serial, bochs_log, cfg, rc) = (
-        file("serial.log"),
-        file("bochs.log"),
-        file("bochsrc"),
-        file("bochs-rc"),
-    );
-    let emulator_log = file("emulator.log");
-    let io = |p: &Path, e: std::io::Error| format!("{}: {e}", p.display());
-    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
-    std::fs::write(&serial, b"").map_err(|e| io(&serial, e))?;
-    std::fs::write(
-        &cfg,
-        emulator::bochs_config(machine, image, &serial, &bochs_log),
+    let (mut child, _) = spawn_basalt(machine, image, dir, name, &[])?;
+    let watched = watch(
+        &mut child,
+        &dir.join(format!("{name}.serial.log")),
+        &[UPTIME_MARKER],
+        Duration::from_secs(LINUX_TIMEOUT),
+        |seen, now| seen[0].is_some_and(|t| now >= t + 60.0),
     )
-    .map_err(|e| io(&cfg, e))?;
-    std::fs::write(&rc, emulator::BOCHS_RC).map_err(|e| io(&rc, e))?;
+    .map_err(|e| format!("{name}: {e}"))?;
+    if watched.stopped {
+        eprintln!("    the bare Linux did not power off 60 s after its marker: stopped");
+    }
+    Ok(watched.log)
+}
+
+/// What `/init` prints first.
+const INIT_MARKER: &str = "basalt-linux: init up";
+/// The kernel command line of both QEMU Linux boots (QEMU's TSC runs at
+/// the host's rate, and Basalt tells its guest the rate it measured: no
+/// `tsc_early_khz`).
+const QEMU_LINUX_CMDLINE: &str = "console=ttyS0 quiet basalt.bench";
+/// Seconds a QEMU Linux boot may take.
+const QEMU_LINUX_TIMEOUT: u64 = 600;
+
+/// Linux under QEMU/SVM as a Basalt guest (`test-exit`, 512 MiB machine).
+const QEMU_LINUX_GUEST: Run = Run {
+    name: "linux-qemu-guest",
+    group: "linux-qemu",
+    cpus: 1,
+    memory: "512M",
+    ips: None,
+    timeout: QEMU_LINUX_TIMEOUT,
+    cmdline: "test-exit",
+    modules: &[
+        (
+            "linux:vmlinux",
+            "name=linux memory=256M -- console=ttyS0 quiet basalt.bench",
+        ),
+        ("linux:initrd", "initrd-for=linux"),
+    ],
+    expect: "[]",
+    steps: None,
+};
+
+/// One Linux boot under QEMU: wall seconds from QEMU's start to `/init`'s
+/// first line, and the kernel's uptime at its uptime line.
+#[derive(Debug, Clone, Copy)]
+struct QemuBoot {
+    init_wall_s: f64,
+    uptime_s: Option<f64>,
+}
+
+/// The QEMU machine of both Linux boots: TCG, `-cpu EPYC` (as the
+/// `qemu-svm` backend), one CPU.
+fn qemu_linux_machine(memory_mib: u64) -> Machine {
+    Machine {
+        emulator: Emulator::Qemu,
+        cpu: Backend::QemuSvm.cpu(),
+        cpus: 1,
+        memory_mib,
+        ips: emulator::BOCHS_IPS,
+    }
+}
+
+/// Watches a QEMU Linux boot to `marker` (`/init`'s first line) and the
+/// uptime line; the guest powers off a second later (QEMU ends), a Basalt
+/// run ends after its verdict, and one where no guest can start is
+/// stopped at once (`Ok(Err(reason))`).
+fn watch_qemu_linux(
+    child: &mut Child,
+    serial: &Path,
+    marker: &str,
+) -> Result<std::result::Result<QemuBoot, String>> {
+    let markers = [
+        marker,
+        UPTIME_MARKER,
+        NO_GUEST_MARKER,
+        basalt_tests::matcher::VERDICT_PREFIX,
+    ];
+    let watched = watch(
+        child,
+        serial,
+        &markers,
+        Duration::from_secs(QEMU_LINUX_TIMEOUT),
+        |seen, now| {
+            seen[2].is_some()
+                || seen[3].is_some_and(|t| now >= t + 3.0)
+                || seen[1].is_some_and(|t| now >= t + 30.0)
+        },
+    )?;
+    if let Some(reason) = no_guest_reason(&watched.log) {
+        return Ok(Err(reason));
+    }
+    let init_wall_s = watched.seen[0].ok_or_else(|| {
+        format!(
+            "`{marker}` never appeared (serial log {})",
+            serial.display()
+        )
+    })?;
+    Ok(Ok(QemuBoot {
+        init_wall_s,
+        uptime_s: uptime(&watched.log),
+    }))
+}
+
+/// Debian's kernel booted bare by QEMU/SVM: `-kernel` of the same vmlinux
+/// (QEMU enters it through its PVH note, as Basalt does) with the same
+/// initrd and 256 MiB.
+fn run_qemu_bare_linux(vmlinux: &Path, initrd: &Path) -> Result<QemuBoot> {
+    let name = "linux-qemu-bare";
+    let dir = util::target_dir().join("bench").join(name);
+    let io = |p: &Path, e: std::io::Error| format!("{}: {e}", p.display());
+    std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+    let serial = dir.join(format!("{name}.serial.log"));
+    let emulator_log = dir.join(format!("{name}.emulator.log"));
+    std::fs::write(&serial, b"").map_err(|e| io(&serial, e))?;
+    let machine = qemu_linux_machine(LINUX_MEMORY_MIB);
     let out = std::fs::File::create(&emulator_log).map_err(|e| io(&emulator_log, e))?;
     let err = out.try_clone().map_err(|e| io(&emulator_log, e))?;
-    let mut child = emulator::command(machine, image, Serial::File(&serial), Some((&cfg, &rc)))
+    let mut cmd = Command::new("qemu-system-x86_64");
+    cmd.args([
+        "-machine",
+        "pc",
+        "-accel",
+        "tcg",
+        "-cpu",
+        machine.cpu.unwrap_or("EPYC"),
+        "-smp",
+        "1",
+        "-m",
+        &format!("{}M", machine.memory_mib),
+        "-display",
+        "none",
+        "-monitor",
+        "none",
+        "-no-reboot",
+        "-serial",
+        &format!("file:{}", serial.display()),
+        "-kernel",
+        &vmlinux.display().to_string(),
+        "-initrd",
+        &initrd.display().to_string(),
+        "-append",
+        QEMU_LINUX_CMDLINE,
+    ]);
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
         .spawn()
-        .map_err(|e| format!("cannot start bochs-bin: {e}"))?;
-    let read = || basalt_tests::matcher::normalise(&std::fs::read(&serial).unwrap_or_default());
-    let deadline = Instant::now() + Duration::from_secs(LINUX_TIMEOUT);
-    let mut marker_seen: Option<Instant> = None;
-    let stop = |child: &mut Child| {
-        let _ = child.kill();
-        let _ = child.wait();
-    };
-    loop {
-        if let Ok(Some(_)) = child.try_wait() {
-            break;
-        }
-        let now = Instant::now();
-        if marker_seen.is_none() && uptime(&read()).is_some() {
-            marker_seen = Some(now);
-        }
-        if marker_seen.is_some_and(|t| now >= t + Duration::from_secs(60)) {
-            eprintln!("    the bare Linux did not power off 60 s after its marker: stopped");
-            stop(&mut child);
-            break;
-        }
-        if now >= deadline {
-            stop(&mut child);
-            return Err(format!(
-                "{name}: timed out after {LINUX_TIMEOUT} s (serial log {}, Bochs log {})",
-                serial.display(),
-                bochs_log.display()
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    Ok(read())
+        .map_err(|e| format!("cannot start QEMU: {e}"))?;
+    util::step(&format!("running {name} under QEMU"), || {
+        watch_qemu_linux(&mut child, &serial, INIT_MARKER)
+    })?
+    .map_err(|reason| format!("{name}: {reason}"))
+}
+
+/// The same kernel as a Basalt guest under QEMU/SVM; `Ok(Err(reason))`
+/// when no guest can start there.
+fn run_qemu_guest_linux(
+    kernel: &Path,
+    built: &crate::modules::Built,
+) -> Result<std::result::Result<QemuBoot, String>> {
+    let r = &QEMU_LINUX_GUEST;
+    let image = run_iso(r, kernel, built)?;
+    let dir = util::target_dir().join("bench").join(r.name);
+    let machine = qemu_linux_machine(512);
+    let (mut child, serial) = spawn_basalt(&machine, &image, &dir, r.name, &[])?;
+    let marker = format!("(d1) {INIT_MARKER}");
+    util::step(&format!("running {} under QEMU", r.name), || {
+        watch_qemu_linux(&mut child, &serial, &marker)
+    })
 }
 
 /// The uptime `/init` printed (`basalt-linux: uptime SECONDS`), seconds.
@@ -428,56 +796,83 @@ pub fn bench(groups: &[String]) -> Result {
         ));
     }
     let wanted = |group: &str| groups.is_empty() || groups.iter().any(|g| g == group);
+    let exit_groups: Vec<&str> = EXIT_GROUPS.into_iter().filter(|g| wanted(g)).collect();
     packages::ensure(packages::BOCHS, "the benchmarks (Bochs)")?;
-    let runs: Vec<&Run> = RUNS.into_iter().filter(|r| wanted(r.group)).collect();
+    if !exit_groups.is_empty() || wanted("linux-qemu") {
+        packages::ensure(packages::QEMU, "the benchmarks under QEMU/SVM")?;
+    }
+    let runs: Vec<&Run> = RUNS
+        .into_iter()
+        .chain([&QEMU_LINUX_GUEST])
+        .filter(|r| wanted(r.group))
+        .collect();
     let bare_linux = ["linux:bzImage", "linux:initrd"];
     let built = crate::modules::build_for(
         runs.iter()
             .flat_map(|r| r.modules.iter().map(|(path, _)| *path))
             .chain(bare_linux.into_iter().filter(|_| wanted("linux")))
+            .chain(
+                ["guest:hello"]
+                    .into_iter()
+                    .filter(|_| !exit_groups.is_empty()),
+            )
             .map(Path::new),
     )?;
     let kernel = crate::kernel::build()?;
     let mut missing = Vec::new();
+    let mut failed = Vec::new();
     let mut report = |name: &str, value: Option<String>| match value {
         Some(v) => println!("{name}={v}"),
         None => missing.push(name.to_string()),
     };
     let ticks = |v: Option<u64>| v.map(|v| v.to_string());
-    if wanted("exits") {
-        let exits = run(&EXITS, &kernel.stripped, &built)?;
-        report(
-            "cpuid_exit_ticks",
-            ticks(figure(&exits, "cpuid_loop_ticks=", "per=")),
-        );
-        report(
-            "vmcall_exit_ticks",
-            ticks(figure(&exits, "vmcall_loop_ticks=", "per=")),
-        );
-        report(
-            "io_exit_ticks",
-            ticks(figure(&exits, "io_loop_ticks=", "per=")),
-        );
-    }
-    if wanted("switch") {
-        let switch = run(&SWITCH, &kernel.stripped, &built)?;
-        // One yield iteration of a domain holds two switches (to the other
-        // domain and back).
-        report(
-            "context_switch_ticks",
-            ticks(figure(&switch, "yield_loop_ticks=", "per=").map(|p| p / 2)),
-        );
-    }
-    if wanted("wakeup") {
-        let wakeup = run(&WAKEUP, &kernel.stripped, &built)?;
-        // Bochs' TSC runs at 4 MHz: 1 µs = 4 ticks = 4 instructions.
-        let tsc_mhz = 4;
-        let us = figure(&wakeup, "BASALT-FIGURE: wake_latency_avg_us=", "=");
-        report("wakeup_latency_ticks", ticks(us.map(|us| us * tsc_mhz)));
-        report("wakeup_latency_us", ticks(us));
+    if !exit_groups.is_empty() {
+        let mut table = Table::default();
+        for target in TARGETS {
+            let column = target.backend.name();
+            let available = match target.backend {
+                Backend::BochsVmx => Ok(()),
+                _ => util::step(&format!("probing guests on {column}"), || {
+                    Ok(probe(target, &kernel.stripped, &built))
+                })?,
+            };
+            if let Err(reason) = available {
+                eprintln!("    {column}: unavailable: {reason}");
+                table.notes.push(format!("{column}: unavailable: {reason}"));
+                continue;
+            }
+            for group in &exit_groups {
+                let r = RUNS
+                    .into_iter()
+                    .find(|r| r.group == *group)
+                    .ok_or("no run")?;
+                match run(r, target, &kernel.stripped, &built) {
+                    Ok(log) => {
+                        for (name, value) in exit_figures(group, &log, target) {
+                            let value = ticks(value);
+                            match target.backend {
+                                Backend::BochsVmx => report(name, value.clone()),
+                                _ => match &value {
+                                    Some(v) => println!("{name}{}={v}", target.suffix()),
+                                    None => failed.push(format!("{name}{}", target.suffix())),
+                                },
+                            }
+                            table.set(name, column, value.unwrap_or_else(|| "missing".into()));
+                        }
+                    }
+                    Err(e) if target.backend == Backend::BochsVmx => return Err(e),
+                    Err(e) => {
+                        eprintln!("    {e}");
+                        table.notes.push(format!("{column}: {group} failed: {e}"));
+                        failed.push(format!("{group}{}", target.suffix()));
+                    }
+                }
+            }
+        }
+        table.print();
     }
     if wanted("console") {
-        let log = run(&CONSOLE, &kernel.stripped, &built)?;
+        let log = run(&CONSOLE, TARGETS[0], &kernel.stripped, &built)?;
         let marker = "timer_late_max_ticks=";
         let late = figure(&log, marker, marker);
         let avg = figure(&log, marker, "avg=");
@@ -502,7 +897,7 @@ pub fn bench(groups: &[String]) -> Result {
     if wanted("linux") {
         let resolve = |p: &str| crate::modules::resolve(Path::new(p), &built);
         let bare = run_bare_linux(&resolve(bare_linux[0]), &resolve(bare_linux[1]))?;
-        let guest = run(&LINUX_GUEST, &kernel.stripped, &built)?;
+        let guest = run(&LINUX_GUEST, TARGETS[0], &kernel.stripped, &built)?;
         let (bare_s, guest_s) = (uptime(&bare), uptime(&guest));
         let ratio = match (guest_s, bare_s) {
             (Some(g), Some(b)) if b > 0.0 => Some(g / b),
@@ -519,13 +914,135 @@ pub fn bench(groups: &[String]) -> Result {
             eprintln!("    linux_boot_ratio is above the goal of {LINUX_RATIO_GOAL}");
         }
     }
-    if missing.is_empty() {
-        Ok(())
-    } else {
-        Err(format!(
+    if wanted("linux-qemu") {
+        let resolve = |p: &str| crate::modules::resolve(Path::new(p), &built);
+        let bare = run_qemu_bare_linux(&resolve("linux:vmlinux"), &resolve("linux:initrd"))?;
+        report(
+            "linux_qemu_bare_init_s",
+            Some(format!("{:.2}", bare.init_wall_s)),
+        );
+        report(
+            "linux_qemu_bare_uptime_s",
+            bare.uptime_s.map(|s| format!("{s:.2}")),
+        );
+        match run_qemu_guest_linux(&kernel.stripped, &built)? {
+            Ok(guest) => {
+                println!("linux_qemu_guest_init_s={:.2}", guest.init_wall_s);
+                let ratio = guest.uptime_s.zip(bare.uptime_s).map(|(g, b)| g / b);
+                for (name, value) in [
+                    ("linux_qemu_guest_uptime_s", guest.uptime_s),
+                    ("linux_qemu_ratio", ratio),
+                ] {
+                    match value {
+                        Some(v) => println!("{name}={v:.3}"),
+                        None => failed.push(name.to_string()),
+                    }
+                }
+            }
+            Err(reason) => {
+                println!("linux_qemu_guest_init_s=unavailable: {reason}");
+            }
+        }
+    }
+    let mut problems = Vec::new();
+    if !missing.is_empty() {
+        problems.push(format!(
             "the benchmarks did not report {}",
             missing.join(", ")
-        ))
+        ));
+    }
+    if !failed.is_empty() {
+        problems.push(format!(
+            "failed on a backend that runs guests: {}",
+            failed.join(", ")
+        ));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
+/// The groups measured on every [`TARGETS`] entry.
+const EXIT_GROUPS: [&str; 3] = ["exits", "switch", "wakeup"];
+
+/// The figures of exit group `group` from its run's `log` on `target`.
+fn exit_figures(group: &str, log: &str, target: Target) -> Vec<(&'static str, Option<u64>)> {
+    match group {
+        "exits" => vec![
+            ("cpuid_exit_ticks", figure(log, "cpuid_loop_ticks=", "per=")),
+            (
+                "vmcall_exit_ticks",
+                figure(log, "vmcall_loop_ticks=", "per="),
+            ),
+            ("io_exit_ticks", figure(log, "io_loop_ticks=", "per=")),
+        ],
+        // One yield iteration of a domain holds two switches (to the other
+        // domain and back).
+        "switch" => vec![(
+            "context_switch_ticks",
+            figure(log, "yield_loop_ticks=", "per=").map(|p| p / 2),
+        )],
+        "wakeup" => {
+            let us = figure(log, "BASALT-FIGURE: wake_latency_avg_us=", "=");
+            vec![
+                ("wakeup_latency_ticks", us.map(|us| us * target.tsc_mhz)),
+                ("wakeup_latency_us", us),
+            ]
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// The exit figures side by side, one column per backend.
+#[derive(Debug, Default)]
+struct Table {
+    /// Figure name and its value per column name, in the order measured.
+    rows: Vec<(&'static str, Vec<(&'static str, String)>)>,
+    /// Lines under the table (backends that are unavailable, runs that failed).
+    notes: Vec<String>,
+}
+
+impl Table {
+    fn set(&mut self, figure: &'static str, column: &'static str, value: String) {
+        match self.rows.iter_mut().find(|(name, _)| *name == figure) {
+            Some((_, cells)) => cells.push((column, value)),
+            None => self.rows.push((figure, vec![(column, value)])),
+        }
+    }
+
+    fn render(&self) -> String {
+        let columns: Vec<&str> = TARGETS.iter().map(|t| t.backend.name()).collect();
+        let mut out = format!("{:<24}", "figure");
+        for c in &columns {
+            out.push_str(&format!("{c:>12}"));
+        }
+        out.push('\n');
+        for (name, cells) in &self.rows {
+            out.push_str(&format!("{name:<24}"));
+            for c in &columns {
+                let value = cells
+                    .iter()
+                    .find(|(column, _)| column == c)
+                    .map_or("-", |(_, v)| v.as_str());
+                out.push_str(&format!("{value:>12}"));
+            }
+            out.push('\n');
+        }
+        for note in &self.notes {
+            out.push_str(note);
+            out.push('\n');
+        }
+        out
+    }
+
+    fn print(&self) {
+        println!(
+            "==> exit round trips side by side (ticks = instructions: Bochs, and QEMU with \
+             -icount shift=0)"
+        );
+        print!("{}", self.render());
     }
 }
 
@@ -555,9 +1072,98 @@ mod tests {
         assert!(!LINUX_GUEST.cmdline.contains("loglvl="));
         for r in RUNS {
             assert!(GROUPS.contains(&r.group), "{}", r.name);
-            let scenario = Scenario::parse(&scenario_text(r)).expect(r.name);
+            for target in TARGETS {
+                let scenario = Scenario::parse(&scenario_text(r, target)).expect(r.name);
+                assert_eq!(scenario.bochs_ips, r.ips);
+                assert_eq!(scenario.backend, Some(target.backend));
+                let machine = scenario.machine().expect(r.name);
+                assert_eq!(machine.cpu, target.backend.cpu());
+                assert_eq!(
+                    scenario.qemu_args,
+                    target
+                        .qemu_args
+                        .iter()
+                        .filter(|_| machine.emulator != Emulator::Bochs)
+                        .map(|a| a.to_string())
+                        .collect::<Vec<_>>()
+                );
+            }
+            let scenario = Scenario::parse(&scenario_text(r, TARGETS[0])).expect(r.name);
             assert_eq!(scenario.bochs_ips, r.ips);
         }
+    }
+
+    #[test]
+    fn the_exit_table_puts_backends_side_by_side() {
+        let mut table = Table::default();
+        table.set("cpuid_exit_ticks", "bochs-vmx", "156".into());
+        table.set("io_exit_ticks", "bochs-vmx", "395".into());
+        table.set("cpuid_exit_ticks", "qemu-svm", "240".into());
+        table
+            .notes
+            .push("bochs-svm: unavailable: no SVM backend".into());
+        let text = table.render();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0].split_whitespace().collect::<Vec<_>>(),
+            ["figure", "bochs-vmx", "bochs-svm", "qemu-svm"]
+        );
+        assert_eq!(
+            lines[1].split_whitespace().collect::<Vec<_>>(),
+            ["cpuid_exit_ticks", "156", "-", "240"]
+        );
+        assert_eq!(
+            lines[2].split_whitespace().collect::<Vec<_>>(),
+            ["io_exit_ticks", "395", "-", "-"]
+        );
+        assert_eq!(lines[3], "bochs-svm: unavailable: no SVM backend");
+        // Columns line up (fixed widths, values to the right).
+        assert!(lines[..3].iter().all(|l| l.len() == 24 + 3 * 12), "{text}");
+    }
+
+    #[test]
+    fn figures_per_exit_group_and_target() {
+        let log = "(d1) cpuid_loop_ticks=15600000 per=156\n(d1) vmcall_loop_ticks=1 per=336\n\
+                   (d1) io_loop_ticks=1 per=395\n(d1) yield_loop_ticks=9 per=4762\n\
+                   [ 1.0] cpu0 INFO  BASALT-FIGURE: wake_latency_avg_us=983\n";
+        assert_eq!(
+            exit_figures("exits", log, TARGETS[0]),
+            [
+                ("cpuid_exit_ticks", Some(156)),
+                ("vmcall_exit_ticks", Some(336)),
+                ("io_exit_ticks", Some(395))
+            ]
+        );
+        assert_eq!(
+            exit_figures("switch", log, TARGETS[0]),
+            [("context_switch_ticks", Some(2381))]
+        );
+        // Bochs' TSC at 4 MHz, QEMU's icount at 1 GHz.
+        assert_eq!(
+            exit_figures("wakeup", log, TARGETS[0])[0],
+            ("wakeup_latency_ticks", Some(3932))
+        );
+        assert_eq!(
+            exit_figures("wakeup", log, TARGETS[2])[0],
+            ("wakeup_latency_ticks", Some(983_000))
+        );
+        assert_eq!(
+            exit_figures("exits", "", TARGETS[1])[0],
+            ("cpuid_exit_ticks", None)
+        );
+        assert_eq!(TARGETS[0].suffix(), "");
+        assert_eq!(TARGETS[2].suffix(), "@qemu-svm");
+    }
+
+    #[test]
+    fn the_reason_no_guest_can_start_is_read() {
+        let log = "[ 0.1] cpu0 INFO  boot complete; no guest domain to run\n\
+                   monitor: no guest can start: this CPU has no AMD-V (CPUID bit)\n";
+        assert_eq!(
+            no_guest_reason(log).as_deref(),
+            Some("this CPU has no AMD-V (CPUID bit)")
+        );
+        assert_eq!(no_guest_reason("basalt> \n"), None);
     }
 
     #[test]

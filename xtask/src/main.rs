@@ -24,14 +24,19 @@ commands:
   build                     build the hypervisor ELF (target/x86_64-unknown-none/release/basalt)
   iso  [--out PATH] [--cmdline STR] [--module 'PATH ARGS']... [--timeout SECS]
                             make a bootable GRUB ISO (BIOS; also boots from a USB stick)
-  run  [--emulator qemu|bochs|kvm] [--smp N] [--mem SIZE] [--ips N] [--cmdline STR] [--module 'PATH ARGS']...
-                            boot Basalt with its serial console on this terminal (Ctrl-C ends it)
+  run  [--emulator qemu|bochs|kvm] [--cpu MODEL] [--smp N] [--mem SIZE] [--ips N] [--cmdline STR]
+       [--module 'PATH ARGS']... [--no-guest]
+                            boot Basalt with its serial console on this terminal (Ctrl-C ends it);
+                            without --module, Debian's kernel and a busybox shell as domain 1
+                            (--no-guest: none); CPU: QEMU EPYC (SVM), Bochs corei7_skylake_x
+                            (VT-x; ryzen for SVM), KVM the host's (nested VT-x or SVM)
   test [--filter TEXT] [--jobs N] [--no-unit] [--no-boot]
                             host unit tests, then the boot scenarios in tests/scenarios/;
                             ends with 'N passed, N failed'
-  bench [GROUP]...          VM-exit costs under Bochs (Bochs ticks = instructions) and Linux's
-                            boot as a guest against bare; groups: exits, switch, wakeup, linux
-                            (all by default)
+  bench [GROUP]...          VM-exit costs in instructions on VT-x (Bochs) and SVM (Bochs ryzen,
+                            QEMU -icount shift=0) side by side, and Linux's boot as a guest
+                            against bare (Bochs; QEMU/SVM); groups: exits, switch, wakeup,
+                            console, linux, linux-qemu (all by default)
   lint                      cargo fmt --check and cargo clippy -D warnings
   linux-assets              make the Linux guest test assets (target/linux/) and print their paths
 
@@ -130,9 +135,22 @@ fn cmd_iso(args: &mut Args) -> Result {
 /// Bochs' instruction rate for runs with a Debian kernel (`linux:` modules).
 const LINUX_IPS: u64 = 50_000_000;
 
+/// The guest `cargo xtask run` boots when no `--module` is given: Debian's
+/// kernel through its PVH entry with the busybox initramfs, as in
+/// `tests/scenarios/bochs-linux-shell.toml` (assets from xtask/src/linux.rs).
+const DEFAULT_GUEST: [(&str, &str); 2] = [
+    ("linux:vmlinux", "name=linux memory=256M -- console=ttyS0"),
+    ("linux:initrd", "initrd-for=linux"),
+];
+
+/// QEMU's CPU for `cargo xtask run` unless `--cpu` names another: AMD SVM
+/// with nested paging under TCG (QEMU's TCG has no VT-x).
+const RUN_QEMU_CPU: &str = "EPYC";
+
 fn cmd_run(args: &mut Args) -> Result {
     let mut machine = Machine {
         emulator: Emulator::Qemu,
+        cpu: None,
         cpus: 1,
         memory_mib: 512,
         ips: basalt_tests::emulator::BOCHS_IPS,
@@ -140,9 +158,20 @@ fn cmd_run(args: &mut Args) -> Result {
     let mut cmdline = String::new();
     let mut modules: Vec<iso::ModuleArg> = Vec::new();
     let mut ips = None;
+    let mut cpu = None;
+    let mut no_guest = false;
     while let Some(flag) = args.items.next() {
         match flag.as_str() {
             "--emulator" => machine.emulator = Emulator::parse(&args.value(&flag)?)?,
+            "--cpu" => {
+                let model = args.value(&flag)?;
+                if model.is_empty() || model.contains(char::is_whitespace) {
+                    return Err(format!(
+                        "--cpu takes one CPU model, e.g. EPYC, qemu64,+svm,+npt or ryzen, not {model:?}"
+                    ));
+                }
+                cpu = Some(model);
+            }
             "--smp" => {
                 machine.cpus = args
                     .value(&flag)?
@@ -160,9 +189,29 @@ fn cmd_run(args: &mut Args) -> Result {
             }
             "--cmdline" => cmdline = args.value(&flag)?,
             "--module" => modules.push(iso::ModuleArg::parse(&args.value(&flag)?)?),
+            "--no-guest" => no_guest = true,
             other => return Err(format!("unknown option {other:?} for run\n\n{USAGE}")),
         }
     }
+    if no_guest && !modules.is_empty() {
+        return Err("--no-guest and --module contradict each other".into());
+    }
+    if modules.is_empty() && !no_guest {
+        for (path, args) in DEFAULT_GUEST {
+            modules.push(iso::ModuleArg::parse(&format!("{path} {args}"))?);
+        }
+    }
+    // The CPU model: as asked, else the emulator's choice for guests
+    // (a String leaked once: the machine description is `Copy`).
+    machine.cpu = match (cpu, machine.emulator) {
+        (Some(model), _) => Some(&*Box::leak(model.into_boxed_str())),
+        (None, Emulator::Qemu) => Some(RUN_QEMU_CPU),
+        (None, Emulator::Kvm) => Some(
+            basalt_tests::emulator::kvm_cpu()
+                .map_err(|r| format!("--emulator kvm cannot work here: {r}"))?,
+        ),
+        (None, Emulator::Bochs) => None,
+    };
     // Under Bochs a real operating system needs a CPU of tens of MHz (its
     // timers run in emulated time); Basalt's test guests boot faster at the
     // default.

@@ -53,9 +53,7 @@ pub fn run(options: &RunOptions) -> Result {
         Emulator::Qemu => packages::ensure(packages::QEMU, "running under QEMU")?,
         Emulator::Bochs => packages::ensure(packages::BOCHS, "running under Bochs")?,
         Emulator::Kvm => {
-            if let Some(reason) = emulator::kvm_unusable_reason() {
-                return Err(format!("--emulator kvm cannot work here: {reason}"));
-            }
+            emulator::kvm_cpu().map_err(|r| format!("--emulator kvm cannot work here: {r}"))?;
             packages::ensure(packages::QEMU, "running under QEMU/KVM")?;
         }
     }
@@ -84,11 +82,21 @@ pub fn run(options: &RunOptions) -> Result {
         )
     })?;
     eprintln!(
-        "==> booting under {} ({} CPUs, {} MiB); Ctrl-C ends the run",
+        "==> booting under {} (CPU {}, {} CPUs, {} MiB); Ctrl-C ends the run",
         machine.emulator.name(),
+        machine.cpu.unwrap_or(match machine.emulator {
+            Emulator::Bochs => emulator::BOCHS_CPU,
+            _ => "max",
+        }),
         machine.cpus,
         machine.memory_mib
     );
+    if !options.modules.is_empty() && machine.emulator != Emulator::Bochs {
+        eprintln!(
+            "==> at the monitor's `basalt> ` prompt, Ctrl-A three times gives the console to \
+             domain 1 (a Linux guest's shell: `linux# `), three more back to the monitor"
+        );
+    }
     match machine.emulator {
         Emulator::Bochs => {
             // xtask owns Bochs (another process group) and the terminal's
@@ -99,12 +107,71 @@ pub fn run(options: &RunOptions) -> Result {
         _ => {
             catch_signals(&[libc::SIGINT]);
             let mut cmd = emulator::command(&machine, &image, Serial::Stdio, None);
+            cmd.stderr(Stdio::piped());
             let mut child = cmd.spawn().map_err(|e| format!("cannot start QEMU: {e}"))?;
+            let filter = child
+                .stderr
+                .take()
+                .map(|err| std::thread::spawn(move || filter_qemu_stderr(err)));
             // QEMU shares the terminal and takes Ctrl-C itself; xtask waits.
             let status = child.wait().map_err(|e| e.to_string())?;
+            if let Some(filter) = filter {
+                let _ = filter.join();
+            }
             report_end(status.code())
         }
     }
+}
+
+/// What QEMU says for each feature of a named CPU model (`EPYC`) that TCG
+/// does not emulate.
+const TCG_FEATURE_WARNING: &str = "warning: TCG doesn't support requested feature: ";
+
+/// Copies QEMU's standard error to ours, except its warnings about CPU
+/// features TCG lacks (a dozen lines for `EPYC`, all at start-up), which
+/// become one line naming them once QEMU has been quiet for a moment.
+fn filter_qemu_stderr(err: std::process::ChildStderr) {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(err)
+            .lines()
+            .map_while(std::result::Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut missing: Vec<String> = Vec::new();
+    let say = |missing: &mut Vec<String>| {
+        if !missing.is_empty() {
+            eprintln!(
+                "==> QEMU's TCG leaves out {} feature(s) of this CPU model: {}",
+                missing.len(),
+                missing.join(", ")
+            );
+            missing.clear();
+        }
+    };
+    loop {
+        match rx.recv_timeout(Duration::from_millis(300)) {
+            Ok(line) => match line.split_once(TCG_FEATURE_WARNING) {
+                Some((_, feature)) => {
+                    // `CPUID.8000000AH:EDX.nrip-save [bit 3]` -> `nrip-save`
+                    let name = feature.split_whitespace().next().unwrap_or(feature);
+                    missing.push(name.rsplit('.').next().unwrap_or(name).to_string());
+                }
+                None => {
+                    say(&mut missing);
+                    eprintln!("{line}");
+                }
+            },
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => say(&mut missing),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    say(&mut missing);
 }
 
 fn report_end(code: Option<i32>) -> Result {

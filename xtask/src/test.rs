@@ -6,7 +6,7 @@ use crate::packages;
 use crate::util::{self, Result};
 use basalt_tests::emulator::Emulator;
 use basalt_tests::runner::{self, Outcome};
-use basalt_tests::scenario::{self, Scenario};
+use basalt_tests::scenario::{self, Backend, Scenario};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -27,10 +27,12 @@ pub struct TestOptions {
 }
 
 /// Counts of passed and failed tests.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 struct Tally {
     passed: usize,
     failed: usize,
+    /// Boot-scenario runs per backend (`bochs-vmx 38, qemu 24, ...`).
+    per_backend: String,
 }
 
 /// Runs everything; prints `N passed, N failed` last.
@@ -61,6 +63,7 @@ pub fn test(options: &TestOptions) -> Result {
             Ok(t) => {
                 total.passed += t.passed;
                 total.failed += t.failed;
+                total.per_backend = t.per_backend;
             }
             Err(e) => {
                 total.failed += 1;
@@ -71,7 +74,14 @@ pub fn test(options: &TestOptions) -> Result {
     for p in &problems {
         eprintln!("error: {p}");
     }
-    println!("{} passed, {} failed", total.passed, total.failed);
+    if total.per_backend.is_empty() {
+        println!("{} passed, {} failed", total.passed, total.failed);
+    } else {
+        println!(
+            "{} passed, {} failed; boot runs per backend: {}",
+            total.passed, total.failed, total.per_backend
+        );
+    }
     if total.failed > 0 {
         Err(format!("{} failed", total.failed))
     } else {
@@ -125,12 +135,14 @@ fn unit_tests() -> Result<Tally> {
 
 fn scenarios(options: &TestOptions) -> Result<Tally> {
     let dir = util::root().join("tests/scenarios");
+    // One run per scenario and backend, named `NAME` or `NAME@BACKEND`:
+    // `--filter @qemu-svm` takes every QEMU/SVM run.
     let mut all = Scenario::load_dir(&dir)?;
     if let Some(filter) = &options.filter {
         all.retain(|s| s.name.contains(filter.as_str()));
     }
     if all.is_empty() {
-        return Err("no boot scenario matches the filter".into());
+        return Err("no boot scenario run matches the filter".into());
     }
     if all.iter().any(|s| s.emulator != Emulator::Bochs) {
         packages::ensure(packages::QEMU, "the QEMU boot scenarios")?;
@@ -219,10 +231,13 @@ fn scenarios(options: &TestOptions) -> Result<Tally> {
             });
         }
     });
-    let results = results.into_inner().unwrap_or_default();
+    let results: Vec<Outcome> = results.into_inner().unwrap_or_default();
     let passed = results.iter().filter(|o| o.passed).count();
     let failed = results.len() - passed;
-    eprintln!("    boot scenarios: {passed} passed, {failed} failed");
+    let per_backend = per_backend(&all);
+    eprintln!(
+        "    boot scenarios: {passed} passed, {failed} failed; runs per backend: {per_backend}"
+    );
     for o in results.iter().filter(|o| !o.passed) {
         eprintln!(
             "    FAILED {}: {} (serial log {})",
@@ -231,7 +246,36 @@ fn scenarios(options: &TestOptions) -> Result<Tally> {
             o.serial_log.display()
         );
     }
-    Ok(Tally { passed, failed })
+    Ok(Tally {
+        passed,
+        failed,
+        per_backend,
+    })
+}
+
+/// How many runs each backend has, e.g. `bochs-vmx 38, qemu 24, qemu-svm 1`
+/// (backends in [`Backend::ALL`] order, then the emulators of scenarios
+/// without `backends`).
+fn per_backend(runs: &[Scenario]) -> String {
+    let order: Vec<&str> = Backend::ALL
+        .iter()
+        .map(|b| b.name())
+        .chain(["qemu", "kvm"])
+        .collect();
+    let mut counts: Vec<(&str, usize)> = order.iter().map(|&name| (name, 0)).collect();
+    for run in runs {
+        let label = run.backend_label();
+        match counts.iter_mut().find(|(name, _)| *name == label) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((label, 1)),
+        }
+    }
+    let shown: Vec<String> = counts
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(name, n)| format!("{name} {n}"))
+        .collect();
+    shown.join(", ")
 }
 
 fn print_outcome(scenario: &Scenario, o: &Outcome) {
@@ -239,7 +283,7 @@ fn print_outcome(scenario: &Scenario, o: &Outcome) {
         println!(
             "PASS {} [{}] ({:.1} s): {}",
             o.name,
-            scenario.emulator.name(),
+            scenario.backend_label(),
             o.seconds,
             o.detail
         );
@@ -251,7 +295,7 @@ fn print_outcome(scenario: &Scenario, o: &Outcome) {
     let mut report = format!(
         "FAIL {} [{}] ({:.1} s): {}\n     serial log: {}\n     emulator log: {}\n     last serial lines:\n",
         o.name,
-        scenario.emulator.name(),
+        scenario.backend_label(),
         o.seconds,
         o.detail,
         o.serial_log.display(),

@@ -38,6 +38,9 @@ pub enum Command<'a> {
     Loglvl(&'a str),
     /// `stats`: VM exits per reason per domain.
     Stats,
+    /// `halt`: end Basalt once no domain is left (the verdict line, then
+    /// every CPU stops; with `test-exit` the emulator ends).
+    Halt,
 }
 
 /// Why a line is not a command.
@@ -80,6 +83,10 @@ pub const HELP: &[(&str, &str)] = &[
     ),
     ("loglvl LEVEL", "none, error, warning, info, debug or all"),
     ("stats", "VM exits per reason per domain"),
+    (
+        "halt",
+        "end Basalt when no domain is left (test-exit: ends the emulator)",
+    ),
 ];
 
 fn domain_arg<'a>(arg: Option<&'a str>, usage: &'static str) -> Result<u32, ParseError<'a>> {
@@ -101,6 +108,7 @@ impl<'a> Command<'a> {
             "vcpus" => Command::Vcpus,
             "info" => Command::Info,
             "stats" => Command::Stats,
+            "halt" => Command::Halt,
             "pause" => Command::Pause(domain_arg(arg, "pause N")?),
             "unpause" => Command::Unpause(domain_arg(arg, "unpause N")?),
             "destroy" => Command::Destroy(domain_arg(arg, "destroy N")?),
@@ -144,7 +152,12 @@ impl<'a> Command<'a> {
         };
         let takes_argument = !matches!(
             command,
-            Command::Help | Command::List | Command::Vcpus | Command::Info | Command::Stats
+            Command::Help
+                | Command::List
+                | Command::Vcpus
+                | Command::Info
+                | Command::Stats
+                | Command::Halt
         );
         if words.next().is_some() || (!takes_argument && arg.is_some()) {
             return Err(ParseError::Usage(match command {
@@ -205,6 +218,8 @@ mod tests {
         );
         assert!(Command::parse("destroy x").is_err());
         assert!(Command::parse("list 3").is_err());
+        assert_eq!(Command::parse(" halt "), Ok(Command::Halt));
+        assert!(Command::parse("halt now").is_err());
         assert!(Command::parse("sched 1 weight=0").is_err());
         assert!(Command::parse("sched 1 cap=9999").is_err());
         assert!(Command::parse("sched 1 colour=red").is_err());
@@ -220,7 +235,7 @@ mod tests {
     fn help_lists_every_command() {
         for name in [
             "help", "list", "vcpus", "info", "pause", "destroy", "reboot", "sched", "console",
-            "loglvl", "stats",
+            "loglvl", "stats", "halt",
         ] {
             assert!(HELP.iter().any(|(c, _)| c.contains(name)), "{name}");
         }
