@@ -365,6 +365,10 @@ pub fn read_msr(msr: u32) -> Option<u64> {
         0x1a0 => Some(1),
         // IA32_MTRR_DEF_TYPE: MTRRs enabled, default write-back.
         0x2ff => Some(0x806),
+        // AMD NB_CFG: Linux reads it on AMD CPUs (family 0x10 and later)
+        // without a fault handler to enable extended PCI configuration
+        // access through CF8; the guest's PCI bus is Basalt's, with none.
+        0xc001_001f => Some(0),
         _ => None,
     }
 }
@@ -381,6 +385,8 @@ pub fn write_msr(msr: u32, value: u64) -> bool {
         // exist, and the type must be UC, WC, WT, WP or WB (SDM Vol. 3A
         // 12.11.2.1). The guest's memory stays write-back whatever it says.
         0x2ff => value & !0xc07 == 0 && matches!(value & 7, 0 | 1 | 4 | 5 | 6),
+        // AMD NB_CFG: ignored (see `read_msr`).
+        0xc001_001f => true,
         _ => false,
     }
 }

@@ -432,6 +432,9 @@ impl SvmVcpu {
     pub fn restart(&mut self, entry: StartState) -> Result<(), GuestError> {
         self.write_start(entry);
         self.request_flush(TlbFlush::ThisAsid);
+        // The vCPU is loaded: its reset x87/SSE state and XCR0 go into the
+        // processor now (XCR0 is compared with the vCPU's after every exit).
+        restore_fpu(&mut self.xsave, self.xcr0);
         Ok(())
     }
 
