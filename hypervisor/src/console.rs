@@ -393,7 +393,7 @@ impl Source {
 #[macro_export]
 macro_rules! guest_log {
     ($domain:expr, $level:expr, $($arg:tt)*) => {{
-        let __d: &$crate::domain::Domain = &$domain;
+        let __d: &$crate::common::domain::Domain = &$domain;
         if log::log_enabled!($level) {
             if let Some(__n) = __d.console_out.log_allowed() {
                 if __n == 0 {

@@ -103,7 +103,7 @@ struct Boot {
     test_panic: bool,
     test_exit: bool,
     test_svm: bool,
-    sched: crate::sched::Settings,
+    sched: crate::common::sched::Settings,
 }
 
 /// Sets up the boot CPU's own stack and continues there; never returns.
@@ -116,7 +116,7 @@ pub fn start(info: &BootInfo<'static>, options: &Options<'_>) -> ! {
         test_panic: options.test_panic,
         test_exit: options.test_exit,
         test_svm: options.test_svm,
-        sched: crate::sched::Settings {
+        sched: crate::common::sched::Settings {
             tslice_ms: options.sched_tslice_ms,
             ratelimit_us: options.sched_ratelimit_us,
             cap_period_ms: options.cap_period_ms,
@@ -243,16 +243,16 @@ extern "C" fn bsp_main(arg: u64) -> ! {
     info!("spurious interrupts so far: {}", fault::spurious_count());
     if vmx_ok {
         let tables_before = mm::stats().map_or(0, |s| s.used_by(basalt_frames::Owner::PageTables));
-        let domains = crate::domain::create_from_modules(&boot.info);
+        let domains = crate::common::domain::create_from_modules(&boot.info);
         if !domains.is_empty() {
             info!("boot complete; starting {} domain(s)", domains.len());
             // Idle CPUs look at GUESTS when the wake-up IPI arrives: set it first.
             GUESTS.store(true, Ordering::SeqCst);
-            crate::sched::start(domains, boot.sched, tables_before);
-            crate::monitor::start();
-            crate::sched::run();
+            crate::common::sched::start(domains, boot.sched, tables_before);
+            crate::common::monitor::start();
+            crate::common::sched::run();
         }
-        if crate::domain::created_count() == 0 && !boot.info.modules.is_empty() {
+        if crate::common::domain::created_count() == 0 && !boot.info.modules.is_empty() {
             warn!("no boot module became a domain");
         }
     } else if !boot.info.modules.is_empty() {
@@ -354,7 +354,7 @@ extern "C" fn ap_entry(arg: u64) -> ! {
         x86_64::instructions::interrupts::enable_and_hlt();
         x86_64::instructions::interrupts::disable();
         if GUESTS.load(Ordering::SeqCst) && VMX_OK.load(Ordering::SeqCst) {
-            crate::sched::run();
+            crate::common::sched::run();
         }
     }
 }

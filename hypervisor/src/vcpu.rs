@@ -14,7 +14,7 @@ pub use crate::arch::x86_64::hvm::{ArchVcpu, Loaded};
 /// it unloads the vCPU).
 pub struct Running<'a> {
     /// Its domain.
-    pub domain: &'a Arc<crate::domain::Domain>,
+    pub domain: &'a Arc<crate::common::domain::Domain>,
     /// Index within the domain.
     pub index: u32,
     /// The loaded vendor state: registers are read and written only here.

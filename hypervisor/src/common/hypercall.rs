@@ -3,7 +3,7 @@
 //! EBX, ECX, EDX, ESI, EDI (32-bit); negative errno results; -EPERM from
 //! guest user mode; -ENOSYS for what Basalt does not implement.
 
-use crate::domain::EndReason;
+use crate::common::domain::EndReason;
 use crate::time;
 use crate::vcpu::{Running, gpr};
 use basalt_guest::hypercall as hc;
@@ -57,7 +57,7 @@ fn console_write(v: &mut Running<'_>, count: u64, buffer: u64) -> (u64, After) {
     }
     let mut buf = [0u8; CONSOLE_MAX as usize];
     let buf = &mut buf[..take];
-    if crate::guestmem::read_virt(v, buffer, buf).is_err() {
+    if crate::hvm::guestmem::read_virt(v, buffer, buf).is_err() {
         return (errno(hc::EFAULT), After::Continue);
     }
     let taken = v.domain.console_write(buf) as u64;
@@ -111,7 +111,7 @@ fn handle(v: &mut Running<'_>, call: &hc::Call) -> (u64, After) {
                 // xen_extraversion_t: char[16].
                 let mut text = [0u8; 16];
                 text[..8].copy_from_slice(b".basalt\0");
-                match crate::guestmem::write_virt(v, a2, &text) {
+                match crate::hvm::guestmem::write_virt(v, a2, &text) {
                     Ok(()) => (0, After::Continue),
                     Err(()) => (errno(hc::EFAULT), After::Continue),
                 }
@@ -125,13 +125,13 @@ fn handle(v: &mut Running<'_>, call: &hc::Call) -> (u64, After) {
                 // Bytes the operator typed while this domain had the focus.
                 // The input ring never holds more than this: no allocation
                 // on a path a guest polls.
-                let mut buf = [0u8; crate::domain::CONSOLE_INPUT];
+                let mut buf = [0u8; crate::common::domain::CONSOLE_INPUT];
                 let count = (a2 as usize).min(buf.len());
                 let n = v.domain.input.lock().read(&mut buf[..count]);
                 if n == 0 {
                     return (0, After::Continue);
                 }
-                match crate::guestmem::write_virt(v, a3, &buf[..n]) {
+                match crate::hvm::guestmem::write_virt(v, a3, &buf[..n]) {
                     Ok(()) => (n as u64, After::Continue),
                     Err(()) => (errno(hc::EFAULT), After::Continue),
                 }
@@ -143,7 +143,7 @@ fn handle(v: &mut Running<'_>, call: &hc::Call) -> (u64, After) {
             hc::SCHEDOP_BLOCK | hc::SCHEDOP_POLL => (0, After::Block),
             hc::SCHEDOP_SHUTDOWN => {
                 let mut reason = [0u8; 4];
-                if crate::guestmem::read_virt(v, a2, &mut reason).is_err() {
+                if crate::hvm::guestmem::read_virt(v, a2, &mut reason).is_err() {
                     return (errno(hc::EFAULT), After::Continue);
                 }
                 let reason = match u32::from_le_bytes(reason) {
@@ -180,7 +180,7 @@ fn vcpu_op(v: &mut Running<'_>, cmd: u64, vcpu_id: u64, arg: u64) -> (u64, After
             // struct vcpu_hvm_context (public/hvm/hvm_vcpu.h): mode, pad,
             // then the registers; Basalt starts vCPUs in 64-bit mode only.
             let mut ctx = [0u8; 8 + 14 * 8];
-            if crate::guestmem::read_virt(v, arg, &mut ctx).is_err() {
+            if crate::hvm::guestmem::read_virt(v, arg, &mut ctx).is_err() {
                 return err(hc::EFAULT);
             }
             let mode = u32::from_le_bytes([ctx[0], ctx[1], ctx[2], ctx[3]]);
@@ -232,20 +232,23 @@ fn vcpu_op(v: &mut Running<'_>, cmd: u64, vcpu_id: u64, arg: u64) -> (u64, After
             {
                 return err(hc::EINVAL);
             }
-            match crate::sched::vcpu_initialise(target, crate::vcpu::StartState::Long64(state)) {
+            match crate::common::sched::vcpu_initialise(
+                target,
+                crate::vcpu::StartState::Long64(state),
+            ) {
                 Ok(()) => ok(0),
-                Err(crate::sched::VcpuOpError::Exists) => err(hc::EEXIST),
+                Err(crate::common::sched::VcpuOpError::Exists) => err(hc::EEXIST),
                 Err(_) => err(hc::EINVAL),
             }
         }
-        hc::VCPUOP_UP => match crate::sched::vcpu_up(target) {
+        hc::VCPUOP_UP => match crate::common::sched::vcpu_up(target) {
             Ok(()) => ok(0),
             Err(_) => err(hc::EINVAL),
         },
         hc::VCPUOP_DOWN if target.vcpu == v.index => (0, After::Down),
         // Taking another vCPU down is not supported.
         hc::VCPUOP_DOWN => err(hc::EINVAL),
-        hc::VCPUOP_IS_UP => match crate::sched::vcpu_is_up(target) {
+        hc::VCPUOP_IS_UP => match crate::common::sched::vcpu_is_up(target) {
             Some(up) => ok(u64::from(up)),
             // vCPU 0 before the scheduler knows it.
             None => ok(u64::from(target.vcpu == v.index)),
@@ -258,7 +261,7 @@ fn vcpu_op(v: &mut Running<'_>, cmd: u64, vcpu_id: u64, arg: u64) -> (u64, After
             let mut info = [0u8; 48];
             info[8..16].copy_from_slice(&now.to_le_bytes());
             info[16..24].copy_from_slice(&now.to_le_bytes());
-            match crate::guestmem::write_virt(v, arg, &info) {
+            match crate::hvm::guestmem::write_virt(v, arg, &info) {
                 Ok(()) => ok(0),
                 Err(()) => err(hc::EFAULT),
             }
@@ -266,7 +269,7 @@ fn vcpu_op(v: &mut Running<'_>, cmd: u64, vcpu_id: u64, arg: u64) -> (u64, After
         hc::VCPUOP_SET_SINGLESHOT_TIMER => {
             // struct vcpu_set_singleshot_timer { uint64_t timeout_abs_ns; uint32_t flags; }
             let mut t = [0u8; 16];
-            if crate::guestmem::read_virt(v, arg, &mut t).is_err() {
+            if crate::hvm::guestmem::read_virt(v, arg, &mut t).is_err() {
                 return err(hc::EFAULT);
             }
             let abs = u64::from_le_bytes(t[..8].try_into().unwrap_or_default());

@@ -13,7 +13,7 @@
 //! vCPU 0 (`sched.rs`, before each VM entry). Any other port reads all ones
 //! and ignores writes.
 
-use crate::domain::Domain;
+use crate::common::domain::Domain;
 use basalt_devices::acpi_pm::{AcpiPm, PmAction};
 use basalt_devices::pci::PciHost;
 use basalt_devices::pic::Pic;
@@ -101,7 +101,7 @@ fn set_irq_line(domain: &Domain, line: u8, level: bool) {
         pic.set_irq(line, level);
         domain.irq_pending.store(pic.output(), Ordering::SeqCst);
     }
-    crate::vapic::set_isa_irq(domain, line, level);
+    crate::hvm::vapic::set_isa_irq(domain, line, level);
 }
 
 /// A rising then falling edge on ISA line `line` (the PIT's output pulse).
@@ -112,7 +112,7 @@ fn pulse_irq_line(domain: &Domain, line: u8) {
         pic.set_irq(line, false);
         domain.irq_pending.store(pic.output(), Ordering::SeqCst);
     }
-    crate::vapic::pulse_isa_irq(domain, line);
+    crate::hvm::vapic::pulse_isa_irq(domain, line);
 }
 
 /// The bits an access of `size` bytes (1, 2 or 4) carries.

@@ -2,8 +2,8 @@
 //! "String port I/O"): the exit names the port, size and direction, but the
 //! memory operand, its segment and address size are in the instruction, so
 //! the instruction at RIP is fetched through the guest's page tables and
-//! decoded (as [`crate::mmio`] does), then `basalt-x86emul`'s executor moves
-//! the elements between the domain's port bus ([`crate::vdev`]) and its RAM.
+//! decoded (as [`crate::hvm::mmio`] does), then `basalt-x86emul`'s executor moves
+//! the elements between the domain's port bus ([`crate::hvm::vdev`]) and its RAM.
 //!
 //! At most [`BUDGET`] elements are done per exit: a longer `REP` re-enters
 //! the guest with RIP still at the instruction and the registers where the
@@ -12,10 +12,10 @@
 //! injected as the processor would raise it (`#PF` with CR2, `#GP(0)`,
 //! `#SS(0)`); memory that is not the domain's RAM stops the domain.
 
-use crate::domain::Domain;
-use crate::mmio::{Phys, Regs};
+use crate::common::domain::Domain;
+use crate::hvm::mmio::{Phys, Regs};
+use crate::hvm::vdev::IoEffect;
 use crate::vcpu::{Event, Running};
-use crate::vdev::IoEffect;
 use basalt_x86emul::{
     DecodeError, Exception, GuestRam, PortWrite, Ports, StringIoContext, StringIoOutcome,
     WalkError, decode_string_io, execute_string_io,
@@ -100,10 +100,10 @@ struct Bus<'a> {
 
 impl Ports for Bus<'_> {
     fn read(&mut self, port: u16, size: u8) -> u32 {
-        crate::vdev::io_in(self.domain, port, size)
+        crate::hvm::vdev::io_in(self.domain, port, size)
     }
     fn write(&mut self, port: u16, size: u8, value: u32) -> PortWrite {
-        match crate::vdev::io_out(self.domain, port, size, value) {
+        match crate::hvm::vdev::io_out(self.domain, port, size, value) {
             IoEffect::None => PortWrite::Done,
             // The console of the domain that has it is full: this element
             // waits (the instruction runs again after a yield).
@@ -130,12 +130,12 @@ pub fn emulate(
     is_in: bool,
     rep: bool,
 ) -> Result<IoEffect, StringIoError> {
-    let crate::mmio::AtRip {
+    let crate::hvm::mmio::AtRip {
         bytes,
         len,
         mode,
         paging,
-    } = crate::mmio::fetch_at_rip(v).map_err(StringIoError::Fetch)?;
+    } = crate::hvm::mmio::fetch_at_rip(v).map_err(StringIoError::Fetch)?;
     let domain = v.domain.clone();
     let bad = |error| StringIoError::Decode { error, bytes, len };
     let insn = decode_string_io(&bytes[..len], mode).map_err(|e| bad(Some(e)))?;

@@ -11,7 +11,7 @@
 //! so any CPU may take it next. Ending a domain removes its vCPUs from the
 //! policy and marks their slots gone; each is dropped by whoever has it, and
 //! the domain's memory and EPT are freed when the last one is
-//! ([`crate::domain::Domain::vcpu_retired`]).
+//! ([`crate::common::domain::Domain::vcpu_retired`]).
 //!
 //! Time: a blocked vCPU has at most one timer entry, on the CPU where it
 //! blocked, for the earliest of its single-shot timer, its APIC timer and
@@ -25,8 +25,8 @@
 //! domain's last vCPU left: see [`EPT_GENERATION`].
 
 use crate::arch::x86_64::{apic, cpu, idt, percpu};
-use crate::domain::{self, Domain, EndReason, Vcpu};
-use crate::hypercall::{self, After};
+use crate::common::domain::{self, Domain, EndReason, Vcpu};
+use crate::common::hypercall::{self, After};
 use crate::time;
 use crate::vcpu::{Event, Running, StartState, VcpuExit, gpr};
 use crate::verdict::{Verdict, finish};
@@ -181,7 +181,7 @@ pub fn start(domains: Vec<(Arc<Domain>, Vec<Vcpu>)>, settings: Settings, tables_
         slots: BTreeMap::new(),
     });
     if let Some(m) = settings.test_measure {
-        crate::measure::arm(m.0, m.1);
+        crate::common::measure::arm(m.0, m.1);
     }
     crate::console::start_async();
     for (domain, vcpus) in domains {
@@ -318,7 +318,7 @@ fn retire(vcpu: Box<Vcpu>) {
         domain.id
     );
     if reason != EndReason::Reboot {
-        crate::monitor::domain_gone(domain.id);
+        crate::common::monitor::domain_gone(domain.id);
     }
     let me = percpu::index();
     flush_ept(me);
@@ -534,7 +534,8 @@ pub fn wake_vcpu(domain: &Domain, vcpu: u32) {
 /// Whether vCPU `vcpu` of `domain` has an interrupt to take: from its local
 /// APIC (a vector or an NMI), or (vCPU 0) from the 8259 through LINT0.
 fn interrupt_waiting(domain: &Domain, vcpu: u32) -> bool {
-    domain.apic.attention(vcpu) & (crate::vapic::ATTN_VECTOR | crate::vapic::ATTN_NMI) != 0
+    domain.apic.attention(vcpu) & (crate::hvm::vapic::ATTN_VECTOR | crate::hvm::vapic::ATTN_NMI)
+        != 0
         || (vcpu == 0 && domain.irq_pending.load(Ordering::SeqCst) && domain.apic.pic_through())
 }
 
@@ -977,9 +978,9 @@ fn fire_timers(me: usize) -> Option<u64> {
             timer.store(0, Ordering::SeqCst);
         }
         if id.vcpu == 0 {
-            crate::vdev::advance_time(&slot.domain, now);
+            crate::hvm::vdev::advance_time(&slot.domain, now);
         }
-        let apic = crate::vapic::timer_due(&slot.domain, id.vcpu, now);
+        let apic = crate::hvm::vapic::timer_due(&slot.domain, id.vcpu, now);
         event |= (apic && !slot.halt_masked.load(Ordering::SeqCst)) || halt_ends(&slot);
         if !event {
             // Still halted (an edge that raised nothing: a masked line, an
@@ -1024,8 +1025,8 @@ fn housekeeping(me: usize) -> bool {
     check_all_ended();
     fire_timers(me);
     if me == 0 {
-        crate::monitor::service();
-        crate::measure::check();
+        crate::common::monitor::service();
+        crate::common::measure::check();
         if crate::platform::test_fault_guest_armed()
             && with(|s| (1..percpu::online_count()).any(|c| s.policy.current(c).is_some()))
                 .unwrap_or(false)
@@ -1059,13 +1060,13 @@ fn idle(me: usize, until: Option<u64>) {
     flush_ept(me);
     reclaim();
     check_all_ended();
-    if me == 0 && crate::monitor::departures_pending() {
+    if me == 0 && crate::common::monitor::departures_pending() {
         // ... and the monitor hands its console back before CPU 0 sleeps.
-        crate::monitor::service();
+        crate::common::monitor::service();
     }
     let next_timer = earliest_timer(me);
     let extra = if me == 0 {
-        crate::measure::next_deadline()
+        crate::common::measure::next_deadline()
     } else {
         None
     };
@@ -1118,7 +1119,7 @@ enum ApicTurn {
 #[inline(never)]
 fn take_apic_events(domain: &Domain, vcpu: &mut Running<'_>, attention: u8) -> ApicTurn {
     let index = vcpu.index;
-    if attention & crate::vapic::ATTN_INIT != 0 {
+    if attention & crate::hvm::vapic::ATTN_INIT != 0 {
         let Some(vector) = domain.apic.take_sipi(index) else {
             return ApicTurn::WaitForSipi;
         };
@@ -1135,15 +1136,15 @@ fn take_apic_events(domain: &Domain, vcpu: &mut Running<'_>, attention: u8) -> A
             return ApicTurn::Failed(e);
         }
     }
-    if attention & crate::vapic::ATTN_NMI != 0
+    if attention & crate::hvm::vapic::ATTN_NMI != 0
         && domain.apic.take_nmi(index)
         && !vcpu.arch.inject(Event::Nmi)
     {
         domain.apic.return_nmi(index);
     }
-    if attention & crate::vapic::ATTN_VECTOR != 0 {
+    if attention & crate::hvm::vapic::ATTN_VECTOR != 0 {
         let arch = &mut vcpu.arch;
-        crate::vapic::inject(domain, index, |vector| arch.inject(Event::External(vector)));
+        crate::hvm::vapic::inject(domain, index, |vector| arch.inject(Event::External(vector)));
     }
     ApicTurn::Go
 }
@@ -1210,9 +1211,9 @@ fn run_slice(me: usize, slot: &Slot, v: &mut Running<'_>, slice_ns: u64) -> Slic
         if device_edge_tsc <= cpu::rdtsc() {
             let now = time::now_ns();
             if bsp {
-                crate::vdev::advance_time(domain, now);
+                crate::hvm::vdev::advance_time(domain, now);
             }
-            crate::vapic::timer_due(domain, index, now);
+            crate::hvm::vapic::timer_due(domain, index, now);
             bound = 0;
         }
         // One load says whether anything waits in the vCPU's APIC.
@@ -1230,7 +1231,7 @@ fn run_slice(me: usize, slot: &Slot, v: &mut Running<'_>, slice_ns: u64) -> Slic
         }
         if bsp && domain.irq_pending.load(Ordering::Relaxed) && domain.apic.pic_through() {
             let arch = &mut v.arch;
-            crate::vdev::take_interrupt(domain, |vector| arch.inject(Event::External(vector)));
+            crate::hvm::vdev::take_interrupt(domain, |vector| arch.inject(Event::External(vector)));
         }
         let exit = v.arch.run();
         let next = handle(v, exit);
@@ -1248,8 +1249,8 @@ fn run_slice(me: usize, slot: &Slot, v: &mut Running<'_>, slice_ns: u64) -> Slic
                 next_timer = fire_timers(me);
                 bound = 0;
                 if me == 0 {
-                    crate::monitor::service();
-                    crate::measure::check();
+                    crate::common::monitor::service();
+                    crate::common::measure::check();
                 }
                 if NEED_RESCHED[me].load(Ordering::Relaxed) {
                     return SliceEnd::Resched;
@@ -1309,8 +1310,8 @@ fn handle(v: &mut Running<'_>, exit: VcpuExit) -> Next {
         },
         VcpuExit::IoOut { port, size, value } => {
             log::trace!("d{}: out{size} {port:#x} <- {value:#x}", v.domain.id);
-            let effect = crate::vdev::io_out(v.domain, port, size, value);
-            if effect == crate::vdev::IoEffect::Retry {
+            let effect = crate::hvm::vdev::io_out(v.domain, port, size, value);
+            if effect == crate::hvm::vdev::IoEffect::Retry {
                 // The console is full: the OUT runs again after a yield.
                 return Next::Yield;
             }
@@ -1322,7 +1323,7 @@ fn handle(v: &mut Running<'_>, exit: VcpuExit) -> Next {
             size,
             is_in,
             rep,
-        } => match crate::strio::emulate(v, port, size, is_in, rep) {
+        } => match crate::hvm::strio::emulate(v, port, size, is_in, rep) {
             Ok(effect) => io_effect(v, effect),
             Err(e) => {
                 let detail = alloc::format!("{e}");
@@ -1332,8 +1333,8 @@ fn handle(v: &mut Running<'_>, exit: VcpuExit) -> Next {
         },
         VcpuExit::IoIn { port, size } => {
             log::trace!("d{}: in{size} {port:#x}", v.domain.id);
-            let value = crate::vdev::io_in(v.domain, port, size);
-            let mask = u64::from(crate::vdev::size_mask(size));
+            let value = crate::hvm::vdev::io_in(v.domain, port, size);
+            let mask = u64::from(crate::hvm::vdev::size_mask(size));
             // IN of 8 or 16 bits keeps the rest of RAX; of 32 bits zeroes
             // the upper half.
             let rax = v.arch.reg(gpr::RAX);
@@ -1347,7 +1348,7 @@ fn handle(v: &mut Running<'_>, exit: VcpuExit) -> Next {
             Next::Continue
         }
         VcpuExit::Mmio { gpa } => {
-            if let Err(e) = crate::mmio::emulate(v, gpa) {
+            if let Err(e) = crate::hvm::mmio::emulate(v, gpa) {
                 let detail = alloc::format!("{e}");
                 crash(v, &detail);
                 return Next::Ended;
@@ -1355,7 +1356,7 @@ fn handle(v: &mut Running<'_>, exit: VcpuExit) -> Next {
             Next::Continue
         }
         VcpuExit::RdMsr { msr } => {
-            match crate::vapic::rdmsr(v.domain, v.index, msr) {
+            match crate::hvm::vapic::rdmsr(v.domain, v.index, msr) {
                 Some(value) => {
                     v.arch.set_reg(gpr::RAX, value & 0xffff_ffff);
                     v.arch.set_reg(gpr::RDX, value >> 32);
@@ -1366,7 +1367,7 @@ fn handle(v: &mut Running<'_>, exit: VcpuExit) -> Next {
             Next::Continue
         }
         VcpuExit::WrMsr { msr, value } => {
-            if crate::vapic::wrmsr(v.domain, v.index, msr, value) {
+            if crate::hvm::vapic::wrmsr(v.domain, v.index, msr, value) {
                 v.arch.skip_instruction();
             } else {
                 inject_gp(v);
@@ -1389,14 +1390,14 @@ fn handle(v: &mut Running<'_>, exit: VcpuExit) -> Next {
 /// Carries out what a port write asked for: an ACPI soft off or reset ends
 /// the domain; a full console (the domain that has it) makes the vCPU yield
 /// and run the instruction again.
-fn io_effect(v: &Running<'_>, effect: crate::vdev::IoEffect) -> Next {
+fn io_effect(v: &Running<'_>, effect: crate::hvm::vdev::IoEffect) -> Next {
     let reason = match effect {
-        crate::vdev::IoEffect::None => return Next::Continue,
+        crate::hvm::vdev::IoEffect::None => return Next::Continue,
         // The console of the domain that has it is full: the instruction
         // runs again after a yield.
-        crate::vdev::IoEffect::Retry => return Next::Yield,
-        crate::vdev::IoEffect::PowerOff => EndReason::Poweroff,
-        crate::vdev::IoEffect::Reset => EndReason::Reboot,
+        crate::hvm::vdev::IoEffect::Retry => return Next::Yield,
+        crate::hvm::vdev::IoEffect::PowerOff => EndReason::Poweroff,
+        crate::hvm::vdev::IoEffect::Reset => EndReason::Reboot,
     };
     log::info!(
         "d{}: ACPI {}",

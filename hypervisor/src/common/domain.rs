@@ -139,7 +139,7 @@ pub struct Domain {
     /// its COM1.
     pub input: Mutex<Ring<CONSOLE_INPUT>>,
     /// Its COM1 (docs/platform.md).
-    pub serial: Mutex<crate::vdev::Serial>,
+    pub serial: Mutex<crate::hvm::vdev::Serial>,
     /// Its 8259 PIC pair.
     pub pic: Mutex<basalt_devices::pic::Pic>,
     /// Its 8254 PIT.
@@ -157,15 +157,15 @@ pub struct Domain {
     /// interrupt; 0: none.
     pub device_deadline: AtomicU64,
     /// System time (ns) before which the timed devices are not looked at
-    /// again ([`crate::vdev::MIN_DEVICE_GAP_NS`] after the last look).
+    /// again ([`crate::hvm::vdev::MIN_DEVICE_GAP_NS`] after the last look).
     pub device_quiet_until: AtomicU64,
     /// The PIC asks for an interrupt (vCPU 0 injects it before its next
     /// entry); a cheap check for the hot path.
     pub irq_pending: core::sync::atomic::AtomicBool,
     /// The 12-byte CPUID hypervisor signature this domain sees.
     pub signature: [u8; 12],
-    /// Its local APICs and I/O APIC (`crate::vapic`).
-    pub apic: crate::vapic::DomainApic,
+    /// Its local APICs and I/O APIC (`crate::hvm::vapic`).
+    pub apic: crate::hvm::vapic::DomainApic,
     /// TSC offset of every vCPU: the guest's TSC counts from its creation.
     pub tsc_offset: u64,
     /// VM exits per reason.
@@ -728,18 +728,18 @@ fn build(
         line: Mutex::new(Vec::new()),
         console_out: crate::console::Source::new(),
         input: Mutex::new(Ring::new()),
-        serial: Mutex::new(crate::vdev::new_serial()),
+        serial: Mutex::new(crate::hvm::vdev::new_serial()),
         pic: Mutex::new(basalt_devices::pic::Pic::new()),
         pit: Mutex::new(basalt_devices::pit::Pit::new()),
         pit_last_edge: AtomicU64::new(0),
-        rtc: Mutex::new(crate::vdev::new_rtc()),
+        rtc: Mutex::new(crate::hvm::vdev::new_rtc()),
         pci: Mutex::new(basalt_devices::pci::PciHost::new()),
-        pm: Mutex::new(crate::vdev::new_pm()),
+        pm: Mutex::new(crate::hvm::vdev::new_pm()),
         device_deadline: AtomicU64::new(0),
         device_quiet_until: AtomicU64::new(0),
         irq_pending: core::sync::atomic::AtomicBool::new(false),
         signature: basalt_guest::cpuid::BASALT_SIGNATURE,
-        apic: crate::vapic::DomainApic::new(spec.vcpus, crate::time::ns_at_tsc(tsc_zero)),
+        apic: crate::hvm::vapic::DomainApic::new(spec.vcpus, crate::time::ns_at_tsc(tsc_zero)),
         tsc_offset: 0u64.wrapping_sub(tsc_zero),
         exits: Arc::new(ExitCounts::default()),
         vcpu_count: spec.vcpus,

@@ -4,7 +4,7 @@
 //! and the device, and step RIP past it. An instruction that cannot be
 //! fetched or decoded stops the domain with the bytes in the diagnostic.
 
-use crate::domain::Domain;
+use crate::common::domain::Domain;
 use crate::vcpu::Running;
 use basalt_x86emul::{
     Cpu, DecodeError, GuestPhys, Mmio, Mode, PagingMode, WalkError, decode, emulate as execute,
@@ -65,7 +65,7 @@ impl fmt::Display for MmioError {
 }
 
 /// The domain's memory as the page walk reads it (and, for string I/O,
-/// writes it: [`crate::strio`]).
+/// writes it: [`crate::hvm::strio`]).
 pub(crate) struct Phys<'a>(pub(crate) &'a Domain);
 
 impl GuestPhys for Phys<'_> {
@@ -100,10 +100,10 @@ struct Apics<'a> {
 
 impl Mmio for Apics<'_> {
     fn read(&mut self, gpa: u64, size: u8) -> u64 {
-        crate::vapic::mmio_read(self.domain, self.vcpu, gpa, size)
+        crate::hvm::vapic::mmio_read(self.domain, self.vcpu, gpa, size)
     }
     fn write(&mut self, gpa: u64, _size: u8, value: u64) {
-        crate::vapic::mmio_write(self.domain, self.vcpu, gpa, value);
+        crate::hvm::vapic::mmio_write(self.domain, self.vcpu, gpa, value);
     }
 }
 

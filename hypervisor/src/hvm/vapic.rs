@@ -31,7 +31,7 @@
 //! kicked (one running elsewhere) after the lock is dropped. A start-up IPI
 //! starts a vCPU that is down in real mode at `vector << 8`:0000.
 
-use crate::domain::Domain;
+use crate::common::domain::Domain;
 use alloc::vec::Vec;
 use basalt_vapic::lapic::{LVT_MASKED, MSR_TSC_DEADLINE};
 use basalt_vapic::{
@@ -325,11 +325,11 @@ fn apply(domain: &Domain, me: Option<usize>, fx: Effects) {
     }
     for v in fx.kick.iter() {
         if Some(v) != me {
-            crate::sched::kick_vcpu(domain, v as u32);
+            crate::common::sched::kick_vcpu(domain, v as u32);
         }
     }
     for (v, vector) in fx.start {
-        crate::sched::start_vcpu_sipi(domain, v as u32, vector);
+        crate::common::sched::start_vcpu_sipi(domain, v as u32, vector);
     }
 }
 

@@ -3,8 +3,9 @@
 //! times switches), and the monitor's line-edited shell. Runs on CPU 0 at
 //! its scheduling points and whenever the UART interrupt wakes it.
 
-use crate::domain::{self, EndReason};
-use crate::{print, println, sched, time};
+use crate::common::domain::{self, EndReason};
+use crate::common::sched;
+use crate::{print, println, time};
 use alloc::string::String;
 use alloc::vec::Vec;
 use basalt_console::command::{Command, HELP, ParseError};
@@ -133,7 +134,7 @@ impl Monitor {
                 }
                 // Console input is an event: into COM1 if its interrupt is
                 // on; vCPU 0 waiting in HLT or SCHEDOP_block wakes up.
-                crate::vdev::input_arrived(&d);
+                crate::hvm::vdev::input_arrived(&d);
                 sched::wake_vcpu(&d, 0);
             }
         }
