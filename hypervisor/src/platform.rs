@@ -243,7 +243,8 @@ extern "C" fn bsp_main(arg: u64) -> ! {
     info!("spurious interrupts so far: {}", fault::spurious_count());
     if vmx_ok {
         let tables_before = mm::stats().map_or(0, |s| s.used_by(basalt_frames::Owner::PageTables));
-        let domains = crate::common::domain::create_from_modules(&boot.info);
+        let domains =
+            crate::common::domain::create_from_modules(&boot.info, &crate::common::sched::WAKER);
         if !domains.is_empty() {
             info!("boot complete; starting {} domain(s)", domains.len());
             // Idle CPUs look at GUESTS when the wake-up IPI arrives: set it first.

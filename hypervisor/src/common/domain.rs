@@ -1,7 +1,13 @@
-//! Guest domains (docs/guests.md): built from Multiboot2 boot modules, each
-//! with its own memory (from Basalt's frame pool, zeroed), its own EPT, its
-//! vCPUs, its console and its end.
+//! Guest domains (docs/guests.md): built from Multiboot2 boot modules. A
+//! [`Domain`] is its configuration (from the module's command line), its
+//! memory map ([`GuestRam`]: RAM and stage-2 tables), its platform
+//! ([`Platform`]: devices and console), its lifecycle ([`Lifecycle`]), its
+//! vCPUs' single-shot timers and its exit counters.
 
+use super::lifecycle::Lifecycle;
+use crate::hvm::irq::{IrqSink, VcpuWaker};
+use crate::hvm::memory::{BLOCK, GuestRam, RamError, Remains};
+use crate::hvm::platform::Platform;
 use crate::mm;
 use crate::stats::ExitCounts;
 use crate::vcpu::{ArchVcpu, Long64State, StartState};
@@ -9,14 +15,11 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use basalt_boot::multiboot2::{BootInfo, Module};
-use basalt_console::ring::Ring;
-use basalt_frames::Owner;
 use basalt_guest::elf;
 use basalt_guest::linux::{self, BzImage, LinuxLayout};
-use basalt_guest::mem::{GuestMemory, MemoryError};
+use basalt_guest::mem::GuestMemory;
 use basalt_guest::spec::{self, ModuleRole};
-use basalt_paging::{Ept, PageTable};
-use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use log::{error, info};
 use spin::Mutex;
 
@@ -28,75 +31,9 @@ const MAX_GUEST_RAM: u64 = 3 * GIB;
 /// Where a domain's ACPI tables go (the BIOS area, reserved in its e820).
 const ACPI_TABLES: u64 = 0xe0000;
 
-/// Guest memory comes in 1 GiB allocations where a whole 1 GiB of the
-/// domain is aligned and the CPU has 1 GiB EPT pages, in 2 MiB blocks
-/// (order 9) otherwise; `blocks` lists it in 2 MiB steps either way, and the
-/// EPT maps each contiguous run with the largest pages alignment allows.
 const GIB: u64 = 1 << 30;
-const GIB_ORDER: u32 = 18;
-const BLOCK: u64 = 2 << 20;
-const BLOCK_ORDER: u32 = 9;
 
-/// How a domain ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EndReason {
-    /// SCHEDOP_shutdown(poweroff).
-    Poweroff,
-    /// SCHEDOP_shutdown(reboot) or the monitor's `reboot`: it starts again
-    /// from its image.
-    Reboot,
-    /// SCHEDOP_shutdown(crash), or ended by Basalt for a guest error.
-    Crash,
-    /// The monitor's `destroy`.
-    Destroyed,
-}
-
-impl EndReason {
-    /// The word the monitor and the log use.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Poweroff => "poweroff",
-            Self::Reboot => "reboot",
-            Self::Crash => "crashed",
-            Self::Destroyed => "destroyed",
-        }
-    }
-}
-
-/// A domain's life (docs/scheduler.md, "Domain lifecycle"): running ⇄
-/// paused → dying (its vCPUs are being taken off the CPUs) → dead (every
-/// resource returned).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
-    /// Its vCPUs run or wait.
-    Running,
-    /// Its vCPUs are held off the CPUs until `unpause`.
-    Paused,
-    /// Ending: its vCPUs are leaving the CPUs; memory is freed when the
-    /// last one has.
-    Dying(EndReason),
-    /// Ended; nothing left.
-    Dead(EndReason),
-}
-
-impl State {
-    /// The word the monitor uses.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Running => "running",
-            Self::Paused => "paused",
-            Self::Dying(_) => "dying",
-            Self::Dead(_) => "dead",
-        }
-    }
-}
-
-/// Bytes of console input waiting for a domain to read them.
-pub const CONSOLE_INPUT: usize = 256;
-
-/// Longest console line of a domain without the console; a longer one is
-/// cut into lines of this length.
-const LINE_MAX: usize = 512;
+pub use super::lifecycle::{EndReason, State};
 
 /// A guest domain.
 pub struct Domain {
@@ -109,8 +46,6 @@ pub struct Domain {
     pub generation: u64,
     /// Its name from `name=`.
     pub name: String,
-    /// Memory in bytes (a whole number of 2 MiB blocks).
-    pub memory: u64,
     /// Number of vCPUs (`vcpus=`).
     pub vcpu_count: u32,
     /// Physical CPUs its vCPUs may run on (`cpus=`; 0 = any).
@@ -124,54 +59,18 @@ pub struct Domain {
     pub cap: u16,
     /// Each vCPU's single-shot timer: system time in ns, 0 = none.
     pub timers: Vec<AtomicU64>,
-    blocks: Mutex<Vec<u64>>,
-    /// The allocations behind `blocks`: (physical address, order).
-    allocations: Mutex<Vec<(u64, u32)>>,
-    ept: Mutex<Option<PageTable<Ept>>>,
-    state: Mutex<State>,
-    /// Exit code set with Basalt's SCHEDOP exit-code operation.
-    pub exit_code: AtomicU32,
-    line: Mutex<Vec<u8>>,
-    /// Its console output on the way to the serial line, with counters and
-    /// its budget of log lines it can cause (`crate::console::Source`).
-    pub console_out: Arc<crate::console::Source>,
-    /// Console input typed for this domain, read through `console_io` or
-    /// its COM1.
-    pub input: Mutex<Ring<CONSOLE_INPUT>>,
-    /// Its COM1 (docs/platform.md).
-    pub serial: Mutex<crate::hvm::vdev::Serial>,
-    /// Its 8259 PIC pair.
-    pub pic: Mutex<basalt_devices::pic::Pic>,
-    /// Its 8254 PIT.
-    pub pit: Mutex<basalt_devices::pit::Pit>,
-    /// When the PIT's IRQ 0 edges were last looked at (system ns).
-    pub pit_last_edge: AtomicU64,
-    /// Its RTC and CMOS.
-    pub rtc: Mutex<basalt_devices::rtc::Rtc>,
-    /// Its PCI configuration space (a host bridge).
-    pub pci: Mutex<basalt_devices::pci::PciHost>,
-    /// ACPI fixed hardware: PM1 event/control blocks, PM timer, reset
-    /// register.
-    pub pm: Mutex<basalt_devices::acpi_pm::AcpiPm>,
-    /// System time (ns) when a timed device (PIT, RTC) may next raise an
-    /// interrupt; 0: none.
-    pub device_deadline: AtomicU64,
-    /// System time (ns) before which the timed devices are not looked at
-    /// again ([`crate::hvm::vdev::MIN_DEVICE_GAP_NS`] after the last look).
-    pub device_quiet_until: AtomicU64,
-    /// The PIC asks for an interrupt (vCPU 0 injects it before its next
-    /// entry); a cheap check for the hot path.
-    pub irq_pending: core::sync::atomic::AtomicBool,
+    /// Its memory map: RAM and stage-2 tables.
+    pub ram: GuestRam,
+    /// Its devices and console.
+    pub platform: Platform,
+    /// Running, paused, dying or dead; its exit code.
+    pub life: Lifecycle,
     /// The 12-byte CPUID hypervisor signature this domain sees.
     pub signature: [u8; 12],
-    /// Its local APICs and I/O APIC (`crate::hvm::vapic`).
-    pub apic: crate::hvm::vapic::DomainApic,
     /// TSC offset of every vCPU: the guest's TSC counts from its creation.
     pub tsc_offset: u64,
     /// VM exits per reason.
     pub exits: Arc<ExitCounts>,
-    /// vCPUs not yet retired.
-    alive_vcpus: AtomicU32,
     /// Its boot modules, to start again on reboot.
     module: Module<'static>,
     initrds: Vec<Module<'static>>,
@@ -183,6 +82,15 @@ impl core::fmt::Debug for Domain {
             .field("id", &self.id)
             .field("name", &self.name)
             .finish()
+    }
+}
+
+impl crate::console::GuestLog for Domain {
+    fn log_id(&self) -> u32 {
+        self.id
+    }
+    fn log_allowed(&self) -> Option<u64> {
+        self.platform.console.out.log_allowed()
     }
 }
 
@@ -239,202 +147,11 @@ pub fn get(id: u32) -> Option<Arc<Domain>> {
     DOMAINS.lock().iter().find(|d| d.id == id).cloned()
 }
 
-struct DomainMemory<'a> {
-    blocks: &'a [u64],
-    size: u64,
-}
-
-impl DomainMemory<'_> {
-    fn host_ptr(&self, gpa: u64) -> Option<*mut u8> {
-        let block = self.blocks.get((gpa / BLOCK) as usize)?;
-        Some((mm::DIRECT_MAP_BASE + block + gpa % BLOCK) as *mut u8)
-    }
-
-    /// Calls `f` on each host-contiguous piece of `[gpa, gpa + len)`.
-    fn pieces(
-        &self,
-        gpa: u64,
-        len: u64,
-        mut f: impl FnMut(*mut u8, usize, usize),
-    ) -> Result<(), MemoryError> {
-        basalt_guest::mem::check_range(self.size, gpa, len)?;
-        let mut done = 0u64;
-        while done < len {
-            let at = gpa + done;
-            let room = BLOCK - at % BLOCK;
-            let n = room.min(len - done);
-            let p = self.host_ptr(at).ok_or(MemoryError::OutOfRange {
-                gpa: at,
-                len: n,
-                size: self.size,
-            })?;
-            f(p, done as usize, n as usize);
-            done += n;
-        }
-        Ok(())
-    }
-}
-
-impl GuestMemory for DomainMemory<'_> {
-    fn size(&self) -> u64 {
-        self.size
-    }
-
-    fn write(&mut self, gpa: u64, bytes: &[u8]) -> Result<(), MemoryError> {
-        self.pieces(gpa, bytes.len() as u64, |p, off, n| {
-            // SAFETY: `p` points into a 2 MiB block owned by this domain,
-            // direct-mapped, with `n` bytes left in the block.
-            unsafe { core::ptr::copy_nonoverlapping(bytes[off..].as_ptr(), p, n) }
-        })
-    }
-
-    fn fill(&mut self, gpa: u64, len: u64, byte: u8) -> Result<(), MemoryError> {
-        self.pieces(gpa, len, |p, _, n| {
-            // SAFETY: as in `write`.
-            unsafe { core::ptr::write_bytes(p, byte, n) }
-        })
-    }
-
-    fn read(&self, gpa: u64, out: &mut [u8]) -> Result<(), MemoryError> {
-        let len = out.len() as u64;
-        let base = out.as_mut_ptr();
-        self.pieces(gpa, len, |p, off, n| {
-            let dst = base.wrapping_add(off);
-            // SAFETY: as in `write`; `out` has room for `off + n` bytes.
-            unsafe { core::ptr::copy_nonoverlapping(p, dst, n) }
-        })
-    }
-}
-
 impl Domain {
     /// vCPU `index`'s single-shot timer (system time in ns, 0 = none).
     pub fn timer(&self, index: u32) -> &AtomicU64 {
         static NONE: AtomicU64 = AtomicU64::new(0);
         self.timers.get(index as usize).unwrap_or(&NONE)
-    }
-
-    /// Reads guest-physical memory (for hypercall arguments).
-    pub fn read_gpa(&self, gpa: u64, out: &mut [u8]) -> Result<(), MemoryError> {
-        let blocks = self.blocks.lock();
-        DomainMemory {
-            blocks: &blocks,
-            size: self.memory,
-        }
-        .read(gpa, out)
-    }
-
-    /// Writes guest-physical memory.
-    pub fn write_gpa(&self, gpa: u64, bytes: &[u8]) -> Result<(), MemoryError> {
-        let blocks = self.blocks.lock();
-        DomainMemory {
-            blocks: &blocks,
-            size: self.memory,
-        }
-        .write(gpa, bytes)
-    }
-
-    /// Adds console output from the guest; returns how many of `bytes`
-    /// were taken. The domain with the console: its bytes go out as they
-    /// are (prompts and terminal control included), as many as its queue
-    /// has room for; the caller keeps the rest and retries (back-pressure:
-    /// never lost). Any other domain: complete lines are queued as
-    /// `(dN) line` units, each dropped whole and counted when its queue is
-    /// full; all bytes are taken.
-    pub fn console_write(&self, bytes: &[u8]) -> usize {
-        let mut buf = self.line.lock();
-        if crate::console::is_raw(self.id) {
-            if !buf.is_empty() {
-                // The line it had started before it got the console.
-                let n = self.console_out.push_partial(&buf);
-                buf.drain(..n);
-                if !buf.is_empty() {
-                    return 0;
-                }
-            }
-            return self.console_out.push_partial(bytes);
-        }
-        let mut rest = bytes;
-        while !rest.is_empty() {
-            let room = LINE_MAX - buf.len();
-            let window = &rest[..rest.len().min(room)];
-            let (text, ends_line, used) = match window.iter().position(|&b| b == b'\n') {
-                Some(i) => (&window[..i], true, i + 1),
-                None => (window, window.len() == room, window.len()),
-            };
-            buf.extend(text.iter().copied().filter(|&b| b != b'\r'));
-            rest = &rest[used..];
-            if ends_line {
-                let mut prefix = crate::StackString::<16>::new();
-                prefix.push_fmt(format_args!("(d{}) ", self.id));
-                let head = prefix.as_str().len();
-                let mut unit = [0u8; LINE_MAX + 16];
-                unit[..head].copy_from_slice(prefix.as_str().as_bytes());
-                unit[head..head + buf.len()].copy_from_slice(&buf);
-                unit[head + buf.len()] = b'\n';
-                self.console_out.push_unit(&unit[..head + buf.len() + 1]);
-                buf.clear();
-            }
-        }
-        bytes.len()
-    }
-
-    /// Bytes of console output this domain can hand over now without
-    /// waiting: what its queue has room for while it has the console
-    /// (back-pressure), else unlimited (output nobody waits for is queued
-    /// or dropped, never waited for).
-    pub fn console_room(&self) -> usize {
-        if crate::console::is_raw(self.id) {
-            let free = self.console_out.free();
-            if free == 0 {
-                crate::console::pump();
-                return self.console_out.free();
-            }
-            free
-        } else {
-            usize::MAX
-        }
-    }
-
-    /// The domain was given the console: the line it had started goes out
-    /// as it is (a shell prompt waiting for input).
-    pub fn console_focus_gained(&self) {
-        let mut buf = self.line.lock();
-        if !buf.is_empty() {
-            let n = self.console_out.push_partial(&buf);
-            buf.drain(..n);
-        }
-    }
-
-    /// The domain's state.
-    pub fn state(&self) -> State {
-        *self.state.lock()
-    }
-
-    /// Whether it is ending or ended.
-    pub fn is_ending(&self) -> bool {
-        matches!(self.state(), State::Dying(_) | State::Dead(_))
-    }
-
-    /// Running → paused; false if it was not running.
-    pub fn set_paused(&self, paused: bool) -> bool {
-        let mut state = self.state.lock();
-        match (*state, paused) {
-            (State::Running, true) => *state = State::Paused,
-            (State::Paused, false) => *state = State::Running,
-            _ => return false,
-        }
-        true
-    }
-
-    /// Starts the end of the domain (the scheduler then takes its vCPUs off
-    /// the CPUs; see `sched::end_domain`). False if it was already ending.
-    pub fn begin_end(&self, reason: EndReason) -> bool {
-        let mut state = self.state.lock();
-        if matches!(*state, State::Dying(_) | State::Dead(_)) {
-            return false;
-        }
-        *state = State::Dying(reason);
-        true
     }
 
     /// One of its vCPUs was dropped (its VMCS freed). When it was the last:
@@ -443,30 +160,17 @@ impl Domain {
     /// no CPU can hold a translation of them (docs/scheduler.md, "Domain
     /// lifecycle").
     pub fn vcpu_retired(&self) -> Option<(EndReason, Remains)> {
-        if self.alive_vcpus.fetch_sub(1, Ordering::SeqCst) != 1 {
-            return None;
-        }
-        let reason = match self.state() {
-            State::Dying(r) | State::Dead(r) => r,
-            State::Running | State::Paused => EndReason::Destroyed,
-        };
+        let reason = self.life.vcpu_retired()?;
         Some((reason, self.release(reason)))
     }
 
     /// Marks the domain dead and takes its memory and EPT out (no vCPU can
     /// use them any more; CPUs may still cache their translations).
     fn release(&self, reason: EndReason) -> Remains {
-        *self.state.lock() = State::Dead(reason);
-        if !self.line.lock().is_empty() {
-            self.console_write(b"\n");
-        }
+        self.life.set_dead(reason);
+        self.platform.console.end_line();
         DOMAINS.lock().retain(|d| d.generation != self.generation);
-        let bytes = self.blocks.lock().drain(..).count() as u64 * BLOCK;
-        Remains {
-            ept: self.ept.lock().take(),
-            allocations: core::mem::take(&mut *self.allocations.lock()),
-            bytes,
-        }
+        self.ram.take()
     }
 
     /// Frees what [`Domain::vcpu_retired`] handed back. The caller promises
@@ -474,14 +178,9 @@ impl Domain {
     /// domain's last vCPU left (`sched`'s EPT generation protocol). Then
     /// the end is recorded.
     pub fn reclaim(&self, remains: Remains, reason: EndReason) {
-        if let Some(ept) = remains.ept {
-            mm::destroy_ept(ept);
-        }
-        for (phys, order) in remains.allocations {
-            mm::free_frames(phys, order, Owner::Domain);
-        }
-        let freed = remains.bytes;
-        let code = self.exit_code.load(Ordering::SeqCst);
+        let freed = remains.bytes();
+        remains.free();
+        let code = self.life.exit_code.load(Ordering::SeqCst);
         info!(
             "domain d{} ({}) ended: {}{}; {} returned to the pool",
             self.id,
@@ -515,10 +214,15 @@ impl Domain {
         // The new domain counts itself (from `build`); this one stops
         // counting once the new one exists or failed.
         let built = match spec::parse_module(self.module.cmdline) {
-            Ok(ModuleRole::Kernel(spec)) => {
-                build(self.id, &spec, self.module, &self.initrds, self.boot + 1)
-                    .map_err(|e| alloc::format!("{e}"))
-            }
+            Ok(ModuleRole::Kernel(spec)) => build(
+                self.id,
+                &spec,
+                self.module,
+                &self.initrds,
+                self.boot + 1,
+                self.platform.irq.waker(),
+            )
+            .map_err(|e| alloc::format!("{e}")),
             _ => Err("its module command line no longer parses".into()),
         };
         LIVE.fetch_sub(1, Ordering::SeqCst);
@@ -536,26 +240,10 @@ impl Domain {
             self.id,
             self.name,
             self.boot + 1,
-            basalt_boot::memmap::ByteSize(built.0.memory),
+            basalt_boot::memmap::ByteSize(built.0.ram.size()),
             built.0.vcpu_count
         );
         Ok(built)
-    }
-}
-
-/// The memory and EPT of a dead domain, waiting until no CPU can cache a
-/// translation into them (see [`Domain::reclaim`]).
-pub struct Remains {
-    ept: Option<PageTable<Ept>>,
-    allocations: Vec<(u64, u32)>,
-    bytes: u64,
-}
-
-impl core::fmt::Debug for Remains {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Remains")
-            .field("bytes", &self.bytes)
-            .finish()
     }
 }
 
@@ -590,7 +278,11 @@ impl core::fmt::Display for BuildError {
 }
 
 /// Builds a domain from each kernel module; returns them with their vCPUs.
-pub fn create_from_modules(info: &BootInfo<'static>) -> Vec<(Arc<Domain>, Vec<Vcpu>)> {
+/// Their interrupt controllers wake their vCPUs through `waker`.
+pub fn create_from_modules(
+    info: &BootInfo<'static>,
+    waker: &'static dyn VcpuWaker,
+) -> Vec<(Arc<Domain>, Vec<Vcpu>)> {
     let mut built = Vec::new();
     let modules: Vec<Module<'static>> = info.modules.iter().copied().collect();
     let mut next_id = 1;
@@ -623,7 +315,7 @@ pub fn create_from_modules(info: &BootInfo<'static>) -> Vec<(Arc<Domain>, Vec<Vc
             .filter(|m| matches!(spec::parse_module(m.cmdline), Ok(ModuleRole::Initrd { domain, .. }) if domain == spec.name))
             .copied()
             .collect();
-        match build(next_id, &spec, *module, &initrds, 1) {
+        match build(next_id, &spec, *module, &initrds, 1, waker) {
             Ok((domain, vcpus)) => {
                 built.push((domain, vcpus));
                 next_id += 1;
@@ -643,6 +335,7 @@ fn build(
     module: Module<'static>,
     initrds: &[Module<'static>],
     boot: u32,
+    waker: &'static dyn VcpuWaker,
 ) -> Result<(Arc<Domain>, Vec<Vcpu>), BuildError> {
     let memory = spec.memory.next_multiple_of(BLOCK);
     if memory > MAX_GUEST_RAM {
@@ -673,73 +366,28 @@ fn build(
         Some(elf::parse(bytes, memory).map_err(BuildError::Image)?)
     };
 
-    let use_1g = crate::arch::x86_64::hvm::stage2_supports_1g();
-    let mut blocks = Vec::new();
-    let mut allocations: Vec<(u64, u32)> = Vec::new();
-    let mut gpa = 0;
-    while gpa < memory {
-        let whole_gib = use_1g && gpa % GIB == 0 && memory - gpa >= GIB;
-        let got = whole_gib
-            .then(|| mm::alloc_frames(GIB_ORDER, Owner::Domain).map(|p| (p, GIB_ORDER, GIB)))
-            .flatten()
-            .or_else(|| {
-                mm::alloc_frames(BLOCK_ORDER, Owner::Domain).map(|p| (p, BLOCK_ORDER, BLOCK))
-            });
-        let Some((phys, order, size)) = got else {
-            for (p, o) in allocations {
-                mm::free_frames(p, o, Owner::Domain);
-            }
-            return Err(BuildError::Memory(memory));
-        };
-        mm::zero_phys(phys, size);
-        if order == GIB_ORDER {
-            log::debug!(
-                "domain {}: guest-physical {gpa:#x} is a 1 GiB EPT page at {phys:#x}",
-                spec.name
-            );
-        }
-        allocations.push((phys, order));
-        blocks.extend((0..size / BLOCK).map(|k| phys + k * BLOCK));
-        gpa += size;
-    }
-    let ept = match mm::build_ept(&blocks, use_1g) {
-        Ok(ept) => ept,
-        Err(e) => {
-            for (p, o) in allocations {
-                mm::free_frames(p, o, Owner::Domain);
-            }
-            return Err(BuildError::Map(e));
-        }
-    };
-    let ept_root = ept.root();
+    let ram = GuestRam::allocate(memory, spec.name).map_err(|e| match e {
+        RamError::NoMemory(m) => BuildError::Memory(m),
+        RamError::Map(e) => BuildError::Map(e),
+    })?;
+    let stage2_root = ram.stage2_root();
     // The guest's TSC starts at 0 now, on every vCPU; its APICs count time
     // from the same instant.
     let tsc_zero = crate::arch::x86_64::cpu::rdtsc();
+    let generation = NEXT_GENERATION.fetch_add(1, Ordering::SeqCst);
     let domain = Arc::new(Domain {
         id,
-        generation: NEXT_GENERATION.fetch_add(1, Ordering::SeqCst),
+        generation,
         name: spec.name.into(),
-        memory,
-        blocks: Mutex::new(blocks),
-        allocations: Mutex::new(allocations),
-        ept: Mutex::new(Some(ept)),
-        state: Mutex::new(State::Running),
-        exit_code: AtomicU32::new(0),
-        line: Mutex::new(Vec::new()),
-        console_out: crate::console::Source::new(),
-        input: Mutex::new(Ring::new()),
-        serial: Mutex::new(crate::hvm::vdev::new_serial()),
-        pic: Mutex::new(basalt_devices::pic::Pic::new()),
-        pit: Mutex::new(basalt_devices::pit::Pit::new()),
-        pit_last_edge: AtomicU64::new(0),
-        rtc: Mutex::new(crate::hvm::vdev::new_rtc()),
-        pci: Mutex::new(basalt_devices::pci::PciHost::new()),
-        pm: Mutex::new(crate::hvm::vdev::new_pm()),
-        device_deadline: AtomicU64::new(0),
-        device_quiet_until: AtomicU64::new(0),
-        irq_pending: core::sync::atomic::AtomicBool::new(false),
+        ram,
+        platform: Platform::new(
+            id,
+            spec.vcpus,
+            crate::time::ns_at_tsc(tsc_zero),
+            IrqSink::new(id, generation, waker),
+        ),
+        life: Lifecycle::new(),
         signature: basalt_guest::cpuid::BASALT_SIGNATURE,
-        apic: crate::hvm::vapic::DomainApic::new(spec.vcpus, crate::time::ns_at_tsc(tsc_zero)),
         tsc_offset: 0u64.wrapping_sub(tsc_zero),
         exits: Arc::new(ExitCounts::default()),
         vcpu_count: spec.vcpus,
@@ -748,7 +396,6 @@ fn build(
         weight: spec.weight,
         cap: spec.cap,
         timers: (0..spec.vcpus).map(|_| AtomicU64::new(0)).collect(),
-        alive_vcpus: AtomicU32::new(0),
         module,
         initrds: initrds.to_vec(),
     });
@@ -760,69 +407,71 @@ fn build(
     let mut entry = StartState::RealMode { cs: 0, ip: 0x7c00 };
     // ACPI tables in the BIOS area, where the usual scan also finds the
     // RSDP; the e820 map keeps 0x9F000-1 MiB reserved.
-    let rsdp = {
-        let blocks = domain.blocks.lock();
-        let mut mem = DomainMemory {
-            blocks: &blocks,
-            size: memory,
-        };
-        basalt_guest::acpi::write_acpi_tables(
-            &mut mem,
-            ACPI_TABLES,
-            &basalt_guest::acpi::AcpiConfig::new(spec.vcpus),
-        )
+    let rsdp = domain
+        .ram
+        .with_memory(|mem| {
+            basalt_guest::acpi::write_acpi_tables(
+                mem,
+                ACPI_TABLES,
+                &basalt_guest::acpi::AcpiConfig::new(spec.vcpus),
+            )
+        })
         .map_err(|e| fail(&domain, BuildError::Layout(alloc::format!("{e}"))))?
-        .rsdp
-    };
+        .rsdp;
     if real {
         domain
-            .write_gpa(0x7c00, bytes)
+            .ram
+            .write(0x7c00, bytes)
             .map_err(|e| fail(&domain, BuildError::Layout(alloc::format!("{e}"))))?;
     }
     if let Some(image) = &image {
-        let blocks = domain.blocks.lock();
-        let mut mem = DomainMemory {
-            blocks: &blocks,
-            size: memory,
-        };
-        elf::load(image, bytes, &mut mem).map_err(|e| fail(&domain, BuildError::Image(e)))?;
-        use basalt_guest::start_info as si;
-        let sizes: Vec<u64> = initrds.iter().map(|m| m.len()).collect();
-        let mut boot_modules: Vec<si::BootModule<'_>> = initrds
-            .iter()
-            .map(|m| si::BootModule {
-                gpa: 0,
-                size: m.len(),
-                cmdline: match spec::parse_module(m.cmdline) {
-                    Ok(ModuleRole::Initrd { cmdline, .. }) => cmdline,
-                    _ => "",
-                },
-            })
-            .collect();
-        let mut memmap = [si::MemmapEntry::default(); 8];
-        let entries = si::guest_memmap(memory, &mut memmap);
-        let info_size = si::start_info_size(spec.cmdline, &boot_modules, entries);
-        let layout = si::plan_layout(image, memory, &sizes, info_size)
-            .map_err(|e| fail(&domain, BuildError::Layout(alloc::format!("{e}"))))?;
-        for ((bm, m), region) in boot_modules.iter_mut().zip(initrds).zip(layout.initrds()) {
-            bm.gpa = region.gpa;
-            let data = mm::phys_slice(m.start, m.len() as usize).unwrap_or_default();
-            mem.write(region.gpa, data)
-                .map_err(|e| fail(&domain, BuildError::Layout(alloc::format!("{e}"))))?;
-        }
-        let plan = si::write_start_info(
-            &mut mem,
-            layout.start_info,
-            spec.cmdline,
-            &boot_modules,
-            &memmap[..entries],
-            rsdp,
-        )
-        .map_err(|e| fail(&domain, BuildError::Layout(alloc::format!("{e}"))))?;
-        entry = StartState::Pvh {
-            rip: u64::from(image.entry),
-            start_info: plan.start_info_gpa,
-        };
+        // Errors are handed out of the closure: `fail` frees the RAM, which
+        // the closure holds locked.
+        let loaded = domain
+            .ram
+            .with_memory(|mem| -> Result<StartState, BuildError> {
+                let layout_error =
+                    |e: &dyn core::fmt::Display| BuildError::Layout(alloc::format!("{e}"));
+                elf::load(image, bytes, mem).map_err(BuildError::Image)?;
+                use basalt_guest::start_info as si;
+                let sizes: Vec<u64> = initrds.iter().map(|m| m.len()).collect();
+                let mut boot_modules: Vec<si::BootModule<'_>> = initrds
+                    .iter()
+                    .map(|m| si::BootModule {
+                        gpa: 0,
+                        size: m.len(),
+                        cmdline: match spec::parse_module(m.cmdline) {
+                            Ok(ModuleRole::Initrd { cmdline, .. }) => cmdline,
+                            _ => "",
+                        },
+                    })
+                    .collect();
+                let mut memmap = [si::MemmapEntry::default(); 8];
+                let entries = si::guest_memmap(memory, &mut memmap);
+                let info_size = si::start_info_size(spec.cmdline, &boot_modules, entries);
+                let layout = si::plan_layout(image, memory, &sizes, info_size)
+                    .map_err(|e| layout_error(&e))?;
+                for ((bm, m), region) in boot_modules.iter_mut().zip(initrds).zip(layout.initrds())
+                {
+                    bm.gpa = region.gpa;
+                    let data = mm::phys_slice(m.start, m.len() as usize).unwrap_or_default();
+                    mem.write(region.gpa, data).map_err(|e| layout_error(&e))?;
+                }
+                let plan = si::write_start_info(
+                    mem,
+                    layout.start_info,
+                    spec.cmdline,
+                    &boot_modules,
+                    &memmap[..entries],
+                    rsdp,
+                )
+                .map_err(|e| layout_error(&e))?;
+                Ok(StartState::Pvh {
+                    rip: u64::from(image.entry),
+                    start_info: plan.start_info_gpa,
+                })
+            });
+        entry = loaded.map_err(|e| fail(&domain, e))?;
     }
     if let Some((kernel, layout)) = &linux {
         entry = load_linux(&domain, spec, bytes, kernel, layout, initrds, rsdp)
@@ -834,7 +483,7 @@ fn build(
     let mut vcpus = Vec::new();
     for index in 0..spec.vcpus {
         let made = ArchVcpu::new(
-            ept_root,
+            stage2_root,
             entry,
             crate::vcpu::CpuidContext {
                 signature: domain.signature,
@@ -858,7 +507,7 @@ fn build(
             }
         }
     }
-    domain.alive_vcpus.store(spec.vcpus, Ordering::SeqCst);
+    domain.life.vcpus_created(spec.vcpus);
     LIVE.fetch_add(1, Ordering::SeqCst);
     CREATED.fetch_add(1, Ordering::SeqCst);
     DOMAINS.lock().push(domain.clone());
@@ -866,7 +515,7 @@ fn build(
     info!(
         "domain d{id} ({}) created: {} memory, {} vCPU(s), entry {entry:#x}",
         spec.name,
-        basalt_boot::memmap::ByteSize(domain.memory),
+        basalt_boot::memmap::ByteSize(domain.ram.size()),
         spec.vcpus,
     );
     Ok((domain, vcpus))
@@ -906,28 +555,26 @@ fn load_linux(
     rsdp: u64,
 ) -> Result<StartState, linux::LinuxError> {
     use basalt_guest::start_info as si;
-    let blocks = domain.blocks.lock();
-    let mut mem = DomainMemory {
-        blocks: &blocks,
-        size: domain.memory,
-    };
     let mut e820 = [si::MemmapEntry::default(); 8];
-    let entries = si::guest_memmap(domain.memory, &mut e820);
-    let state = linux::load(
-        &mut mem,
-        bytes,
-        kernel,
-        layout,
-        spec.cmdline,
-        &e820[..entries],
-        rsdp,
-    )?;
-    let mut at = layout.initrd_gpa;
-    for m in initrds {
-        let data = mm::phys_slice(m.start, m.len() as usize).unwrap_or_default();
-        mem.write(at, data)?;
-        at += m.len().next_multiple_of(linux::INITRD_PIECE_ALIGN);
-    }
+    let entries = si::guest_memmap(domain.ram.size(), &mut e820);
+    let state = domain.ram.with_memory(|mem| {
+        let state = linux::load(
+            mem,
+            bytes,
+            kernel,
+            layout,
+            spec.cmdline,
+            &e820[..entries],
+            rsdp,
+        )?;
+        let mut at = layout.initrd_gpa;
+        for m in initrds {
+            let data = mm::phys_slice(m.start, m.len() as usize).unwrap_or_default();
+            mem.write(at, data)?;
+            at += m.len().next_multiple_of(linux::INITRD_PIECE_ALIGN);
+        }
+        Ok::<_, linux::LinuxError>(state)
+    })?;
     info!(
         "domain {}: Linux bzImage (boot protocol {}.{:02}), kernel at {:#x} (init_size {:#x}), \
          boot_params at {:#x}, initrd {:#x}+{:#x}",
@@ -958,14 +605,8 @@ impl Domain {
     /// Frees the memory and EPT of a domain whose build failed (it never
     /// ran; nothing is recorded).
     fn discard(&self) {
-        *self.state.lock() = State::Dead(EndReason::Crash);
-        if let Some(ept) = self.ept.lock().take() {
-            mm::destroy_ept(ept);
-        }
-        self.blocks.lock().clear();
-        for (phys, order) in self.allocations.lock().drain(..) {
-            mm::free_frames(phys, order, Owner::Domain);
-        }
+        self.life.set_dead(EndReason::Crash);
+        self.ram.take().free();
     }
 }
 

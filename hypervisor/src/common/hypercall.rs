@@ -47,7 +47,7 @@ const CONSOLE_MAX: u64 = 256;
 /// not negative and reports every byte written, so a "bytes taken" result
 /// would lose the rest.
 fn console_write(v: &mut Running<'_>, count: u64, buffer: u64) -> (u64, After) {
-    let room = v.domain.console_room();
+    let room = v.domain.platform.console.room();
     let take = count.min(CONSOLE_MAX).min(room as u64) as usize;
     if take == 0 {
         if count == 0 {
@@ -57,10 +57,10 @@ fn console_write(v: &mut Running<'_>, count: u64, buffer: u64) -> (u64, After) {
     }
     let mut buf = [0u8; CONSOLE_MAX as usize];
     let buf = &mut buf[..take];
-    if crate::hvm::guestmem::read_virt(v, buffer, buf).is_err() {
+    if crate::hvm::guestmem::read_virt(&v.arch, &v.domain.ram, buffer, buf).is_err() {
         return (errno(hc::EFAULT), After::Continue);
     }
-    let taken = v.domain.console_write(buf) as u64;
+    let taken = v.domain.platform.console.write(buf) as u64;
     if taken == count {
         return (0, After::Continue);
     }
@@ -111,7 +111,7 @@ fn handle(v: &mut Running<'_>, call: &hc::Call) -> (u64, After) {
                 // xen_extraversion_t: char[16].
                 let mut text = [0u8; 16];
                 text[..8].copy_from_slice(b".basalt\0");
-                match crate::hvm::guestmem::write_virt(v, a2, &text) {
+                match crate::hvm::guestmem::write_virt(&v.arch, &v.domain.ram, a2, &text) {
                     Ok(()) => (0, After::Continue),
                     Err(()) => (errno(hc::EFAULT), After::Continue),
                 }
@@ -125,13 +125,19 @@ fn handle(v: &mut Running<'_>, call: &hc::Call) -> (u64, After) {
                 // Bytes the operator typed while this domain had the focus.
                 // The input ring never holds more than this: no allocation
                 // on a path a guest polls.
-                let mut buf = [0u8; crate::common::domain::CONSOLE_INPUT];
+                let mut buf = [0u8; crate::hvm::guest_console::CONSOLE_INPUT];
                 let count = (a2 as usize).min(buf.len());
-                let n = v.domain.input.lock().read(&mut buf[..count]);
+                let n = v
+                    .domain
+                    .platform
+                    .console
+                    .input
+                    .lock()
+                    .read(&mut buf[..count]);
                 if n == 0 {
                     return (0, After::Continue);
                 }
-                match crate::hvm::guestmem::write_virt(v, a3, &buf[..n]) {
+                match crate::hvm::guestmem::write_virt(&v.arch, &v.domain.ram, a3, &buf[..n]) {
                     Ok(()) => (n as u64, After::Continue),
                     Err(()) => (errno(hc::EFAULT), After::Continue),
                 }
@@ -143,7 +149,8 @@ fn handle(v: &mut Running<'_>, call: &hc::Call) -> (u64, After) {
             hc::SCHEDOP_BLOCK | hc::SCHEDOP_POLL => (0, After::Block),
             hc::SCHEDOP_SHUTDOWN => {
                 let mut reason = [0u8; 4];
-                if crate::hvm::guestmem::read_virt(v, a2, &mut reason).is_err() {
+                if crate::hvm::guestmem::read_virt(&v.arch, &v.domain.ram, a2, &mut reason).is_err()
+                {
                     return (errno(hc::EFAULT), After::Continue);
                 }
                 let reason = match u32::from_le_bytes(reason) {
@@ -156,6 +163,7 @@ fn handle(v: &mut Running<'_>, call: &hc::Call) -> (u64, After) {
             }
             hc::SCHEDOP_BASALT_EXIT_CODE => {
                 v.domain
+                    .life
                     .exit_code
                     .store(a2 as u32, core::sync::atomic::Ordering::SeqCst);
                 (0, After::Continue)
@@ -180,7 +188,7 @@ fn vcpu_op(v: &mut Running<'_>, cmd: u64, vcpu_id: u64, arg: u64) -> (u64, After
             // struct vcpu_hvm_context (public/hvm/hvm_vcpu.h): mode, pad,
             // then the registers; Basalt starts vCPUs in 64-bit mode only.
             let mut ctx = [0u8; 8 + 14 * 8];
-            if crate::hvm::guestmem::read_virt(v, arg, &mut ctx).is_err() {
+            if crate::hvm::guestmem::read_virt(&v.arch, &v.domain.ram, arg, &mut ctx).is_err() {
                 return err(hc::EFAULT);
             }
             let mode = u32::from_le_bytes([ctx[0], ctx[1], ctx[2], ctx[3]]);
@@ -261,7 +269,7 @@ fn vcpu_op(v: &mut Running<'_>, cmd: u64, vcpu_id: u64, arg: u64) -> (u64, After
             let mut info = [0u8; 48];
             info[8..16].copy_from_slice(&now.to_le_bytes());
             info[16..24].copy_from_slice(&now.to_le_bytes());
-            match crate::hvm::guestmem::write_virt(v, arg, &info) {
+            match crate::hvm::guestmem::write_virt(&v.arch, &v.domain.ram, arg, &info) {
                 Ok(()) => ok(0),
                 Err(()) => err(hc::EFAULT),
             }
@@ -269,7 +277,7 @@ fn vcpu_op(v: &mut Running<'_>, cmd: u64, vcpu_id: u64, arg: u64) -> (u64, After
         hc::VCPUOP_SET_SINGLESHOT_TIMER => {
             // struct vcpu_set_singleshot_timer { uint64_t timeout_abs_ns; uint32_t flags; }
             let mut t = [0u8; 16];
-            if crate::hvm::guestmem::read_virt(v, arg, &mut t).is_err() {
+            if crate::hvm::guestmem::read_virt(&v.arch, &v.domain.ram, arg, &mut t).is_err() {
                 return err(hc::EFAULT);
             }
             let abs = u64::from_le_bytes(t[..8].try_into().unwrap_or_default());

@@ -6,6 +6,7 @@
 
 pub mod domain;
 pub mod hypercall;
+pub mod lifecycle;
 pub mod measure;
 pub mod monitor;
 pub mod sched;

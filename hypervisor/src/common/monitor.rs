@@ -92,7 +92,7 @@ pub fn departures_pending() -> bool {
 fn live_domains() -> Vec<u32> {
     domain::all()
         .iter()
-        .filter(|d| !d.is_ending())
+        .filter(|d| !d.life.is_ending())
         .map(|d| d.id)
         .collect()
 }
@@ -112,7 +112,7 @@ impl Monitor {
                 // it had begun (a prompt).
                 crate::console::set_raw(Some(id));
                 if let Some(d) = domain::get(id) {
-                    d.console_focus_gained();
+                    d.platform.console.focus_gained();
                 }
             }
             Event::Monitor { held, byte } => {
@@ -126,7 +126,7 @@ impl Monitor {
                     return;
                 };
                 {
-                    let mut input = d.input.lock();
+                    let mut input = d.platform.console.input.lock();
                     for _ in 0..held {
                         input.write(&[CTRL_A]);
                     }
@@ -134,7 +134,7 @@ impl Monitor {
                 }
                 // Console input is an event: into COM1 if its interrupt is
                 // on; vCPU 0 waiting in HLT or SCHEDOP_block wakes up.
-                crate::hvm::vdev::input_arrived(&d);
+                crate::hvm::vdev::input_arrived(&d.platform);
                 sched::wake_vcpu(&d, 0);
             }
         }
@@ -187,7 +187,7 @@ impl Monitor {
                     Some(d) if sched::pause(&d, pausing) => {
                         println!("d{id} {}", if pausing { "paused" } else { "running" });
                     }
-                    Some(d) => println!("d{id} is {}", d.state().as_str()),
+                    Some(d) => println!("d{id} is {}", d.life.state().as_str()),
                 }
             }
             Command::Destroy(id) | Command::Reboot(id) => {
@@ -195,7 +195,7 @@ impl Monitor {
                     Command::Destroy(_) => EndReason::Destroyed,
                     _ => EndReason::Reboot,
                 };
-                match domain::get(id).filter(|d| !d.is_ending()) {
+                match domain::get(id).filter(|d| !d.life.is_ending()) {
                     None => no_domain(id),
                     Some(d) => {
                         println!(
@@ -224,7 +224,7 @@ impl Monitor {
                     );
                     crate::console::set_raw(Some(id));
                     if let Some(d) = domain::get(id) {
-                        d.console_focus_gained();
+                        d.platform.console.focus_gained();
                     }
                 } else {
                     no_domain(id);
@@ -261,9 +261,9 @@ fn list() {
             "  d{:<3}{:<17}{:<9}{:<7}{:<11}{s}.{ms:03} s{:>9}{:>5}",
             d.id,
             d.name,
-            d.state().as_str(),
+            d.life.state().as_str(),
             d.vcpu_count,
-            alloc::format!("{}", basalt_boot::memmap::ByteSize(d.memory)),
+            alloc::format!("{}", basalt_boot::memmap::ByteSize(d.ram.size())),
             p.weight,
             p.cap
         );
@@ -332,8 +332,8 @@ fn stats() {
         let mut line = crate::StackString::<2048>::new();
         crate::stats::format_counts(&d.exits.snapshot(), &mut line);
         println!("  d{} ({}): {}", d.id, d.name, line.as_str());
-        let out = d.console_out.stats();
-        let suppressed = d.console_out.log_suppressed();
+        let out = d.platform.console.out.stats();
+        let suppressed = d.platform.console.out.log_suppressed();
         let mut dropped = crate::StackString::<80>::new();
         if out.dropped_units == 0 {
             let _ = write!(dropped, "nothing dropped");

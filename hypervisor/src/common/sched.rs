@@ -27,6 +27,7 @@
 use crate::arch::x86_64::{apic, cpu, idt, percpu};
 use crate::common::domain::{self, Domain, EndReason, Vcpu};
 use crate::common::hypercall::{self, After};
+use crate::hvm::irq::VcpuWaker;
 use crate::time;
 use crate::vcpu::{Event, Running, StartState, VcpuExit, gpr};
 use crate::verdict::{Verdict, finish};
@@ -123,7 +124,7 @@ static EPT_FLUSHED: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CP
 /// Dead domains whose memory and EPT wait for every CPU's flush: (the
 /// generation each CPU must reach, the domain, its remains, how it ended).
 #[allow(clippy::type_complexity)]
-static QUARANTINE: Mutex<Vec<(u64, Arc<Domain>, domain::Remains, EndReason)>> =
+static QUARANTINE: Mutex<Vec<(u64, Arc<Domain>, crate::hvm::memory::Remains, EndReason)>> =
     Mutex::new(Vec::new());
 /// Whether [`QUARANTINE`] holds anything (changed under its lock).
 static QUARANTINE_WAITING: AtomicBool = AtomicBool::new(false);
@@ -355,7 +356,7 @@ fn reclaim() {
         .map(|f| f.load(Ordering::SeqCst))
         .min()
         .unwrap_or(0);
-    let ready: Vec<(u64, Arc<Domain>, domain::Remains, EndReason)> = {
+    let ready: Vec<(u64, Arc<Domain>, crate::hvm::memory::Remains, EndReason)> = {
         let mut q = QUARANTINE.lock();
         if q.iter().all(|e| e.0 > done) {
             return;
@@ -387,7 +388,7 @@ fn quarantine_waiting() -> bool {
 /// Ends `domain` for `reason`: its vCPUs leave the policy, the CPUs running
 /// them are tickled, and each vCPU is dropped by whoever has it.
 pub fn end_domain(domain: &Arc<Domain>, reason: EndReason) {
-    if !domain.begin_end(reason) {
+    if !domain.life.begin_end(reason) {
         return;
     }
     let id = domain.id;
@@ -423,7 +424,7 @@ pub fn end_domain(domain: &Arc<Domain>, reason: EndReason) {
 /// Pauses (true) or unpauses domain `domain`; false if it was not in the
 /// state to do so.
 pub fn pause(domain: &Arc<Domain>, paused: bool) -> bool {
-    if !domain.set_paused(paused) {
+    if !domain.life.set_paused(paused) {
         return false;
     }
     let now = time::now_ns();
@@ -534,16 +535,19 @@ pub fn wake_vcpu(domain: &Domain, vcpu: u32) {
 /// Whether vCPU `vcpu` of `domain` has an interrupt to take: from its local
 /// APIC (a vector or an NMI), or (vCPU 0) from the 8259 through LINT0.
 fn interrupt_waiting(domain: &Domain, vcpu: u32) -> bool {
-    domain.apic.attention(vcpu) & (crate::hvm::vapic::ATTN_VECTOR | crate::hvm::vapic::ATTN_NMI)
+    domain.platform.apic.attention(vcpu)
+        & (crate::hvm::vapic::ATTN_VECTOR | crate::hvm::vapic::ATTN_NMI)
         != 0
-        || (vcpu == 0 && domain.irq_pending.load(Ordering::SeqCst) && domain.apic.pic_through())
+        || (vcpu == 0
+            && domain.platform.irq_pending.load(Ordering::SeqCst)
+            && domain.platform.apic.pic_through())
 }
 
 /// Whether what was delivered to the halted vCPU of `slot` ends its halt:
 /// waiting for a start-up IPI (after INIT), only that; halted with
 /// RFLAGS.IF clear, only an NMI; otherwise any interrupt.
 fn halt_ends(slot: &Slot) -> bool {
-    let apic = &slot.domain.apic;
+    let apic = &slot.domain.platform.apic;
     let v = slot.id.vcpu;
     if apic.init_pending(v) {
         apic.sipi_recorded(v)
@@ -559,12 +563,12 @@ fn halt_ends(slot: &Slot) -> bool {
 /// interrupt is injected at its next entry; a runnable one takes it when
 /// it next runs.
 /// Nothing if that incarnation of the domain has ended.
-pub fn kick_vcpu(domain: &Domain, vcpu: u32) {
+fn kick_vcpu(domain: u32, generation: u64, vcpu: u32) {
     let now = time::now_ns();
     let me = percpu::index();
-    let id = VcpuId::new(domain.id, vcpu);
+    let id = VcpuId::new(domain, vcpu);
     let target = with(|s| {
-        let slot = slot_of(s, id, domain.generation)?;
+        let slot = slot_of(s, id, generation)?;
         if slot.halted.load(Ordering::SeqCst) {
             if !slot.up.load(Ordering::SeqCst) || !halt_ends(&slot) {
                 return None;
@@ -594,14 +598,14 @@ pub fn kick_vcpu(domain: &Domain, vcpu: u32) {
 /// real mode at `vector << 8`:0000 (SDM Vol. 3A 10.4.4). A vCPU that is up
 /// and had an INIT (a CPU the guest took offline and starts again) takes it
 /// at its next turn (`run_slice`); any other vCPU that is up ignores it.
-pub fn start_vcpu_sipi(domain: &Domain, vcpu: u32, vector: u8) {
-    let id = VcpuId::new(domain.id, vcpu);
-    let Some(slot) = with(|s| slot_of(s, id, domain.generation)).flatten() else {
+fn start_vcpu_sipi(domain: u32, generation: u64, vcpu: u32, vector: u8) {
+    let id = VcpuId::new(domain, vcpu);
+    let Some(slot) = with(|s| slot_of(s, id, generation)).flatten() else {
         return;
     };
     if slot.up.load(Ordering::SeqCst) {
-        if slot.domain.apic.record_sipi(id.vcpu, vector) {
-            kick_vcpu(domain, vcpu);
+        if slot.domain.platform.apic.record_sipi(id.vcpu, vector) {
+            kick_vcpu(domain, generation, vcpu);
             return;
         }
         crate::guest_log!(
@@ -613,7 +617,7 @@ pub fn start_vcpu_sipi(domain: &Domain, vcpu: u32, vector: u8) {
         );
         return;
     }
-    slot.domain.apic.clear_init(id.vcpu);
+    slot.domain.platform.apic.clear_init(id.vcpu);
     {
         let mut inner = slot.inner.lock();
         let Some(v) = inner.vcpu.as_mut() else {
@@ -639,6 +643,23 @@ pub fn start_vcpu_sipi(domain: &Domain, vcpu: u32, vector: u8) {
             id.domain,
             id.vcpu
         );
+    }
+}
+
+/// The scheduler as the domains' interrupt controllers reach it
+/// ([`crate::hvm::irq::IrqSink`]): [`WAKER`].
+#[derive(Debug)]
+pub struct Waker;
+
+/// What every domain's [`crate::hvm::irq::IrqSink`] calls.
+pub static WAKER: Waker = Waker;
+
+impl VcpuWaker for Waker {
+    fn kick(&self, domain: u32, generation: u64, vcpu: u32) {
+        kick_vcpu(domain, generation, vcpu);
+    }
+    fn start_up(&self, domain: u32, generation: u64, vcpu: u32, vector: u8) {
+        start_vcpu_sipi(domain, generation, vcpu, vector);
     }
 }
 
@@ -840,7 +861,7 @@ fn decide(me: usize, yielded: bool) -> Decision {
         let Some(slot) = s.slots.get(&vcpu) else {
             return d;
         };
-        if slot.domain.state() != domain::State::Paused {
+        if slot.domain.life.state() != domain::State::Paused {
             return d;
         }
         slot.paused.store(true, Ordering::SeqCst);
@@ -854,14 +875,14 @@ fn decide(me: usize, yielded: bool) -> Decision {
 fn block_current(me: usize, slot: &Slot, v: &Running<'_>) {
     let now = time::now_ns();
     // Waiting for a start-up IPI (after INIT), only that ends the wait.
-    let for_sipi = slot.domain.apic.init_pending(slot.id.vcpu);
+    let for_sipi = slot.domain.platform.apic.init_pending(slot.id.vcpu);
     let interruptible = !for_sipi && v.arch.interrupts_enabled();
     // An NMI ends HLT whatever RFLAGS.IF says.
     let wake_now = |d: &Domain, v: u32| {
         if for_sipi {
-            d.apic.sipi_recorded(v)
+            d.platform.apic.sipi_recorded(v)
         } else {
-            (interruptible && interrupt_waiting(d, v)) || d.apic.nmi_pending(v)
+            (interruptible && interrupt_waiting(d, v)) || d.platform.apic.nmi_pending(v)
         }
     };
     if wake_now(&slot.domain, slot.id.vcpu) {
@@ -902,12 +923,12 @@ fn wake_at(slot: &Slot, interruptible: bool) -> Option<u64> {
     let v = slot.id.vcpu;
     let own = slot.domain.timer(v).load(Ordering::SeqCst);
     let device = if v == 0 {
-        slot.domain.device_deadline.load(Ordering::SeqCst)
+        slot.domain.platform.device_deadline.load(Ordering::SeqCst)
     } else {
         0
     };
     let apic = if interruptible {
-        slot.domain.apic.deadline(v)
+        slot.domain.platform.apic.deadline(v)
     } else {
         0
     };
@@ -978,9 +999,9 @@ fn fire_timers(me: usize) -> Option<u64> {
             timer.store(0, Ordering::SeqCst);
         }
         if id.vcpu == 0 {
-            crate::hvm::vdev::advance_time(&slot.domain, now);
+            crate::hvm::vdev::advance_time(&slot.domain.platform, now);
         }
-        let apic = crate::hvm::vapic::timer_due(&slot.domain, id.vcpu, now);
+        let apic = crate::hvm::vapic::timer_due(&slot.domain.platform, id.vcpu, now);
         event |= (apic && !slot.halt_masked.load(Ordering::SeqCst)) || halt_ends(&slot);
         if !event {
             // Still halted (an edge that raised nothing: a masked line, an
@@ -1120,7 +1141,7 @@ enum ApicTurn {
 fn take_apic_events(domain: &Domain, vcpu: &mut Running<'_>, attention: u8) -> ApicTurn {
     let index = vcpu.index;
     if attention & crate::hvm::vapic::ATTN_INIT != 0 {
-        let Some(vector) = domain.apic.take_sipi(index) else {
+        let Some(vector) = domain.platform.apic.take_sipi(index) else {
             return ApicTurn::WaitForSipi;
         };
         log::debug!(
@@ -1137,14 +1158,16 @@ fn take_apic_events(domain: &Domain, vcpu: &mut Running<'_>, attention: u8) -> A
         }
     }
     if attention & crate::hvm::vapic::ATTN_NMI != 0
-        && domain.apic.take_nmi(index)
+        && domain.platform.apic.take_nmi(index)
         && !vcpu.arch.inject(Event::Nmi)
     {
-        domain.apic.return_nmi(index);
+        domain.platform.apic.return_nmi(index);
     }
     if attention & crate::hvm::vapic::ATTN_VECTOR != 0 {
         let arch = &mut vcpu.arch;
-        crate::hvm::vapic::inject(domain, index, |vector| arch.inject(Event::External(vector)));
+        crate::hvm::vapic::inject(&domain.platform, index, |vector| {
+            arch.inject(Event::External(vector))
+        });
     }
     ApicTurn::Go
 }
@@ -1174,11 +1197,11 @@ fn run_slice(me: usize, slot: &Slot, v: &mut Running<'_>, slice_ns: u64) -> Slic
         // raise an interrupt, every vCPU when its APIC timer fires.
         let domain = &slot.domain;
         let dev = if bsp {
-            domain.device_deadline.load(Ordering::Relaxed)
+            domain.platform.device_deadline.load(Ordering::Relaxed)
         } else {
             0
         };
-        let lapic = domain.apic.deadline(index);
+        let lapic = domain.platform.apic.deadline(index);
         let edge = match (dev, lapic) {
             (0, t) | (t, 0) => t,
             (a, b) => a.min(b),
@@ -1211,13 +1234,13 @@ fn run_slice(me: usize, slot: &Slot, v: &mut Running<'_>, slice_ns: u64) -> Slic
         if device_edge_tsc <= cpu::rdtsc() {
             let now = time::now_ns();
             if bsp {
-                crate::hvm::vdev::advance_time(domain, now);
+                crate::hvm::vdev::advance_time(&domain.platform, now);
             }
-            crate::hvm::vapic::timer_due(domain, index, now);
+            crate::hvm::vapic::timer_due(&domain.platform, index, now);
             bound = 0;
         }
         // One load says whether anything waits in the vCPU's APIC.
-        let attention = domain.apic.attention(index);
+        let attention = domain.platform.apic.attention(index);
         if attention != 0 {
             match take_apic_events(domain, v, attention) {
                 ApicTurn::Go => {}
@@ -1229,9 +1252,14 @@ fn run_slice(me: usize, slot: &Slot, v: &mut Running<'_>, slice_ns: u64) -> Slic
                 }
             }
         }
-        if bsp && domain.irq_pending.load(Ordering::Relaxed) && domain.apic.pic_through() {
+        if bsp
+            && domain.platform.irq_pending.load(Ordering::Relaxed)
+            && domain.platform.apic.pic_through()
+        {
             let arch = &mut v.arch;
-            crate::hvm::vdev::take_interrupt(domain, |vector| arch.inject(Event::External(vector)));
+            crate::hvm::vdev::take_interrupt(&domain.platform, |vector| {
+                arch.inject(Event::External(vector))
+            });
         }
         let exit = v.arch.run();
         let next = handle(v, exit);
@@ -1310,7 +1338,7 @@ fn handle(v: &mut Running<'_>, exit: VcpuExit) -> Next {
         },
         VcpuExit::IoOut { port, size, value } => {
             log::trace!("d{}: out{size} {port:#x} <- {value:#x}", v.domain.id);
-            let effect = crate::hvm::vdev::io_out(v.domain, port, size, value);
+            let effect = crate::hvm::vdev::io_out(&v.domain.platform, port, size, value);
             if effect == crate::hvm::vdev::IoEffect::Retry {
                 // The console is full: the OUT runs again after a yield.
                 return Next::Yield;
@@ -1323,7 +1351,15 @@ fn handle(v: &mut Running<'_>, exit: VcpuExit) -> Next {
             size,
             is_in,
             rep,
-        } => match crate::hvm::strio::emulate(v, port, size, is_in, rep) {
+        } => match crate::hvm::strio::emulate(
+            &mut v.arch,
+            &v.domain.ram,
+            &v.domain.platform,
+            port,
+            size,
+            is_in,
+            rep,
+        ) {
             Ok(effect) => io_effect(v, effect),
             Err(e) => {
                 let detail = alloc::format!("{e}");
@@ -1333,7 +1369,7 @@ fn handle(v: &mut Running<'_>, exit: VcpuExit) -> Next {
         },
         VcpuExit::IoIn { port, size } => {
             log::trace!("d{}: in{size} {port:#x}", v.domain.id);
-            let value = crate::hvm::vdev::io_in(v.domain, port, size);
+            let value = crate::hvm::vdev::io_in(&v.domain.platform, port, size);
             let mask = u64::from(crate::hvm::vdev::size_mask(size));
             // IN of 8 or 16 bits keeps the rest of RAX; of 32 bits zeroes
             // the upper half.
@@ -1348,7 +1384,13 @@ fn handle(v: &mut Running<'_>, exit: VcpuExit) -> Next {
             Next::Continue
         }
         VcpuExit::Mmio { gpa } => {
-            if let Err(e) = crate::hvm::mmio::emulate(v, gpa) {
+            if let Err(e) = crate::hvm::mmio::emulate(
+                &mut v.arch,
+                &v.domain.ram,
+                &v.domain.platform,
+                v.index,
+                gpa,
+            ) {
                 let detail = alloc::format!("{e}");
                 crash(v, &detail);
                 return Next::Ended;
@@ -1356,7 +1398,7 @@ fn handle(v: &mut Running<'_>, exit: VcpuExit) -> Next {
             Next::Continue
         }
         VcpuExit::RdMsr { msr } => {
-            match crate::hvm::vapic::rdmsr(v.domain, v.index, msr) {
+            match crate::hvm::vapic::rdmsr(&v.domain.platform, v.index, msr) {
                 Some(value) => {
                     v.arch.set_reg(gpr::RAX, value & 0xffff_ffff);
                     v.arch.set_reg(gpr::RDX, value >> 32);
@@ -1367,7 +1409,7 @@ fn handle(v: &mut Running<'_>, exit: VcpuExit) -> Next {
             Next::Continue
         }
         VcpuExit::WrMsr { msr, value } => {
-            if crate::hvm::vapic::wrmsr(v.domain, v.index, msr, value) {
+            if crate::hvm::vapic::wrmsr(&v.domain.platform, v.index, msr, value) {
                 v.arch.skip_instruction();
             } else {
                 inject_gp(v);

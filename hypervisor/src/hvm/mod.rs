@@ -5,8 +5,12 @@
 //! interrupt that must wake a vCPU goes through the `IrqSink` the domain's
 //! platform was handed.
 
+pub mod guest_console;
 pub mod guestmem;
+pub mod irq;
+pub mod memory;
 pub mod mmio;
+pub mod platform;
 pub mod strio;
 pub mod vapic;
 pub mod vdev;

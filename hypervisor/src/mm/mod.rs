@@ -771,9 +771,9 @@ pub fn build_ept(
     Ok(ept)
 }
 
-/// Frees an EPT's tables (after INVEPT).
+/// Frees an EPT's tables. The caller has flushed every CPU's translations
+/// derived from them (INVEPT).
 pub fn destroy_ept(ept: PageTable<basalt_paging::Ept>) {
-    crate::arch::x86_64::hvm::flush_stage2_all();
     let mut guard = MM.lock();
     if let Some(m) = guard.as_mut() {
         let mem = OffsetTables(DIRECT_MAP_BASE);
