@@ -3,10 +3,39 @@
 //! EBX, ECX, EDX, ESI, EDI (32-bit); negative errno results; -EPERM from
 //! guest user mode; -ENOSYS for what Basalt does not implement.
 
-use crate::common::domain::EndReason;
+use super::domain::{Domain, EndReason};
+use super::exit::Running;
 use crate::time;
-use crate::vcpu::{Running, gpr};
+use crate::vcpu::{StartState, gpr};
+use alloc::sync::Arc;
 use basalt_guest::hypercall as hc;
+use basalt_sched::VcpuId;
+
+/// What the exit handlers and hypercalls ask of the scheduler, which runs
+/// them: a parameter (the scheduler passes its own), so that neither names
+/// the scheduler and nothing here calls back into it.
+pub trait SchedOps {
+    /// Ends `domain` for `reason` (its vCPUs leave the CPUs).
+    fn end_domain(&self, domain: &Arc<Domain>, reason: EndReason);
+    /// `VCPUOP_initialise`: gives down vCPU `id` the state it starts from.
+    fn vcpu_initialise(&self, id: VcpuId, entry: StartState) -> Result<(), VcpuOpError>;
+    /// `VCPUOP_up`: starts an initialised vCPU (a no-op if it is up).
+    fn vcpu_up(&self, id: VcpuId) -> Result<(), VcpuOpError>;
+    /// Whether vCPU `id` is up (`None`: the scheduler does not know it).
+    fn vcpu_is_up(&self, id: VcpuId) -> Option<bool>;
+}
+
+/// Errors of `VCPUOP_initialise` / `VCPUOP_up`, as Xen returns them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VcpuOpError {
+    /// No such vCPU (-EINVAL; an id out of range is refused before, with
+    /// -ENOENT as Xen does).
+    NoSuchVcpu,
+    /// Already initialised (-EEXIST).
+    Exists,
+    /// Not initialised yet (-EINVAL).
+    NotInitialised,
+}
 
 /// What the scheduler does after a hypercall.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,7 +107,7 @@ fn console_write(v: &mut Running<'_>, count: u64, buffer: u64) -> (u64, After) {
 }
 
 /// Handles the VMCALL of `v`; sets RAX and skips the instruction.
-pub fn dispatch(v: &mut Running<'_>) -> After {
+pub fn dispatch(v: &mut Running<'_>, ops: &impl SchedOps) -> After {
     let regs = hc::GuestRegs {
         rax: v.arch.reg(gpr::RAX),
         rbx: v.arch.reg(gpr::RBX),
@@ -93,7 +122,7 @@ pub fn dispatch(v: &mut Running<'_>) -> After {
     let (result, after) = if v.arch.cpl() != 0 {
         (errno(hc::EPERM), After::Continue)
     } else {
-        handle(v, &call)
+        handle(v, &call, ops)
     };
     if !matches!(after, After::Ended(_) | After::Again(_)) {
         v.arch.set_reg(gpr::RAX, result);
@@ -102,7 +131,7 @@ pub fn dispatch(v: &mut Running<'_>) -> After {
     after
 }
 
-fn handle(v: &mut Running<'_>, call: &hc::Call) -> (u64, After) {
+fn handle(v: &mut Running<'_>, call: &hc::Call, ops: &impl SchedOps) -> (u64, After) {
     let [a1, a2, a3, _, _] = call.args;
     match call.op {
         hc::HYPERVISOR_XEN_VERSION => match a1 {
@@ -170,19 +199,25 @@ fn handle(v: &mut Running<'_>, call: &hc::Call) -> (u64, After) {
             }
             _ => (errno(hc::ENOSYS), After::Continue),
         },
-        hc::HYPERVISOR_VCPU_OP => vcpu_op(v, a1, a2, a3),
+        hc::HYPERVISOR_VCPU_OP => vcpu_op(v, a1, a2, a3, ops),
         _ => (errno(hc::ENOSYS), After::Continue),
     }
 }
 
-fn vcpu_op(v: &mut Running<'_>, cmd: u64, vcpu_id: u64, arg: u64) -> (u64, After) {
+fn vcpu_op(
+    v: &mut Running<'_>,
+    cmd: u64,
+    vcpu_id: u64,
+    arg: u64,
+    ops: &impl SchedOps,
+) -> (u64, After) {
     let ok = |r: u64| (r, After::Continue);
     let err = |e: i64| (errno(e), After::Continue);
     if vcpu_id >= u64::from(v.domain.vcpu_count) {
         // Xen: no such vCPU in this domain.
         return err(hc::ENOENT);
     }
-    let target = basalt_sched::VcpuId::new(v.domain.id, vcpu_id as u32);
+    let target = VcpuId::new(v.domain.id, vcpu_id as u32);
     match cmd {
         hc::VCPUOP_INITIALISE => {
             // struct vcpu_hvm_context (public/hvm/hvm_vcpu.h): mode, pad,
@@ -240,23 +275,20 @@ fn vcpu_op(v: &mut Running<'_>, cmd: u64, vcpu_id: u64, arg: u64) -> (u64, After
             {
                 return err(hc::EINVAL);
             }
-            match crate::common::sched::vcpu_initialise(
-                target,
-                crate::vcpu::StartState::Long64(state),
-            ) {
+            match ops.vcpu_initialise(target, StartState::Long64(state)) {
                 Ok(()) => ok(0),
-                Err(crate::common::sched::VcpuOpError::Exists) => err(hc::EEXIST),
+                Err(VcpuOpError::Exists) => err(hc::EEXIST),
                 Err(_) => err(hc::EINVAL),
             }
         }
-        hc::VCPUOP_UP => match crate::common::sched::vcpu_up(target) {
+        hc::VCPUOP_UP => match ops.vcpu_up(target) {
             Ok(()) => ok(0),
             Err(_) => err(hc::EINVAL),
         },
         hc::VCPUOP_DOWN if target.vcpu == v.index => (0, After::Down),
         // Taking another vCPU down is not supported.
         hc::VCPUOP_DOWN => err(hc::EINVAL),
-        hc::VCPUOP_IS_UP => match crate::common::sched::vcpu_is_up(target) {
+        hc::VCPUOP_IS_UP => match ops.vcpu_is_up(target) {
             Some(up) => ok(u64::from(up)),
             // vCPU 0 before the scheduler knows it.
             None => ok(u64::from(target.vcpu == v.index)),

@@ -24,12 +24,13 @@
 //! has flushed its EPT-derived translations (INVEPT all-context) since the
 //! domain's last vCPU left: see [`EPT_GENERATION`].
 
+use super::domain::{self, Domain, EndReason, Vcpu};
+use super::exit::{self, Next, Running};
+use super::hypercall::{SchedOps, VcpuOpError};
 use crate::arch::x86_64::{apic, cpu, idt, percpu};
-use crate::common::domain::{self, Domain, EndReason, Vcpu};
-use crate::common::hypercall::{self, After};
 use crate::hvm::irq::VcpuWaker;
 use crate::time;
-use crate::vcpu::{Event, Running, StartState, VcpuExit, gpr};
+use crate::vcpu::{Event, StartState};
 use crate::verdict::{Verdict, finish};
 use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
@@ -674,16 +675,22 @@ fn unhalt(s: &mut State, slot: &Slot, now: u64) -> Option<usize> {
     s.policy.wake(slot.id, now)
 }
 
-/// Errors of `VCPUOP_initialise` / `VCPUOP_up`, as Xen returns them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VcpuOpError {
-    /// No such vCPU (-EINVAL; an id out of range is refused before, with
-    /// -ENOENT as Xen does).
-    NoSuchVcpu,
-    /// Already initialised (-EEXIST).
-    Exists,
-    /// Not initialised yet (-EINVAL).
-    NotInitialised,
+/// The scheduler as exit handlers and hypercalls reach it.
+struct Ops;
+
+impl SchedOps for Ops {
+    fn end_domain(&self, domain: &Arc<Domain>, reason: EndReason) {
+        end_domain(domain, reason);
+    }
+    fn vcpu_initialise(&self, id: VcpuId, entry: StartState) -> Result<(), VcpuOpError> {
+        vcpu_initialise(id, entry)
+    }
+    fn vcpu_up(&self, id: VcpuId) -> Result<(), VcpuOpError> {
+        vcpu_up(id)
+    }
+    fn vcpu_is_up(&self, id: VcpuId) -> Option<bool> {
+        vcpu_is_up(id)
+    }
 }
 
 /// `VCPUOP_initialise`: gives down vCPU `id` the state it starts from.
@@ -1247,7 +1254,7 @@ fn run_slice(me: usize, slot: &Slot, v: &mut Running<'_>, slice_ns: u64) -> Slic
                 ApicTurn::WaitForSipi => return SliceEnd::Block,
                 ApicTurn::Failed(e) => {
                     let detail = alloc::format!("{e}");
-                    crash(v, &detail);
+                    exit::crash(v, &detail, &Ops);
                     return SliceEnd::Resched;
                 }
             }
@@ -1262,7 +1269,7 @@ fn run_slice(me: usize, slot: &Slot, v: &mut Running<'_>, slice_ns: u64) -> Slic
             });
         }
         let exit = v.arch.run();
-        let next = handle(v, exit);
+        let next = exit::handle(v, exit, &Ops);
         let now = cpu::rdtsc();
         if now >= bound {
             if next_timer.is_some_and(|t| time::tsc_at_ns(t) <= now) {
@@ -1299,170 +1306,6 @@ fn earliest_timer(me: usize) -> Option<u64> {
     TIMERS.get(me)?.lock().iter().map(|e| e.at).min()
 }
 
-enum Next {
-    /// Run the same vCPU again.
-    Continue,
-    /// An interrupt arrived (timer, tickle, console): look around.
-    Interrupted,
-    /// The slice ended.
-    Preempted,
-    /// The guest yielded.
-    Yield,
-    /// The guest blocked.
-    Block,
-    /// The vCPU went down.
-    Down,
-    /// The domain ended.
-    Ended,
-}
-
-fn handle(v: &mut Running<'_>, exit: VcpuExit) -> Next {
-    match exit {
-        VcpuExit::Hypercall => match hypercall::dispatch(v) {
-            After::Continue => Next::Continue,
-            After::Yield => Next::Yield,
-            After::Block => Next::Block,
-            After::Down => Next::Down,
-            After::Again(wait) => {
-                if wait {
-                    Next::Yield
-                } else {
-                    Next::Continue
-                }
-            }
-            After::Ended(reason) => {
-                let domain = v.domain.clone();
-                end_domain(&domain, reason);
-                Next::Ended
-            }
-        },
-        VcpuExit::IoOut { port, size, value } => {
-            log::trace!("d{}: out{size} {port:#x} <- {value:#x}", v.domain.id);
-            let effect = crate::hvm::vdev::io_out(&v.domain.platform, port, size, value);
-            if effect == crate::hvm::vdev::IoEffect::Retry {
-                // The console is full: the OUT runs again after a yield.
-                return Next::Yield;
-            }
-            v.arch.skip_instruction();
-            io_effect(v, effect)
-        }
-        VcpuExit::StringIo {
-            port,
-            size,
-            is_in,
-            rep,
-        } => match crate::hvm::strio::emulate(
-            &mut v.arch,
-            &v.domain.ram,
-            &v.domain.platform,
-            port,
-            size,
-            is_in,
-            rep,
-        ) {
-            Ok(effect) => io_effect(v, effect),
-            Err(e) => {
-                let detail = alloc::format!("{e}");
-                crash(v, &detail);
-                Next::Ended
-            }
-        },
-        VcpuExit::IoIn { port, size } => {
-            log::trace!("d{}: in{size} {port:#x}", v.domain.id);
-            let value = crate::hvm::vdev::io_in(&v.domain.platform, port, size);
-            let mask = u64::from(crate::hvm::vdev::size_mask(size));
-            // IN of 8 or 16 bits keeps the rest of RAX; of 32 bits zeroes
-            // the upper half.
-            let rax = v.arch.reg(gpr::RAX);
-            let rax = if size == 4 {
-                u64::from(value)
-            } else {
-                (rax & !mask) | (u64::from(value) & mask)
-            };
-            v.arch.set_reg(gpr::RAX, rax);
-            v.arch.skip_instruction();
-            Next::Continue
-        }
-        VcpuExit::Mmio { gpa } => {
-            if let Err(e) = crate::hvm::mmio::emulate(
-                &mut v.arch,
-                &v.domain.ram,
-                &v.domain.platform,
-                v.index,
-                gpa,
-            ) {
-                let detail = alloc::format!("{e}");
-                crash(v, &detail);
-                return Next::Ended;
-            }
-            Next::Continue
-        }
-        VcpuExit::RdMsr { msr } => {
-            match crate::hvm::vapic::rdmsr(&v.domain.platform, v.index, msr) {
-                Some(value) => {
-                    v.arch.set_reg(gpr::RAX, value & 0xffff_ffff);
-                    v.arch.set_reg(gpr::RDX, value >> 32);
-                    v.arch.skip_instruction();
-                }
-                None => inject_gp(v),
-            }
-            Next::Continue
-        }
-        VcpuExit::WrMsr { msr, value } => {
-            if crate::hvm::vapic::wrmsr(&v.domain.platform, v.index, msr, value) {
-                v.arch.skip_instruction();
-            } else {
-                inject_gp(v);
-            }
-            Next::Continue
-        }
-        VcpuExit::Halt => Next::Block,
-        VcpuExit::Preempted => Next::Preempted,
-        VcpuExit::Interrupted => Next::Interrupted,
-        // The pending interrupt is injected before the next entry.
-        VcpuExit::InterruptWindow => Next::Continue,
-        VcpuExit::Error(e) => {
-            let detail = alloc::format!("{e}");
-            crash(v, &detail);
-            Next::Ended
-        }
-    }
-}
-
-/// Carries out what a port write asked for: an ACPI soft off or reset ends
-/// the domain; a full console (the domain that has it) makes the vCPU yield
-/// and run the instruction again.
-fn io_effect(v: &Running<'_>, effect: crate::hvm::vdev::IoEffect) -> Next {
-    let reason = match effect {
-        crate::hvm::vdev::IoEffect::None => return Next::Continue,
-        // The console of the domain that has it is full: the instruction
-        // runs again after a yield.
-        crate::hvm::vdev::IoEffect::Retry => return Next::Yield,
-        crate::hvm::vdev::IoEffect::PowerOff => EndReason::Poweroff,
-        crate::hvm::vdev::IoEffect::Reset => EndReason::Reboot,
-    };
-    log::info!(
-        "d{}: ACPI {}",
-        v.domain.id,
-        if reason == EndReason::Poweroff {
-            "soft off (S5)"
-        } else {
-            "reset register"
-        }
-    );
-    let domain = v.domain.clone();
-    end_domain(&domain, reason);
-    Next::Ended
-}
-
-/// Injects #GP(0) (an MSR access the platform refuses).
-fn inject_gp(v: &mut Running<'_>) {
-    v.arch.inject(Event::Exception {
-        vector: 13,
-        error_code: Some(0),
-    });
-}
-
 /// Ends the domain of a vCPU that could not be loaded, with a diagnostic
 /// line (there is no guest state to show).
 fn crash_unloaded(slot: &Slot, reason: &str) {
@@ -1473,25 +1316,6 @@ fn crash_unloaded(slot: &Slot, reason: &str) {
         "domain d{} ({}) vCPU{}: {reason}; the domain is stopped",
         d.id, d.name, slot.id.vcpu
     );
-    out.emit();
-    end_domain(&d, EndReason::Crash);
-}
-
-/// Ends the running vCPU's domain for a guest error, with a diagnostic line
-/// and the vendor's view of the vCPU (VT-x: the VMCS).
-fn crash(v: &Running<'_>, reason: &str) {
-    let d = v.domain.clone();
-    // One unit: no other domain's line comes between the lines of the dump.
-    let mut out = crate::console::Report::new();
-    let _ = writeln!(
-        out,
-        "domain d{} ({}) vCPU{}: {reason} at RIP {:#x}; the domain is stopped",
-        d.id,
-        d.name,
-        v.index,
-        v.arch.rip()
-    );
-    v.arch.dump(&mut out);
     out.emit();
     end_domain(&d, EndReason::Crash);
 }
