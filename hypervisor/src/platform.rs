@@ -95,6 +95,18 @@ pub fn cause_guest_test_fault() {
     info!("unreachable: read {value:#x}");
 }
 
+/// What the scheduler runs at its scheduling points and tells the services
+/// above it.
+const SERVICES: crate::common::sched::Services = crate::common::sched::Services {
+    monitor: crate::common::monitor::service,
+    departures_pending: crate::common::monitor::departures_pending,
+    measure: crate::common::measure::check,
+    next_deadline: crate::common::measure::next_deadline,
+    domain_gone: crate::common::monitor::domain_gone,
+    guest_fault_armed: test_fault_guest_armed,
+    cause_guest_fault: cause_guest_test_fault,
+};
+
 struct Boot {
     info: BootInfo<'static>,
     rsdp: Option<basalt_boot::multiboot2::Rsdp>,
@@ -104,6 +116,8 @@ struct Boot {
     test_exit: bool,
     test_svm: bool,
     sched: crate::common::sched::Settings,
+    /// `test-measure=WARMUP,WINDOW` in ms.
+    test_measure: Option<(u64, u64)>,
 }
 
 /// Sets up the boot CPU's own stack and continues there; never returns.
@@ -116,12 +130,12 @@ pub fn start(info: &BootInfo<'static>, options: &Options<'_>) -> ! {
         test_panic: options.test_panic,
         test_exit: options.test_exit,
         test_svm: options.test_svm,
+        test_measure: options.test_measure,
         sched: crate::common::sched::Settings {
             tslice_ms: options.sched_tslice_ms,
             ratelimit_us: options.sched_ratelimit_us,
             cap_period_ms: options.cap_period_ms,
             test_exit: options.test_exit,
-            test_measure: options.test_measure,
         },
     });
     let Some(stacks) = mm::alloc_stacks(0) else {
@@ -249,7 +263,10 @@ extern "C" fn bsp_main(arg: u64) -> ! {
             info!("boot complete; starting {} domain(s)", domains.len());
             // Idle CPUs look at GUESTS when the wake-up IPI arrives: set it first.
             GUESTS.store(true, Ordering::SeqCst);
-            crate::common::sched::start(domains, boot.sched, tables_before);
+            if let Some((warmup, window)) = boot.test_measure {
+                crate::common::measure::arm(warmup, window);
+            }
+            crate::common::sched::start(domains, boot.sched, tables_before, SERVICES);
             crate::common::monitor::start();
             crate::common::sched::run();
         }

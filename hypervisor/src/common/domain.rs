@@ -10,7 +10,7 @@ use crate::hvm::memory::{BLOCK, GuestRam, RamError, Remains};
 use crate::hvm::platform::Platform;
 use crate::mm;
 use crate::stats::ExitCounts;
-use crate::vcpu::{ArchVcpu, Long64State, StartState};
+use crate::vcpu::{ArchVcpu, Loaded, Long64State, StartState};
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -108,6 +108,18 @@ impl core::fmt::Debug for Vcpu {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         write!(f, "d{}v{}", self.domain.id, self.index)
     }
+}
+
+/// A vCPU loaded on this CPU, with what its exit handlers need: its domain,
+/// its index, and the vendor state through the [`Loaded`] guard (dropping
+/// it unloads the vCPU).
+pub struct Running<'a> {
+    /// Its domain.
+    pub domain: &'a Arc<Domain>,
+    /// Index within the domain.
+    pub index: u32,
+    /// The loaded vendor state: registers are read and written only here.
+    pub arch: Loaded<'a>,
 }
 
 static LIVE: AtomicUsize = AtomicUsize::new(0);

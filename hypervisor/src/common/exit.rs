@@ -7,25 +7,12 @@
 //! scheduler (ending the domain, the `VCPUOP`s) goes through [`SchedOps`],
 //! a parameter the scheduler passes in: this module does not name it.
 
-use super::domain::{Domain, EndReason};
+use super::domain::{EndReason, Running};
 use super::hypercall::{self, After, SchedOps};
 use crate::hvm::vdev::IoEffect;
 use crate::hvm::{mmio, strio, vapic, vdev};
-use crate::vcpu::{Event, Loaded, VcpuExit, gpr};
-use alloc::sync::Arc;
+use crate::vcpu::{Event, VcpuExit, gpr};
 use core::fmt::Write as _;
-
-/// A vCPU loaded on this CPU, with what its exit handlers need: its domain,
-/// its index, and the vendor state through the [`Loaded`] guard (dropping
-/// it unloads the vCPU).
-pub struct Running<'a> {
-    /// Its domain.
-    pub domain: &'a Arc<Domain>,
-    /// Index within the domain.
-    pub index: u32,
-    /// The loaded vendor state: registers are read and written only here.
-    pub arch: Loaded<'a>,
-}
 
 /// What the run loop does after an exit.
 pub enum Next {

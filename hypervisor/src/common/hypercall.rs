@@ -3,8 +3,7 @@
 //! EBX, ECX, EDX, ESI, EDI (32-bit); negative errno results; -EPERM from
 //! guest user mode; -ENOSYS for what Basalt does not implement.
 
-use super::domain::{Domain, EndReason};
-use super::exit::Running;
+use super::domain::{Domain, EndReason, Running};
 use crate::time;
 use crate::vcpu::{StartState, gpr};
 use alloc::sync::Arc;

@@ -24,8 +24,8 @@
 //! has flushed its EPT-derived translations (INVEPT all-context) since the
 //! domain's last vCPU left: see [`EPT_GENERATION`].
 
-use super::domain::{self, Domain, EndReason, Vcpu};
-use super::exit::{self, Next, Running};
+use super::domain::{self, Domain, EndReason, Running, Vcpu};
+use super::exit::{self, Next};
 use super::hypercall::{SchedOps, VcpuOpError};
 use crate::arch::x86_64::{apic, cpu, idt, percpu};
 use crate::hvm::irq::VcpuWaker;
@@ -141,8 +141,37 @@ pub struct Settings {
     pub cap_period_ms: Option<u64>,
     /// `test-exit`.
     pub test_exit: bool,
-    /// `test-measure=WARMUP,WINDOW` in ms.
-    pub test_measure: Option<(u64, u64)>,
+}
+
+/// What the CPUs do at scheduling points besides scheduling, and what the
+/// scheduler tells the services above it (the monitor, the measurement,
+/// test faults): handed to [`start`] by the bring-up, so that the scheduler
+/// names no module above it (docs/architecture.md, "Layers").
+#[derive(Debug, Clone, Copy)]
+pub struct Services {
+    /// CPU 0, at each scheduling point and after each interrupt that ended
+    /// a guest's run: the operator's console (the monitor).
+    pub monitor: fn(),
+    /// Whether `monitor` has to hand a departed domain's console back
+    /// before CPU 0 sleeps.
+    pub departures_pending: fn() -> bool,
+    /// CPU 0, right after `monitor`: the measurement (`test-measure`).
+    pub measure: fn(),
+    /// When CPU 0 must run `measure` again (system ns) if it idles.
+    pub next_deadline: fn() -> Option<u64>,
+    /// A domain ended (not for a reboot).
+    pub domain_gone: fn(u32),
+    /// `test-fault=guest` waits for its moment (a guest on another CPU).
+    pub guest_fault_armed: fn() -> bool,
+    /// `test-fault=guest`: the moment came.
+    pub cause_guest_fault: fn(),
+}
+
+static SERVICES: spin::Once<Services> = spin::Once::new();
+
+/// The services handed to [`start`] (none before: nothing to serve).
+fn services() -> Option<&'static Services> {
+    SERVICES.get()
 }
 
 fn with<R>(f: impl FnOnce(&mut State) -> R) -> Option<R> {
@@ -156,7 +185,13 @@ pub fn params() -> Option<Params> {
 
 /// Creates the scheduler for the online CPUs, admits the boot domains and
 /// wakes the CPUs.
-pub fn start(domains: Vec<(Arc<Domain>, Vec<Vcpu>)>, settings: Settings, tables_before: u64) {
+pub fn start(
+    domains: Vec<(Arc<Domain>, Vec<Vcpu>)>,
+    settings: Settings,
+    tables_before: u64,
+    services: Services,
+) {
+    SERVICES.call_once(|| services);
     TEST_EXIT.store(settings.test_exit, Ordering::SeqCst);
     TABLES_BEFORE.store(tables_before, Ordering::SeqCst);
     let mut params = Params::DEFAULT;
@@ -182,9 +217,6 @@ pub fn start(domains: Vec<(Arc<Domain>, Vec<Vcpu>)>, settings: Settings, tables_
         policy,
         slots: BTreeMap::new(),
     });
-    if let Some(m) = settings.test_measure {
-        crate::common::measure::arm(m.0, m.1);
-    }
     crate::console::start_async();
     for (domain, vcpus) in domains {
         admit(domain, vcpus);
@@ -319,8 +351,10 @@ fn retire(vcpu: Box<Vcpu>) {
         "d{}: memory waits for every CPU's EPT flush (generation {generation})",
         domain.id
     );
-    if reason != EndReason::Reboot {
-        crate::common::monitor::domain_gone(domain.id);
+    if reason != EndReason::Reboot
+        && let Some(svc) = services()
+    {
+        (svc.domain_gone)(domain.id);
     }
     let me = percpu::index();
     flush_ept(me);
@@ -1052,14 +1086,16 @@ fn housekeeping(me: usize) -> bool {
     reclaim();
     check_all_ended();
     fire_timers(me);
-    if me == 0 {
-        crate::common::monitor::service();
-        crate::common::measure::check();
-        if crate::platform::test_fault_guest_armed()
+    if me == 0
+        && let Some(svc) = services()
+    {
+        (svc.monitor)();
+        (svc.measure)();
+        if (svc.guest_fault_armed)()
             && with(|s| (1..percpu::online_count()).any(|c| s.policy.current(c).is_some()))
                 .unwrap_or(false)
         {
-            crate::platform::cause_guest_test_fault();
+            (svc.cause_guest_fault)();
         }
     }
     !REBUILD.lock().is_empty()
@@ -1088,16 +1124,15 @@ fn idle(me: usize, until: Option<u64>) {
     flush_ept(me);
     reclaim();
     check_all_ended();
-    if me == 0 && crate::common::monitor::departures_pending() {
+    let svc = if me == 0 { services() } else { None };
+    if let Some(svc) = svc
+        && (svc.departures_pending)()
+    {
         // ... and the monitor hands its console back before CPU 0 sleeps.
-        crate::common::monitor::service();
+        (svc.monitor)();
     }
     let next_timer = earliest_timer(me);
-    let extra = if me == 0 {
-        crate::common::measure::next_deadline()
-    } else {
-        None
-    };
+    let extra = svc.and_then(|svc| (svc.next_deadline)());
     // Output waiting for the serial line: drain now, and come back in 1 ms
     // (the transmit interrupt may not reach this CPU, or not exist).
     crate::console::pump();
@@ -1283,9 +1318,11 @@ fn run_slice(me: usize, slot: &Slot, v: &mut Running<'_>, slice_ns: u64) -> Slic
             Next::Interrupted if !resched => {
                 next_timer = fire_timers(me);
                 bound = 0;
-                if me == 0 {
-                    crate::common::monitor::service();
-                    crate::common::measure::check();
+                if me == 0
+                    && let Some(svc) = services()
+                {
+                    (svc.monitor)();
+                    (svc.measure)();
                 }
                 if NEED_RESCHED[me].load(Ordering::Relaxed) {
                     return SliceEnd::Resched;
