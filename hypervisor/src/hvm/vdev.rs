@@ -10,7 +10,7 @@
 //! what the guest transmits shows as `(dN)` lines, what the operator types
 //! while the domain has the console input arrives in its receive FIFO. Its
 //! interrupt line is IRQ 4 of the PIC, whose INTR output is injected into
-//! vCPU 0 (`sched.rs`, before each VM entry). Any other port reads all ones
+//! vCPU 0 (the scheduler's run loop, before each VM entry). Any other port reads all ones
 //! and ignores writes.
 
 use super::platform::Platform;
