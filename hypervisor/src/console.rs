@@ -16,7 +16,7 @@
 //! end of a unit (a line, a multi-line report), so units are never
 //! interleaved. A full queue: Basalt's own writer helps drain (its lines
 //! are never dropped); the domain with the console is slowed (its callers
-//! retry, see `Domain::console_write`); any other domain's line is dropped
+//! retry, see `GuestConsole::write`); any other domain's line is dropped
 //! whole and counted.
 //!
 //! Before the scheduler starts ([`start_async`]), and in a panic or fatal
@@ -393,18 +393,28 @@ impl Source {
 #[macro_export]
 macro_rules! guest_log {
     ($domain:expr, $level:expr, $($arg:tt)*) => {{
-        let __d: &$crate::domain::Domain = &$domain;
+        use $crate::console::GuestLog as _;
+        let __d = &$domain;
         if log::log_enabled!($level) {
-            if let Some(__n) = __d.console_out.log_allowed() {
+            if let Some(__n) = __d.log_allowed() {
                 if __n == 0 {
                     log::log!($level, $($arg)*);
                 } else {
                     log::log!($level, "{} ({} similar lines of d{} suppressed)",
-                        format_args!($($arg)*), __n, __d.id);
+                        format_args!($($arg)*), __n, __d.log_id());
                 }
             }
         }
     }};
+}
+
+/// What [`guest_log!`] needs of whatever stands for a domain (the domain,
+/// its platform, its console): its id and its budget of log lines.
+pub trait GuestLog {
+    /// The domain's id.
+    fn log_id(&self) -> u32;
+    /// Whether a line it caused may be printed now ([`Source::log_allowed`]).
+    fn log_allowed(&self) -> Option<u64>;
 }
 
 /// Whether any output waits for the line.

@@ -12,25 +12,17 @@ extern crate alloc;
 
 mod acpi;
 mod arch;
+mod common;
 mod console;
-mod domain;
 mod fault;
 mod fmtbuf;
-mod guestmem;
-mod hypercall;
-mod measure;
+mod hvm;
 mod mm;
-mod mmio;
-mod monitor;
 mod panic;
 mod platform;
-mod sched;
 mod stats;
-mod strio;
 mod time;
-mod vapic;
 mod vcpu;
-mod vdev;
 mod verdict;
 
 use arch::x86_64::{self as x86, cpu};

@@ -102,6 +102,18 @@ pub fn cause_guest_test_fault() {
     info!("unreachable: read {value:#x}");
 }
 
+/// What the scheduler runs at its scheduling points and tells the services
+/// above it.
+const SERVICES: crate::common::sched::Services = crate::common::sched::Services {
+    monitor: crate::common::monitor::service,
+    departures_pending: crate::common::monitor::departures_pending,
+    measure: crate::common::measure::check,
+    next_deadline: crate::common::measure::next_deadline,
+    domain_gone: crate::common::monitor::domain_gone,
+    guest_fault_armed: test_fault_guest_armed,
+    cause_guest_fault: cause_guest_test_fault,
+};
+
 struct Boot {
     info: BootInfo<'static>,
     rsdp: Option<basalt_boot::multiboot2::Rsdp>,
@@ -110,7 +122,9 @@ struct Boot {
     test_panic: bool,
     test_exit: bool,
     test_svm: bool,
-    sched: crate::sched::Settings,
+    sched: crate::common::sched::Settings,
+    /// `test-measure=WARMUP,WINDOW` in ms.
+    test_measure: Option<(u64, u64)>,
 }
 
 /// Sets up the boot CPU's own stack and continues there; never returns.
@@ -123,12 +137,12 @@ pub fn start(info: &BootInfo<'static>, options: &Options<'_>) -> ! {
         test_panic: options.test_panic,
         test_exit: options.test_exit,
         test_svm: options.test_svm,
-        sched: crate::sched::Settings {
+        test_measure: options.test_measure,
+        sched: crate::common::sched::Settings {
             tslice_ms: options.sched_tslice_ms,
             ratelimit_us: options.sched_ratelimit_us,
             cap_period_ms: options.cap_period_ms,
             test_exit: options.test_exit,
-            test_measure: options.test_measure,
         },
     });
     let Some(stacks) = mm::alloc_stacks(0) else {
@@ -250,16 +264,20 @@ extern "C" fn bsp_main(arg: u64) -> ! {
     info!("spurious interrupts so far: {}", fault::spurious_count());
     if vmx_ok {
         let tables_before = mm::stats().map_or(0, |s| s.used_by(basalt_frames::Owner::PageTables));
-        let domains = crate::domain::create_from_modules(&boot.info);
+        let domains =
+            crate::common::domain::create_from_modules(&boot.info, &crate::common::sched::WAKER);
         if !domains.is_empty() {
             info!("boot complete; starting {} domain(s)", domains.len());
             // Idle CPUs look at GUESTS when the wake-up IPI arrives: set it first.
             GUESTS.store(true, Ordering::SeqCst);
-            crate::sched::start(domains, boot.sched, tables_before);
-            crate::monitor::start();
-            crate::sched::run();
+            if let Some((warmup, window)) = boot.test_measure {
+                crate::common::measure::arm(warmup, window);
+            }
+            crate::common::sched::start(domains, boot.sched, tables_before, SERVICES);
+            crate::common::monitor::start();
+            crate::common::sched::run();
         }
-        if crate::domain::created_count() == 0 && !boot.info.modules.is_empty() {
+        if crate::common::domain::created_count() == 0 && !boot.info.modules.is_empty() {
             warn!("no boot module became a domain");
         }
     } else if !boot.info.modules.is_empty() {
@@ -275,7 +293,7 @@ extern "C" fn bsp_main(arg: u64) -> ! {
     if boot.test_exit && (boot.info.modules.is_empty() || no_backend.is_none()) {
         finish(Verdict::Pass, "");
     }
-    crate::monitor::run_without_guests(no_backend)
+    crate::common::monitor::run_without_guests(no_backend)
 }
 
 fn start_aps(topology: &Topology, tsc_hz: u64) {
@@ -363,7 +381,7 @@ extern "C" fn ap_entry(arg: u64) -> ! {
         x86_64::instructions::interrupts::enable_and_hlt();
         x86_64::instructions::interrupts::disable();
         if GUESTS.load(Ordering::SeqCst) && VMX_OK.load(Ordering::SeqCst) {
-            crate::sched::run();
+            crate::common::sched::run();
         }
     }
 }

@@ -48,13 +48,17 @@ pub fn snapshot() -> [u64; REASONS] {
     core::array::from_fn(|i| EXITS[i].load(Ordering::Relaxed))
 }
 
-/// Writes the non-zero counters as `name count, name count`.
-pub fn format_counts(counts: &[u64; REASONS], out: &mut impl core::fmt::Write) {
+/// Writes the non-zero counters as `name count, name count`, each counter
+/// named by `name` (the backend's: `arch::x86_64::hvm::exit_name`).
+pub fn format_counts(
+    counts: &[u64; REASONS],
+    name: impl Fn(usize) -> &'static str,
+    out: &mut impl core::fmt::Write,
+) {
     let mut first = true;
     for (reason, count) in counts.iter().enumerate().filter(|(_, c)| **c > 0) {
-        let name = crate::arch::x86_64::hvm::exit_name(reason);
         let sep = if first { "" } else { ", " };
-        let _ = write!(out, "{sep}{name} {count}");
+        let _ = write!(out, "{sep}{} {count}", name(reason));
         first = false;
     }
     if first {

@@ -4,22 +4,9 @@
 //! policies that do not depend on the vendor (which CPUID bits and MSRs a
 //! guest sees). The vendor dispatch itself is `crate::arch::x86_64::hvm`.
 
-use alloc::sync::Arc;
 use core::fmt;
 
 pub use crate::arch::x86_64::hvm::{ArchVcpu, Loaded};
-
-/// A vCPU loaded on this CPU, with what its exit handlers need: its domain,
-/// its index, and the vendor state through the [`Loaded`] guard (dropping
-/// it unloads the vCPU).
-pub struct Running<'a> {
-    /// Its domain.
-    pub domain: &'a Arc<crate::domain::Domain>,
-    /// Index within the domain.
-    pub index: u32,
-    /// The loaded vendor state: registers are read and written only here.
-    pub arch: Loaded<'a>,
-}
 
 /// General registers in the SDM's numbering (the ModRM encoding), for
 /// [`Loaded::reg`] and [`Loaded::set_reg`].

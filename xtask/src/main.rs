@@ -4,6 +4,7 @@ mod bench;
 mod guests;
 mod iso;
 mod kernel;
+mod layers;
 mod linux;
 mod modules;
 mod packages;
@@ -37,7 +38,7 @@ commands:
                             QEMU -icount shift=0) side by side, and Linux's boot as a guest
                             against bare (Bochs; QEMU/SVM); groups: exits, switch, wakeup,
                             console, linux, linux-qemu (all by default)
-  lint                      cargo fmt --check and cargo clippy -D warnings
+  lint                      cargo fmt --check, the layer rule and cargo clippy -D warnings
   linux-assets              make the Linux guest test assets (target/linux/) and print their paths
 
 A module PATH of the form guest:NAME names a test guest from tests/guests (built on demand);
@@ -264,6 +265,16 @@ fn cmd_lint() -> Result {
                 .current_dir(util::root())
                 .args(["fmt", "--all", "--", "--check"]),
         )
+    })?;
+    util::step("layers (hypervisor/src, docs/architecture.md)", || {
+        layers::check(&util::root().join("hypervisor").join("src")).map_err(|v| {
+            let lines: Vec<String> = v.iter().map(ToString::to_string).collect();
+            format!(
+                "{} layer violation(s) in hypervisor/src:\n{}",
+                v.len(),
+                lines.join("\n")
+            )
+        })
     })?;
     util::step("cargo clippy (host crates)", || {
         util::run(

@@ -27,7 +27,7 @@
 //!   ([`after_unlock`]). The flag is a Dekker pair with the lock (store,
 //!   fence, look at the other side), so a byte is never left behind.
 //! * **Consumer.** CPU 0 reads the queue at its scheduling points and
-//!   when an interrupt wakes it from idle (the monitor, `crate::monitor`).
+//!   when an interrupt wakes it from idle (the monitor, `crate::common::monitor`).
 //!
 //! [`vector::CONSOLE_RX`]: crate::arch::x86_64::idt::vector::CONSOLE_RX
 

@@ -749,12 +749,12 @@ impl Stage2 {
     }
 }
 
-/// Builds the stage-2 tables of the machine's backend (EPT or NPT) mapping
+/// Builds stage-2 tables (nested page tables when `npt`, else EPT) mapping
 /// guest-physical `i * 2 MiB` to `blocks[i]`, each run of physically
 /// contiguous blocks with the largest pages its alignment allows (1 GiB
 /// when `allow_1g`, else 2 MiB).
-pub fn build_stage2(blocks: &[u64], allow_1g: bool) -> Result<Stage2, MapError> {
-    if crate::arch::x86_64::hvm::stage2_is_npt() {
+pub fn build_stage2(blocks: &[u64], allow_1g: bool, npt: bool) -> Result<Stage2, MapError> {
+    if npt {
         build_tables::<basalt_paging::Npt>(blocks, allow_1g).map(Stage2::Npt)
     } else {
         build_tables::<basalt_paging::Ept>(blocks, allow_1g).map(Stage2::Ept)
@@ -801,11 +801,9 @@ fn build_tables<F: basalt_paging::EntryFormat>(
     Ok(ept)
 }
 
-/// Frees a domain's stage-2 tables (after flushing this CPU's cached
-/// translations of them; the other CPUs flush before the frames are reused,
-/// docs/scheduler.md).
+/// Frees a domain's stage-2 tables. The caller has flushed every CPU's
+/// translations derived from them (INVEPT, or a full ASID flush on SVM).
 pub fn destroy_stage2(tables: Stage2) {
-    crate::arch::x86_64::hvm::flush_stage2_all();
     let mut guard = MM.lock();
     if let Some(m) = guard.as_mut() {
         let mem = OffsetTables(DIRECT_MAP_BASE);

@@ -10,10 +10,10 @@
 //! what the guest transmits shows as `(dN)` lines, what the operator types
 //! while the domain has the console input arrives in its receive FIFO. Its
 //! interrupt line is IRQ 4 of the PIC, whose INTR output is injected into
-//! vCPU 0 (`sched.rs`, before each VM entry). Any other port reads all ones
+//! vCPU 0 (the scheduler's run loop, before each VM entry). Any other port reads all ones
 //! and ignores writes.
 
-use crate::domain::Domain;
+use super::platform::Platform;
 use basalt_devices::acpi_pm::{AcpiPm, PmAction};
 use basalt_devices::pci::PciHost;
 use basalt_devices::pic::Pic;
@@ -55,13 +55,13 @@ fn com1_register(port: u16) -> Option<u8> {
 }
 
 /// Moves typed input into the UART's receive FIFO, as much as fits.
-fn feed(domain: &Domain, uart: &mut Serial) {
+fn feed(p: &Platform, uart: &mut Serial) {
     let space = uart.rx_space();
     if space == 0 {
         return;
     }
     let mut buf = [0u8; 16];
-    let n = domain.input.lock().read(&mut buf[..space.min(16)]);
+    let n = p.console.input.lock().read(&mut buf[..space.min(16)]);
     if n > 0 {
         uart.receive(&buf[..n]);
     }
@@ -95,24 +95,24 @@ pub fn new_pm() -> AcpiPm {
 /// Sets ISA interrupt line `line` to `level`: an input of the PIC (which
 /// notes whether it now asks for an interrupt) and of the I/O APIC. Lock
 /// order: the device, then the PIC, then the APICs.
-fn set_irq_line(domain: &Domain, line: u8, level: bool) {
+fn set_irq_line(p: &Platform, line: u8, level: bool) {
     {
-        let mut pic = domain.pic.lock();
+        let mut pic = p.pic.lock();
         pic.set_irq(line, level);
-        domain.irq_pending.store(pic.output(), Ordering::SeqCst);
+        p.irq_pending.store(pic.output(), Ordering::SeqCst);
     }
-    crate::vapic::set_isa_irq(domain, line, level);
+    super::vapic::set_isa_irq(p, line, level);
 }
 
 /// A rising then falling edge on ISA line `line` (the PIT's output pulse).
-fn pulse_irq_line(domain: &Domain, line: u8) {
+fn pulse_irq_line(p: &Platform, line: u8) {
     {
-        let mut pic = domain.pic.lock();
+        let mut pic = p.pic.lock();
         pic.set_irq(line, true);
         pic.set_irq(line, false);
-        domain.irq_pending.store(pic.output(), Ordering::SeqCst);
+        p.irq_pending.store(pic.output(), Ordering::SeqCst);
     }
-    crate::vapic::pulse_isa_irq(domain, line);
+    super::vapic::pulse_isa_irq(p, line);
 }
 
 /// The bits an access of `size` bytes (1, 2 or 4) carries.
@@ -124,30 +124,30 @@ pub fn size_mask(size: u8) -> u32 {
     }
 }
 
-/// Typed input arrived for `domain`: with COM1's receive interrupt on, it
+/// Typed input arrived for the domain of `p`: with COM1's receive interrupt on, it
 /// goes into the FIFO now (and may raise IRQ 4); otherwise it waits in the
 /// input ring for `console_io` or a polling read of COM1.
-pub fn input_arrived(domain: &Domain) {
-    let mut uart = domain.serial.lock();
+pub fn input_arrived(p: &Platform) {
+    let mut uart = p.serial.lock();
     if uart.ier() & IER_RDA != 0 {
-        feed(domain, &mut uart);
-        set_irq_line(domain, COM1_IRQ, uart.irq_level());
+        feed(p, &mut uart);
+        set_irq_line(p, COM1_IRQ, uart.irq_level());
     }
 }
 
 /// The vector to inject into vCPU 0, if the PIC asks for one; `deliver`
 /// tries to inject it and says whether it did, and only then is the
 /// interrupt acknowledged (moved to the PIC's in-service register).
-pub fn take_interrupt(domain: &Domain, deliver: impl FnOnce(u8) -> bool) {
-    let mut pic = domain.pic.lock();
+pub fn take_interrupt(p: &Platform, deliver: impl FnOnce(u8) -> bool) {
+    let mut pic = p.pic.lock();
     match pic.pending_vector() {
         Some(vector) => {
             if deliver(vector) {
                 pic.acknowledge();
-                domain.irq_pending.store(pic.output(), Ordering::SeqCst);
+                p.irq_pending.store(pic.output(), Ordering::SeqCst);
             }
         }
-        None => domain.irq_pending.store(false, Ordering::SeqCst),
+        None => p.irq_pending.store(false, Ordering::SeqCst),
     }
 }
 
@@ -169,80 +169,79 @@ pub const MIN_DEVICE_GAP_NS: u64 = 200_000;
 /// none): the PIT's next IRQ 0 edge, the RTC's next interrupt, the PM
 /// timer's next SCI, no earlier than [`MIN_DEVICE_GAP_NS`] after the last
 /// look.
-fn update_device_deadline(domain: &Domain, now: u64) {
-    let pit = domain.pit.lock().next_irq0_edge(now);
-    let rtc = domain.rtc.lock().next_irq8(now);
-    let sci = domain.pm.lock().next_sci(now);
+fn update_device_deadline(p: &Platform, now: u64) {
+    let pit = p.pit.lock().next_irq0_edge(now);
+    let rtc = p.rtc.lock().next_irq8(now);
+    let sci = p.pm.lock().next_sci(now);
     // While COM1 reports busy, look again every millisecond (16 bytes leave
     // a 115200-baud line in 1.4 ms) to raise THRE when the queue drains.
-    let uart = domain.serial.lock().tx_busy().then_some(now + 1_000_000);
+    let uart = p.serial.lock().tx_busy().then_some(now + 1_000_000);
     let next = [pit, rtc, sci, uart]
         .into_iter()
         .flatten()
         .min()
         .map_or(0, |t| {
-            t.max(domain.device_quiet_until.load(Ordering::SeqCst))
-                .max(1)
+            t.max(p.device_quiet_until.load(Ordering::SeqCst)).max(1)
         });
-    domain.device_deadline.store(next, Ordering::SeqCst);
+    p.device_deadline.store(next, Ordering::SeqCst);
 }
 
 /// Raises the interrupts whose time has come by `now`: the PIT's IRQ 0
 /// edges (edges missed in between merge into one, as a late timer tick)
 /// and the RTC's IRQ 8 level.
-pub fn advance_time(domain: &Domain, now: u64) {
-    let due = domain.device_deadline.load(Ordering::SeqCst);
+pub fn advance_time(p: &Platform, now: u64) {
+    let due = p.device_deadline.load(Ordering::SeqCst);
     if due == 0 || now < due {
         return;
     }
-    let last = domain.pit_last_edge.swap(now, Ordering::SeqCst);
-    let tick = domain
+    let last = p.pit_last_edge.swap(now, Ordering::SeqCst);
+    let tick = p
         .pit
         .lock()
         .next_irq0_edge(last)
         .is_some_and(|edge| edge <= now);
-    let rtc_level = domain.rtc.lock().irq_level(now);
+    let rtc_level = p.rtc.lock().irq_level(now);
     let sci_level = {
-        let pm = domain.pm.lock();
+        let pm = p.pm.lock();
         pm.enable() != 0 && pm.sci_level(now)
     };
-    set_irq_line(domain, SCI_IRQ, sci_level);
-    refresh_tx_busy(domain, &mut domain.serial.lock());
+    set_irq_line(p, SCI_IRQ, sci_level);
+    refresh_tx_busy(p, &mut p.serial.lock());
     if tick {
-        pulse_irq_line(domain, 0);
+        pulse_irq_line(p, 0);
     }
-    set_irq_line(domain, RTC_IRQ, rtc_level);
+    set_irq_line(p, RTC_IRQ, rtc_level);
     // Measured from the end of this look, so the vCPU runs in between
     // however long the look took.
-    domain.device_quiet_until.store(
+    p.device_quiet_until.store(
         crate::time::now_ns().saturating_add(MIN_DEVICE_GAP_NS),
         Ordering::SeqCst,
     );
-    update_device_deadline(domain, now);
+    update_device_deadline(p, now);
 }
 
 /// OUT to `port`: the value's low byte for the UART and the PIC, every
 /// byte for the debug console. A write to the ACPI sleep or reset
-/// registers asks the caller to end or restart the domain.
-pub fn io_out(domain: &Domain, port: u16, size: u8, value: u32) -> IoEffect {
+/// registers asks the caller to end or restart the p.
+pub fn io_out(p: &Platform, port: u16, size: u8, value: u32) -> IoEffect {
     if AcpiPm::handles(port, size) {
         let now = crate::time::now_ns();
         let (action, level) = {
-            let mut pm = domain.pm.lock();
+            let mut pm = p.pm.lock();
             let action = pm.write(port, size, value, now);
             (action, pm.sci_level(now))
         };
-        set_irq_line(domain, SCI_IRQ, level);
-        update_device_deadline(domain, now);
+        set_irq_line(p, SCI_IRQ, level);
+        update_device_deadline(p, now);
         return match action {
             Some(PmAction::PowerOff) => IoEffect::PowerOff,
             Some(PmAction::Reset) => IoEffect::Reset,
             Some(PmAction::Sleep(typ)) => {
                 crate::guest_log!(
-                    domain,
+                    p,
                     log::Level::Warn,
                     "d{}: ACPI sleep state with SLP_TYP {typ} is not supported; ignored",
-                    domain.id
+                    p.id
                 );
                 IoEffect::None
             }
@@ -250,69 +249,69 @@ pub fn io_out(domain: &Domain, port: u16, size: u8, value: u32) -> IoEffect {
         };
     }
     if PciHost::handles(port, size) {
-        domain.pci.lock().write(port, size, value);
+        p.pci.lock().write(port, size, value);
         return IoEffect::None;
     }
     if port == DEBUG_CONSOLE {
-        if domain.console_room() == 0 || domain.console_write(&[value as u8]) == 0 {
+        if p.console.room() == 0 || p.console.write(&[value as u8]) == 0 {
             return IoEffect::Retry;
         }
         return IoEffect::None;
     }
     if Pic::handles(port) {
-        let mut pic = domain.pic.lock();
+        let mut pic = p.pic.lock();
         pic.write(port, value as u8);
-        domain.irq_pending.store(pic.output(), Ordering::SeqCst);
+        p.irq_pending.store(pic.output(), Ordering::SeqCst);
         return IoEffect::None;
     }
     if Pit::handles(port) {
         let now = crate::time::now_ns();
-        domain.pit.lock().write(port, value as u8, now);
-        domain.pit_last_edge.store(now, Ordering::SeqCst);
-        update_device_deadline(domain, now);
+        p.pit.lock().write(port, value as u8, now);
+        p.pit_last_edge.store(now, Ordering::SeqCst);
+        update_device_deadline(p, now);
         return IoEffect::None;
     }
     if Rtc::handles(port) {
         let now = crate::time::now_ns();
         let level = {
-            let mut rtc = domain.rtc.lock();
+            let mut rtc = p.rtc.lock();
             rtc.write(port, value as u8, now);
             rtc.irq_level(now)
         };
-        set_irq_line(domain, RTC_IRQ, level);
-        update_device_deadline(domain, now);
+        set_irq_line(p, RTC_IRQ, level);
+        update_device_deadline(p, now);
         return IoEffect::None;
     }
     let Some(reg) = com1_register(port) else {
         return IoEffect::None;
     };
-    let mut uart = domain.serial.lock();
+    let mut uart = p.serial.lock();
     if reg == RBR_THR_DLL && uart.lcr() & LCR_DLAB == 0 && !uart.loopback() {
         // A byte for the line: with the console full, the OUT waits (a
         // driver that ignores the busy LSR is slowed, never truncated).
-        if domain.console_room() == 0 {
+        if p.console.room() == 0 {
             uart.set_tx_busy(true);
-            set_irq_line(domain, COM1_IRQ, uart.irq_level());
+            set_irq_line(p, COM1_IRQ, uart.irq_level());
             drop(uart);
-            update_device_deadline(domain, crate::time::now_ns());
+            update_device_deadline(p, crate::time::now_ns());
             return IoEffect::Retry;
         }
     }
     uart.write(reg, value as u8);
     if uart.ier() & IER_RDA != 0 {
-        feed(domain, &mut uart);
+        feed(p, &mut uart);
     }
     let sent = core::mem::take(&mut uart.output_mut().0);
     // Room was checked above: the byte is taken.
     if !sent.is_empty() {
-        domain.console_write(&sent);
+        p.console.write(&sent);
     }
-    let busy = tx_busy(domain);
+    let busy = tx_busy(p);
     uart.set_tx_busy(busy);
-    set_irq_line(domain, COM1_IRQ, uart.irq_level());
+    set_irq_line(p, COM1_IRQ, uart.irq_level());
     drop(uart);
     if busy {
-        update_device_deadline(domain, crate::time::now_ns());
+        update_device_deadline(p, crate::time::now_ns());
     }
     IoEffect::None
 }
@@ -320,52 +319,52 @@ pub fn io_out(domain: &Domain, port: u16, size: u8, value: u32) -> IoEffect {
 /// Whether COM1 reports its transmitter busy: the domain has the console
 /// and its queue has less room than a transmit FIFO's worth (16 bytes), so
 /// a driver that writes a FIFO load per THRE never meets a full queue.
-fn tx_busy(domain: &Domain) -> bool {
-    domain.console_room() < 16
+fn tx_busy(p: &Platform) -> bool {
+    p.console.room() < 16
 }
 
 /// Re-reads COM1's busy line (the console queue drained, or the domain lost
 /// the console): when it frees, THR counts as emptied (THRE interrupt).
-fn refresh_tx_busy(domain: &Domain, uart: &mut Serial) {
+fn refresh_tx_busy(p: &Platform, uart: &mut Serial) {
     if uart.tx_busy() {
-        uart.set_tx_busy(tx_busy(domain));
-        set_irq_line(domain, COM1_IRQ, uart.irq_level());
+        uart.set_tx_busy(tx_busy(p));
+        set_irq_line(p, COM1_IRQ, uart.irq_level());
     }
 }
 
 /// IN from `port`: the value read (all ones where nothing answers).
-pub fn io_in(domain: &Domain, port: u16, size: u8) -> u32 {
+pub fn io_in(p: &Platform, port: u16, size: u8) -> u32 {
     let ones = size_mask(size);
     if AcpiPm::handles(port, size) {
-        return domain.pm.lock().read(port, size, crate::time::now_ns()) & ones;
+        return p.pm.lock().read(port, size, crate::time::now_ns()) & ones;
     }
     if PciHost::handles(port, size) {
-        return domain.pci.lock().read(port, size);
+        return p.pci.lock().read(port, size);
     }
     let byte = if Pic::handles(port) {
-        domain.pic.lock().read(port)
+        p.pic.lock().read(port)
     } else if Pit::handles(port) {
-        domain.pit.lock().read(port, crate::time::now_ns())
+        p.pit.lock().read(port, crate::time::now_ns())
     } else if Rtc::handles(port) {
         let now = crate::time::now_ns();
         let (value, level) = {
-            let mut rtc = domain.rtc.lock();
+            let mut rtc = p.rtc.lock();
             let value = rtc.read(port, now);
             (value, rtc.irq_level(now))
         };
         // Reading register C clears the flags: IRQ 8 may drop.
-        set_irq_line(domain, RTC_IRQ, level);
-        update_device_deadline(domain, now);
+        set_irq_line(p, RTC_IRQ, level);
+        update_device_deadline(p, now);
         value
     } else if let Some(reg) = com1_register(port) {
-        let mut uart = domain.serial.lock();
-        feed(domain, &mut uart);
+        let mut uart = p.serial.lock();
+        feed(p, &mut uart);
         if reg == LSR_REG || reg == IIR_FCR {
-            let busy = tx_busy(domain);
+            let busy = tx_busy(p);
             uart.set_tx_busy(busy);
         }
         let value = uart.read(reg);
-        set_irq_line(domain, COM1_IRQ, uart.irq_level());
+        set_irq_line(p, COM1_IRQ, uart.irq_level());
         value
     } else {
         return ones;

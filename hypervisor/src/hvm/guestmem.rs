@@ -6,15 +6,16 @@
 //! walk that ignored bits 63:48 would reach the guest's memory through an
 //! alias).
 
-use crate::vcpu::Running;
+use super::memory::GuestRam;
+use crate::vcpu::Loaded;
 
 const PRESENT: u64 = 1;
 const PS: u64 = 1 << 7;
 const ADDR: u64 = 0x000f_ffff_ffff_f000;
 
 /// Translates a guest-virtual address to guest-physical.
-fn translate(v: &Running<'_>, gva: u64) -> Result<u64, ()> {
-    let (cr0, cr3, cr4, efer) = v.arch.paging_state();
+fn translate(arch: &Loaded<'_>, ram: &GuestRam, gva: u64) -> Result<u64, ()> {
+    let (cr0, cr3, cr4, efer) = arch.paging_state();
     if cr0 & (1 << 31) == 0 {
         return Ok(gva & 0xffff_ffff);
     }
@@ -26,9 +27,7 @@ fn translate(v: &Running<'_>, gva: u64) -> Result<u64, ()> {
     for level in (1..=4u32).rev() {
         let index = (gva >> (12 + 9 * (level - 1))) & 0x1ff;
         let mut entry = [0u8; 8];
-        v.domain
-            .read_gpa(table + index * 8, &mut entry)
-            .map_err(|_| ())?;
+        ram.read(table + index * 8, &mut entry).map_err(|_| ())?;
         let entry = u64::from_le_bytes(entry);
         if entry & PRESENT == 0 {
             return Err(());
@@ -46,14 +45,14 @@ fn translate(v: &Running<'_>, gva: u64) -> Result<u64, ()> {
 /// not wrap past 2^64; in long mode (EFER.LMA) it lies within one canonical
 /// half of the 48-bit address space, otherwise below 4 GiB (a 32-bit
 /// linear address would wrap to 0).
-fn range_ok(v: &Running<'_>, gva: u64, len: usize) -> bool {
+fn range_ok(arch: &Loaded<'_>, gva: u64, len: usize) -> bool {
     if len == 0 {
         return true;
     }
     let Some(last) = gva.checked_add(len as u64 - 1) else {
         return false;
     };
-    let (_, _, _, efer) = v.arch.paging_state();
+    let (_, _, _, efer) = arch.paging_state();
     if efer & (1 << 10) == 0 {
         return last <= u64::from(u32::MAX);
     }
@@ -62,36 +61,32 @@ fn range_ok(v: &Running<'_>, gva: u64, len: usize) -> bool {
 }
 
 /// Reads `out.len()` bytes at guest-virtual `gva`, page by page.
-pub fn read_virt(v: &Running<'_>, gva: u64, out: &mut [u8]) -> Result<(), ()> {
-    if !range_ok(v, gva, out.len()) {
+pub fn read_virt(arch: &Loaded<'_>, ram: &GuestRam, gva: u64, out: &mut [u8]) -> Result<(), ()> {
+    if !range_ok(arch, gva, out.len()) {
         return Err(());
     }
     let mut done = 0;
     while done < out.len() {
         let at = gva.wrapping_add(done as u64);
         let n = (4096 - (at & 0xfff) as usize).min(out.len() - done);
-        let gpa = translate(v, at)?;
-        v.domain
-            .read_gpa(gpa, &mut out[done..done + n])
-            .map_err(|_| ())?;
+        let gpa = translate(arch, ram, at)?;
+        ram.read(gpa, &mut out[done..done + n]).map_err(|_| ())?;
         done += n;
     }
     Ok(())
 }
 
 /// Writes `bytes` at guest-virtual `gva`, page by page.
-pub fn write_virt(v: &Running<'_>, gva: u64, bytes: &[u8]) -> Result<(), ()> {
-    if !range_ok(v, gva, bytes.len()) {
+pub fn write_virt(arch: &Loaded<'_>, ram: &GuestRam, gva: u64, bytes: &[u8]) -> Result<(), ()> {
+    if !range_ok(arch, gva, bytes.len()) {
         return Err(());
     }
     let mut done = 0;
     while done < bytes.len() {
         let at = gva.wrapping_add(done as u64);
         let n = (4096 - (at & 0xfff) as usize).min(bytes.len() - done);
-        let gpa = translate(v, at)?;
-        v.domain
-            .write_gpa(gpa, &bytes[done..done + n])
-            .map_err(|_| ())?;
+        let gpa = translate(arch, ram, at)?;
+        ram.write(gpa, &bytes[done..done + n]).map_err(|_| ())?;
         done += n;
     }
     Ok(())

@@ -2,8 +2,8 @@
 //! "String port I/O"): the exit names the port, size and direction, but the
 //! memory operand, its segment and address size are in the instruction, so
 //! the instruction at RIP is fetched through the guest's page tables and
-//! decoded (as [`crate::mmio`] does), then `basalt-x86emul`'s executor moves
-//! the elements between the domain's port bus ([`crate::vdev`]) and its RAM.
+//! decoded (as [`crate::hvm::mmio`] does), then `basalt-x86emul`'s executor moves
+//! the elements between the domain's port bus ([`crate::hvm::vdev`]) and its RAM.
 //!
 //! At most [`BUDGET`] elements are done per exit: a longer `REP` re-enters
 //! the guest with RIP still at the instruction and the registers where the
@@ -12,10 +12,10 @@
 //! injected as the processor would raise it (`#PF` with CR2, `#GP(0)`,
 //! `#SS(0)`); memory that is not the domain's RAM stops the domain.
 
-use crate::domain::Domain;
-use crate::mmio::{Phys, Regs};
-use crate::vcpu::{Event, Running};
-use crate::vdev::IoEffect;
+use super::mmio::{Phys, Regs};
+use super::platform::Platform;
+use super::vdev::IoEffect;
+use crate::vcpu::{Event, Loaded};
 use basalt_x86emul::{
     DecodeError, Exception, GuestRam, PortWrite, Ports, StringIoContext, StringIoOutcome,
     WalkError, decode_string_io, execute_string_io,
@@ -88,22 +88,22 @@ impl fmt::Display for StringIoError {
 
 impl GuestRam for Phys<'_> {
     fn write_phys(&mut self, gpa: u64, bytes: &[u8]) -> bool {
-        self.0.write_gpa(gpa, bytes).is_ok()
+        self.0.write(gpa, bytes).is_ok()
     }
 }
 
 /// The domain's port bus; remembers a write that ends the domain.
 struct Bus<'a> {
-    domain: &'a Domain,
+    platform: &'a Platform,
     effect: IoEffect,
 }
 
 impl Ports for Bus<'_> {
     fn read(&mut self, port: u16, size: u8) -> u32 {
-        crate::vdev::io_in(self.domain, port, size)
+        super::vdev::io_in(self.platform, port, size)
     }
     fn write(&mut self, port: u16, size: u8, value: u32) -> PortWrite {
-        match crate::vdev::io_out(self.domain, port, size, value) {
+        match super::vdev::io_out(self.platform, port, size, value) {
             IoEffect::None => PortWrite::Done,
             // The console of the domain that has it is full: this element
             // waits (the instruction runs again after a yield).
@@ -119,24 +119,26 @@ impl Ports for Bus<'_> {
     }
 }
 
-/// Emulates the INS/OUTS at vCPU `v`'s RIP, which exited for `port`, `size`
+/// Emulates the INS/OUTS at the RIP of vCPU `arch` (of the domain with RAM `ram`
+/// and devices `platform`), which exited for `port`, `size`
 /// bytes, `is_in`, `rep` (the port and the processor's I/O permission checks,
 /// IOPL and the TSS bitmap, come before the exit: SDM Vol. 3C 26.1.1). Returns the effect of the last port write (a
 /// power-off or reset the caller must carry out), or why the domain stops.
 pub fn emulate(
-    v: &mut Running<'_>,
+    arch: &mut Loaded<'_>,
+    ram: &super::memory::GuestRam,
+    platform: &Platform,
     port: u16,
     size: u8,
     is_in: bool,
     rep: bool,
 ) -> Result<IoEffect, StringIoError> {
-    let crate::mmio::AtRip {
+    let super::mmio::AtRip {
         bytes,
         len,
         mode,
         paging,
-    } = crate::mmio::fetch_at_rip(v).map_err(StringIoError::Fetch)?;
-    let domain = v.domain.clone();
+    } = super::mmio::fetch_at_rip(arch, ram).map_err(StringIoError::Fetch)?;
     let bad = |error| StringIoError::Decode { error, bytes, len };
     let insn = decode_string_io(&bytes[..len], mode).map_err(|e| bad(Some(e)))?;
     // The REP bit of the exit is not compared: whether an F2 prefix counts
@@ -148,36 +150,36 @@ pub fn emulate(
     const RFLAGS_VM: u64 = 1 << 17;
     let ctx = StringIoContext {
         mode,
-        protected: paging.cr0 & 1 != 0 && v.arch.rflags() & RFLAGS_VM == 0,
-        segment: v.arch.segment(insn.segment),
+        protected: paging.cr0 & 1 != 0 && arch.rflags() & RFLAGS_VM == 0,
+        segment: arch.segment(insn.segment),
         paging,
-        cpl: v.arch.cpl(),
+        cpl: arch.cpl(),
         port,
     };
     let mut bus = Bus {
-        domain: &domain,
+        platform,
         effect: IoEffect::None,
     };
     let (outcome, done) = execute_string_io(
         &insn,
         &ctx,
-        &mut Regs(&mut v.arch),
-        &mut Phys(&domain),
+        &mut Regs(arch),
+        &mut Phys(ram),
         &mut bus,
         BUDGET,
     );
     match outcome {
-        StringIoOutcome::Done => v.arch.skip_emulated(u64::from(insn.length)),
+        StringIoOutcome::Done => arch.skip_emulated(u64::from(insn.length)),
         // Elements were done: the instruction boundary STI or MOV SS
         // blocked interrupts for is behind (RIP stays).
-        StringIoOutcome::Yield if done > 0 => v.arch.skip_emulated(0),
+        StringIoOutcome::Yield if done > 0 => arch.skip_emulated(0),
         StringIoOutcome::Yield | StringIoOutcome::Ended => {}
         StringIoOutcome::Exception(e) => {
             if let Exception::PageFault { linear, .. } = e {
-                v.arch.set_cr2(linear);
+                arch.set_cr2(linear);
             }
             let (vector, code) = e.vector_and_code();
-            v.arch.inject(Event::Exception {
+            arch.inject(Event::Exception {
                 vector,
                 error_code: Some(code),
             });

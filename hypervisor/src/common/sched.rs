@@ -11,7 +11,7 @@
 //! so any CPU may take it next. Ending a domain removes its vCPUs from the
 //! policy and marks their slots gone; each is dropped by whoever has it, and
 //! the domain's memory and EPT are freed when the last one is
-//! ([`crate::domain::Domain::vcpu_retired`]).
+//! ([`crate::common::domain::Domain::vcpu_retired`]).
 //!
 //! Time: a blocked vCPU has at most one timer entry, on the CPU where it
 //! blocked, for the earliest of its single-shot timer, its APIC timer and
@@ -24,11 +24,13 @@
 //! has flushed its EPT-derived translations (INVEPT all-context) since the
 //! domain's last vCPU left: see [`EPT_GENERATION`].
 
+use super::domain::{self, Domain, EndReason, Running, Vcpu};
+use super::exit::{self, Next};
+use super::hypercall::{SchedOps, VcpuOpError};
 use crate::arch::x86_64::{apic, cpu, idt, percpu};
-use crate::domain::{self, Domain, EndReason, Vcpu};
-use crate::hypercall::{self, After};
+use crate::hvm::irq::VcpuWaker;
 use crate::time;
-use crate::vcpu::{Event, Running, StartState, VcpuExit, gpr};
+use crate::vcpu::{Event, StartState};
 use crate::verdict::{Verdict, finish};
 use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
@@ -123,7 +125,7 @@ static EPT_FLUSHED: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CP
 /// Dead domains whose memory and EPT wait for every CPU's flush: (the
 /// generation each CPU must reach, the domain, its remains, how it ended).
 #[allow(clippy::type_complexity)]
-static QUARANTINE: Mutex<Vec<(u64, Arc<Domain>, domain::Remains, EndReason)>> =
+static QUARANTINE: Mutex<Vec<(u64, Arc<Domain>, crate::hvm::memory::Remains, EndReason)>> =
     Mutex::new(Vec::new());
 /// Whether [`QUARANTINE`] holds anything (changed under its lock).
 static QUARANTINE_WAITING: AtomicBool = AtomicBool::new(false);
@@ -139,8 +141,37 @@ pub struct Settings {
     pub cap_period_ms: Option<u64>,
     /// `test-exit`.
     pub test_exit: bool,
-    /// `test-measure=WARMUP,WINDOW` in ms.
-    pub test_measure: Option<(u64, u64)>,
+}
+
+/// What the CPUs do at scheduling points besides scheduling, and what the
+/// scheduler tells the services above it (the monitor, the measurement,
+/// test faults): handed to [`start`] by the bring-up, so that the scheduler
+/// names no module above it (docs/architecture.md, "Layers").
+#[derive(Debug, Clone, Copy)]
+pub struct Services {
+    /// CPU 0, at each scheduling point and after each interrupt that ended
+    /// a guest's run: the operator's console (the monitor).
+    pub monitor: fn(),
+    /// Whether `monitor` has to hand a departed domain's console back
+    /// before CPU 0 sleeps.
+    pub departures_pending: fn() -> bool,
+    /// CPU 0, right after `monitor`: the measurement (`test-measure`).
+    pub measure: fn(),
+    /// When CPU 0 must run `measure` again (system ns) if it idles.
+    pub next_deadline: fn() -> Option<u64>,
+    /// A domain ended (not for a reboot).
+    pub domain_gone: fn(u32),
+    /// `test-fault=guest` waits for its moment (a guest on another CPU).
+    pub guest_fault_armed: fn() -> bool,
+    /// `test-fault=guest`: the moment came.
+    pub cause_guest_fault: fn(),
+}
+
+static SERVICES: spin::Once<Services> = spin::Once::new();
+
+/// The services handed to [`start`] (none before: nothing to serve).
+fn services() -> Option<&'static Services> {
+    SERVICES.get()
 }
 
 fn with<R>(f: impl FnOnce(&mut State) -> R) -> Option<R> {
@@ -154,7 +185,13 @@ pub fn params() -> Option<Params> {
 
 /// Creates the scheduler for the online CPUs, admits the boot domains and
 /// wakes the CPUs.
-pub fn start(domains: Vec<(Arc<Domain>, Vec<Vcpu>)>, settings: Settings, tables_before: u64) {
+pub fn start(
+    domains: Vec<(Arc<Domain>, Vec<Vcpu>)>,
+    settings: Settings,
+    tables_before: u64,
+    services: Services,
+) {
+    SERVICES.call_once(|| services);
     TEST_EXIT.store(settings.test_exit, Ordering::SeqCst);
     TABLES_BEFORE.store(tables_before, Ordering::SeqCst);
     let mut params = Params::DEFAULT;
@@ -180,9 +217,6 @@ pub fn start(domains: Vec<(Arc<Domain>, Vec<Vcpu>)>, settings: Settings, tables_
         policy,
         slots: BTreeMap::new(),
     });
-    if let Some(m) = settings.test_measure {
-        crate::measure::arm(m.0, m.1);
-    }
     crate::console::start_async();
     for (domain, vcpus) in domains {
         admit(domain, vcpus);
@@ -317,8 +351,10 @@ fn retire(vcpu: Box<Vcpu>) {
         "d{}: memory waits for every CPU's EPT flush (generation {generation})",
         domain.id
     );
-    if reason != EndReason::Reboot {
-        crate::monitor::domain_gone(domain.id);
+    if reason != EndReason::Reboot
+        && let Some(svc) = services()
+    {
+        (svc.domain_gone)(domain.id);
     }
     let me = percpu::index();
     flush_ept(me);
@@ -355,7 +391,7 @@ fn reclaim() {
         .map(|f| f.load(Ordering::SeqCst))
         .min()
         .unwrap_or(0);
-    let ready: Vec<(u64, Arc<Domain>, domain::Remains, EndReason)> = {
+    let ready: Vec<(u64, Arc<Domain>, crate::hvm::memory::Remains, EndReason)> = {
         let mut q = QUARANTINE.lock();
         if q.iter().all(|e| e.0 > done) {
             return;
@@ -387,7 +423,7 @@ fn quarantine_waiting() -> bool {
 /// Ends `domain` for `reason`: its vCPUs leave the policy, the CPUs running
 /// them are tickled, and each vCPU is dropped by whoever has it.
 pub fn end_domain(domain: &Arc<Domain>, reason: EndReason) {
-    if !domain.begin_end(reason) {
+    if !domain.life.begin_end(reason) {
         return;
     }
     let id = domain.id;
@@ -423,7 +459,7 @@ pub fn end_domain(domain: &Arc<Domain>, reason: EndReason) {
 /// Pauses (true) or unpauses domain `domain`; false if it was not in the
 /// state to do so.
 pub fn pause(domain: &Arc<Domain>, paused: bool) -> bool {
-    if !domain.set_paused(paused) {
+    if !domain.life.set_paused(paused) {
         return false;
     }
     let now = time::now_ns();
@@ -534,15 +570,19 @@ pub fn wake_vcpu(domain: &Domain, vcpu: u32) {
 /// Whether vCPU `vcpu` of `domain` has an interrupt to take: from its local
 /// APIC (a vector or an NMI), or (vCPU 0) from the 8259 through LINT0.
 fn interrupt_waiting(domain: &Domain, vcpu: u32) -> bool {
-    domain.apic.attention(vcpu) & (crate::vapic::ATTN_VECTOR | crate::vapic::ATTN_NMI) != 0
-        || (vcpu == 0 && domain.irq_pending.load(Ordering::SeqCst) && domain.apic.pic_through())
+    domain.platform.apic.attention(vcpu)
+        & (crate::hvm::vapic::ATTN_VECTOR | crate::hvm::vapic::ATTN_NMI)
+        != 0
+        || (vcpu == 0
+            && domain.platform.irq_pending.load(Ordering::SeqCst)
+            && domain.platform.apic.pic_through())
 }
 
 /// Whether what was delivered to the halted vCPU of `slot` ends its halt:
 /// waiting for a start-up IPI (after INIT), only that; halted with
 /// RFLAGS.IF clear, only an NMI; otherwise any interrupt.
 fn halt_ends(slot: &Slot) -> bool {
-    let apic = &slot.domain.apic;
+    let apic = &slot.domain.platform.apic;
     let v = slot.id.vcpu;
     if apic.init_pending(v) {
         apic.sipi_recorded(v)
@@ -558,12 +598,12 @@ fn halt_ends(slot: &Slot) -> bool {
 /// interrupt is injected at its next entry; a runnable one takes it when
 /// it next runs.
 /// Nothing if that incarnation of the domain has ended.
-pub fn kick_vcpu(domain: &Domain, vcpu: u32) {
+fn kick_vcpu(domain: u32, generation: u64, vcpu: u32) {
     let now = time::now_ns();
     let me = percpu::index();
-    let id = VcpuId::new(domain.id, vcpu);
+    let id = VcpuId::new(domain, vcpu);
     let target = with(|s| {
-        let slot = slot_of(s, id, domain.generation)?;
+        let slot = slot_of(s, id, generation)?;
         if slot.halted.load(Ordering::SeqCst) {
             if !slot.up.load(Ordering::SeqCst) || !halt_ends(&slot) {
                 return None;
@@ -593,14 +633,14 @@ pub fn kick_vcpu(domain: &Domain, vcpu: u32) {
 /// real mode at `vector << 8`:0000 (SDM Vol. 3A 10.4.4). A vCPU that is up
 /// and had an INIT (a CPU the guest took offline and starts again) takes it
 /// at its next turn (`run_slice`); any other vCPU that is up ignores it.
-pub fn start_vcpu_sipi(domain: &Domain, vcpu: u32, vector: u8) {
-    let id = VcpuId::new(domain.id, vcpu);
-    let Some(slot) = with(|s| slot_of(s, id, domain.generation)).flatten() else {
+fn start_vcpu_sipi(domain: u32, generation: u64, vcpu: u32, vector: u8) {
+    let id = VcpuId::new(domain, vcpu);
+    let Some(slot) = with(|s| slot_of(s, id, generation)).flatten() else {
         return;
     };
     if slot.up.load(Ordering::SeqCst) {
-        if slot.domain.apic.record_sipi(id.vcpu, vector) {
-            kick_vcpu(domain, vcpu);
+        if slot.domain.platform.apic.record_sipi(id.vcpu, vector) {
+            kick_vcpu(domain, generation, vcpu);
             return;
         }
         crate::guest_log!(
@@ -612,7 +652,7 @@ pub fn start_vcpu_sipi(domain: &Domain, vcpu: u32, vector: u8) {
         );
         return;
     }
-    slot.domain.apic.clear_init(id.vcpu);
+    slot.domain.platform.apic.clear_init(id.vcpu);
     {
         let mut inner = slot.inner.lock();
         let Some(v) = inner.vcpu.as_mut() else {
@@ -641,6 +681,23 @@ pub fn start_vcpu_sipi(domain: &Domain, vcpu: u32, vector: u8) {
     }
 }
 
+/// The scheduler as the domains' interrupt controllers reach it
+/// ([`crate::hvm::irq::IrqSink`]): [`WAKER`].
+#[derive(Debug)]
+pub struct Waker;
+
+/// What every domain's [`crate::hvm::irq::IrqSink`] calls.
+pub static WAKER: Waker = Waker;
+
+impl VcpuWaker for Waker {
+    fn kick(&self, domain: u32, generation: u64, vcpu: u32) {
+        kick_vcpu(domain, generation, vcpu);
+    }
+    fn start_up(&self, domain: u32, generation: u64, vcpu: u32, vector: u8) {
+        start_vcpu_sipi(domain, generation, vcpu, vector);
+    }
+}
+
 /// The halted vCPU of `slot` had its event: it becomes runnable unless its
 /// domain is paused. Returns the CPU to tickle.
 fn unhalt(s: &mut State, slot: &Slot, now: u64) -> Option<usize> {
@@ -652,16 +709,22 @@ fn unhalt(s: &mut State, slot: &Slot, now: u64) -> Option<usize> {
     s.policy.wake(slot.id, now)
 }
 
-/// Errors of `VCPUOP_initialise` / `VCPUOP_up`, as Xen returns them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VcpuOpError {
-    /// No such vCPU (-EINVAL; an id out of range is refused before, with
-    /// -ENOENT as Xen does).
-    NoSuchVcpu,
-    /// Already initialised (-EEXIST).
-    Exists,
-    /// Not initialised yet (-EINVAL).
-    NotInitialised,
+/// The scheduler as exit handlers and hypercalls reach it.
+struct Ops;
+
+impl SchedOps for Ops {
+    fn end_domain(&self, domain: &Arc<Domain>, reason: EndReason) {
+        end_domain(domain, reason);
+    }
+    fn vcpu_initialise(&self, id: VcpuId, entry: StartState) -> Result<(), VcpuOpError> {
+        vcpu_initialise(id, entry)
+    }
+    fn vcpu_up(&self, id: VcpuId) -> Result<(), VcpuOpError> {
+        vcpu_up(id)
+    }
+    fn vcpu_is_up(&self, id: VcpuId) -> Option<bool> {
+        vcpu_is_up(id)
+    }
 }
 
 /// `VCPUOP_initialise`: gives down vCPU `id` the state it starts from.
@@ -839,7 +902,7 @@ fn decide(me: usize, yielded: bool) -> Decision {
         let Some(slot) = s.slots.get(&vcpu) else {
             return d;
         };
-        if slot.domain.state() != domain::State::Paused {
+        if slot.domain.life.state() != domain::State::Paused {
             return d;
         }
         slot.paused.store(true, Ordering::SeqCst);
@@ -853,14 +916,14 @@ fn decide(me: usize, yielded: bool) -> Decision {
 fn block_current(me: usize, slot: &Slot, v: &Running<'_>) {
     let now = time::now_ns();
     // Waiting for a start-up IPI (after INIT), only that ends the wait.
-    let for_sipi = slot.domain.apic.init_pending(slot.id.vcpu);
+    let for_sipi = slot.domain.platform.apic.init_pending(slot.id.vcpu);
     let interruptible = !for_sipi && v.arch.interrupts_enabled();
     // An NMI ends HLT whatever RFLAGS.IF says.
     let wake_now = |d: &Domain, v: u32| {
         if for_sipi {
-            d.apic.sipi_recorded(v)
+            d.platform.apic.sipi_recorded(v)
         } else {
-            (interruptible && interrupt_waiting(d, v)) || d.apic.nmi_pending(v)
+            (interruptible && interrupt_waiting(d, v)) || d.platform.apic.nmi_pending(v)
         }
     };
     if wake_now(&slot.domain, slot.id.vcpu) {
@@ -901,12 +964,12 @@ fn wake_at(slot: &Slot, interruptible: bool) -> Option<u64> {
     let v = slot.id.vcpu;
     let own = slot.domain.timer(v).load(Ordering::SeqCst);
     let device = if v == 0 {
-        slot.domain.device_deadline.load(Ordering::SeqCst)
+        slot.domain.platform.device_deadline.load(Ordering::SeqCst)
     } else {
         0
     };
     let apic = if interruptible {
-        slot.domain.apic.deadline(v)
+        slot.domain.platform.apic.deadline(v)
     } else {
         0
     };
@@ -977,9 +1040,9 @@ fn fire_timers(me: usize) -> Option<u64> {
             timer.store(0, Ordering::SeqCst);
         }
         if id.vcpu == 0 {
-            crate::vdev::advance_time(&slot.domain, now);
+            crate::hvm::vdev::advance_time(&slot.domain.platform, now);
         }
-        let apic = crate::vapic::timer_due(&slot.domain, id.vcpu, now);
+        let apic = crate::hvm::vapic::timer_due(&slot.domain.platform, id.vcpu, now);
         event |= (apic && !slot.halt_masked.load(Ordering::SeqCst)) || halt_ends(&slot);
         if !event {
             // Still halted (an edge that raised nothing: a masked line, an
@@ -1023,14 +1086,16 @@ fn housekeeping(me: usize) -> bool {
     reclaim();
     check_all_ended();
     fire_timers(me);
-    if me == 0 {
-        crate::monitor::service();
-        crate::measure::check();
-        if crate::platform::test_fault_guest_armed()
+    if me == 0
+        && let Some(svc) = services()
+    {
+        (svc.monitor)();
+        (svc.measure)();
+        if (svc.guest_fault_armed)()
             && with(|s| (1..percpu::online_count()).any(|c| s.policy.current(c).is_some()))
                 .unwrap_or(false)
         {
-            crate::platform::cause_guest_test_fault();
+            (svc.cause_guest_fault)();
         }
     }
     !REBUILD.lock().is_empty()
@@ -1059,16 +1124,15 @@ fn idle(me: usize, until: Option<u64>) {
     flush_ept(me);
     reclaim();
     check_all_ended();
-    if me == 0 && crate::monitor::departures_pending() {
+    let svc = if me == 0 { services() } else { None };
+    if let Some(svc) = svc
+        && (svc.departures_pending)()
+    {
         // ... and the monitor hands its console back before CPU 0 sleeps.
-        crate::monitor::service();
+        (svc.monitor)();
     }
     let next_timer = earliest_timer(me);
-    let extra = if me == 0 {
-        crate::measure::next_deadline()
-    } else {
-        None
-    };
+    let extra = svc.and_then(|svc| (svc.next_deadline)());
     // Output waiting for the serial line: drain now, and come back in 1 ms
     // (the transmit interrupt may not reach this CPU, or not exist).
     crate::console::pump();
@@ -1118,8 +1182,8 @@ enum ApicTurn {
 #[inline(never)]
 fn take_apic_events(domain: &Domain, vcpu: &mut Running<'_>, attention: u8) -> ApicTurn {
     let index = vcpu.index;
-    if attention & crate::vapic::ATTN_INIT != 0 {
-        let Some(vector) = domain.apic.take_sipi(index) else {
+    if attention & crate::hvm::vapic::ATTN_INIT != 0 {
+        let Some(vector) = domain.platform.apic.take_sipi(index) else {
             return ApicTurn::WaitForSipi;
         };
         log::debug!(
@@ -1135,15 +1199,17 @@ fn take_apic_events(domain: &Domain, vcpu: &mut Running<'_>, attention: u8) -> A
             return ApicTurn::Failed(e);
         }
     }
-    if attention & crate::vapic::ATTN_NMI != 0
-        && domain.apic.take_nmi(index)
+    if attention & crate::hvm::vapic::ATTN_NMI != 0
+        && domain.platform.apic.take_nmi(index)
         && !vcpu.arch.inject(Event::Nmi)
     {
-        domain.apic.return_nmi(index);
+        domain.platform.apic.return_nmi(index);
     }
-    if attention & crate::vapic::ATTN_VECTOR != 0 {
+    if attention & crate::hvm::vapic::ATTN_VECTOR != 0 {
         let arch = &mut vcpu.arch;
-        crate::vapic::inject(domain, index, |vector| arch.inject(Event::External(vector)));
+        crate::hvm::vapic::inject(&domain.platform, index, |vector| {
+            arch.inject(Event::External(vector))
+        });
     }
     ApicTurn::Go
 }
@@ -1173,11 +1239,11 @@ fn run_slice(me: usize, slot: &Slot, v: &mut Running<'_>, slice_ns: u64) -> Slic
         // raise an interrupt, every vCPU when its APIC timer fires.
         let domain = &slot.domain;
         let dev = if bsp {
-            domain.device_deadline.load(Ordering::Relaxed)
+            domain.platform.device_deadline.load(Ordering::Relaxed)
         } else {
             0
         };
-        let lapic = domain.apic.deadline(index);
+        let lapic = domain.platform.apic.deadline(index);
         let edge = match (dev, lapic) {
             (0, t) | (t, 0) => t,
             (a, b) => a.min(b),
@@ -1210,30 +1276,35 @@ fn run_slice(me: usize, slot: &Slot, v: &mut Running<'_>, slice_ns: u64) -> Slic
         if device_edge_tsc <= cpu::rdtsc() {
             let now = time::now_ns();
             if bsp {
-                crate::vdev::advance_time(domain, now);
+                crate::hvm::vdev::advance_time(&domain.platform, now);
             }
-            crate::vapic::timer_due(domain, index, now);
+            crate::hvm::vapic::timer_due(&domain.platform, index, now);
             bound = 0;
         }
         // One load says whether anything waits in the vCPU's APIC.
-        let attention = domain.apic.attention(index);
+        let attention = domain.platform.apic.attention(index);
         if attention != 0 {
             match take_apic_events(domain, v, attention) {
                 ApicTurn::Go => {}
                 ApicTurn::WaitForSipi => return SliceEnd::Block,
                 ApicTurn::Failed(e) => {
                     let detail = alloc::format!("{e}");
-                    crash(v, &detail);
+                    exit::crash(v, &detail, &Ops);
                     return SliceEnd::Resched;
                 }
             }
         }
-        if bsp && domain.irq_pending.load(Ordering::Relaxed) && domain.apic.pic_through() {
+        if bsp
+            && domain.platform.irq_pending.load(Ordering::Relaxed)
+            && domain.platform.apic.pic_through()
+        {
             let arch = &mut v.arch;
-            crate::vdev::take_interrupt(domain, |vector| arch.inject(Event::External(vector)));
+            crate::hvm::vdev::take_interrupt(&domain.platform, |vector| {
+                arch.inject(Event::External(vector))
+            });
         }
         let exit = v.arch.run();
-        let next = handle(v, exit);
+        let next = exit::handle(v, exit, &Ops);
         let now = cpu::rdtsc();
         if now >= bound {
             if next_timer.is_some_and(|t| time::tsc_at_ns(t) <= now) {
@@ -1247,9 +1318,11 @@ fn run_slice(me: usize, slot: &Slot, v: &mut Running<'_>, slice_ns: u64) -> Slic
             Next::Interrupted if !resched => {
                 next_timer = fire_timers(me);
                 bound = 0;
-                if me == 0 {
-                    crate::monitor::service();
-                    crate::measure::check();
+                if me == 0
+                    && let Some(svc) = services()
+                {
+                    (svc.monitor)();
+                    (svc.measure)();
                 }
                 if NEED_RESCHED[me].load(Ordering::Relaxed) {
                     return SliceEnd::Resched;
@@ -1270,156 +1343,6 @@ fn earliest_timer(me: usize) -> Option<u64> {
     TIMERS.get(me)?.lock().iter().map(|e| e.at).min()
 }
 
-enum Next {
-    /// Run the same vCPU again.
-    Continue,
-    /// An interrupt arrived (timer, tickle, console): look around.
-    Interrupted,
-    /// The slice ended.
-    Preempted,
-    /// The guest yielded.
-    Yield,
-    /// The guest blocked.
-    Block,
-    /// The vCPU went down.
-    Down,
-    /// The domain ended.
-    Ended,
-}
-
-fn handle(v: &mut Running<'_>, exit: VcpuExit) -> Next {
-    match exit {
-        VcpuExit::Hypercall => match hypercall::dispatch(v) {
-            After::Continue => Next::Continue,
-            After::Yield => Next::Yield,
-            After::Block => Next::Block,
-            After::Down => Next::Down,
-            After::Again(wait) => {
-                if wait {
-                    Next::Yield
-                } else {
-                    Next::Continue
-                }
-            }
-            After::Ended(reason) => {
-                let domain = v.domain.clone();
-                end_domain(&domain, reason);
-                Next::Ended
-            }
-        },
-        VcpuExit::IoOut { port, size, value } => {
-            log::trace!("d{}: out{size} {port:#x} <- {value:#x}", v.domain.id);
-            let effect = crate::vdev::io_out(v.domain, port, size, value);
-            if effect == crate::vdev::IoEffect::Retry {
-                // The console is full: the OUT runs again after a yield.
-                return Next::Yield;
-            }
-            v.arch.skip_instruction();
-            io_effect(v, effect)
-        }
-        VcpuExit::StringIo {
-            port,
-            size,
-            is_in,
-            rep,
-        } => match crate::strio::emulate(v, port, size, is_in, rep) {
-            Ok(effect) => io_effect(v, effect),
-            Err(e) => {
-                let detail = alloc::format!("{e}");
-                crash(v, &detail);
-                Next::Ended
-            }
-        },
-        VcpuExit::IoIn { port, size } => {
-            log::trace!("d{}: in{size} {port:#x}", v.domain.id);
-            let value = crate::vdev::io_in(v.domain, port, size);
-            let mask = u64::from(crate::vdev::size_mask(size));
-            // IN of 8 or 16 bits keeps the rest of RAX; of 32 bits zeroes
-            // the upper half.
-            let rax = v.arch.reg(gpr::RAX);
-            let rax = if size == 4 {
-                u64::from(value)
-            } else {
-                (rax & !mask) | (u64::from(value) & mask)
-            };
-            v.arch.set_reg(gpr::RAX, rax);
-            v.arch.skip_instruction();
-            Next::Continue
-        }
-        VcpuExit::Mmio { gpa } => {
-            if let Err(e) = crate::mmio::emulate(v, gpa) {
-                let detail = alloc::format!("{e}");
-                crash(v, &detail);
-                return Next::Ended;
-            }
-            Next::Continue
-        }
-        VcpuExit::RdMsr { msr } => {
-            match crate::vapic::rdmsr(v.domain, v.index, msr) {
-                Some(value) => {
-                    v.arch.set_reg(gpr::RAX, value & 0xffff_ffff);
-                    v.arch.set_reg(gpr::RDX, value >> 32);
-                    v.arch.skip_instruction();
-                }
-                None => inject_gp(v),
-            }
-            Next::Continue
-        }
-        VcpuExit::WrMsr { msr, value } => {
-            if crate::vapic::wrmsr(v.domain, v.index, msr, value) {
-                v.arch.skip_instruction();
-            } else {
-                inject_gp(v);
-            }
-            Next::Continue
-        }
-        VcpuExit::Halt => Next::Block,
-        VcpuExit::Preempted => Next::Preempted,
-        VcpuExit::Interrupted => Next::Interrupted,
-        // The pending interrupt is injected before the next entry.
-        VcpuExit::InterruptWindow => Next::Continue,
-        VcpuExit::Error(e) => {
-            let detail = alloc::format!("{e}");
-            crash(v, &detail);
-            Next::Ended
-        }
-    }
-}
-
-/// Carries out what a port write asked for: an ACPI soft off or reset ends
-/// the domain; a full console (the domain that has it) makes the vCPU yield
-/// and run the instruction again.
-fn io_effect(v: &Running<'_>, effect: crate::vdev::IoEffect) -> Next {
-    let reason = match effect {
-        crate::vdev::IoEffect::None => return Next::Continue,
-        // The console of the domain that has it is full: the instruction
-        // runs again after a yield.
-        crate::vdev::IoEffect::Retry => return Next::Yield,
-        crate::vdev::IoEffect::PowerOff => EndReason::Poweroff,
-        crate::vdev::IoEffect::Reset => EndReason::Reboot,
-    };
-    log::info!(
-        "d{}: ACPI {}",
-        v.domain.id,
-        if reason == EndReason::Poweroff {
-            "soft off (S5)"
-        } else {
-            "reset register"
-        }
-    );
-    let domain = v.domain.clone();
-    end_domain(&domain, reason);
-    Next::Ended
-}
-
-/// Injects #GP(0) (an MSR access the platform refuses).
-fn inject_gp(v: &mut Running<'_>) {
-    v.arch.inject(Event::Exception {
-        vector: 13,
-        error_code: Some(0),
-    });
-}
-
 /// Ends the domain of a vCPU that could not be loaded, with a diagnostic
 /// line (there is no guest state to show).
 fn crash_unloaded(slot: &Slot, reason: &str) {
@@ -1430,25 +1353,6 @@ fn crash_unloaded(slot: &Slot, reason: &str) {
         "domain d{} ({}) vCPU{}: {reason}; the domain is stopped",
         d.id, d.name, slot.id.vcpu
     );
-    out.emit();
-    end_domain(&d, EndReason::Crash);
-}
-
-/// Ends the running vCPU's domain for a guest error, with a diagnostic line
-/// and the vendor's view of the vCPU (VT-x: the VMCS).
-fn crash(v: &Running<'_>, reason: &str) {
-    let d = v.domain.clone();
-    // One unit: no other domain's line comes between the lines of the dump.
-    let mut out = crate::console::Report::new();
-    let _ = writeln!(
-        out,
-        "domain d{} ({}) vCPU{}: {reason} at RIP {:#x}; the domain is stopped",
-        d.id,
-        d.name,
-        v.index,
-        v.arch.rip()
-    );
-    v.arch.dump(&mut out);
     out.emit();
     end_domain(&d, EndReason::Crash);
 }
@@ -1481,7 +1385,11 @@ fn check_all_ended() {
 fn log_exit_counts() {
     // Room for every reason's name and a 20-digit count.
     let mut line = crate::StackString::<2048>::new();
-    crate::stats::format_counts(&crate::stats::snapshot(), &mut line);
+    crate::stats::format_counts(
+        &crate::stats::snapshot(),
+        crate::arch::x86_64::hvm::exit_name,
+        &mut line,
+    );
     log::info!("VM exits: {}", line.as_str());
 }
 

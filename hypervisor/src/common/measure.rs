@@ -3,8 +3,9 @@
 //! accounting, printed as figures the harness checks; then every domain is
 //! destroyed so a `test-exit` run ends.
 
-use crate::domain::{self, EndReason};
-use crate::{println, sched, time};
+use crate::common::domain::{self, EndReason};
+use crate::common::sched;
+use crate::{println, time};
 use alloc::vec::Vec;
 use spin::Mutex;
 

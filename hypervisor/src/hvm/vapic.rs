@@ -31,7 +31,7 @@
 //! kicked (one running elsewhere) after the lock is dropped. A start-up IPI
 //! starts a vCPU that is down in real mode at `vector << 8`:0000.
 
-use crate::domain::Domain;
+use super::platform::Platform;
 use alloc::vec::Vec;
 use basalt_vapic::lapic::{LVT_MASKED, MSR_TSC_DEADLINE};
 use basalt_vapic::{
@@ -311,13 +311,13 @@ impl DomainApic {
 /// Wakes or kicks the vCPUs a change reached, and starts those a start-up
 /// IPI started; `me` (the vCPU that made the change) is neither kicked nor
 /// woken: it is about to look at its APIC anyway.
-fn apply(domain: &Domain, me: Option<usize>, fx: Effects) {
+fn apply(p: &Platform, me: Option<usize>, fx: Effects) {
     if let Some((d, delivery)) = fx.ignored {
         crate::guest_log!(
-            domain,
+            p,
             log::Level::Warn,
             "d{}v{d}: {delivery:?} IPI ignored (not emulated)",
-            domain.id
+            p.id
         );
     }
     if fx.kick.is_empty() && fx.start.is_empty() {
@@ -325,17 +325,17 @@ fn apply(domain: &Domain, me: Option<usize>, fx: Effects) {
     }
     for v in fx.kick.iter() {
         if Some(v) != me {
-            crate::sched::kick_vcpu(domain, v as u32);
+            p.irq.kick(v as u32);
         }
     }
     for (v, vector) in fx.start {
-        crate::sched::start_vcpu_sipi(domain, v as u32, vector);
+        p.irq.start_up(v as u32, vector);
     }
 }
 
 /// A read of `size` bytes at `gpa` on an APIC page by vCPU `vcpu`.
-pub fn mmio_read(domain: &Domain, vcpu: u32, gpa: u64, size: u8) -> u64 {
-    let a = &domain.apic;
+pub fn mmio_read(p: &Platform, vcpu: u32, gpa: u64, size: u8) -> u64 {
+    let a = &p.apic;
     let now = a.guest_ns(crate::time::now_ns());
     let page = gpa & !0xfff;
     let offset = (gpa & 0xfff) as u32;
@@ -365,8 +365,8 @@ pub fn mmio_read(domain: &Domain, vcpu: u32, gpa: u64, size: u8) -> u64 {
 /// A write of `value` at `gpa` on an APIC page by vCPU `vcpu`. Narrow
 /// writes of a register write the whole register with the other bytes zero
 /// (both controllers take 32-bit accesses only).
-pub fn mmio_write(domain: &Domain, vcpu: u32, gpa: u64, value: u64) {
-    let a = &domain.apic;
+pub fn mmio_write(p: &Platform, vcpu: u32, gpa: u64, value: u64) {
+    let a = &p.apic;
     let now = a.guest_ns(crate::time::now_ns());
     let page = gpa & !0xfff;
     let offset = (gpa & 0xfff) as u32;
@@ -417,21 +417,21 @@ pub fn mmio_write(domain: &Domain, vcpu: u32, gpa: u64, value: u64) {
             );
         }
     }
-    apply(domain, Some(v), fx);
+    apply(p, Some(v), fx);
 }
 
 /// RDMSR of a platform MSR (`IA32_APIC_BASE`, `IA32_TSC_DEADLINE`, the
 /// x2APIC range); `None` means #GP.
-pub fn rdmsr(domain: &Domain, vcpu: u32, msr: u32) -> Option<u64> {
-    let a = &domain.apic;
+pub fn rdmsr(p: &Platform, vcpu: u32, msr: u32) -> Option<u64> {
+    let a = &p.apic;
     let now = a.guest_ns(crate::time::now_ns());
     let st = a.state.lock();
     st.lapics.get(vcpu as usize)?.rdmsr(msr, now).ok()
 }
 
 /// WRMSR of a platform MSR; `false` means #GP.
-pub fn wrmsr(domain: &Domain, vcpu: u32, msr: u32, value: u64) -> bool {
-    let a = &domain.apic;
+pub fn wrmsr(p: &Platform, vcpu: u32, msr: u32, value: u64) -> bool {
+    let a = &p.apic;
     let now = a.guest_ns(crate::time::now_ns());
     let v = vcpu as usize;
     let mut fx = Effects::default();
@@ -448,22 +448,22 @@ pub fn wrmsr(domain: &Domain, vcpu: u32, msr: u32, value: u64) -> bool {
             }
             Err(e) => {
                 if msr != MSR_TSC_DEADLINE {
-                    crate::guest_log!(domain, log::Level::Debug, "d{}v{vcpu}: {e}: #GP", domain.id);
+                    crate::guest_log!(p, log::Level::Debug, "d{}v{vcpu}: {e}: #GP", p.id);
                 }
                 false
             }
         }
     };
-    apply(domain, Some(v), fx);
+    apply(p, Some(v), fx);
     ok
 }
 
 /// ISA interrupt line `irq` of the domain changed to `level`: the I/O APIC
 /// sees it on its pin (IRQ 0, the PIT, on pin 2; the others on the pin of
 /// their number), and an edge or an asserted level may send an interrupt.
-pub fn set_isa_irq(domain: &Domain, irq: u8, level: bool) {
+pub fn set_isa_irq(p: &Platform, irq: u8, level: bool) {
     let pin = isa_pin(irq);
-    let a = &domain.apic;
+    let a = &p.apic;
     let mut fx = Effects::default();
     // Hot path (every UART access re-states its line): nothing changes
     // unless the line does.
@@ -484,7 +484,7 @@ pub fn set_isa_irq(domain: &Domain, irq: u8, level: bool) {
             a.deliver_ioapic(&mut st, msg, &mut fx);
         }
     }
-    apply(domain, None, fx);
+    apply(p, None, fx);
 }
 
 /// The I/O APIC pin of ISA IRQ `irq` (the MADT's override: IRQ 0 on pin 2).
@@ -498,9 +498,9 @@ fn isa_pin(irq: u8) -> usize {
 
 /// A pulse (rising, then falling edge) on ISA line `irq`: one interrupt from
 /// an edge-triggered pin. Nothing is locked while the pin is masked.
-pub fn pulse_isa_irq(domain: &Domain, irq: u8) {
+pub fn pulse_isa_irq(p: &Platform, irq: u8) {
     let pin = isa_pin(irq);
-    let a = &domain.apic;
+    let a = &p.apic;
     if a.masked.load(Ordering::Relaxed) & (1 << pin) != 0 {
         return;
     }
@@ -515,13 +515,13 @@ pub fn pulse_isa_irq(domain: &Domain, irq: u8) {
         }
     }
     a.lines.fetch_and(!(1 << pin), Ordering::SeqCst);
-    apply(domain, None, fx);
+    apply(p, None, fx);
 }
 
 /// vCPU `vcpu`'s APIC timer deadline has passed (by `now`, system ns): the
 /// timer fires. Returns whether the vCPU has an interrupt to take.
-pub fn timer_due(domain: &Domain, vcpu: u32, now: u64) -> bool {
-    let a = &domain.apic;
+pub fn timer_due(p: &Platform, vcpu: u32, now: u64) -> bool {
+    let a = &p.apic;
     let due = a.deadline(vcpu);
     if due != 0 && due <= now {
         let mut st = a.state.lock();
@@ -537,8 +537,8 @@ pub fn timer_due(domain: &Domain, vcpu: u32, now: u64) -> bool {
 /// Injects vCPU `vcpu`'s highest deliverable vector through `deliver`,
 /// which says whether the guest took it now (else it asked for an
 /// interrupt window); only then does the vector move from IRR to ISR.
-pub fn inject(domain: &Domain, vcpu: u32, deliver: impl FnOnce(u8) -> bool) {
-    let a = &domain.apic;
+pub fn inject(p: &Platform, vcpu: u32, deliver: impl FnOnce(u8) -> bool) {
+    let a = &p.apic;
     let v = vcpu as usize;
     let mut st = a.state.lock();
     let Some(l) = st.lapics.get_mut(v) else {

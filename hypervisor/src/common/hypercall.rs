@@ -3,10 +3,38 @@
 //! EBX, ECX, EDX, ESI, EDI (32-bit); negative errno results; -EPERM from
 //! guest user mode; -ENOSYS for what Basalt does not implement.
 
-use crate::domain::EndReason;
+use super::domain::{Domain, EndReason, Running};
 use crate::time;
-use crate::vcpu::{Running, gpr};
+use crate::vcpu::{StartState, gpr};
+use alloc::sync::Arc;
 use basalt_guest::hypercall as hc;
+use basalt_sched::VcpuId;
+
+/// What the exit handlers and hypercalls ask of the scheduler, which runs
+/// them: a parameter (the scheduler passes its own), so that neither names
+/// the scheduler and nothing here calls back into it.
+pub trait SchedOps {
+    /// Ends `domain` for `reason` (its vCPUs leave the CPUs).
+    fn end_domain(&self, domain: &Arc<Domain>, reason: EndReason);
+    /// `VCPUOP_initialise`: gives down vCPU `id` the state it starts from.
+    fn vcpu_initialise(&self, id: VcpuId, entry: StartState) -> Result<(), VcpuOpError>;
+    /// `VCPUOP_up`: starts an initialised vCPU (a no-op if it is up).
+    fn vcpu_up(&self, id: VcpuId) -> Result<(), VcpuOpError>;
+    /// Whether vCPU `id` is up (`None`: the scheduler does not know it).
+    fn vcpu_is_up(&self, id: VcpuId) -> Option<bool>;
+}
+
+/// Errors of `VCPUOP_initialise` / `VCPUOP_up`, as Xen returns them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VcpuOpError {
+    /// No such vCPU (-EINVAL; an id out of range is refused before, with
+    /// -ENOENT as Xen does).
+    NoSuchVcpu,
+    /// Already initialised (-EEXIST).
+    Exists,
+    /// Not initialised yet (-EINVAL).
+    NotInitialised,
+}
 
 /// What the scheduler does after a hypercall.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +75,7 @@ const CONSOLE_MAX: u64 = 256;
 /// not negative and reports every byte written, so a "bytes taken" result
 /// would lose the rest.
 fn console_write(v: &mut Running<'_>, count: u64, buffer: u64) -> (u64, After) {
-    let room = v.domain.console_room();
+    let room = v.domain.platform.console.room();
     let take = count.min(CONSOLE_MAX).min(room as u64) as usize;
     if take == 0 {
         if count == 0 {
@@ -57,10 +85,10 @@ fn console_write(v: &mut Running<'_>, count: u64, buffer: u64) -> (u64, After) {
     }
     let mut buf = [0u8; CONSOLE_MAX as usize];
     let buf = &mut buf[..take];
-    if crate::guestmem::read_virt(v, buffer, buf).is_err() {
+    if crate::hvm::guestmem::read_virt(&v.arch, &v.domain.ram, buffer, buf).is_err() {
         return (errno(hc::EFAULT), After::Continue);
     }
-    let taken = v.domain.console_write(buf) as u64;
+    let taken = v.domain.platform.console.write(buf) as u64;
     if taken == count {
         return (0, After::Continue);
     }
@@ -78,7 +106,7 @@ fn console_write(v: &mut Running<'_>, count: u64, buffer: u64) -> (u64, After) {
 }
 
 /// Handles the VMCALL of `v`; sets RAX and skips the instruction.
-pub fn dispatch(v: &mut Running<'_>) -> After {
+pub fn dispatch(v: &mut Running<'_>, ops: &impl SchedOps) -> After {
     let regs = hc::GuestRegs {
         rax: v.arch.reg(gpr::RAX),
         rbx: v.arch.reg(gpr::RBX),
@@ -93,7 +121,7 @@ pub fn dispatch(v: &mut Running<'_>) -> After {
     let (result, after) = if v.arch.cpl() != 0 {
         (errno(hc::EPERM), After::Continue)
     } else {
-        handle(v, &call)
+        handle(v, &call, ops)
     };
     if !matches!(after, After::Ended(_) | After::Again(_)) {
         v.arch.set_reg(gpr::RAX, result);
@@ -102,7 +130,7 @@ pub fn dispatch(v: &mut Running<'_>) -> After {
     after
 }
 
-fn handle(v: &mut Running<'_>, call: &hc::Call) -> (u64, After) {
+fn handle(v: &mut Running<'_>, call: &hc::Call, ops: &impl SchedOps) -> (u64, After) {
     let [a1, a2, a3, _, _] = call.args;
     match call.op {
         hc::HYPERVISOR_XEN_VERSION => match a1 {
@@ -111,7 +139,7 @@ fn handle(v: &mut Running<'_>, call: &hc::Call) -> (u64, After) {
                 // xen_extraversion_t: char[16].
                 let mut text = [0u8; 16];
                 text[..8].copy_from_slice(b".basalt\0");
-                match crate::guestmem::write_virt(v, a2, &text) {
+                match crate::hvm::guestmem::write_virt(&v.arch, &v.domain.ram, a2, &text) {
                     Ok(()) => (0, After::Continue),
                     Err(()) => (errno(hc::EFAULT), After::Continue),
                 }
@@ -125,13 +153,19 @@ fn handle(v: &mut Running<'_>, call: &hc::Call) -> (u64, After) {
                 // Bytes the operator typed while this domain had the focus.
                 // The input ring never holds more than this: no allocation
                 // on a path a guest polls.
-                let mut buf = [0u8; crate::domain::CONSOLE_INPUT];
+                let mut buf = [0u8; crate::hvm::guest_console::CONSOLE_INPUT];
                 let count = (a2 as usize).min(buf.len());
-                let n = v.domain.input.lock().read(&mut buf[..count]);
+                let n = v
+                    .domain
+                    .platform
+                    .console
+                    .input
+                    .lock()
+                    .read(&mut buf[..count]);
                 if n == 0 {
                     return (0, After::Continue);
                 }
-                match crate::guestmem::write_virt(v, a3, &buf[..n]) {
+                match crate::hvm::guestmem::write_virt(&v.arch, &v.domain.ram, a3, &buf[..n]) {
                     Ok(()) => (n as u64, After::Continue),
                     Err(()) => (errno(hc::EFAULT), After::Continue),
                 }
@@ -143,7 +177,8 @@ fn handle(v: &mut Running<'_>, call: &hc::Call) -> (u64, After) {
             hc::SCHEDOP_BLOCK | hc::SCHEDOP_POLL => (0, After::Block),
             hc::SCHEDOP_SHUTDOWN => {
                 let mut reason = [0u8; 4];
-                if crate::guestmem::read_virt(v, a2, &mut reason).is_err() {
+                if crate::hvm::guestmem::read_virt(&v.arch, &v.domain.ram, a2, &mut reason).is_err()
+                {
                     return (errno(hc::EFAULT), After::Continue);
                 }
                 let reason = match u32::from_le_bytes(reason) {
@@ -156,31 +191,38 @@ fn handle(v: &mut Running<'_>, call: &hc::Call) -> (u64, After) {
             }
             hc::SCHEDOP_BASALT_EXIT_CODE => {
                 v.domain
+                    .life
                     .exit_code
                     .store(a2 as u32, core::sync::atomic::Ordering::SeqCst);
                 (0, After::Continue)
             }
             _ => (errno(hc::ENOSYS), After::Continue),
         },
-        hc::HYPERVISOR_VCPU_OP => vcpu_op(v, a1, a2, a3),
+        hc::HYPERVISOR_VCPU_OP => vcpu_op(v, a1, a2, a3, ops),
         _ => (errno(hc::ENOSYS), After::Continue),
     }
 }
 
-fn vcpu_op(v: &mut Running<'_>, cmd: u64, vcpu_id: u64, arg: u64) -> (u64, After) {
+fn vcpu_op(
+    v: &mut Running<'_>,
+    cmd: u64,
+    vcpu_id: u64,
+    arg: u64,
+    ops: &impl SchedOps,
+) -> (u64, After) {
     let ok = |r: u64| (r, After::Continue);
     let err = |e: i64| (errno(e), After::Continue);
     if vcpu_id >= u64::from(v.domain.vcpu_count) {
         // Xen: no such vCPU in this domain.
         return err(hc::ENOENT);
     }
-    let target = basalt_sched::VcpuId::new(v.domain.id, vcpu_id as u32);
+    let target = VcpuId::new(v.domain.id, vcpu_id as u32);
     match cmd {
         hc::VCPUOP_INITIALISE => {
             // struct vcpu_hvm_context (public/hvm/hvm_vcpu.h): mode, pad,
             // then the registers; Basalt starts vCPUs in 64-bit mode only.
             let mut ctx = [0u8; 8 + 14 * 8];
-            if crate::guestmem::read_virt(v, arg, &mut ctx).is_err() {
+            if crate::hvm::guestmem::read_virt(&v.arch, &v.domain.ram, arg, &mut ctx).is_err() {
                 return err(hc::EFAULT);
             }
             let mode = u32::from_le_bytes([ctx[0], ctx[1], ctx[2], ctx[3]]);
@@ -232,20 +274,20 @@ fn vcpu_op(v: &mut Running<'_>, cmd: u64, vcpu_id: u64, arg: u64) -> (u64, After
             {
                 return err(hc::EINVAL);
             }
-            match crate::sched::vcpu_initialise(target, crate::vcpu::StartState::Long64(state)) {
+            match ops.vcpu_initialise(target, StartState::Long64(state)) {
                 Ok(()) => ok(0),
-                Err(crate::sched::VcpuOpError::Exists) => err(hc::EEXIST),
+                Err(VcpuOpError::Exists) => err(hc::EEXIST),
                 Err(_) => err(hc::EINVAL),
             }
         }
-        hc::VCPUOP_UP => match crate::sched::vcpu_up(target) {
+        hc::VCPUOP_UP => match ops.vcpu_up(target) {
             Ok(()) => ok(0),
             Err(_) => err(hc::EINVAL),
         },
         hc::VCPUOP_DOWN if target.vcpu == v.index => (0, After::Down),
         // Taking another vCPU down is not supported.
         hc::VCPUOP_DOWN => err(hc::EINVAL),
-        hc::VCPUOP_IS_UP => match crate::sched::vcpu_is_up(target) {
+        hc::VCPUOP_IS_UP => match ops.vcpu_is_up(target) {
             Some(up) => ok(u64::from(up)),
             // vCPU 0 before the scheduler knows it.
             None => ok(u64::from(target.vcpu == v.index)),
@@ -258,7 +300,7 @@ fn vcpu_op(v: &mut Running<'_>, cmd: u64, vcpu_id: u64, arg: u64) -> (u64, After
             let mut info = [0u8; 48];
             info[8..16].copy_from_slice(&now.to_le_bytes());
             info[16..24].copy_from_slice(&now.to_le_bytes());
-            match crate::guestmem::write_virt(v, arg, &info) {
+            match crate::hvm::guestmem::write_virt(&v.arch, &v.domain.ram, arg, &info) {
                 Ok(()) => ok(0),
                 Err(()) => err(hc::EFAULT),
             }
@@ -266,7 +308,7 @@ fn vcpu_op(v: &mut Running<'_>, cmd: u64, vcpu_id: u64, arg: u64) -> (u64, After
         hc::VCPUOP_SET_SINGLESHOT_TIMER => {
             // struct vcpu_set_singleshot_timer { uint64_t timeout_abs_ns; uint32_t flags; }
             let mut t = [0u8; 16];
-            if crate::guestmem::read_virt(v, arg, &mut t).is_err() {
+            if crate::hvm::guestmem::read_virt(&v.arch, &v.domain.ram, arg, &mut t).is_err() {
                 return err(hc::EFAULT);
             }
             let abs = u64::from_le_bytes(t[..8].try_into().unwrap_or_default());

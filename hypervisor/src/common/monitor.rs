@@ -3,8 +3,9 @@
 //! times switches), and the monitor's line-edited shell. Runs on CPU 0 at
 //! its scheduling points and whenever the UART interrupt wakes it.
 
-use crate::domain::{self, EndReason};
-use crate::{print, println, sched, time};
+use crate::common::domain::{self, EndReason};
+use crate::common::sched;
+use crate::{print, println, time};
 use alloc::string::String;
 use alloc::vec::Vec;
 use basalt_console::command::{Command, HELP, ParseError};
@@ -123,7 +124,7 @@ pub fn departures_pending() -> bool {
 fn live_domains() -> Vec<u32> {
     domain::all()
         .iter()
-        .filter(|d| !d.is_ending())
+        .filter(|d| !d.life.is_ending())
         .map(|d| d.id)
         .collect()
 }
@@ -143,7 +144,7 @@ impl Monitor {
                 // it had begun (a prompt).
                 crate::console::set_raw(Some(id));
                 if let Some(d) = domain::get(id) {
-                    d.console_focus_gained();
+                    d.platform.console.focus_gained();
                 }
             }
             Event::Monitor { held, byte } => {
@@ -157,7 +158,7 @@ impl Monitor {
                     return;
                 };
                 {
-                    let mut input = d.input.lock();
+                    let mut input = d.platform.console.input.lock();
                     for _ in 0..held {
                         input.write(&[CTRL_A]);
                     }
@@ -165,7 +166,7 @@ impl Monitor {
                 }
                 // Console input is an event: into COM1 if its interrupt is
                 // on; vCPU 0 waiting in HLT or SCHEDOP_block wakes up.
-                crate::vdev::input_arrived(&d);
+                crate::hvm::vdev::input_arrived(&d.platform);
                 sched::wake_vcpu(&d, 0);
             }
         }
@@ -218,7 +219,7 @@ impl Monitor {
                     Some(d) if sched::pause(&d, pausing) => {
                         println!("d{id} {}", if pausing { "paused" } else { "running" });
                     }
-                    Some(d) => println!("d{id} is {}", d.state().as_str()),
+                    Some(d) => println!("d{id} is {}", d.life.state().as_str()),
                 }
             }
             Command::Destroy(id) | Command::Reboot(id) => {
@@ -226,7 +227,7 @@ impl Monitor {
                     Command::Destroy(_) => EndReason::Destroyed,
                     _ => EndReason::Reboot,
                 };
-                match domain::get(id).filter(|d| !d.is_ending()) {
+                match domain::get(id).filter(|d| !d.life.is_ending()) {
                     None => no_domain(id),
                     Some(d) => {
                         println!(
@@ -255,7 +256,7 @@ impl Monitor {
                     );
                     crate::console::set_raw(Some(id));
                     if let Some(d) = domain::get(id) {
-                        d.console_focus_gained();
+                        d.platform.console.focus_gained();
                     }
                 } else {
                     no_domain(id);
@@ -307,9 +308,9 @@ fn list() {
             "  d{:<3}{:<17}{:<9}{:<7}{:<11}{s}.{ms:03} s{:>9}{:>5}",
             d.id,
             d.name,
-            d.state().as_str(),
+            d.life.state().as_str(),
             d.vcpu_count,
-            alloc::format!("{}", basalt_boot::memmap::ByteSize(d.memory)),
+            alloc::format!("{}", basalt_boot::memmap::ByteSize(d.ram.size())),
             p.weight,
             p.cap
         );
@@ -379,10 +380,14 @@ fn info() {
 fn stats() {
     for d in domain::all() {
         let mut line = crate::StackString::<2048>::new();
-        crate::stats::format_counts(&d.exits.snapshot(), &mut line);
+        crate::stats::format_counts(
+            &d.exits.snapshot(),
+            crate::arch::x86_64::hvm::exit_name,
+            &mut line,
+        );
         println!("  d{} ({}): {}", d.id, d.name, line.as_str());
-        let out = d.console_out.stats();
-        let suppressed = d.console_out.log_suppressed();
+        let out = d.platform.console.out.stats();
+        let suppressed = d.platform.console.out.log_suppressed();
         let mut dropped = crate::StackString::<80>::new();
         if out.dropped_units == 0 {
             let _ = write!(dropped, "nothing dropped");

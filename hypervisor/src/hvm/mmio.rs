@@ -4,8 +4,9 @@
 //! and the device, and step RIP past it. An instruction that cannot be
 //! fetched or decoded stops the domain with the bytes in the diagnostic.
 
-use crate::domain::Domain;
-use crate::vcpu::Running;
+use super::memory::GuestRam;
+use super::platform::Platform;
+use crate::vcpu::Loaded;
 use basalt_x86emul::{
     Cpu, DecodeError, GuestPhys, Mmio, Mode, PagingMode, WalkError, decode, emulate as execute,
     fetch,
@@ -65,17 +66,17 @@ impl fmt::Display for MmioError {
 }
 
 /// The domain's memory as the page walk reads it (and, for string I/O,
-/// writes it: [`crate::strio`]).
-pub(crate) struct Phys<'a>(pub(crate) &'a Domain);
+/// writes it: [`crate::hvm::strio`]).
+pub(crate) struct Phys<'a>(pub(crate) &'a GuestRam);
 
 impl GuestPhys for Phys<'_> {
     fn read_phys(&self, gpa: u64, out: &mut [u8]) -> bool {
-        self.0.read_gpa(gpa, out).is_ok()
+        self.0.read(gpa, out).is_ok()
     }
 }
 
 /// The vCPU's registers as the executor sees them.
-pub(crate) struct Regs<'a, 'b>(pub(crate) &'a mut crate::vcpu::Loaded<'b>);
+pub(crate) struct Regs<'a, 'b>(pub(crate) &'a mut Loaded<'b>);
 
 impl Cpu for Regs<'_, '_> {
     fn reg(&self, n: u8) -> u64 {
@@ -94,16 +95,16 @@ impl Cpu for Regs<'_, '_> {
 
 /// The APIC pages, for one vCPU.
 struct Apics<'a> {
-    domain: &'a Domain,
+    platform: &'a Platform,
     vcpu: u32,
 }
 
 impl Mmio for Apics<'_> {
     fn read(&mut self, gpa: u64, size: u8) -> u64 {
-        crate::vapic::mmio_read(self.domain, self.vcpu, gpa, size)
+        super::vapic::mmio_read(self.platform, self.vcpu, gpa, size)
     }
     fn write(&mut self, gpa: u64, _size: u8, value: u64) {
-        crate::vapic::mmio_write(self.domain, self.vcpu, gpa, value);
+        super::vapic::mmio_write(self.platform, self.vcpu, gpa, value);
     }
 }
 
@@ -119,10 +120,10 @@ pub(crate) struct AtRip {
     pub paging: PagingMode,
 }
 
-/// Fetches the instruction at vCPU `v`'s RIP (for MMIO and string I/O
-/// emulation).
-pub(crate) fn fetch_at_rip(v: &Running<'_>) -> Result<AtRip, WalkError> {
-    let (cr0, cr3, cr4, efer) = v.arch.paging_state();
+/// Fetches the instruction at the RIP of the vCPU `arch` from its domain's
+/// RAM `ram` (for MMIO and string I/O emulation).
+pub(crate) fn fetch_at_rip(arch: &Loaded<'_>, ram: &GuestRam) -> Result<AtRip, WalkError> {
+    let (cr0, cr3, cr4, efer) = arch.paging_state();
     let paging = PagingMode {
         cr0,
         cr3,
@@ -130,8 +131,8 @@ pub(crate) fn fetch_at_rip(v: &Running<'_>) -> Result<AtRip, WalkError> {
         efer,
     };
     let mut bytes = [0u8; 15];
-    let len = fetch(&Phys(v.domain), &paging, v.arch.rip_linear(), &mut bytes)?;
-    let mode = match v.arch.code_bits() {
+    let len = fetch(&Phys(ram), &paging, arch.rip_linear(), &mut bytes)?;
+    let mode = match arch.code_bits() {
         64 => Mode::Long64,
         32 => Mode::Protected32,
         _ => Mode::Real16,
@@ -144,24 +145,27 @@ pub(crate) fn fetch_at_rip(v: &Running<'_>) -> Result<AtRip, WalkError> {
     })
 }
 
-/// Emulates the access of vCPU `v` to device page address `gpa` (an EPT
+/// Emulates the access of vCPU `vcpu` (loaded: `arch`) of the domain with
+/// RAM `ram` and devices `platform` to device page address `gpa` (an EPT
 /// violation on a page [`crate::vcpu::is_device_page`] names).
-pub fn emulate(v: &mut Running<'_>, gpa: u64) -> Result<(), MmioError> {
+pub fn emulate(
+    arch: &mut Loaded<'_>,
+    ram: &GuestRam,
+    platform: &Platform,
+    vcpu: u32,
+    gpa: u64,
+) -> Result<(), MmioError> {
     let AtRip {
         bytes, len, mode, ..
-    } = fetch_at_rip(v).map_err(|error| MmioError::Fetch { gpa, error })?;
+    } = fetch_at_rip(arch, ram).map_err(|error| MmioError::Fetch { gpa, error })?;
     let insn = decode(&bytes[..len], mode).map_err(|error| MmioError::Decode {
         gpa,
         error,
         bytes,
         len,
     })?;
-    let domain = v.domain.clone();
-    let mut dev = Apics {
-        domain: &domain,
-        vcpu: v.index,
-    };
-    let advance = execute(&insn, &mut Regs(&mut v.arch), &mut dev, gpa);
-    v.arch.skip_emulated(advance);
+    let mut dev = Apics { platform, vcpu };
+    let advance = execute(&insn, &mut Regs(arch), &mut dev, gpa);
+    arch.skip_emulated(advance);
     Ok(())
 }

@@ -1,0 +1,656 @@
+//! Guest domains (docs/guests.md): built from Multiboot2 boot modules. A
+//! [`Domain`] is its configuration (from the module's command line), its
+//! memory map ([`GuestRam`]: RAM and stage-2 tables), its platform
+//! ([`Platform`]: devices and console), its lifecycle ([`Lifecycle`]), its
+//! vCPUs' single-shot timers and its exit counters.
+
+use super::lifecycle::Lifecycle;
+use crate::hvm::irq::{IrqSink, VcpuWaker};
+use crate::hvm::memory::{BLOCK, GuestRam, RamError, Remains};
+use crate::hvm::platform::Platform;
+use crate::mm;
+use crate::stats::ExitCounts;
+use crate::vcpu::{ArchVcpu, Loaded, Long64State, StartState};
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use basalt_boot::multiboot2::{BootInfo, Module};
+use basalt_guest::elf;
+use basalt_guest::linux::{self, BzImage, LinuxLayout};
+use basalt_guest::mem::GuestMemory;
+use basalt_guest::spec::{self, ModuleRole};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use log::{error, info};
+use spin::Mutex;
+
+/// A `boot=real` image must end below the legacy hole (docs/guests.md).
+const REAL_MODE_END: u64 = 0x9f000;
+/// The most RAM a domain gets: its memory is one range from guest-physical
+/// 0 and must stay below the device pages near 4 GiB.
+const MAX_GUEST_RAM: u64 = 3 * GIB;
+/// Where a domain's ACPI tables go (the BIOS area, reserved in its e820).
+const ACPI_TABLES: u64 = 0xe0000;
+
+const GIB: u64 = 1 << 30;
+
+pub use super::lifecycle::{EndReason, State};
+
+/// A guest domain.
+pub struct Domain {
+    /// Domain id (1, 2, …; 0 is reserved for a control domain). A domain
+    /// that reboots keeps its id; `generation` tells the two apart.
+    pub id: u32,
+    /// Unique to this incarnation of the domain (never reused, not even by
+    /// a reboot of the same id): a late timer, kick or wake-up that names
+    /// an older generation reaches nothing (docs/scheduler.md).
+    pub generation: u64,
+    /// Its name from `name=`.
+    pub name: String,
+    /// Number of vCPUs (`vcpus=`).
+    pub vcpu_count: u32,
+    /// Physical CPUs its vCPUs may run on (`cpus=`; 0 = any).
+    pub affinity: u64,
+    /// Which start this is (1 at boot, +1 per reboot).
+    pub boot: u32,
+    /// Scheduling weight from `weight=` (the monitor's `sched` may change
+    /// the scheduler's copy).
+    pub weight: u16,
+    /// CPU cap from `cap=`, percent of one CPU (0 = none).
+    pub cap: u16,
+    /// Each vCPU's single-shot timer: system time in ns, 0 = none.
+    pub timers: Vec<AtomicU64>,
+    /// Its memory map: RAM and stage-2 tables.
+    pub ram: GuestRam,
+    /// Its devices and console.
+    pub platform: Platform,
+    /// Running, paused, dying or dead; its exit code.
+    pub life: Lifecycle,
+    /// The 12-byte CPUID hypervisor signature this domain sees.
+    pub signature: [u8; 12],
+    /// TSC offset of every vCPU: the guest's TSC counts from its creation.
+    pub tsc_offset: u64,
+    /// VM exits per reason.
+    pub exits: Arc<ExitCounts>,
+    /// Its boot modules, to start again on reboot.
+    module: Module<'static>,
+    initrds: Vec<Module<'static>>,
+}
+
+impl core::fmt::Debug for Domain {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Domain")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl crate::console::GuestLog for Domain {
+    fn log_id(&self) -> u32 {
+        self.id
+    }
+    fn log_allowed(&self) -> Option<u64> {
+        self.platform.console.out.log_allowed()
+    }
+}
+
+/// A vCPU of a domain: what the CPU that runs it owns.
+pub struct Vcpu {
+    /// Its domain.
+    pub domain: Arc<Domain>,
+    /// Index within the domain.
+    pub index: u32,
+    /// The vendor part.
+    pub arch: ArchVcpu,
+}
+
+impl core::fmt::Debug for Vcpu {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "d{}v{}", self.domain.id, self.index)
+    }
+}
+
+/// A vCPU loaded on this CPU, with what its exit handlers need: its domain,
+/// its index, and the vendor state through the [`Loaded`] guard (dropping
+/// it unloads the vCPU).
+pub struct Running<'a> {
+    /// Its domain.
+    pub domain: &'a Arc<Domain>,
+    /// Index within the domain.
+    pub index: u32,
+    /// The loaded vendor state: registers are read and written only here.
+    pub arch: Loaded<'a>,
+}
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static CREATED: AtomicUsize = AtomicUsize::new(0);
+/// The next domain generation (1, 2, …).
+static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
+/// Domains not yet dead, by id.
+static DOMAINS: Mutex<Vec<Arc<Domain>>> = Mutex::new(Vec::new());
+
+/// A domain that ended, for the final verdict.
+struct Ended {
+    id: u32,
+    name: String,
+    reason: EndReason,
+    code: u32,
+}
+
+static ENDED: Mutex<Vec<Ended>> = Mutex::new(Vec::new());
+
+/// Domains not yet dead.
+pub fn live_count() -> usize {
+    LIVE.load(Ordering::SeqCst)
+}
+
+/// Domains created (at boot and by reboots).
+pub fn created_count() -> usize {
+    CREATED.load(Ordering::SeqCst)
+}
+
+/// The domains not yet dead, by id.
+pub fn all() -> Vec<Arc<Domain>> {
+    DOMAINS.lock().clone()
+}
+
+/// Domain `id`, if not dead.
+pub fn get(id: u32) -> Option<Arc<Domain>> {
+    DOMAINS.lock().iter().find(|d| d.id == id).cloned()
+}
+
+impl Domain {
+    /// vCPU `index`'s single-shot timer (system time in ns, 0 = none).
+    pub fn timer(&self, index: u32) -> &AtomicU64 {
+        static NONE: AtomicU64 = AtomicU64::new(0);
+        self.timers.get(index as usize).unwrap_or(&NONE)
+    }
+
+    /// One of its vCPUs was dropped (its VMCS freed). When it was the last:
+    /// the domain is dead and its memory and EPT are handed back as
+    /// [`Remains`], which the scheduler frees with [`Domain::reclaim`] once
+    /// no CPU can hold a translation of them (docs/scheduler.md, "Domain
+    /// lifecycle").
+    pub fn vcpu_retired(&self) -> Option<(EndReason, Remains)> {
+        let reason = self.life.vcpu_retired()?;
+        Some((reason, self.release(reason)))
+    }
+
+    /// Marks the domain dead and takes its memory and EPT out (no vCPU can
+    /// use them any more; CPUs may still cache their translations).
+    fn release(&self, reason: EndReason) -> Remains {
+        self.life.set_dead(reason);
+        self.platform.console.end_line();
+        DOMAINS.lock().retain(|d| d.generation != self.generation);
+        self.ram.take()
+    }
+
+    /// Frees what [`Domain::vcpu_retired`] handed back. The caller promises
+    /// that every CPU has flushed its EPT-derived translations since the
+    /// domain's last vCPU left (`sched`'s EPT generation protocol). Then
+    /// the end is recorded.
+    pub fn reclaim(&self, remains: Remains, reason: EndReason) {
+        let freed = remains.bytes();
+        remains.free();
+        let code = self.life.exit_code.load(Ordering::SeqCst);
+        info!(
+            "domain d{} ({}) ended: {}{}; {} returned to the pool",
+            self.id,
+            self.name,
+            reason.as_str(),
+            if matches!(reason, EndReason::Crash | EndReason::Destroyed) {
+                String::new()
+            } else {
+                alloc::format!(", exit code {code}")
+            },
+            basalt_boot::memmap::ByteSize(freed)
+        );
+        if reason == EndReason::Reboot {
+            // Still counted as live until `rebuild` replaced it, so a test
+            // run does not end in between.
+            return;
+        }
+        ENDED.lock().push(Ended {
+            id: self.id,
+            name: self.name.clone(),
+            reason,
+            code,
+        });
+        LIVE.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Builds this domain again from its boot modules (after it ended with
+    /// `reboot`): same id, name and settings, fresh memory and vCPUs. Call
+    /// once per reboot.
+    pub fn rebuild(&self) -> Result<(Arc<Domain>, Vec<Vcpu>), String> {
+        // The new domain counts itself (from `build`); this one stops
+        // counting once the new one exists or failed.
+        let built = match spec::parse_module(self.module.cmdline) {
+            Ok(ModuleRole::Kernel(spec)) => build(
+                self.id,
+                &spec,
+                self.module,
+                &self.initrds,
+                self.boot + 1,
+                self.platform.irq.waker(),
+            )
+            .map_err(|e| alloc::format!("{e}")),
+            _ => Err("its module command line no longer parses".into()),
+        };
+        LIVE.fetch_sub(1, Ordering::SeqCst);
+        let built = built.inspect_err(|_| {
+            // A domain that cannot come back counts as crashed.
+            ENDED.lock().push(Ended {
+                id: self.id,
+                name: self.name.clone(),
+                reason: EndReason::Crash,
+                code: 0,
+            });
+        })?;
+        info!(
+            "domain d{} ({}) restarted (boot {}): {} memory, {} vCPU(s)",
+            self.id,
+            self.name,
+            self.boot + 1,
+            basalt_boot::memmap::ByteSize(built.0.ram.size()),
+            built.0.vcpu_count
+        );
+        Ok(built)
+    }
+}
+
+/// Why a boot module did not become a domain.
+#[derive(Debug)]
+enum BuildError {
+    Spec(String),
+    Image(elf::ImageError),
+    Memory(u64),
+    Map(basalt_paging::MapError),
+    Layout(String),
+    Linux(linux::LinuxError),
+    Vcpu(crate::vcpu::GuestError),
+}
+
+impl core::fmt::Display for BuildError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Spec(s) => write!(f, "{s}"),
+            Self::Image(e) => write!(f, "{e}"),
+            Self::Memory(m) => write!(
+                f,
+                "not enough free memory for {} (ask for less with memory=)",
+                basalt_boot::memmap::ByteSize(*m)
+            ),
+            Self::Map(e) => write!(f, "cannot build its EPT: {e}"),
+            Self::Layout(e) => write!(f, "{e}"),
+            Self::Linux(e) => write!(f, "{e}"),
+            Self::Vcpu(e) => write!(f, "cannot create its vCPU: {e}"),
+        }
+    }
+}
+
+/// Builds a domain from each kernel module; returns them with their vCPUs.
+/// Their interrupt controllers wake their vCPUs through `waker`.
+pub fn create_from_modules(
+    info: &BootInfo<'static>,
+    waker: &'static dyn VcpuWaker,
+) -> Vec<(Arc<Domain>, Vec<Vcpu>)> {
+    let mut built = Vec::new();
+    let modules: Vec<Module<'static>> = info.modules.iter().copied().collect();
+    let mut next_id = 1;
+    for (index, module) in modules.iter().enumerate() {
+        let spec = match spec::parse_module(module.cmdline) {
+            Ok(ModuleRole::Kernel(spec)) => spec,
+            Ok(ModuleRole::Initrd { .. }) => continue,
+            Err(e) => {
+                error!("boot module {index} (\"{}\") refused: {e}", module.cmdline);
+                continue;
+            }
+        };
+        let online = crate::arch::x86_64::percpu::online_count().min(64);
+        let online_mask = if online == 64 {
+            u64::MAX
+        } else {
+            (1u64 << online) - 1
+        };
+        if spec.cpus.is_some_and(|m| m & online_mask == 0) {
+            error!(
+                "boot module {index} (domain {}) refused: cpus= names no online CPU (online: 0-{}); \
+                 other domains still start",
+                spec.name,
+                online.saturating_sub(1)
+            );
+            continue;
+        }
+        let initrds: Vec<_> = modules
+            .iter()
+            .filter(|m| matches!(spec::parse_module(m.cmdline), Ok(ModuleRole::Initrd { domain, .. }) if domain == spec.name))
+            .copied()
+            .collect();
+        match build(next_id, &spec, *module, &initrds, 1, waker) {
+            Ok((domain, vcpus)) => {
+                built.push((domain, vcpus));
+                next_id += 1;
+            }
+            Err(e) => error!(
+                "boot module {index} (domain {}) refused: {e}; other domains still start",
+                spec.name
+            ),
+        }
+    }
+    built
+}
+
+fn build(
+    id: u32,
+    spec: &spec::DomainSpec<'_>,
+    module: Module<'static>,
+    initrds: &[Module<'static>],
+    boot: u32,
+    waker: &'static dyn VcpuWaker,
+) -> Result<(Arc<Domain>, Vec<Vcpu>), BuildError> {
+    let memory = spec.memory.next_multiple_of(BLOCK);
+    if memory > MAX_GUEST_RAM {
+        return Err(BuildError::Spec(alloc::format!(
+            "memory={} is more than Basalt can give a guest today: its RAM is one range from \
+             address 0 and must end below the 32-bit device hole (I/O APIC at 0xFEC00000, local \
+             APIC at 0xFEE00000); use memory=3G or less",
+            basalt_boot::memmap::ByteSize(spec.memory)
+        )));
+    }
+    let bytes = mm::phys_slice(module.start, module.len() as usize)
+        .ok_or(BuildError::Spec("module not readable".into()))?;
+    let real = spec.boot == spec::BootProtocol::Real;
+    let linux = linux_plan(spec, bytes, memory, initrds).map_err(BuildError::Linux)?;
+    let image = if real {
+        // A flat real-mode binary at 0x7C00 must fit below the legacy hole.
+        if bytes.is_empty() || 0x7c00 + bytes.len() as u64 > REAL_MODE_END {
+            return Err(BuildError::Spec(alloc::format!(
+                "a boot=real image must be 1 to {} bytes (it is loaded at 0x7C00, below 0x9F000); this one is {}",
+                REAL_MODE_END - 0x7c00,
+                bytes.len()
+            )));
+        }
+        None
+    } else if linux.is_some() {
+        None
+    } else {
+        Some(elf::parse(bytes, memory).map_err(BuildError::Image)?)
+    };
+
+    let ram = GuestRam::allocate(memory, spec.name).map_err(|e| match e {
+        RamError::NoMemory(m) => BuildError::Memory(m),
+        RamError::Map(e) => BuildError::Map(e),
+    })?;
+    let stage2_root = ram.stage2_root();
+    // The guest's TSC starts at 0 now, on every vCPU; its APICs count time
+    // from the same instant.
+    let tsc_zero = crate::arch::x86_64::cpu::rdtsc();
+    let generation = NEXT_GENERATION.fetch_add(1, Ordering::SeqCst);
+    let domain = Arc::new(Domain {
+        id,
+        generation,
+        name: spec.name.into(),
+        ram,
+        platform: Platform::new(
+            id,
+            spec.vcpus,
+            crate::time::ns_at_tsc(tsc_zero),
+            IrqSink::new(id, generation, waker),
+        ),
+        life: Lifecycle::new(),
+        signature: basalt_guest::cpuid::BASALT_SIGNATURE,
+        tsc_offset: 0u64.wrapping_sub(tsc_zero),
+        exits: Arc::new(ExitCounts::default()),
+        vcpu_count: spec.vcpus,
+        affinity: spec.cpus.unwrap_or(0),
+        boot,
+        weight: spec.weight,
+        cap: spec.cap,
+        timers: (0..spec.vcpus).map(|_| AtomicU64::new(0)).collect(),
+        module,
+        initrds: initrds.to_vec(),
+    });
+    // From here on, failures must free what the domain holds.
+    let fail = |domain: &Arc<Domain>, e: BuildError| {
+        domain.discard();
+        e
+    };
+    let mut entry = StartState::RealMode { cs: 0, ip: 0x7c00 };
+    // ACPI tables in the BIOS area, where the usual scan also finds the
+    // RSDP; the e820 map keeps 0x9F000-1 MiB reserved.
+    let rsdp = domain
+        .ram
+        .with_memory(|mem| {
+            basalt_guest::acpi::write_acpi_tables(
+                mem,
+                ACPI_TABLES,
+                &basalt_guest::acpi::AcpiConfig::new(spec.vcpus),
+            )
+        })
+        .map_err(|e| fail(&domain, BuildError::Layout(alloc::format!("{e}"))))?
+        .rsdp;
+    if real {
+        domain
+            .ram
+            .write(0x7c00, bytes)
+            .map_err(|e| fail(&domain, BuildError::Layout(alloc::format!("{e}"))))?;
+    }
+    if let Some(image) = &image {
+        // Errors are handed out of the closure: `fail` frees the RAM, which
+        // the closure holds locked.
+        let loaded = domain
+            .ram
+            .with_memory(|mem| -> Result<StartState, BuildError> {
+                let layout_error =
+                    |e: &dyn core::fmt::Display| BuildError::Layout(alloc::format!("{e}"));
+                elf::load(image, bytes, mem).map_err(BuildError::Image)?;
+                use basalt_guest::start_info as si;
+                let sizes: Vec<u64> = initrds.iter().map(|m| m.len()).collect();
+                let mut boot_modules: Vec<si::BootModule<'_>> = initrds
+                    .iter()
+                    .map(|m| si::BootModule {
+                        gpa: 0,
+                        size: m.len(),
+                        cmdline: match spec::parse_module(m.cmdline) {
+                            Ok(ModuleRole::Initrd { cmdline, .. }) => cmdline,
+                            _ => "",
+                        },
+                    })
+                    .collect();
+                let mut memmap = [si::MemmapEntry::default(); 8];
+                let entries = si::guest_memmap(memory, &mut memmap);
+                let info_size = si::start_info_size(spec.cmdline, &boot_modules, entries);
+                let layout = si::plan_layout(image, memory, &sizes, info_size)
+                    .map_err(|e| layout_error(&e))?;
+                for ((bm, m), region) in boot_modules.iter_mut().zip(initrds).zip(layout.initrds())
+                {
+                    bm.gpa = region.gpa;
+                    let data = mm::phys_slice(m.start, m.len() as usize).unwrap_or_default();
+                    mem.write(region.gpa, data).map_err(|e| layout_error(&e))?;
+                }
+                let plan = si::write_start_info(
+                    mem,
+                    layout.start_info,
+                    spec.cmdline,
+                    &boot_modules,
+                    &memmap[..entries],
+                    rsdp,
+                )
+                .map_err(|e| layout_error(&e))?;
+                Ok(StartState::Pvh {
+                    rip: u64::from(image.entry),
+                    start_info: plan.start_info_gpa,
+                })
+            });
+        entry = loaded.map_err(|e| fail(&domain, e))?;
+    }
+    if let Some((kernel, layout)) = &linux {
+        entry = load_linux(&domain, spec, bytes, kernel, layout, initrds, rsdp)
+            .map_err(|e| fail(&domain, BuildError::Linux(e)))?;
+    }
+    if let Err(e) = crate::arch::x86_64::hvm::available() {
+        return Err(fail(&domain, BuildError::Spec(alloc::format!("{e}"))));
+    }
+    let mut vcpus = Vec::new();
+    for index in 0..spec.vcpus {
+        let made = ArchVcpu::new(
+            stage2_root,
+            entry,
+            crate::vcpu::CpuidContext {
+                signature: domain.signature,
+                apic_id: index,
+                tsc_hz: crate::time::tsc_hz(),
+            },
+            domain.tsc_offset,
+            domain.exits.clone(),
+        );
+        match made {
+            Ok(arch) => {
+                vcpus.push(Vcpu {
+                    domain: domain.clone(),
+                    index,
+                    arch,
+                });
+            }
+            Err(e) => {
+                drop(vcpus);
+                return Err(fail(&domain, BuildError::Vcpu(e)));
+            }
+        }
+    }
+    domain.life.vcpus_created(spec.vcpus);
+    LIVE.fetch_add(1, Ordering::SeqCst);
+    CREATED.fetch_add(1, Ordering::SeqCst);
+    DOMAINS.lock().push(domain.clone());
+    let entry = entry.entry_point();
+    info!(
+        "domain d{id} ({}) created: {} memory, {} vCPU(s), entry {entry:#x}",
+        spec.name,
+        basalt_boot::memmap::ByteSize(domain.ram.size()),
+        spec.vcpus,
+    );
+    Ok((domain, vcpus))
+}
+
+/// The bzImage and its layout when the module boots through the Linux boot
+/// protocol (`boot=linux`, or no `boot=` and the image is a bzImage),
+/// checked before the domain's memory is taken; `None` for other images.
+fn linux_plan(
+    spec: &spec::DomainSpec<'_>,
+    bytes: &[u8],
+    memory: u64,
+    initrds: &[Module<'static>],
+) -> Result<Option<(BzImage, LinuxLayout)>, linux::LinuxError> {
+    match spec.boot {
+        spec::BootProtocol::Linux => {}
+        spec::BootProtocol::Auto if linux::is_bzimage(bytes) => {}
+        _ => return Ok(None),
+    }
+    let kernel = linux::parse_bzimage(bytes)?;
+    let initrd_size = linux::concatenated_initrd_size(initrds.iter().map(|m| m.len()));
+    let layout = linux::plan_layout(&kernel, memory, spec.cmdline.len() as u64, initrd_size)?;
+    Ok(Some((kernel, layout)))
+}
+
+/// Loads a bzImage as `layout` says (docs/guests.md, "Booting Linux"):
+/// the protected-mode kernel, `boot_params` with the command line, the
+/// initrds (concatenated), the e820 map of a PVH guest and the ACPI RSDP,
+/// identity page tables and the boot GDT; vCPU 0 starts at `startup_64`.
+fn load_linux(
+    domain: &Domain,
+    spec: &spec::DomainSpec<'_>,
+    bytes: &[u8],
+    kernel: &BzImage,
+    layout: &LinuxLayout,
+    initrds: &[Module<'static>],
+    rsdp: u64,
+) -> Result<StartState, linux::LinuxError> {
+    use basalt_guest::start_info as si;
+    let mut e820 = [si::MemmapEntry::default(); 8];
+    let entries = si::guest_memmap(domain.ram.size(), &mut e820);
+    let state = domain.ram.with_memory(|mem| {
+        let state = linux::load(
+            mem,
+            bytes,
+            kernel,
+            layout,
+            spec.cmdline,
+            &e820[..entries],
+            rsdp,
+        )?;
+        let mut at = layout.initrd_gpa;
+        for m in initrds {
+            let data = mm::phys_slice(m.start, m.len() as usize).unwrap_or_default();
+            mem.write(at, data)?;
+            at += m.len().next_multiple_of(linux::INITRD_PIECE_ALIGN);
+        }
+        Ok::<_, linux::LinuxError>(state)
+    })?;
+    info!(
+        "domain {}: Linux bzImage (boot protocol {}.{:02}), kernel at {:#x} (init_size {:#x}), \
+         boot_params at {:#x}, initrd {:#x}+{:#x}",
+        spec.name,
+        kernel.version >> 8,
+        kernel.version & 0xff,
+        layout.load_address,
+        kernel.init_size,
+        layout.boot_params,
+        layout.initrd_gpa,
+        layout.initrd_size,
+    );
+    Ok(StartState::Long64(Long64State {
+        rip: state.rip,
+        rsi: state.rsi,
+        rflags: state.rflags,
+        cr0: state.cr0,
+        cr3: state.cr3,
+        cr4: state.cr4,
+        efer: state.efer,
+        gdt_base: state.gdt_base,
+        gdt_limit: state.gdt_limit,
+        ..Long64State::default()
+    }))
+}
+
+impl Domain {
+    /// Frees the memory and EPT of a domain whose build failed (it never
+    /// ran; nothing is recorded).
+    fn discard(&self) {
+        self.life.set_dead(EndReason::Crash);
+        self.ram.take().free();
+    }
+}
+
+/// How the domains ended, for the final verdict: `(all clean, summary)`.
+pub fn outcome() -> (bool, String) {
+    let mut ended = ENDED.lock();
+    ended.sort_by_key(|e| e.id);
+    let mut clean = true;
+    let mut summary = String::new();
+    for Ended {
+        id,
+        name,
+        reason,
+        code,
+    } in ended.iter()
+    {
+        let text = match reason {
+            EndReason::Crash => {
+                clean = false;
+                alloc::format!("d{id} ({name}) crashed")
+            }
+            EndReason::Destroyed => alloc::format!("d{id} ({name}) destroyed"),
+            _ if *code != 0 => {
+                clean = false;
+                alloc::format!("d{id} ({name}) exit code {code}")
+            }
+            _ => alloc::format!("d{id} ({name}) exit code 0"),
+        };
+        if !summary.is_empty() {
+            summary.push_str(", ");
+        }
+        summary.push_str(&text);
+    }
+    (clean, summary)
+}

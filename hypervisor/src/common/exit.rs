@@ -1,0 +1,204 @@
+//! Exit dispatch (docs/architecture.md, "Layers"): what each neutral
+//! [`VcpuExit`] of a running vCPU does. Port I/O goes to the domain's
+//! platform (`hvm::vdev`), string I/O and device-page accesses to the
+//! emulators (`hvm::strio`, `hvm::mmio`), platform MSRs to its APICs
+//! (`hvm::vapic`), VMCALL to [`hypercall`]; the answer ([`Next`]) tells the
+//! scheduler's run loop what to do with the vCPU. What a handler asks of the
+//! scheduler (ending the domain, the `VCPUOP`s) goes through [`SchedOps`],
+//! a parameter the scheduler passes in: this module does not name it.
+
+use super::domain::{EndReason, Running};
+use super::hypercall::{self, After, SchedOps};
+use crate::hvm::vdev::IoEffect;
+use crate::hvm::{mmio, strio, vapic, vdev};
+use crate::vcpu::{Event, VcpuExit, gpr};
+use core::fmt::Write as _;
+
+/// What the run loop does after an exit.
+pub enum Next {
+    /// Run the same vCPU again.
+    Continue,
+    /// An interrupt arrived (timer, tickle, console): look around.
+    Interrupted,
+    /// The slice ended.
+    Preempted,
+    /// The guest yielded.
+    Yield,
+    /// The guest blocked.
+    Block,
+    /// The vCPU went down.
+    Down,
+    /// The domain ended.
+    Ended,
+}
+
+pub fn handle(v: &mut Running<'_>, exit: VcpuExit, ops: &impl SchedOps) -> Next {
+    match exit {
+        VcpuExit::Hypercall => match hypercall::dispatch(v, ops) {
+            After::Continue => Next::Continue,
+            After::Yield => Next::Yield,
+            After::Block => Next::Block,
+            After::Down => Next::Down,
+            After::Again(wait) => {
+                if wait {
+                    Next::Yield
+                } else {
+                    Next::Continue
+                }
+            }
+            After::Ended(reason) => {
+                let domain = v.domain.clone();
+                ops.end_domain(&domain, reason);
+                Next::Ended
+            }
+        },
+        VcpuExit::IoOut { port, size, value } => {
+            log::trace!("d{}: out{size} {port:#x} <- {value:#x}", v.domain.id);
+            let effect = vdev::io_out(&v.domain.platform, port, size, value);
+            if effect == IoEffect::Retry {
+                // The console is full: the OUT runs again after a yield.
+                return Next::Yield;
+            }
+            v.arch.skip_instruction();
+            io_effect(v, effect, ops)
+        }
+        VcpuExit::StringIo {
+            port,
+            size,
+            is_in,
+            rep,
+        } => {
+            // Held as for MMIO below (the work per exit as before the split).
+            let domain = v.domain.clone();
+            match strio::emulate(
+                &mut v.arch,
+                &domain.ram,
+                &domain.platform,
+                port,
+                size,
+                is_in,
+                rep,
+            ) {
+                Ok(effect) => io_effect(v, effect, ops),
+                Err(e) => {
+                    let detail = alloc::format!("{e}");
+                    crash(v, &detail, ops);
+                    Next::Ended
+                }
+            }
+        }
+        VcpuExit::IoIn { port, size } => {
+            log::trace!("d{}: in{size} {port:#x}", v.domain.id);
+            let value = vdev::io_in(&v.domain.platform, port, size);
+            let mask = u64::from(vdev::size_mask(size));
+            // IN of 8 or 16 bits keeps the rest of RAX; of 32 bits zeroes
+            // the upper half.
+            let rax = v.arch.reg(gpr::RAX);
+            let rax = if size == 4 {
+                u64::from(value)
+            } else {
+                (rax & !mask) | (u64::from(value) & mask)
+            };
+            v.arch.set_reg(gpr::RAX, rax);
+            v.arch.skip_instruction();
+            Next::Continue
+        }
+        VcpuExit::Mmio { gpa } => {
+            // The domain is held by a reference of its own for the
+            // emulation, as before the split: the emulators only borrow the
+            // RAM and the platform, but the work per exit on this path is
+            // kept as it was (bochs-guest-apic's periodic timer, whose
+            // EOIs are MMIO writes, is sensitive to it: docs/vmx.md).
+            let domain = v.domain.clone();
+            if let Err(e) = mmio::emulate(&mut v.arch, &domain.ram, &domain.platform, v.index, gpa)
+            {
+                let detail = alloc::format!("{e}");
+                crash(v, &detail, ops);
+                return Next::Ended;
+            }
+            Next::Continue
+        }
+        VcpuExit::RdMsr { msr } => {
+            match vapic::rdmsr(&v.domain.platform, v.index, msr) {
+                Some(value) => {
+                    v.arch.set_reg(gpr::RAX, value & 0xffff_ffff);
+                    v.arch.set_reg(gpr::RDX, value >> 32);
+                    v.arch.skip_instruction();
+                }
+                None => inject_gp(v),
+            }
+            Next::Continue
+        }
+        VcpuExit::WrMsr { msr, value } => {
+            if vapic::wrmsr(&v.domain.platform, v.index, msr, value) {
+                v.arch.skip_instruction();
+            } else {
+                inject_gp(v);
+            }
+            Next::Continue
+        }
+        VcpuExit::Halt => Next::Block,
+        VcpuExit::Preempted => Next::Preempted,
+        VcpuExit::Interrupted => Next::Interrupted,
+        // The pending interrupt is injected before the next entry.
+        VcpuExit::InterruptWindow => Next::Continue,
+        VcpuExit::Error(e) => {
+            let detail = alloc::format!("{e}");
+            crash(v, &detail, ops);
+            Next::Ended
+        }
+    }
+}
+
+/// Carries out what a port write asked for: an ACPI soft off or reset ends
+/// the domain; a full console (the domain that has it) makes the vCPU yield
+/// and run the instruction again.
+fn io_effect(v: &Running<'_>, effect: IoEffect, ops: &impl SchedOps) -> Next {
+    let reason = match effect {
+        IoEffect::None => return Next::Continue,
+        // The console of the domain that has it is full: the instruction
+        // runs again after a yield.
+        IoEffect::Retry => return Next::Yield,
+        IoEffect::PowerOff => EndReason::Poweroff,
+        IoEffect::Reset => EndReason::Reboot,
+    };
+    log::info!(
+        "d{}: ACPI {}",
+        v.domain.id,
+        if reason == EndReason::Poweroff {
+            "soft off (S5)"
+        } else {
+            "reset register"
+        }
+    );
+    let domain = v.domain.clone();
+    ops.end_domain(&domain, reason);
+    Next::Ended
+}
+
+/// Injects #GP(0) (an MSR access the platform refuses).
+fn inject_gp(v: &mut Running<'_>) {
+    v.arch.inject(Event::Exception {
+        vector: 13,
+        error_code: Some(0),
+    });
+}
+
+/// Ends the running vCPU's domain for a guest error, with a diagnostic line
+/// and the vendor's view of the vCPU (VT-x: the VMCS).
+pub fn crash(v: &Running<'_>, reason: &str, ops: &impl SchedOps) {
+    let d = v.domain.clone();
+    // One unit: no other domain's line comes between the lines of the dump.
+    let mut out = crate::console::Report::new();
+    let _ = writeln!(
+        out,
+        "domain d{} ({}) vCPU{}: {reason} at RIP {:#x}; the domain is stopped",
+        d.id,
+        d.name,
+        v.index,
+        v.arch.rip()
+    );
+    v.arch.dump(&mut out);
+    out.emit();
+    ops.end_domain(&d, EndReason::Crash);
+}

@@ -1,0 +1,261 @@
+//! A domain's memory map (docs/memory.md, "Guest memory"): its RAM, one
+//! range from guest-physical 0, taken from Basalt's frame pool in 1 GiB or
+//! 2 MiB allocations and zeroed; the stage-2 tables (EPT) that map it; and
+//! access to it by guest-physical address (for loaders, hypercall
+//! arguments and emulation).
+//!
+//! Guest memory comes in 1 GiB allocations where a whole 1 GiB of the
+//! domain is aligned and the CPU has 1 GiB stage-2 pages, in 2 MiB blocks
+//! (order 9) otherwise; `blocks` lists it in 2 MiB steps either way, and the
+//! stage-2 tables map each contiguous run with the largest pages alignment
+//! allows.
+
+use crate::arch::x86_64::hvm as vendor;
+use crate::mm;
+use alloc::vec::Vec;
+use basalt_frames::Owner;
+use basalt_guest::mem::{GuestMemory, MemoryError};
+use spin::Mutex;
+
+const GIB: u64 = 1 << 30;
+const GIB_ORDER: u32 = 18;
+/// The unit of a domain's memory (2 MiB).
+pub const BLOCK: u64 = 2 << 20;
+const BLOCK_ORDER: u32 = 9;
+
+/// Why a domain's RAM could not be set up.
+#[derive(Debug)]
+pub enum RamError {
+    /// The frame pool has not this much free memory.
+    NoMemory(u64),
+    /// The stage-2 tables could not be built.
+    Map(basalt_paging::MapError),
+}
+
+/// A domain's RAM and its stage-2 tables.
+pub struct GuestRam {
+    /// Bytes of RAM (a whole number of 2 MiB blocks).
+    size: u64,
+    /// Host-physical address of each 2 MiB block, in guest-physical order.
+    blocks: Mutex<Vec<u64>>,
+    /// The allocations behind `blocks`: (physical address, order).
+    allocations: Mutex<Vec<(u64, u32)>>,
+    stage2: Mutex<Option<mm::Stage2>>,
+    /// The root of `stage2` (what a vCPU's EPTP or nCR3 names).
+    stage2_root: u64,
+}
+
+impl core::fmt::Debug for GuestRam {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("GuestRam")
+            .field("size", &self.size)
+            .finish()
+    }
+}
+
+impl GuestRam {
+    /// Takes `size` bytes (a multiple of [`BLOCK`]) from the frame pool,
+    /// zeroed, and maps them from guest-physical 0. `name` is the domain's,
+    /// for the log.
+    pub fn allocate(size: u64, name: &str) -> Result<Self, RamError> {
+        let use_1g = vendor::stage2_supports_1g();
+        let mut blocks = Vec::new();
+        let mut allocations: Vec<(u64, u32)> = Vec::new();
+        let mut gpa = 0;
+        while gpa < size {
+            let whole_gib = use_1g && gpa % GIB == 0 && size - gpa >= GIB;
+            let got = whole_gib
+                .then(|| mm::alloc_frames(GIB_ORDER, Owner::Domain).map(|p| (p, GIB_ORDER, GIB)))
+                .flatten()
+                .or_else(|| {
+                    mm::alloc_frames(BLOCK_ORDER, Owner::Domain).map(|p| (p, BLOCK_ORDER, BLOCK))
+                });
+            let Some((phys, order, step)) = got else {
+                for (p, o) in allocations {
+                    mm::free_frames(p, o, Owner::Domain);
+                }
+                return Err(RamError::NoMemory(size));
+            };
+            mm::zero_phys(phys, step);
+            if order == GIB_ORDER {
+                log::debug!(
+                    "domain {name}: guest-physical {gpa:#x} is a 1 GiB EPT page at {phys:#x}"
+                );
+            }
+            allocations.push((phys, order));
+            blocks.extend((0..step / BLOCK).map(|k| phys + k * BLOCK));
+            gpa += step;
+        }
+        let stage2 = match mm::build_stage2(&blocks, use_1g, vendor::stage2_is_npt()) {
+            Ok(ept) => ept,
+            Err(e) => {
+                for (p, o) in allocations {
+                    mm::free_frames(p, o, Owner::Domain);
+                }
+                return Err(RamError::Map(e));
+            }
+        };
+        Ok(Self {
+            size,
+            stage2_root: stage2.root(),
+            blocks: Mutex::new(blocks),
+            allocations: Mutex::new(allocations),
+            stage2: Mutex::new(Some(stage2)),
+        })
+    }
+
+    /// Bytes of RAM.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The root of the stage-2 tables.
+    pub fn stage2_root(&self) -> u64 {
+        self.stage2_root
+    }
+
+    /// Reads guest-physical memory.
+    pub fn read(&self, gpa: u64, out: &mut [u8]) -> Result<(), MemoryError> {
+        let blocks = self.blocks.lock();
+        View {
+            blocks: &blocks,
+            size: self.size,
+        }
+        .read(gpa, out)
+    }
+
+    /// Writes guest-physical memory.
+    pub fn write(&self, gpa: u64, bytes: &[u8]) -> Result<(), MemoryError> {
+        let blocks = self.blocks.lock();
+        View {
+            blocks: &blocks,
+            size: self.size,
+        }
+        .write(gpa, bytes)
+    }
+
+    /// Runs `f` with the RAM as a [`GuestMemory`] (for the image loaders).
+    pub fn with_memory<R>(&self, f: impl FnOnce(&mut View<'_>) -> R) -> R {
+        let blocks = self.blocks.lock();
+        f(&mut View {
+            blocks: &blocks,
+            size: self.size,
+        })
+    }
+
+    /// Takes the RAM and the stage-2 tables out (no vCPU can use them any
+    /// more; CPUs may still cache their translations): they are freed by
+    /// [`Remains::free`].
+    pub fn take(&self) -> Remains {
+        let bytes = self.blocks.lock().drain(..).count() as u64 * BLOCK;
+        Remains {
+            stage2: self.stage2.lock().take(),
+            allocations: core::mem::take(&mut *self.allocations.lock()),
+            bytes,
+        }
+    }
+}
+
+/// The RAM and stage-2 tables of a dead domain, waiting until no CPU can
+/// cache a translation into them.
+pub struct Remains {
+    stage2: Option<mm::Stage2>,
+    allocations: Vec<(u64, u32)>,
+    bytes: u64,
+}
+
+impl core::fmt::Debug for Remains {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Remains")
+            .field("bytes", &self.bytes)
+            .finish()
+    }
+}
+
+impl Remains {
+    /// Bytes of RAM.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Returns the tables and the RAM to the pool. The caller promises that
+    /// no CPU holds a translation into them (every CPU flushed since the
+    /// domain's last vCPU left, or the domain never ran).
+    pub fn free(self) {
+        if let Some(stage2) = self.stage2 {
+            vendor::flush_stage2_all();
+            mm::destroy_stage2(stage2);
+        }
+        for (phys, order) in self.allocations {
+            mm::free_frames(phys, order, Owner::Domain);
+        }
+    }
+}
+
+/// The RAM as a [`GuestMemory`], its block list locked.
+pub struct View<'a> {
+    blocks: &'a [u64],
+    size: u64,
+}
+
+impl View<'_> {
+    fn host_ptr(&self, gpa: u64) -> Option<*mut u8> {
+        let block = self.blocks.get((gpa / BLOCK) as usize)?;
+        Some((mm::DIRECT_MAP_BASE + block + gpa % BLOCK) as *mut u8)
+    }
+
+    /// Calls `f` on each host-contiguous piece of `[gpa, gpa + len)`.
+    fn pieces(
+        &self,
+        gpa: u64,
+        len: u64,
+        mut f: impl FnMut(*mut u8, usize, usize),
+    ) -> Result<(), MemoryError> {
+        basalt_guest::mem::check_range(self.size, gpa, len)?;
+        let mut done = 0u64;
+        while done < len {
+            let at = gpa + done;
+            let room = BLOCK - at % BLOCK;
+            let n = room.min(len - done);
+            let p = self.host_ptr(at).ok_or(MemoryError::OutOfRange {
+                gpa: at,
+                len: n,
+                size: self.size,
+            })?;
+            f(p, done as usize, n as usize);
+            done += n;
+        }
+        Ok(())
+    }
+}
+
+impl GuestMemory for View<'_> {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn write(&mut self, gpa: u64, bytes: &[u8]) -> Result<(), MemoryError> {
+        self.pieces(gpa, bytes.len() as u64, |p, off, n| {
+            // SAFETY: `p` points into a 2 MiB block owned by this domain,
+            // direct-mapped, with `n` bytes left in the block.
+            unsafe { core::ptr::copy_nonoverlapping(bytes[off..].as_ptr(), p, n) }
+        })
+    }
+
+    fn fill(&mut self, gpa: u64, len: u64, byte: u8) -> Result<(), MemoryError> {
+        self.pieces(gpa, len, |p, _, n| {
+            // SAFETY: as in `write`.
+            unsafe { core::ptr::write_bytes(p, byte, n) }
+        })
+    }
+
+    fn read(&self, gpa: u64, out: &mut [u8]) -> Result<(), MemoryError> {
+        let len = out.len() as u64;
+        let base = out.as_mut_ptr();
+        self.pieces(gpa, len, |p, off, n| {
+            let dst = base.wrapping_add(off);
+            // SAFETY: as in `write`; `out` has room for `off + n` bytes.
+            unsafe { core::ptr::copy_nonoverlapping(p, dst, n) }
+        })
+    }
+}
