@@ -24,6 +24,19 @@ static STOPPED: AtomicU32 = AtomicU32::new(0);
 static STOPPED_IN_GUEST: AtomicU32 = AtomicU32::new(0);
 /// NMIs taken by a VM exit that were not Basalt's stop (all CPUs).
 static HOST_NMIS: AtomicU64 = AtomicU64::new(0);
+/// Per CPU: inside a guest's VMRUN (SVM takes the NMIs and interrupts that
+/// end a guest through the IDT, at STGI, so the stop NMI's handler asks).
+static IN_GUEST: [AtomicBool; percpu::MAX_CPUS] =
+    [const { AtomicBool::new(false) }; percpu::MAX_CPUS];
+
+/// Marks CPU `cpu` as running a guest until the next `in_guest(cpu,
+/// false)`: a stop NMI taken in between counts as stopping it in a guest.
+#[inline(always)]
+pub fn in_guest(cpu: usize, running: bool) {
+    if let Some(flag) = IN_GUEST.get(cpu) {
+        flag.store(running, Ordering::Relaxed);
+    }
+}
 /// Whether the local APICs are up (IPIs and EOIs possible).
 static APIC_READY: AtomicBool = AtomicBool::new(false);
 
@@ -46,7 +59,15 @@ pub fn spurious_count() -> u64 {
 extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     let v = frame.vector as u8;
     match v {
-        vector::NMI if STOPPING.load(Ordering::SeqCst) => stop_here(),
+        vector::NMI if STOPPING.load(Ordering::SeqCst) => {
+            if IN_GUEST
+                .get(percpu::index())
+                .is_some_and(|f| f.load(Ordering::Relaxed))
+            {
+                STOPPED_IN_GUEST.fetch_add(1, Ordering::SeqCst);
+            }
+            stop_here()
+        }
         // Not Basalt's stop (a watchdog, a server's NMI button): counted
         // only, since the interrupted code may hold the console's lock.
         vector::NMI => {

@@ -183,6 +183,9 @@ pub struct SvmVcpu {
     /// last VMRUN (the processor clears it).
     last_exit: u64,
     last_inj: u64,
+    /// Intercepted instructions in a row whose bytes did not decode as the
+    /// instruction the exit named (run again each time).
+    undecoded: u32,
 }
 
 impl Drop for SvmVcpu {
@@ -246,6 +249,7 @@ impl SvmVcpu {
             next_rip: 0,
             last_exit: 0,
             last_inj: 0,
+            undecoded: 0,
         };
         this.init_maps();
         this.init_controls(npt_root, tsc_offset);
@@ -528,11 +532,13 @@ impl SvmVcpu {
                 v.write(control::EXITINTINFO, 0);
                 self.last_inj = v.read(control::EVENTINJ);
             }
+            crate::fault::in_guest(self.cpu, true);
             // SAFETY: this CPU is in SVM operation with its host-save VMCB at
             // `host_save_pa` (set by `load` on this CPU); the VMCB, its maps
             // and the NPT are this vCPU's and map only its domain's memory;
             // VMRUN, INTR and NMI are intercepted.
             unsafe { super::svm_run_raw(self.vmcb, self.host_save_pa, &mut self.regs) };
+            crate::fault::in_guest(self.cpu, false);
             let mut v = vmcb(self.vmcb);
             self.regs.rax = v.read(save::RAX);
             v.write(control::TLB_CONTROL, u64::from(TLB_NO_FLUSH));
@@ -543,7 +549,44 @@ impl SvmVcpu {
             if let Some(exit) = self.handle_exit() {
                 return exit;
             }
+            if self.undecoded >= 3 {
+                return VcpuExit::Error(self.undecodable());
+            }
         }
+    }
+
+    /// The same intercepted instruction failed to decode three times in a
+    /// row: its bytes are not what the exit named, or Basalt's decoder does
+    /// not know that form (without NRIPS nothing else gives its length).
+    /// The domain stops, with the bytes in the log.
+    #[cold]
+    #[inline(never)]
+    fn undecodable(&mut self) -> GuestError {
+        self.undecoded = 0;
+        let v = vmcb(self.vmcb);
+        let mut bytes = [0u8; insn::MAX_LENGTH];
+        let paging = PagingMode {
+            cr0: v.read(save::CR0),
+            cr3: v.read(save::CR3),
+            cr4: v.read(save::CR4),
+            efer: v.read(save::EFER),
+        };
+        let n = basalt_x86emul::fetch(
+            &NptPhys(v.read(control::N_CR3)),
+            &paging,
+            self.rip_linear(),
+            &mut bytes,
+        )
+        .unwrap_or(0);
+        log::warn!(
+            "svm: exit {:#x} at RIP {:#x}: the instruction there ({:02x?}) is not one the exit names, or a form Basalt cannot length without NRIPS",
+            v.read(control::EXITCODE),
+            v.read(save::RIP),
+            &bytes[..n]
+        );
+        GuestError::Unsupported(
+            "an intercepted instruction whose length Basalt cannot find without NRIPS",
+        )
     }
 
     /// XSETBV runs without an exit on processors that do not intercept it
@@ -693,13 +736,13 @@ impl SvmVcpu {
             }
             ExitCode::Invd | ExitCode::Wbinvd => {
                 // The guest's memory is write-back and coherent; the host's
-                // caches are not the guest's business.
-                let insn = if code == ExitCode::Invd {
-                    Insn::Invd
-                } else {
-                    Insn::Wbinvd
-                };
-                self.skip(insn);
+                // caches are not the guest's business. (QEMU's TCG reports
+                // INVD with WBINVD's exit code: either instruction is taken.)
+                if self.skip(Insn::Wbinvd) {
+                    self.undecoded = 0;
+                } else if self.skip(Insn::Invd) {
+                    self.undecoded = 0;
+                }
                 None
             }
             ExitCode::Vmrun
@@ -747,6 +790,7 @@ impl SvmVcpu {
                     fetch: npf.fetch,
                 }))
             }
+            ExitCode::Invalid if self.tcg_cr3_fault() => None,
             ExitCode::Invalid => Some(VcpuExit::Error(backend_error(
                 "VMRUN refused the guest state",
                 None,
@@ -758,6 +802,32 @@ impl SvmVcpu {
                 basalt_svm::exit::counter_name(basalt_svm::exit::counter(raw)),
             ))),
         }
+    }
+
+    /// QEMU's TCG ends the guest with VMEXIT_INVALID, instead of raising
+    /// #GP in it, when a guest's MOV to CR3 sets reserved bits (its
+    /// `helper_write_crN`). The processor's answer is #GP(0): when the
+    /// instruction at RIP is a MOV to CR3 that the guest CPU model refuses,
+    /// that is injected and the guest goes on.
+    #[cold]
+    fn tcg_cr3_fault(&mut self) -> bool {
+        let Some(d) = self.decode_at_rip() else {
+            return false;
+        };
+        let Insn::MovToCr { cr: 3, gpr } = d.insn else {
+            return false;
+        };
+        let value = self.reg(gpr);
+        if self
+            .guest_cpu
+            .cr
+            .mov_to_cr3(&self.cr_state(), value)
+            .is_ok()
+        {
+            return false;
+        }
+        self.inject_exception(13, Some(0));
+        true
     }
 
     /// A hypercall instruction at RIP: handed up with its next RIP known,
@@ -857,6 +927,7 @@ impl SvmVcpu {
     /// again.
     fn cr_write(&mut self) {
         let Some(d) = self.decode_at_rip() else {
+            self.undecoded += 1;
             return;
         };
         let state = self.cr_state();
@@ -883,6 +954,7 @@ impl SvmVcpu {
                 return;
             }
             Insn::MovToCr { cr: 8, gpr } => {
+                self.undecoded = 0;
                 match basalt_cpu::cr::CrModel::mov_to_cr8(self.reg(gpr)) {
                     Ok(tpr) => {
                         let mut v = vmcb(self.vmcb);
@@ -894,8 +966,12 @@ impl SvmVcpu {
                 }
                 return;
             }
-            _ => return,
+            _ => {
+                self.undecoded += 1;
+                return;
+            }
         };
+        self.undecoded = 0;
         match result {
             Ok(cr0) => {
                 let mut v = vmcb(self.vmcb);
@@ -963,7 +1039,7 @@ impl SvmVcpu {
     /// where the processor saves it, else from the instruction's bytes.
     /// `None` when the bytes are not that instruction (the guest changed
     /// them since): the guest then runs it again.
-    fn next_rip_of(&self, expected: Insn) -> Option<u64> {
+    fn next_rip_of(&mut self, expected: Insn) -> Option<u64> {
         let v = vmcb(self.vmcb);
         if self.caps.features.contains(SvmFeatures::NRIPS) {
             let next = v.read(control::NEXT_RIP);
@@ -971,8 +1047,16 @@ impl SvmVcpu {
                 return Some(next);
             }
         }
-        let d = self.decode_at_rip()?;
-        (d.insn == expected).then(|| v.read(save::RIP).wrapping_add(u64::from(d.len)))
+        match self.decode_at_rip() {
+            Some(d) if d.insn == expected => {
+                self.undecoded = 0;
+                Some(v.read(save::RIP).wrapping_add(u64::from(d.len)))
+            }
+            _ => {
+                self.undecoded += 1;
+                None
+            }
+        }
     }
 
     /// Moves RIP past the intercepted instruction `expected`; false (and
