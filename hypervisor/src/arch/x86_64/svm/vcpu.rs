@@ -738,9 +738,7 @@ impl SvmVcpu {
                 // The guest's memory is write-back and coherent; the host's
                 // caches are not the guest's business. (QEMU's TCG reports
                 // INVD with WBINVD's exit code: either instruction is taken.)
-                if self.skip(Insn::Wbinvd) {
-                    self.undecoded = 0;
-                } else if self.skip(Insn::Invd) {
+                if self.skip(Insn::Wbinvd) || self.skip(Insn::Invd) {
                     self.undecoded = 0;
                 }
                 None
