@@ -180,6 +180,36 @@ pub enum VcpuExit {
     Error(GuestError),
 }
 
+impl VcpuExit {
+    /// The exit of a port access, whichever backend decoded it: INS/OUTS go
+    /// to the string I/O emulator, IN waits for its value, OUT carries the
+    /// low `size` bytes of `rax`.
+    #[inline(always)]
+    pub fn port_io(port: u16, size: u8, is_in: bool, string: bool, rep: bool, rax: u64) -> Self {
+        if string {
+            return Self::StringIo {
+                port,
+                size,
+                is_in,
+                rep,
+            };
+        }
+        if is_in {
+            return Self::IoIn { port, size };
+        }
+        let mask = match size {
+            1 => 0xff,
+            2 => 0xffff,
+            _ => 0xffff_ffff,
+        };
+        Self::IoOut {
+            port,
+            size,
+            value: (rax & mask) as u32,
+        }
+    }
+}
+
 /// What ends a domain (each with a diagnostic).
 #[derive(Debug, Clone)]
 pub enum GuestError {

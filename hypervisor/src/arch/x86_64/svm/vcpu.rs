@@ -564,20 +564,7 @@ impl SvmVcpu {
     fn undecodable(&mut self) -> GuestError {
         self.undecoded = 0;
         let v = vmcb(self.vmcb);
-        let mut bytes = [0u8; insn::MAX_LENGTH];
-        let paging = PagingMode {
-            cr0: v.read(save::CR0),
-            cr3: v.read(save::CR3),
-            cr4: v.read(save::CR4),
-            efer: v.read(save::EFER),
-        };
-        let n = basalt_x86emul::fetch(
-            &NptPhys(v.read(control::N_CR3)),
-            &paging,
-            self.rip_linear(),
-            &mut bytes,
-        )
-        .unwrap_or(0);
+        let (bytes, n) = self.fetch_at_rip().unwrap_or(([0; insn::MAX_LENGTH], 0));
         log::warn!(
             "svm: exit {:#x} at RIP {:#x}: the instruction there ({:02x?}) is not one the exit names, or a form Basalt cannot length without NRIPS",
             v.read(control::EXITCODE),
@@ -678,31 +665,14 @@ impl SvmVcpu {
                         "an I/O access of undefined size",
                     )));
                 };
-                if io.string {
-                    return Some(VcpuExit::StringIo {
-                        port: io.port,
-                        size: io.size,
-                        is_in: io.is_in,
-                        rep: io.rep,
-                    });
-                }
-                if io.is_in {
-                    Some(VcpuExit::IoIn {
-                        port: io.port,
-                        size: io.size,
-                    })
-                } else {
-                    let mask = match io.size {
-                        1 => 0xff,
-                        2 => 0xffff,
-                        _ => 0xffff_ffff,
-                    };
-                    Some(VcpuExit::IoOut {
-                        port: io.port,
-                        size: io.size,
-                        value: (self.regs.rax & mask) as u32,
-                    })
-                }
+                Some(VcpuExit::port_io(
+                    io.port,
+                    io.size,
+                    io.is_in,
+                    io.string,
+                    io.rep,
+                    self.regs.rax,
+                ))
             }
             ExitCode::Msr => {
                 let write = v.read(control::EXITINFO1) & 1 != 0;
@@ -1015,6 +985,18 @@ impl SvmVcpu {
 
     /// The instruction at CS:RIP, if it is one the SVM layer intercepts.
     fn decode_at_rip(&self) -> Option<insn::Decoded> {
+        let (bytes, n) = self.fetch_at_rip()?;
+        let size = match self.code_bits() {
+            64 => CodeSize::Bits64,
+            32 => CodeSize::Bits32,
+            _ => CodeSize::Bits16,
+        };
+        insn::decode(&bytes[..n], size)
+    }
+
+    /// Up to 15 bytes at CS:RIP, through the guest's paging and the NPT,
+    /// and how many could be read.
+    fn fetch_at_rip(&self) -> Option<([u8; insn::MAX_LENGTH], usize)> {
         let v = vmcb(self.vmcb);
         let paging = PagingMode {
             cr0: v.read(save::CR0),
@@ -1025,12 +1007,7 @@ impl SvmVcpu {
         let mut bytes = [0u8; insn::MAX_LENGTH];
         let mem = NptPhys(v.read(control::N_CR3));
         let n = basalt_x86emul::fetch(&mem, &paging, self.rip_linear(), &mut bytes).ok()?;
-        let size = match self.code_bits() {
-            64 => CodeSize::Bits64,
-            32 => CodeSize::Bits32,
-            _ => CodeSize::Bits16,
-        };
-        insn::decode(&bytes[..n], size)
+        Some((bytes, n))
     }
 
     /// The RIP after the intercepted instruction `expected` at RIP: nRIP

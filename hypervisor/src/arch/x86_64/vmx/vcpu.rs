@@ -1076,31 +1076,14 @@ impl VmxVcpu {
                         "an I/O access of undefined size",
                     )));
                 };
-                if io.string {
-                    return Some(VcpuExit::StringIo {
-                        port: io.port,
-                        size: io.size,
-                        is_in: io.is_in,
-                        rep: io.rep,
-                    });
-                }
-                if io.is_in {
-                    Some(VcpuExit::IoIn {
-                        port: io.port,
-                        size: io.size,
-                    })
-                } else {
-                    let mask = match io.size {
-                        1 => 0xff,
-                        2 => 0xffff,
-                        _ => 0xffff_ffff,
-                    };
-                    Some(VcpuExit::IoOut {
-                        port: io.port,
-                        size: io.size,
-                        value: (self.regs.rax & mask) as u32,
-                    })
-                }
+                Some(VcpuExit::port_io(
+                    io.port,
+                    io.size,
+                    io.is_in,
+                    io.string,
+                    io.rep,
+                    self.regs.rax,
+                ))
             }
             ExitReason::Hlt => {
                 self.advance();
