@@ -153,7 +153,9 @@ impl Table {
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
             {
-                return Err(format!("test name {name:?} must be letters, digits, '-', '_'"));
+                return Err(format!(
+                    "test name {name:?} must be letters, digits, '-', '_'"
+                ));
             }
             if file.test[..i].iter().any(|o| &o.name == name) {
                 return Err(format!("test {name:?} is listed twice"));
@@ -184,8 +186,7 @@ impl Table {
 
     /// Reads and checks the table at `path`.
     pub fn load(path: &Path) -> std::result::Result<Self, String> {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
     }
 
@@ -258,6 +259,39 @@ pub fn run(name: &str, kind: RunKind, expect: Option<Result>) -> Scenario {
         timeout: if bochs { 90 } else { 30 },
         bochs_ips: None,
     }
+}
+
+/// The table as Markdown, as docs/testing.md shows it ("XTF as the control
+/// domain"): one row per test, Basalt's results beside Xen's, the CI runs
+/// and the reason for every difference.
+pub fn markdown(table: &Table) -> String {
+    let mut out = String::from(
+        "| test | Xen 4.17 | Basalt, bochs-vmx | Basalt, qemu-svm | Basalt, bochs-vmx + `hvm_fep` | CI runs | why Basalt differs |\n\
+         |---|---|---|---|---|---|---|\n",
+    );
+    for t in &table.tests {
+        let svm = t.svm.unwrap_or(t.vmx);
+        let ci = if t.ci.is_empty() {
+            "–".to_string()
+        } else {
+            t.ci.join(", ")
+        };
+        out.push_str(&format!(
+            "| `{}` | {} | {} | {} | {} | {} | {} |\n",
+            t.name,
+            t.xen.text(),
+            t.vmx.text(),
+            svm.text(),
+            t.fep.map_or("not measured", Result::text),
+            ci,
+            if t.why.is_empty() {
+                "–"
+            } else {
+                t.why.trim()
+            }
+        ));
+    }
+    out
 }
 
 /// What a run's serial log says about the test: its verdict, or why there
@@ -351,7 +385,8 @@ ci = ["bochs-vmx+fep"]
         let text = "[[test]]\nname = \"msr\"\nxen = \"SUCCESS\"\nvmx = \"FAILURE\"\n";
         let err = Table::parse(text).expect_err("no why");
         assert!(err.contains("why"), "{err}");
-        let text = "[[test]]\nname = \"msr\"\nxen = \"SUCCESS\"\nvmx = \"SUCCESS\"\nsvm = \"SKIP\"\n";
+        let text =
+            "[[test]]\nname = \"msr\"\nxen = \"SUCCESS\"\nvmx = \"SUCCESS\"\nsvm = \"SKIP\"\n";
         assert!(Table::parse(text).is_err());
     }
 
@@ -366,9 +401,23 @@ ci = ["bochs-vmx+fep"]
         assert!(Table::parse("[[test]]\nname = \"a\"\nxen = \"PASS\"\nvmx = \"SKIP\"\n").is_err());
     }
 
+    /// docs/testing.md shows tests/xtf.toml as it is.
+    #[test]
+    fn the_docs_show_the_table() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let table = Table::load(&table_path(&root)).expect("tests/xtf.toml");
+        let docs = std::fs::read_to_string(root.join("docs/testing.md")).expect("docs");
+        assert!(
+            docs.contains(&markdown(&table)),
+            "docs/testing.md does not show tests/xtf.toml: paste the output of \
+             `cargo xtask xtf --table` into its section \"XTF as the control domain\""
+        );
+    }
+
     #[test]
     fn reads_the_verdict_exactly() {
-        let log = "(d0) --- Xen Test Framework ---\n(d0) Test result: SUCCESS\nBASALT-VERDICT: PASS\n";
+        let log =
+            "(d0) --- Xen Test Framework ---\n(d0) Test result: SUCCESS\nBASALT-VERDICT: PASS\n";
         assert_eq!(measured(log), Measured::Result(Result::Success));
         let log = "(d0) Test result: SUCCESS with warnings\n";
         assert_eq!(measured(log), Measured::Result(Result::SuccessWarnings));

@@ -42,10 +42,11 @@ commands:
   lint                      cargo fmt --check, the layer rule and cargo clippy -D warnings
   linux-assets              make the Linux guest test assets (target/linux/) and print their paths
   xtf-build                 build Xen's Test Framework's hvm64 tests (target/xtf/) and list them
-  xtf  [--backend bochs-vmx|qemu-svm|bochs-svm] [--fep] [--filter TEXT] [--jobs N]
+  xtf  [--backend bochs-vmx|qemu-svm|bochs-svm] [--fep] [--filter TEXT] [--jobs N] [--table]
                             boot every XTF hvm64 test as the control domain (default bochs-vmx,
                             one at a time) and print XTF's verdicts beside Xen 4.17's and the
-                            ones tests/xtf.toml records; fails on any difference
+                            ones tests/xtf.toml records; fails on any difference (--table: print
+                            tests/xtf.toml as docs/testing.md's Markdown table, boot nothing)
 
 A module PATH of the form guest:NAME names a test guest from tests/guests (built on demand);
 linux:NAME (vmlinux, bzImage, initrd, installer-linux, installer-initrd, installer-vmlinux)
@@ -285,6 +286,12 @@ fn cmd_xtf(args: &mut Args) -> Result {
                 options.kind.backend = basalt_tests::scenario::Backend::parse(&args.value(&flag)?)?
             }
             "--fep" => options.kind.fep = true,
+            "--table" => {
+                let table =
+                    basalt_tests::xtf::Table::load(&basalt_tests::xtf::table_path(&util::root()))?;
+                print!("{}", basalt_tests::xtf::markdown(&table));
+                return Ok(());
+            }
             "--filter" => options.filter = Some(args.value(&flag)?),
             "--jobs" => {
                 options.jobs = args

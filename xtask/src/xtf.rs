@@ -87,7 +87,8 @@ fn prepare_source(src: &Path) -> Result {
         return Ok(());
     }
     if src.exists() {
-        std::fs::remove_dir_all(src).map_err(|e| format!("cannot remove {}: {e}", src.display()))?;
+        std::fs::remove_dir_all(src)
+            .map_err(|e| format!("cannot remove {}: {e}", src.display()))?;
     }
     if origin == UPSTREAM {
         util::step(&format!("cloning XTF from {UPSTREAM}"), || {
@@ -171,7 +172,11 @@ pub fn build() -> Result<Vec<String>> {
         names.join(" ")
     );
     util::step(
-        &format!("building {} XTF hvm64 tests in {}", names.len(), src.display()),
+        &format!(
+            "building {} XTF hvm64 tests in {}",
+            names.len(),
+            src.display()
+        ),
         || {
             util::run(
                 Command::new("make")
@@ -250,19 +255,22 @@ pub fn cmd(options: &XtfOptions) -> Result {
     println!();
     println!("XTF hvm64 tests as Basalt's control domain on {backend}");
     println!(
-        "{:<24} {:<10} {:<10} {:<10} {}",
-        "test", "Xen 4.17", "recorded", "Basalt", "agrees"
+        "{:<24} {:<10} {:<10} {:<10} agrees",
+        "test", "Xen 4.17", "recorded", "Basalt"
     );
     let mut differ = Vec::new();
-    for name in &names {
-        let Some((_, outcome)) = results.iter().find(|(s, _)| s.name.starts_with(&format!("xtf-{}{name}@", if options.kind.fep { "fep-" } else { "" }))) else {
+    for (name, run) in names.iter().zip(&runs) {
+        let Some((_, outcome)) = results.iter().find(|(s, _)| s.name == run.name) else {
             continue;
         };
-        let log = basalt_tests::matcher::normalise(&std::fs::read(&outcome.serial_log).unwrap_or_default());
+        let log = basalt_tests::matcher::normalise(
+            &std::fs::read(&outcome.serial_log).unwrap_or_default(),
+        );
         let got = xtf::measured(&log);
         let entry = table.get(name);
         let recorded = entry.and_then(|t| t.expected(options.kind));
-        let agrees = matches!((&got, recorded), (Measured::Result(g), Some(r)) if *g == r) && outcome.passed;
+        let agrees =
+            matches!((&got, recorded), (Measured::Result(g), Some(r)) if *g == r) && outcome.passed;
         if !agrees {
             differ.push(name.clone());
         }
@@ -272,7 +280,11 @@ pub fn cmd(options: &XtfOptions) -> Result {
             entry.map_or("-", |t| t.xen.text()),
             recorded.map_or("-", |r| r.text()),
             got.text(),
-            if agrees { "yes".to_string() } else { format!("NO ({})", outcome.detail) }
+            if agrees {
+                "yes".to_string()
+            } else {
+                format!("NO ({})", outcome.detail)
+            }
         );
     }
     println!(

@@ -3,6 +3,8 @@
 //! EBX, ECX, EDX, ESI, EDI (32-bit); negative errno results; -EPERM from
 //! guest user mode; -ENOSYS for what Basalt does not implement.
 
+mod xenver;
+
 use super::domain::{Domain, EndReason, Running};
 use crate::time;
 use crate::vcpu::{StartState, gpr};
@@ -145,7 +147,10 @@ fn handle(v: &mut Running<'_>, call: &hc::Call, ops: &impl SchedOps) -> (u64, Af
                 }
             }
             hc::XENVER_PAGESIZE => (4096, After::Continue),
-            _ => (errno(hc::ENOSYS), After::Continue),
+            cmd => match xenver::describe_build(v, cmd, a2) {
+                Some(result) => (result, After::Continue),
+                None => (errno(hc::ENOSYS), After::Continue),
+            },
         },
         hc::HYPERVISOR_CONSOLE_IO => match a1 {
             hc::CONSOLEIO_WRITE => console_write(v, a2, a3),
