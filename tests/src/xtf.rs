@@ -242,7 +242,7 @@ pub fn run(name: &str, kind: RunKind, expect: Option<Result>) -> Scenario {
         cmdline: cmdline.into(),
         modules: vec![ModuleSpec {
             path: PathBuf::from(format!("xtf:{name}")),
-            args: "role=control".into(),
+            args: "role=control memory=64M".into(),
         }],
         qemu_args: Vec::new(),
         loader: Default::default(),
@@ -377,7 +377,7 @@ ci = ["bochs-vmx+fep"]
         assert_eq!(runs[0].cmdline, "test-exit");
         assert_eq!(runs[2].cmdline, "test-exit hvm_fep");
         assert_eq!(runs[2].modules[0].path, PathBuf::from("xtf:xsa-170"));
-        assert_eq!(runs[2].modules[0].args, "role=control");
+        assert_eq!(runs[2].modules[0].args, "role=control memory=64M");
     }
 
     #[test]

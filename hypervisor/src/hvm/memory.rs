@@ -12,6 +12,7 @@
 
 use crate::arch::x86_64::hvm as vendor;
 use crate::mm;
+use alloc::collections::BTreeSet;
 use alloc::vec::Vec;
 use basalt_frames::Owner;
 use basalt_guest::mem::{GuestMemory, MemoryError};
@@ -44,6 +45,12 @@ pub struct GuestRam {
     stage2: Mutex<Option<mm::Stage2>>,
     /// The root of `stage2` (what a vCPU's EPTP or nCR3 names).
     stage2_root: u64,
+    /// Frame numbers of RAM pages the domain gave back
+    /// (`XENMEM_decrease_reservation`, or a page a grant-table frame
+    /// replaced): unmapped from `stage2`, no longer RAM for Basalt's own
+    /// accesses either; their memory stays in `allocations` until the
+    /// domain ends (the pool works in 2 MiB blocks).
+    removed: Mutex<BTreeSet<u64>>,
 }
 
 impl core::fmt::Debug for GuestRam {
@@ -102,6 +109,7 @@ impl GuestRam {
             blocks: Mutex::new(blocks),
             allocations: Mutex::new(allocations),
             stage2: Mutex::new(Some(stage2)),
+            removed: Mutex::new(BTreeSet::new()),
         })
     }
 
@@ -118,9 +126,11 @@ impl GuestRam {
     /// Reads guest-physical memory.
     pub fn read(&self, gpa: u64, out: &mut [u8]) -> Result<(), MemoryError> {
         let blocks = self.blocks.lock();
+        let removed = self.removed.lock();
         View {
             blocks: &blocks,
             size: self.size,
+            removed: &removed,
         }
         .read(gpa, out)
     }
@@ -128,9 +138,11 @@ impl GuestRam {
     /// Writes guest-physical memory.
     pub fn write(&self, gpa: u64, bytes: &[u8]) -> Result<(), MemoryError> {
         let blocks = self.blocks.lock();
+        let removed = self.removed.lock();
         View {
             blocks: &blocks,
             size: self.size,
+            removed: &removed,
         }
         .write(gpa, bytes)
     }
@@ -143,7 +155,7 @@ impl GuestRam {
     pub fn map_extra(&self, gpa: u64, hpa: u64) -> Result<(), basalt_paging::MapError> {
         use basalt_paging::MapError;
         if !gpa.is_multiple_of(4096)
-            || gpa < self.size
+            || (gpa < self.size && !self.removed.lock().contains(&(gpa >> 12)))
             || gpa >= 1 << 46
             || crate::vcpu::is_device_page(gpa)
         {
@@ -152,6 +164,29 @@ impl GuestRam {
         let mut stage2 = self.stage2.lock();
         let tables = stage2.as_mut().ok_or(MapError::ZeroLength)?;
         mm::stage2_map_page(tables, gpa, hpa, false)
+    }
+
+    /// Gives the RAM page at guest-physical `gpa` back: it leaves the
+    /// stage-2 tables (a guest access then faults like one outside RAM) and
+    /// Basalt's own accesses; `Ok(false)` if it was given back already.
+    /// The frame stays the domain's until it ends. Stale translations of
+    /// the page on other CPUs could only reach this same frame, which the
+    /// domain still owns; this CPU's are dropped.
+    pub fn remove_page(&self, gpa: u64) -> Result<bool, basalt_paging::MapError> {
+        use basalt_paging::MapError;
+        if !gpa.is_multiple_of(4096) || gpa >= self.size {
+            return Err(MapError::UnalignedVirt { virt: gpa });
+        }
+        let mut removed = self.removed.lock();
+        if removed.contains(&(gpa >> 12)) {
+            return Ok(false);
+        }
+        let mut stage2 = self.stage2.lock();
+        let tables = stage2.as_mut().ok_or(MapError::ZeroLength)?;
+        mm::stage2_unmap_page(tables, gpa)?;
+        removed.insert(gpa >> 12);
+        vendor::flush_stage2_all();
+        Ok(true)
     }
 
     /// Allocates a zeroed 4 KiB frame that belongs to the domain (freed
@@ -171,9 +206,14 @@ impl GuestRam {
             return None;
         }
         let blocks = self.blocks.lock();
+        let removed = self.removed.lock();
+        if removed.contains(&(gpa >> 12)) {
+            return None;
+        }
         let view = View {
             blocks: &blocks,
             size: self.size,
+            removed: &removed,
         };
         let p = view.host_ptr(gpa)?;
         // SAFETY: `p` is 8-aligned (the block is, and so is `gpa`) and
@@ -188,9 +228,11 @@ impl GuestRam {
     /// Runs `f` with the RAM as a [`GuestMemory`] (for the image loaders).
     pub fn with_memory<R>(&self, f: impl FnOnce(&mut View<'_>) -> R) -> R {
         let blocks = self.blocks.lock();
+        let removed = self.removed.lock();
         f(&mut View {
             blocks: &blocks,
             size: self.size,
+            removed: &removed,
         })
     }
 
@@ -247,6 +289,8 @@ impl Remains {
 pub struct View<'a> {
     blocks: &'a [u64],
     size: u64,
+    /// Frame numbers of pages given back ([`GuestRam::remove_page`]).
+    removed: &'a BTreeSet<u64>,
 }
 
 impl View<'_> {
@@ -263,6 +307,16 @@ impl View<'_> {
         mut f: impl FnMut(*mut u8, usize, usize),
     ) -> Result<(), MemoryError> {
         basalt_guest::mem::check_range(self.size, gpa, len)?;
+        // A page given back is no longer RAM: refused before anything moves.
+        if len > 0
+            && let Some(&frame) = self.removed.range(gpa >> 12..=(gpa + len - 1) >> 12).next()
+        {
+            return Err(MemoryError::OutOfRange {
+                gpa: frame << 12,
+                len: 4096,
+                size: self.size,
+            });
+        }
         let mut done = 0u64;
         while done < len {
             let at = gpa + done;
