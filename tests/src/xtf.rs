@@ -36,19 +36,24 @@ pub enum Result {
     /// `Test result: FAILURE`
     #[serde(rename = "FAILURE")]
     Failure,
+    /// No verdict: XTF panicked (`PANIC: ...`, an exception it did not
+    /// expect) and ended its domain with `SHUTDOWN_crash`.
+    #[serde(rename = "PANIC")]
+    Panic,
 }
 
 impl Result {
     /// Every verdict.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::Success,
         Self::SuccessWarnings,
         Self::Skip,
         Self::Error,
         Self::Failure,
+        Self::Panic,
     ];
 
-    /// The text after `Test result: `.
+    /// The text after `Test result: ` (`PANIC` for a panic).
     pub fn text(self) -> &'static str {
         match self {
             Self::Success => "SUCCESS",
@@ -56,17 +61,22 @@ impl Result {
             Self::Skip => "SKIP",
             Self::Error => "ERROR",
             Self::Failure => "FAILURE",
+            Self::Panic => "PANIC",
         }
     }
 
     /// Parses the text after `Test result: ` (a whole line).
     pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|r| r.text() == text)
+        Self::ALL
+            .into_iter()
+            .find(|r| *r != Self::Panic && r.text() == text)
     }
 }
 
 /// The prefix of XTF's verdict line.
 pub const RESULT_PREFIX: &str = "Test result: ";
+/// What XTF's `panic()` prints first on its line.
+pub const XTF_PANIC: &str = "PANIC: ";
 
 /// One test of the table.
 #[derive(Debug, Clone, Deserialize)]
@@ -220,9 +230,10 @@ pub fn table_path(root: &Path) -> PathBuf {
 /// The boot run of test `name` as the control domain on `kind`, named
 /// `xtf-NAME@BACKEND` (`xtf-fep-NAME@BACKEND` with FEP). With `expect`,
 /// the run passes only if XTF's verdict line is exactly that result; it
-/// always needs Basalt's PASS (XTF ends with `SCHEDOP_shutdown(poweroff)`
-/// whatever it found; a panic of XTF's is a crash, Basalt's FAIL) and no
-/// panic of either.
+/// then needs Basalt's PASS (XTF ends with `SCHEDOP_shutdown(poweroff)`
+/// whatever it found) and no panic of either. A recorded [`Result::Panic`]
+/// expects XTF's `PANIC: ` line, no verdict line and Basalt's FAIL (the
+/// domain crashed), still without a panic of Basalt's.
 pub fn run(name: &str, kind: RunKind, expect: Option<Result>) -> Scenario {
     let fep = if kind.fep { "fep-" } else { "" };
     let cmdline = if kind.fep {
@@ -246,12 +257,22 @@ pub fn run(name: &str, kind: RunKind, expect: Option<Result>) -> Scenario {
         }],
         qemu_args: Vec::new(),
         loader: Default::default(),
-        expect: expect
-            .map(|r| vec![format!("{RESULT_PREFIX}{}\n", r.text())])
-            .unwrap_or_default(),
+        expect: match expect {
+            Some(Result::Panic) => vec![XTF_PANIC.into()],
+            Some(r) => vec![format!("{RESULT_PREFIX}{}\n", r.text())],
+            None => Vec::new(),
+        },
         expect_vendor: Vec::new(),
-        forbid: vec!["PANIC".into()],
-        verdict: ExpectedVerdict::Pass,
+        forbid: if expect == Some(Result::Panic) {
+            vec!["PANIC on cpu".into(), RESULT_PREFIX.into()]
+        } else {
+            vec!["PANIC".into()]
+        },
+        verdict: if expect == Some(Result::Panic) {
+            ExpectedVerdict::Fail
+        } else {
+            ExpectedVerdict::Pass
+        },
         checks: Default::default(),
         figures: Vec::new(),
         steps: Vec::new(),
@@ -309,6 +330,15 @@ pub enum Measured {
 }
 
 impl Measured {
+    /// As a table result (`None`: not one the table can record).
+    pub fn result(&self) -> Option<Result> {
+        match self {
+            Self::Result(r) => Some(*r),
+            Self::XtfPanic(_) => Some(Result::Panic),
+            Self::Other(_) | Self::Nothing => None,
+        }
+    }
+
     /// For the table: the verdict, or what happened instead.
     pub fn text(&self) -> String {
         match self {
@@ -333,8 +363,8 @@ pub fn measured(log: &str) -> Measured {
     }
     // XTF's panic prints `PANIC: ` and its reason on the same line.
     for line in log.lines() {
-        if let Some(at) = line.find("PANIC: ") {
-            return Measured::XtfPanic(line[at + 7..].trim().to_string());
+        if let Some(at) = line.find(XTF_PANIC) {
+            return Measured::XtfPanic(line[at + XTF_PANIC.len()..].trim().to_string());
         }
     }
     Measured::Nothing
@@ -429,6 +459,16 @@ ci = ["bochs-vmx+fep"]
             Measured::XtfPanic("Unable to locate Xen CPUID leaves".into())
         );
         assert_eq!(measured("nothing\n"), Measured::Nothing);
+        assert_eq!(Result::parse("PANIC"), None);
+        // A recorded panic expects XTF's panic line and Basalt's FAIL.
+        let r = run(
+            "xsa-308",
+            RunKind::parse("qemu-svm").unwrap(),
+            Some(Result::Panic),
+        );
+        assert_eq!(r.expect, ["PANIC: "]);
+        assert_eq!(r.verdict, ExpectedVerdict::Fail);
+        assert!(r.forbid.iter().any(|f| f == RESULT_PREFIX));
         // The expected line of a run does not match a longer verdict.
         let table = Table::parse(TABLE).expect("table");
         let want = &table.ci_runs()[0].expect[0];

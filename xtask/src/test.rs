@@ -140,8 +140,10 @@ fn scenarios(options: &TestOptions) -> Result<Tally> {
     // their result table (`xtf-NAME@BACKEND`, tests/src/xtf.rs).
     let mut all = Scenario::load_dir(&dir)?;
     let xtf = basalt_tests::xtf::Table::load(&basalt_tests::xtf::table_path(&util::root()))?;
+    let files: std::collections::BTreeSet<String> =
+        all.iter().map(|s| s.scenario.clone()).collect();
     for run in xtf.ci_runs() {
-        if all.iter().any(|s| s.scenario == run.scenario) {
+        if files.contains(&run.scenario) {
             return Err(format!(
                 "a scenario file is named {:?} like an XTF run of tests/xtf.toml",
                 run.scenario
