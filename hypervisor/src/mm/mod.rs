@@ -842,10 +842,9 @@ pub fn stage2_map_page(
     }
 }
 
-/// Removes the 4 KiB page at guest-physical `gpa` from a domain's stage-2
-/// tables (a 2 MiB or 1 GiB page around it is split first; the rest stays
-/// mapped). The caller flushes the cached translations; the frame behind
-/// the page stays the caller's.
+/// Removes the 4 KiB mapping at guest-physical `gpa` from a domain's
+/// stage-2 tables. The caller makes every CPU flush its stage-2
+/// translations before the frame that was mapped is reused.
 pub fn stage2_unmap_page(tables: &mut Stage2, gpa: u64) -> Result<(), MapError> {
     let mut guard = MM.lock();
     let m = guard.as_mut().ok_or(MapError::ZeroLength)?;
