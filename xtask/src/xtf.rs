@@ -13,33 +13,13 @@
 //! An XTF `hvm64` kernel is an ELF32 file (machine x86-64) with a
 //! `XEN_ELFNOTE_PHYS32_ENTRY` note: Basalt's PVH loader boots it.
 
-use crate::packages::{self, Need};
+use crate::packages;
 use crate::util::{self, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// XTF's public repository, cloned when no local copy is found.
 pub const UPSTREAM: &str = "https://xenbits.xen.org/git-http/xtf.git";
-
-/// What XTF's build needs (Debian packages).
-const XTF_TOOLS: &[Need] = &[
-    Need {
-        what: "gcc",
-        package: "gcc",
-    },
-    Need {
-        what: "make",
-        package: "make",
-    },
-    Need {
-        what: "python3",
-        package: "python3",
-    },
-    Need {
-        what: "objcopy",
-        package: "binutils",
-    },
-];
 
 /// The file in `target/xtf/src` that records where the copy came from.
 const ORIGIN_FILE: &str = ".basalt-origin";
@@ -156,7 +136,7 @@ fn parse_envs(text: &str) -> Vec<String> {
 /// Builds every `hvm64` test (make is incremental: a second run is quick)
 /// and returns their names.
 pub fn build() -> Result<Vec<String>> {
-    packages::ensure(XTF_TOOLS, "building XTF")?;
+    packages::ensure(packages::XTF_TOOLS, "building XTF")?;
     let dir = dir();
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let src = dir.join("src");
