@@ -282,7 +282,7 @@ impl GuestRam {
     /// [`Self::unpin`]. `None` when `gpa` is not RAM or the RAM was taken.
     pub fn pin_frame(&self, gpa: u64) -> Option<u64> {
         let blocks = self.blocks.lock();
-        if gpa >= self.size {
+        if gpa >= self.size || self.removed.lock().contains(gpa >> 12) {
             return None;
         }
         let block = blocks.get((gpa / BLOCK) as usize)?;
@@ -307,7 +307,11 @@ impl GuestRam {
     /// every CPU flush before the frame is reused).
     pub fn unmap_extra(&self, gpa: u64) -> Result<(), basalt_paging::MapError> {
         use basalt_paging::MapError;
-        if !gpa.is_multiple_of(4096) || gpa < self.size {
+        // Where `map_extra` may have mapped: outside the RAM, or over a
+        // page given back.
+        if !gpa.is_multiple_of(4096)
+            || (gpa < self.size && !self.removed.lock().contains(gpa >> 12))
+        {
             return Err(MapError::UnalignedVirt { virt: gpa });
         }
         let mut stage2 = self.stage2.lock();

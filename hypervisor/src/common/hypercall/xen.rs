@@ -559,11 +559,18 @@ fn memory_op(v: &mut Running<'_>, cmd: u64, arg: u64, ops: &impl SchedOps) -> Op
                 return Some(err(hc::EPERM));
             }
             let gpa = u64_at(&b, 8).wrapping_mul(4096);
-            let owner = FOREIGN.lock().remove(&(d.id, gpa));
-            match owner {
-                Some(owner) => {
-                    let _ = d.ram.unmap_extra(gpa);
-                    ops.unpin_after_flush(owner);
+            let mut table = FOREIGN.lock();
+            match table.get(&(d.id, gpa)) {
+                Some(_) if d.ram.unmap_extra(gpa).is_err() => {
+                    // Still mapped: the pin must stay.
+                    err(hc::EINVAL)
+                }
+                Some(_) => {
+                    let owner = table.remove(&(d.id, gpa));
+                    drop(table);
+                    if let Some(owner) = owner {
+                        ops.unpin_after_flush(owner);
+                    }
                     ok(0)
                 }
                 // Only foreign mappings can be removed (no ballooning).
