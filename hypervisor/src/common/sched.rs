@@ -727,6 +727,27 @@ impl SchedOps for Ops {
     }
 }
 
+impl super::domctl::ControlOps for Ops {
+    fn pause_domain(&self, domain: &Arc<Domain>, paused: bool) -> bool {
+        pause(domain, paused)
+    }
+    fn end_domain_for(&self, domain: &Arc<Domain>, reason: EndReason) {
+        end_domain(domain, reason);
+    }
+    fn params_of(&self, id: u32) -> Option<DomainParams> {
+        domain_params(id)
+    }
+    fn set_params_of(&self, id: u32, params: DomainParams) -> Result<(), basalt_sched::SchedError> {
+        set_params(id, params)
+    }
+    fn runtime_of(&self, id: u32) -> u64 {
+        domain_runtime(id)
+    }
+    fn wake(&self, domain: &Domain, vcpu: u32) {
+        wake_vcpu(domain, vcpu);
+    }
+}
+
 /// `VCPUOP_initialise`: gives down vCPU `id` the state it starts from.
 pub fn vcpu_initialise(id: VcpuId, entry: StartState) -> Result<(), VcpuOpError> {
     let slot = with(|s| s.slots.get(&id).cloned())

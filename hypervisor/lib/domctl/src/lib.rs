@@ -268,6 +268,12 @@ impl core::fmt::Debug for Name {
 }
 
 impl Name {
+    /// The empty name.
+    pub const EMPTY: Name = Name {
+        bytes: [0; NAME_LEN],
+        len: 0,
+    };
+
     /// `text` as a name; `None` if it is longer than `NAME_LEN - 1` bytes (any bytes are
     /// carried; [`Name::is_valid_new`] is the rule for a new domain).
     pub fn new(text: &str) -> Option<Name> {
