@@ -1,6 +1,7 @@
 //! `cargo xtask`: build, image, run and test Basalt. See README.md.
 
 mod bench;
+mod dom0;
 mod guests;
 mod iso;
 mod kernel;
@@ -40,6 +41,8 @@ commands:
                             console, linux, linux-qemu (all by default)
   lint                      cargo fmt --check, the layer rule and cargo clippy -D warnings
   linux-assets              make the Linux guest test assets (target/linux/) and print their paths
+  dom0                      make dom0's boot files (target/dom0/: initramfs with busybox, Xen,
+                            disk and network modules, the static basalt command) and print them
 
 A module PATH of the form guest:NAME names a test guest from tests/guests (built on demand);
 linux:NAME (vmlinux, bzImage, initrd, installer-linux, installer-initrd, installer-vmlinux)
@@ -78,6 +81,7 @@ fn main() {
         "lint" => cmd_lint(),
         "bench" => bench::bench(&args.items.by_ref().collect::<Vec<_>>()),
         "linux-assets" => linux::cmd_assets(),
+        "dom0" => dom0::cmd_dom0(),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(())
