@@ -190,13 +190,25 @@ fn act(
             ops.wake(&d, 0);
             Ok(bytes.len() as u64)
         }
+        Request::ConsoleRead { from, max } => {
+            let d = target(id)?;
+            let (head, data) = reply.split_at_mut(dc::CONSOLE_READ_HEAD);
+            let (start, count) = d
+                .platform
+                .console
+                .history
+                .lock()
+                .copy_at(from, &mut data[..max as usize]);
+            let skipped = start.saturating_sub(from).min(u64::from(u32::MAX)) as u32;
+            dc::encode_console_read(start + count as u64, count as u32, skipped, head);
+            Ok(count as u64)
+        }
         // Building a domain from the control domain needs foreign mappings
         // of its memory (a later slice): the layout is fixed and checked,
         // the operations are not there yet.
-        Request::Create(_)
-        | Request::Populate { .. }
-        | Request::SetVcpuStart(_)
-        | Request::ConsoleRead { .. } => Err(Errno(errno::ENOSYS)),
+        Request::Create(_) | Request::Populate { .. } | Request::SetVcpuStart(_) => {
+            Err(Errno(errno::ENOSYS))
+        }
     }
 }
 

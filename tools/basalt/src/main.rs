@@ -11,6 +11,7 @@
 //! basalt shutdown ID       press its power button
 //! basalt reboot ID         restart it from its image
 //! basalt destroy ID        end it at once
+//! basalt console ID        print what it wrote to its console (the newest 4 KiB)
 //! ```
 //!
 //! Built statically (`cargo xtask dom0`, xtask/src/dom0.rs) and installed
@@ -31,6 +32,8 @@ const USAGE: &str =
 enum Command {
     List,
     Help,
+    /// Print a domain's console history.
+    Console(u32),
     /// A sub-op on one domain, and the word for what happened.
     OnDomain(u32, Action),
 }
@@ -75,6 +78,7 @@ fn parse(args: &[String]) -> Result<Command, String> {
     match words.as_slice() {
         ["list"] => Ok(Command::List),
         [] | ["help" | "-h" | "--help"] => Ok(Command::Help),
+        ["console", id] => Ok(Command::Console(domain_id(id)?)),
         [verb, id] => {
             let action = match *verb {
                 "pause" => Action::Pause,
@@ -91,6 +95,11 @@ fn parse(args: &[String]) -> Result<Command, String> {
         }
         _ => Err(format!("unknown command {:?}; {USAGE}", words.join(" "))),
     }
+}
+
+fn domain_id(text: &str) -> Result<u32, String> {
+    text.parse()
+        .map_err(|_| format!("{text:?} is not a domain id (a number; `basalt list` shows them)"))
 }
 
 /// What to tell the user when `/dev/xen/privcmd` cannot be opened.
@@ -243,6 +252,36 @@ fn run(args: &[String]) -> Result<(), String> {
             print!("{}", format_list(&hv.list()?));
             Ok(())
         }
+        Command::Console(id) => {
+            let mut hv = Hypervisor::open()?;
+            let mut from = 0;
+            let mut out = Vec::new();
+            loop {
+                let (_, reply) = hv.call(
+                    id,
+                    &Request::ConsoleRead {
+                        from,
+                        max: dc::MAX_CONSOLE_READ,
+                    },
+                )?;
+                let (next, skipped, data) = dc::decode_console_read(&reply)
+                    .ok_or("the hypervisor's console reply is malformed")?;
+                if skipped > 0 && from == 0 {
+                    out.extend_from_slice(
+                        format!("[{skipped} older bytes are no longer kept]\n").as_bytes(),
+                    );
+                }
+                if data.is_empty() {
+                    break;
+                }
+                out.extend_from_slice(data);
+                from = next;
+            }
+            use std::io::Write as _;
+            io::stdout()
+                .write_all(&out)
+                .map_err(|e| format!("writing to standard output: {e}"))
+        }
         Command::OnDomain(id, action) => {
             let mut hv = Hypervisor::open()?;
             hv.call(id, &action.request())?;
@@ -301,6 +340,7 @@ mod tests {
         );
         let e = parse(&args(&["pause", "x"])).expect_err("not a number");
         assert!(e.contains("not a domain id"), "{e}");
+        assert_eq!(parse(&args(&["console", "2"])), Ok(Command::Console(2)));
         let e = parse(&args(&["frobnicate"])).expect_err("unknown");
         assert!(e.contains("usage: basalt list"), "{e}");
     }

@@ -71,8 +71,8 @@ pub const MAX_CONSOLE_WRITE: u32 = 256;
 /// The most bytes one `console_read` returns.
 pub const MAX_CONSOLE_READ: u32 = (MAX_BUFFER - HEADER_SIZE - CONSOLE_READ_HEAD) as u32;
 
-/// Bytes before the data in a `console_read` reply.
-const CONSOLE_READ_HEAD: usize = 16;
+/// Bytes before the data in a `console_read` reply (next position, count, bytes skipped).
+pub const CONSOLE_READ_HEAD: usize = 16;
 
 /// Xen's errno values (public/errno.h); results are their negation.
 pub mod errno {

@@ -20,8 +20,11 @@
 //!    `wait_ms=` (20); `unpause`: running again and its CPU time grows.
 //! 4. `sched`: weight 512 and cap 20 are read back, then restored; weight
 //!    0 is -EINVAL.
-//! 5. `console_write` of 3 bytes to the peer returns 3; `shutdown`
-//!    (poweroff: its power button) returns 0 and leaves it running.
+//! 5. `console_write` of 3 bytes to the peer returns 3; `console_read`
+//!    of the peer's output holds its greeting (`spin NAME: forever`), and
+//!    reading on from the position returned gives nothing new; of its own
+//!    output, the `list:` lines it printed; `shutdown` (poweroff: its power
+//!    button) returns 0 and leaves it running.
 //! 6. `destroy`: the peer is gone (`getinfo` -ESRCH) within a second.
 
 #![no_std]
@@ -72,6 +75,40 @@ fn getinfo(domain: u32) -> Result<dc::DomainInfo, Errno> {
     let (r, reply) = call(domain, &Request::GetInfo);
     r?;
     dc::DomainInfo::decode(reply).ok_or(Errno(0))
+}
+
+/// A short text in a fixed buffer (no allocator here).
+struct Text {
+    buf: [u8; 64],
+    len: usize,
+}
+
+impl Text {
+    fn as_str(&self) -> &str {
+        core::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
+    }
+}
+
+impl core::fmt::Write for Text {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let end = self.len + s.len();
+        self.buf
+            .get_mut(self.len..end)
+            .ok_or(core::fmt::Error)?
+            .copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+/// `spin NAME: forever`, the busy loop's first line.
+fn alloc_free_greeting(name: &str) -> Text {
+    let mut t = Text {
+        buf: [0; 64],
+        len: 0,
+    };
+    let _ = core::fmt::Write::write_fmt(&mut t, format_args!("spin {name}: forever"));
+    t
 }
 
 fn sleep_ms(ms: u64) {
@@ -353,6 +390,44 @@ fn control(cmdline: &str) -> u32 {
     // 5. console_write and shutdown (its power button).
     let (r, _) = call(peer, &Request::ConsoleWrite(b"hi\n"));
     c.check(r == Ok(3), format_args!("console_write 3 bytes: {r:?}"));
+    let read = |domain: u32, from: u64| -> Option<(u64, u32, &'static [u8])> {
+        let (r, reply) = call(
+            domain,
+            &Request::ConsoleRead {
+                from,
+                max: dc::MAX_CONSOLE_READ,
+            },
+        );
+        let (next, skipped, data) = dc::decode_console_read(reply)?;
+        (r == Ok(data.len() as u64)).then_some((next, skipped, data))
+    };
+    let contains = |data: &[u8], text: &str| data.windows(text.len()).any(|w| w == text.as_bytes());
+    let greeting = alloc_free_greeting(peer_name);
+    match read(peer, 0) {
+        Some((next, skipped, data)) => {
+            c.check(
+                contains(data, greeting.as_str()) && skipped == 0 && next == data.len() as u64,
+                format_args!(
+                    "console_read of d{peer}: {} bytes, next {next}, skipped {skipped}, has {:?}",
+                    data.len(),
+                    greeting.as_str()
+                ),
+            );
+            let again = read(peer, next);
+            c.check(
+                matches!(again, Some((n, 0, d)) if n == next && d.is_empty()),
+                format_args!("console_read from {next}: nothing new"),
+            );
+        }
+        None => {
+            c.check(false, format_args!("console_read of d{peer}"));
+        }
+    }
+    let own = read(0, 0);
+    c.check(
+        own.is_some_and(|(_, _, data)| contains(data, "list: d0 Domain-0")),
+        format_args!("console_read of itself holds its list lines"),
+    );
     let (r, _) = call(
         peer,
         &Request::Shutdown {
