@@ -408,9 +408,10 @@ fn control(cmdline: &str) -> u32 {
             c.check(
                 contains(data, greeting.as_str()) && skipped == 0 && next == data.len() as u64,
                 format_args!(
-                    "console_read of d{peer}: {} bytes, next {next}, skipped {skipped}, has {:?}",
+                    "console_read of d{peer}: {} bytes, next {next}, skipped {skipped}, has {:?}: {:?}",
                     data.len(),
-                    greeting.as_str()
+                    greeting.as_str(),
+                    core::str::from_utf8(&data[..data.len().min(60)])
                 ),
             );
             let again = read(peer, next);
