@@ -26,11 +26,16 @@
 //!    output, the `list:` lines it printed; `shutdown` (poweroff: its power
 //!    button) returns 0 and leaves it running.
 //! 6. `destroy`: the peer is gone (`getinfo` -ESRCH) within a second.
+//!
+//! Figure `domctl_list_us`: the mean time of a `list` of every domain
+//! (hypercall, copy in, copy out), over 100 calls, in guest microseconds
+//! (TSC, CPUID.15h).
 
 #![no_std]
 #![no_main]
 
 use basalt_domctl::{self as dc, Errno, Request, errno};
+use basalt_test_guests::cpu::{cpuid, rdtsc};
 use basalt_test_guests::hypercall::{self as hc, Wait, hypercall2};
 use basalt_test_guests::{Checks, arg, arg_u64, fail, println};
 
@@ -109,6 +114,15 @@ fn alloc_free_greeting(name: &str) -> Text {
     };
     let _ = core::fmt::Write::write_fmt(&mut t, format_args!("spin {name}: forever"));
     t
+}
+
+/// TSC ticks per microsecond, from CPUID.15h (0 if not reported).
+fn ticks_per_us() -> u64 {
+    let (den, num, crystal, _) = cpuid(0x15, 0);
+    if den == 0 {
+        return 0;
+    }
+    (u64::from(crystal) * u64::from(num) / u64::from(den)) / 1_000_000
 }
 
 fn sleep_ms(ms: u64) {
@@ -243,6 +257,17 @@ fn control(cmdline: &str) -> u32 {
         None => {
             c.check(false, format_args!("list has the peer d{peer}"));
         }
+    }
+
+    // The cost of a list, while both domains exist.
+    let tpu = ticks_per_us();
+    if tpu > 0 {
+        let start = rdtsc();
+        for _ in 0..100 {
+            let _ = call(0, &Request::List { first: 0, max: 32 });
+        }
+        let us = (rdtsc() - start) / tpu / 100;
+        println!("BASALT-FIGURE: domctl_list_us={us}");
     }
 
     // 2. Errors.
