@@ -12,6 +12,7 @@
 //! basalt reboot ID         restart it from its image
 //! basalt destroy ID        end it at once
 //! basalt console ID        print what it wrote to its console (the newest 4 KiB)
+//! basalt sched ID [weight W] [cap C]   show or set its scheduling weight and cap
 //! ```
 //!
 //! Built statically (`cargo xtask dom0`, xtask/src/dom0.rs) and installed
@@ -34,6 +35,8 @@ enum Command {
     Help,
     /// Print a domain's console history.
     Console(u32),
+    /// Show, or set then show, a domain's weight and cap.
+    Sched(u32, dc::SchedArgs),
     /// A sub-op on one domain, and the word for what happened.
     OnDomain(u32, Action),
 }
@@ -79,6 +82,34 @@ fn parse(args: &[String]) -> Result<Command, String> {
         ["list"] => Ok(Command::List),
         [] | ["help" | "-h" | "--help"] => Ok(Command::Help),
         ["console", id] => Ok(Command::Console(domain_id(id)?)),
+        ["sched", id, rest @ ..] => {
+            let mut args = dc::SchedArgs {
+                flags: 0,
+                weight: 0,
+                cap: 0,
+            };
+            let mut words = rest.iter();
+            while let Some(&key) = words.next() {
+                let value = words
+                    .next()
+                    .ok_or_else(|| format!("{key} needs a value; {USAGE}"))?;
+                let number: u16 = value
+                    .parse()
+                    .map_err(|_| format!("{key} {value:?}: not a number from 0 to 65535"))?;
+                match key {
+                    "weight" => {
+                        args.flags |= dc::sched_flags::WEIGHT;
+                        args.weight = number;
+                    }
+                    "cap" => {
+                        args.flags |= dc::sched_flags::CAP;
+                        args.cap = number;
+                    }
+                    _ => return Err(format!("unknown sched setting {key:?}; {USAGE}")),
+                }
+            }
+            Ok(Command::Sched(domain_id(id)?, args))
+        }
         [verb, id] => {
             let action = match *verb {
                 "pause" => Action::Pause,
@@ -282,6 +313,14 @@ fn run(args: &[String]) -> Result<(), String> {
                 .write_all(&out)
                 .map_err(|e| format!("writing to standard output: {e}"))
         }
+        Command::Sched(id, args) => {
+            let mut hv = Hypervisor::open()?;
+            let (_, reply) = hv.call(id, &Request::Sched(args))?;
+            let (weight, cap) =
+                dc::decode_sched(&reply).ok_or("the hypervisor's sched reply is malformed")?;
+            println!("domain {id}: weight {weight} cap {cap}");
+            Ok(())
+        }
         Command::OnDomain(id, action) => {
             let mut hv = Hypervisor::open()?;
             hv.call(id, &action.request())?;
@@ -341,6 +380,19 @@ mod tests {
         let e = parse(&args(&["pause", "x"])).expect_err("not a number");
         assert!(e.contains("not a domain id"), "{e}");
         assert_eq!(parse(&args(&["console", "2"])), Ok(Command::Console(2)));
+        assert_eq!(
+            parse(&args(&["sched", "2", "cap", "20", "weight", "512"])),
+            Ok(Command::Sched(
+                2,
+                dc::SchedArgs {
+                    flags: dc::sched_flags::ALL,
+                    weight: 512,
+                    cap: 20
+                }
+            ))
+        );
+        assert!(parse(&args(&["sched", "2", "cap"])).is_err());
+        assert!(parse(&args(&["sched", "2", "speed", "3"])).is_err());
         let e = parse(&args(&["frobnicate"])).expect_err("unknown");
         assert!(e.contains("usage: basalt list"), "{e}");
     }
