@@ -292,6 +292,12 @@ pub fn init_wall_clock() -> Option<basalt_devices::rtc::DateTime> {
     Some(t)
 }
 
+/// Seconds since 1970 at system time 0 (0 if unknown): Xen's wall clock
+/// in shared_info.
+pub fn wall_at_boot() -> u64 {
+    WALL_AT_BOOT.load(Ordering::Relaxed)
+}
+
 /// Seconds since 1970 now (from the wall clock read at boot; 0 if unknown).
 pub fn wall_clock_secs() -> u64 {
     match WALL_AT_BOOT.load(Ordering::Relaxed) {

@@ -354,9 +354,12 @@ pub fn guest_cpu() -> &'static basalt_cpu::cpuid::GuestCpu {
 
 /// The MSRs the virtual platform answers (the arch-neutral layer, through
 /// [`VcpuExit::RdMsr`] and [`VcpuExit::WrMsr`]): `IA32_APIC_BASE`,
-/// `IA32_TSC_DEADLINE` and the x2APIC range.
+/// `IA32_TSC_DEADLINE`, the x2APIC range and Xen's hypercall-page MSR.
 pub fn is_platform_msr(msr: u32) -> bool {
-    matches!(msr, 0x1b | 0x6e0 | 0x800..=0x8ff)
+    matches!(
+        msr,
+        0x1b | 0x6e0 | 0x800..=0x8ff | basalt_xen::HYPERCALL_PAGE_MSR
+    )
 }
 
 /// Whether guest-physical `gpa` is on a page of an emulated device (the

@@ -71,6 +71,8 @@ pub struct Domain {
     pub tsc_offset: u64,
     /// VM exits per reason.
     pub exits: Arc<ExitCounts>,
+    /// Xen's interface (`xen=1`, `role=control`; docs/control-domain.md).
+    pub xen: Option<crate::hvm::xen::XenDomain>,
     /// Its boot modules, to start again on reboot.
     module: Module<'static>,
     initrds: Vec<Module<'static>>,
@@ -298,8 +300,22 @@ pub fn create_from_modules(
     let mut built = Vec::new();
     let modules: Vec<Module<'static>> = info.modules.iter().copied().collect();
     let mut next_id = 1;
+    let mut control: Option<usize> = None;
     for (index, module) in modules.iter().enumerate() {
         let spec = match spec::parse_module(module.cmdline) {
+            Ok(ModuleRole::Kernel(spec)) if spec.control => {
+                if let Some(first) = control {
+                    error!(
+                        "boot module {index} (\"{}\") refused: a second role=control; boot module \
+                         {first} is the control domain already (there is exactly one: drop \
+                         role=control from all but one module)",
+                        module.cmdline
+                    );
+                    continue;
+                }
+                control = Some(index);
+                spec
+            }
             Ok(ModuleRole::Kernel(spec)) => spec,
             Ok(ModuleRole::Initrd { .. }) => continue,
             Err(e) => {
@@ -327,10 +343,13 @@ pub fn create_from_modules(
             .filter(|m| matches!(spec::parse_module(m.cmdline), Ok(ModuleRole::Initrd { domain, .. }) if domain == spec.name))
             .copied()
             .collect();
-        match build(next_id, &spec, *module, &initrds, 1, waker) {
+        let id = if spec.control { 0 } else { next_id };
+        match build(id, &spec, *module, &initrds, 1, waker) {
             Ok((domain, vcpus)) => {
                 built.push((domain, vcpus));
-                next_id += 1;
+                if !spec.control {
+                    next_id += 1;
+                }
             }
             Err(e) => error!(
                 "boot module {index} (domain {}) refused: {e}; other domains still start",
@@ -399,7 +418,11 @@ fn build(
             IrqSink::new(id, generation, waker),
         ),
         life: Lifecycle::new(),
-        signature: basalt_guest::cpuid::BASALT_SIGNATURE,
+        signature: if spec.xen {
+            basalt_guest::cpuid::XEN_SIGNATURE
+        } else {
+            basalt_guest::cpuid::BASALT_SIGNATURE
+        },
         tsc_offset: 0u64.wrapping_sub(tsc_zero),
         exits: Arc::new(ExitCounts::default()),
         vcpu_count: spec.vcpus,
@@ -408,6 +431,9 @@ fn build(
         weight: spec.weight,
         cap: spec.cap,
         timers: (0..spec.vcpus).map(|_| AtomicU64::new(0)).collect(),
+        xen: spec
+            .xen
+            .then(|| crate::hvm::xen::XenDomain::new(spec.vcpus, spec.control)),
         module,
         initrds: initrds.to_vec(),
     });
@@ -478,6 +504,14 @@ fn build(
                     rsdp,
                 )
                 .map_err(|e| layout_error(&e))?;
+                if spec.control {
+                    si::write_flags(
+                        mem,
+                        plan.start_info_gpa,
+                        si::SIF_PRIVILEGED | si::SIF_INITDOMAIN,
+                    )
+                    .map_err(|e| layout_error(&e))?;
+                }
                 Ok(StartState::Pvh {
                     rip: u64::from(image.entry),
                     start_info: plan.start_info_gpa,
@@ -525,10 +559,21 @@ fn build(
     DOMAINS.lock().push(domain.clone());
     let entry = entry.entry_point();
     info!(
-        "domain d{id} ({}) created: {} memory, {} vCPU(s), entry {entry:#x}",
+        "domain d{id} ({}) created: {} memory, {} vCPU(s), entry {entry:#x}{}",
         spec.name,
         basalt_boot::memmap::ByteSize(domain.ram.size()),
         spec.vcpus,
+        match (&domain.xen, spec.control) {
+            (Some(x), true) => alloc::format!(
+                "; the control domain, Xen's interface ({} bytes of Basalt's memory)",
+                x.footprint()
+            ),
+            (Some(x), false) => alloc::format!(
+                "; Xen's interface ({} bytes of Basalt's memory)",
+                x.footprint()
+            ),
+            (None, _) => String::new(),
+        }
     );
     Ok((domain, vcpus))
 }

@@ -32,10 +32,10 @@ pub trait ControlOps {
     fn wake(&self, domain: &Domain, vcpu: u32);
 }
 
-/// Whether `domain` may use domain control: the control domain, id 0
-/// (ordinary domains are numbered from 1).
+/// Whether `domain` may use domain control: the control domain
+/// (`role=control`), decided once when it was built.
 fn is_control(domain: &Domain) -> bool {
-    domain.id == 0
+    domain.xen.as_ref().is_some_and(|x| x.control)
 }
 
 /// `basalt_domctl(buffer, length)` from vCPU `v`: the result for RAX (a
@@ -226,6 +226,9 @@ fn info(d: &Domain, ops: &impl ControlOps) -> dc::DomainInfo {
     let mut flags = 0;
     if is_control(d) {
         flags |= dc::info_flags::CONTROL;
+    }
+    if d.xen.is_some() {
+        flags |= dc::info_flags::XEN;
     }
     dc::DomainInfo {
         id: d.id,

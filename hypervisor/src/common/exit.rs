@@ -129,6 +129,14 @@ pub fn handle(v: &mut Running<'_>, exit: VcpuExit, ops: &impl SchedOps) -> Next 
             }
             Next::Continue
         }
+        VcpuExit::WrMsr { msr, value } if msr == basalt_xen::HYPERCALL_PAGE_MSR => {
+            if hypercall_page(v, value) {
+                v.arch.skip_instruction();
+            } else {
+                inject_gp(v);
+            }
+            Next::Continue
+        }
         VcpuExit::WrMsr { msr, value } => {
             if vapic::wrmsr(&v.domain.platform, v.index, msr, value) {
                 v.arch.skip_instruction();
@@ -174,6 +182,23 @@ fn io_effect(v: &Running<'_>, effect: IoEffect, ops: &impl SchedOps) -> Next {
     let domain = v.domain.clone();
     ops.end_domain(&domain, reason);
     Next::Ended
+}
+
+/// A write of Xen's hypercall-page MSR (a domain with Xen's interface):
+/// the page at guest-physical `value` (bits 11:0 select the page: only 0
+/// exists) is filled with the hypercall stubs, using the instruction of
+/// this machine's backend. Anything else is refused (#GP).
+fn hypercall_page(v: &Running<'_>, value: u64) -> bool {
+    if v.domain.xen.is_none() || value & 0xfff != 0 {
+        return false;
+    }
+    let insn = if crate::arch::x86_64::hvm::stage2_is_npt() {
+        basalt_xen::CallInsn::Vmmcall
+    } else {
+        basalt_xen::CallInsn::Vmcall
+    };
+    let page = basalt_xen::hypercall_page(insn);
+    v.domain.ram.write(value, &page).is_ok()
 }
 
 /// Injects #GP(0) (an MSR access the platform refuses).

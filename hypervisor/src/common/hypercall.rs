@@ -3,6 +3,8 @@
 //! EBX, ECX, EDX, ESI, EDI (32-bit); negative errno results; -EPERM from
 //! guest user mode; -ENOSYS for what Basalt does not implement.
 
+pub mod xen;
+
 use super::domain::{Domain, EndReason, Running};
 use crate::time;
 use crate::vcpu::{StartState, gpr};
@@ -131,6 +133,11 @@ pub fn dispatch(v: &mut Running<'_>, ops: &impl SchedOps) -> After {
 }
 
 fn handle(v: &mut Running<'_>, call: &hc::Call, ops: &impl SchedOps) -> (u64, After) {
+    if v.domain.xen.is_some()
+        && let Some(answer) = xen::handle(v, call, ops)
+    {
+        return answer;
+    }
     let [a1, a2, a3, _, _] = call.args;
     match call.op {
         hc::HYPERVISOR_XEN_VERSION => match a1 {

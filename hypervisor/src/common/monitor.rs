@@ -167,6 +167,11 @@ impl Monitor {
                 // Console input is an event: into COM1 if its interrupt is
                 // on; vCPU 0 waiting in HLT or SCHEDOP_block wakes up.
                 crate::hvm::vdev::input_arrived(&d.platform);
+                // A domain with Xen's interface reads it with console_io
+                // when its VIRQ_CONSOLE fires (dom0's hvc0).
+                if let Some(x) = &d.xen {
+                    x.send_virq(&d.ram, &d.platform, basalt_xen::evtchn::VIRQ_CONSOLE, 0);
+                }
                 sched::wake_vcpu(&d, 0);
             }
         }

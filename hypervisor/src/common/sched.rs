@@ -26,7 +26,7 @@
 
 use super::domain::{self, Domain, EndReason, Running, Vcpu};
 use super::exit::{self, Next};
-use super::hypercall::{SchedOps, VcpuOpError};
+use super::hypercall::{self, SchedOps, VcpuOpError};
 use crate::arch::x86_64::{apic, cpu, idt, percpu};
 use crate::hvm::irq::VcpuWaker;
 use crate::time;
@@ -426,6 +426,7 @@ pub fn end_domain(domain: &Arc<Domain>, reason: EndReason) {
     if !domain.life.begin_end(reason) {
         return;
     }
+    hypercall::xen::domain_gone(domain);
     let id = domain.id;
     let removed: Vec<(Arc<Slot>, Option<usize>)> = with(|s| {
         let ids: Vec<VcpuId> = s.slots.keys().filter(|v| v.domain == id).copied().collect();
@@ -887,15 +888,22 @@ fn run_loaded(me: usize, h: &mut Held, slice: u64, yielded: &mut bool) -> Option
     crate::arch::x86_64::hvm::entering_domain(me, slot.domain.generation);
     let mut slice = slice;
     loop {
+        runstate(&v, basalt_xen::layout::runstate::RUNNING);
+        let mut after = basalt_xen::layout::runstate::RUNNABLE;
         match run_slice(me, slot, &mut v, slice) {
             SliceEnd::Resched => {}
             SliceEnd::Yield => *yielded = true,
-            SliceEnd::Block => block_current(me, slot, &v),
+            SliceEnd::Block => {
+                block_current(me, slot, &v);
+                after = basalt_xen::layout::runstate::BLOCKED;
+            }
             SliceEnd::Down => {
                 slot.up.store(false, Ordering::SeqCst);
                 block_current(me, slot, &v);
+                after = basalt_xen::layout::runstate::OFFLINE;
             }
         }
+        runstate(&v, after);
         if housekeeping(me) {
             return Some(Carried::Rebuild);
         }
@@ -903,6 +911,14 @@ fn run_loaded(me: usize, h: &mut Held, slice: u64, yielded: &mut bool) -> Option
             Decision::Run { vcpu, slice: s } if vcpu == slot.id => slice = s,
             other => return Some(Carried::Decided(other)),
         }
+    }
+}
+
+/// A vCPU of a domain with Xen's interface changes run state (its
+/// runstate area, if registered, is rewritten).
+fn runstate(v: &Running<'_>, state: u32) {
+    if let Some(x) = &v.domain.xen {
+        x.runstate_switch(&v.domain.ram, v.index, state, time::now_ns());
     }
 }
 
@@ -951,11 +967,9 @@ fn block_current(me: usize, slot: &Slot, v: &Running<'_>) {
         // HLT with an interrupt waiting: it is delivered at once.
         return;
     }
-    let timer = slot.domain.timer(slot.id.vcpu);
-    let deadline = timer.load(Ordering::SeqCst);
-    if slot.up.load(Ordering::SeqCst) && deadline != 0 && deadline <= now {
+    if slot.up.load(Ordering::SeqCst) && hypercall::xen::timer_due(&slot.domain, slot.id.vcpu, now)
+    {
         // The event is pending already: HLT returns at once.
-        timer.store(0, Ordering::SeqCst);
         return;
     }
     with(|s| {
@@ -1054,12 +1068,7 @@ fn fire_timers(me: usize) -> Option<u64> {
         // the guest reprogrammed) finds no event and does nothing. Devices
         // are advanced without the scheduler lock: an interrupt they raise
         // may wake other vCPUs.
-        let timer = slot.domain.timer(id.vcpu);
-        let own = timer.load(Ordering::SeqCst);
-        let mut event = own != 0 && own <= now;
-        if event {
-            timer.store(0, Ordering::SeqCst);
-        }
+        let mut event = hypercall::xen::timer_due(&slot.domain, id.vcpu, now);
         if id.vcpu == 0 {
             crate::hvm::vdev::advance_time(&slot.domain.platform, now);
         }
@@ -1265,10 +1274,18 @@ fn run_slice(me: usize, slot: &Slot, v: &mut Running<'_>, slice_ns: u64) -> Slic
             0
         };
         let lapic = domain.platform.apic.deadline(index);
-        let edge = match (dev, lapic) {
-            (0, t) | (t, 0) => t,
-            (a, b) => a.min(b),
+        // A domain with Xen's interface also stops for its single-shot
+        // timer, whose VIRQ_TIMER must arrive while the vCPU runs.
+        let xen_timer = if domain.xen.is_some() {
+            domain.timer(index).load(Ordering::Relaxed)
+        } else {
+            0
         };
+        let edge = [dev, lapic, xen_timer]
+            .into_iter()
+            .filter(|t| *t != 0)
+            .min()
+            .unwrap_or(0);
         if edge != device_edge {
             device_edge = edge;
             device_edge_tsc = if edge == 0 {
@@ -1300,6 +1317,9 @@ fn run_slice(me: usize, slot: &Slot, v: &mut Running<'_>, slice_ns: u64) -> Slic
                 crate::hvm::vdev::advance_time(&domain.platform, now);
             }
             crate::hvm::vapic::timer_due(&domain.platform, index, now);
+            if xen_timer != 0 {
+                hypercall::xen::timer_due(domain, index, now);
+            }
             bound = 0;
         }
         // One load says whether anything waits in the vCPU's APIC.

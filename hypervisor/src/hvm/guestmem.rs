@@ -91,3 +91,15 @@ pub fn write_virt(arch: &Loaded<'_>, ram: &GuestRam, gva: u64, bytes: &[u8]) -> 
     }
     Ok(())
 }
+
+/// The guest-physical address of `[gva, gva + len)` when the range is one
+/// guest-physical run (within a page, or pages that happen to be adjacent),
+/// for an area Basalt writes later without the guest's page tables.
+pub fn translate_range(arch: &Loaded<'_>, ram: &GuestRam, gva: u64, len: usize) -> Option<u64> {
+    if len == 0 || !range_ok(arch, gva, len) {
+        return None;
+    }
+    let first = translate(arch, ram, gva).ok()?;
+    let last = translate(arch, ram, gva + len as u64 - 1).ok()?;
+    (last.checked_sub(first) == Some(len as u64 - 1)).then_some(first)
+}

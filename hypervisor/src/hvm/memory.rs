@@ -15,6 +15,7 @@ use crate::mm;
 use alloc::vec::Vec;
 use basalt_frames::Owner;
 use basalt_guest::mem::{GuestMemory, MemoryError};
+use core::sync::atomic::AtomicU64;
 use spin::Mutex;
 
 const GIB: u64 = 1 << 30;
@@ -132,6 +133,29 @@ impl GuestRam {
             size: self.size,
         }
         .write(gpa, bytes)
+    }
+
+    /// Runs `f` on the 8-byte word at guest-physical `gpa` as an atomic
+    /// (Xen's event bits: the guest changes them concurrently with LOCK-ed
+    /// instructions). `None` when `gpa` is not 8-aligned or not RAM. The
+    /// block list stays locked meanwhile, so the RAM cannot be taken away.
+    pub fn with_atomic_u64<R>(&self, gpa: u64, f: impl FnOnce(&AtomicU64) -> R) -> Option<R> {
+        if !gpa.is_multiple_of(8) || gpa >= self.size {
+            return None;
+        }
+        let blocks = self.blocks.lock();
+        let view = View {
+            blocks: &blocks,
+            size: self.size,
+        };
+        let p = view.host_ptr(gpa)?;
+        // SAFETY: `p` is 8-aligned (the block is, and so is `gpa`) and
+        // points at 8 bytes of a block owned by this domain, direct-mapped
+        // and kept alive by the lock on `blocks`; an `AtomicU64` has the
+        // layout of a `u64`, and every access to the word (the guest's
+        // included) is atomic or a plain aligned access.
+        let word = unsafe { &*(p as *const AtomicU64) };
+        Some(f(word))
     }
 
     /// Runs `f` with the RAM as a [`GuestMemory`] (for the image loaders).

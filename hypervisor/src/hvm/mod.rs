@@ -14,3 +14,4 @@ pub mod platform;
 pub mod strio;
 pub mod vapic;
 pub mod vdev;
+pub mod xen;

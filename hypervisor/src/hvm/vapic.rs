@@ -487,6 +487,30 @@ pub fn set_isa_irq(p: &Platform, irq: u8, level: bool) {
     apply(p, None, fx);
 }
 
+/// A fixed, edge-triggered interrupt with `vector` for vCPU `vcpu`, raised
+/// by Basalt itself (Xen's per-vCPU event-channel upcall,
+/// `HVMOP_set_evtchn_upcall_vector`): it waits in the vCPU's IRR like any
+/// other and the guest EOIs it. `me`, the vCPU making the call, is not
+/// kicked (it looks at its APIC before its next entry).
+pub fn raise_vector(p: &Platform, vcpu: u32, vector: u8, me: Option<u32>) {
+    let a = &p.apic;
+    let mut fx = Effects::default();
+    {
+        let mut st = a.state.lock();
+        let mut to = CpuSet::default();
+        to.insert(vcpu as usize);
+        a.deliver(
+            &mut st,
+            &to,
+            Delivery::Fixed,
+            vector,
+            Trigger::Edge,
+            &mut fx,
+        );
+    }
+    apply(p, me.map(|m| m as usize), fx);
+}
+
 /// The I/O APIC pin of ISA IRQ `irq` (the MADT's override: IRQ 0 on pin 2).
 fn isa_pin(irq: u8) -> usize {
     if irq == PIT_IRQ {

@@ -473,6 +473,9 @@ impl GuestCpu {
                 [mhz, mhz, 100, 0]
             }
             0..=MAX_BASIC_LEAF => self.basic[leaf as usize],
+            HYPERVISOR_LEAF..=XEN_MAX_LEAF if v.signature() == XEN_SIGNATURE => {
+                xen_leaf(leaf, sub, v)
+            }
             HYPERVISOR_LEAF => signature_leaf(&v.signature(), HYPERVISOR_MAX_LEAF),
             0x8000_0000..=MAX_EXTENDED_LEAF => {
                 let i = (leaf - 0x8000_0000) as usize;
@@ -518,6 +521,49 @@ pub fn tsc_leaf(tsc_hz: u64) -> [u32; 4] {
     [denominator as u32, numerator as u32, CRYSTAL_HZ as u32, 0]
 }
 
+/// Xen's signature: a domain shown it gets Xen's hypervisor leaves ([`xen_leaf`]).
+pub const XEN_SIGNATURE: [u8; 12] = *b"XenVMMXenVMM";
+/// The last of Xen's hypervisor leaves (Xen 4.17 reports base + 5).
+pub const XEN_MAX_LEAF: u32 = 0x4000_0005;
+/// The interface version Basalt reports in leaf 0x40000001: Xen 4.17.
+pub const XEN_VERSION: u32 = (4 << 16) | 17;
+/// Leaf 0x40000004 EAX bit 3, `XEN_HVM_CPUID_VCPU_ID_PRESENT`: EBX holds the vCPU id.
+pub const XEN_HVM_VCPU_ID_PRESENT: u32 = 1 << 3;
+/// Leaf 0x40000004 EAX bit 6, `XEN_HVM_CPUID_UPCALL_VECTOR`: per-vCPU upcall vectors
+/// (`HVMOP_set_evtchn_upcall_vector`).
+pub const XEN_HVM_UPCALL_VECTOR: u32 = 1 << 6;
+
+/// Xen's hypervisor leaves (Xen `public/arch-x86/cpuid.h`, `arch/x86/traps.c`
+/// `cpuid_hypervisor_leaves`) for a domain with Xen's interface:
+/// - 0x40000000: the highest leaf and `"XenVMMXenVMM"`;
+/// - 0x40000001: the version, 4.17;
+/// - 0x40000002: one hypercall page, written through MSR 0x40000000;
+/// - 0x40000003: time: subleaf 0 ECX = the guest TSC in kHz (no TSC emulation, no scaling),
+///   subleaf 2 EAX = the host TSC in kHz;
+/// - 0x40000004: HVM features: the vCPU id in EBX and per-vCPU upcall vectors. Nothing about
+///   APIC virtualisation, MSI extended destination ids or PIRQs is offered;
+/// - 0x40000005: no PV features.
+pub fn xen_leaf(leaf: u32, sub: u32, v: &impl VcpuState) -> [u32; 4] {
+    let khz = u32::try_from(v.tsc_hz() / 1000).unwrap_or(u32::MAX);
+    match leaf - HYPERVISOR_LEAF {
+        0 => signature_leaf(&XEN_SIGNATURE, XEN_MAX_LEAF),
+        1 => [XEN_VERSION, 0, 0, 0],
+        2 => [1, 0x4000_0000, 0, 0],
+        3 => match sub {
+            0 => [0, 0, khz, 0],
+            2 => [khz, 0, 0, 0],
+            _ => [0; 4],
+        },
+        4 => [
+            XEN_HVM_VCPU_ID_PRESENT | XEN_HVM_UPCALL_VECTOR,
+            v.apic_id(),
+            0,
+            0,
+        ],
+        _ => [0; 4],
+    }
+}
+
 /// The hypervisor base leaf: EAX = `max_leaf`, the 12-byte signature in EBX, ECX, EDX (bytes
 /// 0-3, 4-7, 8-11, little-endian, as Xen and KVM lay theirs out).
 pub fn signature_leaf(signature: &[u8; 12], max_leaf: u32) -> [u32; 4] {
@@ -533,6 +579,23 @@ pub fn signature_leaf(signature: &[u8; 12], max_leaf: u32) -> [u32; 4] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn xen_leaves() {
+        let v = VcpuView {
+            signature: XEN_SIGNATURE,
+            apic_id: 3,
+            tsc_hz: 2_500_000_000,
+            osxsave: false,
+            xcr0: 1,
+        };
+        assert_eq!(xen_leaf(0x4000_0000, 0, &v)[0], 0x4000_0005);
+        assert_eq!(xen_leaf(0x4000_0001, 0, &v), [0x0004_0011, 0, 0, 0]);
+        assert_eq!(xen_leaf(0x4000_0002, 0, &v), [1, 0x4000_0000, 0, 0]);
+        assert_eq!(xen_leaf(0x4000_0003, 0, &v)[2], 2_500_000);
+        assert_eq!(xen_leaf(0x4000_0004, 0, &v), [(1 << 3) | (1 << 6), 3, 0, 0]);
+        assert_eq!(xen_leaf(0x4000_0005, 0, &v), [0; 4]);
+    }
 
     #[test]
     fn xen_signature_registers() {

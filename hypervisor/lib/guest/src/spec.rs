@@ -23,6 +23,11 @@
 //! | `weight=` | a decimal number from 1 to 65535 | `256` | the domain's share of CPU time, relative to other domains' weights |
 //! | `cap=` | a decimal number from 0 to 6400 | `0` (none) | the most CPU time the domain may use, in percent of one CPU (150 = one and a half CPUs) |
 //! | `boot=` | `pvh`, `linux` or `real` | detected | how the kernel is started ([`BootProtocol`]): without it, a bzImage boots as `linux`, anything else as `pvh` |
+//! | `role=` | `control` or `guest` | `guest` | `control`: the control domain (domain 0, named `Domain-0`, Xen's interface with `SIF_INITDOMAIN`; docs/control-domain.md); at most one module may say so |
+//! | `xen=` | `0` or `1` | `0` (`1` for the control domain) | `1`: the domain sees Xen's CPUID leaves and hypercalls (docs/control-domain.md) |
+//!
+//! The control domain's `name=` may be left out; if given it must be `Domain-0` (Xen's name,
+//! which tools look for). `xen=0` is refused with `role=control`: dom0 is a Xen-interface domain.
 //!
 //! An initrd module takes `initrd-for=NAME` (the `name=` of its kernel's module) and no other
 //! key; its own command line, if any, follows `--` (a PVH guest sees it as the module's
@@ -90,7 +95,14 @@ pub struct DomainSpec<'a> {
     pub weight: u16,
     /// CPU cap in percent of one CPU (`cap=`), 0 (none) to [`MAX_CAP`].
     pub cap: u16,
+    /// `role=control`: the control domain.
+    pub control: bool,
+    /// Xen's interface (`xen=1`, implied by `role=control`).
+    pub xen: bool,
 }
+
+/// The name of the control domain, as on Xen.
+pub const CONTROL_NAME: &str = "Domain-0";
 
 /// How a guest kernel module is started (`boot=`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -128,10 +140,14 @@ pub enum Key {
     Weight,
     /// `cap=`
     Cap,
+    /// `role=`
+    Role,
+    /// `xen=`
+    Xen,
 }
 
 impl Key {
-    const ALL: [Key; 8] = [
+    const ALL: [Key; 10] = [
         Key::Name,
         Key::Memory,
         Key::Vcpus,
@@ -140,6 +156,8 @@ impl Key {
         Key::Boot,
         Key::Weight,
         Key::Cap,
+        Key::Role,
+        Key::Xen,
     ];
 
     /// The key as written on the command line (with `-`).
@@ -153,6 +171,8 @@ impl Key {
             Self::Boot => "boot",
             Self::Weight => "weight",
             Self::Cap => "cap",
+            Self::Role => "role",
+            Self::Xen => "xen",
         }
     }
 
@@ -175,6 +195,10 @@ impl Key {
             Self::Cap => {
                 "expected a cap in percent of one CPU from 0 (none) to 6400, e.g. 50 for half a CPU"
             }
+            Self::Role => {
+                "expected control (the control domain, at most one) or guest (the default)"
+            }
+            Self::Xen => "expected 1 (Xen's interface) or 0 (Basalt's)",
         }
     }
 
@@ -233,6 +257,13 @@ pub enum SpecError<'a> {
         /// The first other key found.
         key: Key,
     },
+    /// `role=control` with a `name=` other than [`CONTROL_NAME`].
+    ControlName {
+        /// The name given.
+        name: &'a str,
+    },
+    /// `role=control` with `xen=0`.
+    ControlWithoutXen,
 }
 
 impl fmt::Display for SpecError<'_> {
@@ -245,7 +276,7 @@ impl fmt::Display for SpecError<'_> {
             Self::UnknownKey { token } => write!(
                 f,
                 "unknown key `{token}`; a module takes name=, memory=, vcpus=, cpus=, \
-                 weight=, cap=, boot= or initrd-for="
+                 weight=, cap=, boot=, role=, xen= or initrd-for="
             ),
             Self::DuplicateKey { key } => {
                 write!(f, "duplicate key `{key}`; give each key once")
@@ -260,13 +291,22 @@ impl fmt::Display for SpecError<'_> {
                 "`{key}=` on an initrd-for= module: an initrd takes no other keys (give them to \
                  its kernel's module)"
             ),
+            Self::ControlName { name } => write!(
+                f,
+                "`name={name}` with role=control: the control domain is always named \
+                 {CONTROL_NAME}; drop name= (its initrd says initrd-for={CONTROL_NAME})"
+            ),
+            Self::ControlWithoutXen => f.write_str(
+                "xen=0 with role=control: the control domain always has Xen's interface; \
+                 drop xen=0",
+            ),
         }
     }
 }
 
 /// Parses a boot module's command line (see the module documentation for the syntax).
 pub fn parse_module(cmdline: &str) -> Result<ModuleRole<'_>, SpecError<'_>> {
-    let mut values: [Option<&str>; 8] = [None; 8];
+    let mut values: [Option<&str>; Key::ALL.len()] = [None; Key::ALL.len()];
     let mut tail = "";
     let mut rest = cmdline;
     let mut first = true;
@@ -324,7 +364,35 @@ pub fn parse_module(cmdline: &str) -> Result<ModuleRole<'_>, SpecError<'_>> {
         });
     }
 
-    let name = value(Key::Name).ok_or(SpecError::MissingName)?;
+    let control = match value(Key::Role) {
+        None | Some("guest") => false,
+        Some("control") => true,
+        Some(text) => {
+            return Err(SpecError::BadValue {
+                key: Key::Role,
+                value: text,
+            });
+        }
+    };
+    let xen = match value(Key::Xen) {
+        None => control,
+        Some("1") => true,
+        Some("0") if control => return Err(SpecError::ControlWithoutXen),
+        Some("0") => false,
+        Some(text) => {
+            return Err(SpecError::BadValue {
+                key: Key::Xen,
+                value: text,
+            });
+        }
+    };
+    let name = match value(Key::Name) {
+        None if control => CONTROL_NAME,
+        Some(name) if control && name != CONTROL_NAME => {
+            return Err(SpecError::ControlName { name });
+        }
+        other => other.ok_or(SpecError::MissingName)?,
+    };
     if !valid_name(name) {
         return Err(SpecError::BadValue {
             key: Key::Name,
@@ -387,6 +455,8 @@ pub fn parse_module(cmdline: &str) -> Result<ModuleRole<'_>, SpecError<'_>> {
         boot,
         weight,
         cap,
+        control,
+        xen,
     }))
 }
 
@@ -507,8 +577,48 @@ mod tests {
                 boot: BootProtocol::Auto,
                 weight: 256,
                 cap: 0,
+                control: false,
+                xen: false,
             }
         );
+    }
+
+    #[test]
+    fn control_role_and_xen() {
+        let dom0 = kernel("role=control memory=256M -- console=hvc0");
+        assert_eq!(
+            (dom0.name, dom0.control, dom0.xen),
+            ("Domain-0", true, true)
+        );
+        assert_eq!(dom0.cmdline, "console=hvc0");
+        assert_eq!(kernel("role=control name=Domain-0").name, "Domain-0");
+        assert!(kernel("role=control xen=1").xen);
+        let guest = kernel("name=g role=guest xen=1");
+        assert_eq!((guest.control, guest.xen), (false, true));
+        assert!(!kernel("name=g xen=0").xen);
+        assert!(matches!(
+            error("role=control name=dom0"),
+            SpecError::ControlName { name: "dom0" }
+        ));
+        assert!(
+            error("role=control name=d")
+                .to_string()
+                .contains("Domain-0")
+        );
+        assert_eq!(error("role=control xen=0"), SpecError::ControlWithoutXen);
+        for bad in [
+            "name=g role=admin",
+            "name=g xen=2",
+            "name=g xen=yes",
+            "name=g role=",
+        ] {
+            assert!(matches!(error(bad), SpecError::BadValue { .. }), "{bad}");
+        }
+        assert_eq!(error("role=guest"), SpecError::MissingName);
+        assert!(matches!(
+            error("initrd-for=Domain-0 role=control"),
+            SpecError::InitrdWithKey { key: Key::Role }
+        ));
     }
 
     #[test]

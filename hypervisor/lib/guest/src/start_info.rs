@@ -254,6 +254,21 @@ fn write_string(mem: &mut impl GuestMemory, gpa: u64, text: &str) -> Result<u64,
     Ok(nul.saturating_add(1))
 }
 
+/// `SIF_PRIVILEGED`: the domain is privileged.
+pub const SIF_PRIVILEGED: u32 = 1 << 0;
+/// `SIF_INITDOMAIN`: the domain is the initial (control) domain.
+pub const SIF_INITDOMAIN: u32 = 1 << 1;
+
+/// Sets the `flags` of the `hvm_start_info` at `start_info_gpa` (what
+/// [`write_start_info`] wrote, with flags 0).
+pub fn write_flags(
+    mem: &mut impl GuestMemory,
+    start_info_gpa: u64,
+    flags: u32,
+) -> Result<(), MemoryError> {
+    mem.write(start_info_gpa.saturating_add(8), &flags.to_le_bytes())
+}
+
 /// Writes the PVH start info for a guest at `at` (rounded up to 8 bytes): the `hvm_start_info`,
 /// then the module list, the memory map, the kernel's command line and each module's, every
 /// string NUL-terminated (an empty one as a lone NUL, so every `cmdline_paddr` is valid).

@@ -1,0 +1,680 @@
+//! The hypercalls of Xen's interface (docs/control-domain.md), for domains
+//! built with it (`xen=1`, `role=control`): event channels, shared_info and
+//! vcpu_info placement, memory-map and HVM-parameter queries, the features
+//! and the timer VIRQ. The state lives in `hvm::xen`; the pure rules in
+//! `basalt-xen`. Operations answered the same way for every domain
+//! (console, shutdown, vCPU start) stay in the parent module.
+//!
+//! Every argument structure is copied once from the guest (a linear
+//! address, user-mode ones included) and checked before anything changes.
+
+use super::{After, SchedOps, errno};
+use crate::common::domain::{self, Domain, Running};
+use crate::hvm::guestmem::{read_virt, write_virt};
+use crate::hvm::xen::{NR_PARAMS, XenDomain};
+use basalt_guest::hypercall as hc;
+use basalt_xen::DOMID_SELF;
+use basalt_xen::evtchn::{self, Status, Target};
+use core::sync::atomic::Ordering;
+
+/// `__HYPERVISOR_event_channel_op`.
+const EVENT_CHANNEL_OP: u64 = 32;
+/// `__HYPERVISOR_hvm_op`.
+const HVM_OP: u64 = 34;
+/// `__HYPERVISOR_set_timer_op`.
+const SET_TIMER_OP: u64 = 15;
+
+// EVTCHNOP_* (public/event_channel.h).
+const EVTCHNOP_BIND_INTERDOMAIN: u64 = 0;
+const EVTCHNOP_BIND_VIRQ: u64 = 1;
+const EVTCHNOP_CLOSE: u64 = 3;
+const EVTCHNOP_SEND: u64 = 4;
+const EVTCHNOP_STATUS: u64 = 5;
+const EVTCHNOP_ALLOC_UNBOUND: u64 = 6;
+const EVTCHNOP_BIND_IPI: u64 = 7;
+const EVTCHNOP_BIND_VCPU: u64 = 8;
+const EVTCHNOP_UNMASK: u64 = 9;
+const EVTCHNOP_INIT_CONTROL: u64 = 11;
+
+// XENMEM_* (public/memory.h).
+const XENMEM_ADD_TO_PHYSMAP: u64 = 7;
+const XENMEM_MEMORY_MAP: u64 = 9;
+const XENMAPSPACE_SHARED_INFO: u32 = 0;
+
+// HVMOP_* (public/hvm/hvm_op.h).
+const HVMOP_SET_PARAM: u64 = 0;
+const HVMOP_GET_PARAM: u64 = 1;
+const HVMOP_SET_EVTCHN_UPCALL_VECTOR: u64 = 23;
+
+// VCPUOP_* (public/vcpu.h) handled here.
+const VCPUOP_REGISTER_RUNSTATE_MEMORY_AREA: u64 = 5;
+const VCPUOP_SET_PERIODIC_TIMER: u64 = 6;
+const VCPUOP_STOP_PERIODIC_TIMER: u64 = 7;
+const VCPUOP_REGISTER_VCPU_INFO: u64 = 10;
+
+// XENVER_* (public/version.h) handled here.
+const XENVER_CAPABILITIES: u64 = 3;
+const XENVER_GET_FEATURES: u64 = 6;
+const XENVER_GUEST_HANDLE: u64 = 8;
+const XENVER_COMMANDLINE: u64 = 9;
+
+// XENFEAT_* (public/features.h): what a Xen-interface domain is told.
+const XENFEAT_AUTO_TRANSLATED_PHYSMAP: u32 = 2;
+const XENFEAT_HVM_CALLBACK_VECTOR: u32 = 8;
+const XENFEAT_HVM_SAFE_PVCLOCK: u32 = 9;
+const XENFEAT_DOM0: u32 = 11;
+
+/// The feature bits of submap 0 for a domain (`XENVER_get_features`).
+fn features(control: bool) -> u32 {
+    let mut f = (1 << XENFEAT_AUTO_TRANSLATED_PHYSMAP)
+        | (1 << XENFEAT_HVM_CALLBACK_VECTOR)
+        | (1 << XENFEAT_HVM_SAFE_PVCLOCK);
+    if control {
+        f |= 1 << XENFEAT_DOM0;
+    }
+    f
+}
+
+type Answer = (u64, After);
+
+fn ok(r: u64) -> Answer {
+    (r, After::Continue)
+}
+
+fn err(e: i64) -> Answer {
+    (errno(e), After::Continue)
+}
+
+/// Reads `N` bytes of an argument structure at linear address `at`.
+fn read<const N: usize>(v: &Running<'_>, at: u64) -> Result<[u8; N], Answer> {
+    let mut b = [0u8; N];
+    read_virt(&v.arch, &v.domain.ram, at, &mut b).map_err(|()| err(hc::EFAULT))?;
+    Ok(b)
+}
+
+fn write(v: &Running<'_>, at: u64, bytes: &[u8]) -> Result<(), Answer> {
+    write_virt(&v.arch, &v.domain.ram, at, bytes).map_err(|()| err(hc::EFAULT))
+}
+
+fn u16_at(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(w)
+}
+
+/// The Xen-interface state of a domain that has it.
+fn xen(d: &Domain) -> &XenDomain {
+    // Only called from `handle`, which is reached for such domains only.
+    d.xen.as_ref().unwrap_or_else(|| unreachable!())
+}
+
+/// The operations of Xen's interface; `None` leaves the call to the
+/// parent module (the ones every domain has).
+pub fn handle(v: &mut Running<'_>, call: &hc::Call, ops: &impl SchedOps) -> Option<Answer> {
+    let [a1, a2, a3, _, _] = call.args;
+    let _ = ops;
+    Some(match call.op {
+        EVENT_CHANNEL_OP => event_channel_op(v, a1, a2),
+        hc::HYPERVISOR_MEMORY_OP => memory_op(v, a1, a2)?,
+        HVM_OP => hvm_op(v, a1, a2),
+        hc::HYPERVISOR_XEN_VERSION => match a1 {
+            XENVER_GET_FEATURES => {
+                // struct xen_feature_info { unsigned int submap_idx; uint32_t submap; }
+                let b = match read::<8>(v, a2) {
+                    Ok(b) => b,
+                    Err(e) => return Some(e),
+                };
+                let submap = match u32_at(&b, 0) {
+                    0 => features(xen(v.domain).control),
+                    _ => 0,
+                };
+                match write(v, a2 + 4, &submap.to_le_bytes()) {
+                    Ok(()) => ok(0),
+                    Err(e) => e,
+                }
+            }
+            XENVER_CAPABILITIES => {
+                // xen_capabilities_info_t: char[1024].
+                let mut text = [0u8; 1024];
+                let caps = b"hvm-3.0-x86_64 hvm-3.0-x86_32 hvm-3.0-x86_32p";
+                text[..caps.len()].copy_from_slice(caps);
+                match write(v, a2, &text) {
+                    Ok(()) => ok(0),
+                    Err(e) => e,
+                }
+            }
+            // xen_domain_handle_t (a 16-byte UUID, none given) and the
+            // hypervisor's command line (char[1024], not shown to guests).
+            XENVER_GUEST_HANDLE => match write(v, a2, &[0u8; 16]) {
+                Ok(()) => ok(0),
+                Err(e) => e,
+            },
+            XENVER_COMMANDLINE => match write(v, a2, &[0u8; 1024]) {
+                Ok(()) => ok(0),
+                Err(e) => e,
+            },
+            _ => return None,
+        },
+        hc::HYPERVISOR_VCPU_OP => vcpu_op(v, a1, a2, a3)?,
+        SET_TIMER_OP => {
+            // set_timer_op(timeout): a single-shot timer at system time
+            // `timeout` ns; 0 stops it.
+            v.domain.timer(v.index).store(a1, Ordering::SeqCst);
+            ok(0)
+        }
+        hc::HYPERVISOR_SCHED_OP if a1 == hc::SCHEDOP_POLL => sched_poll(v, a2),
+        _ => return None,
+    })
+}
+
+/// `SCHEDOP_poll`: returns at once when one of the listed ports is
+/// pending; otherwise the vCPU gives up the CPU (a wake-up without an
+/// event is allowed: Linux's callers check their condition and poll again).
+fn sched_poll(v: &mut Running<'_>, arg: u64) -> Answer {
+    // struct sched_poll { XEN_GUEST_HANDLE(evtchn_port_t) ports; unsigned int nr_ports; uint64_t timeout; }
+    let b = match read::<24>(v, arg) {
+        Ok(b) => b,
+        Err(e) => return e,
+    };
+    let (ports, count) = (u64_at(&b, 0), u32_at(&b, 8));
+    // Xen's limit: at most 128 ports per poll.
+    if count > 128 {
+        return err(hc::EINVAL);
+    }
+    let d = v.domain;
+    let x = xen(d);
+    let Some(words) = x.words(&d.ram, &d.platform, Some(v.index)) else {
+        return (0, After::Yield);
+    };
+    for i in 0..u64::from(count) {
+        let p = match read::<4>(v, ports.wrapping_add(i * 4)) {
+            Ok(p) => u32::from_le_bytes(p),
+            Err(e) => return e,
+        };
+        if p >= evtchn::MAX_PORTS {
+            return err(hc::EINVAL);
+        }
+        if evtchn::EventWords::pending(&words, p) {
+            return ok(0);
+        }
+    }
+    (0, After::Yield)
+}
+
+/// Sends the event of `port` of domain `d` (the calling domain), wherever
+/// it goes.
+fn send(v: &Running<'_>, port: u32) -> Answer {
+    let d = v.domain;
+    let x = xen(d);
+    let target = x.channels.lock().send_target(port, d.id as u16);
+    match target {
+        Ok(Target::Local { port, .. }) => {
+            x.deliver(&d.ram, &d.platform, port, Some(v.index));
+            ok(0)
+        }
+        Ok(Target::Remote { domain, port }) => {
+            if let Some(peer) = domain::get(u32::from(domain))
+                && let Some(px) = &peer.xen
+            {
+                px.deliver(&peer.ram, &peer.platform, port, None);
+            }
+            ok(0)
+        }
+        Ok(Target::Nowhere) => ok(0),
+        Err(e) => err(e.errno()),
+    }
+}
+
+/// The domain id an argument names (`DOMID_SELF` = the caller).
+fn domid(v: &Running<'_>, id: u16) -> u16 {
+    if id == DOMID_SELF {
+        v.domain.id as u16
+    } else {
+        id
+    }
+}
+
+fn event_channel_op(v: &mut Running<'_>, cmd: u64, arg: u64) -> Answer {
+    let d = v.domain;
+    let x = xen(d);
+    let me = d.id as u16;
+    match cmd {
+        EVTCHNOP_ALLOC_UNBOUND => {
+            // struct evtchn_alloc_unbound { domid_t dom, remote_dom; evtchn_port_t port; }
+            let b = match read::<8>(v, arg) {
+                Ok(b) => b,
+                Err(e) => return e,
+            };
+            let (dom, remote) = (domid(v, u16_at(&b, 0)), domid(v, u16_at(&b, 2)));
+            // Only for itself (another domain's ports are the toolstack's,
+            // through the domain-control interface).
+            if dom != me {
+                return err(hc::EPERM);
+            }
+            let port = match x.channels.lock().alloc_unbound(remote) {
+                Ok(p) => p,
+                Err(e) => return err(e.errno()),
+            };
+            put_port(v, arg + 4, port)
+        }
+        EVTCHNOP_BIND_INTERDOMAIN => {
+            // struct evtchn_bind_interdomain { domid_t remote_dom; evtchn_port_t remote_port; evtchn_port_t local_port; }
+            let b = match read::<12>(v, arg) {
+                Ok(b) => b,
+                Err(e) => return e,
+            };
+            let (remote, remote_port) = (domid(v, u16_at(&b, 0)), u32_at(&b, 4));
+            let port = if remote == me {
+                let mut c = x.channels.lock();
+                if !c.waits_for(remote_port, me) {
+                    return err(hc::EINVAL);
+                }
+                let local = match c.bind_interdomain(me, remote_port) {
+                    Ok(p) => p,
+                    Err(e) => return err(e.errno()),
+                };
+                let _ = c.connect(remote_port, me, local);
+                local
+            } else {
+                let Some(peer) = domain::get(u32::from(remote)) else {
+                    return err(hc::ESRCH);
+                };
+                let Some(px) = &peer.xen else {
+                    return err(hc::EINVAL);
+                };
+                // Lock order: the lower domain id first.
+                let (mut mine, mut theirs) = if me < remote {
+                    let a = x.channels.lock();
+                    (a, px.channels.lock())
+                } else {
+                    let b = px.channels.lock();
+                    (x.channels.lock(), b)
+                };
+                if !theirs.waits_for(remote_port, me) {
+                    return err(hc::EINVAL);
+                }
+                let local = match mine.bind_interdomain(remote, remote_port) {
+                    Ok(p) => p,
+                    Err(e) => return err(e.errno()),
+                };
+                let _ = theirs.connect(remote_port, me, local);
+                local
+            };
+            // Xen sets the new port pending, so that an event sent before
+            // the bind is not lost.
+            x.deliver(&d.ram, &d.platform, port, Some(v.index));
+            put_port(v, arg + 8, port)
+        }
+        EVTCHNOP_BIND_VIRQ => {
+            // struct evtchn_bind_virq { uint32_t virq; uint32_t vcpu; evtchn_port_t port; }
+            let b = match read::<12>(v, arg) {
+                Ok(b) => b,
+                Err(e) => return e,
+            };
+            let port = match x.channels.lock().bind_virq(u32_at(&b, 0), u32_at(&b, 4)) {
+                Ok(p) => p,
+                Err(e) => return err(e.errno()),
+            };
+            put_port(v, arg + 8, port)
+        }
+        EVTCHNOP_BIND_IPI => {
+            // struct evtchn_bind_ipi { uint32_t vcpu; evtchn_port_t port; }
+            let b = match read::<8>(v, arg) {
+                Ok(b) => b,
+                Err(e) => return e,
+            };
+            let port = match x.channels.lock().bind_ipi(u32_at(&b, 0)) {
+                Ok(p) => p,
+                Err(e) => return err(e.errno()),
+            };
+            put_port(v, arg + 4, port)
+        }
+        EVTCHNOP_CLOSE => {
+            let port = match read::<4>(v, arg) {
+                Ok(b) => u32::from_le_bytes(b),
+                Err(e) => return e,
+            };
+            close(d, port)
+        }
+        EVTCHNOP_SEND => match read::<4>(v, arg) {
+            Ok(b) => send(v, u32::from_le_bytes(b)),
+            Err(e) => e,
+        },
+        EVTCHNOP_UNMASK => {
+            let port = match read::<4>(v, arg) {
+                Ok(b) => u32::from_le_bytes(b),
+                Err(e) => return e,
+            };
+            let Some(vcpu) = x.channels.lock().notify_vcpu(port) else {
+                return err(hc::EINVAL);
+            };
+            if let Some(words) = x.words(&d.ram, &d.platform, Some(v.index)) {
+                evtchn::unmask(&words, port, vcpu);
+            }
+            ok(0)
+        }
+        EVTCHNOP_STATUS => {
+            // struct evtchn_status { domid_t dom; evtchn_port_t port; uint32_t status; uint32_t vcpu; union {...} u; } (24 bytes)
+            let b = match read::<8>(v, arg) {
+                Ok(b) => b,
+                Err(e) => return e,
+            };
+            if domid(v, u16_at(&b, 0)) != me {
+                return err(hc::EPERM);
+            }
+            let (status, vcpu) = match x.channels.lock().status(u32_at(&b, 4)) {
+                Ok(s) => s,
+                Err(e) => return err(e.errno()),
+            };
+            let mut out = [0u8; 16];
+            out[0..4].copy_from_slice(&status.code().to_le_bytes());
+            out[4..8].copy_from_slice(&vcpu.to_le_bytes());
+            match status {
+                Status::Unbound { remote } => out[8..10].copy_from_slice(&remote.to_le_bytes()),
+                Status::Interdomain { remote, port } => {
+                    out[8..10].copy_from_slice(&remote.to_le_bytes());
+                    out[12..16].copy_from_slice(&port.to_le_bytes());
+                }
+                Status::Virq(virq) => out[8..12].copy_from_slice(&virq.to_le_bytes()),
+                Status::Closed | Status::Ipi => {}
+            }
+            match write(v, arg + 8, &out) {
+                Ok(()) => ok(0),
+                Err(e) => e,
+            }
+        }
+        EVTCHNOP_BIND_VCPU => {
+            // struct evtchn_bind_vcpu { evtchn_port_t port; uint32_t vcpu; }
+            let b = match read::<8>(v, arg) {
+                Ok(b) => b,
+                Err(e) => return e,
+            };
+            match x.channels.lock().bind_vcpu(u32_at(&b, 0), u32_at(&b, 4)) {
+                Ok(()) => ok(0),
+                Err(e) => err(e.errno()),
+            }
+        }
+        EVTCHNOP_INIT_CONTROL => {
+            // FIFO event channels are not offered: Linux falls back to the
+            // 2-level ABI. A control block that could not be one is refused
+            // as Xen refuses it (struct evtchn_init_control { uint64_t
+            // control_gfn; uint32_t offset; uint32_t vcpu; uint8_t link_bits; }).
+            let b = match read::<16>(v, arg) {
+                Ok(b) => b,
+                Err(e) => return e,
+            };
+            let offset = u32_at(&b, 8);
+            if offset & 7 != 0 || offset > 4096 - 64 || u32_at(&b, 12) >= d.vcpu_count {
+                return err(hc::EINVAL);
+            }
+            err(hc::ENOSYS)
+        }
+        _ => err(hc::ENOSYS),
+    }
+}
+
+/// Writes a new port number back into the caller's structure.
+fn put_port(v: &Running<'_>, at: u64, port: u32) -> Answer {
+    match write(v, at, &port.to_le_bytes()) {
+        Ok(()) => ok(0),
+        Err(e) => {
+            // The caller cannot learn the port: do not leak it.
+            let _ = close(v.domain, port);
+            e
+        }
+    }
+}
+
+/// `EVTCHNOP_close` of `port` of domain `d`: an interdomain peer's port
+/// waits for `d` again; the port's pending bit is cleared.
+pub fn close(d: &Domain, port: u32) -> Answer {
+    let x = xen(d);
+    let was = x.channels.lock().close(port);
+    match was {
+        Ok(Status::Interdomain { remote, port: peer }) => {
+            if u32::from(remote) == d.id {
+                x.channels.lock().disconnect(peer, remote, port);
+            } else if let Some(p) = domain::get(u32::from(remote))
+                && let Some(px) = &p.xen
+            {
+                px.channels.lock().disconnect(peer, d.id as u16, port);
+            }
+        }
+        Ok(_) => {}
+        Err(e) => return err(e.errno()),
+    }
+    if let Some(words) = x.words(&d.ram, &d.platform, None) {
+        evtchn::EventWords::clear_pending(&words, port);
+    }
+    ok(0)
+}
+
+/// Disconnects every interdomain peer of a domain that is going away, so
+/// their ports wait again and no event reaches a dead domain.
+pub fn domain_gone(d: &Domain) {
+    // The control domain hears of every domain that ends (VIRQ_DOM_EXC).
+    if d.id != 0
+        && let Some(dom0) = domain::get(0)
+        && let Some(x0) = &dom0.xen
+    {
+        x0.send_virq(&dom0.ram, &dom0.platform, evtchn::VIRQ_DOM_EXC, 0);
+    }
+    let Some(x) = &d.xen else {
+        return;
+    };
+    let peers: alloc::vec::Vec<_> = x.channels.lock().peers().collect();
+    for (port, remote, peer) in peers {
+        if u32::from(remote) == d.id {
+            continue;
+        }
+        if let Some(p) = domain::get(u32::from(remote))
+            && let Some(px) = &p.xen
+        {
+            px.channels.lock().disconnect(peer, d.id as u16, port);
+        }
+    }
+}
+
+fn memory_op(v: &mut Running<'_>, cmd: u64, arg: u64) -> Option<Answer> {
+    let d = v.domain;
+    let x = xen(d);
+    // The low 6 bits are the command; the rest a continuation's start.
+    Some(match cmd & 0x3f {
+        XENMEM_ADD_TO_PHYSMAP => {
+            // struct xen_add_to_physmap { domid_t domid; uint16_t size; unsigned int space; xen_ulong_t idx; xen_pfn_t gpfn; }
+            let b = match read::<24>(v, arg) {
+                Ok(b) => b,
+                Err(e) => return Some(e),
+            };
+            if domid(v, u16_at(&b, 0)) != d.id as u16 {
+                return Some(err(hc::EPERM));
+            }
+            let (space, idx, gpfn) = (u32_at(&b, 4), u64_at(&b, 8), u64_at(&b, 16));
+            match space {
+                XENMAPSPACE_SHARED_INFO if idx == 0 => {
+                    let Some(gpa) = gpfn.checked_mul(4096) else {
+                        return Some(err(hc::EINVAL));
+                    };
+                    if x.place_shared_info(&d.ram, gpa, d.tsc_offset) {
+                        ok(0)
+                    } else {
+                        err(hc::EINVAL)
+                    }
+                }
+                XENMAPSPACE_SHARED_INFO => err(hc::EINVAL),
+                _ => err(hc::ENOSYS),
+            }
+        }
+        XENMEM_MEMORY_MAP => {
+            // struct xen_memory_map { unsigned int nr_entries; XEN_GUEST_HANDLE(void) buffer; }
+            // with e820 entries (u64 addr, u64 size, u32 type: 20 bytes).
+            let b = match read::<16>(v, arg) {
+                Ok(b) => b,
+                Err(e) => return Some(e),
+            };
+            let (room, buffer) = (u32_at(&b, 0), u64_at(&b, 8));
+            let mut map = [basalt_guest::start_info::MemmapEntry::default(); 8];
+            let n = basalt_guest::start_info::guest_memmap(d.ram.size(), &mut map);
+            let n = n.min(room as usize);
+            for (i, e) in map[..n].iter().enumerate() {
+                let mut raw = [0u8; 20];
+                raw[0..8].copy_from_slice(&e.addr.to_le_bytes());
+                raw[8..16].copy_from_slice(&e.size.to_le_bytes());
+                raw[16..20].copy_from_slice(&e.kind.to_le_bytes());
+                if let Err(e) = write(v, buffer.wrapping_add(i as u64 * 20), &raw) {
+                    return Some(e);
+                }
+            }
+            match write(v, arg, &(n as u32).to_le_bytes()) {
+                Ok(()) => ok(0),
+                Err(e) => e,
+            }
+        }
+        _ => return None,
+    })
+}
+
+fn hvm_op(v: &mut Running<'_>, cmd: u64, arg: u64) -> Answer {
+    let d = v.domain;
+    let x = xen(d);
+    match cmd {
+        HVMOP_SET_PARAM | HVMOP_GET_PARAM => {
+            // struct xen_hvm_param { domid_t domid; uint32_t index; uint64_t value; }
+            let b = match read::<16>(v, arg) {
+                Ok(b) => b,
+                Err(e) => return e,
+            };
+            if domid(v, u16_at(&b, 0)) != d.id as u16 {
+                return err(hc::EPERM);
+            }
+            let index = u32_at(&b, 4) as usize;
+            if index >= NR_PARAMS {
+                return err(hc::EINVAL);
+            }
+            if cmd == HVMOP_GET_PARAM {
+                let value = x.params.lock()[index];
+                return match write(v, arg + 8, &value.to_le_bytes()) {
+                    Ok(()) => ok(0),
+                    Err(e) => e,
+                };
+            }
+            // A guest may set only its callback; the store and console
+            // parameters are the toolstack's.
+            if index != crate::hvm::xen::PARAM_CALLBACK_IRQ {
+                return err(hc::EPERM);
+            }
+            x.params.lock()[index] = u64_at(&b, 8);
+            ok(0)
+        }
+        HVMOP_SET_EVTCHN_UPCALL_VECTOR => {
+            // struct xen_hvm_evtchn_upcall_vector { uint32_t vcpu; uint8_t vector; }
+            let b = match read::<8>(v, arg) {
+                Ok(b) => b,
+                Err(e) => return e,
+            };
+            if x.set_upcall_vector(u32_at(&b, 0), b[4]) {
+                ok(0)
+            } else {
+                err(hc::EINVAL)
+            }
+        }
+        _ => err(hc::ENOSYS),
+    }
+}
+
+fn vcpu_op(v: &mut Running<'_>, cmd: u64, vcpu: u64, arg: u64) -> Option<Answer> {
+    let d = v.domain;
+    let x = xen(d);
+    if vcpu >= u64::from(d.vcpu_count) {
+        return None;
+    }
+    let vcpu = vcpu as u32;
+    Some(match cmd {
+        VCPUOP_REGISTER_VCPU_INFO => {
+            // struct vcpu_register_vcpu_info { uint64_t mfn; uint32_t offset; uint32_t rsvd; }
+            let b = match read::<16>(v, arg) {
+                Ok(b) => b,
+                Err(e) => return Some(e),
+            };
+            let (frame, offset, rsvd) = (u64_at(&b, 0), u32_at(&b, 8), u32_at(&b, 12));
+            let gpa = frame
+                .checked_mul(4096)
+                .and_then(|g| g.checked_add(u64::from(offset)));
+            match gpa {
+                Some(gpa)
+                    if rsvd == 0
+                        && offset < 4096
+                        && x.register_vcpu_info(&d.ram, vcpu, gpa, d.tsc_offset) =>
+                {
+                    ok(0)
+                }
+                _ => err(hc::EINVAL),
+            }
+        }
+        VCPUOP_REGISTER_RUNSTATE_MEMORY_AREA => {
+            // struct vcpu_register_runstate_memory_area { union { handle; uint64_t p; } addr; }:
+            // a linear address, translated now through the caller's tables.
+            let b = match read::<8>(v, arg) {
+                Ok(b) => b,
+                Err(e) => return Some(e),
+            };
+            let gva = u64_at(&b, 0);
+            let Some(gpa) = crate::hvm::guestmem::translate_range(
+                &v.arch,
+                &d.ram,
+                gva,
+                basalt_xen::layout::runstate::SIZE,
+            ) else {
+                return Some(err(hc::EFAULT));
+            };
+            if x.register_runstate(&d.ram, vcpu, gpa) {
+                ok(0)
+            } else {
+                err(hc::EINVAL)
+            }
+        }
+        // No periodic timer is offered (Linux uses the single-shot one);
+        // stopping the one that does not run succeeds.
+        VCPUOP_STOP_PERIODIC_TIMER => ok(0),
+        VCPUOP_SET_PERIODIC_TIMER => err(hc::ENOSYS),
+        hc::VCPUOP_GET_RUNSTATE_INFO => {
+            let Some(r) = x.runstate(vcpu) else {
+                return Some(err(hc::EINVAL));
+            };
+            match write(v, arg, &r.to_bytes()) {
+                Ok(()) => ok(0),
+                Err(e) => e,
+            }
+        }
+        _ => return None,
+    })
+}
+
+/// vCPU `vcpu`'s single-shot timer is due at `now` (system ns): it is
+/// cleared and, for a domain with Xen's interface, its VIRQ_TIMER sent.
+/// Returns whether it was due.
+pub fn timer_due(d: &Domain, vcpu: u32, now: u64) -> bool {
+    let timer = d.timer(vcpu);
+    let at = timer.load(Ordering::SeqCst);
+    if at == 0 || at > now {
+        return false;
+    }
+    if timer
+        .compare_exchange(at, 0, Ordering::SeqCst, Ordering::SeqCst)
+        .is_err()
+    {
+        return false;
+    }
+    if let Some(x) = &d.xen {
+        x.send_virq(&d.ram, &d.platform, evtchn::VIRQ_TIMER, vcpu);
+    }
+    true
+}
