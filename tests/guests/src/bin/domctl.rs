@@ -229,8 +229,7 @@ fn control(cmdline: &str) -> u32 {
                     && d.flags & dc::info_flags::CONTROL != 0
                     && d.state == dc::DomainState::Running
                     && d.vcpus == 1
-                    && d.memory > 0
-                    && d.cpu_time_ns > 0,
+                    && d.memory > 0,
                 format_args!("the first record is this control domain: {d:?}"),
             );
             let info = getinfo(0);
