@@ -264,6 +264,15 @@ pub struct Options<'a> {
     /// `credit2_cap_period_ms=N` (Xen's name): the cap accounting period,
     /// 1 to 10000 ms.
     pub cap_period_ms: Option<u64>,
+    /// `dom0_mem=SIZE` (Xen's name): the control domain's RAM, overriding its module's
+    /// `memory=`.
+    pub dom0_mem: Option<u64>,
+    /// `dom0_max_vcpus=N` (Xen's name): the control domain's vCPUs, overriding its module's
+    /// `vcpus=`.
+    pub dom0_max_vcpus: Option<u32>,
+    /// `dom0_crash=halt`: when the control domain crashes the host halts after the report
+    /// instead of rebooting (`dom0_crash=reboot`, the default).
+    pub dom0_crash_halt: bool,
     /// `test-measure=WARMUP_MS,WINDOW_MS` (tests only): after WARMUP_MS of
     /// running guests, measure each domain's CPU share over WINDOW_MS, print
     /// it, and destroy every domain.
@@ -292,6 +301,25 @@ fn parse_bool(value: Option<&str>) -> Result<bool, &'static str> {
         Some("0" | "no" | "off" | "false" | "disable") => Ok(false),
         Some(_) => Err(BOOL_EXPECTED),
     }
+}
+
+/// A size: decimal bytes, or followed by `K`, `M`, `G` or `T` (binary units, either case).
+fn parse_size(text: &str) -> Option<u64> {
+    let digits = text.bytes().take_while(u8::is_ascii_digit).count();
+    let (number, suffix) = text.split_at_checked(digits)?;
+    if number.is_empty() {
+        return None;
+    }
+    let shift = match suffix {
+        "" => 0,
+        "k" | "K" => 10,
+        "m" | "M" => 20,
+        "g" | "G" => 30,
+        "t" | "T" => 40,
+        _ => return None,
+    };
+    let n: u64 = number.parse().ok()?;
+    n.checked_mul(1u64 << shift)
 }
 
 impl<'a> Options<'a> {
@@ -370,6 +398,28 @@ impl<'a> Options<'a> {
             number(value, 1..=10_000)
                 .map(|n| self.cap_period_ms = Some(n))
                 .ok_or("expected a cap period from 1 to 10000 ms")
+        } else if is("dom0-mem") {
+            value
+                .and_then(parse_size)
+                .filter(|m| (16 << 20..=1 << 40).contains(m))
+                .map(|m| self.dom0_mem = Some(m))
+                .ok_or("expected a size such as 512M or 2G, from 16M to 1T")
+        } else if is("dom0-max-vcpus") {
+            number(value, 1..=64)
+                .map(|n| self.dom0_max_vcpus = Some(n as u32))
+                .ok_or("expected a number of vCPUs from 1 to 64")
+        } else if is("dom0-crash") {
+            match value {
+                Some("reboot") => {
+                    self.dom0_crash_halt = false;
+                    Ok(())
+                }
+                Some("halt") => {
+                    self.dom0_crash_halt = true;
+                    Ok(())
+                }
+                _ => Err("expected reboot (the default) or halt"),
+            }
         } else if is("test-measure") {
             value
                 .and_then(|v| v.split_once(','))
@@ -418,6 +468,27 @@ impl<'a> Options<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dom0_options() {
+        let o = Options::parse("dom0_mem=512M dom0-max-vcpus=2 dom0_crash=halt");
+        assert_eq!(o.dom0_mem, Some(512 << 20));
+        assert_eq!(o.dom0_max_vcpus, Some(2));
+        assert!(o.dom0_crash_halt);
+        assert!(o.invalid.is_empty());
+        assert_eq!(Options::parse("dom0_mem=1G").dom0_mem, Some(1 << 30));
+        for bad in [
+            "dom0_mem=1M",
+            "dom0_mem=lots",
+            "dom0_mem=",
+            "dom0_max_vcpus=0",
+            "dom0_max_vcpus=65",
+            "dom0_crash=explode",
+        ] {
+            assert_eq!(Options::parse(bad).invalid.len(), 1, "{bad}");
+        }
+        assert!(!Options::parse("").dom0_crash_halt);
+    }
 
     #[test]
     fn defaults() {

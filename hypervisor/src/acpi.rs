@@ -105,6 +105,7 @@ pub fn discover(
     maxcpus: Option<usize>,
 ) -> Result<Platform, AcpiFailure> {
     let tables = tables(rsdp)?;
+    crate::power::learn(power_info(&tables));
     let mut names = crate::StackString::<160>::new();
     for header in tables.headers() {
         names.push_fmt(format_args!("{} ", header.signature));
@@ -217,4 +218,36 @@ pub fn log_platform(p: &Platform) {
         "ACPI: {} PCI Express configuration regions (MCFG)",
         p.mcfg_regions
     );
+}
+
+/// How to turn the machine off and reset it, from the FADT and the DSDT's
+/// `\_S5_` (docs/control-domain.md, "dom0's end").
+fn power_info(tables: &AcpiTables<DirectMapHandler>) -> crate::power::PowerInfo {
+    use acpi::address::AddressSpace;
+    let mut info = crate::power::PowerInfo::default();
+    let Ok(fadt) = tables.find_table::<acpi::fadt::Fadt>() else {
+        return info;
+    };
+    let port = |a: acpi::address::GenericAddress| {
+        (a.address_space == AddressSpace::SystemIo)
+            .then(|| u16::try_from(a.address).ok())
+            .flatten()
+    };
+    info.pm1a_cnt = fadt.pm1a_control_block().ok().and_then(port);
+    info.pm1b_cnt = fadt.pm1b_control_block().ok().flatten().and_then(port);
+    let flags = fadt.flags;
+    if flags.supports_system_reset_via_fadt() {
+        info.reset = fadt
+            .reset_register()
+            .ok()
+            .and_then(port)
+            .map(|p| (p, { fadt.reset_value }));
+    }
+    if let Ok(dsdt) = tables.dsdt()
+        && mm::map_phys_for_read(dsdt.address as u64, u64::from(dsdt.length)) != 0
+        && let Some(aml) = mm::phys_slice(dsdt.address as u64, dsdt.length as usize)
+    {
+        info.s5 = basalt_platform::power::s5_sleep_types(aml);
+    }
+    info
 }

@@ -20,6 +20,7 @@ mod hvm;
 mod mm;
 mod panic;
 mod platform;
+mod power;
 mod stats;
 mod time;
 mod vcpu;

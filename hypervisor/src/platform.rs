@@ -125,6 +125,7 @@ struct Boot {
     sched: crate::common::sched::Settings,
     /// `test-measure=WARMUP,WINDOW` in ms.
     test_measure: Option<(u64, u64)>,
+    dom0: crate::common::domain::Dom0Options,
 }
 
 /// Sets up the boot CPU's own stack and continues there; never returns.
@@ -138,6 +139,11 @@ pub fn start(info: &BootInfo<'static>, options: &Options<'_>) -> ! {
         test_exit: options.test_exit,
         test_svm: options.test_svm,
         test_measure: options.test_measure,
+        dom0: crate::common::domain::Dom0Options {
+            memory: options.dom0_mem,
+            vcpus: options.dom0_max_vcpus,
+            crash_halts: options.dom0_crash_halt,
+        },
         sched: crate::common::sched::Settings {
             tslice_ms: options.sched_tslice_ms,
             ratelimit_us: options.sched_ratelimit_us,
@@ -264,8 +270,11 @@ extern "C" fn bsp_main(arg: u64) -> ! {
     info!("spurious interrupts so far: {}", fault::spurious_count());
     if vmx_ok {
         let tables_before = mm::stats().map_or(0, |s| s.used_by(basalt_frames::Owner::PageTables));
-        let domains =
-            crate::common::domain::create_from_modules(&boot.info, &crate::common::sched::WAKER);
+        let domains = crate::common::domain::create_from_modules(
+            &boot.info,
+            &crate::common::sched::WAKER,
+            boot.dom0,
+        );
         if !domains.is_empty() {
             info!("boot complete; starting {} domain(s)", domains.len());
             // Idle CPUs look at GUESTS when the wake-up IPI arrives: set it first.

@@ -18,6 +18,7 @@ const LAYERS: &[(&str, Rank)] = &[
     ("fmtbuf", BASE),
     ("mm", BASE),
     ("panic", BASE),
+    ("power", BASE),
     ("stats", BASE),
     ("time", BASE),
     ("verdict", BASE),

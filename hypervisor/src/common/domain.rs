@@ -291,19 +291,58 @@ impl core::fmt::Display for BuildError {
     }
 }
 
+/// The hypervisor options for the control domain (docs/command-line.md).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Dom0Options {
+    /// `dom0_mem=`: its RAM (overrides the module's `memory=`).
+    pub memory: Option<u64>,
+    /// `dom0_max_vcpus=`: its vCPUs (overrides the module's `vcpus=`).
+    pub vcpus: Option<u32>,
+    /// `dom0_crash=halt`: a crash of dom0 halts the host instead of
+    /// rebooting it.
+    pub crash_halts: bool,
+}
+
+static DOM0_CRASH_HALTS: core::sync::atomic::AtomicBool =
+    core::sync::atomic::AtomicBool::new(false);
+
+/// Whether a crash of the control domain halts the host (`dom0_crash=halt`)
+/// rather than rebooting it.
+pub fn dom0_crash_halts() -> bool {
+    DOM0_CRASH_HALTS.load(Ordering::Relaxed)
+}
+
+/// The control domain's RAM without `dom0_mem=` or `memory=`: a quarter
+/// of the free memory, at least 256 MiB and at most 2 GiB, so that guests
+/// keep the rest.
+fn dom0_default_memory() -> u64 {
+    let free = mm::stats().map_or(0, |s| s.free_frames * 4096);
+    (free / 4).clamp(256 << 20, 2 * GIB)
+}
+
 /// Builds a domain from each kernel module; returns them with their vCPUs.
 /// Their interrupt controllers wake their vCPUs through `waker`.
 pub fn create_from_modules(
     info: &BootInfo<'static>,
     waker: &'static dyn VcpuWaker,
+    dom0: Dom0Options,
 ) -> Vec<(Arc<Domain>, Vec<Vcpu>)> {
+    DOM0_CRASH_HALTS.store(dom0.crash_halts, Ordering::Relaxed);
     let mut built = Vec::new();
     let modules: Vec<Module<'static>> = info.modules.iter().copied().collect();
     let mut next_id = 1;
     let mut control: Option<usize> = None;
     for (index, module) in modules.iter().enumerate() {
         let spec = match spec::parse_module(module.cmdline) {
-            Ok(ModuleRole::Kernel(spec)) if spec.control => {
+            Ok(ModuleRole::Kernel(mut spec)) if spec.control => {
+                if let Some(m) = dom0.memory {
+                    spec.memory = m;
+                } else if !spec.memory_given {
+                    spec.memory = dom0_default_memory();
+                }
+                if let Some(n) = dom0.vcpus {
+                    spec.vcpus = n;
+                }
                 if let Some(first) = control {
                     error!(
                         "boot module {index} (\"{}\") refused: a second role=control; boot module \

@@ -405,8 +405,9 @@ fn reclaim() {
     };
     for (_, domain, remains, reason) in ready {
         domain.reclaim(remains, reason);
-        if reason == EndReason::Reboot {
+        if reason == EndReason::Reboot && domain.id != 0 {
             // Same id after the restart: a console focused on it stays.
+            // (The control domain's reboot is the host's.)
             REBUILD.lock().push(domain);
         } else if percpu::index() != 0 {
             // The monitor (CPU 0) hands the console back; it may be halted.
@@ -427,6 +428,9 @@ pub fn end_domain(domain: &Arc<Domain>, reason: EndReason) {
         return;
     }
     hypercall::xen::domain_gone(domain);
+    if domain.xen.as_ref().is_some_and(|x| x.control) {
+        control_domain_ended(reason);
+    }
     let id = domain.id;
     let removed: Vec<(Arc<Slot>, Option<usize>)> = with(|s| {
         let ids: Vec<VcpuId> = s.slots.keys().filter(|v| v.domain == id).copied().collect();
@@ -453,6 +457,30 @@ pub fn end_domain(domain: &Arc<Domain>, reason: EndReason) {
         };
         if let Some(v) = taken {
             retire(v);
+        }
+    }
+}
+
+/// What the host does once every domain has ended after the control
+/// domain did: 0 nothing (no control domain ended), 1 power off, 2 reboot,
+/// 3 halt.
+static HOST_ACTION: AtomicUsize = AtomicUsize::new(0);
+
+/// The control domain ended: every other domain is stopped, and once all
+/// have ended the host powers off, reboots or (a crash with
+/// `dom0_crash=halt`) halts, as Xen does (docs/control-domain.md).
+fn control_domain_ended(reason: EndReason) {
+    let (action, what) = match reason {
+        EndReason::Reboot => (2, "the host reboots"),
+        EndReason::Crash if domain::dom0_crash_halts() => (3, "the host halts (dom0_crash=halt)"),
+        EndReason::Crash => (2, "the host reboots (dom0_crash=halt would halt it)"),
+        _ => (1, "the host powers off"),
+    };
+    HOST_ACTION.store(action, Ordering::SeqCst);
+    log::warn!("the control domain ended ({reason:?}): every domain is stopped and {what}");
+    for d in domain::all() {
+        if d.id != 0 {
+            end_domain(&d, EndReason::Destroyed);
         }
     }
 }
@@ -1401,7 +1429,8 @@ fn crash_unloaded(slot: &Slot, reason: &str) {
 /// With `test-exit`: once every domain has ended, the CPU that sees it first
 /// ends the run.
 fn check_all_ended() {
-    if !TEST_EXIT.load(Ordering::Relaxed)
+    let host_action = HOST_ACTION.load(Ordering::SeqCst);
+    if (!TEST_EXIT.load(Ordering::Relaxed) && host_action == 0)
         || domain::live_count() != 0
         || !REBUILD.lock().is_empty()
         || quarantine_waiting()
@@ -1414,6 +1443,16 @@ fn check_all_ended() {
     let (clean, summary) = domain::outcome();
     log::info!("all domains ended: {summary}");
     log_exit_counts();
+    if !TEST_EXIT.load(Ordering::Relaxed) {
+        match host_action {
+            2 => crate::power::reboot(),
+            3 => {
+                crate::println!("Basalt: the control domain crashed; halted (dom0_crash=halt)");
+                crate::arch::x86_64::cpu::halt_forever()
+            }
+            _ => crate::power::power_off(),
+        }
+    }
     check_memory_returned();
     if clean {
         finish(Verdict::Pass, "");

@@ -135,6 +135,33 @@ impl GuestRam {
         .write(gpa, bytes)
     }
 
+    /// Maps the host frame `hpa` (owned by the caller, which keeps it alive
+    /// as long as the domain) at guest-physical `gpa`, outside the domain's
+    /// RAM: Xen's grant-table frames live at frames the guest picks in its
+    /// unpopulated address space. Refused for an unaligned address, one in
+    /// RAM, on the APIC pages, at or above 2^46, or already mapped.
+    pub fn map_extra(&self, gpa: u64, hpa: u64) -> Result<(), basalt_paging::MapError> {
+        use basalt_paging::MapError;
+        if !gpa.is_multiple_of(4096)
+            || gpa < self.size
+            || gpa >= 1 << 46
+            || crate::vcpu::is_device_page(gpa)
+        {
+            return Err(MapError::UnalignedVirt { virt: gpa });
+        }
+        let mut stage2 = self.stage2.lock();
+        let tables = stage2.as_mut().ok_or(MapError::ZeroLength)?;
+        mm::stage2_map_page(tables, gpa, hpa, false)
+    }
+
+    /// Allocates a zeroed 4 KiB frame that belongs to the domain (freed
+    /// with its RAM, after the stage-2 flush): a grant-table frame.
+    pub fn alloc_frame(&self) -> Option<u64> {
+        let hpa = mm::alloc_zeroed_frame(Owner::Domain)?;
+        self.allocations.lock().push((hpa, 0));
+        Some(hpa)
+    }
+
     /// Runs `f` on the 8-byte word at guest-physical `gpa` as an atomic
     /// (Xen's event bits: the guest changes them concurrently with LOCK-ed
     /// instructions). `None` when `gpa` is not 8-aligned or not RAM. The

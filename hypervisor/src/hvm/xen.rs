@@ -47,7 +47,13 @@ pub struct XenDomain {
     vcpus: Vec<XenVcpu>,
     /// `HVM_PARAM_*` values.
     pub params: Mutex<[u64; NR_PARAMS]>,
+    /// Host frames of its grant table (v1), by index; allocated when the
+    /// domain first maps one.
+    grant_frames: Mutex<Vec<u64>>,
 }
+
+/// Grant-table frames a domain may have (v1: 512 entries each).
+pub const MAX_GRANT_FRAMES: u32 = 4;
 
 /// Ports a domain may use: Xen's default `max_event_channels` for a guest
 /// is 1023; the control domain gets the whole 2-level space.
@@ -74,6 +80,7 @@ impl XenDomain {
                 })
                 .collect(),
             params: Mutex::new([0; NR_PARAMS]),
+            grant_frames: Mutex::new(Vec::new()),
         }
     }
 
@@ -110,6 +117,25 @@ impl XenDomain {
             self.write_pvclock(ram, v, tsc_offset);
         }
         true
+    }
+
+    /// Grant-table frames allocated so far.
+    pub fn grant_frames(&self) -> u32 {
+        self.grant_frames.lock().len() as u32
+    }
+
+    /// `XENMEM_add_to_physmap(XENMAPSPACE_grant_table)`: grant-table frame
+    /// `index` (allocated now if it is the next one) appears at
+    /// guest-physical `gpa`, outside the domain's RAM.
+    pub fn map_grant_frame(&self, ram: &GuestRam, index: u32, gpa: u64) -> Result<(), ()> {
+        if index >= MAX_GRANT_FRAMES {
+            return Err(());
+        }
+        let mut frames = self.grant_frames.lock();
+        while frames.len() <= index as usize {
+            frames.push(ram.alloc_frame().ok_or(())?);
+        }
+        ram.map_extra(gpa, frames[index as usize]).map_err(|_| ())
     }
 
     /// Where vCPU `v`'s vcpu_info is.

@@ -801,6 +801,47 @@ fn build_tables<F: basalt_paging::EntryFormat>(
     Ok(ept)
 }
 
+/// Maps the 4 KiB host frame `hpa` at guest-physical `gpa` in a domain's
+/// stage-2 tables (a grant-table frame, later a foreign page), writable
+/// unless `read_only`. The page must not be mapped yet: a new translation
+/// needs no flush (nothing caches an absent one).
+pub fn stage2_map_page(
+    tables: &mut Stage2,
+    gpa: u64,
+    hpa: u64,
+    read_only: bool,
+) -> Result<(), MapError> {
+    let mut guard = MM.lock();
+    let m = guard.as_mut().ok_or(MapError::ZeroLength)?;
+    let mut mem = OffsetTables(DIRECT_MAP_BASE);
+    let mut frames = AllocatorTables(&mut m.frames);
+    let flags = if read_only {
+        MapFlags::READ
+    } else {
+        MapFlags::READ | MapFlags::WRITE
+    };
+    match tables {
+        Stage2::Ept(t) => t.map(
+            &mut mem,
+            &mut frames,
+            gpa,
+            hpa,
+            PAGE_SIZE,
+            flags,
+            PageSize::Size4K,
+        ),
+        Stage2::Npt(t) => t.map(
+            &mut mem,
+            &mut frames,
+            gpa,
+            hpa,
+            PAGE_SIZE,
+            flags,
+            PageSize::Size4K,
+        ),
+    }
+}
+
 /// Frees a domain's stage-2 tables. The caller has flushed every CPU's
 /// translations derived from them (INVEPT, or a full ASID flush on SVM).
 pub fn destroy_stage2(tables: Stage2) {

@@ -82,6 +82,8 @@ pub struct DomainSpec<'a> {
     pub name: &'a str,
     /// RAM in bytes (`memory=`), exactly as given; from [`MIN_MEMORY`] to [`MAX_MEMORY`].
     pub memory: u64,
+    /// Whether `memory=` was given (the control domain's default is the hypervisor's).
+    pub memory_given: bool,
     /// Number of virtual CPUs (`vcpus=`), from 1 to [`MAX_VCPUS`].
     pub vcpus: u32,
     /// Physical CPUs the vCPUs may run on (`cpus=`): bit `n` set for CPU `n`; `None`: any.
@@ -449,6 +451,7 @@ pub fn parse_module(cmdline: &str) -> Result<ModuleRole<'_>, SpecError<'_>> {
     Ok(ModuleRole::Kernel(DomainSpec {
         name,
         memory,
+        memory_given: value(Key::Memory).is_some(),
         vcpus,
         cpus,
         cmdline: tail,
@@ -571,6 +574,7 @@ mod tests {
             DomainSpec {
                 name: "t1",
                 memory: 64 << 20,
+                memory_given: false,
                 vcpus: 1,
                 cpus: None,
                 cmdline: "",

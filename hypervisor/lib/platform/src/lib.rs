@@ -8,4 +8,5 @@
 #![cfg_attr(target_os = "none", no_std)]
 
 pub mod ioapic;
+pub mod power;
 pub mod topology;

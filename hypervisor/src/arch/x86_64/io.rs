@@ -24,3 +24,13 @@ pub unsafe fn inb(port: u16) -> u8 {
     // SAFETY: the caller vouches for the device behind the port.
     unsafe { Port::new(port).read() }
 }
+
+/// Writes a 16-bit word to an I/O port.
+///
+/// # Safety
+///
+/// As for [`outb`].
+pub unsafe fn outw(port: u16, value: u16) {
+    // SAFETY: the caller vouches for the device behind the port.
+    unsafe { Port::new(port).write(value) }
+}

@@ -40,6 +40,13 @@ const EVTCHNOP_INIT_CONTROL: u64 = 11;
 const XENMEM_ADD_TO_PHYSMAP: u64 = 7;
 const XENMEM_MEMORY_MAP: u64 = 9;
 const XENMAPSPACE_SHARED_INFO: u32 = 0;
+const XENMAPSPACE_GRANT_TABLE: u32 = 1;
+
+/// `__HYPERVISOR_grant_table_op`.
+const GRANT_TABLE_OP: u64 = 20;
+const GNTTABOP_QUERY_SIZE: u64 = 6;
+const GNTTABOP_SET_VERSION: u64 = 8;
+const GNTTABOP_GET_VERSION: u64 = 10;
 
 // HVMOP_* (public/hvm/hvm_op.h).
 const HVMOP_SET_PARAM: u64 = 0;
@@ -125,6 +132,7 @@ pub fn handle(v: &mut Running<'_>, call: &hc::Call, ops: &impl SchedOps) -> Opti
         EVENT_CHANNEL_OP => event_channel_op(v, a1, a2),
         hc::HYPERVISOR_MEMORY_OP => memory_op(v, a1, a2)?,
         HVM_OP => hvm_op(v, a1, a2),
+        GRANT_TABLE_OP => grant_table_op(v, a1, a2, a3),
         hc::HYPERVISOR_XEN_VERSION => match a1 {
             XENVER_GET_FEATURES => {
                 // struct xen_feature_info { unsigned int submap_idx; uint32_t submap; }
@@ -510,6 +518,14 @@ fn memory_op(v: &mut Running<'_>, cmd: u64, arg: u64) -> Option<Answer> {
                     }
                 }
                 XENMAPSPACE_SHARED_INFO => err(hc::EINVAL),
+                XENMAPSPACE_GRANT_TABLE => {
+                    // Status frames (bit 31) exist only in grant-table v2.
+                    let gpa = gpfn.checked_mul(4096);
+                    match (u32::try_from(idx), gpa) {
+                        (Ok(i), Some(gpa)) if x.map_grant_frame(&d.ram, i, gpa).is_ok() => ok(0),
+                        _ => err(hc::EINVAL),
+                    }
+                }
                 _ => err(hc::ENOSYS),
             }
         }
@@ -540,6 +556,60 @@ fn memory_op(v: &mut Running<'_>, cmd: u64, arg: u64) -> Option<Answer> {
         }
         _ => return None,
     })
+}
+
+/// `grant_table_op(cmd, uop, count)`: the table's size and version. (Map,
+/// unmap and copy come with the backends that use them.)
+fn grant_table_op(v: &mut Running<'_>, cmd: u64, arg: u64, count: u64) -> Answer {
+    let d = v.domain;
+    let x = xen(d);
+    if count != 1 {
+        return err(hc::EINVAL);
+    }
+    match cmd {
+        GNTTABOP_QUERY_SIZE => {
+            // struct gnttab_query_size { domid_t dom; uint32_t nr_frames, max_nr_frames; int16_t status; }
+            let b = match read::<16>(v, arg) {
+                Ok(b) => b,
+                Err(e) => return e,
+            };
+            let mut out = [0u8; 10];
+            if domid(v, u16_at(&b, 0)) == d.id as u16 {
+                out[0..4].copy_from_slice(&x.grant_frames().to_le_bytes());
+                out[4..8].copy_from_slice(&crate::hvm::xen::MAX_GRANT_FRAMES.to_le_bytes());
+            } else {
+                // GNTST_permission_denied: another domain's table.
+                out[8..10].copy_from_slice(&(-8i16).to_le_bytes());
+            }
+            match write(v, arg + 4, &out) {
+                Ok(()) => ok(0),
+                Err(e) => e,
+            }
+        }
+        GNTTABOP_SET_VERSION => {
+            // struct gnttab_set_version { uint32_t version; }: v1 only.
+            match read::<4>(v, arg).map(u32::from_le_bytes) {
+                Ok(1) => ok(0),
+                Ok(_) => err(hc::EINVAL),
+                Err(e) => e,
+            }
+        }
+        GNTTABOP_GET_VERSION => {
+            // struct gnttab_get_version { domid_t dom; uint16_t pad; uint32_t version; }
+            let b = match read::<8>(v, arg) {
+                Ok(b) => b,
+                Err(e) => return e,
+            };
+            if domid(v, u16_at(&b, 0)) != d.id as u16 {
+                return err(hc::EPERM);
+            }
+            match write(v, arg + 4, &1u32.to_le_bytes()) {
+                Ok(()) => ok(0),
+                Err(e) => e,
+            }
+        }
+        _ => err(hc::ENOSYS),
+    }
 }
 
 fn hvm_op(v: &mut Running<'_>, cmd: u64, arg: u64) -> Answer {
