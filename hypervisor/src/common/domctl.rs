@@ -8,6 +8,7 @@
 //! use (through [`ControlOps`], which the scheduler implements).
 
 use super::domain::{self, Domain, EndReason, Running, State};
+use crate::vcpu::{Long64State, StartState};
 use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
@@ -30,6 +31,8 @@ pub trait ControlOps {
     fn runtime_of(&self, id: u32) -> u64;
     /// Makes vCPU `vcpu` of `domain` runnable if it waits for an event.
     fn wake(&self, domain: &Domain, vcpu: u32);
+    /// What a new domain's interrupt controllers wake its vCPUs through.
+    fn waker(&self) -> &'static dyn crate::hvm::irq::VcpuWaker;
 }
 
 /// Whether `domain` may use domain control: the control domain
@@ -66,7 +69,8 @@ fn call(
         .map_err(|()| Errno(errno::EFAULT))?;
     let (id, request) = dc::decode(&args)?;
     let mut reply = vec![0u8; dc::reply_size(&request)];
-    let value = act(v.domain, id, &request, &mut reply, ops)?;
+    let caller = v.domain.clone();
+    let value = act(v, &caller, id, &request, &mut reply, ops)?;
     if !reply.is_empty() {
         let at = buffer.wrapping_add(dc::HEADER_SIZE as u64);
         crate::hvm::guestmem::write_virt(&v.arch, &v.domain.ram, at, &reply)
@@ -92,6 +96,7 @@ fn other(caller: &Domain, id: u32) -> Result<Arc<Domain>, Errno> {
 }
 
 fn act(
+    v: &mut Running<'_>,
     caller: &Arc<Domain>,
     id: u32,
     request: &Request<'_>,
@@ -125,6 +130,10 @@ fn act(
             } else {
                 State::Running
             };
+            if !pausing && d.is_unstarted() && !d.has_start() {
+                // Nothing to run yet: set_vcpu_start first.
+                return Err(Errno(errno::EINVAL));
+            }
             if d.life.state() == wanted || ops.pause_domain(&d, pausing) {
                 Ok(0)
             } else {
@@ -203,11 +212,106 @@ fn act(
             dc::encode_console_read(start + count as u64, count as u32, skipped, head);
             Ok(count as u64)
         }
-        // Building a domain from the control domain needs foreign mappings
-        // of its memory (a later slice): the layout is fixed and checked,
-        // the operations are not there yet.
-        Request::Create(_) | Request::Populate { .. } | Request::SetVcpuStart(_) => {
-            Err(Errno(errno::ENOSYS))
+        Request::Create(a) => {
+            let new = domain::NewDomain {
+                name: a.name.as_str(),
+                memory: a.memory,
+                vcpus: a.vcpus,
+                affinity: a.affinity,
+                weight: a.weight,
+                cap: a.cap,
+                xen: a.flags & dc::create_flags::XEN != 0,
+            };
+            let d = domain::create(&new, ops.waker()).map_err(|e| match e {
+                domain::CreateError::NameTaken => Errno(errno::EEXIST),
+                domain::CreateError::NoMemory => Errno(errno::ENOMEM),
+                domain::CreateError::Invalid(_) => Errno(errno::EINVAL),
+            })?;
+            dc::encode_created(d.id, reply);
+            Ok(u64::from(d.id))
+        }
+        Request::Populate {
+            gpa,
+            source,
+            length,
+        } => {
+            let d = other(caller, id)?;
+            if !d.is_unstarted() {
+                // Loading is for a domain that has not run yet.
+                return Err(Errno(errno::EBUSY));
+            }
+            if gpa.checked_add(length).is_none_or(|end| end > d.ram.size()) {
+                return Err(Errno(errno::EINVAL));
+            }
+            // Through a bounded buffer: one read of the caller's bytes, one
+            // write into the new domain, per chunk.
+            const CHUNK: u64 = 64 << 10;
+            let mut chunk = vec![0u8; length.min(CHUNK) as usize];
+            let mut done = 0;
+            while done < length {
+                let n = (length - done).min(CHUNK) as usize;
+                crate::hvm::guestmem::read_virt(
+                    &v.arch,
+                    &caller.ram,
+                    source.wrapping_add(done),
+                    &mut chunk[..n],
+                )
+                .map_err(|()| Errno(errno::EFAULT))?;
+                d.ram
+                    .write(gpa + done, &chunk[..n])
+                    .map_err(|_| Errno(errno::EINVAL))?;
+                done += n as u64;
+            }
+            Ok(0)
+        }
+        Request::SetVcpuStart(s) => {
+            let d = other(caller, id)?;
+            if s.vcpu >= d.vcpu_count {
+                return Err(Errno(errno::EINVAL));
+            }
+            if s.vcpu != 0 {
+                // The others start as on any domain: the guest's
+                // VCPUOP_initialise and VCPUOP_up, or INIT-SIPI-SIPI.
+                return Err(Errno(errno::EOPNOTSUPP));
+            }
+            let start = match s.mode {
+                dc::StartMode::Pvh32 => StartState::Pvh {
+                    rip: s.rip,
+                    start_info: s.start_info,
+                },
+                dc::StartMode::Linux64 => {
+                    let state = Long64State {
+                        rip: s.rip,
+                        rsi: s.boot_params,
+                        cr3: s.cr3,
+                        gdt_base: s.gdt_base,
+                        gdt_limit: s.gdt_limit as u16,
+                        rflags: 0x2,
+                        cr0: basalt_guest::linux::ENTRY_CR0,
+                        cr4: 1 << 5,
+                        efer: (1 << 8) | (1 << 10),
+                        ..Long64State::default()
+                    };
+                    // As VCPUOP_initialise: a state VM entry accepts (CR3
+                    // below the guest's MAXPHYADDR).
+                    let cr = basalt_cpu::cr::CrState {
+                        cr0: state.cr0,
+                        cr3: state.cr3,
+                        cr4: state.cr4,
+                        efer: state.efer,
+                        cs_l: true,
+                    };
+                    if crate::vcpu::guest_cpu().cr.check_state(&cr).is_err() {
+                        return Err(Errno(errno::EINVAL));
+                    }
+                    StartState::Long64(state)
+                }
+            };
+            if d.set_start(start) {
+                Ok(0)
+            } else {
+                Err(Errno(errno::EBUSY))
+            }
         }
     }
 }

@@ -424,6 +424,15 @@ fn quarantine_waiting() -> bool {
 /// Ends `domain` for `reason`: its vCPUs leave the policy, the CPUs running
 /// them are tickled, and each vCPU is dropped by whoever has it.
 pub fn end_domain(domain: &Arc<Domain>, reason: EndReason) {
+    // Created by the control domain and never started: no vCPU to take off
+    // a CPU, its memory returns at once.
+    if domain.discard_unstarted(reason) {
+        hypercall::xen::domain_gone(domain);
+        if let Some(svc) = services() {
+            (svc.domain_gone)(domain.id);
+        }
+        return;
+    }
     if !domain.life.begin_end(reason) {
         return;
     }
@@ -488,6 +497,17 @@ fn control_domain_ended(reason: EndReason) {
 /// Pauses (true) or unpauses domain `domain`; false if it was not in the
 /// state to do so.
 pub fn pause(domain: &Arc<Domain>, paused: bool) -> bool {
+    // The first unpause of a domain the control domain created: its vCPUs
+    // are made at this CPU's next scheduling point (`rebuild`), where no
+    // vCPU is loaded.
+    if !paused && domain.is_unstarted() {
+        if !domain.has_start() || !domain.life.set_paused(false) {
+            return false;
+        }
+        REBUILD.lock().push(domain.clone());
+        tickle(percpu::index());
+        return true;
+    }
     if !domain.life.set_paused(paused) {
         return false;
     }
@@ -774,6 +794,9 @@ impl super::domctl::ControlOps for Ops {
     }
     fn wake(&self, domain: &Domain, vcpu: u32) {
         wake_vcpu(domain, vcpu);
+    }
+    fn waker(&self) -> &'static dyn VcpuWaker {
+        &WAKER
     }
 }
 
@@ -1159,11 +1182,30 @@ fn housekeeping(me: usize) -> bool {
     !REBUILD.lock().is_empty()
 }
 
-/// Builds again the domains that rebooted. Building creates vCPUs on this
-/// CPU: nothing may be loaded here.
+/// Builds again the domains that rebooted, and makes the vCPUs of the
+/// domains the control domain created and unpaused. Building creates vCPUs
+/// on this CPU: nothing may be loaded here.
 fn rebuild() {
     let pending: Vec<Arc<Domain>> = core::mem::take(&mut *REBUILD.lock());
     for old in pending {
+        if old.is_unstarted() {
+            match old.start_vcpus() {
+                Ok(vcpus) => admit(old.clone(), vcpus),
+                Err(e) => {
+                    log::error!(
+                        "domain d{} ({}) cannot start: {e}; it is ended",
+                        old.id,
+                        old.name
+                    );
+                    end_domain(&old, EndReason::Crash);
+                }
+            }
+            continue;
+        }
+        // A created domain destroyed between its unpause and now.
+        if old.life.state() != super::domain::State::Dead(EndReason::Reboot) {
+            continue;
+        }
         match old.rebuild() {
             Ok((domain, vcpus)) => admit(domain, vcpus),
             Err(e) => log::error!(

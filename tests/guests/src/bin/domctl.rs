@@ -15,7 +15,7 @@
 //! 2. Errors: another interface version -EACCES, an unknown sub-op
 //!    -ENOSYS, a short buffer -EINVAL, an unmapped one -EFAULT, a `list` of
 //!    33 -E2BIG, `getinfo` of a domain that does not exist -ESRCH, pausing
-//!    or destroying itself -EINVAL, `create` -ENOSYS (not built yet).
+//!    or destroying itself -EINVAL.
 //! 3. `pause`: the peer reads paused and its CPU time stands still over
 //!    `wait_ms=` (20); `unpause`: running again and its CPU time grows.
 //! 4. `sched`: weight 512 and cap 20 are read back, then restored; weight
@@ -26,6 +26,9 @@
 //!    output, the `list:` lines it printed; `shutdown` (poweroff: its power
 //!    button) returns 0 and leaves it running.
 //! 6. `destroy`: the peer is gone (`getinfo` -ESRCH) within a second.
+//! 7. `create`, `populate`, `set_vcpu_start`, `unpause`: a domain built
+//!    by the control domain runs a 36-byte program (see
+//!    [`create_and_start`]).
 //!
 //! Figure `domctl_list_us`: the mean time of a `list` of every domain
 //! (hypercall, copy in, copy out), over 100 calls, in guest microseconds
@@ -317,22 +320,6 @@ fn control(cmdline: &str) -> u32 {
             format_args!("{what} itself: {r:?} (want EINVAL)"),
         );
     }
-    let (r, _) = call(
-        0,
-        &Request::Create(dc::CreateArgs {
-            memory: 16 << 20,
-            affinity: 0,
-            vcpus: 1,
-            flags: 0,
-            weight: 256,
-            cap: 0,
-            name: dc::Name::new("new").unwrap_or(dc::Name::EMPTY),
-        }),
-    );
-    c.check(
-        r == Err(Errno(errno::ENOSYS)),
-        format_args!("create: {r:?} (want ENOSYS: not built yet)"),
-    );
 
     // 3. pause and unpause.
     let (r, _) = call(peer, &Request::Pause);
@@ -478,5 +465,150 @@ fn control(cmdline: &str) -> u32 {
         sleep_ms(wait_ms);
     }
     c.check(gone, format_args!("d{peer} is gone after destroy"));
+
+    create_and_start(&mut c, wait_ms);
     c.finish()
+}
+
+/// A 32-bit program for the PVH entry (protected mode, paging off) at
+/// 0x1000: prints `hi` on port 0xE9, then `SCHEDOP_shutdown(poweroff)`
+/// with its reason (0) at 0x2000.
+const PROGRAM: [u8; 36] = [
+    0xBA, 0xE9, 0x00, 0x00, 0x00, // mov edx, 0xE9
+    0xB0, b'h', 0xEE, // mov al, 'h'; out dx, al
+    0xB0, b'i', 0xEE, // mov al, 'i'; out dx, al
+    0xB0, b'\n', 0xEE, // mov al, '\n'; out dx, al
+    0xB8, 29, 0x00, 0x00, 0x00, // mov eax, __HYPERVISOR_sched_op
+    0xBB, 2, 0x00, 0x00, 0x00, // mov ebx, SCHEDOP_shutdown
+    0xB9, 0x00, 0x20, 0x00, 0x00, // mov ecx, 0x2000 (struct sched_shutdown)
+    0x0F, 0x01, 0xC1, // vmcall
+    0xF4, // hlt
+    0xEB, 0xFD, // jmp hlt
+    0x90, // (padding)
+];
+
+/// 7. A domain built by the control domain: `create` (2 MiB, 1 vCPU; its
+/// name again -EEXIST, 3 GiB + 2 MiB -EINVAL), paused without vCPUs;
+/// `unpause` before a start state -EINVAL; `populate` with [`PROGRAM`] and
+/// its reason (beyond its RAM -EINVAL, from an unmapped buffer -EFAULT);
+/// `set_vcpu_start` (vCPU 1 of a 1-vCPU domain -EINVAL; PVH 32-bit entry
+/// at 0x1000); `unpause`: it prints `hi` and powers off, and is gone. A
+/// second one destroyed before it ever ran is gone at once.
+fn create_and_start(c: &mut Checks, wait_ms: u64) {
+    let args = |name: &str, memory: u64| dc::CreateArgs {
+        memory,
+        affinity: 0,
+        vcpus: 1,
+        flags: 0,
+        weight: 256,
+        cap: 0,
+        name: dc::Name::new(name).unwrap_or(dc::Name::EMPTY),
+    };
+    let (r, reply) = call(0, &Request::Create(args("made", 2 << 20)));
+    let id = reply
+        .get(..4)
+        .map_or(u32::MAX, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    if !c.check(
+        r == Ok(u64::from(id)) && id != 0,
+        format_args!("create made: {r:?}, id {id}"),
+    ) {
+        return;
+    }
+    let info = getinfo(id);
+    c.check(
+        info.is_ok_and(|i| {
+            i.state == dc::DomainState::Paused
+                && i.memory == 2 << 20
+                && i.vcpus == 1
+                && i.cpu_time_ns == 0
+                && i.name.as_str() == "made"
+        }),
+        format_args!("the new domain is paused, 2 MiB, 1 vCPU: {info:?}"),
+    );
+    let (r, _) = call(0, &Request::Create(args("made", 2 << 20)));
+    c.check(
+        r == Err(Errno(errno::EEXIST)),
+        format_args!("create made again: {r:?} (want EEXIST)"),
+    );
+    let (r, _) = call(0, &Request::Create(args("huge", (3 << 30) + (2 << 20))));
+    c.check(
+        r == Err(Errno(errno::EINVAL)),
+        format_args!("create 3 GiB + 2 MiB: {r:?} (want EINVAL)"),
+    );
+    let (r, _) = call(id, &Request::Unpause);
+    c.check(
+        r == Err(Errno(errno::EINVAL)),
+        format_args!("unpause before a start state: {r:?} (want EINVAL)"),
+    );
+    let populate = |gpa: u64, source: u64, length: u64| {
+        call(
+            id,
+            &Request::Populate {
+                gpa,
+                source,
+                length,
+            },
+        )
+        .0
+    };
+    let zero = [0u8; 4];
+    let r1 = populate(0x1000, PROGRAM.as_ptr() as u64, PROGRAM.len() as u64);
+    let r2 = populate(0x2000, zero.as_ptr() as u64, 4);
+    c.check(
+        r1 == Ok(0) && r2 == Ok(0),
+        format_args!("populate the program and its reason: {r1:?} {r2:?}"),
+    );
+    let r = populate((2 << 20) - 2, zero.as_ptr() as u64, 4);
+    c.check(
+        r == Err(Errno(errno::EINVAL)),
+        format_args!("populate across the end of its RAM: {r:?} (want EINVAL)"),
+    );
+    let r = populate(0x3000, 0x7_0000_0000, 16);
+    c.check(
+        r == Err(Errno(errno::EFAULT)),
+        format_args!("populate from an unmapped buffer: {r:?} (want EFAULT)"),
+    );
+    let start = |vcpu: u32| dc::VcpuStart {
+        vcpu,
+        mode: dc::StartMode::Pvh32,
+        rip: 0x1000,
+        start_info: 0,
+        boot_params: 0,
+        cr3: 0,
+        gdt_base: 0,
+        gdt_limit: 0,
+    };
+    let (r, _) = call(id, &Request::SetVcpuStart(start(1)));
+    c.check(
+        r == Err(Errno(errno::EINVAL)),
+        format_args!("start state of vCPU 1 of a 1-vCPU domain: {r:?} (want EINVAL)"),
+    );
+    let (r, _) = call(id, &Request::SetVcpuStart(start(0)));
+    c.check(
+        r == Ok(0),
+        format_args!("set_vcpu_start PVH at 0x1000: {r:?}"),
+    );
+    let (r, _) = call(id, &Request::Unpause);
+    c.check(r == Ok(0), format_args!("unpause made: {r:?}"));
+    let mut gone = false;
+    for _ in 0..50 {
+        if getinfo(id) == Err(Errno(errno::ESRCH)) {
+            gone = true;
+            break;
+        }
+        sleep_ms(wait_ms);
+    }
+    c.check(gone, format_args!("made ran and powered off"));
+
+    let (r, reply) = call(0, &Request::Create(args("unborn", 2 << 20)));
+    let id = reply
+        .get(..4)
+        .map_or(u32::MAX, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    c.check(r.is_ok(), format_args!("create unborn: {r:?}"));
+    let (r, _) = call(id, &Request::Destroy);
+    let after = getinfo(id);
+    c.check(
+        r == Ok(0) && after == Err(Errno(errno::ESRCH)),
+        format_args!("destroy before it ran: {r:?}, then {after:?} (want gone at once)"),
+    );
 }
