@@ -1,6 +1,7 @@
 //! Basalt's domain-control hypercall (docs/hypercalls.md, "Domain control"):
 //! the toolstack in the control domain lists, pauses, unpauses, shuts down,
-//! destroys and reschedules domains and types into their consoles. The wire
+//! destroys and reschedules domains, reads and types into their consoles,
+//! and builds new ones (create, populate, set vCPU 0's start, unpause). The wire
 //! format and its checks are the pure crate `basalt-domctl`; this is the
 //! ring-0 side: the privilege check, the one copy of the argument buffer
 //! from the caller's linear address, and the same domain and scheduler paths

@@ -440,6 +440,12 @@ pub fn end_domain(domain: &Arc<Domain>, reason: EndReason) {
     if domain.xen.as_ref().is_some_and(|x| x.control) {
         control_domain_ended(reason);
     }
+    take_off(domain);
+}
+
+/// Takes the vCPUs of an ending domain out of the policy and retires them
+/// (those running elsewhere leave at their CPU's next scheduling point).
+fn take_off(domain: &Arc<Domain>) {
     let id = domain.id;
     let removed: Vec<(Arc<Slot>, Option<usize>)> = with(|s| {
         let ids: Vec<VcpuId> = s.slots.keys().filter(|v| v.domain == id).copied().collect();
@@ -1190,7 +1196,15 @@ fn rebuild() {
     for old in pending {
         if old.is_unstarted() {
             match old.start_vcpus() {
-                Ok(vcpus) => admit(old.clone(), vcpus),
+                Ok(vcpus) => {
+                    admit(old.clone(), vcpus);
+                    // Ended (destroyed) on another CPU between its start
+                    // and its admission: its vCPUs were not there to be
+                    // taken off then.
+                    if old.life.is_ending() {
+                        take_off(&old);
+                    }
+                }
                 Err(e) => {
                     log::error!(
                         "domain d{} ({}) cannot start: {e}; it is ended",
