@@ -24,6 +24,10 @@ pub trait SchedOps: super::domctl::ControlOps {
     fn vcpu_up(&self, id: VcpuId) -> Result<(), VcpuOpError>;
     /// Whether vCPU `id` is up (`None`: the scheduler does not know it).
     fn vcpu_is_up(&self, id: VcpuId) -> Option<bool>;
+    /// A foreign mapping of one of `owner`'s frames was removed from a
+    /// stage-2 table: its pin is dropped once every CPU has flushed its
+    /// stage-2 translations (so none can still reach the frame).
+    fn unpin_after_flush(&self, owner: Arc<Domain>);
 }
 
 /// Errors of `VCPUOP_initialise` / `VCPUOP_up`, as Xen returns them.

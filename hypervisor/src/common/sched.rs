@@ -391,16 +391,29 @@ fn reclaim() {
         .map(|f| f.load(Ordering::SeqCst))
         .min()
         .unwrap_or(0);
+    {
+        let mut unpins = UNPINS.lock();
+        unpins.retain(|(g, owner)| {
+            if *g <= done {
+                owner.ram.unpin();
+            }
+            *g > done
+        });
+    }
+    // A dead domain whose frames the control domain still maps stays dying
+    // until the last mapping is gone (docs/control-domain.md).
     let ready: Vec<(u64, Arc<Domain>, crate::hvm::memory::Remains, EndReason)> = {
         let mut q = QUARANTINE.lock();
-        if q.iter().all(|e| e.0 > done) {
+        let waiting_unpins = !UNPINS.lock().is_empty();
+        if q.iter().all(|e| e.0 > done || e.1.ram.pinned() != 0) {
+            QUARANTINE_WAITING.store(!q.is_empty() || waiting_unpins, Ordering::SeqCst);
             return;
         }
         let (ready, waiting) = core::mem::take(&mut *q)
             .into_iter()
-            .partition(|e| e.0 <= done);
+            .partition(|e| e.0 <= done && e.1.ram.pinned() == 0);
         *q = waiting;
-        QUARANTINE_WAITING.store(!q.is_empty(), Ordering::SeqCst);
+        QUARANTINE_WAITING.store(!q.is_empty() || waiting_unpins, Ordering::SeqCst);
         ready
     };
     for (_, domain, remains, reason) in ready {
@@ -779,6 +792,31 @@ impl SchedOps for Ops {
     }
     fn vcpu_is_up(&self, id: VcpuId) -> Option<bool> {
         vcpu_is_up(id)
+    }
+    fn unpin_after_flush(&self, owner: Arc<Domain>) {
+        unpin_after_flush(owner);
+    }
+}
+
+/// Pins on domains' frames waiting for every CPU's stage-2 flush: (the
+/// generation each CPU must reach, the domain whose pin is then dropped).
+static UNPINS: Mutex<Vec<(u64, Arc<Domain>)>> = Mutex::new(Vec::new());
+
+/// See [`SchedOps::unpin_after_flush`]: the same flush protocol as a dead
+/// domain's memory ([`EPT_GENERATION`]).
+pub fn unpin_after_flush(owner: Arc<Domain>) {
+    {
+        let mut q = UNPINS.lock();
+        let g = EPT_GENERATION.fetch_add(1, Ordering::SeqCst) + 1;
+        q.push((g, owner));
+        QUARANTINE_WAITING.store(true, Ordering::SeqCst);
+    }
+    let me = percpu::index();
+    flush_ept(me);
+    for c in percpu::all() {
+        if c.index != me {
+            tickle(c.index);
+        }
     }
 }
 

@@ -15,7 +15,7 @@ use crate::mm;
 use alloc::vec::Vec;
 use basalt_frames::Owner;
 use basalt_guest::mem::{GuestMemory, MemoryError};
-use core::sync::atomic::AtomicU64;
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use spin::Mutex;
 
 const GIB: u64 = 1 << 30;
@@ -44,6 +44,9 @@ pub struct GuestRam {
     stage2: Mutex<Option<mm::Stage2>>,
     /// The root of `stage2` (what a vCPU's EPTP or nCR3 names).
     stage2_root: u64,
+    /// Frames of this RAM another domain maps (the control domain's
+    /// foreign mappings): while any is, the RAM is not freed.
+    pinned: AtomicUsize,
 }
 
 impl core::fmt::Debug for GuestRam {
@@ -102,6 +105,7 @@ impl GuestRam {
             blocks: Mutex::new(blocks),
             allocations: Mutex::new(allocations),
             stage2: Mutex::new(Some(stage2)),
+            pinned: AtomicUsize::new(0),
         })
     }
 
@@ -152,6 +156,44 @@ impl GuestRam {
         let mut stage2 = self.stage2.lock();
         let tables = stage2.as_mut().ok_or(MapError::ZeroLength)?;
         mm::stage2_map_page(tables, gpa, hpa, false)
+    }
+
+    /// The host frame of the RAM page at guest-physical `gpa`, pinned: the
+    /// RAM stays allocated (even after the domain ends) until
+    /// [`Self::unpin`]. `None` when `gpa` is not RAM or the RAM was taken.
+    pub fn pin_frame(&self, gpa: u64) -> Option<u64> {
+        let blocks = self.blocks.lock();
+        if gpa >= self.size {
+            return None;
+        }
+        let block = blocks.get((gpa / BLOCK) as usize)?;
+        self.pinned.fetch_add(1, Ordering::SeqCst);
+        Some(block + ((gpa % BLOCK) & !0xfff))
+    }
+
+    /// Drops a pin taken by [`Self::pin_frame`] (once no CPU can hold a
+    /// translation to the frame any more).
+    pub fn unpin(&self) {
+        let _ = self
+            .pinned
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+    }
+
+    /// Frames pinned by other domains.
+    pub fn pinned(&self) -> usize {
+        self.pinned.load(Ordering::SeqCst)
+    }
+
+    /// Removes a mapping made with [`Self::map_extra`] (the caller has
+    /// every CPU flush before the frame is reused).
+    pub fn unmap_extra(&self, gpa: u64) -> Result<(), basalt_paging::MapError> {
+        use basalt_paging::MapError;
+        if !gpa.is_multiple_of(4096) || gpa < self.size {
+            return Err(MapError::UnalignedVirt { virt: gpa });
+        }
+        let mut stage2 = self.stage2.lock();
+        let tables = stage2.as_mut().ok_or(MapError::ZeroLength)?;
+        mm::stage2_unmap_page(tables, gpa)
     }
 
     /// Allocates a zeroed 4 KiB frame that belongs to the domain (freed

@@ -842,6 +842,20 @@ pub fn stage2_map_page(
     }
 }
 
+/// Removes the 4 KiB mapping at guest-physical `gpa` from a domain's
+/// stage-2 tables. The caller makes every CPU flush its stage-2
+/// translations before the frame that was mapped is reused.
+pub fn stage2_unmap_page(tables: &mut Stage2, gpa: u64) -> Result<(), MapError> {
+    let mut guard = MM.lock();
+    let m = guard.as_mut().ok_or(MapError::ZeroLength)?;
+    let mut mem = OffsetTables(DIRECT_MAP_BASE);
+    let mut frames = AllocatorTables(&mut m.frames);
+    match tables {
+        Stage2::Ept(t) => t.unmap(&mut mem, &mut frames, gpa, PAGE_SIZE),
+        Stage2::Npt(t) => t.unmap(&mut mem, &mut frames, gpa, PAGE_SIZE),
+    }
+}
+
 /// Frees a domain's stage-2 tables. The caller has flushed every CPU's
 /// translations derived from them (INVEPT, or a full ASID flush on SVM).
 pub fn destroy_stage2(tables: Stage2) {

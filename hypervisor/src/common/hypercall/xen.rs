@@ -39,6 +39,12 @@ const EVTCHNOP_INIT_CONTROL: u64 = 11;
 // XENMEM_* (public/memory.h).
 const XENMEM_ADD_TO_PHYSMAP: u64 = 7;
 const XENMEM_MEMORY_MAP: u64 = 9;
+const XENMEM_REMOVE_FROM_PHYSMAP: u64 = 15;
+const XENMEM_ADD_TO_PHYSMAP_BATCH: u64 = 23;
+const XENMAPSPACE_GMFN_FOREIGN: u16 = 4;
+/// Entries of an `add_to_physmap_batch` done per VM exit; the rest is a
+/// continuation.
+const BATCH_PER_EXIT: u64 = 64;
 const XENMAPSPACE_SHARED_INFO: u32 = 0;
 const XENMAPSPACE_GRANT_TABLE: u32 = 1;
 
@@ -127,10 +133,9 @@ fn xen(d: &Domain) -> &XenDomain {
 /// parent module (the ones every domain has).
 pub fn handle(v: &mut Running<'_>, call: &hc::Call, ops: &impl SchedOps) -> Option<Answer> {
     let [a1, a2, a3, _, _] = call.args;
-    let _ = ops;
     Some(match call.op {
         EVENT_CHANNEL_OP => event_channel_op(v, a1, a2),
-        hc::HYPERVISOR_MEMORY_OP => memory_op(v, a1, a2)?,
+        hc::HYPERVISOR_MEMORY_OP => memory_op(v, a1, a2, ops)?,
         HVM_OP => hvm_op(v, a1, a2),
         GRANT_TABLE_OP => grant_table_op(v, a1, a2, a3),
         hc::HYPERVISOR_XEN_VERSION => match a1 {
@@ -491,7 +496,7 @@ pub fn domain_gone(d: &Domain) {
     }
 }
 
-fn memory_op(v: &mut Running<'_>, cmd: u64, arg: u64) -> Option<Answer> {
+fn memory_op(v: &mut Running<'_>, cmd: u64, arg: u64, ops: &impl SchedOps) -> Option<Answer> {
     let d = v.domain;
     let x = xen(d);
     // The low 6 bits are the command; the rest a continuation's start.
@@ -527,6 +532,28 @@ fn memory_op(v: &mut Running<'_>, cmd: u64, arg: u64) -> Option<Answer> {
                     }
                 }
                 _ => err(hc::ENOSYS),
+            }
+        }
+        XENMEM_ADD_TO_PHYSMAP_BATCH => add_to_physmap_batch(v, arg),
+        XENMEM_REMOVE_FROM_PHYSMAP => {
+            // struct xen_remove_from_physmap { domid_t domid; xen_pfn_t gpfn; }
+            let b = match read::<16>(v, arg) {
+                Ok(b) => b,
+                Err(e) => return Some(e),
+            };
+            if domid(v, u16_at(&b, 0)) != d.id as u16 {
+                return Some(err(hc::EPERM));
+            }
+            let gpa = u64_at(&b, 8).wrapping_mul(4096);
+            let owner = FOREIGN.lock().remove(&(d.id, gpa));
+            match owner {
+                Some(owner) => {
+                    let _ = d.ram.unmap_extra(gpa);
+                    ops.unpin_after_flush(owner);
+                    ok(0)
+                }
+                // Only foreign mappings can be removed (no ballooning).
+                None => err(hc::EINVAL),
             }
         }
         XENMEM_MEMORY_MAP => {
@@ -610,6 +637,103 @@ fn grant_table_op(v: &mut Running<'_>, cmd: u64, arg: u64, count: u64) -> Answer
         }
         _ => err(hc::ENOSYS),
     }
+}
+
+/// The control domain's foreign mappings: (mapper id, guest-physical
+/// address in the mapper) → the domain whose frame is mapped there (its RAM
+/// pinned once per entry).
+static FOREIGN: spin::Mutex<alloc::collections::BTreeMap<(u32, u64), alloc::sync::Arc<Domain>>> =
+    spin::Mutex::new(alloc::collections::BTreeMap::new());
+
+/// `XENMEM_add_to_physmap_batch` with `XENMAPSPACE_gmfn_foreign`: privcmd's
+/// MMAPBATCH. Each entry maps frame `idxs[i]` of domain `foreign_domid`
+/// at the caller's frame `gpfns[i]` (outside its RAM) and writes 0 or an
+/// errno to `errs[i]`. Control domain only. At most [`BATCH_PER_EXIT`]
+/// entries per exit: the structure in guest memory is advanced and the call
+/// continues, as Xen does.
+fn add_to_physmap_batch(v: &mut Running<'_>, arg: u64) -> Answer {
+    // struct xen_add_to_physmap_batch { domid_t domid; uint16_t space; uint16_t size;
+    //   domid_t foreign_domid; XEN_GUEST_HANDLE(xen_ulong_t) idxs;
+    //   XEN_GUEST_HANDLE(xen_pfn_t) gpfns; XEN_GUEST_HANDLE(int) errs; }
+    let d = v.domain;
+    let b = match read::<32>(v, arg) {
+        Ok(b) => b,
+        Err(e) => return e,
+    };
+    if !xen(d).control {
+        return err(hc::EPERM);
+    }
+    if domid(v, u16_at(&b, 0)) != d.id as u16 {
+        return err(hc::EPERM);
+    }
+    if u16_at(&b, 2) != XENMAPSPACE_GMFN_FOREIGN {
+        return err(hc::ENOSYS);
+    }
+    let size = u64::from(u16_at(&b, 4));
+    let foreign = u16_at(&b, 6);
+    let (idxs, gpfns, errs) = (u64_at(&b, 8), u64_at(&b, 16), u64_at(&b, 24));
+    if u32::from(foreign) == d.id || foreign == DOMID_SELF {
+        return err(hc::EINVAL);
+    }
+    let Some(owner) = domain::get(u32::from(foreign)) else {
+        return err(hc::ESRCH);
+    };
+    let n = size.min(BATCH_PER_EXIT);
+    for i in 0..n {
+        let idx = match read::<8>(v, idxs.wrapping_add(i * 8)) {
+            Ok(x) => u64::from_le_bytes(x),
+            Err(e) => return e,
+        };
+        let gpfn = match read::<8>(v, gpfns.wrapping_add(i * 8)) {
+            Ok(x) => u64::from_le_bytes(x),
+            Err(e) => return e,
+        };
+        let result: i32 = match map_foreign(d, &owner, idx, gpfn) {
+            Ok(()) => 0,
+            Err(e) => -(e as i32),
+        };
+        if let Err(e) = write(v, errs.wrapping_add(i * 4), &result.to_le_bytes()) {
+            return e;
+        }
+    }
+    if n == size {
+        return ok(0);
+    }
+    // Continuation: the rest of the batch, from the guest's structure.
+    let mut rest = b;
+    rest[4..6].copy_from_slice(&((size - n) as u16).to_le_bytes());
+    rest[8..16].copy_from_slice(&idxs.wrapping_add(n * 8).to_le_bytes());
+    rest[16..24].copy_from_slice(&gpfns.wrapping_add(n * 8).to_le_bytes());
+    rest[24..32].copy_from_slice(&errs.wrapping_add(n * 4).to_le_bytes());
+    match write(v, arg, &rest) {
+        Ok(()) => (0, After::Again(false)),
+        Err(e) => e,
+    }
+}
+
+/// Maps frame `idx` of `owner` at frame `gpfn` of the control domain `d`.
+fn map_foreign(
+    d: &Domain,
+    owner: &alloc::sync::Arc<Domain>,
+    idx: u64,
+    gpfn: u64,
+) -> Result<(), i64> {
+    let gpa = gpfn.checked_mul(4096).ok_or(hc::EINVAL)?;
+    let from = idx.checked_mul(4096).ok_or(hc::EINVAL)?;
+    if owner.life.is_ending() {
+        return Err(hc::ESRCH);
+    }
+    let mut table = FOREIGN.lock();
+    if table.contains_key(&(d.id, gpa)) {
+        return Err(hc::EBUSY);
+    }
+    let hpa = owner.ram.pin_frame(from).ok_or(hc::EINVAL)?;
+    if d.ram.map_extra(gpa, hpa).is_err() {
+        owner.ram.unpin();
+        return Err(hc::EINVAL);
+    }
+    table.insert((d.id, gpa), owner.clone());
+    Ok(())
 }
 
 fn hvm_op(v: &mut Running<'_>, cmd: u64, arg: u64) -> Answer {
