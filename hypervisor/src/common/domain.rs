@@ -604,16 +604,15 @@ impl Domain {
         Ok(vcpus)
     }
 
-    /// Ends an unstarted domain at once (it has no vCPU to retire, no CPU
-    /// ever used its EPT): its memory returns now. False if it had started.
-    pub fn discard_unstarted(&self, reason: EndReason) -> bool {
-        if self.unstarted.lock().take().is_none() {
-            return false;
-        }
+    /// Ends an unstarted domain at once (it has no vCPU to retire): it is
+    /// dead and its memory is handed back, for the scheduler to free as a
+    /// retired domain's ([`Domain::reclaim`] after the stage-2 flushes, and
+    /// after the control domain's foreign mappings of it are gone). `None`
+    /// if it had started.
+    pub fn discard_unstarted(&self, reason: EndReason) -> Option<Remains> {
+        self.unstarted.lock().take()?;
         self.life.begin_end(reason);
-        let remains = self.release(reason);
-        self.reclaim(remains, reason);
-        true
+        Some(self.release(reason))
     }
 }
 

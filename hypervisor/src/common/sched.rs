@@ -338,6 +338,12 @@ fn retire(vcpu: Box<Vcpu>) {
     let Some((reason, remains)) = domain.vcpu_retired() else {
         return;
     };
+    quarantine(&domain, remains, reason);
+}
+
+/// A dead domain's memory waits for every CPU's stage-2 flush (and for the
+/// last foreign mapping of it) before `reclaim` frees it.
+fn quarantine(domain: &Arc<Domain>, remains: crate::hvm::memory::Remains, reason: EndReason) {
     let generation = {
         // Bumped and queued under the lock, so `reclaim` never sees a
         // generation without its remains.
@@ -439,11 +445,9 @@ fn quarantine_waiting() -> bool {
 pub fn end_domain(domain: &Arc<Domain>, reason: EndReason) {
     // Created by the control domain and never started: no vCPU to take off
     // a CPU, its memory returns at once.
-    if domain.discard_unstarted(reason) {
+    if let Some(remains) = domain.discard_unstarted(reason) {
         hypercall::xen::domain_gone(domain);
-        if let Some(svc) = services() {
-            (svc.domain_gone)(domain.id);
-        }
+        quarantine(domain, remains, reason);
         return;
     }
     if !domain.life.begin_end(reason) {
