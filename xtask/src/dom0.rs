@@ -13,6 +13,8 @@
 //! - the `basalt` command, built statically (`x86_64-unknown-linux-musl`
 //!   when the toolchain has it, else glibc with `+crt-static`), at
 //!   `/usr/sbin/basalt`;
+//! - the test guest `hello` at `/usr/lib/basalt/hello`, a PVH kernel that
+//!   `basalt create` can start from dom0;
 //! - `/init`: mounts proc, sys, devtmpfs, loads the modules in dependency
 //!   order, mounts `xenfs` on `/proc/xen`, prints a `dom0: ...` line per
 //!   step, and starts a root shell on the console (`hvc0` with
@@ -54,6 +56,10 @@ pub const MODULES: &[(&str, &[&str])] = &[
 /// Where the basalt command goes in the initramfs.
 const BASALT_PATH: &str = "usr/sbin/basalt";
 
+/// Where the test guest `hello` goes in the initramfs: a PVH kernel for
+/// `basalt create` to start from dom0.
+const HELLO_PATH: &str = "usr/lib/basalt/hello";
+
 /// The list of modules `/init` loads: `group path` per line, in load order.
 const MODULE_LIST: &str = "etc/dom0/modules";
 
@@ -80,14 +86,15 @@ pub fn ensure(name: &str) -> Result<PathBuf> {
         return Ok(basalt);
     }
     let vmlinux = linux::ensure("vmlinux")?;
+    let hello = crate::guests::build()?.path("hello");
     let kernel = kernel_package()?;
-    let stamp = stamp(&kernel, &basalt, &vmlinux)?;
+    let stamp = stamp(&kernel, &basalt, &vmlinux, &hello)?;
     let stamp_path = dir().join("initrd.stamp");
     if path.is_file() && std::fs::read_to_string(&stamp_path).is_ok_and(|s| s == stamp) {
         return Ok(path);
     }
     util::step("making dom0's initramfs", || {
-        build_initrd(&kernel, &basalt, &path)
+        build_initrd(&kernel, &basalt, &hello, &path)
     })?;
     std::fs::write(&stamp_path, stamp).map_err(|e| format!("{}: {e}", stamp_path.display()))?;
     Ok(path)
@@ -110,7 +117,7 @@ pub fn cmd_dom0() -> Result {
 
 /// What the initramfs is made from, as text: it is made again when this
 /// changes.
-fn stamp(kernel: &str, basalt: &Path, vmlinux: &Path) -> Result<String> {
+fn stamp(kernel: &str, basalt: &Path, vmlinux: &Path, hello: &Path) -> Result<String> {
     let meta = |p: &Path| -> Result<String> {
         let m = std::fs::metadata(p).map_err(|e| format!("{}: {e}", p.display()))?;
         let mtime = m
@@ -121,9 +128,10 @@ fn stamp(kernel: &str, basalt: &Path, vmlinux: &Path) -> Result<String> {
         Ok(format!("{} {} {mtime}", p.display(), m.len()))
     };
     Ok(format!(
-        "kernel {kernel}\nbasalt {}\nvmlinux {}\nmodules {MODULES:?}\ninit {:x}\n",
+        "kernel {kernel}\nbasalt {}\nvmlinux {}\nhello {}\nmodules {MODULES:?}\ninit {:x}\n",
         meta(basalt)?,
         meta(vmlinux)?,
+        meta(hello)?,
         fnv1a(INIT.as_bytes())
     ))
 }
@@ -476,7 +484,9 @@ exec setsid cttyhack /bin/sh
 
 /// The initramfs from its parts: `busybox` and its `applets` links,
 /// `modules` (path relative to `lib/modules/RELEASE`, bytes), their
-/// `modules_dep`, the load `list`, and `basalt`.
+/// `modules_dep`, the load `list`, `basalt`, and `kernels` (path, bytes:
+/// guest kernels under `usr/lib/basalt`).
+#[allow(clippy::too_many_arguments)]
 pub fn initramfs(
     busybox: &[u8],
     applets: &str,
@@ -485,6 +495,7 @@ pub fn initramfs(
     modules_dep: &str,
     list: &str,
     basalt: &[u8],
+    kernels: &[(&str, &[u8])],
 ) -> Vec<u8> {
     let mut cpio = linux::Cpio::new();
     for dir in [
@@ -557,11 +568,18 @@ pub fn initramfs(
     );
     cpio.file(MODULE_LIST, 0o644, list.as_bytes());
     cpio.file(BASALT_PATH, 0o755, basalt);
+    if !kernels.is_empty() {
+        cpio.dir("usr/lib", 0o755);
+        cpio.dir("usr/lib/basalt", 0o755);
+    }
+    for (path, data) in kernels {
+        cpio.file(path, 0o644, data);
+    }
     cpio.file("init", 0o755, INIT.as_bytes());
     cpio.finish()
 }
 
-fn build_initrd(kernel: &str, basalt_path: &Path, out: &Path) -> Result {
+fn build_initrd(kernel: &str, basalt_path: &Path, hello_path: &Path, out: &Path) -> Result {
     let work = linux::dir().join("work");
     let kroot = linux::fetch(kernel, &work)?;
     let modules_dir = kroot.join("lib/modules");
@@ -620,7 +638,17 @@ fn build_initrd(kernel: &str, basalt_path: &Path, out: &Path) -> Result {
     let basalt =
         std::fs::read(basalt_path).map_err(|e| format!("{}: {e}", basalt_path.display()))?;
 
-    let cpio = initramfs(&busybox, &applets, &release, &modules, &dep, &list, &basalt);
+    let hello = std::fs::read(hello_path).map_err(|e| format!("{}: {e}", hello_path.display()))?;
+    let cpio = initramfs(
+        &busybox,
+        &applets,
+        &release,
+        &modules,
+        &dep,
+        &list,
+        &basalt,
+        &[(HELLO_PATH, &hello)],
+    );
     let gz = gzip(&cpio)?;
     eprintln!("    cpio {} bytes, gzip {} bytes", cpio.len(), gz.len());
     let tmp = out.with_extension("tmp");
@@ -799,6 +827,7 @@ mod tests {
             "kernel/drivers/xen/xen-privcmd.ko:\n",
             "xen kernel/drivers/xen/xen-privcmd.ko\n",
             b"BASALT",
+            &[(HELLO_PATH, b"ELF")],
         );
         let text = String::from_utf8_lossy(&cpio);
         for name in [
@@ -808,6 +837,7 @@ mod tests {
             "lib/modules/6.1.0-57-amd64/modules.dep\0",
             "etc/dom0/modules\0",
             "usr/sbin/basalt\0",
+            "usr/lib/basalt/hello\0",
             "sbin/insmod\0",
             "init\0",
             "TRAILER!!!\0",

@@ -13,12 +13,14 @@
 //! basalt destroy ID        end it at once
 //! basalt console ID        print what it wrote to its console (the newest 4 KiB)
 //! basalt sched ID [weight W] [cap C]   show or set its scheduling weight and cap
+//! basalt create NAME MIB KERNEL [ARGS...]   build and start a PVH guest (docs: pvh.rs)
 //! ```
 //!
 //! Built statically (`cargo xtask dom0`, xtask/src/dom0.rs) and installed
 //! as `/usr/sbin/basalt` in dom0's initramfs.
 
 mod privcmd;
+mod pvh;
 
 use basalt_domctl::{self as dc, DomainInfo, Errno, Request};
 use std::fmt::Write as _;
@@ -29,7 +31,7 @@ const USAGE: &str =
     "usage: basalt list | pause ID | unpause ID | shutdown ID | reboot ID | destroy ID";
 
 /// A command line, parsed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Command {
     List,
     Help,
@@ -37,6 +39,13 @@ enum Command {
     Console(u32),
     /// Show, or set then show, a domain's weight and cap.
     Sched(u32, dc::SchedArgs),
+    /// Build a PVH guest from an ELF kernel and start it.
+    Create {
+        name: String,
+        memory: u64,
+        kernel: String,
+        cmdline: String,
+    },
     /// A sub-op on one domain, and the word for what happened.
     OnDomain(u32, Action),
 }
@@ -82,6 +91,21 @@ fn parse(args: &[String]) -> Result<Command, String> {
         ["list"] => Ok(Command::List),
         [] | ["help" | "-h" | "--help"] => Ok(Command::Help),
         ["console", id] => Ok(Command::Console(domain_id(id)?)),
+        ["create", name, mib, kernel, args @ ..] => {
+            let mib: u64 = mib
+                .parse()
+                .ok()
+                .filter(|m| *m >= 2 && m % 2 == 0)
+                .ok_or_else(|| {
+                    format!("{mib:?}: the memory is an even number of MiB, at least 2")
+                })?;
+            Ok(Command::Create {
+                name: name.to_string(),
+                memory: mib << 20,
+                kernel: kernel.to_string(),
+                cmdline: args.join(" "),
+            })
+        }
         ["sched", id, rest @ ..] => {
             let mut args = dc::SchedArgs {
                 flags: 0,
@@ -321,6 +345,12 @@ fn run(args: &[String]) -> Result<(), String> {
             println!("domain {id}: weight {weight} cap {cap}");
             Ok(())
         }
+        Command::Create {
+            name,
+            memory,
+            kernel,
+            cmdline,
+        } => create(&name, memory, &kernel, &cmdline),
         Command::OnDomain(id, action) => {
             let mut hv = Hypervisor::open()?;
             hv.call(id, &action.request())?;
@@ -328,6 +358,86 @@ fn run(args: &[String]) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+/// `basalt create`: the domain is created paused, its kernel's segments
+/// and start info copied in (`populate`), vCPU 0 given the PVH entry, then
+/// unpaused; on a failure after `create` it is destroyed again.
+fn create(name: &str, memory: u64, kernel: &str, cmdline: &str) -> Result<(), String> {
+    let elf = std::fs::read(kernel).map_err(|e| format!("{kernel}: {e}"))?;
+    let plan = pvh::plan(&elf, memory, cmdline).map_err(|e| format!("{kernel}: {e}"))?;
+    let mut hv = Hypervisor::open()?;
+    let lock = |b| {
+        privcmd::Locked::new(b)
+            .map_err(|e| format!("cannot lock the kernel in memory (mlock): {e}"))
+    };
+    let file = lock(&elf)?;
+    let start_info = lock(&plan.start_info)?;
+    let new = dc::CreateArgs {
+        memory,
+        affinity: 0,
+        vcpus: 1,
+        flags: 0,
+        weight: 256,
+        cap: 0,
+        name: dc::Name::new(name)
+            .filter(dc::Name::is_valid_new)
+            .ok_or_else(|| format!("{name:?}: a name is 1 to 31 of A-Z a-z 0-9 - _ ."))?,
+    };
+    let (id, _) = hv.call(0, &Request::Create(new))?;
+    let id = id as u32;
+    let mut load = || -> Result<(), String> {
+        for &(gpa, offset, len) in &plan.segments {
+            let mut done = 0;
+            while done < len {
+                let n = (len - done).min(dc::MAX_POPULATE as usize);
+                hv.call(
+                    id,
+                    &Request::Populate {
+                        gpa: gpa + done as u64,
+                        source: file.address(offset + done),
+                        length: n as u64,
+                    },
+                )?;
+                done += n;
+            }
+        }
+        hv.call(
+            id,
+            &Request::Populate {
+                gpa: pvh::START_INFO,
+                source: start_info.address(0),
+                length: plan.start_info.len() as u64,
+            },
+        )?;
+        hv.call(
+            id,
+            &Request::SetVcpuStart(dc::VcpuStart {
+                vcpu: 0,
+                mode: dc::StartMode::Pvh32,
+                rip: u64::from(plan.entry),
+                start_info: pvh::START_INFO,
+                boot_params: 0,
+                cr3: 0,
+                gdt_base: 0,
+                gdt_limit: 0,
+            }),
+        )?;
+        hv.call(id, &Request::Unpause)?;
+        Ok(())
+    };
+    if let Err(e) = load() {
+        let _ = hv.call(id, &Request::Destroy);
+        return Err(format!(
+            "domain {id} ({name}) could not be started, destroyed again: {e}"
+        ));
+    }
+    println!(
+        "domain {id} ({name}): {} MiB, started at {:#x}",
+        memory >> 20,
+        plan.entry
+    );
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -392,6 +502,16 @@ mod tests {
             ))
         );
         assert!(parse(&args(&["sched", "2", "cap"])).is_err());
+        assert_eq!(
+            parse(&args(&["create", "t9", "16", "/k", "a=1", "b"])),
+            Ok(Command::Create {
+                name: "t9".into(),
+                memory: 16 << 20,
+                kernel: "/k".into(),
+                cmdline: "a=1 b".into()
+            })
+        );
+        assert!(parse(&args(&["create", "t9", "3", "/k"])).is_err());
         assert!(parse(&args(&["sched", "2", "speed", "3"])).is_err());
         let e = parse(&args(&["frobnicate"])).expect_err("unknown");
         assert!(e.contains("usage: basalt list"), "{e}");

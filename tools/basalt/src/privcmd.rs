@@ -106,3 +106,40 @@ impl Drop for LockedPage {
         unsafe { libc::munlock(self.page.0.as_ptr().cast(), self.page.0.len()) };
     }
 }
+
+/// Bytes of this process locked in RAM (`mlock`) while borrowed: a buffer
+/// the hypervisor reads by its linear address (`populate`).
+#[derive(Debug)]
+pub struct Locked<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Locked<'a> {
+    /// Locks the pages of `bytes`.
+    pub fn new(bytes: &'a [u8]) -> io::Result<Locked<'a>> {
+        if bytes.is_empty() {
+            return Ok(Locked { bytes });
+        }
+        // SAFETY: mlock only changes how the kernel treats the pages of this
+        // live borrow; it does not touch their contents.
+        let r = unsafe { libc::mlock(bytes.as_ptr().cast(), bytes.len()) };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Locked { bytes })
+    }
+
+    /// The linear address of byte `offset`.
+    pub fn address(&self, offset: usize) -> u64 {
+        self.bytes.as_ptr() as u64 + offset as u64
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        if !self.bytes.is_empty() {
+            // SAFETY: unlocks the range `new` locked, still borrowed here.
+            unsafe { libc::munlock(self.bytes.as_ptr().cast(), self.bytes.len()) };
+        }
+    }
+}
