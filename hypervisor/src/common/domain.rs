@@ -464,11 +464,14 @@ pub fn create(
     if DOMAINS.lock().iter().any(|d| d.name == new.name) {
         return Err(CreateError::NameTaken);
     }
+    // Ids are never reused and never wrap (0 is the control domain's).
+    let id = NEXT_ID
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_add(1))
+        .map_err(|_| CreateError::Invalid("no domain id is left"))?;
     let ram = GuestRam::allocate(new.memory, new.name).map_err(|e| match e {
         RamError::NoMemory(_) => CreateError::NoMemory,
         RamError::Map(_) => CreateError::NoMemory,
     })?;
-    let id = NEXT_ID.fetch_add(1, Ordering::SeqCst);
     let tsc_zero = crate::arch::x86_64::cpu::rdtsc();
     let generation = NEXT_GENERATION.fetch_add(1, Ordering::SeqCst);
     let domain = Arc::new(Domain {
