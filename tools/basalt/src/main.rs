@@ -6,6 +6,7 @@
 //!
 //! ```text
 //! basalt list              every domain: name, id, memory, vCPUs, state, CPU time
+//!                          (`--repeat N`: then N more calls, timed: `BASALT-FIGURE: privcmd_list_us=`)
 //! basalt pause ID          hold a domain's vCPUs off the CPUs
 //! basalt unpause ID        let it run again
 //! basalt shutdown ID       press its power button
@@ -27,13 +28,17 @@ use std::fmt::Write as _;
 use std::io;
 use std::process::ExitCode;
 
-const USAGE: &str =
-    "usage: basalt list | pause ID | unpause ID | shutdown ID | reboot ID | destroy ID";
+const USAGE: &str = "usage: basalt list [--repeat N] | pause ID | unpause ID | shutdown ID | \
+                     reboot ID | destroy ID | console ID | sched ID [weight W] [cap C] | \
+                     create NAME MIB KERNEL [ARGS...]";
 
 /// A command line, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Command {
-    List,
+    /// `list`, then `repeat` more calls timed (a measurement).
+    List {
+        repeat: u32,
+    },
     Help,
     /// Print a domain's console history.
     Console(u32),
@@ -88,7 +93,14 @@ impl Action {
 fn parse(args: &[String]) -> Result<Command, String> {
     let words: Vec<&str> = args.iter().map(String::as_str).collect();
     match words.as_slice() {
-        ["list"] => Ok(Command::List),
+        ["list"] => Ok(Command::List { repeat: 0 }),
+        ["list", "--repeat", n] => Ok(Command::List {
+            repeat: n
+                .parse()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| format!("--repeat {n:?}: a number of calls, at least 1"))?,
+        }),
         [] | ["help" | "-h" | "--help"] => Ok(Command::Help),
         ["console", id] => Ok(Command::Console(domain_id(id)?)),
         ["create", name, mib, kernel, args @ ..] => {
@@ -302,9 +314,18 @@ fn run(args: &[String]) -> Result<(), String> {
             println!("{USAGE}");
             Ok(())
         }
-        Command::List => {
+        Command::List { repeat } => {
             let mut hv = Hypervisor::open()?;
             print!("{}", format_list(&hv.list()?));
+            if repeat > 0 {
+                let start = std::time::Instant::now();
+                for _ in 0..repeat {
+                    hv.list()?;
+                }
+                let us = start.elapsed().as_secs_f64() * 1e6 / f64::from(repeat);
+                println!("{repeat} more list calls through privcmd: {us:.1} us each");
+                println!("BASALT-FIGURE: privcmd_list_us={us:.1}");
+            }
             Ok(())
         }
         Command::Console(id) => {
@@ -477,7 +498,12 @@ mod tests {
 
     #[test]
     fn parses_commands() {
-        assert_eq!(parse(&args(&["list"])), Ok(Command::List));
+        assert_eq!(parse(&args(&["list"])), Ok(Command::List { repeat: 0 }));
+        assert_eq!(
+            parse(&args(&["list", "--repeat", "100"])),
+            Ok(Command::List { repeat: 100 })
+        );
+        assert!(parse(&args(&["list", "--repeat", "0"])).is_err());
         assert_eq!(parse(&args(&[])), Ok(Command::Help));
         assert_eq!(
             parse(&args(&["pause", "3"])),
