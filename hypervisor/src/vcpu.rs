@@ -383,6 +383,10 @@ pub fn read_msr(msr: u32) -> Option<u64> {
         0xfe => Some(0),
         // IA32_MISC_ENABLE: fast strings.
         0x1a0 => Some(1),
+        // IA32_DEBUGCTL: architectural since the P6, so read without a
+        // fault handler (XTF's debug-regs); none of its controls (LBR, BTF,
+        // BTS, freezes) is offered, so it stays 0.
+        0x1d9 => Some(0),
         // IA32_MTRR_DEF_TYPE: MTRRs enabled, default write-back.
         0x2ff => Some(0x806),
         // AMD NB_CFG: Linux reads it on AMD CPUs (family 0x10 and later)
@@ -401,6 +405,10 @@ pub fn write_msr(msr: u32, value: u64) -> bool {
         // IA32_BIOS_SIGN_ID: written (with 0) before reading the microcode
         // revision.
         0x8b => true,
+        // IA32_DEBUGCTL: 0 only. Last-branch recording (bit 0), single-step
+        // on branches (1) and branch trace store (6-8) are withheld: a
+        // guest that sets them gets #GP, as on Xen for what it withholds.
+        0x1d9 => value == 0,
         // IA32_MTRR_DEF_TYPE: only the type (2:0), FE (10) and E (11)
         // exist, and the type must be UC, WC, WT, WP or WB (SDM Vol. 3A
         // 12.11.2.1). The guest's memory stays write-back whatever it says.

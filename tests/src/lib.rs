@@ -5,7 +5,8 @@
 //! from its serial log: lines that must appear (in order), lines that must
 //! not, the verdict Basalt must print, and checks on figures it prints
 //! (`BASALT-FIGURE: name=value`). A scenario may also type into the serial
-//! console (`steps`). See `docs/testing.md`.
+//! console (`steps`). See `docs/testing.md`. [`xtf`] makes the runs of Xen's
+//! Test Framework from its result table, `tests/xtf.toml`.
 //!
 //! The judging ([`matcher`]) is pure and unit-tested; [`emulator`] builds the
 //! QEMU and Bochs command lines shared by `cargo xtask run` and
@@ -17,6 +18,7 @@ pub mod emulator;
 pub mod matcher;
 pub mod runner;
 pub mod scenario;
+pub mod xtf;
 
 pub use emulator::{Emulator, Machine};
 pub use scenario::Scenario;

@@ -13,6 +13,7 @@ mod run;
 mod test;
 mod toolchain;
 mod util;
+mod xtf;
 
 use basalt_tests::emulator::{Emulator, Machine};
 use basalt_tests::scenario::parse_memory;
@@ -43,10 +44,17 @@ commands:
   linux-assets              make the Linux guest test assets (target/linux/) and print their paths
   dom0                      make dom0's boot files (target/dom0/: initramfs with busybox, Xen,
                             disk and network modules, the static basalt command) and print them
+  xtf-build                 build Xen's Test Framework's hvm64 tests (target/xtf/) and list them
+  xtf  [--backend bochs-vmx|qemu-svm|bochs-svm] [--fep] [--filter TEXT] [--jobs N] [--table]
+                            boot every XTF hvm64 test as the control domain (default bochs-vmx,
+                            one at a time) and print XTF's verdicts beside Xen 4.17's and the
+                            ones tests/xtf.toml records; fails on any difference (--table: print
+                            tests/xtf.toml as docs/testing.md's Markdown table, boot nothing)
 
 A module PATH of the form guest:NAME names a test guest from tests/guests (built on demand);
 linux:NAME (vmlinux, bzImage, initrd, installer-linux, installer-initrd, installer-vmlinux)
-names a Linux test asset made from Debian's packages into target/linux/ (on demand, kept).
+names a Linux test asset made from Debian's packages into target/linux/ (on demand, kept);
+xtf:NAME the hvm64 kernel of XTF test NAME, built into target/xtf/ (on demand).
 
 Missing emulators and image tools are installed with apt-get when run as root on Debian;
 otherwise the exact command to run is printed.";
@@ -82,6 +90,12 @@ fn main() {
         "bench" => bench::bench(&args.items.by_ref().collect::<Vec<_>>()),
         "linux-assets" => linux::cmd_assets(),
         "dom0" => dom0::cmd_dom0(),
+        "xtf" => cmd_xtf(&mut args),
+        "xtf-build" => xtf::build().map(|names| {
+            for name in names {
+                println!("xtf:{name:<24} {}", xtf::path(&name).display());
+            }
+        }),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(())
@@ -259,6 +273,40 @@ fn cmd_test(args: &mut Args) -> Result {
         }
     }
     test::test(&options)
+}
+
+fn cmd_xtf(args: &mut Args) -> Result {
+    let mut options = xtf::XtfOptions {
+        kind: basalt_tests::xtf::RunKind {
+            backend: basalt_tests::scenario::Backend::BochsVmx,
+            fep: false,
+        },
+        filter: None,
+        jobs: 1,
+    };
+    while let Some(flag) = args.items.next() {
+        match flag.as_str() {
+            "--backend" => {
+                options.kind.backend = basalt_tests::scenario::Backend::parse(&args.value(&flag)?)?
+            }
+            "--fep" => options.kind.fep = true,
+            "--table" => {
+                let table =
+                    basalt_tests::xtf::Table::load(&basalt_tests::xtf::table_path(&util::root()))?;
+                print!("{}", basalt_tests::xtf::markdown(&table));
+                return Ok(());
+            }
+            "--filter" => options.filter = Some(args.value(&flag)?),
+            "--jobs" => {
+                options.jobs = args
+                    .value(&flag)?
+                    .parse()
+                    .map_err(|_| "--jobs takes a number")?
+            }
+            other => return Err(format!("unknown option {other:?} for xtf\n\n{USAGE}")),
+        }
+    }
+    xtf::cmd(&options)
 }
 
 fn cmd_lint() -> Result {

@@ -1,9 +1,10 @@
 //! Boot-module paths: `guest:NAME` names a test guest from tests/guests,
 //! `linux:NAME` a Linux test asset (xtask/src/linux.rs: `vmlinux`,
 //! `bzImage`, `initrd`, `installer-linux`, `installer-initrd`,
-//! `installer-vmlinux`), `dom0:NAME` one of dom0's files
-//! (xtask/src/dom0.rs: `initrd`, `basalt`). Any other path is a file
-//! (relative paths from the repository root).
+//! `installer-vmlinux`), `xtf:NAME` the `hvm64` kernel of XTF test NAME
+//! (xtask/src/xtf.rs), `dom0:NAME` one of dom0's files (xtask/src/dom0.rs:
+//! `initrd`, `basalt`). Any other path is a file (relative paths from the
+//! repository root).
 
 use crate::guests::Guests;
 use std::path::{Path, PathBuf};
@@ -27,6 +28,13 @@ fn linux_name(path: &Path) -> Option<String> {
         .map(str::to_string)
 }
 
+/// The test name of an `xtf:NAME` reference.
+fn xtf_name(path: &Path) -> Option<String> {
+    path.to_string_lossy()
+        .strip_prefix("xtf:")
+        .map(str::to_string)
+}
+
 /// The name of a `dom0:NAME` reference.
 fn dom0_name(path: &Path) -> Option<String> {
     path.to_string_lossy()
@@ -35,12 +43,15 @@ fn dom0_name(path: &Path) -> Option<String> {
 }
 
 /// The file a module path names: a built test guest for `guest:NAME`, a
-/// Linux test asset for `linux:NAME`, one of dom0's files for `dom0:NAME`,
-/// the path itself otherwise.
+/// Linux test asset for `linux:NAME`, an XTF kernel for `xtf:NAME`, one of
+/// dom0's files for `dom0:NAME`, the path itself otherwise.
 pub fn resolve(path: &Path, built: &Built) -> PathBuf {
     let text = path.to_string_lossy();
     if let (Some(name), Some(g)) = (text.strip_prefix("guest:"), &built.guests) {
         return g.path(name);
+    }
+    if let Some(name) = xtf_name(path) {
+        return crate::xtf::path(&name);
     }
     if let Some(file) = dom0_name(path).and_then(|name| crate::dom0::path(&name)) {
         return file;
@@ -54,13 +65,17 @@ pub fn resolve(path: &Path, built: &Built) -> PathBuf {
 /// Builds what `paths` refer to: the test guests when one is a
 /// `guest:NAME` reference, each Linux test asset named by `linux:NAME`
 /// (made only when its file is missing; an unknown NAME is an error), and
-/// each of dom0's files named by `dom0:NAME` (made when stale).
+/// XTF when an `xtf:NAME` kernel is missing, and each of dom0's files
+/// named by `dom0:NAME` (made when stale).
 pub fn build_for<'a>(paths: impl Iterator<Item = &'a Path>) -> crate::util::Result<Built> {
     let mut guests = false;
     let mut linux: Vec<String> = Vec::new();
     let mut dom0: Vec<String> = Vec::new();
     for path in paths {
         guests |= is_guest(path);
+        if let Some(name) = xtf_name(path) {
+            crate::xtf::ensure(&name)?;
+        }
         if let Some(name) = linux_name(path)
             && !linux.contains(&name)
         {
@@ -115,6 +130,10 @@ mod tests {
         assert_eq!(
             resolve(Path::new("linux:installer-initrd"), &built),
             crate::linux::dir().join("installer-initrd.gz")
+        );
+        assert_eq!(
+            resolve(Path::new("xtf:lm-ts"), &built),
+            crate::xtf::path("lm-ts")
         );
         assert_eq!(
             resolve(Path::new("dom0:initrd"), &built),

@@ -62,6 +62,14 @@ pub const DEBIAN_RUST: &[Need] = &[
 /// assets, xtask/src/linux.rs).
 pub const LINUX_TOOLS: &[Need] = &[need("dpkg-deb", "dpkg"), need("xz", "xz-utils")];
 
+/// Building Xen's Test Framework with its own Makefile (xtask/src/xtf.rs).
+pub const XTF_TOOLS: &[Need] = &[
+    need("gcc", "gcc"),
+    need("make", "make"),
+    need("python3", "python3"),
+    need("objcopy", "binutils"),
+];
+
 /// Clippy for the toolchain Debian provides (`cargo xtask lint`).
 pub const DEBIAN_CLIPPY: &[Need] = &[need("/usr/bin/clippy-driver", "rust-web-clippy")];
 

@@ -136,14 +136,54 @@ fn unit_tests() -> Result<Tally> {
 fn scenarios(options: &TestOptions) -> Result<Tally> {
     let dir = util::root().join("tests/scenarios");
     // One run per scenario and backend, named `NAME` or `NAME@BACKEND`:
-    // `--filter @qemu-svm` takes every QEMU/SVM run.
+    // `--filter @qemu-svm` takes every QEMU/SVM run. The XTF runs come from
+    // their result table (`xtf-NAME@BACKEND`, tests/src/xtf.rs).
     let mut all = Scenario::load_dir(&dir)?;
+    let xtf = basalt_tests::xtf::Table::load(&basalt_tests::xtf::table_path(&util::root()))?;
+    let files: std::collections::BTreeSet<String> =
+        all.iter().map(|s| s.scenario.clone()).collect();
+    for run in xtf.ci_runs() {
+        if files.contains(&run.scenario) {
+            return Err(format!(
+                "a scenario file is named {:?} like an XTF run of tests/xtf.toml",
+                run.scenario
+            ));
+        }
+        all.push(run);
+    }
+    all.sort_by(|a, b| a.name.cmp(&b.name));
     if let Some(filter) = &options.filter {
         all.retain(|s| s.name.contains(filter.as_str()));
     }
     if all.is_empty() {
         return Err("no boot scenario run matches the filter".into());
     }
+    let results = run_all(&all, options.jobs)?;
+    let passed = results.iter().filter(|(_, o)| o.passed).count();
+    let failed = results.len() - passed;
+    let per_backend = per_backend(&all);
+    eprintln!(
+        "    boot scenarios: {passed} passed, {failed} failed; runs per backend: {per_backend}"
+    );
+    for (_, o) in results.iter().filter(|(_, o)| !o.passed) {
+        eprintln!(
+            "    FAILED {}: {} (serial log {})",
+            o.name,
+            o.detail,
+            o.serial_log.display()
+        );
+    }
+    Ok(Tally {
+        passed,
+        failed,
+        per_backend,
+    })
+}
+
+/// Builds what `all` boots, then runs them, `jobs` at a time (longest
+/// timeout first), printing each outcome; returns them in the order they
+/// ended.
+pub fn run_all(all: &[Scenario], jobs: usize) -> Result<Vec<(Scenario, Outcome)>> {
     if all.iter().any(|s| s.emulator != Emulator::Bochs) {
         packages::ensure(packages::QEMU, "the QEMU boot scenarios")?;
     }
@@ -165,7 +205,7 @@ fn scenarios(options: &TestOptions) -> Result<Tally> {
     util::step(
         &format!("making boot ISOs for {} scenarios", all.len()),
         || {
-            for s in &all {
+            for s in all {
                 let modules = crate::modules::module_args(
                     s.modules
                         .iter()
@@ -208,7 +248,7 @@ fn scenarios(options: &TestOptions) -> Result<Tally> {
     // Longest first (by declared timeout; ties stay by name), so that the
     // long Linux scenarios overlap the many short ones instead of trailing.
     plan.sort_by_key(|(s, _)| std::cmp::Reverse(s.timeout));
-    let jobs = options.jobs.max(1);
+    let jobs = jobs.max(1);
     eprintln!(
         "==> running {} boot scenarios, {jobs} at a time; logs in {}",
         plan.len(),
@@ -225,32 +265,13 @@ fn scenarios(options: &TestOptions) -> Result<Tally> {
                     let outcome = runner::run(&scenario, &image, &out_dir);
                     print_outcome(&scenario, &outcome);
                     if let Ok(mut r) = results.lock() {
-                        r.push(outcome);
+                        r.push((scenario, outcome));
                     }
                 }
             });
         }
     });
-    let results: Vec<Outcome> = results.into_inner().unwrap_or_default();
-    let passed = results.iter().filter(|o| o.passed).count();
-    let failed = results.len() - passed;
-    let per_backend = per_backend(&all);
-    eprintln!(
-        "    boot scenarios: {passed} passed, {failed} failed; runs per backend: {per_backend}"
-    );
-    for o in results.iter().filter(|o| !o.passed) {
-        eprintln!(
-            "    FAILED {}: {} (serial log {})",
-            o.name,
-            o.detail,
-            o.serial_log.display()
-        );
-    }
-    Ok(Tally {
-        passed,
-        failed,
-        per_backend,
-    })
+    Ok(results.into_inner().unwrap_or_default())
 }
 
 /// How many runs each backend has, e.g. `bochs-vmx 38, qemu 24, qemu-svm 1`

@@ -11,7 +11,7 @@ use super::domain::{EndReason, Running};
 use super::hypercall::{self, After, SchedOps};
 use crate::hvm::vdev::IoEffect;
 use crate::hvm::{mmio, strio, vapic, vdev};
-use crate::vcpu::{Event, VcpuExit, gpr};
+use crate::vcpu::{Event, GuestError, VcpuExit, gpr};
 use core::fmt::Write as _;
 
 /// What the run loop does after an exit.
@@ -150,6 +150,20 @@ pub fn handle(v: &mut Running<'_>, exit: VcpuExit, ops: &impl SchedOps) -> Next 
         VcpuExit::Interrupted => Next::Interrupted,
         // The pending interrupt is injected before the next entry.
         VcpuExit::InterruptWindow => Next::Continue,
+        // The control domain reads all ones where it has neither RAM nor a
+        // device, as Xen's PVH dom0 does (XTF probes the HPET Basalt keeps);
+        // any other domain is stopped (docs/control-domain.md).
+        VcpuExit::Error(GuestError::OutsideMemory {
+            gpa, fetch: false, ..
+        }) if v.domain.xen.as_ref().is_some_and(|x| x.control) => {
+            let domain = v.domain.clone();
+            if let Err(e) = mmio::emulate_absent(&mut v.arch, &domain.ram, gpa) {
+                let detail = alloc::format!("{e}");
+                crash(v, &detail, ops);
+                return Next::Ended;
+            }
+            Next::Continue
+        }
         VcpuExit::Error(e) => {
             let detail = alloc::format!("{e}");
             crash(v, &detail, ops);

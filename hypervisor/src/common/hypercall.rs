@@ -3,7 +3,9 @@
 //! EBX, ECX, EDX, ESI, EDI (32-bit); negative errno results; -EPERM from
 //! guest user mode; -ENOSYS for what Basalt does not implement.
 
+mod reservation;
 pub mod xen;
+mod xenver;
 
 use super::domain::{Domain, EndReason, Running};
 use crate::time;
@@ -156,8 +158,14 @@ fn handle(v: &mut Running<'_>, call: &hc::Call, ops: &impl SchedOps) -> (u64, Af
                 }
             }
             hc::XENVER_PAGESIZE => (4096, After::Continue),
-            _ => (errno(hc::ENOSYS), After::Continue),
+            cmd => match xenver::describe_build(v, cmd, a2) {
+                Some(result) => (result, After::Continue),
+                None => (errno(hc::ENOSYS), After::Continue),
+            },
         },
+        hc::HYPERVISOR_MEMORY_OP if v.domain.xen.is_some() => {
+            reservation::memory_op(v, a1, a2).unwrap_or((errno(hc::ENOSYS), After::Continue))
+        }
         hc::HYPERVISOR_CONSOLE_IO => match a1 {
             hc::CONSOLEIO_WRITE => console_write(v, a2, a3),
             hc::CONSOLEIO_READ => {

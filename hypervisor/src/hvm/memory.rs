@@ -44,9 +44,90 @@ pub struct GuestRam {
     stage2: Mutex<Option<mm::Stage2>>,
     /// The root of `stage2` (what a vCPU's EPTP or nCR3 names).
     stage2_root: u64,
+    /// The RAM pages the domain gave back (`XENMEM_decrease_reservation`,
+    /// or a page a grant-table frame replaced): unmapped from `stage2`, no
+    /// longer RAM for Basalt's own accesses either; their memory stays in
+    /// `allocations` until the domain ends (the pool works in 2 MiB blocks).
+    removed: Mutex<Removed>,
     /// Frames of this RAM another domain maps (the control domain's
     /// foreign mappings): while any is, the RAM is not freed.
     pinned: AtomicUsize,
+}
+
+/// Pages of RAM per bitmap frame of [`Removed`] (128 MiB of RAM).
+const PAGES_PER_BITMAP_FRAME: u64 = 4096 * 8;
+
+/// One bit per RAM page given back, kept in 4 KiB frames of the pool (one
+/// per 128 MiB of RAM, taken when a page there is first given back and
+/// freed with the domain's RAM), so that what a guest gives back costs
+/// Basalt's heap nothing: the list of bitmap frames is sized when the RAM
+/// is (8 bytes per 128 MiB) and never grows.
+struct Removed {
+    /// Host-physical address of each bitmap frame; 0: none yet (no page of
+    /// that 128 MiB given back).
+    frames: Vec<u64>,
+}
+
+impl Removed {
+    fn new(ram_size: u64) -> Self {
+        let pages = ram_size.div_ceil(4096);
+        Self {
+            frames: alloc::vec![0; pages.div_ceil(PAGES_PER_BITMAP_FRAME) as usize],
+        }
+    }
+
+    /// Runs `f` on the byte of the bitmap that holds page `gfn`'s bit, if
+    /// its frame exists.
+    fn with_byte<R>(&self, gfn: u64, f: impl FnOnce(&mut u8) -> R) -> Option<R> {
+        let frame = *self.frames.get((gfn / PAGES_PER_BITMAP_FRAME) as usize)?;
+        if frame == 0 {
+            return None;
+        }
+        let p = (mm::DIRECT_MAP_BASE + frame + (gfn % PAGES_PER_BITMAP_FRAME) / 8) as *mut u8;
+        // SAFETY: `p` is within a 4 KiB bitmap frame this domain's RAM owns
+        // (freed only with it, after the structure is gone), direct-mapped;
+        // nothing else refers to that memory, and the structure is only
+        // used behind the lock of `GuestRam::removed`.
+        let byte = unsafe { &mut *p };
+        Some(f(byte))
+    }
+
+    /// Whether page `gfn` was given back.
+    fn contains(&self, gfn: u64) -> bool {
+        self.with_byte(gfn, |b| *b & (1 << (gfn % 8)) != 0)
+            .unwrap_or(false)
+    }
+
+    /// The first page in `first..=last` that was given back.
+    fn first_in(&self, first: u64, last: u64) -> Option<u64> {
+        if self.frames.iter().all(|&f| f == 0) {
+            return None;
+        }
+        (first..=last).find(|&gfn| self.contains(gfn))
+    }
+
+    /// Unmarks page `gfn` (its removal failed half-way).
+    fn clear(&mut self, gfn: u64) {
+        self.with_byte(gfn, |b| *b &= !(1 << (gfn % 8)));
+    }
+
+    /// Marks page `gfn` (within the RAM) given back, taking its bitmap
+    /// frame from the pool if needed (recorded in `allocations`). `false`
+    /// if the pool has no frame.
+    fn insert(&mut self, gfn: u64, allocations: &Mutex<Vec<(u64, u32)>>) -> bool {
+        let index = (gfn / PAGES_PER_BITMAP_FRAME) as usize;
+        let Some(slot) = self.frames.get_mut(index) else {
+            return false;
+        };
+        if *slot == 0 {
+            let Some(frame) = mm::alloc_zeroed_frame(Owner::Domain) else {
+                return false;
+            };
+            allocations.lock().push((frame, 0));
+            *slot = frame;
+        }
+        self.with_byte(gfn, |b| *b |= 1 << (gfn % 8)).is_some()
+    }
 }
 
 impl core::fmt::Debug for GuestRam {
@@ -105,6 +186,7 @@ impl GuestRam {
             blocks: Mutex::new(blocks),
             allocations: Mutex::new(allocations),
             stage2: Mutex::new(Some(stage2)),
+            removed: Mutex::new(Removed::new(size)),
             pinned: AtomicUsize::new(0),
         })
     }
@@ -122,9 +204,11 @@ impl GuestRam {
     /// Reads guest-physical memory.
     pub fn read(&self, gpa: u64, out: &mut [u8]) -> Result<(), MemoryError> {
         let blocks = self.blocks.lock();
+        let removed = self.removed.lock();
         View {
             blocks: &blocks,
             size: self.size,
+            removed: &removed,
         }
         .read(gpa, out)
     }
@@ -132,9 +216,11 @@ impl GuestRam {
     /// Writes guest-physical memory.
     pub fn write(&self, gpa: u64, bytes: &[u8]) -> Result<(), MemoryError> {
         let blocks = self.blocks.lock();
+        let removed = self.removed.lock();
         View {
             blocks: &blocks,
             size: self.size,
+            removed: &removed,
         }
         .write(gpa, bytes)
     }
@@ -147,7 +233,7 @@ impl GuestRam {
     pub fn map_extra(&self, gpa: u64, hpa: u64) -> Result<(), basalt_paging::MapError> {
         use basalt_paging::MapError;
         if !gpa.is_multiple_of(4096)
-            || gpa < self.size
+            || (gpa < self.size && !self.removed.lock().contains(gpa >> 12))
             || gpa >= 1 << 46
             || crate::vcpu::is_device_page(gpa)
         {
@@ -156,6 +242,39 @@ impl GuestRam {
         let mut stage2 = self.stage2.lock();
         let tables = stage2.as_mut().ok_or(MapError::ZeroLength)?;
         mm::stage2_map_page(tables, gpa, hpa, false)
+    }
+
+    /// Gives the RAM page at guest-physical `gpa` back: it leaves the
+    /// stage-2 tables (a guest access then faults like one outside RAM) and
+    /// Basalt's own accesses; `Ok(false)` if it was given back already.
+    /// The frame stays the domain's until it ends. Stale translations of
+    /// the page on other CPUs could only reach this same frame, which the
+    /// domain still owns; this CPU's are dropped.
+    pub fn remove_page(&self, gpa: u64) -> Result<bool, basalt_paging::MapError> {
+        use basalt_paging::MapError;
+        if !gpa.is_multiple_of(4096) || gpa >= self.size {
+            return Err(MapError::UnalignedVirt { virt: gpa });
+        }
+        let mut removed = self.removed.lock();
+        if removed.contains(gpa >> 12) {
+            return Ok(false);
+        }
+        // The bit first (it may need a frame), then the tables: a failure
+        // of either leaves the page as it was.
+        if !removed.insert(gpa >> 12, &self.allocations) {
+            return Err(MapError::OutOfFrames { virt: Some(gpa) });
+        }
+        let mut stage2 = self.stage2.lock();
+        let unmapped = stage2
+            .as_mut()
+            .ok_or(MapError::ZeroLength)
+            .and_then(|tables| mm::stage2_unmap_page(tables, gpa));
+        if let Err(e) = unmapped {
+            removed.clear(gpa >> 12);
+            return Err(e);
+        }
+        vendor::flush_stage2_all();
+        Ok(true)
     }
 
     /// The host frame of the RAM page at guest-physical `gpa`, pinned: the
@@ -213,9 +332,14 @@ impl GuestRam {
             return None;
         }
         let blocks = self.blocks.lock();
+        let removed = self.removed.lock();
+        if removed.contains(gpa >> 12) {
+            return None;
+        }
         let view = View {
             blocks: &blocks,
             size: self.size,
+            removed: &removed,
         };
         let p = view.host_ptr(gpa)?;
         // SAFETY: `p` is 8-aligned (the block is, and so is `gpa`) and
@@ -230,9 +354,11 @@ impl GuestRam {
     /// Runs `f` with the RAM as a [`GuestMemory`] (for the image loaders).
     pub fn with_memory<R>(&self, f: impl FnOnce(&mut View<'_>) -> R) -> R {
         let blocks = self.blocks.lock();
+        let removed = self.removed.lock();
         f(&mut View {
             blocks: &blocks,
             size: self.size,
+            removed: &removed,
         })
     }
 
@@ -289,6 +415,8 @@ impl Remains {
 pub struct View<'a> {
     blocks: &'a [u64],
     size: u64,
+    /// The pages given back ([`GuestRam::remove_page`]).
+    removed: &'a Removed,
 }
 
 impl View<'_> {
@@ -305,6 +433,16 @@ impl View<'_> {
         mut f: impl FnMut(*mut u8, usize, usize),
     ) -> Result<(), MemoryError> {
         basalt_guest::mem::check_range(self.size, gpa, len)?;
+        // A page given back is no longer RAM: refused before anything moves.
+        if len > 0
+            && let Some(frame) = self.removed.first_in(gpa >> 12, (gpa + len - 1) >> 12)
+        {
+            return Err(MemoryError::OutOfRange {
+                gpa: frame << 12,
+                len: 4096,
+                size: self.size,
+            });
+        }
         let mut done = 0u64;
         while done < len {
             let at = gpa + done;

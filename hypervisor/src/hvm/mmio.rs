@@ -108,6 +108,38 @@ impl Mmio for Apics<'_> {
     }
 }
 
+/// No device: what a bus with nothing at an address answers (reads all
+/// ones, writes go nowhere).
+struct Absent;
+
+impl Mmio for Absent {
+    fn read(&mut self, _gpa: u64, _size: u8) -> u64 {
+        u64::MAX
+    }
+    fn write(&mut self, _gpa: u64, _size: u8, _value: u64) {}
+}
+
+/// Emulates the access of vCPU `arch` to guest-physical `gpa`, where its
+/// domain has neither RAM nor a device, as an access to no device: a read
+/// gives all ones, a write is dropped (the answer of a PC bus with nothing
+/// there, and Xen's for its PVH dom0 outside the p2m, e.g. at the HPET it
+/// keeps). For the control domain only (common/exit.rs); an instruction
+/// that cannot be decoded stops the domain as on a device page.
+pub fn emulate_absent(arch: &mut Loaded<'_>, ram: &GuestRam, gpa: u64) -> Result<(), MmioError> {
+    let AtRip {
+        bytes, len, mode, ..
+    } = fetch_at_rip(arch, ram).map_err(|error| MmioError::Fetch { gpa, error })?;
+    let insn = decode(&bytes[..len], mode).map_err(|error| MmioError::Decode {
+        gpa,
+        error,
+        bytes,
+        len,
+    })?;
+    let advance = execute(&insn, &mut Regs(arch), &mut Absent, gpa);
+    arch.skip_emulated(advance);
+    Ok(())
+}
+
 /// The instruction at a vCPU's RIP, read through the guest's page tables.
 pub(crate) struct AtRip {
     /// Up to 15 bytes from CS.base + RIP.

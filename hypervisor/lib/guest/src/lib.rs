@@ -46,5 +46,6 @@ pub mod linux;
 pub mod mem;
 pub mod spec;
 pub mod start_info;
+pub mod xenver;
 
 pub use mem::{GuestMemory, MemoryError, SliceMemory};

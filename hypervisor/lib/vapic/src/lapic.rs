@@ -846,12 +846,22 @@ impl Lapic {
         }
     }
 
+    /// Records `bits` in the pending ESR and raises the error interrupt
+    /// through LVT Error. An unmasked LVT Error with a vector below 16 is an
+    /// illegal vector generated locally, which is itself an error (SDM Vol.
+    /// 3A 11.5.3, "Received Illegal Vector"): bit 6 is recorded too, and
+    /// nothing is delivered (no loop: that error raises no interrupt).
     fn record_error(&mut self, bits: u32) {
         self.esr_pending |= bits;
         let lvt = self.lvt[LVT_ERROR];
         let vector = lvt as u8;
-        if lvt & LVT_MASKED == 0 && vector >= 16 && self.software_enabled() {
+        if lvt & LVT_MASKED != 0 || !self.software_enabled() {
+            return;
+        }
+        if vector >= 16 {
             self.set_irr(vector, false);
+        } else {
+            self.esr_pending |= ESR_RECEIVE_ILLEGAL_VECTOR;
         }
     }
 

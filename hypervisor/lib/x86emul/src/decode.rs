@@ -28,6 +28,12 @@ pub enum Operation {
     /// `register ← register OP memory`, flags updated (`ADD/OR/AND/SUB/XOR r, r/m`); for
     /// [`AluOp::Cmp`] (`CMP r, r/m`) only the flags change.
     AluToRegister(AluOp),
+    /// `BT r/m, r|imm8` (`0F A3`, `0F BA /4`): `CF ←` bit ([`Instruction::source`] modulo the
+    /// operand's bits) of memory; nothing is written, the other flags stay. With a register bit
+    /// offset the processor accesses memory at the address the offset's high bits move it to;
+    /// the emulator is given that access's address (the EPT violation's), so it uses only the
+    /// offset's low bits.
+    BitTest,
 }
 
 /// The arithmetic or logic operation of an [`Operation::AluToMemory`] or
@@ -439,6 +445,15 @@ pub fn decode(bytes: &[u8], mode: Mode) -> Result<Instruction, DecodeError> {
                     mem: 2,
                     extension: Extension::Sign,
                 },
+                0xa3 => Form::RmReg {
+                    operation: Operation::BitTest,
+                    byte: false,
+                },
+                0xba => Form::RmImm {
+                    opcode: full,
+                    byte: false,
+                    imm8: true,
+                },
                 _ => return Err(DecodeError::Unsupported { opcode: full }),
             }
         }
@@ -453,6 +468,11 @@ pub fn decode(bytes: &[u8], mode: Mode) -> Result<Instruction, DecodeError> {
         Form::Extend { mem, extension } => {
             0x0fb6 + u16::from(mem - 1) + if extension == Extension::Sign { 8 } else { 0 }
         }
+        Form::RmReg {
+            operation: Operation::BitTest,
+            ..
+        } => 0x0fa3,
+        Form::RmImm { opcode, .. } => opcode,
         _ => u16::from(opcode),
     };
     let opsize = operand_size(mode, &p);
@@ -488,7 +508,7 @@ pub fn decode(bytes: &[u8], mode: Mode) -> Result<Instruction, DecodeError> {
             match operation {
                 Operation::Load => load_insn(size, reg, Extension::None, memory),
                 Operation::Store => store_insn(size, Source::Register(reg), memory),
-                Operation::AluToMemory(_) => Instruction {
+                Operation::AluToMemory(_) | Operation::BitTest => Instruction {
                     source: Some(Source::Register(reg)),
                     ..blank(operation, size, memory)
                 },
@@ -514,6 +534,7 @@ pub fn decode(bytes: &[u8], mode: Mode) -> Result<Instruction, DecodeError> {
             let operation = match (opcode, m.reg) {
                 (0xc6 | 0xc7, 0) => Operation::Store,
                 (0xf6 | 0xf7, 0) => Operation::AluToMemory(AluOp::Test),
+                (0x0fba, 4) => Operation::BitTest,
                 (0x80 | 0x81 | 0x83, digit) => match alu_op(digit) {
                     Some(op) => Operation::AluToMemory(op),
                     None => return Err(DecodeError::UnsupportedGroup { opcode, digit }),

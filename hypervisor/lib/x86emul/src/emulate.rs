@@ -110,6 +110,12 @@ pub fn emulate(insn: &Instruction, cpu: &mut impl Cpu, mmio: &mut impl Mmio, gpa
             }
             cpu.set_rflags((cpu.rflags() & !ARITHMETIC_FLAGS) | flags);
         }
+        Operation::BitTest => {
+            let value = mmio.read(gpa, size) & mask;
+            let bit = source(cpu) & (8 * u64::from(size) - 1);
+            let cf = if (value >> bit) & 1 != 0 { CF } else { 0 };
+            cpu.set_rflags((cpu.rflags() & !CF) | cf);
+        }
         Operation::AluToRegister(op) => {
             let b = mmio.read(gpa, size) & mask;
             if let Some(r) = insn.destination {

@@ -34,6 +34,7 @@
 //!   `20`–`23`, `28`–`2B`, `30`–`33`, `38`–`3B`) and with an immediate (`80`, `81`, `83`
 //!   `/0 /1 /4 /5 /6 /7`);
 //! - `TEST r/m, r` (`84`, `85`) and `TEST r/m, imm` (`F6 /0`, `F7 /0`).
+//! - `BT r/m, r` (`0F A3`) and `BT r/m, imm8` (`0F BA /4`): only `CF` changes.
 //!
 //! Prefixes: `66`, `67`, the segment overrides, REX (64-bit mode; voided by a later legacy
 //! prefix, as on hardware), `LOCK` on the read-modify-write ALU forms. Everything else —

@@ -425,7 +425,16 @@ fn event_channel_op(v: &mut Running<'_>, cmd: u64, arg: u64) -> Answer {
                 Err(e) => return e,
             };
             let offset = u32_at(&b, 8);
-            if offset & 7 != 0 || offset > 4096 - 64 || u32_at(&b, 12) >= d.vcpu_count {
+            // The control frame must be the domain's RAM (XTF's xsa-188
+            // names frame 2^64-2: -EINVAL, as Xen's map_guest_page gives).
+            let frame_in_ram = u64_at(&b, 0)
+                .checked_mul(4096)
+                .is_some_and(|gpa| gpa < d.ram.size());
+            if !frame_in_ram
+                || offset & 7 != 0
+                || offset > 4096 - 64
+                || u32_at(&b, 12) >= d.vcpu_count
+            {
                 return err(hc::EINVAL);
             }
             err(hc::ENOSYS)
@@ -527,7 +536,12 @@ fn memory_op(v: &mut Running<'_>, cmd: u64, arg: u64, ops: &impl SchedOps) -> Op
                     // Status frames (bit 31) exist only in grant-table v2.
                     let gpa = gpfn.checked_mul(4096);
                     match (u32::try_from(idx), gpa) {
-                        (Ok(i), Some(gpa)) if x.map_grant_frame(&d.ram, i, gpa).is_ok() => ok(0),
+                        (Ok(i), Some(gpa))
+                            if super::reservation::make_room(&d.ram, gpa)
+                                && x.map_grant_frame(&d.ram, i, gpa).is_ok() =>
+                        {
+                            ok(0)
+                        }
                         _ => err(hc::EINVAL),
                     }
                 }
@@ -617,6 +631,9 @@ fn grant_table_op(v: &mut Running<'_>, cmd: u64, arg: u64, count: u64) -> Answer
             // struct gnttab_set_version { uint32_t version; }: v1 only.
             match read::<4>(v, arg).map(u32::from_le_bytes) {
                 Ok(1) => ok(0),
+                // v2 exists but is not offered: -ENOSYS, as Xen answers with
+                // gnttab_max_version=1 (XTF's selftest then skips v2).
+                Ok(2) => err(hc::ENOSYS),
                 Ok(_) => err(hc::EINVAL),
                 Err(e) => e,
             }

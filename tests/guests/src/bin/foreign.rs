@@ -91,6 +91,9 @@ fn main(cmdline: &str) -> u32 {
         return pass();
     }
     let victim = arg_u64(cmdline, "victim", 1) as u16;
+    // Lets the control domain's lines out first (its console output is not
+    // line-buffered, so another domain's line could cut into one).
+    sleep_ms(arg_u64(cmdline, "delay_ms", 0));
     let mut errs = [7i32; 2];
     let r = batch(
         victim,

@@ -149,6 +149,26 @@ fn error_lvt_fires() {
     assert_eq!(l.read(REG_ESR, 0), ESR_SEND_ILLEGAL_VECTOR);
 }
 
+/// LVT Error with an illegal vector (XTF's xsa-462): sending an illegal
+/// vector records bit 5, and the error interrupt's own illegal vector bit 6;
+/// nothing is delivered. Masked, only bit 5.
+#[test]
+fn error_lvt_with_an_illegal_vector() {
+    let mut l = lapic(1);
+    l.write(REG_LVT_ERROR, 0x0F, 0);
+    l.write(REG_ICR_LOW, 0x0000_000F, 0); // fixed, vector 15: illegal
+    assert_eq!(l.highest_pending(), None);
+    l.write(REG_ESR, 0, 0);
+    assert_eq!(
+        l.read(REG_ESR, 0),
+        ESR_SEND_ILLEGAL_VECTOR | ESR_RECEIVE_ILLEGAL_VECTOR
+    );
+    l.write(REG_LVT_ERROR, LVT_MASKED | 0x0F, 0);
+    l.write(REG_ICR_LOW, 0x0000_000F, 0);
+    l.write(REG_ESR, 0, 0);
+    assert_eq!(l.read(REG_ESR, 0), ESR_SEND_ILLEGAL_VECTOR);
+}
+
 // --------------------------------------------------- priority and ordering
 
 #[test]

@@ -784,3 +784,39 @@ fn error_messages() {
     );
     assert!(DecodeError::Truncated.to_string().contains("truncated"));
 }
+
+// ---- BT ----
+
+#[test]
+fn bit_test() {
+    // bt %rdx,(%rax) (XTF's xsa-195): REX.W, register bit offset.
+    let insn = d(&[0x48, 0x0f, 0xa3, 0x10], Long64);
+    assert_eq!(insn.operation, Operation::BitTest);
+    assert_eq!(insn.size, 8);
+    assert_eq!(insn.source, Some(Source::Register(r(2, 8))));
+    assert_eq!(insn.memory, m64(0, 0));
+    // btl $5,(%rax): immediate bit offset.
+    let insn = d(&[0x0f, 0xba, 0x20, 0x05], Long64);
+    assert_eq!(insn.operation, Operation::BitTest);
+    assert_eq!(insn.size, 4);
+    assert_eq!(insn.source, Some(Source::Immediate(5)));
+    // bts/btr/btc write memory: not emulated.
+    for digit in 5..8u8 {
+        assert_eq!(
+            decode(&[0x0f, 0xba, 0x20 | (digit << 3), 0x05], Long64),
+            Err(DecodeError::UnsupportedGroup {
+                opcode: 0x0fba,
+                digit
+            })
+        );
+    }
+    // Register operand, LOCK: refused.
+    assert_eq!(
+        decode(&[0x0f, 0xa3, 0xc0], Long64),
+        Err(DecodeError::RegisterOperand { opcode: 0x0fa3 })
+    );
+    assert_eq!(
+        decode(&[0xf0, 0x0f, 0xa3, 0x10], Long64),
+        Err(DecodeError::BadPrefix { prefix: 0xf0 })
+    );
+}

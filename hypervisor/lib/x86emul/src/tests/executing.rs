@@ -284,3 +284,27 @@ fn real_mode_load() {
         0x6666 + 0x12
     );
 }
+
+#[test]
+fn bit_test_sets_only_cf() {
+    // bt %rdx,(%rax) on all ones (nothing at the address): CF set, the
+    // other flags kept, memory only read.
+    let mut cpu = fill();
+    cpu.regs[2] = 0xfffd_0000_0000_0000; // XTF's xsa-195 offset: bit 0 of the unit
+    cpu.rflags = 0x202 | ZF;
+    let mut mmio = TestMmio {
+        value: u64::MAX,
+        ..TestMmio::default()
+    };
+    run(&[0x48, 0x0f, 0xa3, 0x10], Mode::Long64, &mut cpu, &mut mmio);
+    assert_eq!(cpu.rflags, 0x202 | ZF | CF);
+    assert_eq!(mmio.log, [('r', GPA, 8, u64::MAX)]);
+    // btl $33,(%rax) tests bit 1 (33 mod 32) of 0b01: CF clear.
+    cpu.rflags = 0x202 | CF;
+    mmio.value = 1;
+    run(&[0x0f, 0xba, 0x20, 33], Mode::Long64, &mut cpu, &mut mmio);
+    assert_eq!(cpu.rflags, 0x202);
+    // btl $32,(%rax) tests bit 0: CF set.
+    run(&[0x0f, 0xba, 0x20, 32], Mode::Long64, &mut cpu, &mut mmio);
+    assert_eq!(cpu.rflags, 0x202 | CF);
+}
