@@ -43,7 +43,7 @@ pub const NAMES: [&str; 6] = [
 /// The meta package whose dependency is the current kernel package.
 const KERNEL_META: &str = "linux-image-amd64";
 /// The package with a statically linked busybox.
-const BUSYBOX: &str = "busybox-static";
+pub const BUSYBOX: &str = "busybox-static";
 /// The Debian 12 installer's netboot images.
 const INSTALLER: &str = "debian-installer-12-netboot-amd64";
 /// Where the installer package keeps its text-mode kernel and initrd.
@@ -232,7 +232,7 @@ fn resolve_kernel_package() -> Result<String> {
 
 /// Downloads and unpacks `package` under `work`; returns the directory it
 /// was unpacked in.
-fn fetch(package: &str, work: &Path) -> Result<PathBuf> {
+pub fn fetch(package: &str, work: &Path) -> Result<PathBuf> {
     let debs = work.join("debs");
     let root = work.join("root").join(package);
     let io = |p: &Path, e: std::io::Error| format!("{}: {e}", p.display());
@@ -292,7 +292,7 @@ fn fetch(package: &str, work: &Path) -> Result<PathBuf> {
 }
 
 /// Removes an unpacked package tree once the assets are made from it.
-fn discard(root: &Path) {
+pub fn discard(root: &Path) {
     let _ = std::fs::remove_dir_all(root);
 }
 

@@ -1,6 +1,7 @@
 //! `cargo xtask`: build, image, run and test Basalt. See README.md.
 
 mod bench;
+mod dom0;
 mod guests;
 mod iso;
 mod kernel;
@@ -41,6 +42,8 @@ commands:
                             console, linux, linux-qemu (all by default)
   lint                      cargo fmt --check, the layer rule and cargo clippy -D warnings
   linux-assets              make the Linux guest test assets (target/linux/) and print their paths
+  dom0                      make dom0's boot files (target/dom0/: initramfs with busybox, Xen,
+                            disk and network modules, the static basalt command) and print them
   xtf-build                 build Xen's Test Framework's hvm64 tests (target/xtf/) and list them
   xtf  [--backend bochs-vmx|qemu-svm|bochs-svm] [--fep] [--filter TEXT] [--jobs N] [--table]
                             boot every XTF hvm64 test as the control domain (default bochs-vmx,
@@ -86,6 +89,7 @@ fn main() {
         "lint" => cmd_lint(),
         "bench" => bench::bench(&args.items.by_ref().collect::<Vec<_>>()),
         "linux-assets" => linux::cmd_assets(),
+        "dom0" => dom0::cmd_dom0(),
         "xtf" => cmd_xtf(&mut args),
         "xtf-build" => xtf::build().map(|names| {
             for name in names {

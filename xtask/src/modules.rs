@@ -2,7 +2,8 @@
 //! `linux:NAME` a Linux test asset (xtask/src/linux.rs: `vmlinux`,
 //! `bzImage`, `initrd`, `installer-linux`, `installer-initrd`,
 //! `installer-vmlinux`), `xtf:NAME` the `hvm64` kernel of XTF test NAME
-//! (xtask/src/xtf.rs). Any other path is a file (relative paths from the
+//! (xtask/src/xtf.rs), `dom0:NAME` one of dom0's files (xtask/src/dom0.rs:
+//! `initrd`, `basalt`). Any other path is a file (relative paths from the
 //! repository root).
 
 use crate::guests::Guests;
@@ -34,9 +35,16 @@ fn xtf_name(path: &Path) -> Option<String> {
         .map(str::to_string)
 }
 
+/// The name of a `dom0:NAME` reference.
+fn dom0_name(path: &Path) -> Option<String> {
+    path.to_string_lossy()
+        .strip_prefix("dom0:")
+        .map(str::to_string)
+}
+
 /// The file a module path names: a built test guest for `guest:NAME`, a
-/// Linux test asset for `linux:NAME`, an XTF kernel for `xtf:NAME`, the
-/// path itself otherwise.
+/// Linux test asset for `linux:NAME`, an XTF kernel for `xtf:NAME`, one of
+/// dom0's files for `dom0:NAME`, the path itself otherwise.
 pub fn resolve(path: &Path, built: &Built) -> PathBuf {
     let text = path.to_string_lossy();
     if let (Some(name), Some(g)) = (text.strip_prefix("guest:"), &built.guests) {
@@ -44,6 +52,9 @@ pub fn resolve(path: &Path, built: &Built) -> PathBuf {
     }
     if let Some(name) = xtf_name(path) {
         return crate::xtf::path(&name);
+    }
+    if let Some(file) = dom0_name(path).and_then(|name| crate::dom0::path(&name)) {
+        return file;
     }
     if let Some(asset) = linux_name(path).and_then(|name| crate::linux::path(&name)) {
         return asset;
@@ -54,10 +65,12 @@ pub fn resolve(path: &Path, built: &Built) -> PathBuf {
 /// Builds what `paths` refer to: the test guests when one is a
 /// `guest:NAME` reference, each Linux test asset named by `linux:NAME`
 /// (made only when its file is missing; an unknown NAME is an error), and
-/// XTF when an `xtf:NAME` kernel is missing.
+/// XTF when an `xtf:NAME` kernel is missing, and each of dom0's files
+/// named by `dom0:NAME` (made when stale).
 pub fn build_for<'a>(paths: impl Iterator<Item = &'a Path>) -> crate::util::Result<Built> {
     let mut guests = false;
     let mut linux: Vec<String> = Vec::new();
+    let mut dom0: Vec<String> = Vec::new();
     for path in paths {
         guests |= is_guest(path);
         if let Some(name) = xtf_name(path) {
@@ -68,9 +81,17 @@ pub fn build_for<'a>(paths: impl Iterator<Item = &'a Path>) -> crate::util::Resu
         {
             linux.push(name);
         }
+        if let Some(name) = dom0_name(path)
+            && !dom0.contains(&name)
+        {
+            dom0.push(name);
+        }
     }
     for name in &linux {
         crate::linux::ensure(name)?;
+    }
+    for name in &dom0 {
+        crate::dom0::ensure(name)?;
     }
     Ok(Built {
         guests: if guests {
@@ -113,6 +134,10 @@ mod tests {
         assert_eq!(
             resolve(Path::new("xtf:lm-ts"), &built),
             crate::xtf::path("lm-ts")
+        );
+        assert_eq!(
+            resolve(Path::new("dom0:initrd"), &built),
+            crate::dom0::dir().join("initrd")
         );
         assert_eq!(
             resolve(Path::new("a/b.elf"), &built),

@@ -73,6 +73,11 @@ pub struct Domain {
     pub exits: Arc<ExitCounts>,
     /// Xen's interface (`xen=1`, `role=control`; docs/control-domain.md).
     pub xen: Option<crate::hvm::xen::XenDomain>,
+    /// A domain the control domain created (domain control's `create`)
+    /// and has not started yet: it has no vCPU until its first `unpause`;
+    /// this holds the start state of vCPU 0 set so far. `None` once
+    /// started, and for domains built from boot modules.
+    pub unstarted: Mutex<Option<Option<StartState>>>,
     /// Its boot modules, to start again on reboot.
     module: Module<'static>,
     initrds: Vec<Module<'static>>,
@@ -396,7 +401,222 @@ pub fn create_from_modules(
             ),
         }
     }
+    NEXT_ID.fetch_max(next_id, Ordering::SeqCst);
     built
+}
+
+/// The id the next domain the control domain creates gets (ids are not
+/// reused: boot modules take 1, 2, …, created domains follow).
+static NEXT_ID: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(1);
+
+/// What the control domain asks for with domain control's `create`.
+#[derive(Debug, Clone, Copy)]
+pub struct NewDomain<'a> {
+    /// Its name (unique among live domains).
+    pub name: &'a str,
+    /// RAM in bytes (a multiple of 2 MiB).
+    pub memory: u64,
+    /// vCPUs.
+    pub vcpus: u32,
+    /// Physical CPUs its vCPUs may run on (0: any).
+    pub affinity: u64,
+    /// Scheduling weight.
+    pub weight: u16,
+    /// CPU cap (0: none).
+    pub cap: u16,
+    /// Xen's interface (as `xen=1`).
+    pub xen: bool,
+}
+
+/// Why `create` refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CreateError {
+    /// A live domain has that name.
+    NameTaken,
+    /// Not enough free memory.
+    NoMemory,
+    /// Out of range (memory, CPUs): what is wrong.
+    Invalid(&'static str),
+}
+
+/// Creates an empty domain for the control domain: its RAM (zeroed), ACPI
+/// tables in its BIOS area (as for every domain), its devices; paused and
+/// without vCPUs until the control domain has loaded it (`populate`), set
+/// vCPU 0's start state and unpaused it (`Domain::start_vcpus`).
+pub fn create(
+    new: &NewDomain<'_>,
+    waker: &'static dyn VcpuWaker,
+) -> Result<Arc<Domain>, CreateError> {
+    if new.memory > MAX_GUEST_RAM || !new.memory.is_multiple_of(BLOCK) || new.memory < BLOCK {
+        return Err(CreateError::Invalid(
+            "memory must be a multiple of 2 MiB from 2 MiB to 3 GiB",
+        ));
+    }
+    let online = crate::arch::x86_64::percpu::online_count().min(64);
+    let online_mask = if online == 64 {
+        u64::MAX
+    } else {
+        (1u64 << online) - 1
+    };
+    if new.affinity != 0 && new.affinity & online_mask == 0 {
+        return Err(CreateError::Invalid("the CPU pinning names no online CPU"));
+    }
+    if DOMAINS.lock().iter().any(|d| d.name == new.name) {
+        return Err(CreateError::NameTaken);
+    }
+    // Ids are never reused and never wrap (0 is the control domain's).
+    let id = NEXT_ID
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_add(1))
+        .map_err(|_| CreateError::Invalid("no domain id is left"))?;
+    let ram = GuestRam::allocate(new.memory, new.name).map_err(|e| match e {
+        RamError::NoMemory(_) => CreateError::NoMemory,
+        RamError::Map(_) => CreateError::NoMemory,
+    })?;
+    let tsc_zero = crate::arch::x86_64::cpu::rdtsc();
+    let generation = NEXT_GENERATION.fetch_add(1, Ordering::SeqCst);
+    let domain = Arc::new(Domain {
+        id,
+        generation,
+        name: new.name.into(),
+        ram,
+        platform: Platform::new(
+            id,
+            new.vcpus,
+            crate::time::ns_at_tsc(tsc_zero),
+            IrqSink::new(id, generation, waker),
+        ),
+        life: Lifecycle::new(),
+        signature: if new.xen {
+            basalt_guest::cpuid::XEN_SIGNATURE
+        } else {
+            basalt_guest::cpuid::BASALT_SIGNATURE
+        },
+        tsc_offset: 0u64.wrapping_sub(tsc_zero),
+        exits: Arc::new(ExitCounts::default()),
+        vcpu_count: new.vcpus,
+        affinity: new.affinity,
+        boot: 1,
+        weight: new.weight,
+        cap: new.cap,
+        timers: (0..new.vcpus).map(|_| AtomicU64::new(0)).collect(),
+        xen: new
+            .xen
+            .then(|| crate::hvm::xen::XenDomain::new(new.vcpus, false)),
+        unstarted: Mutex::new(Some(None)),
+        // No image to start again from: a reboot ends it (as crashed).
+        module: Module {
+            start: 0,
+            end: 0,
+            cmdline: "",
+        },
+        initrds: Vec::new(),
+    });
+    let tables = domain.ram.with_memory(|mem| {
+        basalt_guest::acpi::write_acpi_tables(
+            mem,
+            ACPI_TABLES,
+            &basalt_guest::acpi::AcpiConfig::new(new.vcpus),
+        )
+        .map(drop)
+    });
+    if tables.is_err() {
+        domain.discard();
+        return Err(CreateError::Invalid(
+            "its ACPI tables do not fit its memory",
+        ));
+    }
+    domain.life.set_paused(true);
+    LIVE.fetch_add(1, Ordering::SeqCst);
+    CREATED.fetch_add(1, Ordering::SeqCst);
+    DOMAINS.lock().push(domain.clone());
+    info!(
+        "domain d{id} ({}) created by the control domain: {} memory, {} vCPU(s); paused until it \
+         is loaded and unpaused",
+        new.name,
+        basalt_boot::memmap::ByteSize(new.memory),
+        new.vcpus
+    );
+    Ok(domain)
+}
+
+impl Domain {
+    /// Whether the control domain created it and has not started it yet.
+    pub fn is_unstarted(&self) -> bool {
+        self.unstarted.lock().is_some()
+    }
+
+    /// Sets the state vCPU 0 of an unstarted domain starts from; false if
+    /// it has started.
+    pub fn set_start(&self, start: StartState) -> bool {
+        match &mut *self.unstarted.lock() {
+            Some(slot) => {
+                *slot = Some(start);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether an unstarted domain has its start state.
+    pub fn has_start(&self) -> bool {
+        matches!(*self.unstarted.lock(), Some(Some(_)))
+    }
+
+    /// Makes the vCPUs of an unstarted domain, all from its start state
+    /// (vCPU 0 runs; the others wait for `VCPUOP_initialise`/`up`). The
+    /// scheduler calls this at a scheduling point (nothing loaded on this
+    /// CPU), after `unpause`. On an error the domain is still unstarted
+    /// (the caller discards it), unless it was destroyed meanwhile.
+    pub fn start_vcpus(self: &Arc<Self>) -> Result<Vec<Vcpu>, String> {
+        let entry = (*self.unstarted.lock())
+            .flatten()
+            .ok_or_else(|| String::from("no start state was set"))?;
+        crate::arch::x86_64::hvm::available().map_err(|e| alloc::format!("{e}"))?;
+        let mut vcpus = Vec::new();
+        for index in 0..self.vcpu_count {
+            let arch = ArchVcpu::new(
+                self.ram.stage2_root(),
+                entry,
+                crate::vcpu::CpuidContext {
+                    signature: self.signature,
+                    apic_id: index,
+                    tsc_hz: crate::time::tsc_hz(),
+                },
+                self.tsc_offset,
+                self.exits.clone(),
+            )
+            .map_err(|e| alloc::format!("cannot create its vCPU: {e}"))?;
+            vcpus.push(Vcpu {
+                domain: self.clone(),
+                index,
+                arch,
+            });
+        }
+        // Destroyed meanwhile (`discard_unstarted` took it): the new vCPUs
+        // are dropped, nothing runs.
+        if self.unstarted.lock().take().is_none() {
+            return Err("it was destroyed while it started".into());
+        }
+        self.life.vcpus_created(self.vcpu_count);
+        info!(
+            "domain d{} ({}) started by the control domain, entry {:#x}",
+            self.id,
+            self.name,
+            entry.entry_point()
+        );
+        Ok(vcpus)
+    }
+
+    /// Ends an unstarted domain at once (it has no vCPU to retire): it is
+    /// dead and its memory is handed back, for the scheduler to free as a
+    /// retired domain's ([`Domain::reclaim`] after the stage-2 flushes, and
+    /// after the control domain's foreign mappings of it are gone). `None`
+    /// if it had started.
+    pub fn discard_unstarted(&self, reason: EndReason) -> Option<Remains> {
+        self.unstarted.lock().take()?;
+        self.life.begin_end(reason);
+        Some(self.release(reason))
+    }
 }
 
 fn build(
@@ -473,6 +693,7 @@ fn build(
         xen: spec
             .xen
             .then(|| crate::hvm::xen::XenDomain::new(spec.vcpus, spec.control)),
+        unstarted: Mutex::new(None),
         module,
         initrds: initrds.to_vec(),
     });

@@ -17,7 +17,7 @@ use basalt_sched::VcpuId;
 /// What the exit handlers and hypercalls ask of the scheduler, which runs
 /// them: a parameter (the scheduler passes its own), so that neither names
 /// the scheduler and nothing here calls back into it.
-pub trait SchedOps {
+pub trait SchedOps: super::domctl::ControlOps {
     /// Ends `domain` for `reason` (its vCPUs leave the CPUs).
     fn end_domain(&self, domain: &Arc<Domain>, reason: EndReason);
     /// `VCPUOP_initialise`: gives down vCPU `id` the state it starts from.
@@ -218,6 +218,7 @@ fn handle(v: &mut Running<'_>, call: &hc::Call, ops: &impl SchedOps) -> (u64, Af
             _ => (errno(hc::ENOSYS), After::Continue),
         },
         hc::HYPERVISOR_VCPU_OP => vcpu_op(v, a1, a2, a3, ops),
+        basalt_domctl::HYPERCALL => (super::domctl::dispatch(v, a1, a2, ops), After::Continue),
         _ => (errno(hc::ENOSYS), After::Continue),
     }
 }

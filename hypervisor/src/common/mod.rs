@@ -5,6 +5,7 @@
 //! it names a module here.
 
 pub mod domain;
+pub mod domctl;
 pub mod exit;
 pub mod hypercall;
 pub mod lifecycle;

@@ -338,6 +338,12 @@ fn retire(vcpu: Box<Vcpu>) {
     let Some((reason, remains)) = domain.vcpu_retired() else {
         return;
     };
+    quarantine(&domain, remains, reason);
+}
+
+/// A dead domain's memory waits for every CPU's stage-2 flush (and for the
+/// last foreign mapping of it) before `reclaim` frees it.
+fn quarantine(domain: &Arc<Domain>, remains: crate::hvm::memory::Remains, reason: EndReason) {
     let generation = {
         // Bumped and queued under the lock, so `reclaim` never sees a
         // generation without its remains.
@@ -437,6 +443,13 @@ fn quarantine_waiting() -> bool {
 /// Ends `domain` for `reason`: its vCPUs leave the policy, the CPUs running
 /// them are tickled, and each vCPU is dropped by whoever has it.
 pub fn end_domain(domain: &Arc<Domain>, reason: EndReason) {
+    // Created by the control domain and never started: no vCPU to take off
+    // a CPU, its memory returns at once.
+    if let Some(remains) = domain.discard_unstarted(reason) {
+        hypercall::xen::domain_gone(domain);
+        quarantine(domain, remains, reason);
+        return;
+    }
     if !domain.life.begin_end(reason) {
         return;
     }
@@ -444,6 +457,12 @@ pub fn end_domain(domain: &Arc<Domain>, reason: EndReason) {
     if domain.xen.as_ref().is_some_and(|x| x.control) {
         control_domain_ended(reason);
     }
+    take_off(domain);
+}
+
+/// Takes the vCPUs of an ending domain out of the policy and retires them
+/// (those running elsewhere leave at their CPU's next scheduling point).
+fn take_off(domain: &Arc<Domain>) {
     let id = domain.id;
     let removed: Vec<(Arc<Slot>, Option<usize>)> = with(|s| {
         let ids: Vec<VcpuId> = s.slots.keys().filter(|v| v.domain == id).copied().collect();
@@ -501,6 +520,17 @@ fn control_domain_ended(reason: EndReason) {
 /// Pauses (true) or unpauses domain `domain`; false if it was not in the
 /// state to do so.
 pub fn pause(domain: &Arc<Domain>, paused: bool) -> bool {
+    // The first unpause of a domain the control domain created: its vCPUs
+    // are made at this CPU's next scheduling point (`rebuild`), where no
+    // vCPU is loaded.
+    if !paused && domain.is_unstarted() {
+        if !domain.has_start() || !domain.life.set_paused(false) {
+            return false;
+        }
+        REBUILD.lock().push(domain.clone());
+        tickle(percpu::index());
+        return true;
+    }
     if !domain.life.set_paused(paused) {
         return false;
     }
@@ -791,6 +821,30 @@ pub fn unpin_after_flush(owner: Arc<Domain>) {
         if c.index != me {
             tickle(c.index);
         }
+    }
+}
+
+impl super::domctl::ControlOps for Ops {
+    fn pause_domain(&self, domain: &Arc<Domain>, paused: bool) -> bool {
+        pause(domain, paused)
+    }
+    fn end_domain_for(&self, domain: &Arc<Domain>, reason: EndReason) {
+        end_domain(domain, reason);
+    }
+    fn params_of(&self, id: u32) -> Option<DomainParams> {
+        domain_params(id)
+    }
+    fn set_params_of(&self, id: u32, params: DomainParams) -> Result<(), basalt_sched::SchedError> {
+        set_params(id, params)
+    }
+    fn runtime_of(&self, id: u32) -> u64 {
+        domain_runtime(id)
+    }
+    fn wake(&self, domain: &Domain, vcpu: u32) {
+        wake_vcpu(domain, vcpu);
+    }
+    fn waker(&self) -> &'static dyn VcpuWaker {
+        &WAKER
     }
 }
 
@@ -1176,11 +1230,38 @@ fn housekeeping(me: usize) -> bool {
     !REBUILD.lock().is_empty()
 }
 
-/// Builds again the domains that rebooted. Building creates vCPUs on this
-/// CPU: nothing may be loaded here.
+/// Builds again the domains that rebooted, and makes the vCPUs of the
+/// domains the control domain created and unpaused. Building creates vCPUs
+/// on this CPU: nothing may be loaded here.
 fn rebuild() {
     let pending: Vec<Arc<Domain>> = core::mem::take(&mut *REBUILD.lock());
     for old in pending {
+        if old.is_unstarted() {
+            match old.start_vcpus() {
+                Ok(vcpus) => {
+                    admit(old.clone(), vcpus);
+                    // Ended (destroyed) on another CPU between its start
+                    // and its admission: its vCPUs were not there to be
+                    // taken off then.
+                    if old.life.is_ending() {
+                        take_off(&old);
+                    }
+                }
+                Err(e) => {
+                    log::error!(
+                        "domain d{} ({}) cannot start: {e}; it is ended",
+                        old.id,
+                        old.name
+                    );
+                    end_domain(&old, EndReason::Crash);
+                }
+            }
+            continue;
+        }
+        // A created domain destroyed between its unpause and now.
+        if old.life.state() != super::domain::State::Dead(EndReason::Reboot) {
+            continue;
+        }
         match old.rebuild() {
             Ok((domain, vcpus)) => admit(domain, vcpus),
             Err(e) => log::error!(

@@ -11,6 +11,10 @@ use spin::Mutex;
 /// Bytes of console input waiting for a domain to read them.
 pub const CONSOLE_INPUT: usize = 256;
 
+/// The newest bytes of a domain's console output kept for the toolstack
+/// (domain control's `console_read`).
+pub const CONSOLE_HISTORY: usize = 4096;
+
 /// Longest console line of a domain without the console; a longer one is
 /// cut into lines of this length.
 const LINE_MAX: usize = 512;
@@ -27,6 +31,9 @@ pub struct GuestConsole {
     /// Console input typed for this domain, read through `console_io` or
     /// its COM1.
     pub input: Mutex<Ring<CONSOLE_INPUT>>,
+    /// The newest [`CONSOLE_HISTORY`] bytes it wrote (taken bytes only),
+    /// never read: copied by position (`Ring::copy_at`).
+    pub history: Mutex<Ring<CONSOLE_HISTORY>>,
 }
 
 impl GuestConsole {
@@ -37,6 +44,7 @@ impl GuestConsole {
             line: Mutex::new(Vec::new()),
             out: crate::console::Source::new(),
             input: Mutex::new(Ring::new()),
+            history: Mutex::new(Ring::new()),
         }
     }
 
@@ -48,6 +56,12 @@ impl GuestConsole {
     /// `(dN) line` units, each dropped whole and counted when its queue is
     /// full; all bytes are taken.
     pub fn write(&self, bytes: &[u8]) -> usize {
+        let taken = self.write_out(bytes);
+        self.history.lock().write(&bytes[..taken]);
+        taken
+    }
+
+    fn write_out(&self, bytes: &[u8]) -> usize {
         let mut buf = self.line.lock();
         if crate::console::is_raw(self.id) {
             if !buf.is_empty() {

@@ -135,6 +135,18 @@ pub fn input_arrived(p: &Platform) {
     }
 }
 
+/// The toolstack asks the domain to power off: its ACPI power button is
+/// pressed (`PWRBTN_STS`), and the SCI rises if the guest enabled the event.
+pub fn press_power_button(p: &Platform) {
+    let now = crate::time::now_ns();
+    let level = {
+        let mut pm = p.pm.lock();
+        pm.press_power_button();
+        pm.sci_level(now)
+    };
+    set_irq_line(p, SCI_IRQ, level);
+}
+
 /// The vector to inject into vCPU 0, if the PIC asks for one; `deliver`
 /// tries to inject it and says whether it did, and only then is the
 /// interrupt acknowledged (moved to the PIC's in-service register).

@@ -89,6 +89,23 @@ impl<const N: usize> Ring<N> {
     pub fn written(&self) -> u64 {
         self.written
     }
+
+    /// For a ring used as a history (written, never read): copies the kept
+    /// bytes from stream position `pos` on (position n = the n-th byte ever
+    /// written, from 0) into `out`, without reading them. A position older
+    /// than what is kept starts at the oldest kept byte, one past the
+    /// newest copies nothing. Returns where the copy started and how many
+    /// bytes it copied; the next call passes `start + count`.
+    pub fn copy_at(&self, pos: u64, out: &mut [u8]) -> (u64, usize) {
+        let oldest = self.written - self.len as u64;
+        let start = pos.clamp(oldest, self.written);
+        let offset = (start - oldest) as usize;
+        let count = out.len().min(self.len - offset);
+        for (i, slot) in out.iter_mut().take(count).enumerate() {
+            *slot = self.buf[(self.head + offset + i) % N.max(1)];
+        }
+        (start, count)
+    }
 }
 
 #[cfg(test)]
@@ -109,6 +126,31 @@ mod tests {
         assert_eq!(r.read(&mut out[..1]), 1);
         assert_eq!(out[0], b'x');
         assert_eq!(r.written(), 8);
+    }
+
+    #[test]
+    fn copy_at_reads_a_history_by_position() {
+        let mut r: Ring<8> = Ring::new();
+        let mut out = [0u8; 16];
+        assert_eq!(r.copy_at(0, &mut out), (0, 0));
+        r.write(b"hello");
+        assert_eq!(r.copy_at(0, &mut out), (0, 5));
+        assert_eq!(&out[..5], b"hello");
+        assert_eq!(r.copy_at(3, &mut out), (3, 2));
+        assert_eq!(&out[..2], b"lo");
+        // Beyond the newest: nothing, at the end.
+        assert_eq!(r.copy_at(99, &mut out), (5, 0));
+        r.write(b", world");
+        // 12 written, 8 kept: positions 4..12.
+        assert_eq!(r.copy_at(0, &mut out), (4, 8));
+        assert_eq!(&out[..8], b"o, world");
+        assert_eq!(r.copy_at(10, &mut out[..1]), (10, 1));
+        assert_eq!(out[0], b'l');
+        // Copying reads nothing.
+        assert_eq!(r.len(), 8);
+        let mut empty: Ring<0> = Ring::new();
+        empty.write(b"abc");
+        assert_eq!(empty.copy_at(0, &mut out), (3, 0));
     }
 
     #[test]

@@ -1,0 +1,598 @@
+//! `basalt`: the toolstack command of Basalt's control domain
+//! (docs/control-domain.md). It runs as root in dom0 and reaches the
+//! hypervisor through Linux's `/dev/xen/privcmd` with Basalt's
+//! domain-control hypercall (docs/hypercalls.md, "Domain control"; the wire
+//! format is the crate `basalt-domctl`, shared with ring 0).
+//!
+//! ```text
+//! basalt list              every domain: name, id, memory, vCPUs, state, CPU time
+//!                          (`--repeat N`: then N more calls, timed: `BASALT-FIGURE: privcmd_list_us=`)
+//! basalt pause ID          hold a domain's vCPUs off the CPUs
+//! basalt unpause ID        let it run again
+//! basalt shutdown ID       press its power button
+//! basalt reboot ID         restart it from its image
+//! basalt destroy ID        end it at once
+//! basalt console ID        print what it wrote to its console (the newest 4 KiB)
+//! basalt sched ID [weight W] [cap C]   show or set its scheduling weight and cap
+//! basalt create NAME MIB KERNEL [ARGS...]   build and start a PVH guest (docs: pvh.rs)
+//! ```
+//!
+//! Built statically (`cargo xtask dom0`, xtask/src/dom0.rs) and installed
+//! as `/usr/sbin/basalt` in dom0's initramfs.
+
+mod privcmd;
+mod pvh;
+
+use basalt_domctl::{self as dc, DomainInfo, Errno, Request};
+use std::fmt::Write as _;
+use std::io;
+use std::process::ExitCode;
+
+const USAGE: &str = "usage: basalt list [--repeat N] | pause ID | unpause ID | shutdown ID | \
+                     reboot ID | destroy ID | console ID | sched ID [weight W] [cap C] | \
+                     create NAME MIB KERNEL [ARGS...]";
+
+/// A command line, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Command {
+    /// `list`, then `repeat` more calls timed (a measurement).
+    List {
+        repeat: u32,
+    },
+    Help,
+    /// Print a domain's console history.
+    Console(u32),
+    /// Show, or set then show, a domain's weight and cap.
+    Sched(u32, dc::SchedArgs),
+    /// Build a PVH guest from an ELF kernel and start it.
+    Create {
+        name: String,
+        memory: u64,
+        kernel: String,
+        cmdline: String,
+    },
+    /// A sub-op on one domain, and the word for what happened.
+    OnDomain(u32, Action),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Pause,
+    Unpause,
+    Shutdown,
+    Reboot,
+    Destroy,
+}
+
+impl Action {
+    fn request(self) -> Request<'static> {
+        match self {
+            Action::Pause => Request::Pause,
+            Action::Unpause => Request::Unpause,
+            Action::Shutdown => Request::Shutdown {
+                reason: dc::shutdown::POWEROFF,
+            },
+            Action::Reboot => Request::Shutdown {
+                reason: dc::shutdown::REBOOT,
+            },
+            Action::Destroy => Request::Destroy,
+        }
+    }
+
+    fn done(self) -> &'static str {
+        match self {
+            Action::Pause => "paused",
+            Action::Unpause => "running",
+            Action::Shutdown => "asked to power off (its power button was pressed)",
+            Action::Reboot => "rebooting",
+            Action::Destroy => "destroyed",
+        }
+    }
+}
+
+fn parse(args: &[String]) -> Result<Command, String> {
+    let words: Vec<&str> = args.iter().map(String::as_str).collect();
+    match words.as_slice() {
+        ["list"] => Ok(Command::List { repeat: 0 }),
+        ["list", "--repeat", n] => Ok(Command::List {
+            repeat: n
+                .parse()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| format!("--repeat {n:?}: a number of calls, at least 1"))?,
+        }),
+        [] | ["help" | "-h" | "--help"] => Ok(Command::Help),
+        ["console", id] => Ok(Command::Console(domain_id(id)?)),
+        ["create", name, mib, kernel, args @ ..] => {
+            let mib: u64 = mib
+                .parse()
+                .ok()
+                .filter(|m| *m >= 2 && m % 2 == 0)
+                .ok_or_else(|| {
+                    format!("{mib:?}: the memory is an even number of MiB, at least 2")
+                })?;
+            Ok(Command::Create {
+                name: name.to_string(),
+                memory: mib << 20,
+                kernel: kernel.to_string(),
+                cmdline: args.join(" "),
+            })
+        }
+        ["sched", id, rest @ ..] => {
+            let mut args = dc::SchedArgs {
+                flags: 0,
+                weight: 0,
+                cap: 0,
+            };
+            let mut words = rest.iter();
+            while let Some(&key) = words.next() {
+                let value = words
+                    .next()
+                    .ok_or_else(|| format!("{key} needs a value; {USAGE}"))?;
+                let number: u16 = value
+                    .parse()
+                    .map_err(|_| format!("{key} {value:?}: not a number from 0 to 65535"))?;
+                match key {
+                    "weight" => {
+                        args.flags |= dc::sched_flags::WEIGHT;
+                        args.weight = number;
+                    }
+                    "cap" => {
+                        args.flags |= dc::sched_flags::CAP;
+                        args.cap = number;
+                    }
+                    _ => return Err(format!("unknown sched setting {key:?}; {USAGE}")),
+                }
+            }
+            Ok(Command::Sched(domain_id(id)?, args))
+        }
+        [verb, id] => {
+            let action = match *verb {
+                "pause" => Action::Pause,
+                "unpause" => Action::Unpause,
+                "shutdown" => Action::Shutdown,
+                "reboot" => Action::Reboot,
+                "destroy" => Action::Destroy,
+                _ => return Err(format!("unknown command {verb:?}; {USAGE}")),
+            };
+            let id = id.parse().map_err(|_| {
+                format!("{id:?} is not a domain id (a number; `basalt list` shows them)")
+            })?;
+            Ok(Command::OnDomain(id, action))
+        }
+        _ => Err(format!("unknown command {:?}; {USAGE}", words.join(" "))),
+    }
+}
+
+fn domain_id(text: &str) -> Result<u32, String> {
+    text.parse()
+        .map_err(|_| format!("{text:?} is not a domain id (a number; `basalt list` shows them)"))
+}
+
+/// What to tell the user when `/dev/xen/privcmd` cannot be opened.
+fn open_error(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::ENOENT) | Some(libc::ENODEV) | Some(libc::ENXIO) => format!(
+            "{}: {e}: not running in Basalt's control domain, or module xen-privcmd not loaded \
+             (modprobe xen-privcmd; and mount -t devtmpfs devtmpfs /dev)",
+            privcmd::DEVICE
+        ),
+        Some(libc::EACCES) | Some(libc::EPERM) => {
+            format!("{}: {e}: run basalt as root", privcmd::DEVICE)
+        }
+        _ => format!("{}: {e}", privcmd::DEVICE),
+    }
+}
+
+/// What to tell the user when the hypercall failed with `errno` (privcmd
+/// hands the hypervisor's `-errno` back as the ioctl's errno; Linux and Xen
+/// share these numbers).
+fn call_error(errno: i32, domain: u32) -> String {
+    let what = match i64::from(errno) {
+        dc::errno::EPERM => {
+            "this domain is not the control domain (boot it with the module key role=control)"
+                .to_string()
+        }
+        dc::errno::ENOSYS => format!(
+            "the hypervisor does not answer this (hypercall {}): not Basalt, or a Basalt without \
+             this domain-control operation",
+            dc::HYPERCALL
+        ),
+        dc::errno::EACCES => format!(
+            "interface version mismatch: this basalt speaks {:#x}; use the basalt command built \
+             with the running hypervisor",
+            dc::INTERFACE_VERSION
+        ),
+        dc::errno::ESRCH => format!("no domain {domain}; `basalt list` shows the domains"),
+        dc::errno::EINVAL => format!(
+            "refused as invalid (a domain cannot pause, shut down or destroy itself; domain \
+             {domain} may be the caller)"
+        ),
+        dc::errno::EBUSY => format!("domain {domain} is dying"),
+        dc::errno::EFAULT => {
+            "the hypervisor could not read the argument buffer (not mapped in this process)"
+                .to_string()
+        }
+        _ => String::new(),
+    };
+    let name = Errno(i64::from(errno)).name();
+    let os = io::Error::from_raw_os_error(errno);
+    if what.is_empty() {
+        format!("domain control failed: {os} ({name})")
+    } else {
+        format!("{what} ({name})")
+    }
+}
+
+/// The hypervisor, through privcmd, with a locked argument page.
+struct Hypervisor {
+    privcmd: privcmd::Privcmd,
+    page: privcmd::LockedPage,
+}
+
+impl Hypervisor {
+    fn open() -> Result<Hypervisor, String> {
+        let privcmd = privcmd::Privcmd::open().map_err(|e| open_error(&e))?;
+        let page = privcmd::LockedPage::new().map_err(|e| {
+            format!("cannot lock a page for the hypercall's arguments in memory (mlock): {e}")
+        })?;
+        Ok(Hypervisor { privcmd, page })
+    }
+
+    /// `request` on `domain`: the result and the reply bytes.
+    fn call(&mut self, domain: u32, request: &Request<'_>) -> Result<(u64, Vec<u8>), String> {
+        let n = dc::encode(domain, request, self.page.bytes())
+            .map_err(|e| format!("request too large ({})", e.name()))?;
+        let address = self.page.address();
+        match self
+            .privcmd
+            .hypercall(dc::HYPERCALL, [address, n as u64, 0, 0, 0])
+        {
+            Ok(r) => Ok((
+                r as u64,
+                self.page.bytes()[dc::HEADER_SIZE..n.max(dc::HEADER_SIZE)].to_vec(),
+            )),
+            Err(e) => Err(call_error(e.raw_os_error().unwrap_or(0), domain)),
+        }
+    }
+
+    /// Every domain, by increasing id.
+    fn list(&mut self) -> Result<Vec<DomainInfo>, String> {
+        let mut all = Vec::new();
+        let mut first = 0u32;
+        loop {
+            let (_, reply) = self.call(
+                0,
+                &Request::List {
+                    first,
+                    max: dc::MAX_LIST,
+                },
+            )?;
+            let (count, _total) = dc::decode_list(&reply, dc::MAX_LIST)
+                .ok_or("the hypervisor's list reply is malformed")?;
+            for i in 0..count {
+                all.push(dc::list_record(&reply, i).ok_or("a malformed domain record")?);
+            }
+            match all.last() {
+                Some(last) if count == dc::MAX_LIST && last.id < u32::MAX => first = last.id + 1,
+                _ => break,
+            }
+        }
+        Ok(all)
+    }
+}
+
+/// `basalt list`'s table: the control domain first, then by id; memory in
+/// MiB, CPU time in seconds (as `xl list`).
+fn format_list(domains: &[DomainInfo]) -> String {
+    let mut sorted: Vec<&DomainInfo> = domains.iter().collect();
+    sorted.sort_by_key(|d| (d.flags & dc::info_flags::CONTROL == 0, d.id));
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<24} {:>5} {:>8} {:>5} {:<8} {:>10}",
+        "Name", "ID", "Mem(MiB)", "VCPUs", "State", "Time(s)"
+    );
+    for d in sorted {
+        let _ = writeln!(
+            out,
+            "{:<24} {:>5} {:>8} {:>5} {:<8} {:>10.1}",
+            d.name.as_str(),
+            d.id,
+            d.memory >> 20,
+            d.vcpus,
+            d.state.as_str(),
+            d.cpu_time_ns as f64 / 1e9
+        );
+    }
+    out
+}
+
+fn run(args: &[String]) -> Result<(), String> {
+    match parse(args)? {
+        Command::Help => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Command::List { repeat } => {
+            let mut hv = Hypervisor::open()?;
+            print!("{}", format_list(&hv.list()?));
+            if repeat > 0 {
+                let start = std::time::Instant::now();
+                for _ in 0..repeat {
+                    hv.list()?;
+                }
+                let us = start.elapsed().as_secs_f64() * 1e6 / f64::from(repeat);
+                println!("{repeat} more list calls through privcmd: {us:.1} us each");
+                println!("BASALT-FIGURE: privcmd_list_us={us:.1}");
+            }
+            Ok(())
+        }
+        Command::Console(id) => {
+            let mut hv = Hypervisor::open()?;
+            let mut from = 0;
+            let mut out = Vec::new();
+            loop {
+                let (_, reply) = hv.call(
+                    id,
+                    &Request::ConsoleRead {
+                        from,
+                        max: dc::MAX_CONSOLE_READ,
+                    },
+                )?;
+                let (next, skipped, data) = dc::decode_console_read(&reply)
+                    .ok_or("the hypervisor's console reply is malformed")?;
+                if skipped > 0 && from == 0 {
+                    out.extend_from_slice(
+                        format!("[{skipped} older bytes are no longer kept]\n").as_bytes(),
+                    );
+                }
+                if data.is_empty() {
+                    break;
+                }
+                out.extend_from_slice(data);
+                from = next;
+            }
+            use std::io::Write as _;
+            io::stdout()
+                .write_all(&out)
+                .map_err(|e| format!("writing to standard output: {e}"))
+        }
+        Command::Sched(id, args) => {
+            let mut hv = Hypervisor::open()?;
+            let (_, reply) = hv.call(id, &Request::Sched(args))?;
+            let (weight, cap) =
+                dc::decode_sched(&reply).ok_or("the hypervisor's sched reply is malformed")?;
+            println!("domain {id}: weight {weight} cap {cap}");
+            Ok(())
+        }
+        Command::Create {
+            name,
+            memory,
+            kernel,
+            cmdline,
+        } => create(&name, memory, &kernel, &cmdline),
+        Command::OnDomain(id, action) => {
+            let mut hv = Hypervisor::open()?;
+            hv.call(id, &action.request())?;
+            println!("domain {id}: {}", action.done());
+            Ok(())
+        }
+    }
+}
+
+/// `basalt create`: the domain is created paused, its kernel's segments
+/// and start info copied in (`populate`), vCPU 0 given the PVH entry, then
+/// unpaused; on a failure after `create` it is destroyed again.
+fn create(name: &str, memory: u64, kernel: &str, cmdline: &str) -> Result<(), String> {
+    let elf = std::fs::read(kernel).map_err(|e| format!("{kernel}: {e}"))?;
+    let plan = pvh::plan(&elf, memory, cmdline).map_err(|e| format!("{kernel}: {e}"))?;
+    let mut hv = Hypervisor::open()?;
+    let lock = |b| {
+        privcmd::Locked::new(b)
+            .map_err(|e| format!("cannot lock the kernel in memory (mlock): {e}"))
+    };
+    let file = lock(&elf)?;
+    let start_info = lock(&plan.start_info)?;
+    let new = dc::CreateArgs {
+        memory,
+        affinity: 0,
+        vcpus: 1,
+        flags: 0,
+        weight: 256,
+        cap: 0,
+        name: dc::Name::new(name)
+            .filter(dc::Name::is_valid_new)
+            .ok_or_else(|| format!("{name:?}: a name is 1 to 31 of A-Z a-z 0-9 - _ ."))?,
+    };
+    let (id, _) = hv.call(0, &Request::Create(new))?;
+    let id = id as u32;
+    let mut load = || -> Result<(), String> {
+        for &(gpa, offset, len) in &plan.segments {
+            let mut done = 0;
+            while done < len {
+                let n = (len - done).min(dc::MAX_POPULATE as usize);
+                hv.call(
+                    id,
+                    &Request::Populate {
+                        gpa: gpa + done as u64,
+                        source: file.address(offset + done),
+                        length: n as u64,
+                    },
+                )?;
+                done += n;
+            }
+        }
+        hv.call(
+            id,
+            &Request::Populate {
+                gpa: pvh::START_INFO,
+                source: start_info.address(0),
+                length: plan.start_info.len() as u64,
+            },
+        )?;
+        hv.call(
+            id,
+            &Request::SetVcpuStart(dc::VcpuStart {
+                vcpu: 0,
+                mode: dc::StartMode::Pvh32,
+                rip: u64::from(plan.entry),
+                start_info: pvh::START_INFO,
+                boot_params: 0,
+                cr3: 0,
+                gdt_base: 0,
+                gdt_limit: 0,
+            }),
+        )?;
+        hv.call(id, &Request::Unpause)?;
+        Ok(())
+    };
+    if let Err(e) = load() {
+        let _ = hv.call(id, &Request::Destroy);
+        return Err(format!(
+            "domain {id} ({name}) could not be started, destroyed again: {e}"
+        ));
+    }
+    println!(
+        "domain {id} ({name}): {} MiB, started at {:#x}",
+        memory >> 20,
+        plan.entry
+    );
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("basalt: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(words: &[&str]) -> Vec<String> {
+        words.iter().map(|w| w.to_string()).collect()
+    }
+
+    fn info(id: u32, name: &str, control: bool) -> DomainInfo {
+        DomainInfo {
+            id,
+            state: dc::DomainState::Running,
+            flags: if control { dc::info_flags::CONTROL } else { 0 },
+            vcpus: 1,
+            memory: 64 << 20,
+            cpu_time_ns: 1_250_000_000,
+            weight: 256,
+            cap: 0,
+            exit_code: 0,
+            affinity: 0,
+            name: dc::Name::new(name).expect("short"),
+        }
+    }
+
+    #[test]
+    fn parses_commands() {
+        assert_eq!(parse(&args(&["list"])), Ok(Command::List { repeat: 0 }));
+        assert_eq!(
+            parse(&args(&["list", "--repeat", "100"])),
+            Ok(Command::List { repeat: 100 })
+        );
+        assert!(parse(&args(&["list", "--repeat", "0"])).is_err());
+        assert_eq!(parse(&args(&[])), Ok(Command::Help));
+        assert_eq!(
+            parse(&args(&["pause", "3"])),
+            Ok(Command::OnDomain(3, Action::Pause))
+        );
+        assert_eq!(
+            parse(&args(&["destroy", "12"])),
+            Ok(Command::OnDomain(12, Action::Destroy))
+        );
+        let e = parse(&args(&["pause", "x"])).expect_err("not a number");
+        assert!(e.contains("not a domain id"), "{e}");
+        assert_eq!(parse(&args(&["console", "2"])), Ok(Command::Console(2)));
+        assert_eq!(
+            parse(&args(&["sched", "2", "cap", "20", "weight", "512"])),
+            Ok(Command::Sched(
+                2,
+                dc::SchedArgs {
+                    flags: dc::sched_flags::ALL,
+                    weight: 512,
+                    cap: 20
+                }
+            ))
+        );
+        assert!(parse(&args(&["sched", "2", "cap"])).is_err());
+        assert_eq!(
+            parse(&args(&["create", "t9", "16", "/k", "a=1", "b"])),
+            Ok(Command::Create {
+                name: "t9".into(),
+                memory: 16 << 20,
+                kernel: "/k".into(),
+                cmdline: "a=1 b".into()
+            })
+        );
+        assert!(parse(&args(&["create", "t9", "3", "/k"])).is_err());
+        assert!(parse(&args(&["sched", "2", "speed", "3"])).is_err());
+        let e = parse(&args(&["frobnicate"])).expect_err("unknown");
+        assert!(e.contains("usage: basalt list"), "{e}");
+    }
+
+    #[test]
+    fn list_puts_the_control_domain_first() {
+        let table = format_list(&[
+            info(2, "b", false),
+            info(0, "Domain-0", true),
+            info(1, "a", false),
+        ]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 4);
+        assert!(lines[0].starts_with("Name"), "{table}");
+        assert!(lines[1].starts_with("Domain-0"), "{table}");
+        assert!(lines[2].starts_with("a "), "{table}");
+        assert!(lines[3].starts_with("b "), "{table}");
+        let fields: Vec<&str> = lines[1].split_whitespace().collect();
+        assert_eq!(fields, ["Domain-0", "0", "64", "1", "running", "1.2"]);
+    }
+
+    #[test]
+    fn errors_name_the_cause_and_the_fix() {
+        let missing = io::Error::from_raw_os_error(libc::ENOENT);
+        let e = open_error(&missing);
+        assert!(
+            e.contains("not running in Basalt's control domain, or module xen-privcmd not loaded"),
+            "{e}"
+        );
+        let e = call_error(libc::EPERM, 0);
+        assert!(e.contains("this domain is not the control domain"), "{e}");
+        assert!(e.contains("EPERM"), "{e}");
+        let e = call_error(libc::EACCES, 0);
+        assert!(e.contains("interface version mismatch"), "{e}");
+        let e = call_error(libc::ESRCH, 7);
+        assert!(e.contains("no domain 7"), "{e}");
+        let e = call_error(libc::EIO, 7);
+        assert!(e.contains("domain control failed"), "{e}");
+    }
+
+    #[test]
+    fn linux_and_xen_errnos_agree() {
+        // privcmd hands Xen's errno over as Linux's; the messages rely on it.
+        for (linux, xen) in [
+            (libc::EPERM, dc::errno::EPERM),
+            (libc::ESRCH, dc::errno::ESRCH),
+            (libc::EACCES, dc::errno::EACCES),
+            (libc::EFAULT, dc::errno::EFAULT),
+            (libc::EBUSY, dc::errno::EBUSY),
+            (libc::EINVAL, dc::errno::EINVAL),
+            (libc::ENOSYS, dc::errno::ENOSYS),
+            (libc::E2BIG, dc::errno::E2BIG),
+        ] {
+            assert_eq!(i64::from(linux), xen);
+        }
+    }
+}
