@@ -518,27 +518,7 @@ pub fn initramfs(
     cpio.dir("tmp", 0o1777);
     cpio.char_dev("dev/console", 0o600, 5, 1);
     cpio.char_dev("dev/null", 0o666, 1, 3);
-    cpio.file("bin/busybox", 0o755, busybox);
-    let mut links: Vec<&str> = applets
-        .lines()
-        .map(|l| l.trim().trim_start_matches('/'))
-        .filter(|l| {
-            !l.is_empty()
-                && *l != "bin/busybox"
-                && *l != BASALT_PATH
-                && ["bin/", "sbin/", "usr/bin/", "usr/sbin/"]
-                    .iter()
-                    .any(|d| l.strip_prefix(d).is_some_and(|n| !n.contains('/')))
-        })
-        .collect();
-    if !links.contains(&"bin/sh") {
-        links.push("bin/sh");
-    }
-    links.sort_unstable();
-    links.dedup();
-    for link in links {
-        cpio.symlink(link, "/bin/busybox");
-    }
+    linux::busybox_links(&mut cpio, busybox, applets, &[BASALT_PATH]);
     let root = format!("lib/modules/{release}");
     let mut dirs = BTreeSet::new();
     for (rel, _) in modules {

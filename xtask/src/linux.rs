@@ -637,6 +637,16 @@ pub fn initramfs(busybox: &[u8], applets: &str) -> Vec<u8> {
     cpio.char_dev("dev/console", 0o600, 5, 1);
     cpio.char_dev("dev/ttyS0", 0o660, 4, 64);
     cpio.char_dev("dev/null", 0o666, 1, 3);
+    busybox_links(&mut cpio, busybox, applets, &[]);
+    cpio.file("init", 0o755, INIT.as_bytes());
+    cpio.finish()
+}
+
+/// `/bin/busybox` and a symbolic link to it for each applet `applets`
+/// names (`busybox --list-full` output) in `bin/`, `sbin/`, `usr/bin/` or
+/// `usr/sbin/`, and `bin/sh` always; not the paths in `except` (files of
+/// the initramfs's own).
+pub fn busybox_links(cpio: &mut Cpio, busybox: &[u8], applets: &str, except: &[&str]) {
     cpio.file("bin/busybox", 0o755, busybox);
     let mut links: Vec<&str> = applets
         .lines()
@@ -644,6 +654,7 @@ pub fn initramfs(busybox: &[u8], applets: &str) -> Vec<u8> {
         .filter(|l| {
             !l.is_empty()
                 && *l != "bin/busybox"
+                && !except.contains(l)
                 && ["bin/", "sbin/", "usr/bin/", "usr/sbin/"]
                     .iter()
                     .any(|d| l.strip_prefix(d).is_some_and(|n| !n.contains('/')))
@@ -657,8 +668,6 @@ pub fn initramfs(busybox: &[u8], applets: &str) -> Vec<u8> {
     for link in links {
         cpio.symlink(link, "/bin/busybox");
     }
-    cpio.file("init", 0o755, INIT.as_bytes());
-    cpio.finish()
 }
 
 fn build_initrd(dir: &Path) -> Result {

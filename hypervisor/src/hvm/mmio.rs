@@ -126,18 +126,7 @@ impl Mmio for Absent {
 /// keeps). For the control domain only (common/exit.rs); an instruction
 /// that cannot be decoded stops the domain as on a device page.
 pub fn emulate_absent(arch: &mut Loaded<'_>, ram: &GuestRam, gpa: u64) -> Result<(), MmioError> {
-    let AtRip {
-        bytes, len, mode, ..
-    } = fetch_at_rip(arch, ram).map_err(|error| MmioError::Fetch { gpa, error })?;
-    let insn = decode(&bytes[..len], mode).map_err(|error| MmioError::Decode {
-        gpa,
-        error,
-        bytes,
-        len,
-    })?;
-    let advance = execute(&insn, &mut Regs(arch), &mut Absent, gpa);
-    arch.skip_emulated(advance);
-    Ok(())
+    emulate_on(arch, ram, gpa, &mut Absent)
 }
 
 /// The instruction at a vCPU's RIP, read through the guest's page tables.
@@ -187,6 +176,17 @@ pub fn emulate(
     vcpu: u32,
     gpa: u64,
 ) -> Result<(), MmioError> {
+    emulate_on(arch, ram, gpa, &mut Apics { platform, vcpu })
+}
+
+/// Decodes the instruction at RIP of `arch` and runs its access to `gpa`
+/// on `dev`.
+fn emulate_on(
+    arch: &mut Loaded<'_>,
+    ram: &GuestRam,
+    gpa: u64,
+    dev: &mut impl Mmio,
+) -> Result<(), MmioError> {
     let AtRip {
         bytes, len, mode, ..
     } = fetch_at_rip(arch, ram).map_err(|error| MmioError::Fetch { gpa, error })?;
@@ -196,8 +196,7 @@ pub fn emulate(
         bytes,
         len,
     })?;
-    let mut dev = Apics { platform, vcpu };
-    let advance = execute(&insn, &mut Regs(arch), &mut dev, gpa);
+    let advance = execute(&insn, &mut Regs(arch), dev, gpa);
     arch.skip_emulated(advance);
     Ok(())
 }
