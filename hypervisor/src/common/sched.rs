@@ -454,6 +454,10 @@ pub fn end_domain(domain: &Arc<Domain>, reason: EndReason) {
         return;
     }
     hypercall::xen::domain_gone(domain);
+    // Its foreign mappings end with it: the pins go once every CPU flushed.
+    for owner in hypercall::xen::drop_foreign_of(domain.id) {
+        unpin_after_flush(owner);
+    }
     if domain.xen.as_ref().is_some_and(|x| x.control) {
         control_domain_ended(reason);
     }
@@ -1066,7 +1070,9 @@ fn block_current(me: usize, slot: &Slot, v: &Running<'_>) {
         // HLT with an interrupt waiting: it is delivered at once.
         return;
     }
-    if slot.up.load(Ordering::SeqCst) && hypercall::xen::timer_due(&slot.domain, slot.id.vcpu, now)
+    if slot.up.load(Ordering::SeqCst)
+        && (hypercall::xen::timer_due(&slot.domain, slot.id.vcpu, now)
+            | hypercall::xen::timer_fired_while_running(&slot.domain, slot.id.vcpu))
     {
         // The event is pending already: HLT returns at once.
         return;

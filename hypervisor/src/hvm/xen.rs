@@ -33,6 +33,10 @@ pub struct XenVcpu {
     runstate_gpa: AtomicU64,
     /// Its run-state accounting.
     runstate: Mutex<Runstate>,
+    /// Its single-shot timer fired since it last blocked: the next
+    /// `SCHEDOP_block`, poll or HLT returns at once (Basalt's rule for
+    /// every domain: a block ends at the timer, VIRQ_TIMER bound or not).
+    timer_fired: core::sync::atomic::AtomicBool,
 }
 
 /// A domain's Xen interface.
@@ -77,6 +81,7 @@ impl XenDomain {
                         state: layout::runstate::OFFLINE,
                         ..Runstate::default()
                     }),
+                    timer_fired: core::sync::atomic::AtomicBool::new(false),
                 })
                 .collect(),
             params: Mutex::new([0; NR_PARAMS]),
@@ -242,6 +247,20 @@ impl XenDomain {
     /// vCPU `v`'s run-state accounting.
     pub fn runstate(&self, v: u32) -> Option<Runstate> {
         Some(*self.vcpus.get(v as usize)?.runstate.lock())
+    }
+
+    /// Records that vCPU `v`'s single-shot timer fired.
+    pub fn timer_fired(&self, v: u32) {
+        if let Some(x) = self.vcpus.get(v as usize) {
+            x.timer_fired.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Whether vCPU `v`'s timer fired since the last call (and forgets it).
+    pub fn take_timer_fired(&self, v: u32) -> bool {
+        self.vcpus
+            .get(v as usize)
+            .is_some_and(|x| x.timer_fired.swap(false, Ordering::SeqCst))
     }
 
     /// `HVMOP_set_evtchn_upcall_vector`.

@@ -669,6 +669,19 @@ fn grant_table_op(v: &mut Running<'_>, cmd: u64, arg: u64, count: u64) -> Answer
 static FOREIGN: spin::Mutex<alloc::collections::BTreeMap<(u32, u64), alloc::sync::Arc<Domain>>> =
     spin::Mutex::new(alloc::collections::BTreeMap::new());
 
+/// The foreign mappings domain `mapper` held, forgotten (it is ending; its
+/// stage-2 tables go with it): the domains whose pins the caller drops
+/// once every CPU has flushed.
+pub fn drop_foreign_of(mapper: u32) -> alloc::vec::Vec<alloc::sync::Arc<Domain>> {
+    let mut table = FOREIGN.lock();
+    let keys: alloc::vec::Vec<(u32, u64)> = table
+        .keys()
+        .filter(|(m, _)| *m == mapper)
+        .copied()
+        .collect();
+    keys.iter().filter_map(|k| table.remove(k)).collect()
+}
+
 /// `XENMEM_add_to_physmap_batch` with `XENMAPSPACE_gmfn_foreign`: privcmd's
 /// MMAPBATCH. Each entry maps frame `idxs[i]` of domain `foreign_domid`
 /// at the caller's frame `gpfns[i]` (outside its RAM) and writes 0 or an
@@ -892,7 +905,15 @@ pub fn timer_due(d: &Domain, vcpu: u32, now: u64) -> bool {
         return false;
     }
     if let Some(x) = &d.xen {
+        x.timer_fired(vcpu);
         x.send_virq(&d.ram, &d.platform, evtchn::VIRQ_TIMER, vcpu);
     }
     true
+}
+
+/// Whether vCPU `vcpu`'s single-shot timer fired while it ran since it
+/// last blocked (a domain with Xen's interface takes the timer's event
+/// while running; the block that follows must still return).
+pub fn timer_fired_while_running(d: &Domain, vcpu: u32) -> bool {
+    d.xen.as_ref().is_some_and(|x| x.take_timer_fired(vcpu))
 }

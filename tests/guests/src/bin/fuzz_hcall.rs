@@ -23,7 +23,16 @@
 //! answer must be 0, positive or a Xen errno (-1 to -133). The guest's own
 //! memory outside the scratch buffer is never passed where Basalt writes.
 //!
-//! Options: `seed=1`, `iterations=1000000`, `progress=100000`.
+//! With `xen=1` (the domain built with `xen=1` or `role=control`) it also
+//! calls Xen's interface (docs/control-domain.md): `memory_op`,
+//! `event_channel_op`, `hvm_op`, `grant_table_op` and `set_timer_op`, with
+//! the argument structure built in the scratch buffer from random values,
+//! except that every frame or address Basalt would write later (a
+//! shared_info or vcpu_info frame, a runstate area, a frame to map or give
+//! back) is a scratch page, page 0 or no RAM at all, so that the guest does
+//! not overwrite its own code on purpose.
+//!
+//! Options: `seed=1`, `iterations=1000000`, `progress=100000`, `xen=1`.
 //! At the end: the results by operation and error code, then `TEST PASS`.
 
 #![no_std]
@@ -92,6 +101,8 @@ impl Ptr {
 struct Gen {
     rng: Rng,
     buf: u64,
+    /// Xen's interface is on (`xen=1`).
+    xen: bool,
 }
 
 impl Gen {
@@ -147,6 +158,75 @@ impl Gen {
         self.rng.pick(kinds)
     }
 
+    /// A frame number Basalt may write to or map at: a scratch page, page 0
+    /// (unused low memory), a frame beyond RAM, or one no machine has.
+    fn frame(&mut self) -> u64 {
+        match self.rng.below(5) {
+            0 | 1 => (self.buf >> 12) + self.rng.below((SCRATCH / 4096) as u64),
+            _ => self.far_frame(),
+        }
+    }
+
+    /// A frame that is not the guest's code, data or scratch: page 0, one
+    /// beyond RAM, or one far beyond any RAM.
+    fn far_frame(&mut self) -> u64 {
+        match self.rng.below(4) {
+            0 => 0,
+            1 => (RAM_END >> 12) + self.rng.below(0x10_0000),
+            2 => (1 << 36) + self.rng.below(1 << 20),
+            _ => u64::MAX - self.rng.below(16),
+        }
+    }
+
+    /// A structure of `len` bytes (at most 64) at an 8-aligned place of
+    /// the scratch buffer, filled with random bytes; returns its address.
+    fn structure(&mut self, len: usize) -> u64 {
+        let at = self.buf + self.rng.below((SCRATCH - 64) as u64) / 8 * 8;
+        for i in (0..len.min(64)).step_by(8) {
+            let v = self.rng.interesting();
+            self.put(at + i as u64, v);
+        }
+        at
+    }
+
+    /// Writes `value` at scratch address `at`.
+    fn put(&mut self, at: u64, value: u64) {
+        // SAFETY: `at` is within the scratch buffer (callers pass what
+        // `structure` returned plus an offset below 64, and the buffer has
+        // a 4 KiB tail), which only this generator and Basalt write.
+        unsafe { core::ptr::write_unaligned(at as *mut u64, value) }
+    }
+
+    fn put32(&mut self, at: u64, value: u32) {
+        // SAFETY: as `put`.
+        unsafe { core::ptr::write_unaligned(at as *mut u32, value) }
+    }
+
+    fn put16(&mut self, at: u64, value: u16) {
+        // SAFETY: as `put`.
+        unsafe { core::ptr::write_unaligned(at as *mut u16, value) }
+    }
+
+    /// A domain id: itself (`DOMID_SELF`) mostly, else 0 to 3 or random.
+    fn domid(&mut self) -> u16 {
+        match self.rng.below(4) {
+            0 | 1 => 0x7ff0,
+            2 => self.rng.below(4) as u16,
+            _ => self.rng.next() as u16,
+        }
+    }
+
+    /// A pointer for a structure Basalt reads and writes: in the scratch
+    /// buffer (built by `structure`) or somewhere no RAM is.
+    fn struct_ptr(&mut self, len: usize) -> (u64, Ptr) {
+        let k = self.kind(true);
+        if k == Ptr::Scratch {
+            (self.structure(len), k)
+        } else {
+            (self.ptr(k), k)
+        }
+    }
+
     fn length(&mut self) -> u64 {
         match self.rng.below(6) {
             0 => 0,
@@ -173,6 +253,21 @@ const XEN_VERSION: u64 = hypercall::HYPERVISOR_XEN_VERSION;
 const CONSOLE_IO: u64 = hypercall::HYPERVISOR_CONSOLE_IO;
 const VCPU_OP: u64 = hypercall::HYPERVISOR_VCPU_OP;
 const SCHED_OP: u64 = hypercall::HYPERVISOR_SCHED_OP;
+const MEMORY_OP: u64 = 12;
+const SET_TIMER_OP: u64 = 15;
+const GRANT_TABLE_OP: u64 = 20;
+const EVENT_CHANNEL_OP: u64 = 32;
+const HVM_OP: u64 = 34;
+/// Xen-interface operations, and Basalt's domain control (66): never
+/// called with arguments this generator does not control.
+const XEN_OPS: [u64; 6] = [
+    MEMORY_OP,
+    SET_TIMER_OP,
+    GRANT_TABLE_OP,
+    EVENT_CHANNEL_OP,
+    HVM_OP,
+    66,
+];
 
 fn generate(g: &mut Gen) -> Call {
     let mut args = [
@@ -182,14 +277,26 @@ fn generate(g: &mut Gen) -> Call {
         g.rng.next(),
         g.rng.next(),
     ];
-    let op = match g.rng.below(16) {
+    let mut op = match g.rng.below(if g.xen { 22 } else { 16 }) {
         0..=2 => XEN_VERSION,
         3..=5 => CONSOLE_IO,
         6..=9 => VCPU_OP,
         10..=12 => SCHED_OP,
         13 | 14 => g.rng.below(64),
-        _ => g.rng.interesting(),
+        15 => g.rng.interesting(),
+        16 => MEMORY_OP,
+        17 | 18 => EVENT_CHANNEL_OP,
+        19 => HVM_OP,
+        20 => GRANT_TABLE_OP,
+        _ => SET_TIMER_OP,
     };
+    if !g.xen && XEN_OPS.contains(&op) {
+        // Without Xen's interface these are unknown: -ENOSYS.
+    } else if g.xen && g.rng.below(16) >= 13 && XEN_OPS.contains(&op) && op != SET_TIMER_OP {
+        // A random op number that happens to be one of these is built as
+        // one of these (below), never with uncontrolled arguments.
+        op = XEN_OPS[g.rng.below(5) as usize];
+    }
     let mut ptr = None;
     let mut must_touch = false;
     match op {
@@ -244,6 +351,228 @@ fn generate(g: &mut Gen) -> Call {
             // get_runstate_info writes, set_singleshot_timer reads; both
             // only for the calling vCPU (0).
             must_touch = args[1] == 0 && matches!(args[0], 4 | 8);
+            if g.xen && matches!(args[0], 5 | 10 | 13) {
+                // Registrations whose area Basalt writes later: a scratch
+                // address or page 0 (register_runstate / time area take a
+                // linear address; register_vcpu_info a frame and offset).
+                let (at, k) = g.struct_ptr(16);
+                if k == Ptr::Scratch {
+                    let area = if args[0] == 10 {
+                        g.frame()
+                    } else if g.rng.chance(1, 2) {
+                        g.buf + g.rng.below((SCRATCH - 64) as u64)
+                    } else {
+                        g.rng.below(4096 - 48)
+                    };
+                    g.put(at, area);
+                    let r = g.rng.interesting();
+
+                    let offset = g.rng.pick(&[0u64, 64, 4032, 4033, 4088, r]);
+                    g.put(at + 8, offset);
+                }
+                args[2] = at;
+                ptr = Some(k);
+                must_touch = false;
+            }
+        }
+        MEMORY_OP => {
+            let r = g.rng.below(64);
+
+            let cmd = g.rng.pick(&[1u64, 7, 9, 15, 23, 23, 28, r]);
+            args[0] = cmd;
+            let (at, k) = g.struct_ptr(32);
+            args[1] = at;
+            ptr = Some(k);
+            if k == Ptr::Scratch {
+                match cmd {
+                    // xen_memory_reservation: extent_start, nr_extents,
+                    // extent_order, mem_flags, domid; the extents are
+                    // frames Basalt may take away.
+                    1 => {
+                        let list = g.structure(64);
+                        for i in 0..8 {
+                            // Never a scratch page: the guest writes those.
+                            let f = g.far_frame();
+                            g.put(list + i * 8, f);
+                        }
+                        g.put(at, list);
+                        // At most the 8 built extents from the scratch
+                        // buffer (more would read the guest's own memory
+                        // as frames to give back); any count from a list
+                        // that is no RAM.
+                        let n = g.rng.below(9);
+                        g.put(at + 8, n);
+                        if g.rng.chance(1, 4) {
+                            let k = g.kind(true);
+                            if k != Ptr::Scratch {
+                                let p = g.ptr(k);
+                                g.put(at, p);
+                                let r = g.rng.interesting();
+                                g.put(at + 8, r);
+                            }
+                        }
+                        let order = g.rng.below(3) as u32;
+                        g.put32(at + 16, order);
+                        let d = g.domid();
+                        g.put16(at + 24, d);
+                    }
+                    // xen_add_to_physmap: domid, size, space, idx, gpfn.
+                    7 => {
+                        let d = g.domid();
+                        g.put16(at, d);
+                        let space = g.rng.below(6) as u32;
+                        g.put32(at + 4, space);
+                        let r = g.rng.interesting();
+
+                        let idx = g.rng.pick(&[0u64, 1, 3, 4, 1 << 31, r]);
+                        g.put(at + 8, idx);
+                        // Not a scratch page: a grant frame placed there
+                        // replaces the RAM page, and moving the frame on
+                        // leaves a hole the guest would write into.
+                        let f = g.far_frame();
+                        g.put(at + 16, f);
+                    }
+                    // xen_memory_map: nr_entries, buffer (room for 8).
+                    9 => {
+                        let n = g.rng.below(10);
+                        g.put(at, n);
+                        let k = g.kind(true);
+                        let buffer = if k == Ptr::Scratch {
+                            g.structure(64)
+                        } else {
+                            g.ptr(k)
+                        };
+                        g.put(at + 8, buffer);
+                    }
+                    // xen_remove_from_physmap: domid, gpfn.
+                    15 => {
+                        let d = g.domid();
+                        g.put16(at, d);
+                        let f = g.frame();
+                        g.put(at + 8, f);
+                    }
+                    // xen_add_to_physmap_batch: domid, space, size,
+                    // foreign domid, idxs, gpfns, errs.
+                    23 => {
+                        let d = g.domid();
+                        g.put16(at, d);
+                        let space = if g.rng.chance(3, 4) {
+                            4
+                        } else {
+                            g.rng.below(6) as u16
+                        };
+                        g.put16(at + 2, space);
+                        let size = g.rng.pick(&[0u16, 1, 2, 8, 65, 300, u16::MAX]);
+                        g.put16(at + 4, size);
+                        let foreign = g.domid();
+                        g.put16(at + 6, foreign);
+                        let idxs = g.structure(64);
+                        let gpfns = g.structure(64);
+                        for i in 0..8 {
+                            let f = (RAM_END >> 12) + g.rng.below(0x10_0000);
+                            g.put(gpfns + i * 8, f);
+                            let idx = g.rng.below(0x1000);
+                            g.put(idxs + i * 8, idx);
+                        }
+                        let errs = g.structure(64);
+                        // Entries past the 8 built ones: pointers that
+                        // fault when reached (the errs run on into the
+                        // buffer's tail).
+                        g.put(at + 8, idxs);
+                        g.put(at + 16, gpfns);
+                        g.put(at + 24, errs);
+                        if size > 8 {
+                            let k = g.kind(true);
+                            if k != Ptr::Scratch {
+                                let p = g.ptr(k);
+                                g.put(at + 16, p);
+                            } else {
+                                g.put16(at + 4, 8);
+                            }
+                        }
+                    }
+                    // Others: only pointers that are no RAM.
+                    _ => {
+                        let k = g.kind(false);
+                        if k != Ptr::Scratch && k.never_ram() {
+                            args[1] = g.ptr(k);
+                        }
+                    }
+                }
+            }
+        }
+        EVENT_CHANNEL_OP => {
+            args[0] = if g.rng.chance(7, 8) {
+                g.rng.below(14)
+            } else {
+                g.rng.interesting()
+            };
+            let (at, k) = g.struct_ptr(24);
+            args[1] = at;
+            ptr = Some(k);
+            if k == Ptr::Scratch {
+                // Small port and vCPU numbers, domain ids that exist.
+                let d = g.domid();
+                g.put16(at, d);
+                let port = g.rng.pick(&[0u64, 1, 2, 5, 63, 64, 1023, 4095, 4096]);
+                g.put32(at + 4, port as u32);
+                let small = g.rng.below(30) as u32;
+                g.put32(at, small);
+                if g.rng.chance(1, 2) {
+                    g.put16(at, d);
+                }
+                let vcpu = g.rng.below(3) as u32;
+                let field = 4 * g.rng.below(3);
+                g.put32(at + field, vcpu);
+            }
+        }
+        HVM_OP => {
+            let r = g.rng.below(40);
+
+            args[0] = g.rng.pick(&[0u64, 1, 9, 23, r]);
+            let (at, k) = g.struct_ptr(16);
+            args[1] = at;
+            ptr = Some(k);
+            if k == Ptr::Scratch {
+                let d = g.domid();
+                g.put16(at, d);
+                let index = g.rng.below(48) as u32;
+                g.put32(at + 4, index);
+            }
+        }
+        GRANT_TABLE_OP => {
+            // query_size, set_version, get_version and unknown ones; the
+            // map/unmap/copy ops name frames and are left out here.
+            let r = g.rng.interesting();
+
+            args[0] = g.rng.pick(&[6u64, 8, 10, 14, 7, r]);
+            let (at, k) = g.struct_ptr(16);
+            args[1] = at;
+            args[2] = g.rng.pick(&[1u64, 0, 2, u64::MAX]);
+            ptr = Some(k);
+            if k == Ptr::Scratch {
+                let d = g.domid();
+                g.put16(at, d);
+                let v = g.rng.below(4) as u32;
+                g.put32(at, v);
+            }
+        }
+        SET_TIMER_OP => {
+            args[0] = g.rng.interesting();
+        }
+        66 => {
+            // Domain control: refused (-EPERM) unless this is the control
+            // domain, where only its pointer decides.
+            let k = g.kind(true);
+            args[0] = if k == Ptr::Scratch {
+                g.structure(16)
+            } else {
+                g.ptr(k)
+            };
+            let r = g.rng.interesting();
+
+            args[1] = g.rng.pick(&[16u64, 17, 64, 4096, 4097, r]);
+            ptr = Some(k);
         }
         SCHED_OP => {
             args[0] = match g.rng.below(8) {
@@ -263,6 +592,7 @@ fn generate(g: &mut Gen) -> Call {
         }
     }
     defuse_hypercall(op, &mut args);
+
     Call {
         op,
         args,
@@ -302,23 +632,33 @@ fn column(r: i64) -> usize {
     if r >= -133 { COLUMNS - 2 } else { COLUMNS - 1 }
 }
 
-/// Rows: the four implemented operations, then all others.
+/// Rows: the implemented operations, then all others.
 fn row(op: u64) -> usize {
     match op {
         XEN_VERSION => 0,
         CONSOLE_IO => 1,
         VCPU_OP => 2,
         SCHED_OP => 3,
+        MEMORY_OP => 5,
+        EVENT_CHANNEL_OP => 6,
+        HVM_OP => 7,
+        GRANT_TABLE_OP => 8,
+        SET_TIMER_OP => 9,
         _ => 4,
     }
 }
 
-const ROW_NAMES: [&str; 5] = [
+const ROW_NAMES: [&str; 10] = [
     "xen_version",
     "console_io",
     "vcpu_op",
     "sched_op",
     "other ops",
+    "memory_op",
+    "evtchn_op",
+    "hvm_op",
+    "grant_op",
+    "set_timer",
 ];
 
 fn main(cmdline: &str) -> u32 {
@@ -328,10 +668,13 @@ fn main(cmdline: &str) -> u32 {
     let mut g = Gen {
         rng: Rng::new(seed),
         buf: BUF.0.get() as u64,
+        xen: arg_u64(cmdline, "xen", 0) == 1,
     };
+    // `trace=1`: each call before it is made (to find one that hangs).
+    let trace = arg_u64(cmdline, "trace", 0) == 1;
     println!("fuzz_hcall: seed {seed}, {iterations} hypercalls");
     let mut wake = Wakeup::new(64);
-    let mut table = [[0u64; COLUMNS]; 5];
+    let mut table = [[0u64; COLUMNS]; ROW_NAMES.len()];
     let mut wrong = 0u64;
     let start = basalt_test_guests::cpu::rdtsc();
     for it in 0..iterations {
@@ -339,6 +682,9 @@ fn main(cmdline: &str) -> u32 {
             println!("fuzz_hcall: {it} of {iterations} hypercalls");
         }
         let call = generate(&mut g);
+        if trace {
+            println!("fuzz_hcall: {it}: op {} args {:#x?}", call.op, call.args);
+        }
         if call.op == SCHED_OP || row(call.op) == 4 {
             // A block, poll or unknown op that blocks returns at the timer.
             wake.arm();
