@@ -446,14 +446,14 @@ pub fn end_domain(domain: &Arc<Domain>, reason: EndReason) {
     // Created by the control domain and never started: no vCPU to take off
     // a CPU, its memory returns at once.
     if let Some(remains) = domain.discard_unstarted(reason) {
-        hypercall::xen::domain_gone(domain);
+        hypercall::xen::domain_gone(domain, unpin_after_flush);
         quarantine(domain, remains, reason);
         return;
     }
     if !domain.life.begin_end(reason) {
         return;
     }
-    hypercall::xen::domain_gone(domain);
+    hypercall::xen::domain_gone(domain, unpin_after_flush);
     if domain.xen.as_ref().is_some_and(|x| x.control) {
         control_domain_ended(reason);
     }
