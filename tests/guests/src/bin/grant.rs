@@ -421,6 +421,14 @@ fn mapper() -> u32 {
         &own[16..24] == RO_TEXT,
         format_args!("the copy from the read-only grant must bring its text"),
     );
+    // Ref 2 is mapped again and kept: the granter ends while it is mapped
+    // (it stays dying), and this domain ends with it mapped (its end drops
+    // the mapping; the run's memory check finds every frame back).
+    let (r3, s3, _) = map(MAP_RO_GPFN, GNTMAP_HOST_MAP | GNTMAP_READONLY, 2, granter);
+    c.check(
+        (r3, s3) == (0, 0),
+        format_args!("ref 2 must map again after its unmap"),
+    );
     // Last: the copy the granter waits for; it reports while this domain
     // is quiet.
     let to_grant = copy(
@@ -436,5 +444,21 @@ fn mapper() -> u32 {
         format_args!("the copy into ref 1 must succeed"),
     );
     c.check(done, format_args!("the granter's end mark must arrive"));
+    // Once it has ended, a copy from its grant finds no domain, but the
+    // page it granted stays mapped.
+    let gone = wait_for(20_000, || {
+        copy(
+            (1, granter, 0),
+            (own_gpfn, DOMID_SELF, 64),
+            8,
+            GNTCOPY_SOURCE_GREF,
+        ) == -2
+    });
+    let kept = bytes(MAP_RO_GPFN * 4096, 8) == RO_TEXT;
+    println!("grant: granter gone {gone}, its read-only page still mapped {kept}");
+    c.check(
+        gone && kept,
+        format_args!("an ended granter's mapped page must stay"),
+    );
     c.finish()
 }
