@@ -486,9 +486,9 @@ pub fn close(d: &Domain, port: u32) -> Answer {
 
 /// Disconnects every interdomain peer of a domain that is going away, so
 /// their ports wait again and no event reaches a dead domain, and drops its
-/// grant mappings (the granters' pins through `unpin_after_flush`, the
-/// scheduler's [`SchedOps::unpin_after_flush`]).
-pub fn domain_gone(d: &Domain, unpin_after_flush: fn(alloc::sync::Arc<Domain>)) {
+/// grant mappings (the granters' flags and pins through `after_flush`, the
+/// scheduler's [`SchedOps::after_flush`]).
+pub fn domain_gone(d: &Domain, after_flush: fn(alloc::boxed::Box<dyn FnOnce() + Send>)) {
     // The control domain hears of every domain that ends (VIRQ_DOM_EXC).
     if d.id != 0
         && let Some(dom0) = domain::get(0)
@@ -499,7 +499,7 @@ pub fn domain_gone(d: &Domain, unpin_after_flush: fn(alloc::sync::Arc<Domain>)) 
     let Some(x) = &d.xen else {
         return;
     };
-    grant::mapper_gone(d, unpin_after_flush);
+    grant::mapper_gone(d, after_flush);
     let peers: alloc::vec::Vec<_> = x.channels.lock().peers().collect();
     for (port, remote, peer) in peers {
         if u32::from(remote) == d.id {

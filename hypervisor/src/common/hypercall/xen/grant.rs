@@ -13,7 +13,6 @@ use super::{Answer, ok, read, u16_at, u32_at, u64_at, write};
 use crate::common::domain::{self, Domain, Running};
 use crate::common::hypercall::{After, SchedOps};
 use alloc::sync::Arc;
-use alloc::vec::Vec;
 use basalt_xen::DOMID_SELF;
 use basalt_xen::grant::{self as g, Grants, Map};
 use core::sync::atomic::Ordering;
@@ -186,8 +185,8 @@ pub fn unmap(v: &mut Running<'_>, uop: u64, count: u64, ops: &impl SchedOps) -> 
     batch(v, uop, count, 24, MAPS_PER_EXIT, |v, at| {
         let b = read::<24>(v, at)?;
         let status = match unmap_one(v.domain, u32_at(&b, 16), u64_at(&b, 0)) {
-            Ok(owner) => {
-                ops.unpin_after_flush(owner);
+            Ok(m) => {
+                ops.after_flush(finish_unmap(m));
                 g::GNTST_OKAY
             }
             Err(s) => s,
@@ -196,35 +195,36 @@ pub fn unmap(v: &mut Running<'_>, uop: u64, count: u64, ops: &impl SchedOps) -> 
     })
 }
 
-/// Removes mapping `handle` of `d` at `host_addr`; returns the granter,
-/// whose pin is dropped after every CPU's stage-2 flush.
-fn unmap_one(d: &Domain, handle: u32, host_addr: u64) -> Result<Arc<Domain>, i16> {
+/// Removes mapping `handle` of `d` at `host_addr` from its stage-2 tables
+/// and from the table of mappings (its use is released by
+/// [`finish_unmap`], after every CPU's flush).
+fn unmap_one(d: &Domain, handle: u32, host_addr: u64) -> Result<Map<Arc<Domain>>, i16> {
     let mut grants = GRANTS.lock();
     let m = grants.get(d.id, handle).ok_or(g::GNTST_BAD_HANDLE)?;
     if m.gpa != host_addr || d.ram.unmap_extra(host_addr).is_err() {
         return Err(g::GNTST_GENERAL_ERROR);
     }
-    let m = grants.remove(d.id, handle).ok_or(g::GNTST_BAD_HANDLE)?;
-    release(&mut grants, &m.granter, m.gref, m.readonly);
-    Ok(m.granter)
+    grants.remove(d.id, handle).ok_or(g::GNTST_BAD_HANDLE)
 }
 
-/// A domain that ends drops every grant mapping it holds (the granters'
-/// flags cleared, their pins dropped by `unpin_after_flush`).
-pub fn mapper_gone(d: &Domain, unpin_after_flush: fn(Arc<Domain>)) {
-    let gone: Vec<Arc<Domain>> = {
-        let mut grants = GRANTS.lock();
-        let maps = grants.take_mapper(d.id);
-        maps.into_iter()
-            .map(|m| {
-                let _ = d.ram.unmap_extra(m.gpa);
-                release(&mut grants, &m.granter, m.gref, m.readonly);
-                m.granter
-            })
-            .collect()
-    };
-    for owner in gone {
-        unpin_after_flush(owner);
+/// What ends an unmapped mapping once no CPU can reach its frame any more:
+/// the granter's flags no use needs are cleared (as Xen, only after the
+/// flush: a granter that sees them clear may reuse the page), then its
+/// pin is dropped.
+fn finish_unmap(m: Map<Arc<Domain>>) -> alloc::boxed::Box<dyn FnOnce() + Send> {
+    alloc::boxed::Box::new(move || {
+        release(&mut GRANTS.lock(), &m.granter, m.gref, m.readonly);
+        m.granter.ram.unpin();
+    })
+}
+
+/// A domain that ends drops every grant mapping it holds (through
+/// `after_flush`, the scheduler's, as an unmap does).
+pub fn mapper_gone(d: &Domain, after_flush: fn(alloc::boxed::Box<dyn FnOnce() + Send>)) {
+    let maps = GRANTS.lock().take_mapper(d.id);
+    for m in maps {
+        let _ = d.ram.unmap_extra(m.gpa);
+        after_flush(finish_unmap(m));
     }
 }
 
