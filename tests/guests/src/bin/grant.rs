@@ -4,9 +4,11 @@
 //! granter's marks through its mapping, and with copies once unmapped) and
 //! take turns, so that only one prints at a time (the control domain's
 //! console output is raw). The granter polls without sleeping (its time
-//! slice ends each turn) while the mapper polls with 10 ms sleeps: with both
-//! sleeping in 10 ms steps on one CPU the granter was once seen never to
-//! wake again (a scheduler question left to its owners).
+//! slice ends each turn) while the mapper polls with 10 ms sleeps: a
+//! sleeping `xen=1` test guest arms its single-shot timer, then halts; if it
+//! is preempted in between for longer than the sleep, the timer fires while
+//! it runs and its VIRQ_TIMER (bound to nothing here) is lost, so the HLT
+//! that follows never ends. Seen with both guests sleeping in 10 ms steps.
 //!
 //! The granter maps its grant frame 0 (`XENMEM_add_to_physmap`) and grants
 //! domain 0 a page read-write (ref 1) and one read-only (ref 2); ref 3 is
