@@ -238,15 +238,30 @@ struct Side {
 
 /// `GNTTABOP_copy`: `count` × struct gnttab_copy { struct { union { grant_ref_t
 /// ref; xen_pfn_t gmfn; } u; domid_t domid; uint16_t offset; } source, dest;
-/// uint16_t len; uint16_t flags; int16_t status; } (40 bytes).
+/// uint16_t len; uint16_t flags; int16_t status; }: 40 bytes from a 64-bit
+/// caller; 24 from a 32-bit one, whose `xen_pfn_t` is 4 bytes (read into
+/// the 64-bit layout).
 pub fn copy(v: &mut Running<'_>, uop: u64, count: u64) -> Answer {
-    batch(v, uop, count, 40, COPIES_PER_EXIT, |v, at| {
-        let b = read::<40>(v, at)?;
+    let long = v.arch.long_mode();
+    let (size, status_at) = if long { (40, 36) } else { (24, 20) };
+    batch(v, uop, count, size, COPIES_PER_EXIT, |v, at| {
+        let b = if long {
+            read::<40>(v, at)?
+        } else {
+            let n = read::<24>(v, at)?;
+            let mut b = [0u8; 40];
+            for (from, to) in [(0, 0), (8, 16)] {
+                b[to..to + 4].copy_from_slice(&n[from..from + 4]);
+                b[to + 8..to + 12].copy_from_slice(&n[from + 4..from + 8]);
+            }
+            b[32..36].copy_from_slice(&n[16..20]);
+            b
+        };
         let status = match copy_one(v, &b) {
             Ok(()) => g::GNTST_OKAY,
             Err(s) => s,
         };
-        write(v, at + 36, &status.to_le_bytes())
+        write(v, at + status_at, &status.to_le_bytes())
     })
 }
 
