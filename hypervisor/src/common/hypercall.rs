@@ -30,6 +30,10 @@ pub trait SchedOps: super::domctl::ControlOps {
     /// stage-2 table: its pin is dropped once every CPU has flushed its
     /// stage-2 translations (so none can still reach the frame).
     fn unpin_after_flush(&self, owner: Arc<Domain>);
+    /// Runs `then` once every CPU has flushed its stage-2 translations
+    /// (a grant unmap: the granter's flags are cleared and its pin dropped
+    /// only when no CPU can still reach the frame).
+    fn after_flush(&self, then: alloc::boxed::Box<dyn FnOnce() + Send>);
 }
 
 /// Errors of `VCPUOP_initialise` / `VCPUOP_up`, as Xen returns them.

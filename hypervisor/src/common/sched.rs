@@ -397,14 +397,17 @@ fn reclaim() {
         .map(|f| f.load(Ordering::SeqCst))
         .min()
         .unwrap_or(0);
-    {
-        let mut unpins = UNPINS.lock();
-        unpins.retain(|(g, owner)| {
-            if *g <= done {
-                owner.ram.unpin();
-            }
-            *g > done
-        });
+    let due: Vec<AfterFlush> = {
+        let mut q = UNPINS.lock();
+        let (due, waiting): (Vec<_>, Vec<_>) = core::mem::take(&mut *q)
+            .into_iter()
+            .partition(|(g, _)| *g <= done);
+        *q = waiting;
+        due.into_iter().map(|(_, then)| then).collect()
+    };
+    // Run without the lock (they take the locks of what they release).
+    for then in due {
+        then();
     }
     // A dead domain whose frames the control domain still maps stays dying
     // until the last mapping is gone (docs/control-domain.md).
@@ -446,14 +449,14 @@ pub fn end_domain(domain: &Arc<Domain>, reason: EndReason) {
     // Created by the control domain and never started: no vCPU to take off
     // a CPU, its memory returns at once.
     if let Some(remains) = domain.discard_unstarted(reason) {
-        hypercall::xen::domain_gone(domain);
+        hypercall::xen::domain_gone(domain, after_flush);
         quarantine(domain, remains, reason);
         return;
     }
     if !domain.life.begin_end(reason) {
         return;
     }
-    hypercall::xen::domain_gone(domain);
+    hypercall::xen::domain_gone(domain, after_flush);
     // Its foreign mappings end with it: the pins go once every CPU flushed.
     for owner in hypercall::xen::drop_foreign_of(domain.id) {
         unpin_after_flush(owner);
@@ -804,19 +807,31 @@ impl SchedOps for Ops {
     fn unpin_after_flush(&self, owner: Arc<Domain>) {
         unpin_after_flush(owner);
     }
+    fn after_flush(&self, then: AfterFlush) {
+        after_flush(then);
+    }
 }
 
-/// Pins on domains' frames waiting for every CPU's stage-2 flush: (the
-/// generation each CPU must reach, the domain whose pin is then dropped).
-static UNPINS: Mutex<Vec<(u64, Arc<Domain>)>> = Mutex::new(Vec::new());
+/// What runs once every CPU has flushed its stage-2 translations.
+type AfterFlush = Box<dyn FnOnce() + Send>;
+
+/// Work waiting for every CPU's stage-2 flush (dropping the pins on
+/// domains' frames another domain mapped, clearing grant flags): the
+/// generation each CPU must reach, what then runs.
+static UNPINS: Mutex<Vec<(u64, AfterFlush)>> = Mutex::new(Vec::new());
 
 /// See [`SchedOps::unpin_after_flush`]: the same flush protocol as a dead
 /// domain's memory ([`EPT_GENERATION`]).
 pub fn unpin_after_flush(owner: Arc<Domain>) {
+    after_flush(Box::new(move || owner.ram.unpin()));
+}
+
+/// See [`SchedOps::after_flush`].
+pub fn after_flush(then: AfterFlush) {
     {
         let mut q = UNPINS.lock();
         let g = EPT_GENERATION.fetch_add(1, Ordering::SeqCst) + 1;
-        q.push((g, owner));
+        q.push((g, then));
         QUARANTINE_WAITING.store(true, Ordering::SeqCst);
     }
     let me = percpu::index();

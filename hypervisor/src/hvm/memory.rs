@@ -231,6 +231,17 @@ impl GuestRam {
     /// unpopulated address space. Refused for an unaligned address, one in
     /// RAM, on the APIC pages, at or above 2^46, or already mapped.
     pub fn map_extra(&self, gpa: u64, hpa: u64) -> Result<(), basalt_paging::MapError> {
+        self.map_extra_as(gpa, hpa, false)
+    }
+
+    /// [`Self::map_extra`], read-only when `read_only` (a read-only grant
+    /// mapping).
+    pub fn map_extra_as(
+        &self,
+        gpa: u64,
+        hpa: u64,
+        read_only: bool,
+    ) -> Result<(), basalt_paging::MapError> {
         use basalt_paging::MapError;
         if !gpa.is_multiple_of(4096)
             || (gpa < self.size && !self.removed.lock().contains(gpa >> 12))
@@ -241,7 +252,7 @@ impl GuestRam {
         }
         let mut stage2 = self.stage2.lock();
         let tables = stage2.as_mut().ok_or(MapError::ZeroLength)?;
-        mm::stage2_map_page(tables, gpa, hpa, false)
+        mm::stage2_map_page(tables, gpa, hpa, read_only)
     }
 
     /// Gives the RAM page at guest-physical `gpa` back: it leaves the
@@ -290,7 +301,20 @@ impl GuestRam {
         Some(block + ((gpa % BLOCK) & !0xfff))
     }
 
-    /// Drops a pin taken by [`Self::pin_frame`] (once no CPU can hold a
+    /// Pins the whole RAM (and the frames allocated with it) while Basalt
+    /// reads a structure the domain keeps in its own frames (another
+    /// domain's grant entries); `false` when the RAM was taken already.
+    /// Dropped with [`Self::unpin`].
+    pub fn pin(&self) -> bool {
+        let blocks = self.blocks.lock();
+        if blocks.is_empty() {
+            return false;
+        }
+        self.pinned.fetch_add(1, Ordering::SeqCst);
+        true
+    }
+
+    /// Drops a pin taken by [`Self::pin_frame`] or [`Self::pin`] (once no CPU can hold a
     /// translation to the frame any more).
     pub fn unpin(&self) {
         let _ = self

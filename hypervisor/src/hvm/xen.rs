@@ -11,7 +11,7 @@ use alloc::vec::Vec;
 use basalt_xen::evtchn::{self, Channels, EventWords};
 use basalt_xen::layout::{self, Runstate, shared_info as si, vcpu_info as vi};
 use basalt_xen::time::Pvclock;
-use core::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use spin::Mutex;
 
 /// No guest address set.
@@ -141,6 +141,39 @@ impl XenDomain {
             frames.push(ram.alloc_frame().ok_or(())?);
         }
         ram.map_extra(gpa, frames[index as usize]).map_err(|_| ())
+    }
+
+    /// Runs `f` on entry `gref` of the grant table (v1: the word of its
+    /// flags and domid, and its frame), as atomics: the domain changes them
+    /// at any time. `None` for a reference past the frames the domain has,
+    /// or when its memory (where the frames are) was taken already.
+    pub fn with_grant_entry<R>(
+        &self,
+        ram: &GuestRam,
+        gref: u32,
+        f: impl FnOnce(&AtomicU32, &AtomicU32) -> R,
+    ) -> Option<R> {
+        // The frames are freed with the RAM: pinned meanwhile.
+        if !ram.pin() {
+            return None;
+        }
+        let per = basalt_xen::grant::ENTRIES_PER_FRAME;
+        let frames = self.grant_frames.lock();
+        let result = frames.get((gref / per) as usize).map(|&hpa| {
+            let at = crate::mm::DIRECT_MAP_BASE + hpa + u64::from(gref % per) * 8;
+            // SAFETY: `hpa` is a 4 KiB frame allocated for this table
+            // (`alloc_frame`), direct-mapped and freed only with the RAM,
+            // which the pin keeps; `at` is 8-aligned within it, so both
+            // 4-byte words are aligned and in the frame. An `AtomicU32` has
+            // the layout of a `u32`; the guest's accesses are atomic or
+            // plain aligned ones.
+            let entry = unsafe { &*(at as *const [AtomicU32; 2]) };
+            f(&entry[0], &entry[1])
+        });
+        drop(frames);
+        // Nothing was mapped: no CPU can hold a translation to wait for.
+        ram.unpin();
+        result
     }
 
     /// Where vCPU `v`'s vcpu_info is.

@@ -13,6 +13,7 @@
 extern crate alloc;
 
 pub mod evtchn;
+pub mod grant;
 pub mod layout;
 pub mod time;
 

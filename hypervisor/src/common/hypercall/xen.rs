@@ -8,6 +8,8 @@
 //! Every argument structure is copied once from the guest (a linear
 //! address, user-mode ones included) and checked before anything changes.
 
+mod grant;
+
 use super::{After, SchedOps, errno};
 use crate::common::domain::{self, Domain, Running};
 use crate::hvm::guestmem::{read_virt, write_virt};
@@ -50,6 +52,9 @@ const XENMAPSPACE_GRANT_TABLE: u32 = 1;
 
 /// `__HYPERVISOR_grant_table_op`.
 const GRANT_TABLE_OP: u64 = 20;
+const GNTTABOP_MAP_GRANT_REF: u64 = 0;
+const GNTTABOP_UNMAP_GRANT_REF: u64 = 1;
+const GNTTABOP_COPY: u64 = 5;
 const GNTTABOP_QUERY_SIZE: u64 = 6;
 const GNTTABOP_SET_VERSION: u64 = 8;
 const GNTTABOP_GET_VERSION: u64 = 10;
@@ -137,7 +142,7 @@ pub fn handle(v: &mut Running<'_>, call: &hc::Call, ops: &impl SchedOps) -> Opti
         EVENT_CHANNEL_OP => event_channel_op(v, a1, a2),
         hc::HYPERVISOR_MEMORY_OP => memory_op(v, a1, a2, ops)?,
         HVM_OP => hvm_op(v, a1, a2),
-        GRANT_TABLE_OP => grant_table_op(v, a1, a2, a3),
+        GRANT_TABLE_OP => grant_table_op(v, a1, a2, a3, ops),
         hc::HYPERVISOR_XEN_VERSION => match a1 {
             XENVER_GET_FEATURES => {
                 // struct xen_feature_info { unsigned int submap_idx; uint32_t submap; }
@@ -480,8 +485,10 @@ pub fn close(d: &Domain, port: u32) -> Answer {
 }
 
 /// Disconnects every interdomain peer of a domain that is going away, so
-/// their ports wait again and no event reaches a dead domain.
-pub fn domain_gone(d: &Domain) {
+/// their ports wait again and no event reaches a dead domain, and drops its
+/// grant mappings (the granters' flags and pins through `after_flush`, the
+/// scheduler's [`SchedOps::after_flush`]).
+pub fn domain_gone(d: &Domain, after_flush: fn(alloc::boxed::Box<dyn FnOnce() + Send>)) {
     // The control domain hears of every domain that ends (VIRQ_DOM_EXC).
     if d.id != 0
         && let Some(dom0) = domain::get(0)
@@ -492,6 +499,7 @@ pub fn domain_gone(d: &Domain) {
     let Some(x) = &d.xen else {
         return;
     };
+    grant::mapper_gone(d, after_flush);
     let peers: alloc::vec::Vec<_> = x.channels.lock().peers().collect();
     for (port, remote, peer) in peers {
         if u32::from(remote) == d.id {
@@ -606,9 +614,23 @@ fn memory_op(v: &mut Running<'_>, cmd: u64, arg: u64, ops: &impl SchedOps) -> Op
     })
 }
 
-/// `grant_table_op(cmd, uop, count)`: the table's size and version. (Map,
-/// unmap and copy come with the backends that use them.)
-fn grant_table_op(v: &mut Running<'_>, cmd: u64, arg: u64, count: u64) -> Answer {
+/// `grant_table_op(cmd, uop, count)`: mapping, unmapping and copying
+/// granted pages (`grant`), the table's size and version.
+fn grant_table_op(
+    v: &mut Running<'_>,
+    cmd: u64,
+    arg: u64,
+    count: u64,
+    ops: &impl SchedOps,
+) -> Answer {
+    // count is an unsigned int.
+    let count = count & 0xffff_ffff;
+    match cmd {
+        GNTTABOP_MAP_GRANT_REF => return grant::map(v, arg, count),
+        GNTTABOP_UNMAP_GRANT_REF => return grant::unmap(v, arg, count, ops),
+        GNTTABOP_COPY => return grant::copy(v, arg, count),
+        _ => {}
+    }
     let d = v.domain;
     let x = xen(d);
     if count != 1 {
