@@ -475,7 +475,8 @@ if [ -c /dev/xen/privcmd ]; then
 else
     echo "dom0: no /dev/xen/privcmd: the basalt command cannot reach Basalt"
 fi
-echo "dom0: root shell on $(cat /sys/class/tty/console/active 2>/dev/null || echo the console)"
+# The TSC just before the prompt (`cargo xtask bench dom0`: dom0's boot).
+echo "dom0: root shell on $(cat /sys/class/tty/console/active 2>/dev/null || echo the console) at $(basalt tsc)"
 export PS1='dom0# '
 export HOME=/root
 cd /root
