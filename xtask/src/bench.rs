@@ -65,15 +65,19 @@
 //! one CPU, where a TSC tick is an instruction: `dom0_boot_ticks` (Basalt's
 //! entry to the TSC dom0's `/init` reads just before its shell prompt:
 //! Basalt logs where dom0's TSC starts, `basalt tsc` prints dom0's),
-//! `dom0_start_ticks` (Basalt's entry to dom0's first instruction, about),
+//! `dom0_start_ticks` (Basalt's entry to dom0's TSC zero: when Basalt starts
+//! building dom0),
 //! `privcmd_list_ticks` (one `basalt list` hypercall through privcmd,
-//! averaged over 100), `evtchn_round_trip_ticks` (also on qemu-svm: the
+//! averaged over 100), `evtchn_round_trip_ticks` (the
 //! control domain notifies a port bound in a guest and waits for the
 //! guest's upcall handler to notify back; the `evtchn` test guest), and
 //! the memory Basalt keeps for Xen's interface: `xen_iface_guest_bytes` (a
 //! `xen=1` domain at creation), `xen_iface_dom0_created_bytes`, and
 //! `xen_iface_dom0_bytes` with `xen_iface_dom0_grant_frames` at dom0's end
-//! (the grant frames Linux mapped, 4 KiB each).
+//! (the grant frames Linux mapped, 4 KiB each). The same runs on qemu-svm
+//! (`-icount shift=0`) print as `name@qemu-svm=`: there a tick is a
+//! nanosecond of virtual time, one instruction while the CPU runs, idle
+//! time included.
 //!
 //! The console run (one CPU) has a guest write 64 KiB to its console — 32
 //! KiB with `console_io`, 32 KiB to port 0xE9 — while it has the console
@@ -1026,6 +1030,24 @@ pub fn bench(groups: &[String]) -> Result {
         let log = run(&DOM0_LINUX, TARGETS[0], &kernel.stripped, &built)?;
         for (name, value) in dom0_figures(&log) {
             report(name, ticks(value));
+        }
+        // QEMU/SVM with `-icount shift=0`: a tick is a nanosecond of
+        // virtual time, one instruction while a CPU runs (idle time
+        // included).
+        let target = TARGETS[2];
+        match run(&DOM0_LINUX, target, &kernel.stripped, &built) {
+            Ok(log) => {
+                for (name, value) in dom0_figures(&log) {
+                    match value {
+                        Some(v) => println!("{name}{}={v}", target.suffix()),
+                        None => failed.push(format!("{name}{}", target.suffix())),
+                    }
+                }
+            }
+            Err(e) => {
+                eprintln!("    {e}");
+                failed.push(format!("dom0{}", target.suffix()));
+            }
         }
         for target in [TARGETS[0], TARGETS[2]] {
             let name = format!("evtchn_round_trip_ticks{}", target.suffix());
