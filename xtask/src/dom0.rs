@@ -18,7 +18,9 @@
 //! - `/init`: mounts proc, sys, devtmpfs, loads the modules in dependency
 //!   order, mounts `xenfs` on `/proc/xen`, prints a `dom0: ...` line per
 //!   step, and starts a root shell on the console (`hvc0` with
-//!   `console=hvc0`), prompt `dom0# `.
+//!   `console=hvc0`), prompt `dom0# `; its last line, `dom0: root shell on
+//!   CONSOLE at tsc=N`, carries the TSC read (`basalt tsc`) just before
+//!   the shell (`cargo xtask bench dom0`: dom0's boot).
 //!
 //! A scenario names it `dom0:initrd` (xtask/src/modules.rs). It is made
 //! again when what it was made from changed (the stamp beside it).
