@@ -98,6 +98,12 @@ pub fn tsc_hz() -> u64 {
     TSC_HZ.load(Ordering::Relaxed)
 }
 
+/// The TSC [`init`] read at Basalt's entry (the zero of the log's
+/// timestamps; `cargo xtask bench dom0` counts dom0's boot from it).
+pub fn boot_tsc() -> u64 {
+    BOOT_TSC.load(Ordering::Relaxed)
+}
+
 /// Microseconds since [`init`].
 pub fn micros_since_boot() -> u64 {
     let hz = tsc_hz();

@@ -59,7 +59,25 @@
 //! `switch` (`context_switch_ticks`), `wakeup` (`wakeup_latency_ticks`,
 //! `wakeup_latency_us`), `console` (the `console_flood_*` figures), `linux`
 //! (the `linux_boot_*` figures), `linux-qemu` (the `linux_qemu_*`
-//! figures); all by default.
+//! figures), `dom0` (the control domain's figures); all by default.
+//!
+//! The `dom0` group (docs/control-domain.md, "Measured"), Bochs VT-x with
+//! one CPU, where a TSC tick is an instruction: `dom0_boot_ticks` (Basalt's
+//! entry to the TSC dom0's `/init` reads just before its shell prompt:
+//! Basalt logs where dom0's TSC starts, `basalt tsc` prints dom0's),
+//! `dom0_start_ticks` (Basalt's entry to dom0's TSC zero: when Basalt starts
+//! building dom0),
+//! `privcmd_list_ticks` (one `basalt list` hypercall through privcmd,
+//! averaged over 100), `evtchn_round_trip_ticks` (the
+//! control domain notifies a port bound in a guest and waits for the
+//! guest's upcall handler to notify back; the `evtchn` test guest), and
+//! the memory Basalt keeps for Xen's interface: `xen_iface_guest_bytes` (a
+//! `xen=1` domain at creation), `xen_iface_dom0_created_bytes`, and
+//! `xen_iface_dom0_bytes` with `xen_iface_dom0_grant_frames` at dom0's end
+//! (the grant frames Linux mapped, 4 KiB each). The same runs on qemu-svm
+//! (`-icount shift=0`) print as `name@qemu-svm=`: there a tick is a
+//! nanosecond of virtual time, one instruction while the CPU runs, idle
+//! time included.
 //!
 //! The console run (one CPU) has a guest write 64 KiB to its console — 32
 //! KiB with `console_io`, 32 KiB to port 0xE9 — while it has the console
@@ -82,13 +100,14 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The groups of figures `cargo xtask bench [GROUP]...` can pick.
-pub const GROUPS: [&str; 6] = [
+pub const GROUPS: [&str; 7] = [
     "exits",
     "switch",
     "wakeup",
     "console",
     "linux",
     "linux-qemu",
+    "dom0",
 ];
 
 /// Where the exit round trips are measured, side by side: an emulator
@@ -280,7 +299,70 @@ const LINUX_GUEST: Run = Run {
     steps: None,
 };
 
-const RUNS: [&Run; 5] = [&EXITS, &SWITCH, &WAKEUP, &CONSOLE, &LINUX_GUEST];
+/// The control domain (docs/control-domain.md, "Measured"): Debian's
+/// kernel as dom0 with dom0's initramfs, one CPU, Bochs at [`LINUX_IPS`]
+/// (its TSC counts instructions). `/init` prints the TSC dom0 reads just
+/// before its shell prompt (`basalt tsc`), Basalt prints where dom0's TSC
+/// starts (`domain d0: its TSC reads 0 at N ticks after Basalt's entry`):
+/// their sum is dom0's boot from Basalt's entry, in instructions. Then
+/// `basalt list --repeat 100` times the privcmd hypercall in TSC ticks.
+/// A `xen=1` guest beside it (which powers off at once) gives the Xen
+/// interface's memory for an ordinary domain.
+const DOM0_LINUX: Run = Run {
+    name: "bench-dom0-linux",
+    group: "dom0",
+    cpus: 1,
+    memory: "1G",
+    ips: Some(LINUX_IPS),
+    timeout: 900,
+    cmdline: "test-exit",
+    modules: &[
+        (
+            "linux:vmlinux",
+            "role=control memory=384M -- console=hvc0 loglevel=4",
+        ),
+        ("dom0:initrd", "initrd-for=Domain-0"),
+        ("guest:hello", "name=xenguest memory=4M xen=1"),
+    ],
+    expect: r#"["dom0: root shell on ", "BASALT-FIGURE: privcmd_list_ticks=", "basalt-list-42", "domain d0 (Domain-0) ended", "BASALT-VERDICT: PASS"]"#,
+    steps: Some(
+        r#"[{ wait = "dom0: root shell", send = "\u0001\u0001\u0001" }, { wait = "[input: domain d0", send = "basalt list --repeat 100 && echo basalt-list-$((6*7))\r" }, { wait = "basalt-list-42", send = "poweroff -f\r" }]"#,
+    ),
+};
+
+/// An event-channel round trip between the control domain and a guest,
+/// one CPU: the `evtchn` test guest as `role=control` allocates an
+/// unbound port for d1, the same image as a `xen=1` guest binds it and
+/// answers each event from its upcall handler; the control domain sends,
+/// polls for the answer and counts TSC ticks over `count=` round trips.
+const DOM0_EVTCHN: Run = Run {
+    name: "bench-dom0-evtchn",
+    group: "dom0",
+    cpus: 1,
+    memory: "256M",
+    ips: None,
+    timeout: 300,
+    cmdline: "test-exit loglvl=warning",
+    modules: &[
+        (
+            "guest:evtchn",
+            "role=control memory=16M -- peer=1 count=2000",
+        ),
+        ("guest:evtchn", "name=peer memory=4M xen=1 -- answer=1"),
+    ],
+    expect: r#"["evtchn_round_trip_ticks=", "BASALT-VERDICT: PASS"]"#,
+    steps: None,
+};
+
+const RUNS: [&Run; 7] = [
+    &EXITS,
+    &SWITCH,
+    &WAKEUP,
+    &CONSOLE,
+    &LINUX_GUEST,
+    &DOM0_LINUX,
+    &DOM0_EVTCHN,
+];
 
 /// The scenario file text of run `r` on `target`.
 fn scenario_text(r: &Run, target: Target) -> String {
@@ -798,7 +880,7 @@ pub fn bench(groups: &[String]) -> Result {
     let wanted = |group: &str| groups.is_empty() || groups.iter().any(|g| g == group);
     let exit_groups: Vec<&str> = EXIT_GROUPS.into_iter().filter(|g| wanted(g)).collect();
     packages::ensure(packages::BOCHS, "the benchmarks (Bochs)")?;
-    if !exit_groups.is_empty() || wanted("linux-qemu") {
+    if !exit_groups.is_empty() || wanted("linux-qemu") || wanted("dom0") {
         packages::ensure(packages::QEMU, "the benchmarks under QEMU/SVM")?;
     }
     let runs: Vec<&Run> = RUNS
@@ -944,6 +1026,44 @@ pub fn bench(groups: &[String]) -> Result {
             }
         }
     }
+    if wanted("dom0") {
+        let log = run(&DOM0_LINUX, TARGETS[0], &kernel.stripped, &built)?;
+        for (name, value) in dom0_figures(&log) {
+            report(name, ticks(value));
+        }
+        // QEMU/SVM with `-icount shift=0`: a tick is a nanosecond of
+        // virtual time, one instruction while a CPU runs (idle time
+        // included).
+        let target = TARGETS[2];
+        match run(&DOM0_LINUX, target, &kernel.stripped, &built) {
+            Ok(log) => {
+                for (name, value) in dom0_figures(&log) {
+                    match value {
+                        Some(v) => println!("{name}{}={v}", target.suffix()),
+                        None => failed.push(format!("{name}{}", target.suffix())),
+                    }
+                }
+            }
+            Err(e) => {
+                eprintln!("    {e}");
+                failed.push(format!("dom0{}", target.suffix()));
+            }
+        }
+        for target in [TARGETS[0], TARGETS[2]] {
+            let name = format!("evtchn_round_trip_ticks{}", target.suffix());
+            match run(&DOM0_EVTCHN, target, &kernel.stripped, &built) {
+                Ok(log) => match figure(&log, "evtchn_round_trip_ticks=", "per=") {
+                    Some(v) => println!("{name}={v}"),
+                    None => failed.push(name),
+                },
+                Err(e) if target.backend == Backend::BochsVmx => return Err(e),
+                Err(e) => {
+                    eprintln!("    {e}");
+                    failed.push(name);
+                }
+            }
+        }
+    }
     let mut problems = Vec::new();
     if !missing.is_empty() {
         problems.push(format!(
@@ -993,6 +1113,38 @@ fn exit_figures(group: &str, log: &str, target: Target) -> Vec<(&'static str, Op
         }
         _ => Vec::new(),
     }
+}
+
+/// The figures of the `dom0` group's Linux run (instructions = TSC ticks
+/// under Bochs with one CPU; bytes of Basalt's memory).
+fn dom0_figures(log: &str) -> Vec<(&'static str, Option<u64>)> {
+    let zero = figure(log, "domain d0: its TSC reads 0 at ", "reads 0 at ");
+    let shell = figure(log, "dom0: root shell on ", "tsc=");
+    let ended = "domain d0 (Domain-0) ended";
+    vec![
+        ("dom0_boot_ticks", zero.zip(shell).map(|(z, s)| z + s)),
+        ("dom0_start_ticks", zero),
+        (
+            "privcmd_list_ticks",
+            figure(log, "BASALT-FIGURE: privcmd_list_ticks=", "="),
+        ),
+        (
+            "xen_iface_dom0_created_bytes",
+            figure(log, "domain d0 (Domain-0) created", "Xen's interface ("),
+        ),
+        (
+            "xen_iface_dom0_bytes",
+            figure(log, ended, "Xen's interface held "),
+        ),
+        (
+            "xen_iface_dom0_grant_frames",
+            figure(log, ended, "Basalt's memory ("),
+        ),
+        (
+            "xen_iface_guest_bytes",
+            figure(log, "(xenguest) created", "Xen's interface ("),
+        ),
+    ]
 }
 
 /// The exit figures side by side, one column per backend.
@@ -1153,6 +1305,34 @@ mod tests {
         );
         assert_eq!(TARGETS[0].suffix(), "");
         assert_eq!(TARGETS[2].suffix(), "@qemu-svm");
+    }
+
+    #[test]
+    fn dom0_figures_are_read() {
+        let log = "[ 1.6] cpu0 INFO  domain d0 (Domain-0) created: 384 MiB memory, 1 vCPU(s), \
+                   entry 0x1000850; the control domain, Xen's interface (604 bytes of Basalt's memory)\n\
+                   [ 1.6] cpu0 INFO  domain d0: its TSC reads 0 at 82000000 ticks after Basalt's entry\n\
+                   [ 1.7] cpu0 INFO  domain d1 (xenguest) created: 4 MiB memory, 1 vCPU(s), \
+                   entry 0x100000; Xen's interface (508 bytes of Basalt's memory)\n\
+                   dom0: root shell on tty0 hvc0 at tsc=1000000000\n\
+                   BASALT-FIGURE: privcmd_list_ticks=43000\n\
+                   [ 9.0] cpu0 INFO  domain d0 (Domain-0) ended: poweroff, exit code 0; 384 MiB \
+                   returned to the pool; Xen's interface held 17000 bytes of Basalt's memory (4 grant frames)\n";
+        let figures = dom0_figures(log);
+        let get = |n: &str| {
+            figures
+                .iter()
+                .find(|(name, _)| *name == n)
+                .and_then(|f| f.1)
+        };
+        assert_eq!(get("dom0_boot_ticks"), Some(1_082_000_000));
+        assert_eq!(get("dom0_start_ticks"), Some(82_000_000));
+        assert_eq!(get("privcmd_list_ticks"), Some(43000));
+        assert_eq!(get("xen_iface_dom0_created_bytes"), Some(604));
+        assert_eq!(get("xen_iface_dom0_bytes"), Some(17000));
+        assert_eq!(get("xen_iface_dom0_grant_frames"), Some(4));
+        assert_eq!(get("xen_iface_guest_bytes"), Some(508));
+        assert_eq!(dom0_figures("")[0], ("dom0_boot_ticks", None));
     }
 
     #[test]

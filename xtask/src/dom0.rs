@@ -18,7 +18,9 @@
 //! - `/init`: mounts proc, sys, devtmpfs, loads the modules in dependency
 //!   order, mounts `xenfs` on `/proc/xen`, prints a `dom0: ...` line per
 //!   step, and starts a root shell on the console (`hvc0` with
-//!   `console=hvc0`), prompt `dom0# `.
+//!   `console=hvc0`), prompt `dom0# `; its last line, `dom0: root shell on
+//!   CONSOLE at tsc=N`, carries the TSC read (`basalt tsc`) just before
+//!   the shell (`cargo xtask bench dom0`: dom0's boot).
 //!
 //! A scenario names it `dom0:initrd` (xtask/src/modules.rs). It is made
 //! again when what it was made from changed (the stamp beside it).
@@ -475,7 +477,8 @@ if [ -c /dev/xen/privcmd ]; then
 else
     echo "dom0: no /dev/xen/privcmd: the basalt command cannot reach Basalt"
 fi
-echo "dom0: root shell on $(cat /sys/class/tty/console/active 2>/dev/null || echo the console)"
+# The TSC just before the prompt (`cargo xtask bench dom0`: dom0's boot).
+echo "dom0: root shell on $(cat /sys/class/tty/console/active 2>/dev/null || echo the console) at $(basalt tsc)"
 export PS1='dom0# '
 export HOME=/root
 cd /root

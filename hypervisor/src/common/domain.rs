@@ -201,7 +201,7 @@ impl Domain {
         remains.free();
         let code = self.life.exit_code.load(Ordering::SeqCst);
         info!(
-            "domain d{} ({}) ended: {}{}; {} returned to the pool",
+            "domain d{} ({}) ended: {}{}; {} returned to the pool{}",
             self.id,
             self.name,
             reason.as_str(),
@@ -210,7 +210,15 @@ impl Domain {
             } else {
                 alloc::format!(", exit code {code}")
             },
-            basalt_boot::memmap::ByteSize(freed)
+            basalt_boot::memmap::ByteSize(freed),
+            match &self.xen {
+                Some(x) => alloc::format!(
+                    "; Xen's interface held {} bytes of Basalt's memory ({} grant frames)",
+                    x.footprint(),
+                    x.grant_frames()
+                ),
+                None => String::new(),
+            }
         );
         if reason == EndReason::Reboot {
             // Still counted as live until `rebuild` replaced it, so a test
@@ -835,6 +843,15 @@ fn build(
             (None, _) => String::new(),
         }
     );
+    if spec.control {
+        // dom0 reads its TSC as Basalt's minus this (its TSC offset):
+        // `cargo xtask bench dom0` adds it to what dom0 read at its shell.
+        info!(
+            "domain d{id}: its TSC reads 0 at {} ticks after Basalt's entry",
+            0u64.wrapping_sub(domain.tsc_offset)
+                .wrapping_sub(crate::time::boot_tsc())
+        );
+    }
     Ok((domain, vcpus))
 }
 

@@ -89,11 +89,16 @@ impl XenDomain {
         }
     }
 
-    /// Bytes Basalt holds for this interface (the boot log's figure).
+    /// Bytes Basalt holds for this interface (the boot log's figure): the
+    /// structures (per-vCPU state, HVM params, the event-channel table)
+    /// and the grant-table frames allocated so far (4 KiB each, at most
+    /// [`MAX_GRANT_FRAMES`], allocated when the domain maps them). The
+    /// shared_info and vcpu_info pages are the domain's own RAM.
     pub fn footprint(&self) -> usize {
         core::mem::size_of::<Self>()
             + self.vcpus.capacity() * core::mem::size_of::<XenVcpu>()
             + self.channels.lock().footprint()
+            + self.grant_frames.lock().len() * 4096
     }
 
     /// Where the shared_info page is.

@@ -432,3 +432,115 @@ pub fn sleep_until(deadline_ns: u64, wait: Wait) -> i64 {
         Wait::Block => sched_block().min(0),
     }
 }
+
+/// Xen's interface for `xen=1` and `role=control` test guests
+/// (docs/control-domain.md): the hypercalls an event-channel user needs.
+pub mod xen {
+    use super::hypercall2;
+
+    /// `__HYPERVISOR_memory_op`.
+    pub const MEMORY_OP: u64 = 12;
+    /// `__HYPERVISOR_event_channel_op`.
+    pub const EVENT_CHANNEL_OP: u64 = 32;
+    /// `__HYPERVISOR_hvm_op`.
+    pub const HVM_OP: u64 = 34;
+    /// `XENMEM_add_to_physmap`.
+    pub const XENMEM_ADD_TO_PHYSMAP: u64 = 7;
+    /// `XENMAPSPACE_shared_info`.
+    pub const XENMAPSPACE_SHARED_INFO: u32 = 0;
+    /// `HVMOP_set_evtchn_upcall_vector`.
+    pub const HVMOP_SET_EVTCHN_UPCALL_VECTOR: u64 = 23;
+    /// `SCHEDOP_poll`.
+    pub const SCHEDOP_POLL: u64 = 3;
+    /// The caller, where a domain id is asked for.
+    pub const DOMID_SELF: u16 = 0x7ff0;
+    /// `EVTCHNSTAT_interdomain`.
+    pub const EVTCHNSTAT_INTERDOMAIN: u32 = 2;
+    const EVTCHNOP_BIND_INTERDOMAIN: u64 = 0;
+    const EVTCHNOP_SEND: u64 = 4;
+    const EVTCHNOP_STATUS: u64 = 5;
+    const EVTCHNOP_ALLOC_UNBOUND: u64 = 6;
+
+    /// shared_info: `vcpu_info[32]` (64 bytes each), then the pending and
+    /// mask bitmaps (64 words each on x86-64; public/xen.h).
+    pub const SHARED_INFO_PENDING: usize = 2048;
+    /// Offset of `evtchn_mask` in shared_info.
+    pub const SHARED_INFO_MASK: usize = 2048 + 512;
+
+    fn event_channel_op(cmd: u64, arg: &mut [u32]) -> i64 {
+        // SAFETY: `arg` is this guest's memory, the size of the structure
+        // of `cmd` (the callers' arrays); Basalt reads and writes only it.
+        unsafe { hypercall2(EVENT_CHANNEL_OP, cmd, arg.as_mut_ptr() as u64) }
+    }
+
+    /// `XENMEM_add_to_physmap(XENMAPSPACE_shared_info)`: the page at
+    /// guest frame `gpfn` becomes this domain's shared_info.
+    pub fn place_shared_info(gpfn: u64) -> i64 {
+        // struct xen_add_to_physmap { domid_t domid; uint16_t size; unsigned int space; xen_ulong_t idx; xen_pfn_t gpfn; }
+        let arg: [u64; 3] = [
+            u64::from(DOMID_SELF) | (u64::from(XENMAPSPACE_SHARED_INFO) << 32),
+            0,
+            gpfn,
+        ];
+        // SAFETY: a 24-byte structure in this guest's memory, only read.
+        unsafe { hypercall2(MEMORY_OP, XENMEM_ADD_TO_PHYSMAP, arg.as_ptr() as u64) }
+    }
+
+    /// `HVMOP_set_evtchn_upcall_vector`: events for `vcpu` raise `vector`
+    /// in its local APIC (the handler EOIs it).
+    pub fn set_upcall_vector(vcpu: u32, vector: u8) -> i64 {
+        let arg: [u32; 2] = [vcpu, u32::from(vector)];
+        // SAFETY: an 8-byte structure in this guest's memory, only read.
+        unsafe { hypercall2(HVM_OP, HVMOP_SET_EVTCHN_UPCALL_VECTOR, arg.as_ptr() as u64) }
+    }
+
+    /// `EVTCHNOP_alloc_unbound`: a port of this domain that `remote` may
+    /// bind; the port or a negative errno.
+    pub fn alloc_unbound(remote: u16) -> Result<u32, i64> {
+        let mut arg = [u32::from(DOMID_SELF) | (u32::from(remote) << 16), 0];
+        match event_channel_op(EVTCHNOP_ALLOC_UNBOUND, &mut arg) {
+            0 => Ok(arg[1]),
+            e => Err(e),
+        }
+    }
+
+    /// `EVTCHNOP_bind_interdomain`: binds `remote`'s unbound port
+    /// `remote_port`; the local port or a negative errno.
+    pub fn bind_interdomain(remote: u16, remote_port: u32) -> Result<u32, i64> {
+        let mut arg = [u32::from(remote), remote_port, 0];
+        match event_channel_op(EVTCHNOP_BIND_INTERDOMAIN, &mut arg) {
+            0 => Ok(arg[2]),
+            e => Err(e),
+        }
+    }
+
+    /// `EVTCHNOP_send` on `port`.
+    pub fn send(port: u32) -> i64 {
+        event_channel_op(EVTCHNOP_SEND, &mut [port])
+    }
+
+    /// `EVTCHNOP_status` of this domain's `port`: its `EVTCHNSTAT_*` code
+    /// or a negative errno.
+    pub fn status(port: u32) -> Result<u32, i64> {
+        let mut arg = [u32::from(DOMID_SELF), port, 0, 0, 0, 0];
+        match event_channel_op(EVTCHNOP_STATUS, &mut arg) {
+            0 => Ok(arg[2]),
+            e => Err(e),
+        }
+    }
+
+    /// `SCHEDOP_poll` on `ports` without a timeout: returns when one is
+    /// pending (Basalt may also return early, after a yield).
+    pub fn poll(ports: &[u32]) -> i64 {
+        let arg: [u64; 3] = [ports.as_ptr() as u64, ports.len() as u64, 0];
+        // SAFETY: a 24-byte structure and the port array in this guest's
+        // memory, only read.
+        unsafe {
+            hypercall2(
+                super::HYPERVISOR_SCHED_OP,
+                SCHEDOP_POLL,
+                arg.as_ptr() as u64,
+            )
+        }
+    }
+}

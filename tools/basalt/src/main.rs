@@ -6,7 +6,10 @@
 //!
 //! ```text
 //! basalt list              every domain: name, id, memory, vCPUs, state, CPU time
-//!                          (`--repeat N`: then N more calls, timed: `BASALT-FIGURE: privcmd_list_us=`)
+//!                          (`--repeat N`: then N more calls, timed: `BASALT-FIGURE: privcmd_list_us=`
+//!                          and `privcmd_list_ticks=`, TSC ticks per call)
+//! basalt tsc               print this CPU's time stamp counter (`tsc=N`; dom0's /init
+//!                          prints it before the shell prompt, for `cargo xtask bench dom0`)
 //! basalt pause ID          hold a domain's vCPUs off the CPUs
 //! basalt unpause ID        let it run again
 //! basalt shutdown ID       press its power button
@@ -28,7 +31,7 @@ use std::fmt::Write as _;
 use std::io;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: basalt list [--repeat N] | pause ID | unpause ID | shutdown ID | \
+const USAGE: &str = "usage: basalt list [--repeat N] | tsc | pause ID | unpause ID | shutdown ID | \
                      reboot ID | destroy ID | console ID | sched ID [weight W] [cap C] | \
                      create NAME MIB KERNEL [ARGS...]";
 
@@ -40,6 +43,8 @@ enum Command {
         repeat: u32,
     },
     Help,
+    /// Print the time stamp counter.
+    Tsc,
     /// Print a domain's console history.
     Console(u32),
     /// Show, or set then show, a domain's weight and cap.
@@ -102,6 +107,7 @@ fn parse(args: &[String]) -> Result<Command, String> {
                 .ok_or_else(|| format!("--repeat {n:?}: a number of calls, at least 1"))?,
         }),
         [] | ["help" | "-h" | "--help"] => Ok(Command::Help),
+        ["tsc"] => Ok(Command::Tsc),
         ["console", id] => Ok(Command::Console(domain_id(id)?)),
         ["create", name, mib, kernel, args @ ..] => {
             let mib: u64 = mib
@@ -319,13 +325,20 @@ fn run(args: &[String]) -> Result<(), String> {
             print!("{}", format_list(&hv.list()?));
             if repeat > 0 {
                 let start = std::time::Instant::now();
+                let first = rdtsc();
                 for _ in 0..repeat {
                     hv.list()?;
                 }
+                let ticks = rdtsc().wrapping_sub(first) / u64::from(repeat);
                 let us = start.elapsed().as_secs_f64() * 1e6 / f64::from(repeat);
                 println!("{repeat} more list calls through privcmd: {us:.1} us each");
                 println!("BASALT-FIGURE: privcmd_list_us={us:.1}");
+                println!("BASALT-FIGURE: privcmd_list_ticks={ticks}");
             }
+            Ok(())
+        }
+        Command::Tsc => {
+            println!("tsc={}", rdtsc());
             Ok(())
         }
         Command::Console(id) => {
@@ -461,6 +474,13 @@ fn create(name: &str, memory: u64, kernel: &str, cmdline: &str) -> Result<(), St
     Ok(())
 }
 
+/// The time stamp counter (Linux leaves RDTSC to user space). Under Bochs
+/// with one CPU it counts executed instructions (docs/platform.md).
+fn rdtsc() -> u64 {
+    // SAFETY: RDTSC only reads the counter; no memory is touched.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match run(&args) {
@@ -499,6 +519,8 @@ mod tests {
     #[test]
     fn parses_commands() {
         assert_eq!(parse(&args(&["list"])), Ok(Command::List { repeat: 0 }));
+        assert_eq!(parse(&args(&["tsc"])), Ok(Command::Tsc));
+        assert!(parse(&args(&["tsc", "1"])).is_err());
         assert_eq!(
             parse(&args(&["list", "--repeat", "100"])),
             Ok(Command::List { repeat: 100 })
