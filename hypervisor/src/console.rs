@@ -774,9 +774,13 @@ impl Write for Report {
     }
 }
 
+/// No domain has the console (the monitor has it). Not 0: that is the
+/// control domain's id.
+const NO_DOMAIN: u32 = u32::MAX;
+
 /// The domain whose output goes to the console as it is (the one with the
-/// console input); 0 = none (the monitor has it).
-static RAW_DOMAIN: AtomicU32 = AtomicU32::new(0);
+/// console input); [`NO_DOMAIN`]: none (the monitor has it).
+static RAW_DOMAIN: AtomicU32 = AtomicU32::new(NO_DOMAIN);
 
 /// Whether domain `id` has the console (its output is written raw).
 pub fn is_raw(id: u32) -> bool {
@@ -785,7 +789,7 @@ pub fn is_raw(id: u32) -> bool {
 
 /// Gives the console to domain `id` (`None`: the monitor).
 pub fn set_raw(id: Option<u32>) {
-    RAW_DOMAIN.store(id.unwrap_or(0), Ordering::SeqCst);
+    RAW_DOMAIN.store(id.unwrap_or(NO_DOMAIN), Ordering::SeqCst);
 }
 
 /// Drains every queue and waits until every console port has sent its last
