@@ -774,12 +774,15 @@ impl Write for Report {
     }
 }
 
-/// No domain has the console (the monitor has it). Not 0: that is the
-/// control domain's id.
-const NO_DOMAIN: u32 = u32::MAX;
+/// Whose output goes to the console as it is while the monitor has the
+/// input: the control domain (domain 0), as dom0's console is the serial
+/// line on Xen. Its output is then slowed, never dropped, and unprefixed;
+/// other domains' lines come whole between its writes.
+const NO_DOMAIN: u32 = 0;
 
 /// The domain whose output goes to the console as it is (the one with the
-/// console input); [`NO_DOMAIN`]: none (the monitor has it).
+/// console input); [`NO_DOMAIN`] (the control domain) while the monitor
+/// has it.
 static RAW_DOMAIN: AtomicU32 = AtomicU32::new(NO_DOMAIN);
 
 /// Whether domain `id` has the console (its output is written raw).
