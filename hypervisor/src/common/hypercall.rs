@@ -167,9 +167,6 @@ fn handle(v: &mut Running<'_>, call: &hc::Call, ops: &impl SchedOps) -> (u64, Af
                 None => (errno(hc::ENOSYS), After::Continue),
             },
         },
-        hc::HYPERVISOR_MEMORY_OP if v.domain.xen.is_some() => {
-            reservation::memory_op(v, a1, a2).unwrap_or((errno(hc::ENOSYS), After::Continue))
-        }
         hc::HYPERVISOR_CONSOLE_IO => match a1 {
             hc::CONSOLEIO_WRITE => console_write(v, a2, a3),
             hc::CONSOLEIO_READ => {

@@ -728,6 +728,17 @@ pub fn phys_page_mut(phys: u64) -> &'static mut [u8; 4096] {
     unsafe { &mut *((DIRECT_MAP_BASE + phys) as *mut [u8; 4096]) }
 }
 
+/// Runs `$body` on the page table of a [`Stage2`], whichever format it is
+/// (`PageTable<Ept>` and `PageTable<Npt>` share their methods).
+macro_rules! on_stage2 {
+    ($tables:expr, $t:ident => $body:expr) => {
+        match $tables {
+            Stage2::Ept($t) => $body,
+            Stage2::Npt($t) => $body,
+        }
+    };
+}
+
 /// A domain's stage-2 translation: EPT (VT-x) or a nested page table
 /// (AMD-V), whichever the machine's virtualization backend walks.
 #[derive(Debug)]
@@ -742,10 +753,7 @@ impl Stage2 {
     /// The root table's physical address (EPTP without its low bits, or
     /// N_CR3).
     pub fn root(&self) -> u64 {
-        match self {
-            Self::Ept(t) => t.root(),
-            Self::Npt(t) => t.root(),
-        }
+        on_stage2!(self, t => t.root())
     }
 }
 
@@ -820,26 +828,7 @@ pub fn stage2_map_page(
     } else {
         MapFlags::READ | MapFlags::WRITE
     };
-    match tables {
-        Stage2::Ept(t) => t.map(
-            &mut mem,
-            &mut frames,
-            gpa,
-            hpa,
-            PAGE_SIZE,
-            flags,
-            PageSize::Size4K,
-        ),
-        Stage2::Npt(t) => t.map(
-            &mut mem,
-            &mut frames,
-            gpa,
-            hpa,
-            PAGE_SIZE,
-            flags,
-            PageSize::Size4K,
-        ),
-    }
+    on_stage2!(tables, t => t.map(&mut mem, &mut frames, gpa, hpa, PAGE_SIZE, flags, PageSize::Size4K))
 }
 
 /// Removes the 4 KiB mapping at guest-physical `gpa` from a domain's
@@ -850,10 +839,7 @@ pub fn stage2_unmap_page(tables: &mut Stage2, gpa: u64) -> Result<(), MapError> 
     let m = guard.as_mut().ok_or(MapError::ZeroLength)?;
     let mut mem = OffsetTables(DIRECT_MAP_BASE);
     let mut frames = AllocatorTables(&mut m.frames);
-    match tables {
-        Stage2::Ept(t) => t.unmap(&mut mem, &mut frames, gpa, PAGE_SIZE),
-        Stage2::Npt(t) => t.unmap(&mut mem, &mut frames, gpa, PAGE_SIZE),
-    }
+    on_stage2!(tables, t => t.unmap(&mut mem, &mut frames, gpa, PAGE_SIZE))
 }
 
 /// Frees a domain's stage-2 tables. The caller has flushed every CPU's
@@ -863,9 +849,6 @@ pub fn destroy_stage2(tables: Stage2) {
     if let Some(m) = guard.as_mut() {
         let mem = OffsetTables(DIRECT_MAP_BASE);
         let mut frames = AllocatorTables(&mut m.frames);
-        match tables {
-            Stage2::Ept(t) => t.destroy(&mem, &mut frames),
-            Stage2::Npt(t) => t.destroy(&mem, &mut frames),
-        }
+        on_stage2!(tables, t => t.destroy(&mem, &mut frames));
     }
 }

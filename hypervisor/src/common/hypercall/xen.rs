@@ -610,7 +610,9 @@ fn memory_op(v: &mut Running<'_>, cmd: u64, arg: u64, ops: &impl SchedOps) -> Op
                 Err(e) => e,
             }
         }
-        _ => return None,
+        // XENMEM_decrease_reservation; everything else -ENOSYS.
+        _ => super::reservation::memory_op(v, cmd, arg)
+            .unwrap_or((errno(hc::ENOSYS), After::Continue)),
     })
 }
 
