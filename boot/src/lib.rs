@@ -15,6 +15,7 @@
 pub mod cmdline;
 pub mod elf;
 pub mod fixedvec;
+pub mod identity;
 pub mod memmap;
 pub mod multiboot2;
 

@@ -407,6 +407,33 @@ pub fn parse<'a>(bytes: &'a [u8]) -> Result<BootInfo<'a>, Error> {
     Ok(info)
 }
 
+/// Moves module `index` (in tag order) to `start` in the boot information
+/// `info` (already checked by [`parse`]): its tag's start and end are
+/// rewritten, its length kept. `false` if there is no such module.
+pub fn relocate_module(info: &mut [u8], index: usize, start: u32) -> bool {
+    let mut offset = 8;
+    let mut seen = 0;
+    while let (Some(typ), Some(size)) = (le32(info, offset), le32(info, offset + 4)) {
+        if typ == tag::END || size < 8 {
+            break;
+        }
+        if typ == tag::MODULE {
+            if seen == index {
+                let (Some(s), Some(e)) = (le32(info, offset + 8), le32(info, offset + 12)) else {
+                    return false;
+                };
+                let end = start.wrapping_add(e.wrapping_sub(s));
+                info[offset + 8..offset + 12].copy_from_slice(&start.to_le_bytes());
+                info[offset + 12..offset + 16].copy_from_slice(&end.to_le_bytes());
+                return true;
+            }
+            seen += 1;
+        }
+        offset += (size as usize).next_multiple_of(8);
+    }
+    false
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -786,5 +813,26 @@ pub(crate) mod tests {
         // The mutations must also leave some inputs valid, or this test
         // would only exercise the header checks.
         assert!(accepted > 1000, "{accepted}");
+    }
+
+    #[test]
+    fn modules_can_be_moved() {
+        let mut bytes = Builder::default()
+            .mmap(&[(0, 0x9fc00, 1)])
+            .module(0x1000, 0x2000, "a")
+            .module(0x3000, 0x3800, "b")
+            .build();
+        assert!(relocate_module(&mut bytes, 1, 0x100_0000));
+        assert!(!relocate_module(&mut bytes, 2, 0));
+        let info = parse(&bytes).unwrap();
+        assert_eq!(
+            (info.modules[0].start, info.modules[0].end),
+            (0x1000, 0x2000)
+        );
+        assert_eq!(
+            (info.modules[1].start, info.modules[1].end),
+            (0x100_0000, 0x100_0800)
+        );
+        assert_eq!(info.modules[1].cmdline, "b");
     }
 }

@@ -235,6 +235,7 @@ fn power_info(tables: &AcpiTables<DirectMapHandler>) -> crate::power::PowerInfo 
     };
     info.pm1a_cnt = fadt.pm1a_control_block().ok().and_then(port);
     info.pm1b_cnt = fadt.pm1b_control_block().ok().flatten().and_then(port);
+    info.pm_tmr = fadt.pm_timer_block().ok().flatten().and_then(port);
     let flags = fadt.flags;
     if flags.supports_system_reset_via_fadt() {
         info.reset = fadt

@@ -470,6 +470,12 @@ fn kick() {
     }
 }
 
+/// The I/O bases of the UARTs Basalt's console uses (the control domain
+/// never reaches them).
+pub fn uart_bases() -> [Option<u16>; 2] {
+    with_console(|c| c.ports.each_ref().map(|p| p.as_ref().map(|p| p.base)))
+}
+
 /// Turns on asynchronous output (the scheduler starts: the timer and the
 /// transmit interrupt drive the drainer from now on).
 pub fn start_async() {

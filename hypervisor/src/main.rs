@@ -111,12 +111,16 @@ pub extern "C" fn kmain(magic: u32, info_phys: u32) -> ! {
     }
     summary(&info);
 
-    if let Err(e) = mm::init(&info, u64::from(info_phys)) {
-        log::error!("memory: {e}");
-        finish(Verdict::Fail, "memory manager");
-    }
-    // The boot information is read again through the direct map: the boot
-    // identity map is gone.
+    let dom0 = common::domain::dom0_identity_bytes(&info, options.dom0_mem);
+    let info_phys = match mm::init(&info, u64::from(info_phys), dom0) {
+        Ok(at) => at as u32,
+        Err(e) => {
+            log::error!("memory: {e}");
+            finish(Verdict::Fail, "memory manager");
+        }
+    };
+    // The boot information is read again through the direct map (the boot
+    // identity map is gone), where `mm::init` left it.
     let Ok(info) = read_boot_info(magic, info_phys) else {
         finish(
             Verdict::Fail,

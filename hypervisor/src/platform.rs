@@ -140,7 +140,6 @@ pub fn start(info: &BootInfo<'static>, options: &Options<'_>) -> ! {
         test_svm: options.test_svm,
         test_measure: options.test_measure,
         dom0: crate::common::domain::Dom0Options {
-            memory: options.dom0_mem,
             vcpus: options.dom0_max_vcpus,
             crash_halts: options.dom0_crash_halt,
         },
@@ -197,6 +196,10 @@ extern "C" fn bsp_main(arg: u64) -> ! {
             None
         }
     };
+    crate::hvm::passthrough::init(
+        &boot.info.memory_map,
+        platform.as_ref().and_then(|p| p.hpet),
+    );
     let topology = platform.as_ref().map_or_else(
         || Topology::boot_cpu_only(boot_apic_id),
         |p| p.topology.clone(),

@@ -18,9 +18,16 @@ pub struct PowerInfo {
     pub s5: Option<(u8, u8)>,
     /// The FADT reset register (an I/O port) and value.
     pub reset: Option<(u16, u8)>,
+    /// The ACPI PM timer's I/O port.
+    pub pm_tmr: Option<u16>,
 }
 
 static POWER: spin::Once<PowerInfo> = spin::Once::new();
+
+/// What the firmware said (empty before ACPI was read or without it).
+pub fn info() -> PowerInfo {
+    POWER.get().copied().unwrap_or_default()
+}
 
 /// Records what the firmware tables say (first call wins).
 pub fn learn(info: PowerInfo) {
@@ -28,7 +35,8 @@ pub fn learn(info: PowerInfo) {
 }
 
 /// `SLP_EN` in PM1x_CNT.
-const SLP_EN: u16 = 1 << 13;
+/// PM1 control's sleep-enable bit (ACPI 6.5 §4.8.3.2.1).
+pub const SLP_EN: u16 = 1 << 13;
 
 /// Powers the machine off through ACPI S5; if the firmware gave no way
 /// to, says so and halts.

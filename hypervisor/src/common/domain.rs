@@ -15,10 +15,12 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use basalt_boot::multiboot2::{BootInfo, Module};
+use basalt_guest::acpi::ACPI_MEMMAP_TYPE;
 use basalt_guest::elf;
 use basalt_guest::linux::{self, BzImage, LinuxLayout};
 use basalt_guest::mem::GuestMemory;
 use basalt_guest::spec::{self, ModuleRole};
+use basalt_guest::start_info as si;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use log::{error, info};
 use spin::Mutex;
@@ -30,6 +32,8 @@ const REAL_MODE_END: u64 = 0x9f000;
 const MAX_GUEST_RAM: u64 = 3 * GIB;
 /// Where a domain's ACPI tables go (the BIOS area, reserved in its e820).
 const ACPI_TABLES: u64 = 0xe0000;
+/// Room for the identity-mapped control domain's ACPI tables.
+const DOM0_ACPI_BYTES: u64 = 16 << 10;
 
 const GIB: u64 = 1 << 30;
 
@@ -307,8 +311,6 @@ impl core::fmt::Display for BuildError {
 /// The hypervisor options for the control domain (docs/command-line.md).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Dom0Options {
-    /// `dom0_mem=`: its RAM (overrides the module's `memory=`).
-    pub memory: Option<u64>,
     /// `dom0_max_vcpus=`: its vCPUs (overrides the module's `vcpus=`).
     pub vcpus: Option<u32>,
     /// `dom0_crash=halt`: a crash of dom0 halts the host instead of
@@ -325,12 +327,24 @@ pub fn dom0_crash_halts() -> bool {
     DOM0_CRASH_HALTS.load(Ordering::Relaxed)
 }
 
-/// The control domain's RAM without `dom0_mem=` or `memory=`: a quarter
-/// of the free memory, at least 256 MiB and at most 2 GiB, so that guests
-/// keep the rest.
-fn dom0_default_memory() -> u64 {
-    let free = mm::stats().map_or(0, |s| s.free_frames * 4096);
-    (free / 4).clamp(256 << 20, 2 * GIB)
+/// The control domain's RAM, decided before the memory manager starts
+/// because it is identity-mapped from the low range of host RAM: `dom0_mem=`,
+/// else the first `role=control` module's `memory=`, else a quarter of the
+/// usable RAM (256 MiB to 2 GiB). `None` without a control domain.
+pub fn dom0_identity_bytes(info: &BootInfo<'_>, dom0_mem: Option<u64>) -> Option<u64> {
+    let spec = info
+        .modules
+        .iter()
+        .find_map(|m| match spec::parse_module(m.cmdline) {
+            Ok(ModuleRole::Kernel(spec)) if spec.control => Some(spec),
+            _ => None,
+        })?;
+    let usable = info.memory_map.usable_bytes();
+    Some(dom0_mem.unwrap_or(if spec.memory_given {
+        spec.memory
+    } else {
+        (usable / 4).clamp(256 << 20, 2 * GIB)
+    }))
 }
 
 /// Builds a domain from each kernel module; returns them with their vCPUs.
@@ -348,10 +362,9 @@ pub fn create_from_modules(
     for (index, module) in modules.iter().enumerate() {
         let spec = match spec::parse_module(module.cmdline) {
             Ok(ModuleRole::Kernel(mut spec)) if spec.control => {
-                if let Some(m) = dom0.memory {
-                    spec.memory = m;
-                } else if !spec.memory_given {
-                    spec.memory = dom0_default_memory();
+                // Its RAM was set aside by `mm::init` (`dom0_identity_bytes`).
+                if let Some(r) = mm::dom0_ram() {
+                    spec.memory = r.end;
                 }
                 if let Some(n) = dom0.vcpus {
                     spec.vcpus = n;
@@ -664,7 +677,12 @@ fn build(
         Some(elf::parse(bytes, memory).map_err(BuildError::Image)?)
     };
 
-    let ram = GuestRam::allocate(memory, spec.name).map_err(|e| match e {
+    let identity = mm::dom0_ram().filter(|_| spec.control);
+    let ram = match identity {
+        Some(r) => GuestRam::identity(r),
+        None => GuestRam::allocate(memory, spec.name),
+    }
+    .map_err(|e| match e {
         RamError::NoMemory(m) => BuildError::Memory(m),
         RamError::Map(e) => BuildError::Map(e),
     })?;
@@ -712,13 +730,22 @@ fn build(
     };
     let mut entry = StartState::RealMode { cs: 0, ip: 0x7c00 };
     // ACPI tables in the BIOS area, where the usual scan also finds the
-    // RSDP; the e820 map keeps 0x9F000-1 MiB reserved.
+    // RSDP; the e820 map keeps 0x9F000-1 MiB reserved. The identity-mapped
+    // control domain has them at the top of its RAM instead.
+    let memmap = memory_map(memory, identity);
+    let acpi_at = match identity {
+        Some(_) => memmap
+            .iter()
+            .find(|e| e.kind == ACPI_MEMMAP_TYPE)
+            .map_or(0, |e| e.addr),
+        None => ACPI_TABLES,
+    };
     let rsdp = domain
         .ram
         .with_memory(|mem| {
             basalt_guest::acpi::write_acpi_tables(
                 mem,
-                ACPI_TABLES,
+                acpi_at,
                 &basalt_guest::acpi::AcpiConfig::new(spec.vcpus),
             )
         })
@@ -739,7 +766,6 @@ fn build(
                 let layout_error =
                     |e: &dyn core::fmt::Display| BuildError::Layout(alloc::format!("{e}"));
                 elf::load(image, bytes, mem).map_err(BuildError::Image)?;
-                use basalt_guest::start_info as si;
                 let sizes: Vec<u64> = initrds.iter().map(|m| m.len()).collect();
                 let mut boot_modules: Vec<si::BootModule<'_>> = initrds
                     .iter()
@@ -752,8 +778,7 @@ fn build(
                         },
                     })
                     .collect();
-                let mut memmap = [si::MemmapEntry::default(); 8];
-                let entries = si::guest_memmap(memory, &mut memmap);
+                let entries = memmap.len();
                 let info_size = si::start_info_size(spec.cmdline, &boot_modules, entries);
                 let layout = si::plan_layout(image, memory, &sizes, info_size)
                     .map_err(|e| layout_error(&e))?;
@@ -768,7 +793,7 @@ fn build(
                     layout.start_info,
                     spec.cmdline,
                     &boot_modules,
-                    &memmap[..entries],
+                    &memmap,
                     rsdp,
                 )
                 .map_err(|e| layout_error(&e))?;
@@ -808,7 +833,10 @@ fn build(
             domain.exits.clone(),
         );
         match made {
-            Ok(arch) => {
+            Ok(mut arch) => {
+                if identity.is_some() && crate::hvm::passthrough::active() {
+                    crate::hvm::passthrough::open_ports(&mut arch);
+                }
                 vcpus.push(Vcpu {
                     domain: domain.clone(),
                     index,
@@ -855,6 +883,33 @@ fn build(
     Ok((domain, vcpus))
 }
 
+/// The e820 map of a domain of `memory` bytes: a guest's ([`si::guest_memmap`]),
+/// or the identity-mapped control domain's RAM pieces with the top 16 KiB
+/// of the last one for its ACPI tables.
+fn memory_map(memory: u64, identity: Option<&mm::Dom0Ram>) -> Vec<si::MemmapEntry> {
+    let Some(r) = identity else {
+        let mut map = [si::MemmapEntry::default(); 8];
+        let n = si::guest_memmap(memory, &mut map);
+        return map[..n].to_vec();
+    };
+    let ram = |&(s, e): &(u64, u64)| si::MemmapEntry {
+        addr: s,
+        size: e - s,
+        kind: si::MEMMAP_TYPE_RAM,
+    };
+    let mut map: Vec<si::MemmapEntry> = r.pieces.iter().map(ram).collect();
+    if let Some(last) = map.last_mut().filter(|l| l.size > DOM0_ACPI_BYTES) {
+        last.size -= DOM0_ACPI_BYTES;
+        let addr = last.addr + last.size;
+        map.push(si::MemmapEntry {
+            addr,
+            size: DOM0_ACPI_BYTES,
+            kind: ACPI_MEMMAP_TYPE,
+        });
+    }
+    map
+}
+
 /// The bzImage and its layout when the module boots through the Linux boot
 /// protocol (`boot=linux`, or no `boot=` and the image is a bzImage),
 /// checked before the domain's memory is taken; `None` for other images.
@@ -888,19 +943,9 @@ fn load_linux(
     initrds: &[Module<'static>],
     rsdp: u64,
 ) -> Result<StartState, linux::LinuxError> {
-    use basalt_guest::start_info as si;
-    let mut e820 = [si::MemmapEntry::default(); 8];
-    let entries = si::guest_memmap(domain.ram.size(), &mut e820);
+    let e820 = memory_map(domain.ram.size(), mm::dom0_ram().filter(|_| spec.control));
     let state = domain.ram.with_memory(|mem| {
-        let state = linux::load(
-            mem,
-            bytes,
-            kernel,
-            layout,
-            spec.cmdline,
-            &e820[..entries],
-            rsdp,
-        )?;
+        let state = linux::load(mem, bytes, kernel, layout, spec.cmdline, &e820, rsdp)?;
         let mut at = layout.initrd_gpa;
         for m in initrds {
             let data = mm::phys_slice(m.start, m.len() as usize).unwrap_or_default();

@@ -157,6 +157,9 @@ pub fn handle(v: &mut Running<'_>, exit: VcpuExit, ops: &impl SchedOps) -> Next 
             gpa, fetch: false, ..
         }) if v.domain.xen.as_ref().is_some_and(|x| x.control) => {
             let domain = v.domain.clone();
+            if crate::hvm::passthrough::map_absent(&domain.ram, gpa) {
+                return Next::Continue;
+            }
             if let Err(e) = mmio::emulate_absent(&mut v.arch, &domain.ram, gpa) {
                 let detail = alloc::format!("{e}");
                 crash(v, &detail, ops);

@@ -191,6 +191,36 @@ impl GuestRam {
         })
     }
 
+    /// The control domain's RAM, identity-mapped (guest-physical =
+    /// host-physical, docs/control-domain.md "Memory ownership"): every page
+    /// below `r.end` that is in `r.pieces`; the others (Basalt's image, the
+    /// firmware's areas) are holes, as pages given back are. Not zeroed: like
+    /// a machine's RAM at boot, it holds what firmware and loader left. Its
+    /// frames never return to the pool (dom0's end is the host's).
+    pub fn identity(r: &mm::Dom0Ram) -> Result<Self, RamError> {
+        let blocks: Vec<u64> = (0..r.end / BLOCK).map(|i| i * BLOCK).collect();
+        let use_1g = vendor::stage2_supports_1g();
+        let stage2 =
+            mm::build_stage2(&blocks, use_1g, vendor::stage2_is_npt()).map_err(RamError::Map)?;
+        let ram = Self {
+            size: r.end,
+            stage2_root: stage2.root(),
+            blocks: Mutex::new(blocks),
+            allocations: Mutex::new(Vec::new()),
+            stage2: Mutex::new(Some(stage2)),
+            removed: Mutex::new(Removed::new(r.end)),
+            pinned: AtomicUsize::new(0),
+        };
+        let mut hole_start = 0;
+        for &(s, e) in r.pieces.iter().chain(core::iter::once(&(r.end, r.end))) {
+            for gpa in (hole_start..s).step_by(4096) {
+                ram.remove_page(gpa).map_err(RamError::Map)?;
+            }
+            hole_start = e;
+        }
+        Ok(ram)
+    }
+
     /// Bytes of RAM.
     pub fn size(&self) -> u64 {
         self.size
@@ -242,6 +272,19 @@ impl GuestRam {
         hpa: u64,
         read_only: bool,
     ) -> Result<(), basalt_paging::MapError> {
+        use basalt_paging::MapFlags;
+        let rw = MapFlags::READ | MapFlags::WRITE;
+        self.map_page(gpa, hpa, if read_only { MapFlags::READ } else { rw })
+    }
+
+    /// [`Self::map_extra`] with `flags` (access, cache type): also the
+    /// control domain's device pages (`hvm::passthrough`).
+    pub fn map_page(
+        &self,
+        gpa: u64,
+        hpa: u64,
+        flags: basalt_paging::MapFlags,
+    ) -> Result<(), basalt_paging::MapError> {
         use basalt_paging::MapError;
         if !gpa.is_multiple_of(4096)
             || (gpa < self.size && !self.removed.lock().contains(gpa >> 12))
@@ -252,7 +295,7 @@ impl GuestRam {
         }
         let mut stage2 = self.stage2.lock();
         let tables = stage2.as_mut().ok_or(MapError::ZeroLength)?;
-        mm::stage2_map_page(tables, gpa, hpa, read_only)
+        mm::stage2_map_page(tables, gpa, hpa, flags)
     }
 
     /// Gives the RAM page at guest-physical `gpa` back: it leaves the

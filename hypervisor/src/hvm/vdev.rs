@@ -236,6 +236,9 @@ pub fn advance_time(p: &Platform, now: u64) {
 /// byte for the debug console. A write to the ACPI sleep or reset
 /// registers asks the caller to end or restart the p.
 pub fn io_out(p: &Platform, port: u16, size: u8, value: u32) -> IoEffect {
+    if p.id == 0 && super::passthrough::active() && !super::passthrough::emulated(port) {
+        return super::passthrough::io_out(port, size, value);
+    }
     if AcpiPm::handles(port, size) {
         let now = crate::time::now_ns();
         let (action, level) = {
@@ -346,6 +349,9 @@ fn refresh_tx_busy(p: &Platform, uart: &mut Serial) {
 
 /// IN from `port`: the value read (all ones where nothing answers).
 pub fn io_in(p: &Platform, port: u16, size: u8) -> u32 {
+    if p.id == 0 && super::passthrough::active() && !super::passthrough::emulated(port) {
+        return super::passthrough::io_in(port, size);
+    }
     let ones = size_mask(size);
     if AcpiPm::handles(port, size) {
         return p.pm.lock().read(port, size, crate::time::now_ns()) & ones;

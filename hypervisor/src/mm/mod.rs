@@ -12,6 +12,7 @@ use crate::arch::x86_64::percpu::{Stack, Stacks};
 use crate::arch::x86_64::{self as x86, cpu};
 use basalt_boot::FixedVec;
 use basalt_boot::elf::{self, SymbolTables, Symbols};
+use basalt_boot::identity::{self, Ranges};
 use basalt_boot::memmap::{ByteSize, RegionKind};
 use basalt_boot::multiboot2::BootInfo;
 use basalt_frames::{FrameAllocator, Link, LinkStore, Owner, PAGE_SIZE, meta_bytes_needed};
@@ -160,6 +161,12 @@ pub enum MmError {
     },
     /// Building the address space failed.
     Map(MapError),
+    /// The control domain's identity-mapped RAM does not fit, or the boot
+    /// data in its range has nowhere to go.
+    Dom0 {
+        /// Bytes asked for.
+        bytes: u64,
+    },
 }
 
 impl core::fmt::Display for MmError {
@@ -172,6 +179,13 @@ impl core::fmt::Display for MmError {
                 ByteSize(*needed)
             ),
             Self::Map(e) => write!(f, "building the hypervisor's page tables failed: {e}"),
+            Self::Dom0 { bytes } => write!(
+                f,
+                "the control domain's {} of identity-mapped RAM, Basalt's own memory and the boot \
+                 modules moved above it do not fit in this machine's RAM below 4 GiB: lower \
+                 dom0_mem= (or memory= on the role=control module)",
+                ByteSize(*bytes)
+            ),
         }
     }
 }
@@ -198,29 +212,13 @@ fn reserved_ranges(
 }
 
 /// Usable RAM minus the reserved ranges, page-aligned.
-fn free_ranges(info: &BootInfo<'_>, reserved: &[(u64, u64)]) -> FixedVec<(u64, u64), 512> {
-    let mut out = FixedVec::new();
+fn free_ranges(info: &BootInfo<'_>, reserved: &[(u64, u64)]) -> Ranges {
+    let mut out = Ranges::new();
     for (start, end) in info.memory_map.usable() {
-        // Cut every reserved range out of [start, end).
-        let mut pieces: FixedVec<(u64, u64), 96> = FixedVec::new();
+        let mut pieces = Ranges::new();
         let _ = pieces.push((start, end));
         for &(rs, re) in reserved {
-            let rs = rs - rs % PAGE_SIZE;
-            let re = re.next_multiple_of(PAGE_SIZE);
-            let mut next: FixedVec<(u64, u64), 96> = FixedVec::new();
-            for &(s, e) in pieces.iter() {
-                if re <= s || e <= rs {
-                    let _ = next.push((s, e));
-                    continue;
-                }
-                if s < rs {
-                    let _ = next.push((s, rs));
-                }
-                if re < e {
-                    let _ = next.push((re, e));
-                }
-            }
-            pieces = next;
+            pieces = identity::cut(&pieces, rs, re);
         }
         for &p in pieces.iter() {
             let _ = out.push(p);
@@ -297,20 +295,65 @@ fn direct_map_ranges(info: &BootInfo<'_>) -> FixedVec<(u64, u64), 256> {
     out
 }
 
+/// The control domain's identity-mapped RAM (docs/control-domain.md,
+/// "Memory ownership"): guest-physical = host-physical below `end`, on the
+/// `pieces` of usable host RAM there that are not Basalt's image.
+#[derive(Debug)]
+pub struct Dom0Ram {
+    /// One past its last byte (2 MiB-aligned).
+    pub end: u64,
+    /// Its RAM, page-aligned, ascending.
+    pub pieces: Ranges,
+}
+
+static DOM0_RAM: Once<Dom0Ram> = Once::new();
+
+/// The control domain's identity-mapped RAM, if `mm::init` set one aside.
+pub fn dom0_ram() -> Option<&'static Dom0Ram> {
+    DOM0_RAM.get()
+}
+
 /// Builds Basalt's address space, switches to it and starts the frame
 /// allocator and the heap. `info` must come from the boot identity map; read
-/// the boot information again afterwards (through [`phys_slice`]).
-pub fn init(info: &BootInfo<'_>, info_phys: u64) -> Result<(), MmError> {
+/// the boot information again afterwards (through [`phys_slice`]) at the
+/// address returned: with `dom0` bytes of identity-mapped RAM for the control
+/// domain (the low range of RAM, never given to the allocator), the boot
+/// information and the modules in that range are moved above it first.
+pub fn init(info: &BootInfo<'_>, info_phys: u64, dom0: Option<u64>) -> Result<u64, MmError> {
     let symtabs = info
         .elf_sections
         .and_then(|s| elf::find_symbol_tables(s.headers, s.num as usize, s.entsize as usize));
-    let reserved = reserved_ranges(info, symtabs, info_phys);
-    let free = free_ranges(info, &reserved);
+    let mut reserved = reserved_ranges(info, symtabs, info_phys);
+    let mut free = free_ranges(info, &reserved);
     let span_end = info.memory_map.usable_end();
     let meta_len = meta_bytes_needed(span_end / PAGE_SIZE).next_multiple_of(PAGE_SIZE);
     let tables_budget = 128 * PAGE_SIZE;
     let needed = meta_len + tables_budget;
 
+    // dom0's range leaves the allocator's ranges; what must move out of it
+    // (the boot information, then each module) is placed above it.
+    let mut dom0_end = 0;
+    // (from, length, to, module index or usize::MAX for the boot information)
+    let mut moves: FixedVec<(u64, u64, u64, usize), 66> = FixedVec::new();
+    let mut sizes = [0u64; 66];
+    if let Some(bytes) = dom0 {
+        let mut usable = Ranges::new();
+        for r in info.memory_map.usable() {
+            let _ = usable.push(r);
+        }
+        dom0_end = identity::identity_end(&usable, x86::image_phys_range(), bytes)
+            .ok_or(MmError::Dom0 { bytes })?;
+        free = identity::cut(&free, 0, dom0_end);
+        let _ = reserved.push((0, dom0_end));
+        let boot_info = (info_phys, info_phys + u64::from(info.total_size));
+        let modules = info.modules.iter().map(|m| (m.start, m.end)).enumerate();
+        for (i, (s, e)) in core::iter::once((usize::MAX, boot_info)).chain(modules) {
+            if s < dom0_end {
+                sizes[moves.len()] = e - s;
+                let _ = moves.push((s, e - s, 0, i));
+            }
+        }
+    }
     // Bootstrap area: the top of the highest free range below 4 GiB that fits.
     let area = free
         .iter()
@@ -318,6 +361,20 @@ pub fn init(info: &BootInfo<'_>, info_phys: u64) -> Result<(), MmError> {
         .map(|&(s, e)| (s, e.min(1 << 32)))
         .find(|&(s, e)| e > s && e - s >= needed)
         .ok_or(MmError::NoBootstrapMemory { needed })?;
+    free = identity::cut(&free, area.1 - needed, area.1);
+    if !moves.is_empty() {
+        let mut at = [0u64; 66];
+        identity::place_high(&free, 1 << 32, &sizes[..moves.len()], &mut at).ok_or(
+            MmError::Dom0 {
+                bytes: dom0.unwrap_or(0),
+            },
+        )?;
+        for (m, &to) in moves.as_mut_slice().iter_mut().zip(at.iter()) {
+            m.2 = to;
+            free = identity::cut(&free, to, to + m.1);
+            let _ = reserved.push((to, to + m.1));
+        }
+    }
     let meta_phys = area.1 - meta_len;
     let mut bump = BumpFrames {
         floor: area.1 - needed,
@@ -353,6 +410,44 @@ pub fn init(info: &BootInfo<'_>, info_phys: u64) -> Result<(), MmError> {
     unsafe { load_cr3(table.root()) };
     PHYS_OFFSET.store(DIRECT_MAP_BASE, Ordering::SeqCst);
 
+    let mut info_at = info_phys;
+    for &(from, len, to, index) in moves.iter() {
+        // SAFETY: both ranges are usable RAM, direct-mapped, disjoint (the
+        // target was cut out of the free ranges, which exclude the source),
+        // and nothing else uses either yet.
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                (DIRECT_MAP_BASE + from) as *const u8,
+                (DIRECT_MAP_BASE + to) as *mut u8,
+                len as usize,
+            );
+        }
+        if index == usize::MAX {
+            info_at = to;
+        } else {
+            let copy = phys_page_range_mut(info_at, u64::from(info.total_size));
+            basalt_boot::multiboot2::relocate_module(copy, index, to as u32);
+        }
+    }
+    if dom0.is_some() {
+        let mut pieces = Ranges::new();
+        for (s, e) in info.memory_map.usable() {
+            let _ = pieces.push((
+                s.next_multiple_of(PAGE_SIZE),
+                e.min(dom0_end) & !(PAGE_SIZE - 1),
+            ));
+        }
+        let (is, ie) = x86::image_phys_range();
+        let mut kept = Ranges::new();
+        for &p in identity::cut(&pieces, is, ie).iter().filter(|p| p.0 < p.1) {
+            let _ = kept.push(p);
+        }
+        DOM0_RAM.call_once(|| Dom0Ram {
+            end: dom0_end,
+            pieces: kept,
+        });
+    }
+
     // SAFETY: [meta_phys, meta_phys + meta_len) is bootstrap RAM given to
     // nobody else, direct-mapped, and lives forever.
     let meta = unsafe {
@@ -360,19 +455,14 @@ pub fn init(info: &BootInfo<'_>, info_phys: u64) -> Result<(), MmError> {
     };
     meta.fill(0);
     let mut frames = FrameAllocator::new(0, meta, DirectLinks);
-    // Everything free except the bootstrap area, which holds the frame
-    // metadata and the page tables: adding it would write free-list links
-    // into them. It is claimed (reserved → allocated) instead.
+    // Everything free but the bootstrap area, which holds the frame metadata
+    // and the page tables (cut out of `free` above): adding it would write
+    // free-list links into them. Its used part is claimed instead.
     for &(s, e) in free.iter() {
-        if s < bump_low && bump_low < e {
-            let _ = frames.add_free_range(s, bump_low);
-        }
-        if s < area.1 && area.1 < e {
-            let _ = frames.add_free_range(area.1, e);
-        }
-        if e <= bump_low || area.1 <= s {
-            let _ = frames.add_free_range(s, e);
-        }
+        let _ = frames.add_free_range(s, e);
+    }
+    if bump_low > area.1 - needed {
+        let _ = frames.add_free_range(area.1 - needed, bump_low);
     }
     let _ = frames.claim_range(bump_low, meta_phys, Owner::PageTables);
     let _ = frames.claim_range(meta_phys, meta_phys + meta_len, Owner::FrameMeta);
@@ -383,7 +473,8 @@ pub fn init(info: &BootInfo<'_>, info_phys: u64) -> Result<(), MmError> {
         max_page,
         reserved,
     });
-    if let Some(t) = symtabs {
+    // Symbols inside dom0's range are dom0's memory now.
+    if let Some(t) = symtabs.filter(|t| t.symtab.0.min(t.strtab.0) >= dom0_end) {
         let symtab = phys_slice(t.symtab.0, t.symtab.1 as usize);
         let strtab = phys_slice(t.strtab.0, t.strtab.1 as usize);
         if let (Some(a), Some(b)) = (symtab, strtab) {
@@ -391,7 +482,15 @@ pub fn init(info: &BootInfo<'_>, info_phys: u64) -> Result<(), MmError> {
         }
     }
     heap::init()?;
-    Ok(())
+    Ok(info_at)
+}
+
+/// `len` bytes of direct-mapped RAM at `phys`, writable (boot time only:
+/// the boot information Basalt moved, before anything else refers to it).
+fn phys_page_range_mut(phys: u64, len: u64) -> &'static mut [u8] {
+    // SAFETY: called once, at boot, on RAM Basalt reserved for the boot
+    // information; no other reference to it exists yet.
+    unsafe { core::slice::from_raw_parts_mut((DIRECT_MAP_BASE + phys) as *mut u8, len as usize) }
 }
 
 /// Loads CR3.
@@ -810,24 +909,20 @@ fn build_tables<F: basalt_paging::EntryFormat>(
 }
 
 /// Maps the 4 KiB host frame `hpa` at guest-physical `gpa` in a domain's
-/// stage-2 tables (a grant-table frame, later a foreign page), writable
-/// unless `read_only`. The page must not be mapped yet: a new translation
-/// needs no flush (nothing caches an absent one).
+/// stage-2 tables (a grant-table frame, a foreign page, a device page of the
+/// control domain) with `flags` (access and cache type). The page must not
+/// be mapped yet: a new translation needs no flush (nothing caches an absent
+/// one).
 pub fn stage2_map_page(
     tables: &mut Stage2,
     gpa: u64,
     hpa: u64,
-    read_only: bool,
+    flags: MapFlags,
 ) -> Result<(), MapError> {
     let mut guard = MM.lock();
     let m = guard.as_mut().ok_or(MapError::ZeroLength)?;
     let mut mem = OffsetTables(DIRECT_MAP_BASE);
     let mut frames = AllocatorTables(&mut m.frames);
-    let flags = if read_only {
-        MapFlags::READ
-    } else {
-        MapFlags::READ | MapFlags::WRITE
-    };
     on_stage2!(tables, t => t.map(&mut mem, &mut frames, gpa, hpa, PAGE_SIZE, flags, PageSize::Size4K))
 }
 

@@ -222,6 +222,12 @@ impl ArchVcpu {
         }
     }
 
+    /// Lets the guest reach `port` directly (no exit): the control
+    /// domain's pass-through (`hvm::passthrough`).
+    pub fn allow_port(&mut self, port: u16) {
+        dispatch!(self, v => v.allow_port(port))
+    }
+
     /// Sets the state the vCPU starts from at its next load (it must not be
     /// loaded anywhere: a vCPU that is down).
     pub fn set_start(&mut self, entry: StartState) {

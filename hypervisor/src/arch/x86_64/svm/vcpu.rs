@@ -257,6 +257,11 @@ impl SvmVcpu {
         Ok(this)
     }
 
+    /// Clears `port`'s bit in the I/O permission map (APM Vol. 2 §15.10.1).
+    pub fn allow_port(&mut self, port: u16) {
+        owned_frames_mut::<IOPM_SIZE>(self.iopm)[usize::from(port / 8)] &= !(1 << (port % 8));
+    }
+
     /// Every port intercepted; the MSRs of [`PASSTHROUGH_MSRS`] open, every
     /// other one intercepted.
     fn init_maps(&mut self) {

@@ -380,6 +380,18 @@ impl VmxVcpu {
         b.fill(0xff);
     }
 
+    /// Clears `port`'s bit in I/O bitmap A (ports 0-0x7FFF) or B (SDM Vol. 3C
+    /// §25.6.4): accesses to it no longer exit.
+    pub fn allow_port(&mut self, port: u16) {
+        let page = if port < 0x8000 {
+            self.io_bitmap_a
+        } else {
+            self.io_bitmap_b
+        };
+        let bit = usize::from(port & 0x7fff);
+        crate::mm::phys_page_mut(page)[bit / 8] &= !(1 << (bit % 8));
+    }
+
     /// The processor's reset FPU state: a zero image (XSAVE header with no
     /// component set restores every component's initial state) with the
     /// legacy region's FCW = 0x37f and MXCSR = 0x1f80; the same image serves

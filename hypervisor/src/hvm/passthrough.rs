@@ -1,0 +1,170 @@
+//! The control domain owns the machine (docs/control-domain.md, "Memory
+//! ownership" and "Ports and device memory"): with its RAM identity-mapped,
+//! a host address it touches that is neither its RAM nor a device Basalt
+//! keeps is mapped 1:1 on first touch, uncached (the MTRRs' type for device
+//! memory) except firmware tables, which are RAM.
+
+use super::memory::GuestRam;
+use basalt_boot::memmap::{MemoryMap, RegionKind};
+use basalt_paging::MapFlags;
+use spin::Once;
+
+/// What Basalt knows of the host that dom0's pass-through needs.
+struct Host {
+    /// The firmware's memory map.
+    map: MemoryMap,
+    /// The HPET's register page (Basalt keeps it).
+    hpet: Option<u64>,
+}
+
+static HOST: Once<Host> = Once::new();
+
+/// Records the host's memory map and the devices Basalt keeps (boot time,
+/// before the domains are built); only when the control domain's RAM is
+/// identity-mapped (`mm::dom0_ram`) does it own the machine.
+pub fn init(map: &MemoryMap, hpet: Option<u64>) {
+    if crate::mm::dom0_ram().is_some() {
+        HOST.call_once(|| Host {
+            map: *map,
+            hpet: hpet.map(|a| a & !0xfff),
+        });
+        log::warn!(
+            "the control domain owns the machine's devices and no IOMMU is in use: its devices \
+             can reach all memory by DMA, Basalt's and every domain's included"
+        );
+    }
+}
+
+/// Whether the control domain owns the machine.
+pub fn active() -> bool {
+    HOST.get().is_some()
+}
+
+/// The control domain touched `gpa`, where it has no RAM: maps the host page
+/// there 1:1 unless it is host RAM from 1 MiB up (Basalt's or a guest's),
+/// the HPET, or beyond the stage-2 reach. `true`: retry the access.
+pub fn map_absent(ram: &GuestRam, gpa: u64) -> bool {
+    let Some(h) = HOST.get() else {
+        return false;
+    };
+    let page = gpa & !0xfff;
+    let in_ram = |k: RegionKind| {
+        h.map
+            .regions()
+            .iter()
+            .any(|r| r.kind == k && r.start < page + 4096 && page < r.end)
+    };
+    if Some(page) == h.hpet || page >= 1 << 46 || (page >= 1 << 20 && in_ram(RegionKind::Usable)) {
+        return false;
+    }
+    let rw = MapFlags::READ | MapFlags::WRITE;
+    let wb = in_ram(RegionKind::AcpiReclaimable)
+        || in_ram(RegionKind::AcpiNvs)
+        || (0xc_0000..0x10_0000).contains(&page);
+    let flags = if wb { rw } else { rw | MapFlags::UNCACHEABLE };
+    ram.map_page(page, page, flags).is_ok()
+}
+
+/// Ports of devices Basalt emulates for the control domain as for guests:
+/// the PICs, the PIT (and port 0x61), the RTC, COM1 and port 0xE9.
+pub fn emulated(port: u16) -> bool {
+    use basalt_devices::{pic::Pic, pit::Pit, rtc::Rtc};
+    Pic::handles(port)
+        || Pit::handles(port)
+        || Rtc::handles(port)
+        || (0x3f8..0x400).contains(&port)
+        || port == 0xe9
+}
+
+/// Whether `port` is trapped for the control domain without being emulated:
+/// PCI configuration, the reset and sleep registers (0xCF9, 0x64, 0x92, the
+/// FADT's), the PM timer (emulated from Basalt's clock) and Basalt's console
+/// UARTs.
+fn kept(port: u16, uarts: &[Option<u16>; 2]) -> bool {
+    let p = crate::power::info();
+    let within = |base: Option<u16>, len: u16| base.is_some_and(|b| port.wrapping_sub(b) < len);
+    (0xcf8..=0xcff).contains(&port)
+        || matches!(port, 0x64 | 0x92)
+        || within(p.pm1a_cnt, 2)
+        || within(p.pm1b_cnt, 2)
+        || within(p.pm_tmr, 4)
+        || within(p.reset.map(|r| r.0), 1)
+        || uarts.iter().any(|&u| within(u, 8))
+}
+
+/// Opens every port of the host the control domain may reach directly in
+/// the I/O bitmap of `vcpu`.
+pub fn open_ports(vcpu: &mut crate::vcpu::ArchVcpu) {
+    let uarts = crate::console::uart_bases();
+    for port in 0..=u16::MAX {
+        if !emulated(port) && !kept(port, &uarts) {
+            vcpu.allow_port(port);
+        }
+    }
+}
+
+/// What an OUT by the control domain to a kept port (`!emulated`) does: a
+/// reset or sleep request ends it (and so the host, docs/control-domain.md
+/// "dom0's end"); others go to the host's port, except Basalt's UARTs and
+/// the read-only PM timer.
+pub fn io_out(port: u16, size: u8, value: u32) -> super::vdev::IoEffect {
+    use super::vdev::IoEffect;
+    let p = crate::power::info();
+    let uarts = crate::console::uart_bases();
+    if uarts
+        .iter()
+        .any(|&u| u.is_some_and(|b| port.wrapping_sub(b) < 8))
+        || Some(port) == p.pm_tmr
+    {
+        return IoEffect::None;
+    }
+    let byte = value as u8;
+    let reset = (port == 0xcf9 && size == 1 && byte & 4 != 0)
+        || (port == 0x64 && byte == 0xfe)
+        || (port == 0x92 && byte & 1 != 0)
+        || p.reset == Some((port, byte));
+    if reset {
+        return IoEffect::Reset;
+    }
+    let slp = value as u16;
+    if size >= 2
+        && slp & crate::power::SLP_EN != 0
+        && [p.pm1a_cnt, p.pm1b_cnt].contains(&Some(port))
+    {
+        let typ = ((slp >> 10) & 7) as u8;
+        let s5 =
+            p.s5.map(|(a, b)| if Some(port) == p.pm1a_cnt { a } else { b });
+        if s5 == Some(typ & 7) {
+            return IoEffect::PowerOff;
+        }
+        log::warn!(
+            "d0: ACPI sleep with SLP_TYP {typ} (not S5) refused: Basalt does not suspend the host"
+        );
+        return IoEffect::None;
+    }
+    // SAFETY: the port is the host's and the control domain owns the
+    // devices behind it; the kept ports were handled above.
+    unsafe { crate::arch::x86_64::io::write(port, size, value) };
+    IoEffect::None
+}
+
+/// An IN by the control domain from a kept port: the PM timer counts from
+/// Basalt's clock at 3.579545 MHz (24 bits), Basalt's UARTs read all ones,
+/// others are the host's.
+pub fn io_in(port: u16, size: u8) -> u32 {
+    let p = crate::power::info();
+    let uarts = crate::console::uart_bases();
+    let ones = super::vdev::size_mask(size);
+    if Some(port) == p.pm_tmr {
+        let ticks = u128::from(crate::time::now_ns()) * 3_579_545 / 1_000_000_000;
+        return ticks as u32 & 0xff_ffff & ones;
+    }
+    if uarts
+        .iter()
+        .any(|&u| u.is_some_and(|b| port.wrapping_sub(b) < 8))
+    {
+        return ones;
+    }
+    // SAFETY: as in `io_out`.
+    unsafe { crate::arch::x86_64::io::read(port, size) }
+}
