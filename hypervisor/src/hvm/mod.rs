@@ -10,6 +10,7 @@ pub mod guestmem;
 pub mod irq;
 pub mod memory;
 pub mod mmio;
+pub mod pci_pass;
 pub mod platform;
 pub mod strio;
 pub mod vapic;

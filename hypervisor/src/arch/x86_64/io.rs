@@ -34,3 +34,33 @@ pub unsafe fn outw(port: u16, value: u16) {
     // SAFETY: the caller vouches for the device behind the port.
     unsafe { Port::new(port).write(value) }
 }
+
+/// Reads a 16-bit word from an I/O port.
+///
+/// # Safety
+///
+/// As for [`inb`].
+pub unsafe fn inw(port: u16) -> u16 {
+    // SAFETY: the caller vouches for the device behind the port.
+    unsafe { Port::new(port).read() }
+}
+
+/// Writes a 32-bit dword to an I/O port.
+///
+/// # Safety
+///
+/// As for [`outb`].
+pub unsafe fn outl(port: u16, value: u32) {
+    // SAFETY: the caller vouches for the device behind the port.
+    unsafe { Port::new(port).write(value) }
+}
+
+/// Reads a 32-bit dword from an I/O port.
+///
+/// # Safety
+///
+/// As for [`inb`].
+pub unsafe fn inl(port: u16) -> u32 {
+    // SAFETY: the caller vouches for the device behind the port.
+    unsafe { Port::new(port).read() }
+}
