@@ -11,6 +11,7 @@ pub mod irq;
 pub mod memory;
 pub mod mmio;
 pub mod passthrough;
+pub mod pci_pass;
 pub mod platform;
 pub mod strio;
 pub mod vapic;

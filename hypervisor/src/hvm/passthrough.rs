@@ -118,6 +118,10 @@ pub fn io_out(port: u16, size: u8, value: u32) -> super::vdev::IoEffect {
     {
         return IoEffect::None;
     }
+    if super::pci_pass::handles(port, size) {
+        super::pci_pass::io_out(port, size, value);
+        return IoEffect::None;
+    }
     let byte = value as u8;
     let reset = (port == 0xcf9 && size == 1 && byte & 4 != 0)
         || (port == 0x64 && byte == 0xfe)

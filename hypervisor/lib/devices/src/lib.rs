@@ -9,6 +9,8 @@
 //! * [`pit::Pit`]: the 8254 timer with port 0x61's channel-2 gate and output.
 //! * [`rtc::Rtc`]: the MC146818 real-time clock and CMOS memory.
 //! * [`pci::PciHost`]: PCI configuration mechanism #1 with a 440FX host bridge.
+//! * [`pci_pass::PciPass`]: the control domain's view of the host's mechanism #1,
+//!   forwarded with MSI and MSI-X hidden.
 //! * [`acpi_pm::AcpiPm`]: the ACPI fixed hardware the FADT describes — PM1 status,
 //!   enable and control (power-off through `SLP_TYP`/`SLP_EN`, the power button),
 //!   the 24-bit PM timer and the reset control register at 0xCF9.
@@ -25,6 +27,7 @@
 
 pub mod acpi_pm;
 pub mod pci;
+pub mod pci_pass;
 pub mod pic;
 pub mod pit;
 pub mod rtc;

@@ -116,7 +116,8 @@ impl PciHost {
     }
 }
 
-fn ones(size: u8) -> u32 {
+/// All ones in `size` (1, 2 or 4) bytes.
+pub(crate) fn ones(size: u8) -> u32 {
     match size {
         1 => 0xFF,
         2 => 0xFFFF,

@@ -1,0 +1,244 @@
+//! The control domain's view of the host's PCI configuration mechanism #1
+//! (ports 0xCF8 and 0xCFC-0xCFF; PCI Local Bus Specification 3.0,
+//! §3.2.2.3.2), trapped and forwarded to the host through [`HostConfig`]
+//! (docs/control-domain.md, "PCI configuration").
+//!
+//! * CONFIG_ADDRESS is dom0's own latch: only a 32-bit access to 0xCF8
+//!   reaches it (bits 1:0 and the reserved bits 30:24 read as zero, so AMD's
+//!   extended-register bits never reach the host). Any other access within
+//!   0xCF8-0xCFB (except a byte at 0xCF9, the reset control register, which
+//!   is not this model's: [`PciPass::handles`] leaves it to the caller) reads
+//!   all ones and is dropped, never forwarded: on chipsets with configuration
+//!   mechanism #2 those bytes would open an untrapped configuration window
+//!   at ports 0xC000-0xCFFF.
+//! * A data access at 0xCFC + n (size 1, 2 or 4, not crossing 0xCFF) with
+//!   the enable bit set reaches (bus, device, function, register + n) of the
+//!   host; with the bit clear it reads all ones and writes are dropped.
+//! * MSI (capability 0x05) and MSI-X (0x11) are hidden: the capabilities
+//!   pointer (0x34, 0x14 on a CardBus bridge, only when the status register's
+//!   capabilities-list bit is set) and each visible capability's next pointer
+//!   read as the next capability dom0 may see, whatever the width of the read
+//!   that covers them. The host's chain is walked for that, at most
+//!   [`MAX_CAPS`] entries, pointers masked to dwords and at least 0x40, a
+//!   revisited entry ending it, as Linux's own walk does. Reads of a hidden
+//!   capability's own bytes return the host's (dom0 cannot reach them by the
+//!   chain, and reading them changes nothing); writes touching any of its
+//!   bytes are dropped, so dom0 never enables MSI on a device.
+//! * Writes to a BAR or expansion-ROM register are forwarded and reported
+//!   ([`PciEventKind::BarWritten`]); writes to the host bridge 00:00.0 other
+//!   than to its command/status dword are dropped and reported (its other
+//!   registers remap memory Basalt owns: SMRAM, PAM, TOLUD).
+
+use crate::pci::ones;
+pub use crate::pci::{CONFIG_ADDRESS, CONFIG_DATA};
+/// The chipset's reset control register, a byte port inside CONFIG_ADDRESS.
+pub const RESET_CONTROL: u16 = 0xCF9;
+/// The longest capability chain walked (Linux's `PCI_FIND_CAP_TTL`).
+pub const MAX_CAPS: usize = 48;
+/// Capability id of MSI.
+pub const CAP_MSI: u8 = 0x05;
+/// Capability id of MSI-X.
+pub const CAP_MSIX: u8 = 0x11;
+
+const ENABLE: u32 = 0x8000_0000;
+const STATUS_CAP_LIST: u32 = 1 << (16 + 4);
+
+/// The host's configuration space, one function's register at a time.
+pub trait HostConfig {
+    /// Reads `size` (1, 2 or 4) bytes at `reg` (< 0x100, within one dword)
+    /// of function `bdf` (bus 15:8, device 7:3, function 2:0).
+    fn read(&mut self, bdf: u16, reg: u16, size: u8) -> u32;
+    /// Writes `size` bytes of `value` at `reg` of function `bdf`.
+    fn write(&mut self, bdf: u16, reg: u16, size: u8, value: u32);
+}
+
+/// What a write did that the caller should log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PciEventKind {
+    /// A write covering a BAR or expansion-ROM register was forwarded.
+    BarWritten,
+    /// A write to the host bridge outside its command/status dword was dropped.
+    BridgeWriteDropped,
+    /// A write touching a hidden MSI or MSI-X capability was dropped.
+    HiddenWriteDropped,
+}
+
+/// A write the caller should log: what happened, and the access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PciEvent {
+    /// What happened.
+    pub kind: PciEventKind,
+    /// The function written (bus 15:8, device 7:3, function 2:0).
+    pub bdf: u16,
+    /// The register offset.
+    pub reg: u16,
+    /// The access size.
+    pub size: u8,
+    /// The value dom0 wrote.
+    pub value: u32,
+}
+
+/// dom0's configuration-mechanism state: its CONFIG_ADDRESS latch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PciPass {
+    address: u32,
+}
+
+impl PciPass {
+    /// The state after reset: the address latch clear.
+    pub const fn new() -> Self {
+        PciPass { address: 0 }
+    }
+
+    /// Whether an access of `size` bytes at `port` is this model's: any in
+    /// 0xCF8-0xCFF except a byte at [`RESET_CONTROL`].
+    pub fn handles(port: u16, size: u8) -> bool {
+        (CONFIG_ADDRESS..=CONFIG_DATA + 3).contains(&port) && !(port == RESET_CONTROL && size == 1)
+    }
+
+    /// The function and register a data access of `size` bytes at `port`
+    /// reaches, if the latch is enabled and the access stays in the window.
+    fn target(&self, port: u16, size: u8) -> Option<(u16, u16)> {
+        let fits = |o: &u16| matches!(size, 1 | 2 | 4) && o + u16::from(size) <= 4;
+        let offset = port.checked_sub(CONFIG_DATA).filter(fits)?;
+        let reg = (self.address & 0xFC) as u16 + offset;
+        (self.address & ENABLE != 0).then_some(((self.address >> 8) as u16, reg))
+    }
+
+    /// Reads `size` bytes at `port`.
+    pub fn read(&self, host: &mut impl HostConfig, port: u16, size: u8) -> u32 {
+        if port == CONFIG_ADDRESS && size == 4 {
+            return self.address;
+        }
+        let Some((bdf, reg)) = self.target(port, size) else {
+            return ones(size);
+        };
+        let mut value = host.read(bdf, reg, size);
+        let end = reg + u16::from(size);
+        if !(reg..end).any(|r| r == 0x14 || r == 0x34 || r > 0x40) {
+            return value;
+        }
+        let Some(chain) = Chain::walk(host, bdf) else {
+            return value;
+        };
+        for r in reg..end {
+            if let Some(ptr) = chain.pointer(r) {
+                let shift = 8 * (r - reg);
+                value = (value & !(0xFF << shift)) | (u32::from(ptr) << shift);
+            }
+        }
+        value
+    }
+
+    /// Writes `size` bytes of `value` at `port`; says what the caller should log.
+    pub fn write(
+        &mut self,
+        host: &mut impl HostConfig,
+        port: u16,
+        size: u8,
+        value: u32,
+    ) -> Option<PciEvent> {
+        if port == CONFIG_ADDRESS && size == 4 {
+            self.address = value & 0x80FF_FFFC;
+            return None;
+        }
+        let (bdf, reg) = self.target(port, size)?;
+        let end = reg + u16::from(size);
+        let event = |kind| {
+            Some(PciEvent {
+                kind,
+                bdf,
+                reg,
+                size,
+                value,
+            })
+        };
+        if bdf == 0 && reg & !3 != 0x04 {
+            return event(PciEventKind::BridgeWriteDropped);
+        }
+        if end > 0x40 && Chain::walk(host, bdf).is_some_and(|c| c.hides(reg, end)) {
+            return event(PciEventKind::HiddenWriteDropped);
+        }
+        host.write(bdf, reg, size, value);
+        if reg >= 0x3C {
+            return None;
+        }
+        // PCI 3.0 §6.2.5 (type 0), PCI-to-PCI Bridge 1.2 §3.2 (type 1).
+        let bars: &[(u16, u16)] = match host.read(bdf, 0x0E, 1) & 0x7F {
+            0 => &[(0x10, 0x28), (0x30, 0x34)],
+            1 => &[(0x10, 0x18), (0x38, 0x3C)],
+            _ => &[],
+        };
+        let bar = bars.iter().any(|&(lo, hi)| reg < hi && end > lo);
+        event(PciEventKind::BarWritten).filter(|_| bar)
+    }
+}
+
+/// A function's capability chain as the host has it, loops cut: each
+/// entry's offset and, for a hidden one, the bytes it spans (else 0).
+struct Chain {
+    start: u16,
+    caps: [(u8, u16); MAX_CAPS],
+    len: usize,
+}
+
+impl Chain {
+    /// `None` for an absent function or one without a capabilities list.
+    fn walk(host: &mut impl HostConfig, bdf: u16) -> Option<Chain> {
+        let command_status = host.read(bdf, 0x04, 4);
+        if command_status == u32::MAX || command_status & STATUS_CAP_LIST == 0 {
+            return None;
+        }
+        let cardbus = host.read(bdf, 0x0E, 1) & 0x7F == 2;
+        let start = if cardbus { 0x14 } else { 0x34 };
+        let (mut caps, mut len, mut seen) = ([(0, 0); MAX_CAPS], 0, 0u64);
+        let mut ptr = host.read(bdf, start, 1) as u8 & 0xFC;
+        while len < MAX_CAPS && ptr >= 0x40 && seen & (1 << ((ptr - 0x40) / 4)) == 0 {
+            seen |= 1 << ((ptr - 0x40) / 4);
+            let header = host.read(bdf, u16::from(ptr), 4);
+            // PCI 3.0 §6.8.1, §6.8.2: MSI's length depends on its 64-bit
+            // (control bit 7) and per-vector-mask (bit 8) flags.
+            let flag = |bit: u32| (header >> (16 + bit)) as u16 & 1;
+            caps[len] = match header as u8 {
+                0xFF => break,
+                CAP_MSI => (ptr, 10 + 4 * flag(7) + 10 * flag(8)),
+                CAP_MSIX => (ptr, 12),
+                _ => (ptr, 0),
+            };
+            len += 1;
+            ptr = (header >> 8) as u8 & 0xFC;
+        }
+        Some(Chain { start, caps, len })
+    }
+
+    /// The first visible capability from index `i` on, as a pointer (0: none).
+    fn visible_from(&self, i: usize) -> u8 {
+        self.caps[i..self.len]
+            .iter()
+            .find(|c| c.1 == 0)
+            .map_or(0, |c| c.0)
+    }
+
+    /// What dom0 reads at `reg` if it is one of the chain's visible pointers.
+    fn pointer(&self, reg: u16) -> Option<u8> {
+        if reg == self.start {
+            return Some(self.visible_from(0));
+        }
+        let caps = &self.caps[..self.len];
+        let i = caps
+            .iter()
+            .position(|c| c.1 == 0 && u16::from(c.0) + 1 == reg)?;
+        Some(self.visible_from(i + 1))
+    }
+
+    /// Whether the bytes `reg..end` touch a hidden capability.
+    fn hides(&self, reg: u16, end: u16) -> bool {
+        let at = |c: &(u8, u16)| u16::from(c.0);
+        self.caps[..self.len]
+            .iter()
+            .any(|c| c.1 > 0 && reg < at(c) + c.1 && end > at(c))
+    }
+}
+
+#[cfg(test)]
+mod tests;
