@@ -52,6 +52,11 @@ impl RegionKind {
         }
     }
 
+    /// The e820 type number of the kind (reserved for every type [`Self::from_e820`] folds).
+    pub fn e820(self) -> u32 {
+        [1, 3, 4, 2, 5][self as usize]
+    }
+
     /// A short lower-case name for logs.
     pub fn name(self) -> &'static str {
         match self {
@@ -254,6 +259,14 @@ mod tests {
 
     fn region(start: u64, end: u64, kind: RegionKind) -> Region {
         Region { start, end, kind }
+    }
+
+    #[test]
+    fn e820_numbers_round_trip() {
+        for typ in 1..=5 {
+            assert_eq!(RegionKind::from_e820(typ).e820(), typ);
+        }
+        assert_eq!(RegionKind::from_e820(7).e820(), 2);
     }
 
     #[test]

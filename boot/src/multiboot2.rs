@@ -200,7 +200,8 @@ pub struct Rsdp {
 }
 
 impl Rsdp {
-    fn parse(body: &[u8]) -> Option<Self> {
+    /// Reads an RSDP from its bytes (20 for ACPI 1.0, 36 from revision 2).
+    pub fn parse(body: &[u8]) -> Option<Self> {
         let v1 = body.get(..20)?;
         let mut oem_id = [0; 6];
         oem_id.copy_from_slice(&v1[9..15]);

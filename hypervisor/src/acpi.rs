@@ -1,6 +1,7 @@
 //! ACPI discovery through the `acpi` crate (docs/smp.md): CPUs, I/O APICs,
 //! interrupt overrides (MADT), HPET and MCFG. What the MADT means is decided
-//! by `basalt_platform::topology` (pure, host-tested).
+//! by `basalt_platform::topology` (pure, host-tested). It also keeps what
+//! dom0's ACPI tables are built from ([`host_tables`]; docs/control-domain.md).
 //!
 //! Missing or broken ACPI is never fatal: Basalt says why and runs on the
 //! boot CPU alone.
@@ -9,8 +10,11 @@ use crate::mm;
 use acpi::madt::{Madt, MadtEntry};
 use acpi::mcfg::Mcfg;
 use acpi::{AcpiHandler, AcpiTables, PhysicalMapping};
+use basalt_boot::FixedVec;
 use basalt_boot::multiboot2::Rsdp;
-use basalt_platform::topology::{IoApic, Override, ProcessorEntry, Topology};
+use basalt_guest::acpi::SourceOverride;
+use basalt_guest::acpi::dom0::{HostAcpi, HostTable};
+use basalt_platform::topology::{IoApic, MAX_OVERRIDES, Override, ProcessorEntry, Topology};
 use core::ptr::NonNull;
 use log::{info, warn};
 
@@ -79,23 +83,95 @@ impl core::fmt::Display for AcpiFailure {
     }
 }
 
-fn tables(rsdp: Option<Rsdp>) -> Result<AcpiTables<DirectMapHandler>, AcpiFailure> {
-    if let Some(r) = rsdp.filter(|r| r.valid) {
-        let (revision, address) = match r.xsdt_address {
-            Some(xsdt) if r.revision >= 2 && xsdt != 0 => (r.revision, xsdt as usize),
-            _ => (0, r.rsdt_address as usize),
-        };
-        // SAFETY: the address comes from a checksummed RSDP copy; the
-        // handler maps whatever physical range the crate asks for.
-        return unsafe { AcpiTables::from_rsdt(DirectMapHandler, revision, address) }
-            .map_err(AcpiFailure::Tables);
+/// The root table's revision (0: RSDT, else XSDT) and address.
+fn root_of(r: &Rsdp) -> (u8, u64) {
+    match r.xsdt_address {
+        Some(xsdt) if r.revision >= 2 && xsdt != 0 => (r.revision, xsdt),
+        _ => (0, u64::from(r.rsdt_address)),
     }
-    // SAFETY: the BIOS areas (EBDA and 0xE0000-0xFFFFF) are read through the
-    // direct map, extended on demand.
-    unsafe { AcpiTables::search_for_rsdp_bios(DirectMapHandler) }.map_err(|e| match e {
-        acpi::AcpiError::NoValidRsdp => AcpiFailure::NoRsdp,
-        other => AcpiFailure::Tables(other),
-    })
+}
+
+/// The tables, from the loader's RSDP or else one found in the BIOS areas.
+fn tables(rsdp: Option<Rsdp>) -> Result<(AcpiTables<DirectMapHandler>, Rsdp), AcpiFailure> {
+    let r = match rsdp.filter(|r| r.valid) {
+        Some(r) => r,
+        // SAFETY: the BIOS areas (EBDA and 0xE0000-0xFFFFF) are read through
+        // the direct map, extended on demand.
+        None => unsafe { acpi::rsdp::Rsdp::search_for_on_bios(DirectMapHandler) }
+            .ok()
+            .and_then(|m| mm::phys_slice(m.physical_start() as u64, 36))
+            .and_then(Rsdp::parse)
+            .ok_or(AcpiFailure::NoRsdp)?,
+    };
+    let (revision, address) = root_of(&r);
+    // SAFETY: the address comes from a checksummed RSDP; the handler maps
+    // whatever physical range the crate asks for.
+    unsafe { AcpiTables::from_rsdt(DirectMapHandler, revision, address as usize) }
+        .map_err(AcpiFailure::Tables)
+        .map(|t| (t, r))
+}
+
+/// How many of the host's root-table entries dom0's XSDT can list.
+const MAX_HOST_TABLES: usize = 128;
+
+/// What dom0's ACPI tables take from the host's (`basalt_guest::acpi::dom0`,
+/// docs/control-domain.md).
+#[derive(Debug, Default)]
+pub struct HostTables {
+    oem_id: [u8; 6],
+    tables: FixedVec<HostTable, MAX_HOST_TABLES>,
+    overrides: FixedVec<SourceOverride, MAX_OVERRIDES>,
+}
+
+impl HostTables {
+    /// The input of `basalt_guest::acpi::dom0::write_dom0_acpi_tables`.
+    #[expect(dead_code, reason = "the lead calls it when building dom0")]
+    pub fn acpi(&self) -> HostAcpi<'_> {
+        HostAcpi {
+            oem_id: self.oem_id,
+            tables: &self.tables,
+            overrides: &self.overrides,
+        }
+    }
+}
+
+static HOST_TABLES: spin::Once<HostTables> = spin::Once::new();
+
+/// The host's ACPI facts for dom0's tables, once [`discover`] has read them
+/// (`None` on a host without usable ACPI).
+#[expect(dead_code, reason = "the lead calls it when building dom0")]
+pub fn host_tables() -> Option<&'static HostTables> {
+    HOST_TABLES.get()
+}
+
+/// Keeps the RSDP's OEM id, the root table's entries (signature, address)
+/// and the MADT's interrupt source overrides for [`host_tables`].
+fn keep_host_tables(rsdp: &Rsdp, topology: &Topology) {
+    let mut host = HostTables {
+        oem_id: rsdp.oem_id,
+        ..HostTables::default()
+    };
+    let (revision, root) = root_of(rsdp);
+    let step = if revision == 0 { 4 } else { 8 };
+    let len =
+        mm::phys_bytes::<8>(root, 8).map_or(0, |h| u32::from_le_bytes([h[4], h[5], h[6], h[7]]));
+    mm::map_phys_for_read(root, u64::from(len));
+    let entries = mm::phys_slice(root, len as usize).and_then(|t| t.get(36..));
+    for entry in entries.unwrap_or(&[]).chunks_exact(step) {
+        let address = entry.iter().rev().fold(0, |a, b| a << 8 | u64::from(*b));
+        mm::map_phys_for_read(address, 4);
+        if let Some(signature) = mm::phys_bytes::<4>(address, 4) {
+            let _ = host.tables.push(HostTable { signature, address });
+        }
+    }
+    if host.tables.dropped() > 0 {
+        warn!("ACPI: dom0 gets only the first {MAX_HOST_TABLES} root-table entries");
+    }
+    for o in topology.overrides() {
+        let (irq, gsi, flags) = (o.irq, o.gsi, o.flags);
+        let _ = host.overrides.push(SourceOverride { irq, gsi, flags });
+    }
+    HOST_TABLES.call_once(|| host);
 }
 
 /// Reads the ACPI tables for a boot CPU with APIC id `boot_apic_id`.
@@ -104,7 +180,7 @@ pub fn discover(
     boot_apic_id: u32,
     maxcpus: Option<usize>,
 ) -> Result<Platform, AcpiFailure> {
-    let tables = tables(rsdp)?;
+    let (tables, rsdp) = tables(rsdp)?;
     crate::power::learn(power_info(&tables));
     let mut names = crate::StackString::<160>::new();
     for header in tables.headers() {
@@ -150,6 +226,7 @@ pub fn discover(
             _ => {}
         }
     }
+    keep_host_tables(&rsdp, &topology);
     let hpet = hpet_address(&tables);
     let mcfg_regions = tables
         .find_table::<Mcfg>()

@@ -120,7 +120,36 @@ const XSDT_OFFSET: u64 = 0x40;
 const FADT_OFFSET: u64 = 0x80;
 const FACS_OFFSET: u64 = 0x1c0;
 const MADT_OFFSET: u64 = 0x200;
-const MADT_FIXED: u64 = SDT_HEADER_SIZE + 8 + 12 + 2 * 10 + 6;
+/// MADT bytes besides the Processor Local APIC and Interrupt Source Override entries.
+const MADT_FIXED: u64 = SDT_HEADER_SIZE + 8 + 12 + 6;
+
+/// An Interrupt Source Override (MADT entry type 2) on bus 0 (ISA).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SourceOverride {
+    /// The ISA IRQ.
+    pub irq: u8,
+    /// The global system interrupt it is wired to.
+    pub gsi: u32,
+    /// MPS INTI flags (polarity bits 1:0, trigger mode bits 3:2).
+    pub flags: u16,
+}
+
+/// ISA IRQ 0 → GSI 2, edge, active high: the PIT on the emulated I/O APIC's pin 2.
+pub const PIT_OVERRIDE: SourceOverride = SourceOverride {
+    irq: 0,
+    gsi: 2,
+    flags: MPS_INTI_EDGE_HIGH,
+};
+
+/// The guests' overrides: [`PIT_OVERRIDE`] and the SCI (IRQ 9 → GSI 9, level, active low).
+const GUEST_OVERRIDES: [SourceOverride; 2] = [
+    PIT_OVERRIDE,
+    SourceOverride {
+        irq: SCI_IRQ,
+        gsi: SCI_IRQ as u32,
+        flags: MPS_INTI_LEVEL_LOW,
+    },
+];
 
 /// What the tables describe.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -211,7 +240,12 @@ impl fmt::Display for AcpiError {
 
 /// Bytes of the MADT for `vcpus` vCPUs.
 pub fn madt_size(vcpus: u32) -> u64 {
-    MADT_FIXED + 8 * u64::from(vcpus)
+    madt_bytes(vcpus, GUEST_OVERRIDES.len())
+}
+
+/// Bytes of a MADT for `vcpus` vCPUs and `overrides` interrupt source overrides.
+fn madt_bytes(vcpus: u32, overrides: usize) -> u64 {
+    MADT_FIXED + 8 * u64::from(vcpus) + 10 * overrides as u64
 }
 
 /// Bytes of the DSDT (header and AML).
@@ -320,6 +354,34 @@ const ACCESS_BYTE: u8 = 1;
 const ACCESS_WORD: u8 = 2;
 const ACCESS_DWORD: u8 = 3;
 
+/// Checks `config.vcpus`, then places `size` bytes at `at` rounded up to 64 bytes, inside `mem`
+/// and ending at or below `limit`; returns the start.
+fn place(
+    mem: &impl GuestMemory,
+    at: u64,
+    size: u64,
+    config: &AcpiConfig,
+    limit: u64,
+) -> Result<u64, AcpiError> {
+    if config.vcpus == 0 || config.vcpus > MAX_VCPUS {
+        return Err(AcpiError::BadVcpuCount {
+            vcpus: config.vcpus,
+        });
+    }
+    let too_big = MemoryError::OutOfRange {
+        gpa: at,
+        len: size,
+        size: mem.size(),
+    };
+    let start = at.checked_add(63).ok_or(too_big)? & !63;
+    let end = start.checked_add(size).ok_or(too_big)?;
+    if end > limit {
+        return Err(AcpiError::Above4G { end });
+    }
+    check_range(mem.size(), start, size)?;
+    Ok(start)
+}
+
 /// Writes the guest's ACPI tables from `at` rounded up to 64 bytes (see the module
 /// documentation for the layout). Nothing is written unless the whole range fits in `mem` and
 /// ends at or below 4 GiB.
@@ -328,23 +390,9 @@ pub fn write_acpi_tables(
     at: u64,
     config: &AcpiConfig,
 ) -> Result<AcpiLayout, AcpiError> {
-    if config.vcpus == 0 || config.vcpus > MAX_VCPUS {
-        return Err(AcpiError::BadVcpuCount {
-            vcpus: config.vcpus,
-        });
-    }
     let size = acpi_tables_size(config.vcpus);
-    let too_big = MemoryError::OutOfRange {
-        gpa: at,
-        len: size,
-        size: mem.size(),
-    };
-    let start = at.checked_add(63).ok_or(too_big)? & !63;
-    let end = start.checked_add(size).ok_or(too_big)?;
-    if end > 1 << 32 {
-        return Err(AcpiError::Above4G { end });
-    }
-    check_range(mem.size(), start, size)?;
+    let start = place(mem, at, size, config, 1 << 32)?;
+    let end = start + size;
 
     let rsdp = start + RSDP_OFFSET;
     let xsdt = start + XSDT_OFFSET;
@@ -356,17 +404,7 @@ pub fn write_acpi_tables(
     // Zero the whole range, padding included.
     mem.fill(start, size, 0)?;
 
-    // RSDP.
-    let mut r = [0u8; RSDP_SIZE as usize];
-    r[0..8].copy_from_slice(b"RSD PTR ");
-    r[9..15].copy_from_slice(OEM_ID);
-    r[15] = 2; // revision: ACPI 2.0+
-    // 16..20: RsdtAddress 0 (no RSDT).
-    r[20..24].copy_from_slice(&(RSDP_SIZE as u32).to_le_bytes());
-    r[24..32].copy_from_slice(&xsdt.to_le_bytes());
-    r[8] = checksum(&r[..20]);
-    r[32] = checksum(&r);
-    mem.write(rsdp, &r)?;
+    write_rsdp(mem, rsdp, OEM_ID, xsdt)?;
 
     // XSDT.
     let mut t = Table::new(mem, xsdt, b"XSDT", 1)?;
@@ -382,7 +420,7 @@ pub fn write_acpi_tables(
     mem.write(facs, &f)?;
 
     write_fadt(mem, fadt, facs, dsdt, config)?;
-    write_madt(mem, madt, config)?;
+    write_madt(mem, madt, config, GUEST_OVERRIDES)?;
 
     let mut t = Table::new(mem, dsdt, b"DSDT", 2)?;
     let (aml, len) = dsdt_aml();
@@ -458,11 +496,32 @@ fn write_fadt(
     Ok(())
 }
 
+/// Writes an ACPI 2.0+ RSDP at `at` (revision 2, no RSDT, both checksums).
+fn write_rsdp(
+    mem: &mut impl GuestMemory,
+    at: u64,
+    oem_id: &[u8; 6],
+    xsdt: u64,
+) -> Result<(), MemoryError> {
+    let mut r = [0u8; RSDP_SIZE as usize];
+    r[0..8].copy_from_slice(b"RSD PTR ");
+    r[9..15].copy_from_slice(oem_id);
+    r[15] = 2; // revision: ACPI 2.0+
+    // 16..20: RsdtAddress 0 (no RSDT).
+    r[20..24].copy_from_slice(&(RSDP_SIZE as u32).to_le_bytes());
+    r[24..32].copy_from_slice(&xsdt.to_le_bytes());
+    r[8] = checksum(&r[..20]);
+    r[32] = checksum(&r);
+    mem.write(at, &r)
+}
+
+/// Writes the MADT of the module documentation with `overrides`; returns its end.
 fn write_madt(
     mem: &mut impl GuestMemory,
     madt: u64,
     config: &AcpiConfig,
-) -> Result<(), MemoryError> {
+    overrides: impl IntoIterator<Item = SourceOverride>,
+) -> Result<u64, MemoryError> {
     let mut t = Table::new(mem, madt, b"APIC", 5)?;
     t.u32(LOCAL_APIC_ADDRESS)?;
     t.u32(MADT_PCAT_COMPAT)?;
@@ -475,19 +534,17 @@ fn write_madt(
     t.bytes(&[1, 12, config.ioapic_id, 0])?;
     t.u32(IO_APIC_ADDRESS)?;
     t.u32(0)?;
-    // Interrupt Source Overrides: type 2, length 10, bus 0 (ISA), source IRQ, GSI, flags.
-    t.bytes(&[2, 10, 0, 0])?;
-    t.u32(2)?;
-    t.u16(MPS_INTI_EDGE_HIGH)?;
-    t.bytes(&[2, 10, 0, SCI_IRQ])?;
-    t.u32(u32::from(SCI_IRQ))?;
-    t.u16(MPS_INTI_LEVEL_LOW)?;
+    for o in overrides {
+        // Interrupt Source Override: type 2, length 10, bus 0 (ISA), source IRQ, GSI, flags.
+        t.bytes(&[2, 10, 0, o.irq])?;
+        t.u32(o.gsi)?;
+        t.u16(o.flags)?;
+    }
     // Local APIC NMI: type 4, length 6, UID 0xFF (all processors), flags (bus default), LINT1.
     t.bytes(&[4, 6, 0xff])?;
     t.u16(0)?;
     t.u8(1)?;
-    t.finish()?;
-    Ok(())
+    t.finish()
 }
 
 /// Capacity of the DSDT's AML buffer.
@@ -637,6 +694,8 @@ fn dsdt_aml() -> ([u8; AML_CAPACITY], usize) {
     aml.package(&[op::SCOPE], b"\\_SB_", device.as_slice());
     (aml.buf, aml.len.min(AML_CAPACITY))
 }
+
+pub mod dom0;
 
 #[cfg(test)]
 mod tests;
