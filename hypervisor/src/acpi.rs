@@ -125,7 +125,6 @@ pub struct HostTables {
 
 impl HostTables {
     /// The input of `basalt_guest::acpi::dom0::write_dom0_acpi_tables`.
-    #[expect(dead_code, reason = "the lead calls it when building dom0")]
     pub fn acpi(&self) -> HostAcpi<'_> {
         HostAcpi {
             oem_id: self.oem_id,
@@ -139,7 +138,6 @@ static HOST_TABLES: spin::Once<HostTables> = spin::Once::new();
 
 /// The host's ACPI facts for dom0's tables, once [`discover`] has read them
 /// (`None` on a host without usable ACPI).
-#[expect(dead_code, reason = "the lead calls it when building dom0")]
 pub fn host_tables() -> Option<&'static HostTables> {
     HOST_TABLES.get()
 }

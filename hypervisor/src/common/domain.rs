@@ -15,7 +15,6 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use basalt_boot::multiboot2::{BootInfo, Module};
-use basalt_guest::acpi::ACPI_MEMMAP_TYPE;
 use basalt_guest::elf;
 use basalt_guest::linux::{self, BzImage, LinuxLayout};
 use basalt_guest::mem::GuestMemory;
@@ -32,7 +31,8 @@ const REAL_MODE_END: u64 = 0x9f000;
 const MAX_GUEST_RAM: u64 = 3 * GIB;
 /// Where a domain's ACPI tables go (the BIOS area, reserved in its e820).
 const ACPI_TABLES: u64 = 0xe0000;
-/// Room for the identity-mapped control domain's ACPI tables.
+/// Room for the identity-mapped control domain's ACPI tables without the
+/// host's (Basalt's own set for guests).
 const DOM0_ACPI_BYTES: u64 = 16 << 10;
 
 const GIB: u64 = 1 << 30;
@@ -732,25 +732,24 @@ fn build(
     // ACPI tables in the BIOS area, where the usual scan also finds the
     // RSDP; the e820 map keeps 0x9F000-1 MiB reserved. The identity-mapped
     // control domain has them at the top of its RAM instead.
-    let memmap = memory_map(memory, identity);
-    let acpi_at = match identity {
-        Some(_) => memmap
-            .iter()
-            .find(|e| e.kind == ACPI_MEMMAP_TYPE)
-            .map_or(0, |e| e.addr),
-        None => ACPI_TABLES,
-    };
+    let (memmap, acpi_at) = memory_map(memory, identity, spec.vcpus);
+    let acpi_config = basalt_guest::acpi::AcpiConfig::new(spec.vcpus);
+    let host_acpi = crate::acpi::host_tables().filter(|_| identity.is_some());
     let rsdp = domain
         .ram
-        .with_memory(|mem| {
-            basalt_guest::acpi::write_acpi_tables(
+        .with_memory(|mem| match host_acpi {
+            Some(h) => basalt_guest::acpi::dom0::write_dom0_acpi_tables(
                 mem,
                 acpi_at,
-                &basalt_guest::acpi::AcpiConfig::new(spec.vcpus),
+                &acpi_config,
+                &h.acpi(),
             )
+            .map(|l| l.rsdp),
+            None => {
+                basalt_guest::acpi::write_acpi_tables(mem, acpi_at, &acpi_config).map(|l| l.rsdp)
+            }
         })
-        .map_err(|e| fail(&domain, BuildError::Layout(alloc::format!("{e}"))))?
-        .rsdp;
+        .map_err(|e| fail(&domain, BuildError::Layout(alloc::format!("{e}"))))?;
     if real {
         domain
             .ram
@@ -883,31 +882,40 @@ fn build(
     Ok((domain, vcpus))
 }
 
-/// The e820 map of a domain of `memory` bytes: a guest's ([`si::guest_memmap`]),
-/// or the identity-mapped control domain's RAM pieces with the top 16 KiB
-/// of the last one for its ACPI tables.
-fn memory_map(memory: u64, identity: Option<&mm::Dom0Ram>) -> Vec<si::MemmapEntry> {
-    let Some(r) = identity else {
+/// The e820 map of a domain of `memory` bytes and where its ACPI tables go:
+/// a guest's ([`si::guest_memmap`], tables in the BIOS area), or the
+/// identity-mapped control domain's, the host's map with its RAM pieces
+/// (`basalt_guest::acpi::dom0`), the tables at the top of the last piece.
+fn memory_map(
+    memory: u64,
+    identity: Option<&mm::Dom0Ram>,
+    vcpus: u32,
+) -> (Vec<si::MemmapEntry>, u64) {
+    let (Some(r), Some(&(_, top))) = (identity, identity.and_then(|r| r.pieces.last())) else {
         let mut map = [si::MemmapEntry::default(); 8];
         let n = si::guest_memmap(memory, &mut map);
-        return map[..n].to_vec();
+        return (map[..n].to_vec(), ACPI_TABLES);
     };
-    let ram = |&(s, e): &(u64, u64)| si::MemmapEntry {
-        addr: s,
-        size: e - s,
-        kind: si::MEMMAP_TYPE_RAM,
-    };
-    let mut map: Vec<si::MemmapEntry> = r.pieces.iter().map(ram).collect();
-    if let Some(last) = map.last_mut().filter(|l| l.size > DOM0_ACPI_BYTES) {
-        last.size -= DOM0_ACPI_BYTES;
-        let addr = last.addr + last.size;
-        map.push(si::MemmapEntry {
-            addr,
-            size: DOM0_ACPI_BYTES,
-            kind: ACPI_MEMMAP_TYPE,
-        });
+    let config = basalt_guest::acpi::AcpiConfig::new(vcpus);
+    let size = crate::acpi::host_tables()
+        .map_or(DOM0_ACPI_BYTES, |h| {
+            basalt_guest::acpi::dom0::dom0_acpi_size(&config, &h.acpi())
+        })
+        .next_multiple_of(4096);
+    let at = top - size;
+    let mut map = alloc::vec![si::MemmapEntry::default(); 128];
+    let host = crate::hvm::passthrough::host_map()
+        .map(|m| m.regions())
+        .unwrap_or_default();
+    let host = host.iter().map(|h| (h.start, h.end, h.kind.e820()));
+    match basalt_guest::acpi::dom0::dom0_memmap(host, &r.pieces, (at, top), &mut map) {
+        Ok(n) => map.truncate(n),
+        Err(e) => {
+            log::error!("the control domain's memory map: {e}");
+            map.clear();
+        }
     }
-    map
+    (map, at)
 }
 
 /// The bzImage and its layout when the module boots through the Linux boot
@@ -943,7 +951,11 @@ fn load_linux(
     initrds: &[Module<'static>],
     rsdp: u64,
 ) -> Result<StartState, linux::LinuxError> {
-    let e820 = memory_map(domain.ram.size(), mm::dom0_ram().filter(|_| spec.control));
+    let (e820, _) = memory_map(
+        domain.ram.size(),
+        mm::dom0_ram().filter(|_| spec.control),
+        spec.vcpus,
+    );
     let state = domain.ram.with_memory(|mem| {
         let state = linux::load(mem, bytes, kernel, layout, spec.cmdline, &e820, rsdp)?;
         let mut at = layout.initrd_gpa;

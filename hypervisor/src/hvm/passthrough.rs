@@ -35,6 +35,11 @@ pub fn init(map: &MemoryMap, hpet: Option<u64>) {
     }
 }
 
+/// The host's memory map, when the control domain owns the machine.
+pub fn host_map() -> Option<&'static MemoryMap> {
+    HOST.get().map(|h| &h.map)
+}
+
 /// Whether the control domain owns the machine.
 pub fn active() -> bool {
     HOST.get().is_some()
@@ -168,6 +173,9 @@ pub fn io_in(port: u16, size: u8) -> u32 {
         .any(|&u| u.is_some_and(|b| port.wrapping_sub(b) < 8))
     {
         return ones;
+    }
+    if super::pci_pass::handles(port, size) {
+        return super::pci_pass::io_in(port, size);
     }
     // SAFETY: as in `io_out`.
     unsafe { crate::arch::x86_64::io::read(port, size) }
