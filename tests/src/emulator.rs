@@ -195,6 +195,63 @@ pub fn bochs_config_serial(
     cfg
 }
 
+/// Devices a scenario adds to the machine (docs/testing.md, "Disk and
+/// network").
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Devices<'a> {
+    /// A raw disk image: the first IDE disk (QEMU's primary master, the CD
+    /// being the secondary master; Bochs' `ata0-slave` beside the CD), so
+    /// `/dev/sda` for Linux.
+    pub disk: Option<&'a Path>,
+    /// An e1000 network card on the emulator's user-mode network (QEMU
+    /// `-netdev user`, Bochs `ethmod=slirp`): DHCP gives 10.0.2.15, the
+    /// host's loopback is 10.0.2.2.
+    pub network: bool,
+}
+
+/// The bytes of a Bochs disk cylinder with its default 16 heads and 63
+/// sectors: a flat image Bochs sizes by itself is a whole number of them.
+pub const DISK_CYLINDER: u64 = 16 * 63 * 512;
+
+/// QEMU's arguments for `devices` (after [`qemu_args`]).
+pub fn qemu_device_args(devices: &Devices<'_>) -> Vec<String> {
+    let mut args = Vec::new();
+    if let Some(disk) = devices.disk {
+        args.extend([
+            "-drive".into(),
+            format!("file={},if=ide,index=0,format=raw", disk.display()),
+        ]);
+    }
+    if devices.network {
+        args.extend([
+            "-netdev".into(),
+            "user,id=n0".into(),
+            "-device".into(),
+            "e1000,netdev=n0".into(),
+        ]);
+    }
+    args
+}
+
+/// Bochs configuration lines for `devices` (after [`bochs_config_serial`]).
+pub fn bochs_device_config(devices: &Devices<'_>) -> String {
+    let mut cfg = String::new();
+    if let Some(disk) = devices.disk {
+        let _ = writeln!(
+            cfg,
+            "ata0-slave: type=disk, path={}, mode=flat",
+            disk.display()
+        );
+    }
+    if devices.network {
+        cfg.push_str(
+            "pci: enabled=1, chipset=i440fx, slot1=e1000\n\
+             e1000: enabled=1, mac=52:54:00:12:34:56, ethmod=slirp\n",
+        );
+    }
+    cfg
+}
+
 /// The debugger script that makes Bochs run without stopping at its prompt.
 pub const BOCHS_RC: &str = "continue\nquit\n";
 
@@ -427,6 +484,31 @@ mod tests {
             tcp.replace("mode=socket-server, dev=127.0.0.1:4321", ""),
             cfg.replace("mode=file, dev=/s.log", "")
         );
+    }
+
+    #[test]
+    fn devices_become_emulator_options() {
+        let none = Devices::default();
+        assert!(qemu_device_args(&none).is_empty());
+        assert!(bochs_device_config(&none).is_empty());
+        let both = Devices {
+            disk: Some(Path::new("/d.img")),
+            network: true,
+        };
+        assert_eq!(
+            qemu_device_args(&both).join(" "),
+            "-drive file=/d.img,if=ide,index=0,format=raw \
+             -netdev user,id=n0 -device e1000,netdev=n0"
+        );
+        let cfg = bochs_device_config(&both);
+        assert!(cfg.contains("ata0-slave: type=disk, path=/d.img, mode=flat\n"));
+        assert!(cfg.contains("slot1=e1000") && cfg.contains("ethmod=slirp"));
+        let disk_only = Devices {
+            network: false,
+            ..both
+        };
+        assert!(!qemu_device_args(&disk_only).join(" ").contains("netdev"));
+        assert!(!bochs_device_config(&disk_only).contains("e1000"));
     }
 
     #[test]

@@ -11,9 +11,11 @@
 //! The judging ([`matcher`]) is pure and unit-tested; [`emulator`] builds the
 //! QEMU and Bochs command lines shared by `cargo xtask run` and
 //! `cargo xtask test`; [`console`] carries the interactive console of
-//! scenarios with steps; [`runner`] runs one scenario with a deadline.
+//! scenarios with steps; [`devices`] makes a scenario's disk image and
+//! listens for its network's client; [`runner`] runs one scenario with a deadline.
 
 pub mod console;
+pub mod devices;
 pub mod emulator;
 pub mod matcher;
 pub mod runner;

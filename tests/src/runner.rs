@@ -2,9 +2,10 @@
 //! console steps), stop, judge.
 
 use crate::console::{self, ConnectError, Console, Pty};
-use crate::emulator::{self, Emulator, Machine, Serial};
+use crate::devices::{self, NetListener};
+use crate::emulator::{self, Devices, Emulator, Machine, Serial};
 use crate::matcher;
-use crate::scenario::Scenario;
+use crate::scenario::{self, Scenario, Step};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
@@ -73,6 +74,10 @@ struct Launch<'a> {
     bochs_cfg: PathBuf,
     bochs_rc: PathBuf,
     bochs_log: PathBuf,
+    /// The scenario's steps, with the network port in place of
+    /// [`scenario::NET_PORT`].
+    steps: Vec<Step>,
+    devices: Devices<'a>,
 }
 
 impl Launch<'_> {
@@ -82,11 +87,10 @@ impl Launch<'_> {
         let out = std::fs::File::create(self.emulator_log).map_err(|e| e.to_string())?;
         let err = out.try_clone().map_err(|e| e.to_string())?;
         if machine.emulator == Emulator::Bochs {
-            std::fs::write(
-                &self.bochs_cfg,
-                emulator::bochs_config_serial(machine, self.iso, serial, &self.bochs_log),
-            )
-            .map_err(|e| e.to_string())?;
+            let mut cfg =
+                emulator::bochs_config_serial(machine, self.iso, serial, &self.bochs_log);
+            cfg.push_str(&emulator::bochs_device_config(&self.devices));
+            std::fs::write(&self.bochs_cfg, cfg).map_err(|e| e.to_string())?;
             std::fs::write(&self.bochs_rc, emulator::BOCHS_RC).map_err(|e| e.to_string())?;
         }
         let mut cmd = emulator::command(
@@ -96,6 +100,7 @@ impl Launch<'_> {
             Some((&self.bochs_cfg, &self.bochs_rc)),
         );
         if machine.emulator != Emulator::Bochs {
+            cmd.args(emulator::qemu_device_args(&self.devices));
             cmd.args(&self.scenario.qemu_args);
         }
         cmd.stdin(Stdio::null()).stdout(out).stderr(err);
@@ -115,7 +120,7 @@ impl Launch<'_> {
             .append(true)
             .open(serial_log)
             .map_err(|e| format!("{}: {e}", serial_log.display()))?;
-        let steps = self.scenario.steps.clone();
+        let steps = self.steps.clone();
         let pace = Duration::from_millis(self.scenario.send_pace_ms);
         if self.machine.emulator == Emulator::Bochs {
             let pty = Pty::open().map_err(|e| format!("cannot open a pseudo-terminal: {e}"))?;
@@ -193,6 +198,32 @@ fn boot_and_watch(
     }
     std::fs::create_dir_all(log_dir).map_err(|e| e.to_string())?;
     std::fs::write(serial_log, b"").map_err(|e| format!("{}: {e}", serial_log.display()))?;
+    let disk = log_dir.join(format!("{}.disk.img", scenario.name));
+    if let Some(spec) = &scenario.disk {
+        devices::make_disk(spec, &disk)?;
+    }
+    // The listener writes what clients send into the serial log, where
+    // `expect` finds it.
+    let net = if scenario.network {
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(serial_log)
+            .map_err(|e| format!("{}: {e}", serial_log.display()))?;
+        let listener = NetListener::start(log)
+            .map_err(|e| format!("cannot listen on a loopback TCP port: {e}"))?;
+        Some(listener)
+    } else {
+        None
+    };
+    let port = net.as_ref().map_or(0, NetListener::port).to_string();
+    let steps = scenario
+        .steps
+        .iter()
+        .map(|s| Step {
+            wait: s.wait.clone(),
+            send: s.send.as_ref().map(|t| t.replace(scenario::NET_PORT, &port)),
+        })
+        .collect();
     let launch = Launch {
         scenario,
         machine,
@@ -201,10 +232,17 @@ fn boot_and_watch(
         bochs_cfg: log_dir.join(format!("{}.bochsrc", scenario.name)),
         bochs_rc: log_dir.join(format!("{}.bochs-rc", scenario.name)),
         bochs_log: log_dir.join(format!("{}.bochs.log", scenario.name)),
+        steps,
+        devices: Devices {
+            disk: scenario.disk.as_ref().map(|_| disk.as_path()),
+            network: scenario.network,
+        },
     };
     let deadline = Instant::now() + Duration::from_secs(scenario.timeout);
-    // Only scenarios with steps type into COM1; the others keep the file.
-    let (mut child, console) = if scenario.steps.is_empty() {
+    // Only scenarios with steps type into COM1; the others keep the file
+    // (but a network's listener writes into the log too: the harness
+    // carries COM1 then, as the emulator would overwrite those lines).
+    let (mut child, console) = if scenario.steps.is_empty() && net.is_none() {
         (launch.spawn(Serial::File(serial_log))?, None)
     } else {
         let (child, console) = launch.spawn_interactive(serial_log, deadline)?;
@@ -236,6 +274,16 @@ fn boot_and_watch(
         std::thread::sleep(Duration::from_millis(50));
     };
     // The emulator has ended: the console's output is complete in the log.
+    let net_note = net.map(|listener| {
+        let port = listener.port();
+        let clients = listener.finish();
+        format!(
+            " (the harness's TCP listener on 127.0.0.1:{port}, reached from the guest at \
+             10.0.2.2:{port}, had {clients} client(s); each one's line is logged as `{}\"...\"`)",
+            devices::RECEIVED
+        )
+    });
+    let net_note = net_note.unwrap_or_default();
     if let Some(console) = console
         && let Err(reason) = console.finish(serial_log)
     {
@@ -244,17 +292,18 @@ fn boot_and_watch(
             Some(matcher::Verdict::Fail(why)) => {
                 format!("{reason}; Basalt's verdict: FAIL ({why})")
             }
-            _ => reason,
+            _ => format!("{reason}{net_note}"),
         });
     }
     let log = matcher::normalise(&std::fs::read(serial_log).unwrap_or_default());
     if timed_out && matcher::verdict(&log, false).is_none() {
         return Err(format!(
-            "timed out after {} s without a verdict",
+            "timed out after {} s without a verdict{net_note}",
             scenario.timeout
         ));
     }
-    let mut summary = matcher::judge(scenario, machine.memory_mib, &log)?;
+    let mut summary =
+        matcher::judge(scenario, machine.memory_mib, &log).map_err(|e| format!("{e}{net_note}"))?;
     // QEMU's isa-debug-exit status must agree with the printed verdict.
     if let Some(code) = exit.and_then(|s| s.code())
         && matches!(machine.emulator, Emulator::Qemu | Emulator::Kvm)

@@ -2,7 +2,12 @@
 
 use crate::emulator::{Emulator, Machine};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+/// The text in a step's `send` that the harness replaces with the port of
+/// its TCP listener (scenarios with `network = true`).
+pub const NET_PORT: &str = "{net_port}";
 
 /// How the boot loader starts Basalt.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
@@ -36,6 +41,52 @@ pub struct ModuleSpec {
     /// The module's command line.
     #[serde(default)]
     pub args: String,
+}
+
+/// A disk the harness makes for the run: an ext4 image holding `files`,
+/// attached as the machine's first IDE disk (docs/testing.md, "Disk and
+/// network").
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskSpec {
+    /// The image's size, e.g. `16M` (16 MiB to 1 GiB).
+    #[serde(default = "default_disk_size")]
+    pub size: String,
+    /// Path in the file system (relative, `/`-separated) to its text.
+    #[serde(default)]
+    pub files: BTreeMap<String, String>,
+}
+
+impl DiskSpec {
+    /// The size in MiB.
+    pub fn size_mib(&self) -> Result<u64, String> {
+        let mib = parse_memory(&self.size).map_err(|e| format!("disk size: {e}"))?;
+        if mib > 1024 {
+            return Err(format!("disk size {:?} is over 1G", self.size));
+        }
+        Ok(mib)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        self.size_mib()?;
+        for path in self.files.keys() {
+            let bad = path.is_empty()
+                || path.starts_with('/')
+                || path
+                    .split('/')
+                    .any(|part| part.is_empty() || part == "." || part == "..");
+            if bad {
+                return Err(format!(
+                    "disk file {path:?}: give a relative path of names, e.g. \"hello.txt\" or \"dir/a.txt\""
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn default_disk_size() -> String {
+    "16M".into()
 }
 
 /// Figures Basalt prints that the harness checks.
@@ -196,6 +247,10 @@ struct ScenarioFile {
     timeout: u64,
     #[serde(default)]
     bochs_ips: Option<u64>,
+    #[serde(default)]
+    disk: Option<DiskSpec>,
+    #[serde(default)]
+    network: bool,
 }
 
 /// One run of a boot scenario: the scenario file's settings on one
@@ -251,6 +306,12 @@ pub struct Scenario {
     /// operating systems need tens of millions, or their timers leave them
     /// no time to work.
     pub bochs_ips: Option<u64>,
+    /// The ext4 disk the harness makes and attaches as the first IDE disk.
+    pub disk: Option<DiskSpec>,
+    /// An e1000 network card on the emulator's user-mode network (DHCP;
+    /// the host is 10.0.2.2), with a harness TCP listener whose port
+    /// replaces [`NET_PORT`] in the steps.
+    pub network: bool,
 }
 
 fn one() -> u32 {
@@ -330,6 +391,18 @@ impl ScenarioFile {
         if !self.qemu_args.is_empty() && !on_qemu {
             return Err("qemu_args is for QEMU scenarios only".into());
         }
+        if let Some(disk) = &self.disk {
+            disk.check()?;
+        }
+        let uses_port = self
+            .steps
+            .iter()
+            .any(|s| s.send.as_deref().is_some_and(|t| t.contains(NET_PORT)));
+        if uses_port && !self.network {
+            return Err(format!(
+                "a step sends {NET_PORT} but the scenario has no `network = true`"
+            ));
+        }
         Ok(())
     }
 
@@ -383,6 +456,8 @@ impl ScenarioFile {
             send_pace_ms: self.send_pace_ms,
             timeout: self.timeout,
             bochs_ips: self.bochs_ips,
+            disk: self.disk.clone(),
+            network: self.network,
         }
     }
 }
@@ -759,6 +834,44 @@ mod tests {
             assert_eq!(Backend::parse(b.name()), Ok(b));
         }
         assert!(Backend::parse("kvm-svm").is_err());
+    }
+
+    #[test]
+    fn parses_a_disk_and_a_network() {
+        let s = Scenario::parse(&format!(
+            "{BASE}network = true\n\
+             steps = [{{ wait = '# ', send = \"nc 10.0.2.2 {{net_port}}\\r\" }}]\n\
+             [disk]\nsize = '32M'\nfiles = {{ 'hello.txt' = \"hi\\n\", 'd/e.txt' = '' }}\n"
+        ))
+        .expect("valid");
+        assert!(s.network);
+        let disk = s.disk.expect("a disk");
+        assert_eq!(disk.size_mib(), Ok(32));
+        assert_eq!(disk.files.get("hello.txt").map(String::as_str), Some("hi\n"));
+        assert_eq!(disk.files.len(), 2);
+        let plain = Scenario::parse(&format!("{BASE}disk = {{}}")).expect("valid");
+        let disk = plain.disk.expect("a disk");
+        assert_eq!((disk.size_mib(), disk.files.len()), (Ok(16), 0));
+        assert!(!plain.network && Scenario::parse(BASE).expect("valid").disk.is_none());
+    }
+
+    #[test]
+    fn rejects_bad_disks_and_a_port_without_a_network() {
+        for bad in [
+            "disk = { files = { '/etc/x' = 'a' } }",
+            "disk = { files = { '../x' = 'a' } }",
+            "disk = { files = { 'a//b' = 'a' } }",
+            "disk = { files = { '' = 'a' } }",
+            "disk = { size = '2G' }",
+            "disk = { size = 'big' }",
+            "disk = { sise = '16M' }",
+            "network = 'user'",
+            "steps = [{ send = 'nc 10.0.2.2 {net_port}' }]",
+        ] {
+            assert!(Scenario::parse(&format!("{BASE}{bad}")).is_err(), "{bad}");
+        }
+        let err = Scenario::parse(&format!("{BASE}steps = [{{ send = '{{net_port}}' }}]"));
+        assert!(err.unwrap_err().contains("no `network = true`"));
     }
 
     #[test]

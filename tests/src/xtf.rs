@@ -279,6 +279,8 @@ pub fn run(name: &str, kind: RunKind, expect: Option<Result>) -> Scenario {
         send_pace_ms: 15,
         timeout: if bochs { 90 } else { 30 },
         bochs_ips: None,
+        disk: None,
+        network: false,
     }
 }
 

@@ -15,6 +15,9 @@
 //!   `/usr/sbin/basalt`;
 //! - the test guest `hello` at `/usr/lib/basalt/hello`, a PVH kernel that
 //!   `basalt create` can start from dom0;
+//! - `/mnt`, and `udhcpc`'s script (`/usr/share/udhcpc/default.script`:
+//!   a lease sets the address, the default route and `/etc/resolv.conf`,
+//!   and prints `dom0: dhcp: IFACE has ADDR/MASK ...`);
 //! - `/init`: mounts proc, sys, devtmpfs, loads the modules in dependency
 //!   order, mounts `xenfs` on `/proc/xen`, prints a `dom0: ...` line per
 //!   step, and starts a root shell on the console (`hvc0` with
@@ -61,6 +64,37 @@ const BASALT_PATH: &str = "usr/sbin/basalt";
 /// Where the test guest `hello` goes in the initramfs: a PVH kernel for
 /// `basalt create` to start from dom0.
 const HELLO_PATH: &str = "usr/lib/basalt/hello";
+
+/// Where busybox's `udhcpc` looks for the script that applies a lease.
+const UDHCPC_SCRIPT_PATH: &str = "usr/share/udhcpc/default.script";
+
+/// `udhcpc`'s script: on a lease it sets the interface's address, the
+/// default route and the DNS servers, and prints `dom0: dhcp: ...`.
+pub const UDHCPC_SCRIPT: &str = r#"#!/bin/sh
+# Applies udhcpc's lease (busybox udhcpc; made by `cargo xtask dom0`).
+case "$1" in
+deconfig)
+    ip -4 addr flush dev "$interface"
+    ip link set "$interface" up
+    ;;
+bound|renew)
+    ip -4 addr flush dev "$interface"
+    ip addr add "$ip/${mask:-24}" ${broadcast:+broadcast "$broadcast"} dev "$interface"
+    for r in $router; do
+        ip route add default via "$r" dev "$interface" && break
+    done
+    : > /etc/resolv.conf
+    for d in $dns; do
+        echo "nameserver $d" >> /etc/resolv.conf
+    done
+    echo "dom0: dhcp: $interface has $ip/${mask:-24} (router ${router:-none}, server ${serverid:-?})"
+    ;;
+leasefail|nak)
+    echo "dom0: dhcp: no lease on $interface ($1${message:+: $message})"
+    ;;
+esac
+exit 0
+"#;
 
 /// The list of modules `/init` loads: `group path` per line, in load order.
 const MODULE_LIST: &str = "etc/dom0/modules";
@@ -130,11 +164,13 @@ fn stamp(kernel: &str, basalt: &Path, vmlinux: &Path, hello: &Path) -> Result<St
         Ok(format!("{} {} {mtime}", p.display(), m.len()))
     };
     Ok(format!(
-        "kernel {kernel}\nbasalt {}\nvmlinux {}\nhello {}\nmodules {MODULES:?}\ninit {:x}\n",
+        "kernel {kernel}\nbasalt {}\nvmlinux {}\nhello {}\nmodules {MODULES:?}\ninit {:x}\n\
+         udhcpc {:x}\n",
         meta(basalt)?,
         meta(vmlinux)?,
         meta(hello)?,
-        fnv1a(INIT.as_bytes())
+        fnv1a(INIT.as_bytes()),
+        fnv1a(UDHCPC_SCRIPT.as_bytes())
     ))
 }
 
@@ -513,8 +549,11 @@ pub fn initramfs(
         "etc",
         "etc/dom0",
         "root",
+        "mnt",
         "lib",
         "lib/modules",
+        "usr/share",
+        "usr/share/udhcpc",
     ] {
         cpio.dir(dir, 0o755);
     }
@@ -550,6 +589,7 @@ pub fn initramfs(
         modules_dep.as_bytes(),
     );
     cpio.file(MODULE_LIST, 0o644, list.as_bytes());
+    cpio.file(UDHCPC_SCRIPT_PATH, 0o755, UDHCPC_SCRIPT.as_bytes());
     cpio.file(BASALT_PATH, 0o755, basalt);
     if !kernels.is_empty() {
         cpio.dir("usr/lib", 0o755);
@@ -821,6 +861,8 @@ mod tests {
             "etc/dom0/modules\0",
             "usr/sbin/basalt\0",
             "usr/lib/basalt/hello\0",
+            "usr/share/udhcpc/default.script\0",
+            "mnt\0",
             "sbin/insmod\0",
             "init\0",
             "TRAILER!!!\0",

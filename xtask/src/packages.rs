@@ -62,6 +62,9 @@ pub const DEBIAN_RUST: &[Need] = &[
 /// assets, xtask/src/linux.rs).
 pub const LINUX_TOOLS: &[Need] = &[need("dpkg-deb", "dpkg"), need("xz", "xz-utils")];
 
+/// Making the ext4 disk image of a scenario with `disk` (tests/src/devices.rs).
+pub const DISK_TOOLS: &[Need] = &[need("/usr/sbin/mke2fs", "e2fsprogs")];
+
 /// Building Xen's Test Framework with its own Makefile (xtask/src/xtf.rs).
 pub const XTF_TOOLS: &[Need] = &[
     need("gcc", "gcc"),

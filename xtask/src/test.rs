@@ -190,6 +190,9 @@ pub fn run_all(all: &[Scenario], jobs: usize) -> Result<Vec<(Scenario, Outcome)>
     if all.iter().any(|s| s.emulator == Emulator::Bochs) {
         packages::ensure(packages::BOCHS, "the Bochs boot scenarios")?;
     }
+    if all.iter().any(|s| s.disk.is_some()) {
+        packages::ensure(packages::DISK_TOOLS, "the scenarios with a disk")?;
+    }
     let built = crate::modules::build_for(
         all.iter()
             .flat_map(|s| s.modules.iter().map(|m| m.path.as_path())),
