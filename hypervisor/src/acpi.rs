@@ -48,8 +48,9 @@ pub struct Platform {
     pub local_apic_address: u64,
     /// HPET registers, when there is an HPET.
     pub hpet: Option<u64>,
-    /// PCI Express configuration regions (MCFG entries).
-    pub mcfg_regions: usize,
+    /// PCI Express configuration regions (MCFG entries: the physical
+    /// ranges of their buses' configuration space).
+    pub ecam: basalt_boot::FixedVec<(u64, u64), 8>,
 }
 
 /// Why ACPI could not be used.
@@ -226,15 +227,19 @@ pub fn discover(
     }
     keep_host_tables(&rsdp, &topology);
     let hpet = hpet_address(&tables);
-    let mcfg_regions = tables
-        .find_table::<Mcfg>()
-        .map(|m| m.get().entries().len())
-        .unwrap_or(0);
+    let mut ecam = basalt_boot::FixedVec::new();
+    if let Ok(m) = tables.find_table::<Mcfg>() {
+        for e in m.get().entries() {
+            let buses = u64::from(e.bus_number_end.saturating_sub(e.bus_number_start)) + 1;
+            let start = { e.base_address } + (u64::from(e.bus_number_start) << 20);
+            let _ = ecam.push((start, start + (buses << 20)));
+        }
+    }
     Ok(Platform {
         topology,
         local_apic_address,
         hpet,
-        mcfg_regions,
+        ecam,
     })
 }
 
@@ -291,7 +296,7 @@ pub fn log_platform(p: &Platform) {
     }
     info!(
         "ACPI: {} PCI Express configuration regions (MCFG)",
-        p.mcfg_regions
+        p.ecam.len()
     );
 }
 

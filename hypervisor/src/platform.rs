@@ -196,10 +196,7 @@ extern "C" fn bsp_main(arg: u64) -> ! {
             None
         }
     };
-    crate::hvm::passthrough::init(
-        &boot.info.memory_map,
-        platform.as_ref().and_then(|p| p.hpet),
-    );
+    crate::hvm::passthrough::init(&boot.info.memory_map, platform.as_ref());
     let topology = platform.as_ref().map_or_else(
         || Topology::boot_cpu_only(boot_apic_id),
         |p| p.topology.clone(),

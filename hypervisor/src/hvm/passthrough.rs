@@ -5,6 +5,7 @@
 //! memory) except firmware tables, which are RAM.
 
 use super::memory::GuestRam;
+use basalt_boot::FixedVec;
 use basalt_boot::memmap::{MemoryMap, RegionKind};
 use basalt_paging::MapFlags;
 use spin::Once;
@@ -15,6 +16,9 @@ struct Host {
     map: MemoryMap,
     /// The HPET's register page (Basalt keeps it).
     hpet: Option<u64>,
+    /// PCI Express configuration space (ECAM): configuration is trapped at
+    /// ports 0xCF8/0xCFC only, so these ranges stay unmapped.
+    ecam: FixedVec<(u64, u64), 8>,
 }
 
 static HOST: Once<Host> = Once::new();
@@ -22,11 +26,12 @@ static HOST: Once<Host> = Once::new();
 /// Records the host's memory map and the devices Basalt keeps (boot time,
 /// before the domains are built); only when the control domain's RAM is
 /// identity-mapped (`mm::dom0_ram`) does it own the machine.
-pub fn init(map: &MemoryMap, hpet: Option<u64>) {
+pub fn init(map: &MemoryMap, acpi: Option<&crate::acpi::Platform>) {
     if crate::mm::dom0_ram().is_some() {
         HOST.call_once(|| Host {
             map: *map,
-            hpet: hpet.map(|a| a & !0xfff),
+            hpet: acpi.and_then(|a| a.hpet).map(|a| a & !0xfff),
+            ecam: acpi.map(|a| a.ecam).unwrap_or_default(),
         });
         log::warn!(
             "the control domain owns the machine's devices and no IOMMU is in use: its devices \
@@ -47,7 +52,8 @@ pub fn active() -> bool {
 
 /// The control domain touched `gpa`, where it has no RAM: maps the host page
 /// there 1:1 unless it is host RAM from 1 MiB up (Basalt's or a guest's),
-/// the HPET, or beyond the stage-2 reach. `true`: retry the access.
+/// the HPET, PCI Express configuration space, or beyond the stage-2 reach.
+/// `true`: retry the access.
 pub fn map_absent(ram: &GuestRam, gpa: u64) -> bool {
     let Some(h) = HOST.get() else {
         return false;
@@ -59,7 +65,11 @@ pub fn map_absent(ram: &GuestRam, gpa: u64) -> bool {
             .iter()
             .any(|r| r.kind == k && r.start < page + 4096 && page < r.end)
     };
-    if Some(page) == h.hpet || page >= 1 << 46 || (page >= 1 << 20 && in_ram(RegionKind::Usable)) {
+    if Some(page) == h.hpet
+        || page >= 1 << 46
+        || (page >= 1 << 20 && in_ram(RegionKind::Usable))
+        || h.ecam.iter().any(|&(s, e)| (s..e).contains(&page))
+    {
         return false;
     }
     let rw = MapFlags::READ | MapFlags::WRITE;
