@@ -15,9 +15,10 @@
 //!   `/usr/sbin/basalt`;
 //! - the test guest `hello` at `/usr/lib/basalt/hello`, a PVH kernel that
 //!   `basalt create` can start from dom0;
-//! - `/mnt`, and `udhcpc`'s script (`/usr/share/udhcpc/default.script`:
-//!   a lease sets the address, the default route and `/etc/resolv.conf`,
-//!   and prints `dom0: dhcp: IFACE has ADDR/MASK ...`);
+//! - `/mnt`, and `udhcpc`'s script (`/etc/udhcpc/default.script`, where
+//!   Debian's busybox looks: a lease sets the address, the default route
+//!   and `/etc/resolv.conf`, and prints `dom0: dhcp: IFACE has ADDR/MASK
+//!   ...`);
 //! - `/init`: mounts proc, sys, devtmpfs, loads the modules in dependency
 //!   order, mounts `xenfs` on `/proc/xen`, prints a `dom0: ...` line per
 //!   step, and starts a root shell on the console (`hvc0` with
@@ -65,8 +66,9 @@ const BASALT_PATH: &str = "usr/sbin/basalt";
 /// `basalt create` to start from dom0.
 const HELLO_PATH: &str = "usr/lib/basalt/hello";
 
-/// Where busybox's `udhcpc` looks for the script that applies a lease.
-const UDHCPC_SCRIPT_PATH: &str = "usr/share/udhcpc/default.script";
+/// Where Debian's busybox `udhcpc` looks for the script that applies a
+/// lease (its `CONFIG_UDHCPC_DEFAULT_SCRIPT`).
+const UDHCPC_SCRIPT_PATH: &str = "etc/udhcpc/default.script";
 
 /// `udhcpc`'s script: on a lease it sets the interface's address, the
 /// default route and the DNS servers, and prints `dom0: dhcp: ...`.
@@ -552,8 +554,7 @@ pub fn initramfs(
         "mnt",
         "lib",
         "lib/modules",
-        "usr/share",
-        "usr/share/udhcpc",
+        "etc/udhcpc",
     ] {
         cpio.dir(dir, 0o755);
     }
@@ -861,7 +862,7 @@ mod tests {
             "etc/dom0/modules\0",
             "usr/sbin/basalt\0",
             "usr/lib/basalt/hello\0",
-            "usr/share/udhcpc/default.script\0",
+            "etc/udhcpc/default.script\0",
             "mnt\0",
             "sbin/insmod\0",
             "init\0",
