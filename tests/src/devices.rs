@@ -8,8 +8,8 @@ use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -63,7 +63,9 @@ pub fn make_disk(spec: &DiskSpec, image: &Path) -> Result<(), String> {
         .arg(image)
         .output()
         .map_err(|e| {
-            format!("cannot run {mke2fs} to make the scenario's disk: {e} (apt-get install e2fsprogs)")
+            format!(
+                "cannot run {mke2fs} to make the scenario's disk: {e} (apt-get install e2fsprogs)"
+            )
         })?;
     if !out.status.success() {
         return Err(format!(

@@ -87,8 +87,7 @@ impl Launch<'_> {
         let out = std::fs::File::create(self.emulator_log).map_err(|e| e.to_string())?;
         let err = out.try_clone().map_err(|e| e.to_string())?;
         if machine.emulator == Emulator::Bochs {
-            let mut cfg =
-                emulator::bochs_config_serial(machine, self.iso, serial, &self.bochs_log);
+            let mut cfg = emulator::bochs_config_serial(machine, self.iso, serial, &self.bochs_log);
             cfg.push_str(&emulator::bochs_device_config(&self.devices));
             std::fs::write(&self.bochs_cfg, cfg).map_err(|e| e.to_string())?;
             std::fs::write(&self.bochs_rc, emulator::BOCHS_RC).map_err(|e| e.to_string())?;
@@ -221,7 +220,10 @@ fn boot_and_watch(
         .iter()
         .map(|s| Step {
             wait: s.wait.clone(),
-            send: s.send.as_ref().map(|t| t.replace(scenario::NET_PORT, &port)),
+            send: s
+                .send
+                .as_ref()
+                .map(|t| t.replace(scenario::NET_PORT, &port)),
         })
         .collect();
     let launch = Launch {

@@ -847,7 +847,10 @@ mod tests {
         assert!(s.network);
         let disk = s.disk.expect("a disk");
         assert_eq!(disk.size_mib(), Ok(32));
-        assert_eq!(disk.files.get("hello.txt").map(String::as_str), Some("hi\n"));
+        assert_eq!(
+            disk.files.get("hello.txt").map(String::as_str),
+            Some("hi\n")
+        );
         assert_eq!(disk.files.len(), 2);
         let plain = Scenario::parse(&format!("{BASE}disk = {{}}")).expect("valid");
         let disk = plain.disk.expect("a disk");
