@@ -105,7 +105,7 @@ pub fn cause_guest_test_fault() {
 /// What the scheduler runs at its scheduling points and tells the services
 /// above it.
 const SERVICES: crate::common::sched::Services = crate::common::sched::Services {
-    monitor: crate::common::monitor::service,
+    monitor: cpu0_service,
     departures_pending: crate::common::monitor::departures_pending,
     measure: crate::common::measure::check,
     next_deadline: crate::common::measure::next_deadline,
@@ -113,6 +113,17 @@ const SERVICES: crate::common::sched::Services = crate::common::sched::Services 
     guest_fault_armed: test_fault_guest_armed,
     cause_guest_fault: cause_guest_test_fault,
 };
+
+/// CPU 0's service after an interrupt or at a scheduling point: the control
+/// domain's physical interrupts (they arrive on CPU 0), then the monitor.
+fn cpu0_service() {
+    if crate::hvm::pirq::service()
+        && let Some(d) = crate::common::domain::get(0)
+    {
+        crate::hvm::pirq::deliver(&d.platform);
+    }
+    crate::common::monitor::service();
+}
 
 struct Boot {
     info: BootInfo<'static>,
@@ -230,6 +241,7 @@ extern "C" fn bsp_main(arg: u64) -> ! {
     }
 
     crate::console::enable_input(&topology);
+    crate::hvm::pirq::init(&topology);
 
     let tsc_hz = time::tsc_hz();
     if apic::uses_tsc_deadline() {

@@ -10,6 +10,7 @@ pub mod guestmem;
 pub mod irq;
 pub mod memory;
 pub mod mmio;
+pub mod pirq;
 pub mod platform;
 pub mod strio;
 pub mod vapic;
