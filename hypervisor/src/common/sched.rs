@@ -1324,7 +1324,10 @@ fn idle(me: usize, until: Option<u64>) {
     if let Some(at) = [until, next_timer, extra, poll].into_iter().flatten().min() {
         time::arm_at_ns(at);
     }
-    if NEED_RESCHED[me].load(Ordering::SeqCst) || !REBUILD.lock().is_empty() {
+    if NEED_RESCHED[me].load(Ordering::SeqCst)
+        || !REBUILD.lock().is_empty()
+        || (me == 0 && crate::hvm::pirq::pending())
+    {
         return;
     }
     x86_64::instructions::interrupts::enable_and_hlt();

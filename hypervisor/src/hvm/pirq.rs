@@ -8,7 +8,7 @@
 //! * **Interrupt context** ([`interrupt`], CPU 0, from the IDT or a VM exit)
 //!   touches atomics and the host I/O APIC only: edge, EOI and mark pending;
 //!   level, mask the host pin, EOI and mark pending; a storm masks the pin.
-//! * **Delivery** ([`deliver`], which CPU 0 calls when [`service`] says so,
+//! * **Delivery** ([`deliver`], which CPU 0 calls when [`pending`] says so,
 //!   after every interrupt that woke it or ended a guest's run, and at its
 //!   scheduling points): a pending edge pulses the virtual pin, a pending level
 //!   asserts the virtual line; the vIOAPIC's message kicks or wakes the
@@ -45,8 +45,10 @@ static ON: AtomicU32 = AtomicU32::new(0);
 static STORMED: AtomicU32 = AtomicU32::new(0);
 /// Storms not reported yet.
 static REPORT: AtomicU32 = AtomicU32::new(0);
-/// Pending interrupts: edge GSIs in bits 0-23, level GSIs in bits 32-55.
+/// Pending interrupts: edge GSIs in bits 0-23, level GSIs in bits 32-55,
+/// [`STORM_REPORT`] while [`REPORT`] is not empty.
 static PENDING: AtomicU64 = AtomicU64::new(0);
+const STORM_REPORT: u64 = 1 << 63;
 /// Storm accounting per GSI (CPU 0's interrupt handler only).
 static STORM_START: [AtomicU64; GSIS] = [const { AtomicU64::new(0) }; GSIS];
 static STORM_COUNT: [AtomicU32; GSIS] = [const { AtomicU32::new(0) }; GSIS];
@@ -123,16 +125,24 @@ pub fn interrupt(vector: u8) {
     if storm {
         STORMED.fetch_or(bit, Ordering::SeqCst);
         REPORT.fetch_or(bit, Ordering::SeqCst);
+        PENDING.fetch_or(STORM_REPORT, Ordering::SeqCst);
     } else {
         let shift = if level { 32 } else { 0 };
         PENDING.fetch_or(u64::from(bit) << shift, Ordering::SeqCst);
     }
 }
 
+/// Whether [`deliver`] has work: CPU 0 looks before it sleeps and calls it
+/// after every interrupt that woke it or ended a guest's run.
+pub fn pending() -> bool {
+    PENDING.load(Ordering::Relaxed) != 0
+}
+
 /// Raises dom0's pending physical interrupts in its virtual I/O APIC (one
-/// atomic load when there are none). `p` must be the control domain's.
+/// atomic load when there are none) and reports storms. `p` must be the
+/// control domain's.
 pub fn deliver(p: &Platform) {
-    if PENDING.load(Ordering::Relaxed) == 0 || p.id != 0 {
+    if !pending() || p.id != 0 {
         return;
     }
     let bits = PENDING.swap(0, Ordering::SeqCst);
@@ -142,11 +152,6 @@ pub fn deliver(p: &Platform) {
     for gsi in (0..GSIS).filter(|g| bits & 1 << (g + 32) != 0) {
         super::vapic::host_level(p, gsi, true);
     }
-}
-
-/// CPU 0 after an interrupt woke it or ended a guest's run (and at every
-/// scheduling point): reports storms; true if [`deliver`] has work.
-pub fn service() -> bool {
     let report = REPORT.swap(0, Ordering::SeqCst);
     for gsi in (0..GSIS).filter(|g| report & 1 << g != 0) {
         log::warn!(
@@ -155,7 +160,6 @@ pub fn service() -> bool {
              writes its I/O APIC redirection entry again"
         );
     }
-    PENDING.load(Ordering::Relaxed) != 0
 }
 
 /// dom0's EOI ended the level interrupts of `gsis` (bit n = GSI n): their
@@ -188,13 +192,10 @@ pub fn entry_written(p: &Platform, pin: usize, old: u64, new: u64) {
     write_host(pin, true);
     ENTRY[pin].store(e.with_mask(false).to_bits(), Ordering::SeqCst);
     let level = e.trigger == TriggerMode::Level;
-    for (set, on) in [(&LEVEL, level), (&ON, !e.masked)] {
-        if on {
-            set.fetch_or(bit, Ordering::SeqCst);
-        } else {
-            set.fetch_and(!bit, Ordering::SeqCst);
-        }
-    }
+    LEVEL.fetch_and(!bit, Ordering::SeqCst);
+    ON.fetch_and(!bit, Ordering::SeqCst);
+    LEVEL.fetch_or(if level { bit } else { 0 }, Ordering::SeqCst);
+    ON.fetch_or(if e.masked { 0 } else { bit }, Ordering::SeqCst);
     PENDING.fetch_and(!(u64::from(bit) | u64::from(bit) << 32), Ordering::SeqCst);
     // A line in service ends: if the device still asserts it, the host pin
     // fires again.
