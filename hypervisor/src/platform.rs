@@ -117,10 +117,9 @@ const SERVICES: crate::common::sched::Services = crate::common::sched::Services 
 /// CPU 0's service after an interrupt or at a scheduling point: the control
 /// domain's physical interrupts (they arrive on CPU 0), then the monitor.
 fn cpu0_service() {
-    if crate::hvm::pirq::pending()
-        && let Some(d) = crate::common::domain::get(0)
-    {
-        crate::hvm::pirq::deliver(&d.platform);
+    if crate::hvm::pirq::pending() {
+        let d = crate::common::domain::get(0);
+        crate::hvm::pirq::deliver(d.as_ref().map(|d| &d.platform));
     }
     crate::common::monitor::service();
 }

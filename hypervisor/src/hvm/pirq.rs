@@ -138,14 +138,17 @@ pub fn pending() -> bool {
     PENDING.load(Ordering::Relaxed) != 0
 }
 
-/// Raises dom0's pending physical interrupts in its virtual I/O APIC (one
-/// atomic load when there are none) and reports storms. `p` must be the
-/// control domain's.
-pub fn deliver(p: &Platform) {
-    if !pending() || p.id != 0 {
+/// Raises dom0's pending physical interrupts in its virtual I/O APIC `p`
+/// (one atomic load when there are none) and reports storms; with no
+/// control domain (`p` `None` or another's) they are dropped.
+pub fn deliver(p: Option<&Platform>) {
+    if !pending() {
         return;
     }
     let bits = PENDING.swap(0, Ordering::SeqCst);
+    let Some(p) = p.filter(|p| p.id == 0) else {
+        return;
+    };
     for gsi in (0..GSIS).filter(|g| bits & 1 << g != 0) {
         super::vapic::pulse_gsi(p, gsi);
     }

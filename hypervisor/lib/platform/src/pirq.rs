@@ -3,7 +3,7 @@
 //! I/O APIC entry that binds one to Basalt's vector for it, and the storm
 //! accounting that masks a line nobody services.
 
-use crate::ioapic::{Polarity, RedirectionEntry, TriggerMode};
+use crate::ioapic::RedirectionEntry;
 
 /// GSIs that may pass through: the pins of dom0's one virtual I/O APIC.
 pub const GSIS: usize = 24;
@@ -36,12 +36,9 @@ pub const fn vector(gsi: usize) -> u8 {
 }
 
 /// The GSI whose vector is `vector`, if it is one of them.
-pub const fn gsi_of(vector: u8) -> Option<usize> {
-    if vector >= VECTOR_BASE && vector <= VECTOR_LAST {
-        Some((vector - VECTOR_BASE) as usize)
-    } else {
-        None
-    }
+pub fn gsi_of(vector: u8) -> Option<usize> {
+    let gsi = usize::from(vector.wrapping_sub(VECTOR_BASE));
+    (gsi < GSIS).then_some(gsi)
 }
 
 /// Redirection-entry bits that a change of makes the host pin be
@@ -57,18 +54,10 @@ pub const fn rebind_needed(old: u64, new: u64) -> bool {
 /// The host entry for `gsi` after dom0 wrote `virt` to its virtual entry:
 /// fixed delivery of [`vector`]`(gsi)` to APIC id `dest` (physical), with
 /// the trigger mode, polarity and mask `virt` has.
-pub const fn host_entry(gsi: usize, virt: u64, dest: u8) -> RedirectionEntry {
-    let polarity = if virt & 1 << 13 != 0 {
-        Polarity::ActiveLow
-    } else {
-        Polarity::ActiveHigh
-    };
-    let trigger = if virt & 1 << 15 != 0 {
-        TriggerMode::Level
-    } else {
-        TriggerMode::Edge
-    };
-    RedirectionEntry::fixed(vector(gsi), dest, polarity, trigger).with_mask(virt & 1 << 16 != 0)
+pub fn host_entry(gsi: usize, virt: u64, dest: u8) -> RedirectionEntry {
+    // Only the binding bits: the delivery mode is then fixed, always valid.
+    let v = RedirectionEntry::from_bits(virt & BINDING_BITS).unwrap_or(RedirectionEntry::MASKED);
+    RedirectionEntry::fixed(vector(gsi), dest, v.polarity, v.trigger).with_mask(v.masked)
 }
 
 /// One GSI's interrupt count in the current window.

@@ -1,4 +1,5 @@
 use super::*;
+use crate::ioapic::{Polarity, TriggerMode};
 
 #[test]
 fn timer_rtc_and_console_gsis_stay_basalts() {
