@@ -132,6 +132,7 @@ struct Boot {
     test_panic: bool,
     test_exit: bool,
     test_svm: bool,
+    test_pirq: bool,
     sched: crate::common::sched::Settings,
     /// `test-measure=WARMUP,WINDOW` in ms.
     test_measure: Option<(u64, u64)>,
@@ -148,6 +149,7 @@ pub fn start(info: &BootInfo<'static>, options: &Options<'_>) -> ! {
         test_panic: options.test_panic,
         test_exit: options.test_exit,
         test_svm: options.test_svm,
+        test_pirq: options.test_pirq,
         test_measure: options.test_measure,
         dom0: crate::common::domain::Dom0Options {
             memory: options.dom0_mem,
@@ -240,7 +242,7 @@ extern "C" fn bsp_main(arg: u64) -> ! {
     }
 
     crate::console::enable_input(&topology);
-    crate::hvm::pirq::init(&topology);
+    crate::hvm::pirq::init(&topology, boot.test_pirq);
 
     let tsc_hz = time::tsc_hz();
     if apic::uses_tsc_deadline() {

@@ -1472,6 +1472,8 @@ fn run_slice(me: usize, slot: &Slot, v: &mut Running<'_>, slice_ns: u64) -> Slic
             }
             bound = 0;
         }
+        // The control domain's physical interrupts (one load when none).
+        crate::hvm::pirq::deliver(Some(&domain.platform));
         // One load says whether anything waits in the vCPU's APIC.
         let attention = domain.platform.apic.attention(index);
         if attention != 0 {

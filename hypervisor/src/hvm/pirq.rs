@@ -2,17 +2,17 @@
 //! "Physical interrupts"): a host GSI that passes through
 //! (`basalt_platform::pirq::passed_through`) is bound, when dom0 writes its
 //! virtual I/O APIC entry, to the host I/O APIC pin with Basalt's vector
-//! for it, to the boot CPU; the host interrupt marks it pending, and CPU 0
-//! raises it in dom0's virtual I/O APIC at its next scheduling point.
+//! for it, to the boot CPU; the host interrupt marks it pending, and it is
+//! raised in dom0's virtual I/O APIC outside interrupt context.
 //!
 //! * **Interrupt context** ([`interrupt`], CPU 0, from the IDT or a VM exit)
 //!   touches atomics and the host I/O APIC only: edge, EOI and mark pending;
 //!   level, mask the host pin, EOI and mark pending; a storm masks the pin.
-//! * **Delivery** ([`deliver`], which CPU 0 calls when [`pending`] says so,
-//!   after every interrupt that woke it or ended a guest's run, and at its
-//!   scheduling points): a pending edge pulses the virtual pin, a pending level
-//!   asserts the virtual line; the vIOAPIC's message kicks or wakes the
-//!   vCPU it targets.
+//! * **Delivery** ([`deliver`]: by dom0's vCPUs before each guest entry, and
+//!   by CPU 0 after every interrupt that woke it or ended a guest's run, at
+//!   its scheduling points and before it sleeps): a pending edge pulses the
+//!   virtual pin, a pending level asserts the virtual line; the vIOAPIC's
+//!   message kicks or wakes the vCPU it targets.
 //! * **Level EOI** ([`eoi`], from `vapic` after dom0's EOI cleared remote
 //!   IRR): the virtual line was deasserted under the APIC lock; the host
 //!   pin is unmasked, and fires again if the device still asserts it.
@@ -22,8 +22,8 @@ use crate::arch::x86_64::apic::{self, IoApicRegs};
 use basalt_platform::ioapic::{Polarity, RedirectionEntry, TriggerMode, physical_destination};
 use basalt_platform::pirq::{self as policy, GSIS, STORM_LIMIT, Storm};
 use basalt_platform::topology::Topology;
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use spin::Once;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use spin::{Mutex, Once};
 use x86_64::instructions::interrupts::without_interrupts;
 
 /// The host I/O APIC pin of each GSI, and the boot CPU's APIC id.
@@ -49,13 +49,17 @@ static REPORT: AtomicU32 = AtomicU32::new(0);
 /// [`STORM_REPORT`] while [`REPORT`] is not empty.
 static PENDING: AtomicU64 = AtomicU64::new(0);
 const STORM_REPORT: u64 = 1 << 63;
-/// Storm accounting per GSI (CPU 0's interrupt handler only).
-static STORM_START: [AtomicU64; GSIS] = [const { AtomicU64::new(0) }; GSIS];
-static STORM_COUNT: [AtomicU32; GSIS] = [const { AtomicU32::new(0) }; GSIS];
+/// Storm accounting per GSI; held only with interrupts off.
+static STORMS: Mutex<[Storm; GSIS]> = Mutex::new([Storm::NEW; GSIS]);
+/// `test-pirq`: each binding and each host EOI of a level GSI is followed
+/// by a host interrupt of it (a self-IPI of its vector), as from a device
+/// that never lets its line go.
+static TEST: AtomicBool = AtomicBool::new(false);
 
 /// Finds the host I/O APIC pin of GSIs 0-23 and decides which pass
 /// through. Call once on the boot CPU after `console::enable_input`.
-pub fn init(topology: &Topology) {
+pub fn init(topology: &Topology, test: bool) {
+    TEST.store(test, Ordering::Relaxed);
     let mut pins = [None; GSIS];
     let mut served = 0u32;
     for io in topology.ioapics() {
@@ -80,21 +84,14 @@ pub fn init(topology: &Topology) {
     HOST.call_once(|| Host { pins, dest });
     crate::fault::set_device_interrupt(interrupt);
     THROUGH.store(through, Ordering::SeqCst);
-    log::debug!(
-        "physical interrupts: GSI mask {through:#08x} can pass through to the control domain \
-         (vectors {:#x}-{:#x})",
-        policy::VECTOR_BASE,
-        policy::VECTOR_LAST
-    );
+    log::debug!("physical interrupts: GSIs {through:#08x} (bit n = GSI n) may reach dom0");
 }
 
 /// Writes `gsi`'s bound host entry, masked or not.
 fn write_host(gsi: usize, masked: bool) {
     let bits = ENTRY[gsi].load(Ordering::SeqCst);
-    let Some(e) = RedirectionEntry::from_bits(bits).filter(|_| bits != 0) else {
-        return;
-    };
-    if let Some((regs, pin)) = HOST.get().and_then(|h| h.pins[gsi]) {
+    let e = RedirectionEntry::from_bits(bits).filter(|_| bits != 0);
+    if let (Some(e), Some((regs, pin))) = (e, HOST.get().and_then(|h| h.pins[gsi])) {
         without_interrupts(|| {
             let _io = crate::console::IOAPIC_LOCK.lock();
             regs.write_redirection(pin, e.with_mask(masked));
@@ -110,13 +107,7 @@ pub fn interrupt(vector: u8) {
         return;
     };
     let bit = 1u32 << gsi;
-    let mut s = Storm {
-        start_ns: STORM_START[gsi].load(Ordering::Relaxed),
-        count: STORM_COUNT[gsi].load(Ordering::Relaxed),
-    };
-    let storm = s.tick(crate::time::now_ns());
-    STORM_START[gsi].store(s.start_ns, Ordering::Relaxed);
-    STORM_COUNT[gsi].store(s.count, Ordering::Relaxed);
+    let storm = STORMS.lock()[gsi].tick(crate::time::now_ns());
     let level = LEVEL.load(Ordering::SeqCst) & bit != 0;
     if level || storm {
         write_host(gsi, true);
@@ -139,22 +130,15 @@ pub fn pending() -> bool {
 }
 
 /// Raises dom0's pending physical interrupts in its virtual I/O APIC `p`
-/// (one atomic load when there are none) and reports storms; with no
-/// control domain (`p` `None` or another's) they are dropped.
+/// and reports storms (one atomic load when there is nothing). Called by
+/// every vCPU before it enters its guest (another domain's leaves them
+/// pending) and by CPU 0's service with dom0's platform (`None` when there
+/// is no control domain: they are dropped).
 pub fn deliver(p: Option<&Platform>) {
-    if !pending() {
+    if !pending() || p.is_some_and(|p| p.id != 0) {
         return;
     }
     let bits = PENDING.swap(0, Ordering::SeqCst);
-    let Some(p) = p.filter(|p| p.id == 0) else {
-        return;
-    };
-    for gsi in (0..GSIS).filter(|g| bits & 1 << g != 0) {
-        super::vapic::pulse_gsi(p, gsi);
-    }
-    for gsi in (0..GSIS).filter(|g| bits & 1 << (g + 32) != 0) {
-        super::vapic::host_level(p, gsi, true);
-    }
     let report = REPORT.swap(0, Ordering::SeqCst);
     for gsi in (0..GSIS).filter(|g| report & 1 << g != 0) {
         log::warn!(
@@ -162,6 +146,15 @@ pub fn deliver(p: Option<&Platform>) {
              does not service, or a wrong trigger mode or polarity); it stays masked until dom0 \
              writes its I/O APIC redirection entry again"
         );
+    }
+    let Some(p) = p else {
+        return;
+    };
+    for gsi in (0..GSIS).filter(|g| bits & 1 << g != 0) {
+        super::vapic::pulse_gsi(p, gsi);
+    }
+    for gsi in (0..GSIS).filter(|g| bits & 1 << (g + 32) != 0) {
+        super::vapic::host_level(p, gsi, true);
     }
 }
 
@@ -171,6 +164,7 @@ pub fn eoi(gsis: u32) {
     let open = gsis & ON.load(Ordering::SeqCst) & !STORMED.load(Ordering::SeqCst);
     for gsi in (0..GSIS).filter(|g| open & 1 << g != 0) {
         write_host(gsi, false);
+        test_interrupt(gsi);
     }
 }
 
@@ -189,7 +183,7 @@ pub fn entry_written(p: &Platform, pin: usize, old: u64, new: u64) {
     else {
         return;
     };
-    STORM_COUNT[pin].store(0, Ordering::Relaxed);
+    without_interrupts(|| STORMS.lock()[pin] = Storm::NEW);
     let e = policy::host_entry(pin, new, h.dest);
     // Masked while it changes: no interrupt of the old binding follows.
     write_host(pin, true);
@@ -204,6 +198,7 @@ pub fn entry_written(p: &Platform, pin: usize, old: u64, new: u64) {
     // fires again.
     super::vapic::host_level(p, pin, false);
     write_host(pin, e.masked);
+    test_interrupt(pin);
     crate::guest_log!(
         p,
         log::Level::Debug,
@@ -217,4 +212,14 @@ pub fn entry_written(p: &Platform, pin: usize, old: u64, new: u64) {
         },
         if e.masked { ", masked" } else { "" }
     );
+}
+
+/// `test-pirq`: a host interrupt of `gsi` if it is bound level and
+/// unmasked, by a self-IPI to the boot CPU.
+fn test_interrupt(gsi: usize) {
+    let stuck = LEVEL.load(Ordering::SeqCst) & ON.load(Ordering::SeqCst) & 1 << gsi != 0;
+    if let Some(h) = HOST.get().filter(|_| stuck && TEST.load(Ordering::Relaxed)) {
+        let to = apic::Destination::Apic(u32::from(h.dest));
+        apic::send_ipi(apic::Delivery::Fixed(policy::vector(gsi)), to);
+    }
 }

@@ -312,8 +312,8 @@ impl DomainApic {
                         let e = st.ioapic.entry(pin).unwrap_or(0);
                         if e as u8 == eoi.vector && e & basalt_vapic::ioapic::RTE_REMOTE_IRR != 0 {
                             self.host_level.fetch_and(!(1 << pin), Ordering::SeqCst);
-                            self.lines.fetch_and(!(1 << pin), Ordering::SeqCst);
-                            st.ioapic.set_irq(pin, false);
+                            let device = self.lines.load(Ordering::SeqCst) & 1 << pin != 0;
+                            st.ioapic.set_irq(pin, device);
                             fx.host_eoi |= 1 << pin;
                         }
                     }
@@ -413,7 +413,7 @@ pub fn mmio_write(p: &Platform, vcpu: u32, gpa: u64, value: u64) {
         } else {
             // Lines that changed while their pin was masked reach the
             // model first: unmasking an asserted level pin sends.
-            let lines = a.lines.load(Ordering::SeqCst);
+            let lines = a.lines.load(Ordering::SeqCst) | a.host_level.load(Ordering::SeqCst);
             for pin in 0..basalt_vapic::ioapic::PINS {
                 let level = lines & (1 << pin) != 0;
                 if st.ioapic.line(pin) != level
@@ -502,11 +502,9 @@ pub fn set_isa_irq(p: &Platform, irq: u8, level: bool) {
 }
 
 /// The I/O APIC's input `pin` (GSI 0-23) changed to `level` (see
-/// [`set_isa_irq`]).
+/// [`set_isa_irq`]); a host level interrupt of the same pin (a shared line)
+/// keeps it asserted.
 pub fn set_gsi(p: &Platform, pin: usize, level: bool) {
-    if pin >= basalt_vapic::ioapic::PINS {
-        return;
-    }
     let a = &p.apic;
     let mut fx = Effects::default();
     // Hot path (every UART access re-states its line): nothing changes
@@ -524,7 +522,8 @@ pub fn set_gsi(p: &Platform, pin: usize, level: bool) {
     }
     {
         let mut st = a.state.lock();
-        if let Some(msg) = st.ioapic.set_irq(pin, level) {
+        let host = a.host_level.load(Ordering::SeqCst) & bit != 0;
+        if let Some(msg) = st.ioapic.set_irq(pin, level || host) {
             a.deliver_ioapic(&mut st, msg, &mut fx);
         }
     }
@@ -573,7 +572,7 @@ pub fn pulse_isa_irq(p: &Platform, irq: u8) {
 /// A pulse on I/O APIC input `pin` (GSI 0-23; see [`pulse_isa_irq`]).
 pub fn pulse_gsi(p: &Platform, pin: usize) {
     let a = &p.apic;
-    if pin >= basalt_vapic::ioapic::PINS || a.masked.load(Ordering::Relaxed) & (1 << pin) != 0 {
+    if a.masked.load(Ordering::Relaxed) & (1 << pin) != 0 {
         return;
     }
     let mut fx = Effects::default();
@@ -590,18 +589,27 @@ pub fn pulse_gsi(p: &Platform, pin: usize) {
     apply(p, None, fx);
 }
 
-/// A host level interrupt on GSI `pin` reached the domain (or, `on` false,
-/// its host binding changed): the line is asserted until the guest's EOI.
+/// A host level interrupt on GSI `pin` (< 24) reached the domain (or, `on`
+/// false, its host binding changed): the line is asserted until the guest's
+/// EOI, or longer if an emulated device shares it and asserts it.
 pub fn host_level(p: &Platform, pin: usize, on: bool) {
-    let bit = 1u32.checked_shl(pin as u32).unwrap_or(0);
-    let was = if on {
-        p.apic.host_level.fetch_or(bit, Ordering::SeqCst)
-    } else {
-        p.apic.host_level.fetch_and(!bit, Ordering::SeqCst)
-    };
-    if on || was & bit != 0 {
-        set_gsi(p, pin, on);
+    let a = &p.apic;
+    let bit = 1u32 << pin;
+    a.host_level.fetch_and(!bit, Ordering::SeqCst);
+    a.host_level
+        .fetch_or(if on { bit } else { 0 }, Ordering::SeqCst);
+    if (a.lines.load(Ordering::SeqCst) | a.masked.load(Ordering::Relaxed)) & bit != 0 {
+        // A device holds it, or masked: the model learns it at unmasking.
+        return;
     }
+    let mut fx = Effects::default();
+    {
+        let mut st = a.state.lock();
+        if let Some(msg) = st.ioapic.set_irq(pin, on) {
+            a.deliver_ioapic(&mut st, msg, &mut fx);
+        }
+    }
+    apply(p, None, fx);
 }
 
 /// vCPU `vcpu`'s APIC timer deadline has passed (by `now`, system ns): the

@@ -70,6 +70,12 @@ pub struct Storm {
 }
 
 impl Storm {
+    /// No interrupt counted yet.
+    pub const NEW: Storm = Storm {
+        start_ns: 0,
+        count: 0,
+    };
+
     /// Counts an interrupt at `now`; true exactly once per window, at the
     /// interrupt that goes past [`STORM_LIMIT`].
     pub fn tick(&mut self, now: u64) -> bool {
