@@ -251,6 +251,9 @@ pub struct Options<'a> {
     /// `test-svm` (tests only): run the AMD SVM bring-up test on the boot
     /// CPU when it has SVM.
     pub test_svm: bool,
+    /// `test-pirq` (tests only): simulate a stuck level line on every GSI
+    /// the control domain binds (docs/control-domain.md).
+    pub test_pirq: bool,
     /// `test-fault=` (tests only): cause a fault on purpose.
     pub test_fault: Option<TestFault>,
     /// `maxcpus=N`: use at most N CPUs (the boot CPU counts).
@@ -460,6 +463,7 @@ impl<'a> Options<'a> {
             "test-exit" | "test_exit" => Some(&mut self.test_exit),
             "test-panic" | "test_panic" => Some(&mut self.test_panic),
             "test-svm" | "test_svm" => Some(&mut self.test_svm),
+            "test-pirq" | "test_pirq" => Some(&mut self.test_pirq),
             _ => None,
         }
     }
@@ -544,6 +548,8 @@ mod tests {
         assert_eq!(o.invalid[0].option, "test-panic=maybe");
         assert!(Options::parse("test-svm").test_svm);
         assert!(!Options::parse("test-exit").test_svm);
+        assert!(Options::parse("test-pirq").test_pirq);
+        assert!(!Options::parse("test-svm").test_pirq);
     }
 
     #[test]

@@ -36,8 +36,8 @@
 
 mod input;
 
-pub use input::{enable_input, input_is_polled, input_stats, poll_input, read_input};
-pub(crate) use input::{rx_interrupt, timer_poll};
+pub(crate) use input::{IOAPIC_LOCK, rx_interrupt, timer_poll};
+pub use input::{console_gsis, enable_input, input_is_polled, input_stats, poll_input, read_input};
 
 use crate::time;
 use alloc::sync::Arc;

@@ -45,6 +45,22 @@ pub fn set_apic_ready() {
     APIC_READY.store(true, Ordering::SeqCst);
 }
 
+/// The handler of the control domain's device vectors (`hvm::pirq`).
+static DEVICE_INTERRUPT: spin::Once<fn(u8)> = spin::Once::new();
+
+/// Hands the device vectors ([`vector::PIRQ_FIRST`]-[`vector::PIRQ_LAST`])
+/// to `handler`, which runs with interrupts off and must EOI.
+pub fn set_device_interrupt(handler: fn(u8)) {
+    DEVICE_INTERRUPT.call_once(|| handler);
+}
+
+fn device_interrupt(v: u8) {
+    match DEVICE_INTERRUPT.get() {
+        Some(handler) => handler(v),
+        None => apic::eoi(),
+    }
+}
+
 /// Whether a CPU has faulted or panicked and the machine is stopping.
 pub fn is_stopping() -> bool {
     STOPPING.load(Ordering::SeqCst)
@@ -80,6 +96,7 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
             console::timer_poll();
         }
         vector::CONSOLE_RX => console::rx_interrupt(),
+        vector::PIRQ_FIRST..=vector::PIRQ_LAST => device_interrupt(v),
         vector::WAKE => apic::eoi(),
         vector::APIC_ERROR => {
             let esr = apic::take_errors();
@@ -111,6 +128,7 @@ pub fn external_interrupt(vector: u8) {
             console::timer_poll();
         }
         vector::CONSOLE_RX => console::rx_interrupt(),
+        vector::PIRQ_FIRST..=vector::PIRQ_LAST => device_interrupt(vector),
         vector::SPURIOUS => {
             SPURIOUS.fetch_add(1, Ordering::Relaxed);
         }

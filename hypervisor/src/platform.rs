@@ -105,7 +105,7 @@ pub fn cause_guest_test_fault() {
 /// What the scheduler runs at its scheduling points and tells the services
 /// above it.
 const SERVICES: crate::common::sched::Services = crate::common::sched::Services {
-    monitor: crate::common::monitor::service,
+    monitor: cpu0_service,
     departures_pending: crate::common::monitor::departures_pending,
     measure: crate::common::measure::check,
     next_deadline: crate::common::measure::next_deadline,
@@ -113,6 +113,16 @@ const SERVICES: crate::common::sched::Services = crate::common::sched::Services 
     guest_fault_armed: test_fault_guest_armed,
     cause_guest_fault: cause_guest_test_fault,
 };
+
+/// CPU 0's service after an interrupt or at a scheduling point: the control
+/// domain's physical interrupts (they arrive on CPU 0), then the monitor.
+fn cpu0_service() {
+    if crate::hvm::pirq::pending() {
+        let d = crate::common::domain::get(0);
+        crate::hvm::pirq::deliver(d.as_ref().map(|d| &d.platform));
+    }
+    crate::common::monitor::service();
+}
 
 struct Boot {
     info: BootInfo<'static>,
@@ -122,6 +132,7 @@ struct Boot {
     test_panic: bool,
     test_exit: bool,
     test_svm: bool,
+    test_pirq: bool,
     sched: crate::common::sched::Settings,
     /// `test-measure=WARMUP,WINDOW` in ms.
     test_measure: Option<(u64, u64)>,
@@ -138,6 +149,7 @@ pub fn start(info: &BootInfo<'static>, options: &Options<'_>) -> ! {
         test_panic: options.test_panic,
         test_exit: options.test_exit,
         test_svm: options.test_svm,
+        test_pirq: options.test_pirq,
         test_measure: options.test_measure,
         dom0: crate::common::domain::Dom0Options {
             vcpus: options.dom0_max_vcpus,
@@ -230,6 +242,7 @@ extern "C" fn bsp_main(arg: u64) -> ! {
     }
 
     crate::console::enable_input(&topology);
+    crate::hvm::pirq::init(&topology, boot.test_pirq);
 
     let tsc_hz = time::tsc_hz();
     if apic::uses_tsc_deadline() {

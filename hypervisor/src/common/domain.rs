@@ -686,6 +686,16 @@ fn build(
         RamError::NoMemory(m) => BuildError::Memory(m),
         RamError::Map(e) => BuildError::Map(e),
     })?;
+    if let Some(r) = identity {
+        info!(
+            "domain d{id} ({}): its RAM is the host's, identity-mapped below {:#x}: {} in {} \
+             ranges (Basalt's image and the firmware's areas are holes)",
+            spec.name,
+            r.end,
+            basalt_boot::memmap::ByteSize(r.pieces.iter().map(|p| p.1 - p.0).sum()),
+            r.pieces.len()
+        );
+    }
     let stage2_root = ram.stage2_root();
     // The guest's TSC starts at 0 now, on every vCPU; its APICs count time
     // from the same instant.

@@ -1324,7 +1324,10 @@ fn idle(me: usize, until: Option<u64>) {
     if let Some(at) = [until, next_timer, extra, poll].into_iter().flatten().min() {
         time::arm_at_ns(at);
     }
-    if NEED_RESCHED[me].load(Ordering::SeqCst) || !REBUILD.lock().is_empty() {
+    if NEED_RESCHED[me].load(Ordering::SeqCst)
+        || !REBUILD.lock().is_empty()
+        || (me == 0 && crate::hvm::pirq::pending())
+    {
         return;
     }
     x86_64::instructions::interrupts::enable_and_hlt();
@@ -1469,6 +1472,8 @@ fn run_slice(me: usize, slot: &Slot, v: &mut Running<'_>, slice_ns: u64) -> Slic
             }
             bound = 0;
         }
+        // The control domain's physical interrupts (one load when none).
+        crate::hvm::pirq::deliver(Some(&domain.platform));
         // One load says whether anything waits in the vCPU's APIC.
         let attention = domain.platform.apic.attention(index);
         if attention != 0 {

@@ -76,7 +76,15 @@ struct LevelPin {
 /// The level-triggered routes (none on PCs, where ISA IRQs are edge).
 static LEVEL_PINS: Once<[Option<LevelPin>; 2]> = Once::new();
 /// Serialises I/O APIC register access after boot; held with interrupts off.
-static IOAPIC_LOCK: Mutex<()> = Mutex::new(());
+pub(crate) static IOAPIC_LOCK: Mutex<()> = Mutex::new(());
+/// The GSIs of the console UARTs (bit n = GSI n), which Basalt keeps.
+static GSIS: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+
+/// The GSIs the console UARTs interrupt on (bit n = GSI n; known after
+/// [`enable_input`]).
+pub fn console_gsis() -> u32 {
+    GSIS.load(Ordering::Relaxed)
+}
 /// Whether the level-triggered pins are masked.
 static LEVEL_MASKED: AtomicBool = AtomicBool::new(false);
 
@@ -332,6 +340,10 @@ pub fn enable_input(topology: &Topology) {
             polled = true;
             continue;
         };
+        GSIS.fetch_or(
+            1u32.checked_shl(topology.isa_route(irq).gsi).unwrap_or(0),
+            Ordering::Relaxed,
+        );
         match topology.route_isa_irq(irq, vector::CONSOLE_RX, bsp, |io| regs_of(io).entries()) {
             Ok(route) => {
                 let regs = regs_of(&route.ioapic);

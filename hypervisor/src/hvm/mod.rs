@@ -12,6 +12,7 @@ pub mod memory;
 pub mod mmio;
 pub mod passthrough;
 pub mod pci_pass;
+pub mod pirq;
 pub mod platform;
 pub mod strio;
 pub mod vapic;

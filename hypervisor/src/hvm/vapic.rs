@@ -78,6 +78,9 @@ pub struct DomainApic {
     lines: core::sync::atomic::AtomicU32,
     /// The I/O APIC's masked pins (bit n = pin n), for skipping the lock.
     masked: core::sync::atomic::AtomicU32,
+    /// The lines a host level interrupt asserts until the guest's EOI (bit
+    /// n = pin n; the control domain's only, [`super::pirq`]).
+    host_level: AtomicU32,
     /// System time at which the domain's TSC read 0.
     base_ns: u64,
 }
@@ -91,6 +94,8 @@ struct Effects {
     /// (vCPU, delivery mode) of an IPI Basalt does not emulate, to log
     /// (rate-limited: the guest chooses how often) once the lock is dropped.
     ignored: Option<(usize, Delivery)>,
+    /// Host level GSIs the guest's EOI ended, to unmask on the host.
+    host_eoi: u32,
 }
 
 impl DomainApic {
@@ -117,6 +122,7 @@ impl DomainApic {
             sipi: (0..vcpus).map(|_| AtomicU32::new(0)).collect(),
             lines: core::sync::atomic::AtomicU32::new(0),
             masked: core::sync::atomic::AtomicU32::new(u32::MAX),
+            host_level: AtomicU32::new(0),
             base_ns,
         }
     }
@@ -298,6 +304,19 @@ impl DomainApic {
             }
             Action::Eoi(eoi) => {
                 if eoi.level_triggered {
+                    // A host line ends with its handler: deasserted before
+                    // remote IRR clears, so only the device asserting it
+                    // again (the host pin fires) sends again.
+                    let host = self.host_level.load(Ordering::SeqCst);
+                    for pin in (0..basalt_vapic::ioapic::PINS).filter(|p| host & 1 << p != 0) {
+                        let e = st.ioapic.entry(pin).unwrap_or(0);
+                        if e as u8 == eoi.vector && e & basalt_vapic::ioapic::RTE_REMOTE_IRR != 0 {
+                            self.host_level.fetch_and(!(1 << pin), Ordering::SeqCst);
+                            let device = self.lines.load(Ordering::SeqCst) & 1 << pin != 0;
+                            st.ioapic.set_irq(pin, device);
+                            fx.host_eoi |= 1 << pin;
+                        }
+                    }
                     let again = st.ioapic.eoi(eoi.vector);
                     for msg in again.iter() {
                         self.deliver_ioapic(st, msg, fx);
@@ -319,6 +338,9 @@ fn apply(p: &Platform, me: Option<usize>, fx: Effects) {
             "d{}v{d}: {delivery:?} IPI ignored (not emulated)",
             p.id
         );
+    }
+    if fx.host_eoi != 0 {
+        super::pirq::eoi(fx.host_eoi);
     }
     if fx.kick.is_empty() && fx.start.is_empty() {
         return;
@@ -374,6 +396,8 @@ pub fn mmio_write(p: &Platform, vcpu: u32, gpa: u64, value: u64) {
     let word = ((value << shift) & 0xffff_ffff) as u32;
     let v = vcpu as usize;
     let mut fx = Effects::default();
+    // (pin, old entry, new entry) of a redirection entry the write reached.
+    let mut rte = None;
     {
         let mut st = a.state.lock();
         if page == u64::from(basalt_guest::acpi::LOCAL_APIC_ADDRESS) {
@@ -389,7 +413,7 @@ pub fn mmio_write(p: &Platform, vcpu: u32, gpa: u64, value: u64) {
         } else {
             // Lines that changed while their pin was masked reach the
             // model first: unmasking an asserted level pin sends.
-            let lines = a.lines.load(Ordering::SeqCst);
+            let lines = a.lines.load(Ordering::SeqCst) | a.host_level.load(Ordering::SeqCst);
             for pin in 0..basalt_vapic::ioapic::PINS {
                 let level = lines & (1 << pin) != 0;
                 if st.ioapic.line(pin) != level
@@ -398,8 +422,17 @@ pub fn mmio_write(p: &Platform, vcpu: u32, gpa: u64, value: u64) {
                     a.deliver_ioapic(&mut st, msg, &mut fx);
                 }
             }
+            let index = st.ioapic.read(basalt_vapic::ioapic::IOREGSEL) as u8;
+            let pin = usize::from(index.wrapping_sub(basalt_vapic::ioapic::REG_REDTBL) / 2);
+            let old = st.ioapic.entry(pin).unwrap_or(0);
             if let Some(msg) = st.ioapic.write(offset & !3, word) {
                 a.deliver_ioapic(&mut st, msg, &mut fx);
+            }
+            if offset & !3 == basalt_vapic::ioapic::IOWIN
+                && index >= basalt_vapic::ioapic::REG_REDTBL
+                && pin < basalt_vapic::ioapic::PINS
+            {
+                rte = Some((pin, old, st.ioapic.entry(pin).unwrap_or(0)));
             }
             let mut masked = 0u32;
             for pin in 0..basalt_vapic::ioapic::PINS {
@@ -418,6 +451,9 @@ pub fn mmio_write(p: &Platform, vcpu: u32, gpa: u64, value: u64) {
         }
     }
     apply(p, Some(v), fx);
+    if let Some((pin, old, new)) = rte {
+        super::pirq::entry_written(p, pin, old, new);
+    }
 }
 
 /// RDMSR of a platform MSR (`IA32_APIC_BASE`, `IA32_TSC_DEADLINE`, the
@@ -462,7 +498,13 @@ pub fn wrmsr(p: &Platform, vcpu: u32, msr: u32, value: u64) -> bool {
 /// sees it on its pin (IRQ 0, the PIT, on pin 2; the others on the pin of
 /// their number), and an edge or an asserted level may send an interrupt.
 pub fn set_isa_irq(p: &Platform, irq: u8, level: bool) {
-    let pin = isa_pin(irq);
+    set_gsi(p, isa_pin(irq), level);
+}
+
+/// The I/O APIC's input `pin` (GSI 0-23) changed to `level` (see
+/// [`set_isa_irq`]); a host level interrupt of the same pin (a shared line)
+/// keeps it asserted.
+pub fn set_gsi(p: &Platform, pin: usize, level: bool) {
     let a = &p.apic;
     let mut fx = Effects::default();
     // Hot path (every UART access re-states its line): nothing changes
@@ -480,7 +522,8 @@ pub fn set_isa_irq(p: &Platform, irq: u8, level: bool) {
     }
     {
         let mut st = a.state.lock();
-        if let Some(msg) = st.ioapic.set_irq(pin, level) {
+        let host = a.host_level.load(Ordering::SeqCst) & bit != 0;
+        if let Some(msg) = st.ioapic.set_irq(pin, level || host) {
             a.deliver_ioapic(&mut st, msg, &mut fx);
         }
     }
@@ -523,7 +566,11 @@ fn isa_pin(irq: u8) -> usize {
 /// A pulse (rising, then falling edge) on ISA line `irq`: one interrupt from
 /// an edge-triggered pin. Nothing is locked while the pin is masked.
 pub fn pulse_isa_irq(p: &Platform, irq: u8) {
-    let pin = isa_pin(irq);
+    pulse_gsi(p, isa_pin(irq));
+}
+
+/// A pulse on I/O APIC input `pin` (GSI 0-23; see [`pulse_isa_irq`]).
+pub fn pulse_gsi(p: &Platform, pin: usize) {
     let a = &p.apic;
     if a.masked.load(Ordering::Relaxed) & (1 << pin) != 0 {
         return;
@@ -539,6 +586,29 @@ pub fn pulse_isa_irq(p: &Platform, irq: u8) {
         }
     }
     a.lines.fetch_and(!(1 << pin), Ordering::SeqCst);
+    apply(p, None, fx);
+}
+
+/// A host level interrupt on GSI `pin` (< 24) reached the domain (or, `on`
+/// false, its host binding changed): the line is asserted until the guest's
+/// EOI, or longer if an emulated device shares it and asserts it.
+pub fn host_level(p: &Platform, pin: usize, on: bool) {
+    let a = &p.apic;
+    let bit = 1u32 << pin;
+    a.host_level.fetch_and(!bit, Ordering::SeqCst);
+    a.host_level
+        .fetch_or(if on { bit } else { 0 }, Ordering::SeqCst);
+    if (a.lines.load(Ordering::SeqCst) | a.masked.load(Ordering::Relaxed)) & bit != 0 {
+        // A device holds it, or masked: the model learns it at unmasking.
+        return;
+    }
+    let mut fx = Effects::default();
+    {
+        let mut st = a.state.lock();
+        if let Some(msg) = st.ioapic.set_irq(pin, on) {
+            a.deliver_ioapic(&mut st, msg, &mut fx);
+        }
+    }
     apply(p, None, fx);
 }
 

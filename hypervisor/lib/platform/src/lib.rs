@@ -8,5 +8,6 @@
 #![cfg_attr(target_os = "none", no_std)]
 
 pub mod ioapic;
+pub mod pirq;
 pub mod power;
 pub mod topology;

@@ -26,6 +26,11 @@ pub mod vector {
     /// Console UART receive interrupt (COM1/COM2's ISA IRQ through the I/O
     /// APIC, to the boot CPU): 0x20 + IRQ 4, in the lowest priority class.
     pub const CONSOLE_RX: u8 = 0x24;
+    /// Host GSIs 0-23 passed through to the control domain: 0x30 + GSI,
+    /// to the boot CPU (`crate::hvm::pirq`).
+    pub const PIRQ_FIRST: u8 = basalt_platform::pirq::VECTOR_BASE;
+    /// The last of them (GSI 23).
+    pub const PIRQ_LAST: u8 = basalt_platform::pirq::VECTOR_LAST;
     /// Local APIC timer.
     pub const TIMER: u8 = 0xef;
     /// Wake-up IPI: "look at your run queue".
