@@ -103,10 +103,15 @@ pub fn enable_on_this_cpu() -> Result<alloc::string::String, alloc::string::Stri
         },
         Backend::Svm => match svm::enable_on_this_cpu() {
             Ok(caps) => Ok(alloc::format!(
-                "cpu{index}: SVM operation on (revision {}, {} ASIDs, features {:?})",
+                "cpu{index}: SVM operation on (revision {}, {} ASIDs, features {:?}){}",
                 caps.revision,
                 caps.asids,
-                caps.features
+                caps.features,
+                if svm::qemu_tcg() {
+                    "; QEMU's TCG: an exit follows each injected interrupt"
+                } else {
+                    ""
+                }
             )),
             Err(e) => Err(alloc::format!("{e}")),
         },

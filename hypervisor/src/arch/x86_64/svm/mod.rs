@@ -95,6 +95,21 @@ pub fn npt_1g() -> bool {
     cpu::max_leaves().1 >= 0x8000_0001 && cpu::cpuid(0x8000_0001).edx & (1 << 26) != 0
 }
 
+/// Whether the processor is QEMU's TCG (its CPUID leaf 4000_0000h says
+/// "TCGTCGTCGTCG"). Its VMRUN delivers an injected external interrupt but
+/// leaves the vector as the vCPU's pending exception (QEMU 7.2
+/// `helper_vmrun`), and the next request to leave the CPU loop (another
+/// CPU's kick, the round-robin or icount switch) delivers it again, wherever
+/// the guest is and whatever its RFLAGS.IF: `SvmVcpu::run` makes such a VMRUN
+/// end at once instead (docs/amd-v.md).
+pub fn qemu_tcg() -> bool {
+    static TCG: Once<bool> = Once::new();
+    *TCG.call_once(|| {
+        let r = cpu::cpuid(0x4000_0000);
+        [r.ebx, r.ecx, r.edx] == [*b"TCGT", *b"CGTC", *b"GTCG"].map(u32::from_le_bytes)
+    })
+}
+
 /// Whether CPUID reports SVM (Fn8000_0001 ECX bit 2).
 pub fn cpu_has_svm() -> bool {
     cpu::max_leaves().1 >= 0x8000_0001 && cpu::cpuid(0x8000_0001).ecx & (1 << 2) != 0

@@ -15,7 +15,7 @@ use crate::arch::x86_64::switch::{
     XsaveArea, read_debug_registers, restore_fpu, save_fpu, write_debug_registers, xsave_policy,
     xsetbv,
 };
-use crate::arch::x86_64::{msr, percpu};
+use crate::arch::x86_64::{apic, idt, msr, percpu};
 use crate::vcpu::{BackendError, Event, GuestError, Long64State, StartState, VcpuExit};
 use basalt_cpu::cr::{CrState, cr4};
 use basalt_cpu::xstate::XsetbvFault;
@@ -45,6 +45,8 @@ const V_IGN_TPR: u64 = 1 << 20;
 const V_INTR_MASKING: u64 = 1 << 24;
 /// EVENTINJ/EXITINTINFO valid bit.
 const EVENT_VALID: u64 = 1 << 31;
+/// EVENTINJ/EXITINTINFO type (bits 10:8; 0: external interrupt).
+const EVENT_TYPE: u64 = 7 << 8;
 /// The exception intercept for #UD (VMCALL is emulated through it).
 const UD: u8 = 6;
 /// The CR intercept bits for writes to CR0, CR4 and CR8 (bits 31:16 are
@@ -536,6 +538,16 @@ impl SvmVcpu {
                 v.write(save::RAX, self.regs.rax);
                 v.write(control::EXITINTINFO, 0);
                 self.last_inj = v.read(control::EVENTINJ);
+            }
+            // An external interrupt (EVENTINJ type 0) under QEMU's TCG: a
+            // self-IPI, pending at VMRUN, ends the guest with an INTR exit
+            // right after the delivery, before its stale copy can be
+            // delivered again (`super::qemu_tcg`).
+            if self.last_inj & (EVENT_VALID | EVENT_TYPE) == EVENT_VALID && super::qemu_tcg() {
+                apic::send_ipi(
+                    apic::Delivery::Fixed(idt::vector::WAKE),
+                    apic::Destination::Apic(apic::id()),
+                );
             }
             crate::fault::in_guest(self.cpu, true);
             // SAFETY: this CPU is in SVM operation with its host-save VMCB at
