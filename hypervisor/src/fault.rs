@@ -48,7 +48,8 @@ pub fn set_apic_ready() {
 /// The handler of the control domain's device vectors (`hvm::pirq`).
 static DEVICE_INTERRUPT: spin::Once<fn(u8)> = spin::Once::new();
 
-/// Hands the device vectors ([`vector::PIRQ_FIRST`]-[`vector::PIRQ_LAST`])
+/// Hands the device vectors ([`vector::PIRQ_FIRST`]-[`vector::PIRQ_LAST`],
+/// [`vector::MSI_FIRST`]-[`vector::MSI_LAST`])
 /// to `handler`, which runs with interrupts off and must EOI.
 pub fn set_device_interrupt(handler: fn(u8)) {
     DEVICE_INTERRUPT.call_once(|| handler);
@@ -96,7 +97,9 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
             console::timer_poll();
         }
         vector::CONSOLE_RX => console::rx_interrupt(),
-        vector::PIRQ_FIRST..=vector::PIRQ_LAST => device_interrupt(v),
+        vector::PIRQ_FIRST..=vector::PIRQ_LAST | vector::MSI_FIRST..=vector::MSI_LAST => {
+            device_interrupt(v)
+        }
         vector::WAKE => apic::eoi(),
         vector::APIC_ERROR => {
             let esr = apic::take_errors();
@@ -128,7 +131,9 @@ pub fn external_interrupt(vector: u8) {
             console::timer_poll();
         }
         vector::CONSOLE_RX => console::rx_interrupt(),
-        vector::PIRQ_FIRST..=vector::PIRQ_LAST => device_interrupt(vector),
+        vector::PIRQ_FIRST..=vector::PIRQ_LAST | vector::MSI_FIRST..=vector::MSI_LAST => {
+            device_interrupt(vector)
+        }
         vector::SPURIOUS => {
             SPURIOUS.fetch_add(1, Ordering::Relaxed);
         }

@@ -1,7 +1,7 @@
 //! The control domain's PCI configuration accesses (docs/control-domain.md,
 //! "PCI configuration"): its port exits at 0xCF8-0xCFF go through
 //! `basalt_devices::pci_pass`, which keeps its CONFIG_ADDRESS latch, hides
-//! MSI and MSI-X and refuses host-bridge writes, and forwards the rest to
+//! MSI-X, shadows MSI and refuses host-bridge writes, and forwards the rest to
 //! the host's configuration mechanism #1 here.
 //!
 //! One lock holds both dom0's latch and the host's ports: a forwarded access
@@ -34,7 +34,8 @@ impl HostConf1 {
 // reads, and header and capability bytes). dom0 owns the machine's devices
 // and could program them for DMA anywhere anyway (no IOMMU, said at boot);
 // `pci_pass` has refused the writes that could hurt Basalt through
-// configuration space itself (host bridge, MSI, MSI-X).
+// configuration space itself (host bridge, MSI-X; an MSI gets only Basalt's
+// host message).
 impl HostConfig for HostConf1 {
     fn read(&mut self, bdf: u16, reg: u16, size: u8) -> u32 {
         let port = Self::select(bdf, reg);
@@ -51,6 +52,16 @@ impl HostConfig for HostConf1 {
 
 /// dom0's latch and the host's ports, under one lock.
 static STATE: Mutex<(PciPass, HostConf1)> = Mutex::new((PciPass::new(), HostConf1));
+
+/// Host MSIs go to APIC id `dest` (the boot CPU's; `pirq::init`).
+pub fn set_msi_destination(dest: u8) {
+    STATE.lock().0.set_msi_destination(dest);
+}
+
+/// dom0's MSI message (address, data) of MSI slot `slot`, if enabled.
+pub fn msi_message(slot: usize) -> Option<(u64, u32)> {
+    STATE.lock().0.msi_message(slot)
+}
 
 /// Whether dom0's access of `size` bytes at `port` is this module's (not a
 /// byte at 0xCF9, the reset control register).
@@ -75,7 +86,13 @@ pub fn io_out(port: u16, size: u8, value: u32) {
     let probe = (0x10..0x28).contains(&e.reg) || e.reg == 0x30;
     let (level, what) = match e.kind {
         PciEventKind::BarWritten => (Level::Debug, "BAR written"),
-        PciEventKind::HiddenWriteDropped => (Level::Warn, "dropped: MSI/MSI-X are not bound yet"),
+        PciEventKind::HiddenWriteDropped => (Level::Warn, "dropped: MSI-X is not bound yet"),
+        PciEventKind::MsiRefused => (
+            Level::Warn,
+            "dropped: every MSI slot is taken, MSI stays off",
+        ),
+        PciEventKind::MsiEnabled(true) => (Level::Info, "MSI enabled, on a host vector"),
+        PciEventKind::MsiEnabled(false) => (Level::Info, "MSI disabled"),
         PciEventKind::BridgeWriteDropped if probe => (Level::Debug, "dropped: host bridge"),
         PciEventKind::BridgeWriteDropped => (Level::Warn, "dropped: host bridge, could remap RAM"),
     };

@@ -554,6 +554,14 @@ pub fn raise_vector(p: &Platform, vcpu: u32, vector: u8, me: Option<u32>) {
     apply(p, me.map(|m| m as usize), fx);
 }
 
+/// An MSI of dom0's device, `msg` decoded from its message (`pirq`).
+pub fn raise_msi(p: &Platform, msg: basalt_vapic::ioapic::IoApicInterrupt) {
+    let mut fx = Effects::default();
+    p.apic
+        .deliver_ioapic(&mut p.apic.state.lock(), msg, &mut fx);
+    apply(p, None, fx);
+}
+
 /// The I/O APIC pin of ISA IRQ `irq` (the MADT's override: IRQ 0 on pin 2).
 fn isa_pin(irq: u8) -> usize {
     if irq == PIT_IRQ {

@@ -14,8 +14,7 @@
 //! * A data access at 0xCFC + n (size 1, 2 or 4, not crossing 0xCFF) with
 //!   the enable bit set reaches (bus, device, function, register + n) of the
 //!   host; with the bit clear it reads all ones and writes are dropped.
-//! * MSI (capability 0x05) and MSI-X (0x11) are hidden: the capabilities
-//!   pointer (0x34, 0x14 on a CardBus bridge, only when the status register's
+//! * MSI-X (capability 0x11) is hidden: the capabilities pointer (0x34, 0x14 on a CardBus bridge, only when the status register's
 //!   capabilities-list bit is set) and each visible capability's next pointer
 //!   read as the next capability dom0 may see, whatever the width of the read
 //!   that covers them. The host's chain is walked for that, at most
@@ -23,7 +22,17 @@
 //!   revisited entry ending it, as Linux's own walk does. Reads of a hidden
 //!   capability's own bytes return the host's (dom0 cannot reach them by the
 //!   chain, and reading them changes nothing); writes touching any of its
-//!   bytes are dropped, so dom0 never enables MSI on a device.
+//!   bytes are dropped, so dom0 never enables MSI-X on a device.
+//! * MSI (capability 0x05; PCI 3.0 §6.8.1) is visible, its message control,
+//!   address, upper address and data registers dom0's own: a shadow per
+//!   function (at most [`MSI_SLOTS`] functions; slot n is host vector
+//!   [`MSI_VECTOR_BASE`] + n) that dom0 reads back. Multiple Message Capable
+//!   reads as 0 (one message). While dom0's enable bit is set the device
+//!   holds the host message (fixed, edge, the slot's vector to the boot
+//!   CPU), never dom0's; the host interrupt is then raised with dom0's
+//!   message ([`PciPass::msi_message`]). Other bytes of the capability
+//!   (per-vector mask and pending bits) pass through. A function beyond the
+//!   table's [`MSI_SLOTS`] gets no shadow: its MSI stays disabled.
 //! * Writes to a BAR or expansion-ROM register are forwarded and reported
 //!   ([`PciEventKind::BarWritten`]); writes to the host bridge 00:00.0 other
 //!   than to its command/status dword are dropped and reported (its other
@@ -39,6 +48,10 @@ pub const MAX_CAPS: usize = 48;
 pub const CAP_MSI: u8 = 0x05;
 /// Capability id of MSI-X.
 pub const CAP_MSIX: u8 = 0x11;
+/// Functions whose MSI dom0 may use.
+pub const MSI_SLOTS: usize = 32;
+/// The host vector of MSI slot n is this + n (0x50-0x6F, docs/smp.md).
+pub const MSI_VECTOR_BASE: u8 = 0x50;
 
 const ENABLE: u32 = 0x8000_0000;
 const STATUS_CAP_LIST: u32 = 1 << (16 + 4);
@@ -59,8 +72,12 @@ pub enum PciEventKind {
     BarWritten,
     /// A write to the host bridge outside its command/status dword was dropped.
     BridgeWriteDropped,
-    /// A write touching a hidden MSI or MSI-X capability was dropped.
+    /// A write touching a hidden MSI-X capability was dropped.
     HiddenWriteDropped,
+    /// A write to an MSI capability was dropped: every MSI slot is taken.
+    MsiRefused,
+    /// dom0's MSI enable bit changed: the device was programmed.
+    MsiEnabled(bool),
 }
 
 /// A write the caller should log: what happened, and the access.
@@ -78,16 +95,68 @@ pub struct PciEvent {
     pub value: u32,
 }
 
-/// dom0's configuration-mechanism state: its CONFIG_ADDRESS latch.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// dom0's view of one function's MSI registers: control (2 bytes), address
+/// (4), upper address (4), data (2).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct MsiShadow {
+    bdf: Option<u16>,
+    regs: [u8; 12],
+}
+
+impl MsiShadow {
+    fn control(&self) -> u16 {
+        u16::from_le_bytes([self.regs[0], self.regs[1]])
+    }
+}
+
+/// dom0's configuration-mechanism state: its CONFIG_ADDRESS latch and MSI
+/// shadows.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PciPass {
     address: u32,
+    msi: [MsiShadow; MSI_SLOTS],
+    /// The boot CPU's APIC id; until set, no device gets MSI enabled.
+    dest: Option<u8>,
+}
+
+impl Default for PciPass {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl PciPass {
-    /// The state after reset: the address latch clear.
+    /// The state after reset: the address latch clear, no MSI shadow.
     pub const fn new() -> Self {
-        PciPass { address: 0 }
+        const NONE: MsiShadow = MsiShadow {
+            bdf: None,
+            regs: [0; 12],
+        };
+        PciPass {
+            address: 0,
+            msi: [NONE; MSI_SLOTS],
+            dest: None,
+        }
+    }
+
+    /// Host MSIs go to APIC id `dest` (physical).
+    pub fn set_msi_destination(&mut self, dest: u8) {
+        self.dest = Some(dest);
+    }
+
+    /// dom0's message (address, data) for MSI slot `slot`, if its enable
+    /// bit is set.
+    pub fn msi_message(&self, slot: usize) -> Option<(u64, u32)> {
+        let m = self.msi.get(slot).filter(|m| m.control() & 1 != 0)?;
+        let r = &m.regs;
+        let lo = u32::from_le_bytes([r[2], r[3], r[4], r[5]]);
+        let hi = u32::from_le_bytes([r[6], r[7], r[8], r[9]]);
+        let data = u16::from_le_bytes([r[10], r[11]]);
+        Some((u64::from(hi) << 32 | u64::from(lo), u32::from(data)))
+    }
+
+    fn slot_of(&self, bdf: u16) -> Option<usize> {
+        self.msi.iter().position(|m| m.bdf == Some(bdf))
     }
 
     /// Whether an access of `size` bytes at `port` is this model's: any in
@@ -121,11 +190,23 @@ impl PciPass {
         let Some(chain) = Chain::walk(host, bdf) else {
             return value;
         };
+        let shadow = self.slot_of(bdf).map(|s| self.msi[s].regs);
         for r in reg..end {
-            if let Some(ptr) = chain.pointer(r) {
-                let shift = 8 * (r - reg);
-                value = (value & !(0xFF << shift)) | (u32::from(ptr) << shift);
-            }
+            let byte = match (chain.pointer(r), chain.msi_index(r)) {
+                (Some(ptr), _) => ptr,
+                // Multiple Message Capable and the extended-data bits read
+                // as 0; 64-bit and per-vector masking are the host's.
+                (_, Some(i)) => {
+                    let mine = shadow.map_or(0, |s| s[i]);
+                    let (host_bits, dom0_bits) =
+                        [(0x80, 0x71), (0x01, 0)].get(i).unwrap_or(&(0, 0xFF));
+                    let host = (value >> (8 * (r - reg))) as u8;
+                    host & host_bits | mine & dom0_bits
+                }
+                _ => continue,
+            };
+            let shift = 8 * (r - reg);
+            value = (value & !(0xFF << shift)) | (u32::from(byte) << shift);
         }
         value
     }
@@ -156,8 +237,18 @@ impl PciPass {
         if bdf == 0 && reg & !3 != 0x04 {
             return event(PciEventKind::BridgeWriteDropped);
         }
-        if end > 0x40 && Chain::walk(host, bdf).is_some_and(|c| c.hides(reg, end)) {
+        let chain = if end > 0x40 {
+            Chain::walk(host, bdf)
+        } else {
+            None
+        };
+        if chain.as_ref().is_some_and(|c| c.hides(reg, end)) {
             return event(PciEventKind::HiddenWriteDropped);
+        }
+        if let Some(c) = chain.filter(|c| (reg..end).any(|r| c.msi_index(r).is_some())) {
+            return self
+                .msi_write(host, &c, bdf, reg, size, value)
+                .and_then(event);
         }
         host.write(bdf, reg, size, value);
         if reg >= 0x3C {
@@ -174,12 +265,64 @@ impl PciPass {
     }
 }
 
+impl PciPass {
+    /// dom0 writes `size` bytes of `value` at `reg`, some in `bdf`'s MSI
+    /// shadow: those go there, the rest to the host a byte at a time; then
+    /// the device's MSI follows dom0's enable bit.
+    fn msi_write(
+        &mut self,
+        host: &mut impl HostConfig,
+        c: &Chain,
+        bdf: u16,
+        reg: u16,
+        size: u8,
+        value: u32,
+    ) -> Option<PciEventKind> {
+        let Some(slot) = self.slot_of(bdf).or_else(|| self.slot_of_none()) else {
+            return Some(PciEventKind::MsiRefused);
+        };
+        let m = &mut self.msi[slot];
+        let was = m.bdf.is_some() && m.control() & 1 != 0;
+        m.bdf = Some(bdf);
+        for (k, r) in (reg..reg + u16::from(size)).enumerate() {
+            let byte = (value >> (8 * k)) as u8;
+            match c.msi_index(r) {
+                Some(i) => m.regs[i] = byte,
+                None => host.write(bdf, r, 1, u32::from(byte)),
+            }
+        }
+        let on = m.control() & 1 != 0;
+        let (cap, is64) = (u16::from(c.msi.0), c.msi.1 & 0x80 != 0);
+        match self.dest.filter(|_| on) {
+            Some(dest) => {
+                // The message first, then enable: one message (Multiple
+                // Message Enable 0), nothing else dom0 chose.
+                host.write(bdf, cap + 4, 4, 0xFEE0_0000 | u32::from(dest) << 12);
+                if is64 {
+                    host.write(bdf, cap + 8, 4, 0);
+                }
+                let data = MSI_VECTOR_BASE as u32 + slot as u32;
+                host.write(bdf, cap + if is64 { 12 } else { 8 }, 2, data);
+                host.write(bdf, cap + 2, 2, 1);
+            }
+            None => host.write(bdf, cap + 2, 2, 0),
+        }
+        (on != was).then_some(PciEventKind::MsiEnabled(on))
+    }
+
+    fn slot_of_none(&self) -> Option<usize> {
+        self.msi.iter().position(|m| m.bdf.is_none())
+    }
+}
+
 /// A function's capability chain as the host has it, loops cut: each
 /// entry's offset and, for a hidden one, the bytes it spans (else 0).
 struct Chain {
     start: u16,
     caps: [(u8, u16); MAX_CAPS],
     len: usize,
+    /// The first MSI capability's offset and message control (0: none).
+    msi: (u8, u16),
 }
 
 impl Chain {
@@ -191,24 +334,47 @@ impl Chain {
         }
         let cardbus = host.read(bdf, 0x0E, 1) & 0x7F == 2;
         let start = if cardbus { 0x14 } else { 0x34 };
-        let (mut caps, mut len, mut seen) = ([(0, 0); MAX_CAPS], 0, 0u64);
+        let (mut caps, mut len, mut seen, mut msi) = ([(0, 0); MAX_CAPS], 0, 0u64, (0, 0));
         let mut ptr = host.read(bdf, start, 1) as u8 & 0xFC;
         while len < MAX_CAPS && ptr >= 0x40 && seen & (1 << ((ptr - 0x40) / 4)) == 0 {
             seen |= 1 << ((ptr - 0x40) / 4);
             let header = host.read(bdf, u16::from(ptr), 4);
-            // PCI 3.0 §6.8.1, §6.8.2: MSI's length depends on its 64-bit
-            // (control bit 7) and per-vector-mask (bit 8) flags.
-            let flag = |bit: u32| (header >> (16 + bit)) as u16 & 1;
+            // PCI 3.0 §6.8.2: MSI-X's header, table and PBA registers.
             caps[len] = match header as u8 {
                 0xFF => break,
-                CAP_MSI => (ptr, 10 + 4 * flag(7) + 10 * flag(8)),
                 CAP_MSIX => (ptr, 12),
+                CAP_MSI if msi.0 == 0 => {
+                    msi = (ptr, (header >> 16) as u16);
+                    (ptr, 0)
+                }
                 _ => (ptr, 0),
             };
             len += 1;
             ptr = (header >> 8) as u8 & 0xFC;
         }
-        Some(Chain { start, caps, len })
+        Some(Chain {
+            start,
+            caps,
+            len,
+            msi,
+        })
+    }
+
+    /// The index in an MSI shadow of dom0's byte at `reg`, if it is one of
+    /// the MSI registers (PCI 3.0 §6.8.1: control at +2, address at +4,
+    /// then upper address and data, or data alone without 64-bit).
+    fn msi_index(&self, reg: u16) -> Option<usize> {
+        let o = reg
+            .checked_sub(u16::from(self.msi.0))
+            .filter(|_| self.msi.0 != 0)?;
+        let is64 = self.msi.1 & 0x80 != 0;
+        let i = match o {
+            2..=7 => o - 2,
+            8..=13 if is64 => o - 2,
+            8..=9 => o + 2,
+            _ => return None,
+        };
+        Some(usize::from(i))
     }
 
     /// The first visible capability from index `i` on, as a pointer (0: none).

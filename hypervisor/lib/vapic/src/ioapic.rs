@@ -74,6 +74,27 @@ pub struct IoApicInterrupt {
 }
 
 impl IoApicInterrupt {
+    /// The interrupt an MSI message (`address`, `data`) asks for (Intel SDM
+    /// Vol. 3A §11.11): destination from address bits 19:12, logical if bit
+    /// 2, vector from data bits 7:0, edge. Fixed and lowest-priority
+    /// delivery are taken as fixed; `None` for any other delivery mode, a
+    /// vector below 16 or an address outside 0xFEExxxxx.
+    pub fn from_msi(address: u64, data: u32) -> Option<Self> {
+        let ok = address >> 20 == 0xFEE && data >> 8 & 7 <= 1 && data as u8 >= 16;
+        ok.then_some(IoApicInterrupt {
+            pin: 0,
+            dest: (address >> 12) as u8,
+            dest_mode: if address & 4 != 0 {
+                DestMode::Logical
+            } else {
+                DestMode::Physical
+            },
+            vector: data as u8,
+            delivery: Delivery::Fixed,
+            trigger: Trigger::Edge,
+        })
+    }
+
     /// The vCPUs (indices into `targets`) the message goes to.
     pub fn destinations(&self, targets: &[Target]) -> CpuSet {
         resolve(

@@ -42,8 +42,15 @@ impl HostConfig for FakeBus {
             let r = reg + i;
             let read_only =
                 r < 4 || (6..0x10).contains(&r) || r == 0x34 || (r >= 0x40 && r % 16 < 2);
+            // MSI's 64-bit, Multiple Message Capable and mask flags.
+            let keep: u8 = match r % 16 {
+                2 if r >= 0x40 => 0x8E,
+                3 if r >= 0x40 => 0xFF,
+                _ => 0,
+            };
             if !read_only {
-                space[usize::from(r)] = (value >> (8 * i)) as u8;
+                let old = space[usize::from(r)];
+                space[usize::from(r)] = old & keep | (value >> (8 * i)) as u8 & !keep;
             }
         }
     }
@@ -137,11 +144,11 @@ fn dom0_chain(p: &mut PciPass, bus: &mut FakeBus, bdf: u16) -> Vec<(u8, u8)> {
 }
 
 #[test]
-fn msi_and_msix_are_skipped_in_the_chain() {
+fn msix_is_skipped_in_the_chain_msi_is_not() {
     let (mut p, mut bus) = (PciPass::new(), nic_bus());
     assert_eq!(
         dom0_chain(&mut p, &mut bus, DEV),
-        [(0x40, PM), (0x70, PCIE)]
+        [(0x40, PM), (0x50, CAP_MSI), (0x70, PCIE)]
     );
 }
 
@@ -153,11 +160,11 @@ fn reads_of_every_width_covering_a_pointer_are_patched() {
     assert_eq!(rd(p, b, DEV, 0x34, 4), 0x0000_0040);
     assert_eq!(
         rd(p, b, DEV, 0x40, 4),
-        0x0003_7001,
-        "id, next past MSI, control kept"
+        0x0003_5001,
+        "id, next, control kept"
     );
-    assert_eq!(rd(p, b, DEV, 0x40, 2), 0x7001);
-    assert_eq!(rd(p, b, DEV, 0x41, 1), 0x70);
+    assert_eq!(rd(p, b, DEV, 0x40, 2), 0x5001);
+    assert_eq!(rd(p, b, DEV, 0x41, 1), 0x50);
     assert_eq!(
         rd(p, b, DEV, 0x42, 2),
         0x0003,
@@ -166,8 +173,8 @@ fn reads_of_every_width_covering_a_pointer_are_patched() {
     assert_eq!(rd(p, b, DEV, 0x70, 4), 0x0002_0010, "next past MSI-X: end");
     assert_eq!(rd(p, b, DEV, 0x71, 1), 0x00);
     assert_eq!(
-        rd(p, b, DEV, 0x50, 4),
-        0x0180_7005,
+        rd(p, b, DEV, 0xB0, 4),
+        0x0004_0011,
         "a hidden capability's own bytes are the host's"
     );
     assert_eq!(rd(p, b, DEV, 0x00, 4), 0x5678_1234);
@@ -185,8 +192,8 @@ fn a_hidden_first_capability_moves_the_pointer() {
         "masked 0x43, then past MSI-X"
     );
     assert_eq!(dom0_chain(&mut p, &mut bus, DEV), [(0x60, PM)]);
-    // Only MSI: dom0 sees an empty list.
-    let caps = [(0x40, CAP_MSI, 0x00, 0)];
+    // Only MSI-X: dom0 sees an empty list.
+    let caps = [(0x40, CAP_MSIX, 0x00, 0)];
     bus.fns.insert(DEV, function(0, 0x40, &caps));
     assert_eq!(rd(&mut p, &mut bus, DEV, 0x34, 1), 0);
 }
@@ -202,26 +209,26 @@ fn loops_and_stray_pointers_end_the_chain() {
         dom0_chain(&mut p, &mut bus, DEV),
         [(0x40, PM), (0x50, PCIE)]
     );
-    // PM → MSI → PM.
-    let caps = [(0x40, PM, 0x50, 0), (0x50, CAP_MSI, 0x40, 0)];
+    // PM → MSI-X → PM.
+    let caps = [(0x40, PM, 0x50, 0), (0x50, CAP_MSIX, 0x40, 0)];
     bus.fns.insert(DEV, function(0, 0x40, &caps));
     assert_eq!(dom0_chain(&mut p, &mut bus, DEV), [(0x40, PM)]);
     // A pointer below 0x40 ends the host's chain.
     let caps = [(0x40, PM, 0x3C, 0)];
     bus.fns.insert(DEV, function(0, 0x40, &caps));
     assert_eq!(rd(&mut p, &mut bus, DEV, 0x41, 1), 0);
-    // All 48 dwords chained in a ring, the last an MSI pointing back: the
+    // All 48 dwords chained in a ring, the last an MSI-X pointing back: the
     // walk reads each at most once.
     let mut caps: Vec<_> = (0..48u8)
         .map(|i| (0x40 + 4 * i, PM, 0x44u8.wrapping_add(4 * i), 0))
         .collect();
-    caps[47] = (0xFC, CAP_MSI, 0x40, 0);
+    caps[47] = (0xFC, CAP_MSIX, 0x40, 0);
     bus.fns.insert(DEV, function(0, 0x40, &caps));
     bus.reads = 0;
     assert_eq!(
         rd(&mut p, &mut bus, DEV, 0xF9, 1),
         0,
-        "0xF8's next (MSI) is hidden"
+        "0xF8's next (MSI-X) is hidden"
     );
     assert!(bus.reads <= 4 + MAX_CAPS, "{} host reads", bus.reads);
     assert_eq!(dom0_chain(&mut p, &mut bus, DEV).len(), 47);
@@ -255,27 +262,12 @@ fn absent_functions_read_ones_unpatched() {
 fn writes_touching_hidden_capabilities_are_dropped() {
     let (mut p, mut bus) = (PciPass::new(), nic_bus());
     let dropped = |reg, size, value| ev(PciEventKind::HiddenWriteDropped, DEV, reg, size, value);
-    // MSI spans 0x50..0x68 (64-bit address, mask and pending bits).
-    assert_eq!(
-        wr(&mut p, &mut bus, DEV, 0x52, 2, 0x0081),
-        dropped(0x52, 2, 0x0081)
-    );
-    assert_eq!(
-        wr(&mut p, &mut bus, DEV, 0x50, 4, 0x0081_0000),
-        dropped(0x50, 4, 0x0081_0000)
-    );
-    assert_eq!(
-        wr(&mut p, &mut bus, DEV, 0x67, 1, 0xFF),
-        dropped(0x67, 1, 0xFF)
-    );
     assert_eq!(
         wr(&mut p, &mut bus, DEV, 0xB2, 2, 0x8000),
         dropped(0xB2, 2, 0x8000)
     );
     assert_eq!(wr(&mut p, &mut bus, DEV, 0xB8, 4, 0), dropped(0xB8, 4, 0));
     assert!(bus.writes.is_empty());
-    assert_eq!(wr(&mut p, &mut bus, DEV, 0x68, 4, 7), None);
-    assert_eq!(wr(&mut p, &mut bus, DEV, 0x4C, 4, 5), None);
     assert_eq!(wr(&mut p, &mut bus, DEV, 0x44, 2, 3), None, "PM control");
     assert_eq!(
         wr(&mut p, &mut bus, DEV, 0xBC, 4, 9),
@@ -283,30 +275,13 @@ fn writes_touching_hidden_capabilities_are_dropped() {
         "past MSI-X's 12 bytes"
     );
     let written: Vec<_> = bus.writes.iter().map(|w| w.1).collect();
-    assert_eq!(written, [0x68, 0x4C, 0x44, 0xBC]);
-    // A 32-bit MSI without masks is 10 bytes.
-    let caps = [(0x40, CAP_MSI, 0, 0)];
-    bus.fns.insert(DEV, function(0, 0x40, &caps));
-    assert!(wr(&mut p, &mut bus, DEV, 0x48, 2, 0).is_some());
-    assert_eq!(wr(&mut p, &mut bus, DEV, 0x4A, 2, 0), None);
-    // 32-bit with per-vector masks: 20 bytes; 64-bit without: 14.
-    bus.fns
-        .insert(DEV, function(0, 0x40, &[(0x40, CAP_MSI, 0, 0x0100)]));
-    assert!(
-        wr(&mut p, &mut bus, DEV, 0x50, 4, 0).is_some(),
-        "pending bits"
-    );
-    assert_eq!(wr(&mut p, &mut bus, DEV, 0x54, 4, 0), None);
-    bus.fns
-        .insert(DEV, function(0, 0x40, &[(0x40, CAP_MSI, 0, 0x0080)]));
-    assert!(wr(&mut p, &mut bus, DEV, 0x4C, 2, 0).is_some(), "data");
-    assert_eq!(wr(&mut p, &mut bus, DEV, 0x4E, 2, 0), None);
+    assert_eq!(written, [0x44, 0xBC]);
 }
 
 #[test]
 fn a_cardbus_bridge_starts_its_chain_at_0x14() {
     let mut bus = FakeBus::default();
-    let caps = [(0x80, CAP_MSI, 0x90, 0), (0x90, PM, 0, 0)];
+    let caps = [(0x80, CAP_MSIX, 0x90, 0), (0x90, PM, 0, 0)];
     bus.fns.insert(DEV, function(2, 0x80, &caps));
     let mut p = PciPass::new();
     assert_eq!(rd(&mut p, &mut bus, DEV, 0x14, 1), 0x90);
@@ -463,6 +438,7 @@ fn the_host_bridge_takes_only_command_and_status() {
 fn random_accesses_never_reach_a_hidden_capability_or_the_bridge() {
     let mut rng = crate::test_rng::Rng(0x5eed_0fc0_ffee_1111);
     let (mut p, mut bus) = (PciPass::new(), nic_bus());
+    p.set_msi_destination(2);
     bus.fns.insert(0, function(0, 0, &[]));
     let before = bus.fns.clone();
     for _ in 0..50_000 {
@@ -481,13 +457,98 @@ fn random_accesses_never_reach_a_hidden_capability_or_the_bridge() {
     for &(bdf, reg, size, _) in &bus.writes {
         let end = reg + u16::from(size);
         assert!(bdf != 0 || (0x04..0x08).contains(&reg), "bridge {reg:#x}");
-        let hidden = (reg < 0x68 && end > 0x50) || (reg < 0xBC && end > 0xB0);
+        let hidden = reg < 0xBC && end > 0xB0;
         assert!(bdf != DEV || !hidden, "hidden {reg:#x}");
     }
-    assert_eq!(bus.fns[&DEV][0x50..0x68], before[&DEV][0x50..0x68]);
+    // Only Basalt's message ever reached the device's MSI registers.
+    let host = &bus.fns[&DEV];
+    assert!(host[0x54..0x58] == [0; 4] || host[0x54..0x58] == 0xFEE0_2000u32.to_le_bytes());
+    assert_eq!(host[0x58..0x5C], [0; 4]);
+    assert!(host[0x5C..0x5E] == [0; 2] || host[0x5C..0x5E] == [MSI_VECTOR_BASE, 0]);
+    assert_eq!(host[0x52] & 0x70, 0, "one message");
     assert_eq!(bus.fns[&DEV][0xB0..0xBC], before[&DEV][0xB0..0xBC]);
     assert_eq!(
         dom0_chain(&mut p, &mut bus, DEV),
-        [(0x40, PM), (0x70, PCIE)]
+        [(0x40, PM), (0x50, CAP_MSI), (0x70, PCIE)]
+    );
+}
+
+#[test]
+fn msi_registers_are_dom0s_the_device_gets_the_host_message() {
+    let mut bus = FakeBus::default();
+    // 64-bit MSI with masks, Multiple Message Capable 8 (3), at 0x50.
+    let caps = [(0x40, PM, 0x50, 0), (0x50, CAP_MSI, 0, 0x0186)];
+    bus.fns.insert(DEV, function(0, 0x40, &caps));
+    let mut p = PciPass::new();
+    p.set_msi_destination(3);
+    let (b, p) = (&mut bus, &mut p);
+    assert_eq!(rd(p, b, DEV, 0x52, 2), 0x0180, "one message capable");
+    assert_eq!(wr(p, b, DEV, 0x54, 4, 0xFEE0_100C), None);
+    assert_eq!(wr(p, b, DEV, 0x58, 4, 0), None);
+    assert_eq!(wr(p, b, DEV, 0x5C, 2, 0x4027), None);
+    assert_eq!(b.fns[&DEV][0x54..0x5E], [0; 10], "nothing of dom0's");
+    assert_eq!(p.msi_message(0), None, "disabled");
+    let on = ev(PciEventKind::MsiEnabled(true), DEV, 0x52, 2, 0x0091);
+    assert_eq!(wr(p, b, DEV, 0x52, 2, 0x0091), on);
+    assert_eq!(rd(p, b, DEV, 0x54, 4), 0xFEE0_100C, "dom0 reads its own");
+    assert_eq!(rd(p, b, DEV, 0x5C, 2), 0x4027);
+    assert_eq!(rd(p, b, DEV, 0x50, 4), 0x0191_0005, "its enable and MME");
+    let host = b.fns[&DEV];
+    assert_eq!(host[0x54..0x58], 0xFEE0_3000u32.to_le_bytes());
+    assert_eq!(host[0x5C..0x5E], [MSI_VECTOR_BASE, 0], "slot 0's vector");
+    assert_eq!(host[0x52] & 0x71, 0x01, "enabled, one message");
+    assert_eq!(p.msi_message(0), Some((0xFEE0_100C, 0x4027)));
+    // dom0 moves its message while enabled: the device keeps Basalt's.
+    assert_eq!(wr(p, b, DEV, 0x54, 4, 0xFEE0_2000), None);
+    assert_eq!(b.fns[&DEV][0x54..0x58], 0xFEE0_3000u32.to_le_bytes());
+    assert_eq!(p.msi_message(0), Some((0xFEE0_2000, 0x4027)));
+    // Per-vector mask bits pass through.
+    assert_eq!(wr(p, b, DEV, 0x60, 4, 1), None);
+    assert_eq!(b.writes.last(), Some(&(DEV, 0x60, 4, 1)));
+    let off = ev(PciEventKind::MsiEnabled(false), DEV, 0x52, 2, 0);
+    assert_eq!(wr(p, b, DEV, 0x52, 2, 0), off);
+    assert_eq!(b.fns[&DEV][0x52] & 1, 0);
+    assert_eq!(p.msi_message(0), None);
+}
+
+#[test]
+fn a_32_bit_msi_has_its_data_at_8_and_without_a_destination_stays_off() {
+    let mut bus = FakeBus::default();
+    bus.fns
+        .insert(DEV, function(0, 0x40, &[(0x40, CAP_MSI, 0, 0)]));
+    let mut p = PciPass::new();
+    let (b, p) = (&mut bus, &mut p);
+    assert_eq!(wr(p, b, DEV, 0x48, 2, 0x41), None);
+    assert_eq!(rd(p, b, DEV, 0x48, 2), 0x41);
+    assert!(wr(p, b, DEV, 0x42, 2, 1).is_some());
+    assert_eq!(b.fns[&DEV][0x42] & 1, 0, "no host destination yet");
+    p.set_msi_destination(0);
+    assert_eq!(wr(p, b, DEV, 0x42, 2, 1), None, "still enabled for dom0");
+    assert_eq!(b.fns[&DEV][0x48..0x4A], [MSI_VECTOR_BASE, 0]);
+    assert_eq!(p.msi_message(0), Some((0, 0x41)));
+}
+
+#[test]
+fn the_msi_table_is_bounded() {
+    let mut bus = FakeBus::default();
+    let mut p = PciPass::new();
+    p.set_msi_destination(0);
+    for i in 0..=MSI_SLOTS as u16 {
+        let bdf = (i + 1) << 3;
+        bus.fns
+            .insert(bdf, function(0, 0x40, &[(0x40, CAP_MSI, 0, 0)]));
+        let e = wr(&mut p, &mut bus, bdf, 0x42, 2, 1).map(|e| e.kind);
+        if usize::from(i) < MSI_SLOTS {
+            assert_eq!(e, Some(PciEventKind::MsiEnabled(true)));
+            let vector = MSI_VECTOR_BASE + i as u8;
+            assert_eq!(bus.fns[&bdf][0x48], vector);
+        } else {
+            assert_eq!(e, Some(PciEventKind::MsiRefused));
+            assert_eq!(bus.fns[&bdf][0x42] & 1, 0, "left disabled");
+        }
+    }
+    assert_eq!(
+        rd(&mut p, &mut bus, (MSI_SLOTS as u16 + 1) << 3, 0x42, 2),
+        0
     );
 }

@@ -214,3 +214,27 @@ fn random_operations_keep_the_invariants() {
         }
     }
 }
+
+#[test]
+fn msi_messages_decode_or_are_refused() {
+    let m = IoApicInterrupt::from_msi(0xFEE0_3000, 0x4027).expect("fixed");
+    assert_eq!(
+        (m.dest, m.dest_mode, m.vector),
+        (3, DestMode::Physical, 0x27)
+    );
+    assert_eq!((m.delivery, m.trigger), (Delivery::Fixed, Trigger::Edge));
+    let lowest = IoApicInterrupt::from_msi(0xFEE0_100C, 0x0131).expect("lowest priority");
+    assert_eq!((lowest.dest, lowest.dest_mode), (1, DestMode::Logical));
+    assert_eq!(lowest.delivery, Delivery::Fixed);
+    for (address, data, why) in [
+        (0xFEE0_0000, 0x0230, "SMI"),
+        (0xFEE0_0000, 0x0430, "NMI"),
+        (0xFEE0_0000, 0x0500, "INIT"),
+        (0xFEE0_0000, 0x0700, "ExtINT"),
+        (0xFEE0_0000, 0x000F, "vector below 16"),
+        (0xFED0_0000, 0x0030, "not the APIC window"),
+        (0x1_FEE0_0000, 0x0030, "upper address"),
+    ] {
+        assert!(IoApicInterrupt::from_msi(address, data).is_none(), "{why}");
+    }
+}
