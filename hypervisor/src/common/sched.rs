@@ -1066,13 +1066,36 @@ fn decide(me: usize, yielded: bool) -> Decision {
     }
 }
 
+/// Whether a blocking vCPU waits for a start-up IPI (after INIT: only that
+/// ends the wait), and whether an interrupt can end its wait (RFLAGS.IF).
+fn block_kind(slot: &Slot, v: &Running<'_>) -> (bool, bool) {
+    let for_sipi = slot.domain.platform.apic.init_pending(slot.id.vcpu);
+    (for_sipi, !for_sipi && v.arch.interrupts_enabled())
+}
+
+/// Whether the block the vCPU of `slot` asks for ends at once: an interrupt
+/// (or NMI, or the start-up IPI it waits for) is waiting, or its single-shot
+/// timer is due or fired while it ran (taken here). The vCPU then keeps the
+/// CPU and its slice.
+fn wakes_at_once(slot: &Slot, v: &Running<'_>, now: u64) -> bool {
+    let (for_sipi, interruptible) = block_kind(slot, v);
+    let (d, vcpu) = (&slot.domain, slot.id.vcpu);
+    let waiting = if for_sipi {
+        d.platform.apic.sipi_recorded(vcpu)
+    } else {
+        (interruptible && interrupt_waiting(d, vcpu)) || d.platform.apic.nmi_pending(vcpu)
+    };
+    waiting
+        || (slot.up.load(Ordering::SeqCst)
+            && (hypercall::xen::timer_due(d, vcpu, now)
+                | hypercall::xen::timer_fired_while_running(d, vcpu)))
+}
+
 /// The vCPU on `me` blocked (HLT, `SCHEDOP_block`, down): unless its timer
 /// is already due, it leaves the CPU until its timer or another event.
 fn block_current(me: usize, slot: &Slot, v: &Running<'_>) {
     let now = time::now_ns();
-    // Waiting for a start-up IPI (after INIT), only that ends the wait.
-    let for_sipi = slot.domain.platform.apic.init_pending(slot.id.vcpu);
-    let interruptible = !for_sipi && v.arch.interrupts_enabled();
+    let (for_sipi, interruptible) = block_kind(slot, v);
     // An NMI ends HLT whatever RFLAGS.IF says.
     let wake_now = |d: &Domain, v: u32| {
         if for_sipi {
@@ -1081,15 +1104,7 @@ fn block_current(me: usize, slot: &Slot, v: &Running<'_>) {
             (interruptible && interrupt_waiting(d, v)) || d.platform.apic.nmi_pending(v)
         }
     };
-    if wake_now(&slot.domain, slot.id.vcpu) {
-        // HLT with an interrupt waiting: it is delivered at once.
-        return;
-    }
-    if slot.up.load(Ordering::SeqCst)
-        && (hypercall::xen::timer_due(&slot.domain, slot.id.vcpu, now)
-            | hypercall::xen::timer_fired_while_running(&slot.domain, slot.id.vcpu))
-    {
-        // The event is pending already: HLT returns at once.
+    if wakes_at_once(slot, v, now) {
         return;
     }
     with(|s| {
@@ -1525,6 +1540,9 @@ fn run_slice(me: usize, slot: &Slot, v: &mut Running<'_>, slice_ns: u64) -> Slic
                 return SliceEnd::Resched;
             }
             Next::Yield => return SliceEnd::Yield,
+            // HLT or SCHEDOP_block with its event already there returns at
+            // once, on the same slice (no scheduling decision).
+            Next::Block if !resched && wakes_at_once(slot, v, time::now_ns()) => {}
             Next::Block => return SliceEnd::Block,
             Next::Down => return SliceEnd::Down,
         }
