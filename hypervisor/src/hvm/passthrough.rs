@@ -19,6 +19,9 @@ struct Host {
     /// PCI Express configuration space (ECAM): configuration is trapped at
     /// ports 0xCF8/0xCFC only, so these ranges stay unmapped.
     ecam: FixedVec<(u64, u64), 8>,
+    /// The I/O bases of Basalt's console UARTs (read once: the console
+    /// lock is not taken on dom0's port exits).
+    uarts: [Option<u16>; 2],
 }
 
 static HOST: Once<Host> = Once::new();
@@ -32,6 +35,7 @@ pub fn init(map: &MemoryMap, acpi: Option<&crate::acpi::Platform>) {
             map: *map,
             hpet: acpi.and_then(|a| a.hpet).map(|a| a & !0xfff),
             ecam: acpi.map(|a| a.ecam).unwrap_or_default(),
+            uarts: crate::console::uart_bases(),
         });
         log::warn!(
             "the control domain owns the machine's devices and no IOMMU is in use: its devices \
@@ -95,7 +99,7 @@ pub fn emulated(port: u16) -> bool {
 /// PCI configuration, the reset and sleep registers (0xCF9, 0x64, 0x92, the
 /// FADT's), the PM timer (emulated from Basalt's clock) and Basalt's console
 /// UARTs.
-fn kept(port: u16, uarts: &[Option<u16>; 2]) -> bool {
+fn kept(port: u16) -> bool {
     let p = crate::power::info();
     let within = |base: Option<u16>, len: u16| base.is_some_and(|b| port.wrapping_sub(b) < len);
     (0xcf8..=0xcff).contains(&port)
@@ -104,15 +108,23 @@ fn kept(port: u16, uarts: &[Option<u16>; 2]) -> bool {
         || within(p.pm1b_cnt, 2)
         || within(p.pm_tmr, 4)
         || within(p.reset.map(|r| r.0), 1)
-        || uarts.iter().any(|&u| within(u, 8))
+        || basalt_uart(port)
+}
+
+/// Whether `port` is one of the eight registers of Basalt's console UARTs.
+fn basalt_uart(port: u16) -> bool {
+    HOST.get().is_some_and(|h| {
+        h.uarts
+            .iter()
+            .any(|u| u.is_some_and(|b| port.wrapping_sub(b) < 8))
+    })
 }
 
 /// Opens every port of the host the control domain may reach directly in
 /// the I/O bitmap of `vcpu`.
 pub fn open_ports(vcpu: &mut crate::vcpu::ArchVcpu) {
-    let uarts = crate::console::uart_bases();
     for port in 0..=u16::MAX {
-        if !emulated(port) && !kept(port, &uarts) {
+        if !emulated(port) && !kept(port) {
             vcpu.allow_port(port);
         }
     }
@@ -125,12 +137,7 @@ pub fn open_ports(vcpu: &mut crate::vcpu::ArchVcpu) {
 pub fn io_out(port: u16, size: u8, value: u32) -> super::vdev::IoEffect {
     use super::vdev::IoEffect;
     let p = crate::power::info();
-    let uarts = crate::console::uart_bases();
-    if uarts
-        .iter()
-        .any(|&u| u.is_some_and(|b| port.wrapping_sub(b) < 8))
-        || Some(port) == p.pm_tmr
-    {
+    if basalt_uart(port) || Some(port) == p.pm_tmr {
         return IoEffect::None;
     }
     if super::pci_pass::handles(port, size) {
@@ -172,16 +179,12 @@ pub fn io_out(port: u16, size: u8, value: u32) -> super::vdev::IoEffect {
 /// others are the host's.
 pub fn io_in(port: u16, size: u8) -> u32 {
     let p = crate::power::info();
-    let uarts = crate::console::uart_bases();
     let ones = super::vdev::size_mask(size);
     if Some(port) == p.pm_tmr {
         let ticks = u128::from(crate::time::now_ns()) * 3_579_545 / 1_000_000_000;
         return ticks as u32 & 0xff_ffff & ones;
     }
-    if uarts
-        .iter()
-        .any(|&u| u.is_some_and(|b| port.wrapping_sub(b) < 8))
-    {
+    if basalt_uart(port) {
         return ones;
     }
     if super::pci_pass::handles(port, size) {
