@@ -1540,9 +1540,13 @@ fn run_slice(me: usize, slot: &Slot, v: &mut Running<'_>, slice_ns: u64) -> Slic
                 return SliceEnd::Resched;
             }
             Next::Yield => return SliceEnd::Yield,
-            // HLT or SCHEDOP_block with its event already there returns at
-            // once, on the same slice (no scheduling decision).
-            Next::Block if !resched && wakes_at_once(slot, v, time::now_ns()) => {}
+            // HLT or SCHEDOP_block with its single-shot timer already due
+            // returns at once, on the same slice (no scheduling decision);
+            // a waiting interrupt goes through `block_current` as before.
+            Next::Block
+                if !resched
+                    && slot.up.load(Ordering::SeqCst)
+                    && hypercall::xen::timer_due(&slot.domain, slot.id.vcpu, time::now_ns()) => {}
             Next::Block => return SliceEnd::Block,
             Next::Down => return SliceEnd::Down,
         }
