@@ -61,8 +61,9 @@ pub struct Domain {
     pub weight: u16,
     /// CPU cap from `cap=`, percent of one CPU (0 = none).
     pub cap: u16,
-    /// Each vCPU's single-shot timer: system time in ns, 0 = none.
-    pub timers: Vec<AtomicU64>,
+    /// Each vCPU's timers, system time in ns, 0 = none: its single-shot
+    /// deadline, its periodic timer's period and next deadline.
+    pub timers: Vec<[AtomicU64; 3]>,
     /// Its memory map: RAM and stage-2 tables.
     pub ram: GuestRam,
     /// Its devices and console.
@@ -173,7 +174,29 @@ pub fn get(id: u32) -> Option<Arc<Domain>> {
 impl Domain {
     /// vCPU `index`'s single-shot timer (system time in ns, 0 = none).
     pub fn timer(&self, index: u32) -> &AtomicU64 {
-        static NONE: AtomicU64 = AtomicU64::new(0);
+        &self.timers_of(index)[0]
+    }
+
+    /// vCPU `index`'s periodic timer (`VCPUOP_set_periodic_timer`): its
+    /// period and its next deadline (ns, 0 = off).
+    pub fn periodic(&self, index: u32) -> &[AtomicU64] {
+        &self.timers_of(index)[1..]
+    }
+
+    /// The earliest of vCPU `index`'s single-shot and periodic deadlines
+    /// (0 = none).
+    pub fn timer_deadline(&self, index: u32) -> u64 {
+        let t = self.timers_of(index);
+        let (one, next) = (t[0].load(Ordering::SeqCst), t[2].load(Ordering::SeqCst));
+        if one == 0 || (next != 0 && next < one) {
+            next
+        } else {
+            one
+        }
+    }
+
+    fn timers_of(&self, index: u32) -> &[AtomicU64; 3] {
+        static NONE: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
         self.timers.get(index as usize).unwrap_or(&NONE)
     }
 
@@ -519,7 +542,7 @@ pub fn create(
         boot: 1,
         weight: new.weight,
         cap: new.cap,
-        timers: (0..new.vcpus).map(|_| AtomicU64::new(0)).collect(),
+        timers: (0..new.vcpus).map(|_| Default::default()).collect(),
         xen: new
             .xen
             .then(|| crate::hvm::xen::XenDomain::new(new.vcpus, false)),
@@ -725,7 +748,7 @@ fn build(
         boot,
         weight: spec.weight,
         cap: spec.cap,
-        timers: (0..spec.vcpus).map(|_| AtomicU64::new(0)).collect(),
+        timers: (0..spec.vcpus).map(|_| Default::default()).collect(),
         xen: spec
             .xen
             .then(|| crate::hvm::xen::XenDomain::new(spec.vcpus, spec.control)),

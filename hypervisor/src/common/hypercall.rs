@@ -34,6 +34,9 @@ pub trait SchedOps: super::domctl::ControlOps {
     /// (a grant unmap: the granter's flags are cleared and its pin dropped
     /// only when no CPU can still reach the frame).
     fn after_flush(&self, then: alloc::boxed::Box<dyn FnOnce() + Send>);
+    /// Vcpu `vcpu` of `domain`, if halted, looks at its timers again
+    /// (another vCPU changed them).
+    fn retime_vcpu(&self, domain: &Domain, vcpu: u32);
 }
 
 /// Errors of `VCPUOP_initialise` / `VCPUOP_up`, as Xen returns them.

@@ -646,6 +646,23 @@ pub fn wake_vcpu(domain: &Domain, vcpu: u32) {
     }
 }
 
+/// Halted vCPU `vcpu` of `domain` had its timers changed by another vCPU:
+/// its wake-up time is computed again (a timer entry on this CPU).
+fn retime_vcpu(domain: &Domain, vcpu: u32) {
+    let me = percpu::index();
+    with(|s| {
+        let Some(slot) = slot_of(s, VcpuId::new(domain.id, vcpu), domain.generation) else {
+            return;
+        };
+        if slot.halted.load(Ordering::SeqCst)
+            && slot.up.load(Ordering::SeqCst)
+            && let Some(at) = wake_at(&slot, !slot.halt_masked.load(Ordering::SeqCst))
+        {
+            set_timer(me, &slot, at);
+        }
+    });
+}
+
 /// Whether vCPU `vcpu` of `domain` has an interrupt to take: from its local
 /// APIC (a vector or an NMI), or (vCPU 0) from the 8259 through LINT0.
 fn interrupt_waiting(domain: &Domain, vcpu: u32) -> bool {
@@ -809,6 +826,9 @@ impl SchedOps for Ops {
     }
     fn after_flush(&self, then: AfterFlush) {
         after_flush(then);
+    }
+    fn retime_vcpu(&self, domain: &Domain, vcpu: u32) {
+        retime_vcpu(domain, vcpu);
     }
 }
 
@@ -1132,7 +1152,7 @@ fn block_current(me: usize, slot: &Slot, v: &Running<'_>) {
 /// NMI), and its local APIC timer when interrupts end its halt.
 fn wake_at(slot: &Slot, interruptible: bool) -> Option<u64> {
     let v = slot.id.vcpu;
-    let own = slot.domain.timer(v).load(Ordering::SeqCst);
+    let own = slot.domain.timer_deadline(v);
     let device = if v == 0 {
         slot.domain.platform.device_deadline.load(Ordering::SeqCst)
     } else {
@@ -1439,10 +1459,10 @@ fn run_slice(me: usize, slot: &Slot, v: &mut Running<'_>, slice_ns: u64) -> Slic
             0
         };
         let lapic = domain.platform.apic.deadline(index);
-        // A domain with Xen's interface also stops for its single-shot
-        // timer, whose VIRQ_TIMER must arrive while the vCPU runs.
+        // A domain with Xen's interface also stops for its single-shot and
+        // periodic timers, whose VIRQ_TIMER must arrive while the vCPU runs.
         let xen_timer = if domain.xen.is_some() {
-            domain.timer(index).load(Ordering::Relaxed)
+            domain.timer_deadline(index)
         } else {
             0
         };

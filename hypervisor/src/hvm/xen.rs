@@ -138,14 +138,22 @@ impl XenDomain {
     /// `index` (allocated now if it is the next one) appears at
     /// guest-physical `gpa`, outside the domain's RAM.
     pub fn map_grant_frame(&self, ram: &GuestRam, index: u32, gpa: u64) -> Result<(), ()> {
+        let hpa = self.grant_frame(ram, index).ok_or(())?;
+        ram.map_extra(gpa, hpa).map_err(|_| ())
+    }
+
+    /// Grant-table frame `index`, allocated now (with those before it)
+    /// when the table is smaller; `None` past [`MAX_GRANT_FRAMES`] or
+    /// without memory.
+    pub fn grant_frame(&self, ram: &GuestRam, index: u32) -> Option<u64> {
         if index >= MAX_GRANT_FRAMES {
-            return Err(());
+            return None;
         }
         let mut frames = self.grant_frames.lock();
         while frames.len() <= index as usize {
-            frames.push(ram.alloc_frame().ok_or(())?);
+            frames.push(ram.alloc_frame()?);
         }
-        ram.map_extra(gpa, frames[index as usize]).map_err(|_| ())
+        Some(frames[index as usize])
     }
 
     /// Runs `f` on entry `gref` of the grant table (v1: the word of its

@@ -457,6 +457,7 @@ pub mod xen {
     /// `EVTCHNSTAT_interdomain`.
     pub const EVTCHNSTAT_INTERDOMAIN: u32 = 2;
     const EVTCHNOP_BIND_INTERDOMAIN: u64 = 0;
+    const EVTCHNOP_BIND_VIRQ: u64 = 1;
     const EVTCHNOP_SEND: u64 = 4;
     const EVTCHNOP_STATUS: u64 = 5;
     const EVTCHNOP_ALLOC_UNBOUND: u64 = 6;
@@ -509,6 +510,16 @@ pub mod xen {
     pub fn bind_interdomain(remote: u16, remote_port: u32) -> Result<u32, i64> {
         let mut arg = [u32::from(remote), remote_port, 0];
         match event_channel_op(EVTCHNOP_BIND_INTERDOMAIN, &mut arg) {
+            0 => Ok(arg[2]),
+            e => Err(e),
+        }
+    }
+
+    /// `EVTCHNOP_bind_virq`: `virq` of `vcpu` on a new port; the port or
+    /// a negative errno.
+    pub fn bind_virq(virq: u32, vcpu: u32) -> Result<u32, i64> {
+        let mut arg = [virq, vcpu, 0];
+        match event_channel_op(EVTCHNOP_BIND_VIRQ, &mut arg) {
             0 => Ok(arg[2]),
             e => Err(e),
         }

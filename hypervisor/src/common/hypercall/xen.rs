@@ -14,6 +14,7 @@ use super::{After, SchedOps, errno};
 use crate::common::domain::{self, Domain, Running};
 use crate::hvm::guestmem::{read_virt, write_virt};
 use crate::hvm::xen::{NR_PARAMS, XenDomain};
+use alloc::sync::Arc;
 use basalt_guest::hypercall as hc;
 use basalt_xen::DOMID_SELF;
 use basalt_xen::evtchn::{self, Status, Target};
@@ -43,6 +44,7 @@ const XENMEM_ADD_TO_PHYSMAP: u64 = 7;
 const XENMEM_MEMORY_MAP: u64 = 9;
 const XENMEM_REMOVE_FROM_PHYSMAP: u64 = 15;
 const XENMEM_ADD_TO_PHYSMAP_BATCH: u64 = 23;
+const XENMEM_ACQUIRE_RESOURCE: u64 = 28;
 const XENMAPSPACE_GMFN_FOREIGN: u16 = 4;
 /// Entries of an `add_to_physmap_batch` done per VM exit; the rest is a
 /// continuation.
@@ -181,7 +183,7 @@ pub fn handle(v: &mut Running<'_>, call: &hc::Call, ops: &impl SchedOps) -> Opti
             },
             _ => return None,
         },
-        hc::HYPERVISOR_VCPU_OP => vcpu_op(v, a1, a2, a3)?,
+        hc::HYPERVISOR_VCPU_OP => vcpu_op(v, a1, a2, a3, ops)?,
         SET_TIMER_OP => {
             // set_timer_op(timeout): a single-shot timer at system time
             // `timeout` ns; 0 stops it.
@@ -557,6 +559,7 @@ fn memory_op(v: &mut Running<'_>, cmd: u64, arg: u64, ops: &impl SchedOps) -> Op
             }
         }
         XENMEM_ADD_TO_PHYSMAP_BATCH => add_to_physmap_batch(v, arg),
+        XENMEM_ACQUIRE_RESOURCE => acquire_resource(v, arg),
         XENMEM_REMOVE_FROM_PHYSMAP => {
             // struct xen_remove_from_physmap { domid_t domid; xen_pfn_t gpfn; }
             let b = match read::<16>(v, arg) {
@@ -690,13 +693,13 @@ fn grant_table_op(
 /// The control domain's foreign mappings: (mapper id, guest-physical
 /// address in the mapper) → the domain whose frame is mapped there (its RAM
 /// pinned once per entry).
-static FOREIGN: spin::Mutex<alloc::collections::BTreeMap<(u32, u64), alloc::sync::Arc<Domain>>> =
+static FOREIGN: spin::Mutex<alloc::collections::BTreeMap<(u32, u64), Arc<Domain>>> =
     spin::Mutex::new(alloc::collections::BTreeMap::new());
 
 /// The foreign mappings domain `mapper` held, forgotten (it is ending; its
 /// stage-2 tables go with it): the domains whose pins the caller drops
 /// once every CPU has flushed.
-pub fn drop_foreign_of(mapper: u32) -> alloc::vec::Vec<alloc::sync::Arc<Domain>> {
+pub fn drop_foreign_of(mapper: u32) -> alloc::vec::Vec<Arc<Domain>> {
     let mut table = FOREIGN.lock();
     let keys: alloc::vec::Vec<(u32, u64)> = table
         .keys()
@@ -773,14 +776,22 @@ fn add_to_physmap_batch(v: &mut Running<'_>, arg: u64) -> Answer {
 }
 
 /// Maps frame `idx` of `owner` at frame `gpfn` of the control domain `d`.
-fn map_foreign(
+fn map_foreign(d: &Domain, owner: &Arc<Domain>, idx: u64, gpfn: u64) -> Result<(), i64> {
+    let from = idx.checked_mul(4096).ok_or(hc::EINVAL)?;
+    map_foreign_with(d, owner, gpfn, || {
+        owner.ram.pin_frame(from).ok_or(hc::EINVAL)
+    })
+}
+
+/// Maps the frame `pin` pins (once, in `owner`'s RAM) at frame `gpfn` of
+/// the control domain `d`, remembered in [`FOREIGN`].
+fn map_foreign_with(
     d: &Domain,
-    owner: &alloc::sync::Arc<Domain>,
-    idx: u64,
+    owner: &Arc<Domain>,
     gpfn: u64,
+    pin: impl FnOnce() -> Result<u64, i64>,
 ) -> Result<(), i64> {
     let gpa = gpfn.checked_mul(4096).ok_or(hc::EINVAL)?;
-    let from = idx.checked_mul(4096).ok_or(hc::EINVAL)?;
     if owner.life.is_ending() {
         return Err(hc::ESRCH);
     }
@@ -788,13 +799,96 @@ fn map_foreign(
     if table.contains_key(&(d.id, gpa)) {
         return Err(hc::EBUSY);
     }
-    let hpa = owner.ram.pin_frame(from).ok_or(hc::EINVAL)?;
+    let hpa = pin()?;
     if d.ram.map_extra(gpa, hpa).is_err() {
         owner.ram.unpin();
         return Err(hc::EINVAL);
     }
     table.insert((d.id, gpa), owner.clone());
     Ok(())
+}
+
+/// `XENMEM_acquire_resource` (privcmd's MMAP_RESOURCE), control domain
+/// only: frames `frame..frame + nr_frames` of a resource of another domain
+/// appear at the caller's frames `frame_list[i]` as foreign mappings
+/// (`XENMEM_remove_from_physmap` ends each). A null `frame_list` with
+/// `nr_frames` 0 asks the resource's size. The one resource is the grant
+/// table's shared frames (type 1, id 0), grown to the frames asked for, as
+/// Xen does; its status frames (id 1) exist only in v2 (size 0); ioreq
+/// servers (type 0) do not exist yet: -EOPNOTSUPP, as for an unknown type.
+fn acquire_resource(v: &mut Running<'_>, arg: u64) -> Answer {
+    // struct xen_mem_acquire_resource { domid_t domid; uint16_t type; uint32_t id;
+    //   uint32_t nr_frames; uint32_t pad; uint64_t frame; XEN_GUEST_HANDLE(xen_pfn_t) frame_list; }
+    let d = v.domain;
+    let b = match read::<32>(v, arg) {
+        Ok(b) => b,
+        Err(e) => return e,
+    };
+    let (kind, id, nr, frame, list) = (
+        u16_at(&b, 2),
+        u32_at(&b, 4),
+        u32_at(&b, 8),
+        u64_at(&b, 16),
+        u64_at(&b, 24),
+    );
+    if !xen(d).control {
+        return err(hc::EPERM);
+    }
+    if u32_at(&b, 12) != 0 {
+        return err(hc::EINVAL);
+    }
+    let foreign = u32::from(domid(v, u16_at(&b, 0)));
+    if foreign == d.id {
+        return err(hc::EINVAL);
+    }
+    let Some(owner) = domain::get(foreign) else {
+        return err(hc::ESRCH);
+    };
+    let (Some(ox), 1) = (&owner.xen, kind) else {
+        return err(hc::EOPNOTSUPP);
+    };
+    let max = if id == 0 {
+        crate::hvm::xen::MAX_GRANT_FRAMES
+    } else {
+        0
+    };
+    if list == 0 {
+        if nr != 0 {
+            return err(hc::EINVAL);
+        }
+        return match write(v, arg + 8, &max.to_le_bytes()) {
+            Ok(()) => ok(0),
+            Err(e) => e,
+        };
+    }
+    if nr == 0
+        || frame
+            .checked_add(u64::from(nr))
+            .is_none_or(|end| end > u64::from(max))
+    {
+        return err(hc::EINVAL);
+    }
+    for i in 0..u64::from(nr) {
+        let gpfn = match read::<8>(v, list.wrapping_add(i * 8)) {
+            Ok(x) => u64::from_le_bytes(x),
+            Err(e) => return e,
+        };
+        let pin = || {
+            let hpa = ox
+                .grant_frame(&owner.ram, (frame + i) as u32)
+                .ok_or(hc::ENOMEM)?;
+            if owner.ram.pin() {
+                Ok(hpa)
+            } else {
+                Err(hc::ESRCH)
+            }
+        };
+        // As Xen: a failure after the first frame is -EIO (some are mapped).
+        if let Err(e) = map_foreign_with(d, &owner, gpfn, pin) {
+            return err(if i == 0 { e } else { hc::EIO });
+        }
+    }
+    ok(0)
 }
 
 fn hvm_op(v: &mut Running<'_>, cmd: u64, arg: u64) -> Answer {
@@ -845,7 +939,13 @@ fn hvm_op(v: &mut Running<'_>, cmd: u64, arg: u64) -> Answer {
     }
 }
 
-fn vcpu_op(v: &mut Running<'_>, cmd: u64, vcpu: u64, arg: u64) -> Option<Answer> {
+fn vcpu_op(
+    v: &mut Running<'_>,
+    cmd: u64,
+    vcpu: u64,
+    arg: u64,
+    ops: &impl SchedOps,
+) -> Option<Answer> {
     let d = v.domain;
     let x = xen(d);
     if vcpu >= u64::from(d.vcpu_count) {
@@ -896,10 +996,31 @@ fn vcpu_op(v: &mut Running<'_>, cmd: u64, vcpu: u64, arg: u64) -> Option<Answer>
                 err(hc::EINVAL)
             }
         }
-        // No periodic timer is offered (Linux uses the single-shot one);
-        // stopping the one that does not run succeeds.
-        VCPUOP_STOP_PERIODIC_TIMER => ok(0),
-        VCPUOP_SET_PERIODIC_TIMER => err(hc::ENOSYS),
+        VCPUOP_SET_PERIODIC_TIMER | VCPUOP_STOP_PERIODIC_TIMER => {
+            // struct vcpu_set_periodic_timer { uint64_t period_ns; }: at
+            // least 1 ms and at most Xen's STIME_DELTA_MAX (2^62 - 1).
+            let period = if cmd == VCPUOP_SET_PERIODIC_TIMER {
+                match read::<8>(v, arg).map(u64::from_le_bytes) {
+                    Ok(p) if (1_000_000..1 << 62).contains(&p) => p,
+                    Ok(_) => return Some(err(hc::EINVAL)),
+                    Err(e) => return Some(e),
+                }
+            } else {
+                0
+            };
+            if let [p, next] = d.periodic(vcpu) {
+                next.store(0, Ordering::SeqCst);
+                p.store(period, Ordering::SeqCst);
+                if period != 0 {
+                    next.store(crate::time::now_ns() + period, Ordering::SeqCst);
+                }
+            }
+            // Another vCPU of the caller's, halted, looks at its timers again.
+            if vcpu != v.index {
+                ops.retime_vcpu(d, vcpu);
+            }
+            ok(0)
+        }
         hc::VCPUOP_GET_RUNSTATE_INFO => {
             let Some(r) = x.runstate(vcpu) else {
                 return Some(err(hc::EINVAL));
@@ -913,19 +1034,29 @@ fn vcpu_op(v: &mut Running<'_>, cmd: u64, vcpu: u64, arg: u64) -> Option<Answer>
     })
 }
 
-/// vCPU `vcpu`'s single-shot timer is due at `now` (system ns): it is
-/// cleared and, for a domain with Xen's interface, its VIRQ_TIMER sent.
-/// Returns whether it was due.
+/// vCPU `vcpu`'s single-shot or periodic timer is due at `now` (system
+/// ns): the single-shot one is cleared, the periodic one moved a period
+/// past `now` (as Xen does: missed periods are not made up), and, for a
+/// domain with Xen's interface, VIRQ_TIMER sent. Returns whether one was due.
 pub fn timer_due(d: &Domain, vcpu: u32, now: u64) -> bool {
     let timer = d.timer(vcpu);
     let at = timer.load(Ordering::SeqCst);
-    if at == 0 || at > now {
-        return false;
-    }
-    if timer
-        .compare_exchange(at, 0, Ordering::SeqCst, Ordering::SeqCst)
-        .is_err()
-    {
+    let one = at != 0
+        && at <= now
+        && timer
+            .compare_exchange(at, 0, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok();
+    let [period, next] = d.periodic(vcpu) else {
+        return one;
+    };
+    let (p, n) = (period.load(Ordering::SeqCst), next.load(Ordering::SeqCst));
+    let tick = p != 0
+        && n != 0
+        && n <= now
+        && next
+            .compare_exchange(n, now.saturating_add(p), Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok();
+    if !(one || tick) {
         return false;
     }
     if let Some(x) = &d.xen {

@@ -10,6 +10,8 @@
 //!    victim is this image with `live_ms=`: it only lives that long).
 //! 3. Mapping the same frame again: -EBUSY; the guest itself or a domain
 //!    that does not exist as the foreign domain: -EINVAL, -ESRCH.
+//!    (The ordinary domain gets -EPERM for the batch and for
+//!    `XENMEM_acquire_resource` of the victim's grant table.)
 //! 4. After `wait_ms=` (the victim ends meanwhile) the page still reads the
 //!    same: the victim stays dying while mapped.
 //! 5. `XENMEM_remove_from_physmap` unmaps it (0); again: -EINVAL.
@@ -102,8 +104,17 @@ fn main(cmdline: &str) -> u32 {
         &mut errs,
     );
     if arg(cmdline, "expect") == Some("eperm") {
-        println!("foreign: batch from an ordinary domain returned {r}");
-        return if r == -1 && errs == [7, 7] {
+        // XENMEM_acquire_resource of the victim's grant table, frame 0.
+        let mut a = [0u8; 32];
+        a[0..2].copy_from_slice(&victim.to_le_bytes());
+        a[2] = 1;
+        a[8] = 1;
+        let list = [SCRATCH_GPFN];
+        a[24..32].copy_from_slice(&(list.as_ptr() as u64).to_le_bytes());
+        // SAFETY: the structure and the list are this guest's memory.
+        let acq = unsafe { hypercall2(MEMORY_OP, 28, a.as_mut_ptr() as u64) };
+        println!("foreign: batch from an ordinary domain returned {r}, acquire_resource {acq}");
+        return if r == -1 && errs == [7, 7] && acq == -1 {
             pass()
         } else {
             fail!("an ordinary domain must get -EPERM")

@@ -25,6 +25,15 @@
 //! handle, a wrong address, twice) and copies both ways (a copy into a
 //! read-only grant, one crossing the page end and one naming another
 //! domain's frame without a grant are refused).
+//!
+//! First, the mapper maps the granter's grant table itself with
+//! `XENMEM_acquire_resource` (privcmd's MMAP_RESOURCE): the size query
+//! (4 frames), frames 0-1 at two of its frames (entry 1 reads as the
+//! granter wrote it; frame 1, grown for the request, is empty), and the
+//! refusals: the status frames of a v1 table, frames past the end, a
+//! nonzero pad (-EINVAL), an ioreq server
+//! (-EOPNOTSUPP), a missing domain (-ESRCH), a frame already mapped
+//! (-EBUSY); `XENMEM_remove_from_physmap` unmaps both.
 
 #![no_std]
 #![no_main]
@@ -39,6 +48,8 @@ basalt_test_guests::entry!(main);
 const MEMORY_OP: u64 = 12;
 const GRANT_TABLE_OP: u64 = 20;
 const XENMEM_ADD_TO_PHYSMAP: u64 = 7;
+const XENMEM_REMOVE_FROM_PHYSMAP: u64 = 15;
+const XENMEM_ACQUIRE_RESOURCE: u64 = 28;
 const XENMAPSPACE_GRANT_TABLE: u32 = 1;
 const GNTTABOP_MAP_GRANT_REF: u64 = 0;
 const GNTTABOP_UNMAP_GRANT_REF: u64 = 1;
@@ -60,6 +71,8 @@ const TABLE_GPFN: u64 = 0x40000;
 /// Where the mapper maps refs 1 and 2.
 const MAP_RW_GPFN: u64 = 0x40010;
 const MAP_RO_GPFN: u64 = 0x40011;
+/// Where the mapper maps the granter's grant frames 0 and 1.
+const ACQUIRED_GPFN: u64 = 0x40020;
 
 /// What the granter writes at the start of both pages.
 const GRANTED: &[u8; 8] = b"GRANTED!";
@@ -237,6 +250,83 @@ fn granter() -> u32 {
     code
 }
 
+/// `XENMEM_acquire_resource` of domain `dom`'s resource (`kind`, `id`),
+/// frames from `frame` at `gpfns` (a null list when empty), with `pad`;
+/// the result and the `nr_frames` written back.
+fn acquire(dom: u16, kind: u16, id: u32, frame: u64, gpfns: &[u64], pad: u32) -> (i64, u32) {
+    // struct xen_mem_acquire_resource { domid_t domid; uint16_t type; uint32_t id;
+    //   uint32_t nr_frames; uint32_t pad; uint64_t frame; XEN_GUEST_HANDLE(xen_pfn_t) frame_list; }
+    let mut a = [0u8; 32];
+    a[0..2].copy_from_slice(&dom.to_le_bytes());
+    a[2..4].copy_from_slice(&kind.to_le_bytes());
+    a[4..8].copy_from_slice(&id.to_le_bytes());
+    a[8..12].copy_from_slice(&(gpfns.len() as u32).to_le_bytes());
+    a[12..16].copy_from_slice(&pad.to_le_bytes());
+    a[16..24].copy_from_slice(&frame.to_le_bytes());
+    let list = if gpfns.is_empty() {
+        0
+    } else {
+        gpfns.as_ptr() as u64
+    };
+    a[24..32].copy_from_slice(&list.to_le_bytes());
+    // SAFETY: the structure and the list are this guest's memory; Basalt
+    // writes only `nr_frames`.
+    let r = unsafe { hypercall2(MEMORY_OP, XENMEM_ACQUIRE_RESOURCE, a.as_mut_ptr() as u64) };
+    (r, u32::from_le_bytes([a[8], a[9], a[10], a[11]]))
+}
+
+/// `XENMEM_remove_from_physmap` of the caller's frame `gpfn`.
+fn remove(gpfn: u64) -> i64 {
+    let mut x = [0u8; 16];
+    x[0..2].copy_from_slice(&DOMID_SELF.to_le_bytes());
+    x[8..16].copy_from_slice(&gpfn.to_le_bytes());
+    // SAFETY: a structure in this guest's memory, only read.
+    unsafe { hypercall2(MEMORY_OP, XENMEM_REMOVE_FROM_PHYSMAP, x.as_ptr() as u64) }
+}
+
+/// The granter's grant table through `XENMEM_acquire_resource`.
+fn acquire_table(c: &mut Checks, granter: u16) {
+    let (size_r, size) = acquire(granter, 1, 0, 0, &[], 0);
+    let frames = [ACQUIRED_GPFN, ACQUIRED_GPFN + 1];
+    let got = acquire(granter, 1, 0, 0, &frames, 0).0;
+    let base = ACQUIRED_GPFN * 4096;
+    let (e1, f1) = (read_u64(base + 8) as u32, (read_u64(base + 8) >> 32) as u32);
+    let (e2, grown) = (read_u64(base + 16) as u32, read_u64(base + 4096 + 8));
+    println!(
+        "grant: acquire_resource size {size_r}/{size}, frames 0-1 {got}; entry 1 {e1:#x} frame {f1:#x}, entry 2 {e2:#x}, frame 1 {grown:#x}"
+    );
+    c.check(
+        (size_r, size, got) == (0, 4, 0),
+        format_args!("the grant table's size is 4 frames; frames 0-1 must map"),
+    );
+    c.check(
+        e1 == u32::from(GTF_PERMIT_ACCESS)
+            && f1 != 0
+            && e2 == u32::from(GTF_PERMIT_ACCESS | GTF_READONLY)
+            && grown == 0,
+        format_args!("the acquired frames must be the granter's table (entries 1 and 2 for d0)"),
+    );
+    let status = acquire(granter, 1, 1, 0, &[ACQUIRED_GPFN + 2], 0).0;
+    let past = acquire(granter, 1, 0, 3, &frames, 0).0;
+    let pad = acquire(granter, 1, 0, 0, &[ACQUIRED_GPFN + 2], 1).0;
+    let ioreq = acquire(granter, 0, 0, 0, &[ACQUIRED_GPFN + 2], 0).0;
+    let none = acquire(999, 1, 0, 0, &[ACQUIRED_GPFN + 2], 0).0;
+    let busy = acquire(granter, 1, 0, 2, &[ACQUIRED_GPFN], 0).0;
+    let (r0, r1, again) = (
+        remove(ACQUIRED_GPFN),
+        remove(ACQUIRED_GPFN + 1),
+        remove(ACQUIRED_GPFN),
+    );
+    println!(
+        "grant: acquire refused: status {status}, past the end {past}, pad {pad}, ioreq {ioreq}, no domain {none}, mapped {busy}; removed {r0} {r1}, again {again}"
+    );
+    c.check(
+        (status, past, pad, ioreq, none, busy) == (-22, -22, -22, -95, -3, -16)
+            && (r0, r1, again) == (0, 0, -22),
+        format_args!("expected -EINVAL x3 (status, past the end, pad), -EOPNOTSUPP, -ESRCH, -EBUSY; removals 0, 0, then -EINVAL"),
+    );
+}
+
 fn map(host_gpfn: u64, flags: u32, gref: u32, dom: u16) -> (i64, i16, u32) {
     // struct gnttab_map_grant_ref { uint64_t host_addr; uint32_t flags; grant_ref_t ref;
     //   domid_t dom; int16_t status; grant_handle_t handle; uint64_t dev_bus_addr; }
@@ -328,6 +418,7 @@ fn mapper() -> u32 {
     sleep_ms(300);
     let granter = 1u16;
     let mut c = Checks::new();
+    acquire_table(&mut c, granter);
     // Hostile requests, before anything is mapped (a use they leaked would
     // keep the granter's flags set after the unmap).
     let bad_ref = map(MAP_RW_GPFN, GNTMAP_HOST_MAP, 5000, granter).1;
