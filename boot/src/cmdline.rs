@@ -248,9 +248,6 @@ pub struct Options<'a> {
     pub test_exit: bool,
     /// `test-panic` (tests only): panic on purpose after the boot summary.
     pub test_panic: bool,
-    /// `test-svm` (tests only): run the AMD SVM bring-up test on the boot
-    /// CPU when it has SVM.
-    pub test_svm: bool,
     /// `test-pirq` (tests only): simulate a stuck level line on every GSI
     /// the control domain binds (docs/control-domain.md).
     pub test_pirq: bool,
@@ -462,7 +459,6 @@ impl<'a> Options<'a> {
         match name {
             "test-exit" | "test_exit" => Some(&mut self.test_exit),
             "test-panic" | "test_panic" => Some(&mut self.test_panic),
-            "test-svm" | "test_svm" => Some(&mut self.test_svm),
             "test-pirq" | "test_pirq" => Some(&mut self.test_pirq),
             _ => None,
         }
@@ -546,10 +542,8 @@ mod tests {
         let o = Options::parse("test-panic=maybe");
         assert!(!o.test_panic);
         assert_eq!(o.invalid[0].option, "test-panic=maybe");
-        assert!(Options::parse("test-svm").test_svm);
-        assert!(!Options::parse("test-exit").test_svm);
         assert!(Options::parse("test-pirq").test_pirq);
-        assert!(!Options::parse("test-svm").test_pirq);
+        assert!(!Options::parse("test-exit").test_pirq);
     }
 
     #[test]

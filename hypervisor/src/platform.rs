@@ -131,7 +131,6 @@ struct Boot {
     test_fault: Option<TestFault>,
     test_panic: bool,
     test_exit: bool,
-    test_svm: bool,
     test_pirq: bool,
     sched: crate::common::sched::Settings,
     /// `test-measure=WARMUP,WINDOW` in ms.
@@ -148,7 +147,6 @@ pub fn start(info: &BootInfo<'static>, options: &Options<'_>) -> ! {
         test_fault: options.test_fault,
         test_panic: options.test_panic,
         test_exit: options.test_exit,
-        test_svm: options.test_svm,
         test_pirq: options.test_pirq,
         test_measure: options.test_measure,
         dom0: crate::common::domain::Dom0Options {
@@ -261,9 +259,6 @@ extern "C" fn bsp_main(arg: u64) -> ! {
     info!("cpu0 online (APIC id {boot_apic_id})");
     timer_self_test();
     let vmx_ok = vmx_on_this_cpu();
-    if boot.test_svm {
-        crate::arch::x86_64::svm::smoke::run();
-    }
 
     TEST_FAULT_AP.store(boot.test_fault == Some(TestFault::Ap), Ordering::SeqCst);
     TEST_FAULT_GUEST.store(boot.test_fault == Some(TestFault::Guest), Ordering::SeqCst);

@@ -19,8 +19,6 @@ pub mod reg {
     pub const EOI: u32 = 0xb0;
     pub const SVR: u32 = 0xf0;
     pub const ESR: u32 = 0x280;
-    /// Interrupt request register: eight 32-bit registers 0x10 apart.
-    pub const IRR: u32 = 0x200;
     pub const ICR_LOW: u32 = 0x300;
     pub const ICR_HIGH: u32 = 0x310;
     pub const LVT_TIMER: u32 = 0x320;
@@ -155,12 +153,6 @@ pub fn version() -> u32 {
 /// Signals the end of an interrupt.
 pub fn eoi() {
     write(reg::EOI, 0);
-}
-
-/// Whether `vector` is requested and not yet delivered (its IRR bit), e.g.
-/// an interrupt that arrived while interrupts are off.
-pub fn is_requested(vector: u8) -> bool {
-    read(reg::IRR + u32::from(vector / 32) * 0x10) & (1 << (vector % 32)) != 0
 }
 
 /// Reads and clears the error status.

@@ -2,10 +2,8 @@
 //! VMRUN and #VMEXIT, nested page tables. The pure half (VMCB fields, exit
 //! codes and their information, permission maps, ASIDs, capabilities) is
 //! `basalt-svm`; this module executes the instructions: per-CPU SVM
-//! operation here, the vCPUs behind the vendor seam in [`vcpu`], and the
-//! bring-up test `test-svm` in [`smoke`].
+//! operation here, the vCPUs behind the vendor seam in [`vcpu`].
 
-pub mod smoke;
 pub mod vcpu;
 
 pub use super::gprs::GuestRegs;
@@ -137,11 +135,8 @@ pub fn discover() -> Result<SvmCaps, SvmUnavailable> {
 /// for the rest of Basalt's life (as VT-x's VMXON region does).
 #[derive(Debug)]
 pub struct SvmCpu {
-    /// What the CPU's SVM offers.
-    pub caps: SvmCaps,
     /// The CPU's ASIDs (APM Vol. 2 §15.16), handed to the vCPUs it runs.
     pub asids: AsidAllocator,
-    hsave_pa: u64,
     pub(crate) host_save_pa: u64,
 }
 
@@ -184,37 +179,9 @@ impl SvmCpu {
         // processor for good (never freed while SVME is set).
         unsafe { msr::write_raw(MSR_VM_HSAVE_PA, hsave_pa) };
         Ok(Self {
-            caps,
             asids: AsidAllocator::new(caps.asids),
-            hsave_pa,
             host_save_pa,
         })
-    }
-
-    /// The physical address of the page VM_HSAVE_PA points at.
-    pub fn hsave_pa(&self) -> u64 {
-        self.hsave_pa
-    }
-
-    /// Runs the guest of the VMCB at `vmcb_pa` until its next #VMEXIT, its
-    /// general registers other than RAX and RSP in `regs`.
-    ///
-    /// # Safety
-    ///
-    /// This must be the CPU `self` was enabled on. `vmcb_pa` must be a VMCB
-    /// page Basalt owns, whose I/O and MSR permission maps and nested page
-    /// table are Basalt's and map only memory given to this guest, with the
-    /// VMRUN, INTR and NMI intercepts set (an invalid guest state is not
-    /// unsafe: VMRUN refuses it with VMEXIT_INVALID).
-    pub unsafe fn run(&self, vmcb_pa: u64, regs: &mut GuestRegs) {
-        // The VMCB and the guest's memory are written through the direct
-        // map as plain memory: every write is done before VMRUN reads them,
-        // and nothing is read before VMRUN has written them back.
-        compiler_fence(Ordering::SeqCst);
-        // SAFETY: the caller's contract; svm_run saves and restores every
-        // callee-saved register and the host state VMRUN does not switch.
-        unsafe { svm_run(regs, vmcb_pa, self.host_save_pa) };
-        compiler_fence(Ordering::SeqCst);
     }
 }
 
