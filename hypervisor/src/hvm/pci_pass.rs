@@ -63,6 +63,12 @@ pub fn msi_message(slot: usize) -> Option<(u64, u32)> {
     STATE.lock().0.msi_message(slot)
 }
 
+/// Whether function `bdf` answers on the host (its vendor id is not all
+/// ones).
+pub fn present(bdf: u16) -> bool {
+    STATE.lock().1.read(bdf, 0, 2) != 0xffff
+}
+
 /// Whether dom0's access of `size` bytes at `port` is this module's (not a
 /// byte at 0xCF9, the reset control register).
 pub fn handles(port: u16, size: u8) -> bool {

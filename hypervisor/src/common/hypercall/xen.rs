@@ -54,6 +54,8 @@ const XENMAPSPACE_GRANT_TABLE: u32 = 1;
 
 /// `__HYPERVISOR_grant_table_op`.
 const GRANT_TABLE_OP: u64 = 20;
+const PHYSDEV_OP: u64 = 33;
+const PHYSDEVOP_PCI_DEVICE_ADD: u64 = 25;
 const GNTTABOP_MAP_GRANT_REF: u64 = 0;
 const GNTTABOP_UNMAP_GRANT_REF: u64 = 1;
 const GNTTABOP_COPY: u64 = 5;
@@ -145,6 +147,23 @@ pub fn handle(v: &mut Running<'_>, call: &hc::Call, ops: &impl SchedOps) -> Opti
         hc::HYPERVISOR_MEMORY_OP => memory_op(v, a1, a2, ops)?,
         HVM_OP => hvm_op(v, a1, a2),
         GRANT_TABLE_OP => grant_table_op(v, a1, a2, a3, ops),
+        // Xen answers -ENOSYS to any other domain.
+        PHYSDEV_OP if a1 == PHYSDEVOP_PCI_DEVICE_ADD && xen(v.domain).control => {
+            // struct physdev_pci_device_add { uint16_t seg; uint8_t bus; uint8_t devfn; ... }:
+            // a function Linux found. Basalt reaches segment 0 through
+            // configuration mechanism #1 only, where it must answer; it is
+            // not used further until Basalt has an IOMMU to place it in.
+            match read::<4>(v, a2) {
+                Ok(b)
+                    if u16_at(&b, 0) == 0
+                        && crate::hvm::pci_pass::present(u16_at(&b, 2).swap_bytes()) =>
+                {
+                    ok(0)
+                }
+                Ok(_) => err(hc::ENODEV),
+                Err(e) => e,
+            }
+        }
         hc::HYPERVISOR_XEN_VERSION => match a1 {
             XENVER_GET_FEATURES => {
                 // struct xen_feature_info { unsigned int submap_idx; uint32_t submap; }
