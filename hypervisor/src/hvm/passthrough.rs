@@ -1,13 +1,16 @@
 //! The control domain owns the machine (docs/control-domain.md, "Memory
 //! ownership" and "Ports and device memory"): with its RAM identity-mapped,
 //! a host address it touches that is neither its RAM nor a device Basalt
-//! keeps is mapped 1:1 on first touch, uncached (the MTRRs' type for device
-//! memory) except firmware tables, which are RAM.
+//! keeps is mapped 1:1 on first touch with the type the host's MTRRs give
+//! it (write-back only for firmware tables and the legacy ROM area, which
+//! are RAM; uncached for device memory the MTRRs call write-back), which
+//! dom0's PAT then combines with as on bare metal.
 
 use super::memory::GuestRam;
 use basalt_boot::FixedVec;
 use basalt_boot::memmap::{MemoryMap, RegionKind};
 use basalt_paging::MapFlags;
+use basalt_platform::mtrr::{self, Mtrrs};
 use spin::Once;
 
 /// What Basalt knows of the host that dom0's pass-through needs.
@@ -22,6 +25,35 @@ struct Host {
     /// The I/O bases of Basalt's console UARTs (read once: the console
     /// lock is not taken on dom0's port exits).
     uarts: [Option<u16>; 2],
+    /// The host's MTRRs.
+    mtrrs: Mtrrs,
+}
+
+/// The boot CPU's MTRRs (IA32_MTRRCAP 0xFE, IA32_MTRR_DEF_TYPE 0x2FF, the
+/// fixed ranges, PHYSBASEn/PHYSMASKn from 0x200; SDM Vol. 3A §12.11.1);
+/// without CPUID's MTRR bit, none (everything UC).
+fn read_mtrrs() -> Mtrrs {
+    use crate::arch::x86_64::msr::read_raw;
+    let mut m = Mtrrs::default();
+    if crate::arch::x86_64::cpu::cpuid(1).edx & 1 << 12 == 0 {
+        return m;
+    }
+    let cap = read_raw(0xfe);
+    m.def_type = read_raw(0x2ff);
+    if cap & 1 << 8 != 0 {
+        let regs = [
+            0x250, 0x258, 0x259, 0x268, 0x269, 0x26a, 0x26b, 0x26c, 0x26d, 0x26e, 0x26f,
+        ];
+        m.fixed = Some(regs.map(read_raw));
+    }
+    m.count = ((cap & 0xff) as usize).min(mtrr::MAX_VARIABLE);
+    for (i, v) in m.variable[..m.count].iter_mut().enumerate() {
+        *v = (
+            read_raw(0x200 + 2 * i as u32),
+            read_raw(0x201 + 2 * i as u32),
+        );
+    }
+    m
 }
 
 static HOST: Once<Host> = Once::new();
@@ -36,6 +68,7 @@ pub fn init(map: &MemoryMap, acpi: Option<&crate::acpi::Platform>) {
             hpet: acpi.and_then(|a| a.hpet).map(|a| a & !0xfff),
             ecam: acpi.map(|a| a.ecam).unwrap_or_default(),
             uarts: crate::console::uart_bases(),
+            mtrrs: read_mtrrs(),
         });
         log::warn!(
             "the control domain owns the machine's devices and no IOMMU is in use: its devices \
@@ -76,11 +109,15 @@ pub fn map_absent(ram: &GuestRam, gpa: u64) -> bool {
     {
         return false;
     }
-    let rw = MapFlags::READ | MapFlags::WRITE;
-    let wb = in_ram(RegionKind::AcpiReclaimable)
+    let ram_like = in_ram(RegionKind::AcpiReclaimable)
         || in_ram(RegionKind::AcpiNvs)
         || (0xc_0000..0x10_0000).contains(&page);
-    let flags = if wb { rw } else { rw | MapFlags::UNCACHEABLE };
+    let cache = match h.mtrrs.type_of(page) {
+        mtrr::WB if ram_like => MapFlags::empty(),
+        mtrr::WT => MapFlags::WRITE_THROUGH,
+        _ => MapFlags::UNCACHEABLE,
+    };
+    let flags = MapFlags::READ | MapFlags::WRITE | MapFlags::GUEST_PAT | cache;
     ram.map_page(page, page, flags).is_ok()
 }
 

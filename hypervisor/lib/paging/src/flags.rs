@@ -28,6 +28,10 @@ bitflags::bitflags! {
         const WRITE_THROUGH = 1 << 8;
         /// Cache type bit: uncacheable (wins over [`MapFlags::WRITE_THROUGH`]).
         const UNCACHEABLE = 1 << 9;
+        /// EPT: the guest's PAT combines with the memory type as it would with
+        /// an MTRR type ("ignore PAT" clear; SDM Vol. 3C §29.3.7.2), as on bare
+        /// metal for device memory. x86 and NPT entries always combine.
+        const GUEST_PAT = 1 << 10;
     }
 }
 
@@ -39,7 +43,7 @@ bitflags::bitflags! {
 /// set, so the PAT MSR must keep those three entries). EPT (SDM Vol. 3C §29.3, "EPT and Memory
 /// Typing"): the EPT
 /// memory type in bits 5:3 of the leaf (6, 4, 0) with "ignore PAT" set, so the guest's own
-/// PAT cannot weaken it.
+/// PAT cannot weaken it, unless [`MapFlags::GUEST_PAT`] asks for the combination.
 ///
 /// Write-combining is not offered yet: on x86 it needs a reprogrammed PAT entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]

@@ -103,7 +103,11 @@ impl X86 {
 
 impl EntryFormat for X86 {
     fn validate_flags(flags: MapFlags) -> Result<MapFlags, MapError> {
-        Ok(flags.union(MapFlags::READ).normalize_cache())
+        // The guest's PAT always combines (GUEST_PAT is EPT's choice).
+        Ok(flags
+            .union(MapFlags::READ)
+            .difference(MapFlags::GUEST_PAT)
+            .normalize_cache())
     }
 
     fn input_region(addr: u64) -> Option<(u64, u64)> {
@@ -276,7 +280,10 @@ impl EntryFormat for Ept {
             CacheType::WriteThrough => Self::MEMORY_TYPE_WT,
             CacheType::Uncacheable => Self::MEMORY_TYPE_UC,
         };
-        entry |= (memory_type << Self::MEMORY_TYPE_SHIFT) | Self::IGNORE_PAT;
+        entry |= memory_type << Self::MEMORY_TYPE_SHIFT;
+        if !flags.contains(MapFlags::GUEST_PAT) {
+            entry |= Self::IGNORE_PAT;
+        }
         if size != PageSize::Size4K {
             entry |= Self::LARGE_PAGE;
         }
@@ -310,6 +317,9 @@ impl EntryFormat for Ept {
         }
         if entry & Self::EXECUTE != 0 {
             flags |= MapFlags::EXECUTE;
+        }
+        if entry & Self::IGNORE_PAT == 0 {
+            flags |= MapFlags::GUEST_PAT;
         }
         // Types this crate never writes (WC 1, WP 5, reserved) read back as the most
         // conservative one.
@@ -360,6 +370,7 @@ impl EntryFormat for Npt {
         }
         Ok(flags
             .union(MapFlags::READ | MapFlags::USER)
+            .difference(MapFlags::GUEST_PAT)
             .normalize_cache())
     }
 

@@ -8,6 +8,7 @@
 #![cfg_attr(target_os = "none", no_std)]
 
 pub mod ioapic;
+pub mod mtrr;
 pub mod pirq;
 pub mod power;
 pub mod topology;

@@ -129,6 +129,20 @@ fn ept_memory_types() {
     );
     let t = pt.translate(&m.mem, 2 * KIB4).unwrap();
     assert_eq!(t.flags, RW | MapFlags::UNCACHEABLE);
+    // Device memory whose type the guest's PAT combines with: no IPAT.
+    let combined = RW | MapFlags::UNCACHEABLE | MapFlags::GUEST_PAT;
+    pt.map(
+        &mut m.mem,
+        &mut m.frames,
+        3 * KIB4,
+        0xfd00_0000,
+        KIB4,
+        combined,
+        PageSize::Size4K,
+    )
+    .unwrap();
+    assert_eq!(m.leaf::<Ept>(pt.root(), 3 * KIB4), 0xfd00_0000 | 0b011);
+    assert_eq!(pt.translate(&m.mem, 3 * KIB4).unwrap().flags, combined);
 }
 
 #[test]
