@@ -43,8 +43,8 @@ impl Mtrrs {
         {
             // 8 ranges per register: 64 KiB below 512 KiB, 16 KiB to 768 KiB, 4 KiB above.
             let (reg, slot) = match addr {
-                ..0x8_0000 => (0, addr >> 16),
-                ..0xc_0000 => (1 + (addr - 0x8_0000) / 0x2_0000, (addr >> 14) & 7),
+                0..0x8_0000 => (0, addr >> 16),
+                0x8_0000..0xc_0000 => (1 + (addr - 0x8_0000) / 0x2_0000, (addr >> 14) & 7),
                 _ => (3 + (addr - 0xc_0000) / 0x8000, (addr >> 12) & 7),
             };
             return (fixed[reg as usize] >> (slot * 8)) as u8;
