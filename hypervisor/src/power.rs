@@ -7,20 +7,7 @@
 use crate::arch::x86_64::{cpu, io};
 use crate::println;
 
-/// How this machine is powered off and reset.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct PowerInfo {
-    /// PM1a_CNT I/O port.
-    pub pm1a_cnt: Option<u16>,
-    /// PM1b_CNT I/O port (rare).
-    pub pm1b_cnt: Option<u16>,
-    /// `SLP_TYP` values for S5 (PM1a, PM1b).
-    pub s5: Option<(u8, u8)>,
-    /// The FADT reset register (an I/O port) and value.
-    pub reset: Option<(u16, u8)>,
-    /// The ACPI PM timer's I/O port.
-    pub pm_tmr: Option<u16>,
-}
+pub use basalt_platform::power::{PowerInfo, SLP_EN};
 
 static POWER: spin::Once<PowerInfo> = spin::Once::new();
 
@@ -33,10 +20,6 @@ pub fn info() -> PowerInfo {
 pub fn learn(info: PowerInfo) {
     POWER.call_once(|| info);
 }
-
-/// `SLP_EN` in PM1x_CNT.
-/// PM1 control's sleep-enable bit (ACPI 6.5 §4.8.3.2.1).
-pub const SLP_EN: u16 = 1 << 13;
 
 /// Powers the machine off through ACPI S5; if the firmware gave no way
 /// to, says so and halts.

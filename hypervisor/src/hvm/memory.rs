@@ -437,10 +437,18 @@ impl GuestRam {
     /// more; CPUs may still cache their translations): they are freed by
     /// [`Remains::free`].
     pub fn take(&self) -> Remains {
-        let bytes = self.blocks.lock().drain(..).count() as u64 * BLOCK;
+        self.blocks.lock().clear();
+        let allocations = core::mem::take(&mut *self.allocations.lock());
+        // The RAM blocks taken from the pool (none for identity-mapped RAM,
+        // which stays the host's).
+        let bytes = allocations
+            .iter()
+            .filter(|a| a.1 >= BLOCK_ORDER)
+            .map(|a| 4096 << a.1)
+            .sum();
         Remains {
             stage2: self.stage2.lock().take(),
-            allocations: core::mem::take(&mut *self.allocations.lock()),
+            allocations,
             bytes,
         }
     }

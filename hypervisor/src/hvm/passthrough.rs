@@ -173,47 +173,39 @@ pub fn open_ports(vcpu: &mut crate::vcpu::ArchVcpu) {
 /// the read-only PM timer.
 pub fn io_out(port: u16, size: u8, value: u32) -> super::vdev::IoEffect {
     use super::vdev::IoEffect;
-    let p = crate::power::info();
-    if basalt_uart(port) || Some(port) == p.pm_tmr {
-        return IoEffect::None;
-    }
+    use basalt_platform::power::Dom0Out;
     if super::pci_pass::handles(port, size) {
         super::pci_pass::io_out(port, size, value);
         return IoEffect::None;
     }
-    let byte = value as u8;
-    let reset = (port == 0xcf9 && size == 1 && byte & 4 != 0)
-        || (port == 0x64 && byte == 0xfe)
-        || (port == 0x92 && byte & 1 != 0)
-        || p.reset == Some((port, byte));
-    if reset {
-        return IoEffect::Reset;
-    }
-    let slp = value as u16;
-    if size >= 2
-        && slp & crate::power::SLP_EN != 0
-        && [p.pm1a_cnt, p.pm1b_cnt].contains(&Some(port))
-    {
-        let typ = ((slp >> 10) & 7) as u8;
-        let s5 =
-            p.s5.map(|(a, b)| if Some(port) == p.pm1a_cnt { a } else { b });
-        if s5 == Some(typ & 7) {
-            return IoEffect::PowerOff;
+    let uarts = HOST.get().map(|h| h.uarts).unwrap_or_default();
+    match crate::power::info().dom0_out(&uarts, port, size, value) {
+        Dom0Out::Reset => IoEffect::Reset,
+        Dom0Out::PowerOff => IoEffect::PowerOff,
+        Dom0Out::Sleep(typ) => {
+            log::warn!(
+                "d0: ACPI sleep with SLP_TYP {typ} (not S5) refused: Basalt does not suspend the host"
+            );
+            IoEffect::None
         }
-        log::warn!(
-            "d0: ACPI sleep with SLP_TYP {typ} (not S5) refused: Basalt does not suspend the host"
-        );
-        return IoEffect::None;
+        Dom0Out::Drop => {
+            log::debug!(
+                "d0: OUT {port:#x}/{size} <- {value:#x} dropped: it reaches a register Basalt keeps"
+            );
+            IoEffect::None
+        }
+        Dom0Out::Forward => {
+            // SAFETY: the host's ports, whose devices the control domain
+            // owns; `dom0_out` kept what Basalt must see.
+            unsafe { crate::arch::x86_64::io::write(port, size, value) };
+            IoEffect::None
+        }
     }
-    // SAFETY: the port is the host's and the control domain owns the
-    // devices behind it; the kept ports were handled above.
-    unsafe { crate::arch::x86_64::io::write(port, size, value) };
-    IoEffect::None
 }
 
 /// An IN by the control domain from a kept port: the PM timer counts from
-/// Basalt's clock at 3.579545 MHz (24 bits), Basalt's UARTs read all ones,
-/// others are the host's.
+/// Basalt's clock at 3.579545 MHz (24 bits), an access reaching Basalt's
+/// UARTs reads all ones, others are the host's.
 pub fn io_in(port: u16, size: u8) -> u32 {
     let p = crate::power::info();
     let ones = super::vdev::size_mask(size);
@@ -221,7 +213,8 @@ pub fn io_in(port: u16, size: u8) -> u32 {
         let ticks = u128::from(crate::time::now_ns()) * 3_579_545 / 1_000_000_000;
         return ticks as u32 & 0xff_ffff & ones;
     }
-    if basalt_uart(port) {
+    // Any byte of Basalt's UARTs (a read could take its console input).
+    if (0..u16::from(size)).any(|i| basalt_uart(port.wrapping_add(i))) {
         return ones;
     }
     if super::pci_pass::handles(port, size) {

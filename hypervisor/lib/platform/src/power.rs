@@ -59,9 +59,185 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
+/// How this machine is powered off and reset, from the FADT and the DSDT.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PowerInfo {
+    /// PM1a_CNT I/O port.
+    pub pm1a_cnt: Option<u16>,
+    /// PM1b_CNT I/O port (rare).
+    pub pm1b_cnt: Option<u16>,
+    /// `SLP_TYP` values for S5 (PM1a, PM1b).
+    pub s5: Option<(u8, u8)>,
+    /// The FADT reset register (an I/O port) and value.
+    pub reset: Option<(u16, u8)>,
+    /// The ACPI PM timer's I/O port.
+    pub pm_tmr: Option<u16>,
+}
+
+/// PM1 control's sleep-enable bit (ACPI 6.5 §4.8.3.2.1).
+pub const SLP_EN: u16 = 1 << 13;
+
+/// What an OUT by the control domain to host ports does, where Basalt keeps
+/// some (docs/control-domain.md, "Ports").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dom0Out {
+    /// It goes to the host's ports.
+    Forward,
+    /// Dropped: the PM timer, Basalt's UARTs, or a kept register reached at
+    /// a width or offset it does not take (a word over port 0x64, a dword
+    /// across PCI configuration), which would bypass Basalt's checks.
+    Drop,
+    /// A reset request: the control domain reboots, and the host with it.
+    Reset,
+    /// S5: the control domain powers off, and the host with it.
+    PowerOff,
+    /// Another sleep state (its `SLP_TYP`), which Basalt does not enter.
+    Sleep(u8),
+}
+
+impl PowerInfo {
+    /// What the control domain's OUT of `size` (1, 2 or 4) bytes of `value`
+    /// at `port` does (PCI configuration accesses that `pci_pass` takes
+    /// are not asked here). Kept: 0xCF8-0xCFF, 0x64, 0x92, the FADT reset
+    /// port and PM1x_CNT (byte registers, PM1x_CNT a word or either byte),
+    /// the PM timer and the UARTs at `uarts` (never written).
+    pub fn dom0_out(&self, uarts: &[Option<u16>], port: u16, size: u8, value: u32) -> Dom0Out {
+        let within =
+            |base: Option<u16>, p: u16, len: u16| base.is_some_and(|b| p.wrapping_sub(b) < len);
+        let pm1 = [(self.pm1a_cnt, 0), (self.pm1b_cnt, 1)];
+        let touches = |p: u16| {
+            (0xcf8..=0xcff).contains(&p)
+                || matches!(p, 0x64 | 0x92)
+                || within(self.reset.map(|r| r.0), p, 1)
+                || pm1.iter().any(|&(b, _)| within(b, p, 2))
+        };
+        let span = (0..u16::from(size)).map(|i| port.wrapping_add(i));
+        if span
+            .clone()
+            .any(|p| within(self.pm_tmr, p, 4) || uarts.iter().any(|&u| within(u, p, 8)))
+        {
+            return Dom0Out::Drop;
+        }
+        let byte = value as u8;
+        for (base, i) in pm1 {
+            // SLP_TYP (bits 12:10) and SLP_EN (13) are in the high byte.
+            let high = match (base.map(|b| port.wrapping_sub(b)), size) {
+                (Some(0), 2) => (value >> 8) as u8,
+                (Some(1), 1) => byte,
+                (Some(0), 1) => return Dom0Out::Forward,
+                _ => continue,
+            };
+            if u16::from(high) << 8 & SLP_EN == 0 {
+                return Dom0Out::Forward;
+            }
+            let typ = (high >> 2) & 7;
+            let s5 = self.s5.map(|(a, b)| (if i == 0 { a } else { b }) & 7);
+            return if s5 == Some(typ) {
+                Dom0Out::PowerOff
+            } else {
+                Dom0Out::Sleep(typ)
+            };
+        }
+        if size == 1 && touches(port) {
+            let reset = (port == 0xcf9 && byte & 4 != 0)
+                || (port == 0x64 && byte == 0xfe)
+                || (port == 0x92 && byte & 1 != 0)
+                || self.reset == Some((port, byte));
+            return if reset {
+                Dom0Out::Reset
+            } else {
+                Dom0Out::Forward
+            };
+        }
+        if span.clone().any(touches) {
+            Dom0Out::Drop
+        } else {
+            Dom0Out::Forward
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// QEMU's PIIX4: PM1a_CNT at 0x604, PM timer 0x608, S5 type 0, reset
+    /// register 0xCF9 ← 6; Basalt's UART at 0x3F8.
+    const PIIX: PowerInfo = PowerInfo {
+        pm1a_cnt: Some(0x604),
+        pm1b_cnt: None,
+        s5: Some((0, 0)),
+        reset: Some((0xcf9, 6)),
+        pm_tmr: Some(0x608),
+    };
+    const UARTS: [Option<u16>; 2] = [Some(0x3f8), None];
+
+    fn out(port: u16, size: u8, value: u32) -> Dom0Out {
+        PIIX.dom0_out(&UARTS, port, size, value)
+    }
+
+    #[test]
+    fn dom0_resets_and_sleeps() {
+        assert_eq!(out(0xcf9, 1, 6), Dom0Out::Reset);
+        assert_eq!(
+            out(0xcf9, 1, 2),
+            Dom0Out::Forward,
+            "SYS_RST without RST_CPU"
+        );
+        assert_eq!(out(0x64, 1, 0xfe), Dom0Out::Reset);
+        assert_eq!(out(0x64, 1, 0xd1), Dom0Out::Forward);
+        assert_eq!(out(0x92, 1, 1), Dom0Out::Reset);
+        assert_eq!(out(0x92, 1, 2), Dom0Out::Forward, "fast A20 only");
+        // S5 as a word and as the high byte; S3 refused; SCI_EN alone passes.
+        assert_eq!(out(0x604, 2, 0x2000), Dom0Out::PowerOff);
+        assert_eq!(out(0x605, 1, 0x20), Dom0Out::PowerOff);
+        assert_eq!(out(0x604, 2, 0x2000 | 1 << 10), Dom0Out::Sleep(1));
+        assert_eq!(out(0x604, 2, 1), Dom0Out::Forward);
+        assert_eq!(
+            out(0x604, 1, 0x20),
+            Dom0Out::Forward,
+            "the low byte has no SLP bits"
+        );
+        assert_eq!(out(0x605, 1, 0x00), Dom0Out::Forward);
+    }
+
+    #[test]
+    fn dom0_straddles_are_dropped() {
+        // A word or dword reaching a kept byte register from beside it.
+        assert_eq!(out(0x62, 4, 0x00fe_0000), Dom0Out::Drop);
+        assert_eq!(out(0x63, 2, 0xfe00), Dom0Out::Drop);
+        assert_eq!(out(0x91, 2, 0x0100), Dom0Out::Drop);
+        assert_eq!(
+            out(0x64, 2, 0x00fe),
+            Dom0Out::Drop,
+            "0x64 is a byte register"
+        );
+        assert_eq!(
+            out(0xcf6, 4, 0x0600_0000),
+            Dom0Out::Drop,
+            "across 0xCF8/0xCF9"
+        );
+        assert_eq!(
+            out(0x603, 2, 0x2000),
+            Dom0Out::Drop,
+            "PM1a_CNT at an offset"
+        );
+        assert_eq!(out(0x604, 4, 0x2000), Dom0Out::Drop, "PM1a_CNT is a word");
+        assert_eq!(out(0x605, 2, 0x20), Dom0Out::Drop);
+        // The PM timer and Basalt's UART, at any width.
+        assert_eq!(out(0x608, 4, 0), Dom0Out::Drop);
+        assert_eq!(out(0x3f6, 4, 0x4100_0000), Dom0Out::Drop);
+        assert_eq!(out(0x3ff, 1, 0), Dom0Out::Drop);
+        // Beside them, untouched.
+        assert_eq!(out(0x60, 1, 0xfe), Dom0Out::Forward);
+        assert_eq!(out(0x3f4, 4, 0), Dom0Out::Forward);
+        assert_eq!(out(0x600, 4, 0), Dom0Out::Forward);
+        assert_eq!(out(0xffff, 4, 0), Dom0Out::Forward, "wraps to port 2");
+        // Without ACPI only the fixed ports are kept.
+        let none = PowerInfo::default();
+        assert_eq!(none.dom0_out(&[], 0x604, 2, 0x2000), Dom0Out::Forward);
+        assert_eq!(none.dom0_out(&[], 0xcf9, 1, 4), Dom0Out::Reset);
+    }
 
     #[test]
     fn qemu_and_bochs_forms() {
