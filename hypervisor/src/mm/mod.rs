@@ -425,7 +425,15 @@ pub fn init(info: &BootInfo<'_>, info_phys: u64, dom0: Option<u64>) -> Result<u6
         if index == usize::MAX {
             info_at = to;
         } else {
-            let copy = phys_page_range_mut(info_at, u64::from(info.total_size));
+            // SAFETY: the boot information (where it is now) is RAM
+            // reserved for it, direct-mapped; nothing else refers to it
+            // until `init` returns, and this reference ends here.
+            let copy = unsafe {
+                core::slice::from_raw_parts_mut(
+                    (DIRECT_MAP_BASE + info_at) as *mut u8,
+                    info.total_size as usize,
+                )
+            };
             basalt_boot::multiboot2::relocate_module(copy, index, to as u32);
         }
     }
@@ -483,14 +491,6 @@ pub fn init(info: &BootInfo<'_>, info_phys: u64, dom0: Option<u64>) -> Result<u6
     }
     heap::init()?;
     Ok(info_at)
-}
-
-/// `len` bytes of direct-mapped RAM at `phys`, writable (boot time only:
-/// the boot information Basalt moved, before anything else refers to it).
-fn phys_page_range_mut(phys: u64, len: u64) -> &'static mut [u8] {
-    // SAFETY: called once, at boot, on RAM Basalt reserved for the boot
-    // information; no other reference to it exists yet.
-    unsafe { core::slice::from_raw_parts_mut((DIRECT_MAP_BASE + phys) as *mut u8, len as usize) }
 }
 
 /// Loads CR3.
