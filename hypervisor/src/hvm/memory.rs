@@ -387,8 +387,15 @@ impl GuestRam {
     }
 
     /// Allocates a zeroed 4 KiB frame that belongs to the domain (freed
-    /// with its RAM, after the stage-2 flush): a grant-table frame.
+    /// with its RAM, after the stage-2 flush): a grant-table frame. `None`
+    /// once the RAM was taken (the domain ended: the control domain may
+    /// still ask for its grant table), so no frame outlives the domain.
     pub fn alloc_frame(&self) -> Option<u64> {
+        // Held while the frame is recorded: `take` cannot run meanwhile.
+        let blocks = self.blocks.lock();
+        if blocks.is_empty() {
+            return None;
+        }
         let hpa = mm::alloc_zeroed_frame(Owner::Domain)?;
         self.allocations.lock().push((hpa, 0));
         Some(hpa)
