@@ -254,6 +254,9 @@ pub struct Options<'a> {
     /// `test-pirq` (tests only): simulate a stuck level line on every GSI
     /// the control domain binds (docs/control-domain.md).
     pub test_pirq: bool,
+    /// `hvm_fep` (tests only, Xen's name): the forced-emulation prefix
+    /// (docs/x86emul.md, "Forced emulation").
+    pub hvm_fep: bool,
     /// `test-fault=` (tests only): cause a fault on purpose.
     pub test_fault: Option<TestFault>,
     /// `maxcpus=N`: use at most N CPUs (the boot CPU counts).
@@ -464,6 +467,7 @@ impl<'a> Options<'a> {
             "test-panic" | "test_panic" => Some(&mut self.test_panic),
             "test-svm" | "test_svm" => Some(&mut self.test_svm),
             "test-pirq" | "test_pirq" => Some(&mut self.test_pirq),
+            "hvm_fep" | "hvm-fep" => Some(&mut self.hvm_fep),
             _ => None,
         }
     }
@@ -550,6 +554,8 @@ mod tests {
         assert!(!Options::parse("test-exit").test_svm);
         assert!(Options::parse("test-pirq").test_pirq);
         assert!(!Options::parse("test-svm").test_pirq);
+        assert!(Options::parse("hvm_fep").hvm_fep);
+        assert!(!Options::parse("test-exit").hvm_fep);
     }
 
     #[test]

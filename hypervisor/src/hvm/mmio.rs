@@ -144,13 +144,7 @@ pub(crate) struct AtRip {
 /// Fetches the instruction at the RIP of the vCPU `arch` from its domain's
 /// RAM `ram` (for MMIO and string I/O emulation).
 pub(crate) fn fetch_at_rip(arch: &Loaded<'_>, ram: &GuestRam) -> Result<AtRip, WalkError> {
-    let (cr0, cr3, cr4, efer) = arch.paging_state();
-    let paging = PagingMode {
-        cr0,
-        cr3,
-        cr4,
-        efer,
-    };
+    let paging = arch.paging_state();
     let mut bytes = [0u8; 15];
     let len = fetch(&Phys(ram), &paging, arch.rip_linear(), &mut bytes)?;
     let mode = match arch.code_bits() {

@@ -43,8 +43,8 @@
 //! with a dump rather than guess. docs/x86emul.md has the design.
 //!
 //! [`forced`] handles the test-only forced-emulation prefix (`hvm_fep`): after `ud2; .ascii
-//! "xen"` it performs `NOP`, `MOV reg, imm` or a software interrupt (`INT3`, `INT n`, `INTO`,
-//! `ICEBP`), fetching with the access checks of a real instruction fetch.
+//! "xen"` in 64-bit mode it performs `NOP`, `MOV reg, imm` or a software interrupt (`INT3`,
+//! `INT n`, `ICEBP`), fetching with the access checks of a real instruction fetch.
 //!
 //! No input makes any function panic, and nothing needs `alloc`.
 
@@ -62,7 +62,7 @@ pub use emulate::{
     AF, ARITHMETIC_FLAGS, CF, Cpu, Mmio, OF, PF, SF, ZF, alu, emulate, read_register, sign_extend,
     write_register,
 };
-pub use fep::{Action, FepContext, Forced, SIGNATURE, SoftKind, forced};
+pub use fep::{Action, SIGNATURE, SoftKind, forced};
 pub use strio::{
     AC, CR0_WP, CR4_SMAP, DF, Exception, GuestRam, PortWrite, Ports, SegmentState, StringIoContext,
     StringIoOutcome, execute_string_io,

@@ -356,13 +356,7 @@ pub fn translate_with_rights<M: GuestPhys + ?Sized>(
                     entry: pdpte,
                 });
             }
-            walk_8byte(
-                mem,
-                pdpte & ADDRESS_MASK,
-                linear,
-                2,
-                RIGHTS,
-            )
+            walk_8byte(mem, pdpte & ADDRESS_MASK, linear, 2, RIGHTS)
         }
         Paging::Level4 => walk_ia32e(mem, mode.cr3, linear, 4),
         Paging::Level5 => walk_ia32e(mem, mode.cr3, linear, 5),
@@ -411,7 +405,10 @@ fn walk_32bit<M: GuestPhys + ?Sized>(
             gpa,
         });
     }
-    Ok(((pte & 0xffff_f000) | (linear & 0xfff), (pde & pte & RIGHTS) | RIGHT_EXEC))
+    Ok((
+        (pte & 0xffff_f000) | (linear & 0xfff),
+        (pde & pte & RIGHTS) | RIGHT_EXEC,
+    ))
 }
 
 /// 4-level and 5-level paging (SDM Vol. 3A §4.5): canonical check, then the walk from the

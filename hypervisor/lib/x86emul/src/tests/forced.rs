@@ -5,9 +5,11 @@
 use super::random::Rng;
 use super::walking::{Ram, level4};
 use crate::{
-    ADDRESS_MASK, Action, Cpu, Exception, FepContext, Forced, Mode, PAGE_SIZE, PagingMode,
-    SIGNATURE, SegmentState, SoftKind, forced,
+    ADDRESS_MASK, Action, Cpu, Exception, PAGE_SIZE, PagingMode, SIGNATURE, SoftKind, forced,
 };
+
+type Forced = (u64, Action);
+const UD: Action = Action::Exception(Exception::InvalidOpcode);
 
 const P: u64 = 1 << 0;
 const RW: u64 = 1 << 1;
@@ -98,16 +100,6 @@ impl Space {
         p.efer |= EFER_NXE;
         p
     }
-
-    fn ctx(&self, rip: u64, cpl: u8) -> FepContext {
-        FepContext {
-            mode: Mode::Long64,
-            paging: self.paging(),
-            cpl,
-            cs: SegmentState::default(),
-            rip,
-        }
-    }
 }
 
 const CODE: u64 = 0x40_0000;
@@ -121,33 +113,20 @@ fn kernel(insn: &[u8]) -> Space {
     s
 }
 
-fn run(s: &Space, ctx: &FepContext, regs: &mut Regs) -> Option<Forced> {
-    forced(&s.ram, ctx, regs)
+fn run(s: &Space, rip: u64, cpl: u8, regs: &mut Regs) -> Option<Forced> {
+    forced(&s.ram, &s.paging(), cpl, rip, regs)
 }
 
 fn done(rip: u64) -> Option<Forced> {
-    Some(Forced {
-        rip,
-        action: Action::Done,
-    })
+    Some((rip, Action::Done))
 }
 
 fn exception(rip: u64, e: Exception) -> Option<Forced> {
-    Some(Forced {
-        rip,
-        action: Action::Exception(e),
-    })
+    Some((rip, Action::Exception(e)))
 }
 
 fn event(rip: u64, vector: u8, kind: SoftKind, length: u8) -> Option<Forced> {
-    Some(Forced {
-        rip,
-        action: Action::Event {
-            vector,
-            kind,
-            length,
-        },
-    })
+    Some((rip, Action::Event(kind, vector, length)))
 }
 
 /// Runs `insn` after the prefix at CPL 0 from registers all 0x1111…: the outcome, the registers.
@@ -157,7 +136,7 @@ fn kernel_run(insn: &[u8], rflags: u64) -> (Option<Forced>, Regs) {
         gpr: [0x1111_1111_1111_1111; 16],
         rflags,
     };
-    let out = run(&s, &s.ctx(CODE, 0), &mut regs);
+    let out = run(&s, CODE, 0, &mut regs);
     (out, regs)
 }
 
@@ -191,15 +170,6 @@ fn mov_immediate_forms() {
             0x8877_6655_4433_2211,
             10,
         ),
-        // mov $-1,%r8 (C7 /0, imm32 sign-extended).
-        (
-            &[0x49, 0xc7, 0xc0, 0xff, 0xff, 0xff, 0xff],
-            8,
-            u64::MAX,
-            7,
-        ),
-        // mov $0x5,%bh (C6 /0).
-        (&[0xc6, 0xc7, 0x05], 3, 0x1111_1111_1111_0511, 3),
         // A REX voided by a later legacy prefix: 41 66 b8 = mov $imm16,%ax.
         (&[0x41, 0x66, 0xb8, 0x34, 0x12], 0, 0x1111_1111_1111_1234, 5),
     ];
@@ -217,43 +187,44 @@ fn mov_immediate_forms() {
 
 #[test]
 fn nop_moves_rip_only() {
-    assert_eq!(kernel_run(&[0x90], 2), (done(CODE + 6), kernel_run(&[0x90], 2).1));
+    assert_eq!(
+        kernel_run(&[0x90], 2),
+        (done(CODE + 6), kernel_run(&[0x90], 2).1)
+    );
     assert_eq!(kernel_run(&[0x90], 2).1.gpr, [0x1111_1111_1111_1111; 16]);
     // 41 90 is xchg %eax,%r8d, not a NOP: not emulated.
     let (out, _) = kernel_run(&[0x41, 0x90], 2);
-    assert_eq!(out.unwrap().action, Action::Undefined);
+    assert_eq!(out.unwrap().1, UD);
 }
 
 #[test]
 fn software_interrupts_become_events_of_their_length() {
     let at = CODE + 5;
-    assert_eq!(kernel_run(&[0xcc], 2).0, event(at, 3, SoftKind::Exception, 1));
-    assert_eq!(kernel_run(&[0x67, 0xcc], 2).0, event(at, 3, SoftKind::Exception, 2));
-    assert_eq!(kernel_run(&[0xcd, 0x03], 2).0, event(at, 3, SoftKind::Interrupt, 2));
-    assert_eq!(kernel_run(&[0x67, 0xcd, 0x01], 2).0, event(at, 1, SoftKind::Interrupt, 3));
+    assert_eq!(
+        kernel_run(&[0xcc], 2).0,
+        event(at, 3, SoftKind::Exception, 1)
+    );
+    assert_eq!(
+        kernel_run(&[0x67, 0xcc], 2).0,
+        event(at, 3, SoftKind::Exception, 2)
+    );
+    assert_eq!(
+        kernel_run(&[0xcd, 0x03], 2).0,
+        event(at, 3, SoftKind::Interrupt, 2)
+    );
+    assert_eq!(
+        kernel_run(&[0x67, 0xcd, 0x01], 2).0,
+        event(at, 1, SoftKind::Interrupt, 3)
+    );
     assert_eq!(kernel_run(&[0xf1], 2).0, event(at, 1, SoftKind::Icebp, 1));
-    assert_eq!(kernel_run(&[0x67, 0xf1], 2).0, event(at, 1, SoftKind::Icebp, 2));
+    assert_eq!(
+        kernel_run(&[0x67, 0xf1], 2).0,
+        event(at, 1, SoftKind::Icebp, 2)
+    );
     // INTO is invalid in 64-bit mode.
     let (out, _) = kernel_run(&[0xce], 2 | OF);
-    assert_eq!(out.unwrap().action, Action::Undefined);
-}
 
-#[test]
-fn into_in_32_bit_mode_traps_only_with_of() {
-    let s = kernel(&[0x67, 0xce]);
-    let mut ctx = s.ctx(CODE, 0);
-    ctx.mode = Mode::Protected32;
-    ctx.cs.limit = u32::MAX;
-    let mut regs = Regs {
-        rflags: 2 | OF,
-        ..Regs::default()
-    };
-    assert_eq!(
-        run(&s, &ctx, &mut regs),
-        event(CODE + 5, 4, SoftKind::Exception, 2)
-    );
-    regs.rflags = 2;
-    assert_eq!(run(&s, &ctx, &mut regs), done(CODE + 7));
+    assert_eq!(out.unwrap().1, UD);
 }
 
 #[test]
@@ -262,29 +233,27 @@ fn no_signature_is_the_guests_own_ud() {
     let mut regs = Regs::default();
     // A plain ud2.
     s.put(CODE + 2, b"xyz");
-    assert_eq!(run(&s, &s.ctx(CODE, 0), &mut regs), None);
+    assert_eq!(run(&s, CODE, 0, &mut regs), None);
     // The signature cut by an unmapped page: not readable, so not the prefix.
     let last = CODE + PAGE_SIZE - 3;
     s.put(last, &SIGNATURE[..3]);
-    assert_eq!(run(&s, &s.ctx(last, 0), &mut regs), None);
+    assert_eq!(run(&s, last, 0, &mut regs), None);
     // Nothing mapped at all.
-    assert_eq!(run(&s, &s.ctx(0x7000_0000, 0), &mut regs), None);
+    assert_eq!(run(&s, 0x7000_0000, 0, &mut regs), None);
     assert_eq!(regs, Regs::default());
 }
 
 #[test]
 fn unhandled_lock_long_and_single_step() {
-    // LOCK on anything is #UD; so is an instruction the emulator does not perform (cpuid).
-    for insn in [&[0xf0, 0xb0, 0x01][..], &[0x0f, 0xa2], &[0xc7, 0x00, 1, 0, 0, 0]] {
+    // LOCK on anything is #UD; so is an instruction the emulator does not perform (CPUID,
+    // `mov $1,%r8` in its C7 form).
+    for insn in [
+        &[0xf0, 0xb0, 0x01][..],
+        &[0x0f, 0xa2],
+        &[0xc7, 0x00, 1, 0, 0, 0],
+    ] {
         let (out, regs) = kernel_run(insn, 2);
-        assert_eq!(
-            out,
-            Some(Forced {
-                rip: CODE + 5,
-                action: Action::Undefined
-            }),
-            "{insn:02x?}"
-        );
+        assert_eq!(out, Some((CODE + 5, UD)), "{insn:02x?}");
         assert_eq!(regs.gpr, [0x1111_1111_1111_1111; 16]);
     }
     // Fifteen prefixes and an opcode: longer than 15 bytes, #GP.
@@ -296,7 +265,7 @@ fn unhandled_lock_long_and_single_step() {
     );
     // With TF set nothing is performed.
     let (out, regs) = kernel_run(&[0xb0, 0x01], 2 | TF);
-    assert_eq!(out.unwrap().action, Action::Undefined);
+    assert_eq!(out.unwrap().1, UD);
     assert_eq!(regs.gpr[0], 0x1111_1111_1111_1111);
 }
 
@@ -313,43 +282,40 @@ fn fetch_faults_at_the_page_boundary() {
         linear,
     };
     let next = CODE + PAGE_SIZE;
-    assert_eq!(
-        run(&s, &s.ctx(rip, 0), &mut regs),
-        exception(next, pf(PF_I, next))
-    );
+    assert_eq!(run(&s, rip, 0, &mut regs), exception(next, pf(PF_I, next)));
     // An instruction that ends before the boundary needs nothing from the next page.
     let rip = CODE + PAGE_SIZE - 7;
     s.put(rip, &SIGNATURE);
     s.put(rip + 5, &[0xb0, 0x07]);
-    assert_eq!(run(&s, &s.ctx(rip, 0), &mut regs), done(next));
+    assert_eq!(run(&s, rip, 0, &mut regs), done(next));
     assert_eq!(regs.gpr[0], 7);
     // One that crosses it faults on the next page's address.
     let rip = CODE + PAGE_SIZE - 6;
     s.put(rip, &SIGNATURE);
     s.put(rip + 5, &[0xb0]);
     assert_eq!(
-        run(&s, &s.ctx(rip, 0), &mut regs),
+        run(&s, rip, 0, &mut regs),
         exception(rip + 5, pf(PF_I, next))
     );
     // Mapped without XD but not for user mode: a user fetch is a protection fault.
     s.map(next, 0x21_0000, P | RW);
     s.put(next, &[0x01]);
-    assert_eq!(run(&s, &s.ctx(rip, 0), &mut regs), done(next + 1));
+    assert_eq!(run(&s, rip, 0, &mut regs), done(next + 1));
     s.map(CODE, 0x20_0000, P | RW | US);
     assert_eq!(
-        run(&s, &s.ctx(rip, 3), &mut regs),
+        run(&s, rip, 3, &mut regs),
         exception(rip + 5, pf(PF_P | PF_U | PF_I, next))
     );
     // XD on the next page.
     s.map(next, 0x21_0000, P | RW | US | XD);
     assert_eq!(
-        run(&s, &s.ctx(rip, 3), &mut regs),
+        run(&s, rip, 3, &mut regs),
         exception(rip + 5, pf(PF_P | PF_U | PF_I, next))
     );
     // Not RAM behind the next page: #UD, as for an instruction not handled.
     s.map(next, 0x7000_0000, P | RW | US);
     s.ram.pages.remove(&0x7000_0000);
-    assert_eq!(run(&s, &s.ctx(rip, 3), &mut regs).unwrap().action, Action::Undefined);
+    assert_eq!(run(&s, rip, 3, &mut regs).unwrap().1, UD);
 }
 
 #[test]
@@ -357,14 +323,14 @@ fn smep_and_user_pages() {
     let mut s = kernel(&[0xb0, 0x01]);
     s.map(CODE, 0x20_0000, P | RW | US);
     let mut regs = Regs::default();
-    let mut ctx = s.ctx(CODE, 0);
-    assert_eq!(run(&s, &ctx, &mut regs), done(CODE + 7));
+    assert_eq!(run(&s, CODE, 0, &mut regs), done(CODE + 7));
     // With SMEP the supervisor may not fetch from a user page: the signature is unreadable.
-    ctx.paging.cr4 |= CR4_SMEP;
-    assert_eq!(run(&s, &ctx, &mut regs), None);
+    let mut smep = s.paging();
+    smep.cr4 |= CR4_SMEP;
+    assert_eq!(forced(&s.ram, &smep, 0, CODE, &mut regs), None);
     // A user fetch from a supervisor page cannot read it either.
     s.map(CODE, 0x20_0000, P | RW);
-    assert_eq!(run(&s, &s.ctx(CODE, 3), &mut regs), None);
+    assert_eq!(run(&s, CODE, 3, &mut regs), None);
 }
 
 #[test]
@@ -377,14 +343,14 @@ fn the_canonical_boundary() {
     s.put(0x7fff_ffff_ffff, &[0x90]);
     let mut regs = Regs::default();
     assert_eq!(
-        run(&s, &s.ctx(0x7fff_ffff_fffa, 3), &mut regs),
+        run(&s, 0x7fff_ffff_fffa, 3, &mut regs),
         exception(0xffff_8000_0000_0000, Exception::GeneralProtection)
     );
     // The signature ends at the boundary: the instruction is fetched from a non-canonical
     // address, #GP, with RIP made canonical as well.
     s.put(0x7fff_ffff_fffb, &SIGNATURE);
     assert_eq!(
-        run(&s, &s.ctx(0x7fff_ffff_fffb, 3), &mut regs),
+        run(&s, 0x7fff_ffff_fffb, 3, &mut regs),
         exception(0xffff_8000_0000_0000, Exception::GeneralProtection)
     );
 }
@@ -400,42 +366,9 @@ fn the_fetch_wraps_at_2_pow_64() {
     s.put(rip.wrapping_add(5), &[0x67, 0xcd, 0x20, 0xc3]);
     let mut regs = Regs::default();
     assert_eq!(
-        run(&s, &s.ctx(rip, 0), &mut regs),
+        run(&s, rip, 0, &mut regs),
         event(u64::MAX, 0x20, SoftKind::Interrupt, 3)
     );
-}
-
-#[test]
-fn the_cs_limit_outside_64_bit_mode() {
-    let s = kernel(&[0xb8, 1, 2, 3, 4]);
-    let mut ctx = s.ctx(CODE, 0);
-    ctx.mode = Mode::Protected32;
-    ctx.cs = SegmentState {
-        base: 0,
-        limit: (CODE + 7) as u32,
-        attributes: 0,
-        usable: true,
-    };
-    let mut regs = Regs::default();
-    // The immediate runs past the limit.
-    assert_eq!(
-        run(&s, &ctx, &mut regs),
-        exception(CODE + 5, Exception::GeneralProtection)
-    );
-    ctx.cs.limit = (CODE + 9) as u32;
-    assert_eq!(run(&s, &ctx, &mut regs), done(CODE + 10));
-    assert_eq!(regs.gpr[0], 0x0403_0201);
-    // The CS base applies: the same bytes through a segment based at CODE - 0x100.
-    ctx.cs = SegmentState {
-        base: CODE - 0x100,
-        limit: u32::MAX,
-        ..ctx.cs
-    };
-    ctx.rip = 0x100;
-    assert_eq!(run(&s, &ctx, &mut regs), done(0x10a));
-    // The signature beyond the limit is not the prefix.
-    ctx.cs.limit = 0x103;
-    assert_eq!(run(&s, &ctx, &mut regs), None);
 }
 
 #[test]
@@ -444,9 +377,17 @@ fn random_bytes_and_places_never_panic() {
     for round in 0..1_500u64 {
         let mut s = Space::new();
         let page = rng.next() & 0xffff_ffff_f000;
-        let page = if round % 3 == 0 { page | 0xffff_0000_0000_0000 } else { page };
+        let page = if round % 3 == 0 {
+            page | 0xffff_0000_0000_0000
+        } else {
+            page
+        };
         s.map(page, 0x20_0000, rng.next() & (P | RW | US | XD));
-        s.map(page.wrapping_add(PAGE_SIZE), 0x21_0000, rng.next() & (P | RW | US | XD) | P);
+        s.map(
+            page.wrapping_add(PAGE_SIZE),
+            0x21_0000,
+            rng.next() & (P | RW | US | XD) | P,
+        );
         let rip = page + PAGE_SIZE - 1 - (rng.next() % 24);
         let mut bytes = [0u8; 24];
         for b in &mut bytes {
@@ -459,14 +400,21 @@ fn random_bytes_and_places_never_panic() {
                 s.ram.write(gpa, &[*b]);
             }
         }
-        let mut ctx = s.ctx(rip, (rng.next() % 4) as u8);
-        ctx.mode = [Mode::Long64, Mode::Protected32, Mode::Real16][(rng.next() % 3) as usize];
-        ctx.cs.limit = rng.next() as u32;
-        ctx.cs.base = rng.next() & 0xffff_ffff;
+        let cpl = (rng.next() % 4) as u8;
+        let mut paging = s.paging();
+        paging.cr4 |= rng.next() & (CR4_SMEP | crate::CR4_LA57);
         let mut regs = Regs {
             rflags: rng.next(),
             ..Regs::default()
         };
-        let _ = run(&s, &ctx, &mut regs);
+        if let Some((rip, _)) = forced(&s.ram, &paging, cpl, rip, &mut regs) {
+            // Never a non-canonical RIP.
+            let bits = if paging.cr4 & crate::CR4_LA57 != 0 {
+                7
+            } else {
+                16
+            };
+            assert_eq!((((rip << bits) as i64) >> bits) as u64, rip);
+        }
     }
 }

@@ -710,6 +710,9 @@ impl SvmVcpu {
                 if at_rip.is_some_and(|d| d.insn == Insn::Vmcall) {
                     return self.hypercall(Insn::Vmcall);
                 }
+                if crate::vcpu::FEP.load(core::sync::atomic::Ordering::Relaxed) {
+                    return Some(VcpuExit::InvalidOpcode);
+                }
                 self.inject_exception(UD, None);
                 None
             }
@@ -1095,6 +1098,13 @@ impl SvmVcpu {
             Event::Nmi => self.inject_nmi(),
             Event::Exception { vector, error_code } => {
                 self.inject_exception(vector, error_code);
+                true
+            }
+            // EVENTINJ's exception type skips the gate's DPL check and
+            // reports a delivery fault past the instruction: not INT3's or
+            // INT n's behaviour, so the forced instruction is not emulated.
+            Event::Software(..) => {
+                self.inject_exception(UD, None);
                 true
             }
         }
