@@ -117,8 +117,9 @@ pub enum Event {
     },
     /// The software interrupt or exception (kind, vector) raised by the
     /// instruction at RIP of the given length (`hvm_fep`): delivered with
-    /// the IDT checks of the instruction (VT-x); SVM delivers #UD instead
-    /// (docs/x86emul.md, "Forced emulation").
+    /// the IDT checks of the instruction (VT-x); SVM does not inject it and
+    /// the guest executes the instruction (docs/x86emul.md, "Forced
+    /// emulation").
     Software(basalt_x86emul::SoftKind, u8, u8),
 }
 

@@ -31,6 +31,7 @@ pub fn invalid_opcode(arch: &mut Loaded<'_>, ram: &GuestRam) {
     arch.skip_emulated(next.wrapping_sub(rip));
     match action {
         Action::Done => {}
+        Action::Cpuid => arch.cpuid(),
         Action::Event(kind, vector, len) => _ = arch.inject(Event::Software(kind, vector, len)),
         Action::Exception(e) => raise(arch, e),
     }

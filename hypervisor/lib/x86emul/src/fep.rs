@@ -36,6 +36,8 @@ pub enum SoftKind {
 pub enum Action {
     /// Nothing more: the registers are already updated.
     Done,
+    /// Perform `CPUID` (by the domain's CPUID policy).
+    Cpuid,
     /// Deliver the software event (kind, vector) of the instruction at `RIP` and its length: a
     /// trap, whose return address is past the instruction; a fault during delivery reports
     /// `RIP`.
@@ -83,6 +85,7 @@ fn perform(bytes: &[u8], cpu: &mut impl Cpu) -> Result<(u64, Action), usize> {
         0x90 if rex & 1 == 0 => return Ok((i as u64, Action::Done)),
         0xb0..=0xb7 => (gpr(op & 7, 1), 1),
         0xb8..=0xbf => (gpr(op & 7, size), size),
+        0x0f if at(i)? == 0xa2 => return Ok((i as u64 + 1, Action::Cpuid)),
         0xcc => return event(SoftKind::Exception, 3, i),
         0xcd => return event(SoftKind::Interrupt, at(i)?, i + 1),
         0xf1 => return event(SoftKind::Icebp, 1, i),
@@ -99,8 +102,8 @@ fn perform(bytes: &[u8], cpu: &mut impl Cpu) -> Result<(u64, Action), usize> {
 /// `None` when the bytes there are not the [`SIGNATURE`] (or cannot be fetched: the `#UD` is the
 /// guest's own, to be delivered unchanged); else the instruction after it performed on `cpu`
 /// (`RFLAGS.RF` cleared, as Xen does), the new `RIP` and the action. `MOV r, imm` (`B0`–`BF`),
-/// `NOP` (`90`) and `INT3`, `INT n`, `ICEBP` are performed; anything else is `#UD` (`INTO` is
-/// invalid in 64-bit mode). An instruction that would end with a non-canonical `RIP` (which a
+/// `NOP` (`90`), `CPUID` (the caller's) and `INT3`, `INT n`, `ICEBP` (events) are performed;
+/// anything else is `#UD` (`INTO` is invalid in 64-bit mode). An instruction that would end with a non-canonical `RIP` (which a
 /// VM entry may refuse) raises `#GP(0)` at `RIP` sign-extended instead, as Xen's fix for XSA-170
 /// does.
 ///

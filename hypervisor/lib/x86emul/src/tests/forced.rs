@@ -198,6 +198,20 @@ fn nop_moves_rip_only() {
 }
 
 #[test]
+fn cpuid_is_left_to_the_caller_after_rip_moved() {
+    // cpuid and rex.w cpuid.
+    assert_eq!(
+        kernel_run(&[0x0f, 0xa2], 2).0,
+        Some((CODE + 7, Action::Cpuid))
+    );
+    assert_eq!(
+        kernel_run(&[0x48, 0x0f, 0xa2], 2).0,
+        Some((CODE + 8, Action::Cpuid))
+    );
+    assert_eq!(kernel_run(&[0xf0, 0x0f, 0xa2], 2).0, Some((CODE + 5, UD)));
+}
+
+#[test]
 fn software_interrupts_become_events_of_their_length() {
     let at = CODE + 5;
     assert_eq!(
@@ -245,12 +259,13 @@ fn no_signature_is_the_guests_own_ud() {
 
 #[test]
 fn unhandled_lock_long_and_single_step() {
-    // LOCK on anything is #UD; so is an instruction the emulator does not perform (CPUID,
+    // LOCK on anything is #UD; so is an instruction the emulator does not perform (UD2,
     // `mov $1,%r8` in its C7 form).
     for insn in [
         &[0xf0, 0xb0, 0x01][..],
-        &[0x0f, 0xa2],
+        &[0x0f, 0x0b],
         &[0xc7, 0x00, 1, 0, 0, 0],
+        &[0x49, 0xc7, 0xc0, 1, 0, 0, 0],
     ] {
         let (out, regs) = kernel_run(insn, 2);
         assert_eq!(out, Some((CODE + 5, UD)), "{insn:02x?}");

@@ -886,8 +886,9 @@ impl SvmVcpu {
         self.regs.rdx = value >> 32;
     }
 
+    /// CPUID with the guest's RAX and RCX, by the domain's CPUID policy.
     #[inline(always)]
-    fn cpuid(&mut self) {
+    pub fn cpuid(&mut self) {
         let leaf = self.regs.rax as u32;
         let sub = self.regs.rcx as u32;
         let r = self.guest_cpu.cpuid(leaf, sub, &CpuidInputs(self));
@@ -1101,12 +1102,9 @@ impl SvmVcpu {
                 true
             }
             // EVENTINJ's exception type skips the gate's DPL check and
-            // reports a delivery fault past the instruction: not INT3's or
-            // INT n's behaviour, so the forced instruction is not emulated.
-            Event::Software(..) => {
-                self.inject_exception(UD, None);
-                true
-            }
+            // reports a delivery fault past the instruction, unlike INT3 and
+            // INT n: not injected, the guest executes the instruction itself.
+            Event::Software(..) => false,
         }
     }
 

@@ -1169,8 +1169,9 @@ impl VmxVcpu {
         }
     }
 
+    /// CPUID with the guest's RAX and RCX, by the domain's CPUID policy.
     #[inline(always)]
-    fn cpuid(&mut self) {
+    pub fn cpuid(&mut self) {
         let leaf = self.regs.rax as u32;
         let sub = self.regs.rcx as u32;
         let r = self.guest_cpu.cpuid(leaf, sub, &CpuidInputs(self));
