@@ -2,14 +2,13 @@
 //! `ud2; .ascii "xen"` before an instruction makes the hypervisor emulate that instruction when
 //! the `#UD` of the `ud2` reaches it. The few instructions handled here are those Xen's test
 //! suite forces through it and that can be done exactly; any other is `#UD`, as Xen answers for
-//! an instruction its emulator cannot handle. 64-bit mode only: the caller delivers a `#UD`
-//! outside it unchanged.
+//! an instruction its emulator cannot handle.
 
 use crate::decode::Register;
 use crate::emulate::{Cpu, write_register};
-use crate::strio::Exception;
+use crate::strio::{Exception, SegmentState};
 use crate::walk::{GuestPhys, PAGE_SIZE, PagingMode, RIGHT_EXEC, RIGHT_USER, WalkError};
-use crate::{CR4_LA57, CR4_PAE, MAX_LENGTH, translate_with_rights};
+use crate::{CR0_PG, CR4_LA57, CR4_PAE, MAX_LENGTH, Mode, translate_with_rights};
 
 /// The prefix: `ud2` (`0F 0B`) and the ASCII bytes `xen`.
 pub const SIGNATURE: [u8; 5] = *b"\x0f\x0bxen";
@@ -48,19 +47,21 @@ pub enum Action {
 
 /// Decodes and performs the instruction in `bytes` (fewer than needed when a fetch stopped):
 /// how far `RIP` moves and the action, or `Err(i)` when byte `i` is needed but missing.
-fn perform(bytes: &[u8], cpu: &mut impl Cpu) -> Result<(u64, Action), usize> {
+fn perform(bytes: &[u8], mode: Mode, cpu: &mut impl Cpu) -> Result<(u64, Action), usize> {
     if cpu.rflags() & TF != 0 {
         return Ok((0, UD)); // Single-stepping is not emulated (its #DB needs DR6).
     }
     let at = |i: usize| bytes.get(i).copied().ok_or(i);
-    let (mut i, mut rex, mut op16, mut lock) = (0, 0u8, false, false);
+    let (long, mut i, mut rex, mut lock) = (mode == Mode::Long64, 0, 0u8, false);
+    let mut op16 = mode == Mode::Real16; // 66 selects the other operand size.
     let op = loop {
         let b = at(i)?;
         i += 1;
         match b {
-            0x66 => op16 = true,
+            0x66 => op16 = mode != Mode::Real16,
             0xf0 => lock = true,
-            0x26 | 0x2e | 0x36 | 0x3e | 0x40..=0x4f | 0x64 | 0x65 | 0x67 | 0xf2 | 0xf3 => {}
+            0x40..=0x4f if long => {}
+            0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65 | 0x67 | 0xf2 | 0xf3 => {}
             _ => break b,
         }
         rex = if b >> 4 == 4 { b } else { 0 }; // A legacy prefix after REX voids it.
@@ -87,8 +88,11 @@ fn perform(bytes: &[u8], cpu: &mut impl Cpu) -> Result<(u64, Action), usize> {
         0xb8..=0xbf => (gpr(op & 7, size), size),
         0x0f if at(i)? == 0xa2 => return Ok((i as u64 + 1, Action::Cpuid)),
         0xcc => return event(SoftKind::Exception, 3, i),
-        0xcd => return event(SoftKind::Interrupt, at(i)?, i + 1),
+        // Not in virtual-8086 mode, where INT n checks IOPL.
+        0xcd if cpu.rflags() & (1 << 17) == 0 => return event(SoftKind::Interrupt, at(i)?, i + 1),
         0xf1 => return event(SoftKind::Icebp, 1, i),
+        0xce if !long && cpu.rflags() & (1 << 11) != 0 => return event(SoftKind::Exception, 4, i),
+        0xce if !long => return Ok((i as u64, Action::Done)),
         _ => return Ok((0, UD)),
     };
     let end = i + usize::from(imm);
@@ -98,12 +102,13 @@ fn perform(bytes: &[u8], cpu: &mut impl Cpu) -> Result<(u64, Action), usize> {
     Ok((end as u64, Action::Done))
 }
 
-/// Handles the `#UD` of a vCPU in 64-bit mode at `cpl` with paging registers `p`, at `rip`:
+/// Handles the `#UD` of a vCPU in `mode` at `cpl` with paging registers `p` and code segment
+/// `cs` (its base and limit apply outside 64-bit mode, where addresses wrap at 4 GiB), at `rip`:
 /// `None` when the bytes there are not the [`SIGNATURE`] (or cannot be fetched: the `#UD` is the
 /// guest's own, to be delivered unchanged); else the instruction after it performed on `cpu`
 /// (`RFLAGS.RF` cleared, as Xen does), the new `RIP` and the action. `MOV r, imm` (`B0`–`BF`),
 /// `NOP` (`90`), `CPUID` (the caller's) and `INT3`, `INT n`, `ICEBP` (events) are performed;
-/// anything else is `#UD` (`INTO` is invalid in 64-bit mode). An instruction that would end with a non-canonical `RIP` (which a
+/// `INTO` outside 64-bit mode; anything else is `#UD`. An instruction that would end with a non-canonical `RIP` (which a
 /// VM entry may refuse) raises `#GP(0)` at `RIP` sign-extended instead, as Xen's fix for XSA-170
 /// does.
 ///
@@ -113,19 +118,34 @@ fn perform(bytes: &[u8], cpu: &mut impl Cpu) -> Result<(u64, Action), usize> {
 pub fn forced<M: GuestPhys + ?Sized>(
     mem: &M,
     p: &PagingMode,
-    cpl: u8,
+    (mode, cs, cpl): (Mode, &SegmentState, u8),
     rip: u64,
     cpu: &mut impl Cpu,
 ) -> Option<(u64, Action)> {
-    let (user, nx, smep) = (cpl == 3, p.efer & (1 << 11) != 0, p.cr4 & (1 << 20) != 0);
+    let (user, nx, long) = (cpl == 3, p.efer & (1 << 11) != 0, mode == Mode::Long64);
+    let smep = p.cr4 & (1 << 20) != 0 && p.cr0 & CR0_PG != 0;
+    let wrap = |a: u64| if long { a } else { a & 0xffff_ffff };
     // #PF error code: I/D where NXE or SMEP define it, U/S for CPL 3.
     let code = (u32::from((nx && p.cr4 & CR4_PAE != 0) || smep) << 4) | (u32::from(user) << 2);
     // The bytes read at `rip` and, if fewer than asked, the exception the next one raises.
     let fetch = |rip: u64, out: &mut [u8]| {
         let mut done = 0;
         while done < out.len() {
-            let linear = rip.wrapping_add(done as u64);
+            let (eip, limit) = (wrap(rip.wrapping_add(done as u64)), u64::from(cs.limit));
+            if !long && eip > limit {
+                return (done, Some(GP));
+            }
+            let linear = if long {
+                eip
+            } else {
+                wrap(cs.base.wrapping_add(eip))
+            };
             let room = (PAGE_SIZE - (linear & (PAGE_SIZE - 1))).min((out.len() - done) as u64);
+            let room = if long {
+                room
+            } else {
+                room.min(limit - eip + 1)
+            };
             let fault = |error_code| Some(Exception::PageFault { error_code, linear });
             let (gpa, rights) = match translate_with_rights(mem, p, linear) {
                 Ok(t) => t,
@@ -153,15 +173,15 @@ pub fn forced<M: GuestPhys + ?Sized>(
         return None;
     }
     cpu.set_rflags(cpu.rflags() & !RF);
-    let rip = rip.wrapping_add(5);
+    let rip = wrap(rip.wrapping_add(5));
     let mut bytes = [0u8; MAX_LENGTH];
     let (n, stop) = fetch(rip, &mut bytes);
-    let (len, action) = match perform(&bytes[..n], cpu) {
+    let (len, action) = match perform(&bytes[..n], mode, cpu) {
         Ok(done) => done,
         Err(MAX_LENGTH..) => (0, Action::Exception(GP)),
         Err(_) => (0, stop.map_or(UD, Action::Exception)),
     };
-    let (rip, gp) = (rip.wrapping_add(len), Action::Exception(GP));
+    let (rip, gp) = (wrap(rip.wrapping_add(len)), Action::Exception(GP));
     let bits = 16 - 9 * ((p.cr4 & CR4_LA57) >> 12);
     let canonical = (((rip << bits) as i64) >> bits) as u64;
     Some((canonical, if canonical == rip { action } else { gp }))

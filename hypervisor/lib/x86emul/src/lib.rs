@@ -43,8 +43,8 @@
 //! with a dump rather than guess. docs/x86emul.md has the design.
 //!
 //! [`forced`] handles the test-only forced-emulation prefix (`hvm_fep`): after `ud2; .ascii
-//! "xen"` in 64-bit mode it performs `NOP`, `MOV reg, imm` or a software interrupt (`INT3`,
-//! `INT n`, `ICEBP`), fetching with the access checks of a real instruction fetch.
+//! "xen"` it performs `NOP`, `MOV reg, imm`, `CPUID` or a software interrupt (`INT3`, `INT n`,
+//! `INTO`, `ICEBP`), fetching with the access checks of a real instruction fetch.
 //!
 //! No input makes any function panic, and nothing needs `alloc`.
 

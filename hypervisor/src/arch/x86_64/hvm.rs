@@ -370,13 +370,7 @@ impl Loaded<'_> {
 
     /// The guest's CR0, CR3, CR4 and EFER, as the guest sees them.
     pub fn paging_state(&self) -> basalt_x86emul::PagingMode {
-        let (cr0, cr3, cr4, efer) = dispatch!(&*self.vcpu, v => v.paging_state());
-        basalt_x86emul::PagingMode {
-            cr0,
-            cr3,
-            cr4,
-            efer,
-        }
+        dispatch!(&*self.vcpu, v => v.paging_state())
     }
 
     /// The guest's RFLAGS.

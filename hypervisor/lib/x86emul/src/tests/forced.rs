@@ -5,7 +5,8 @@
 use super::random::Rng;
 use super::walking::{Ram, level4};
 use crate::{
-    ADDRESS_MASK, Action, Cpu, Exception, PAGE_SIZE, PagingMode, SIGNATURE, SoftKind, forced,
+    ADDRESS_MASK, Action, Cpu, Exception, Mode, PAGE_SIZE, PagingMode, SIGNATURE, SegmentState,
+    SoftKind, forced,
 };
 
 type Forced = (u64, Action);
@@ -113,8 +114,15 @@ fn kernel(insn: &[u8]) -> Space {
     s
 }
 
+/// 64-bit mode (CS's base and limit do not apply).
 fn run(s: &Space, rip: u64, cpl: u8, regs: &mut Regs) -> Option<Forced> {
-    forced(&s.ram, &s.paging(), cpl, rip, regs)
+    let cs = SegmentState::default();
+    forced(&s.ram, &s.paging(), (Mode::Long64, &cs, cpl), rip, regs)
+}
+
+/// 32-bit or 16-bit code with CS `cs` at CPL 0.
+fn run_in(s: &Space, mode: Mode, cs: SegmentState, rip: u64, regs: &mut Regs) -> Option<Forced> {
+    forced(&s.ram, &s.paging(), (mode, &cs, 0), rip, regs)
 }
 
 fn done(rip: u64) -> Option<Forced> {
@@ -342,7 +350,11 @@ fn smep_and_user_pages() {
     // With SMEP the supervisor may not fetch from a user page: the signature is unreadable.
     let mut smep = s.paging();
     smep.cr4 |= CR4_SMEP;
-    assert_eq!(forced(&s.ram, &smep, 0, CODE, &mut regs), None);
+    let cs = SegmentState::default();
+    assert_eq!(
+        forced(&s.ram, &smep, (Mode::Long64, &cs, 0), CODE, &mut regs),
+        None
+    );
     // A user fetch from a supervisor page cannot read it either.
     s.map(CODE, 0x20_0000, P | RW);
     assert_eq!(run(&s, CODE, 3, &mut regs), None);
@@ -422,7 +434,13 @@ fn random_bytes_and_places_never_panic() {
             rflags: rng.next(),
             ..Regs::default()
         };
-        if let Some((rip, _)) = forced(&s.ram, &paging, cpl, rip, &mut regs) {
+        let mode = [Mode::Long64, Mode::Protected32, Mode::Real16][(rng.next() % 3) as usize];
+        let cs = SegmentState {
+            base: rng.next() & 0xffff_ffff,
+            limit: rng.next() as u32,
+            ..SegmentState::default()
+        };
+        if let Some((rip, _)) = forced(&s.ram, &paging, (mode, &cs, cpl), rip, &mut regs) {
             // Never a non-canonical RIP.
             let bits = if paging.cr4 & crate::CR4_LA57 != 0 {
                 7
@@ -432,4 +450,117 @@ fn random_bytes_and_places_never_panic() {
             assert_eq!((((rip << bits) as i64) >> bits) as u64, rip);
         }
     }
+}
+
+#[test]
+fn into_outside_64_bit_mode_traps_only_with_of() {
+    let s = kernel(&[0x67, 0xce]);
+    let flat = SegmentState {
+        limit: u32::MAX,
+        ..SegmentState::default()
+    };
+    let mut regs = Regs {
+        rflags: 2 | OF,
+        ..Regs::default()
+    };
+    let trap = event(CODE + 5, 4, SoftKind::Exception, 2);
+    assert_eq!(run_in(&s, Mode::Protected32, flat, CODE, &mut regs), trap);
+    regs.rflags = 2;
+    assert_eq!(
+        run_in(&s, Mode::Real16, flat, CODE, &mut regs),
+        done(CODE + 7)
+    );
+}
+
+#[test]
+fn operand_size_and_rex_outside_64_bit_mode() {
+    let flat = SegmentState {
+        limit: u32::MAX,
+        ..SegmentState::default()
+    };
+    let ones = Regs {
+        gpr: [0x1111_1111_1111_1111; 16],
+        rflags: 2,
+    };
+    // mov $0x5678,%ax in 16-bit code; with 66, mov $0x12345678,%eax.
+    let s = kernel(&[0xb8, 0x78, 0x56]);
+    let mut regs = ones;
+    assert_eq!(
+        run_in(&s, Mode::Real16, flat, CODE, &mut regs),
+        done(CODE + 8)
+    );
+    assert_eq!(regs.gpr[0], 0x1111_1111_1111_5678);
+    let s = kernel(&[0x66, 0xb8, 0x78, 0x56, 0x34, 0x12]);
+    let mut regs = ones;
+    assert_eq!(
+        run_in(&s, Mode::Real16, flat, CODE, &mut regs),
+        done(CODE + 11)
+    );
+    assert_eq!(regs.gpr[0], 0x1234_5678);
+    // 41 is INC ECX outside 64-bit mode: not emulated.
+    let s = kernel(&[0x41, 0xb0, 0x01]);
+    let mut regs = ones;
+    let out = run_in(&s, Mode::Protected32, flat, CODE, &mut regs);
+    assert_eq!(out, Some((CODE + 5, UD)));
+    assert_eq!(regs.gpr, ones.gpr);
+}
+
+#[test]
+fn the_cs_base_and_limit_outside_64_bit_mode() {
+    let s = kernel(&[0xb8, 1, 2, 3, 4]);
+    let mut regs = Regs::default();
+    let cs = |base, limit| SegmentState {
+        base,
+        limit,
+        ..SegmentState::default()
+    };
+    // The immediate runs past the limit: #GP, RIP at the instruction.
+    let out = run_in(
+        &s,
+        Mode::Protected32,
+        cs(0, (CODE + 7) as u32),
+        CODE,
+        &mut regs,
+    );
+    assert_eq!(out, exception(CODE + 5, Exception::GeneralProtection));
+    assert_eq!(regs.gpr[0], 0);
+    let out = run_in(
+        &s,
+        Mode::Protected32,
+        cs(0, (CODE + 9) as u32),
+        CODE,
+        &mut regs,
+    );
+    assert_eq!(out, done(CODE + 10));
+    assert_eq!(regs.gpr[0], 0x0403_0201);
+    // The same bytes through a segment based 0x100 below them.
+    let out = run_in(
+        &s,
+        Mode::Protected32,
+        cs(CODE - 0x100, u32::MAX),
+        0x100,
+        &mut regs,
+    );
+    assert_eq!(out, done(0x10a));
+    // A signature that ends past the limit is not the prefix.
+    assert_eq!(
+        run_in(
+            &s,
+            Mode::Protected32,
+            cs(CODE - 0x100, 0x103),
+            0x100,
+            &mut regs
+        ),
+        None
+    );
+    // EIP wraps at 4 GiB: the signature at 0xffff_fffe of a segment based at CODE + 2 is
+    // at CODE; the instruction at EIP 3 (linear CODE + 5).
+    let out = run_in(
+        &s,
+        Mode::Protected32,
+        cs(CODE + 2, u32::MAX),
+        0xffff_fffe,
+        &mut regs,
+    );
+    assert_eq!(out, done(8));
 }

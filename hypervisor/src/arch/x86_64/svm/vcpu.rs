@@ -1018,16 +1018,10 @@ impl SvmVcpu {
     /// Up to 15 bytes at CS:RIP, through the guest's paging and the NPT,
     /// and how many could be read.
     fn fetch_at_rip(&self) -> Option<([u8; insn::MAX_LENGTH], usize)> {
-        let v = vmcb(self.vmcb);
-        let paging = PagingMode {
-            cr0: v.read(save::CR0),
-            cr3: v.read(save::CR3),
-            cr4: v.read(save::CR4),
-            efer: v.read(save::EFER),
-        };
         let mut bytes = [0u8; insn::MAX_LENGTH];
-        let mem = NptPhys(v.read(control::N_CR3));
-        let n = basalt_x86emul::fetch(&mem, &paging, self.rip_linear(), &mut bytes).ok()?;
+        let mem = NptPhys(vmcb(self.vmcb).read(control::N_CR3));
+        let n = basalt_x86emul::fetch(&mem, &self.paging_state(), self.rip_linear(), &mut bytes);
+        let n = n.ok()?;
         Some((bytes, n))
     }
 
@@ -1216,14 +1210,14 @@ impl SvmVcpu {
     }
 
     /// The guest's CR0, CR3, CR4 and EFER (without SVME).
-    pub fn paging_state(&self) -> (u64, u64, u64, u64) {
+    pub fn paging_state(&self) -> PagingMode {
         let v = vmcb(self.vmcb);
-        (
-            v.read(save::CR0),
-            v.read(save::CR3),
-            v.read(save::CR4),
-            v.read(save::EFER) & !EFER_SVME,
-        )
+        PagingMode {
+            cr0: v.read(save::CR0),
+            cr3: v.read(save::CR3),
+            cr4: v.read(save::CR4),
+            efer: v.read(save::EFER) & !EFER_SVME,
+        }
     }
 
     /// Skips the instruction whose exit the arch-neutral layer handled.

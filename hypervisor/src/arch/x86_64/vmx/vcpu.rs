@@ -903,14 +903,14 @@ impl VmxVcpu {
     }
 
     /// The guest's CR0, CR3 and CR4 (guest view for CR0/CR4 where shadowed).
-    pub fn paging_state(&self) -> (u64, u64, u64, u64) {
+    pub fn paging_state(&self) -> basalt_x86emul::PagingMode {
         let v = vmcs();
-        (
-            v.read_nat(guest::CR0).unwrap_or(0),
-            v.read_nat(guest::CR3).unwrap_or(0),
-            v.read_nat(guest::CR4).unwrap_or(0),
-            v.read64(guest::IA32_EFER).unwrap_or(0),
-        )
+        basalt_x86emul::PagingMode {
+            cr0: v.read_nat(guest::CR0).unwrap_or(0),
+            cr3: v.read_nat(guest::CR3).unwrap_or(0),
+            cr4: v.read_nat(guest::CR4).unwrap_or(0),
+            efer: v.read64(guest::IA32_EFER).unwrap_or(0),
+        }
     }
 
     /// Skips the instruction that caused the current exit (after the
