@@ -556,6 +556,8 @@ mod tests {
         assert!(!Options::parse("test-svm").test_pirq);
         assert!(Options::parse("hvm_fep").hvm_fep);
         assert!(!Options::parse("test-exit").hvm_fep);
+        assert!(!Options::parse("hvm_fep=0").hvm_fep);
+        assert!(!Options::parse("hvm_fep no-hvm-fep").hvm_fep);
     }
 
     #[test]
