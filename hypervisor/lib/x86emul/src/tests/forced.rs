@@ -564,3 +564,21 @@ fn the_cs_base_and_limit_outside_64_bit_mode() {
     );
     assert_eq!(out, done(8));
 }
+
+#[test]
+fn xd_anywhere_on_the_walk_forbids_the_fetch() {
+    // XD in the PML4 entry above the code page: not executable, whatever the leaf says; the
+    // signature is then unreadable as code.
+    let mut s = kernel(&[0xb0, 0x01]);
+    let mut regs = Regs::default();
+    assert_eq!(run(&s, CODE, 0, &mut regs), done(CODE + 7));
+    let pml4e = s.ram.get64(0x1000);
+    s.ram.set64(0x1000, pml4e | XD);
+    assert_eq!(run(&s, CODE, 0, &mut regs), None);
+    // Without EFER.NXE the bit means nothing to this check.
+    let mut no_nx = s.paging();
+    no_nx.efer &= !EFER_NXE;
+    let cs = SegmentState::default();
+    let out = forced(&s.ram, &no_nx, (Mode::Long64, &cs, 0), CODE, &mut regs);
+    assert_eq!(out, done(CODE + 7));
+}
