@@ -251,6 +251,9 @@ pub struct Options<'a> {
     /// `test-pirq` (tests only): simulate a stuck level line on every GSI
     /// the control domain binds (docs/control-domain.md).
     pub test_pirq: bool,
+    /// `hvm_fep` (tests only, Xen's name): the forced-emulation prefix
+    /// (docs/x86emul.md, "Forced emulation").
+    pub hvm_fep: bool,
     /// `test-fault=` (tests only): cause a fault on purpose.
     pub test_fault: Option<TestFault>,
     /// `maxcpus=N`: use at most N CPUs (the boot CPU counts).
@@ -460,6 +463,7 @@ impl<'a> Options<'a> {
             "test-exit" | "test_exit" => Some(&mut self.test_exit),
             "test-panic" | "test_panic" => Some(&mut self.test_panic),
             "test-pirq" | "test_pirq" => Some(&mut self.test_pirq),
+            "hvm_fep" | "hvm-fep" => Some(&mut self.hvm_fep),
             _ => None,
         }
     }
@@ -544,6 +548,10 @@ mod tests {
         assert_eq!(o.invalid[0].option, "test-panic=maybe");
         assert!(Options::parse("test-pirq").test_pirq);
         assert!(!Options::parse("test-exit").test_pirq);
+        assert!(Options::parse("hvm_fep").hvm_fep);
+        assert!(!Options::parse("test-exit").hvm_fep);
+        assert!(!Options::parse("hvm_fep=0").hvm_fep);
+        assert!(!Options::parse("hvm_fep no-hvm-fep").hvm_fep);
     }
 
     #[test]

@@ -68,6 +68,9 @@ pub extern "C" fn kmain(magic: u32, info_phys: u32) -> ! {
         warn!("console port not used: {error}");
     }
     report_options(&options);
+    if options.hvm_fep {
+        hvm::fep::enable();
+    }
     debug!(
         "boot information at {info_phys:#x}: {} bytes, {} tags Basalt does not use",
         info.total_size, info.other_tags

@@ -5,6 +5,12 @@
 //! guest sees). The vendor dispatch itself is `crate::arch::x86_64::hvm`.
 
 use core::fmt;
+use core::sync::atomic::AtomicBool;
+
+/// `hvm_fep` (test-only, set at boot by `crate::hvm::fep::enable`): the
+/// backends hand every #UD to the arch-neutral layer
+/// ([`VcpuExit::InvalidOpcode`]).
+pub static FEP: AtomicBool = AtomicBool::new(false);
 
 pub use crate::arch::x86_64::hvm::{ArchVcpu, Loaded};
 
@@ -109,6 +115,12 @@ pub enum Event {
         /// The error code.
         error_code: Option<u32>,
     },
+    /// The software interrupt or exception (kind, vector) raised by the
+    /// instruction at RIP of the given length (`hvm_fep`): delivered with
+    /// the IDT checks of the instruction (VT-x); SVM does not inject it and
+    /// the guest executes the instruction (docs/x86emul.md, "Forced
+    /// emulation").
+    Software(basalt_x86emul::SoftKind, u8, u8),
 }
 
 /// Why a vCPU stopped running, for the arch-neutral layer to handle.
@@ -116,6 +128,8 @@ pub enum Event {
 pub enum VcpuExit {
     /// VMCALL: a hypercall (registers in the vCPU).
     Hypercall,
+    /// A #UD intercepted for `hvm_fep` (`crate::hvm::fep`).
+    InvalidOpcode,
     /// OUT to a port.
     IoOut {
         /// The port.

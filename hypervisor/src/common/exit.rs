@@ -52,6 +52,10 @@ pub fn handle(v: &mut Running<'_>, exit: VcpuExit, ops: &impl SchedOps) -> Next 
                 Next::Ended
             }
         },
+        VcpuExit::InvalidOpcode => {
+            crate::hvm::fep::invalid_opcode(&mut v.arch, &v.domain.ram);
+            Next::Continue
+        }
         VcpuExit::IoOut { port, size, value } => {
             log::trace!("d{}: out{size} {port:#x} <- {value:#x}", v.domain.id);
             let effect = vdev::io_out(&v.domain.platform, port, size, value);

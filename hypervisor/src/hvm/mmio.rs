@@ -141,27 +141,25 @@ pub(crate) struct AtRip {
     pub paging: PagingMode,
 }
 
-/// Fetches the instruction at the RIP of the vCPU `arch` from its domain's
-/// RAM `ram` (for MMIO and string I/O emulation).
-pub(crate) fn fetch_at_rip(arch: &Loaded<'_>, ram: &GuestRam) -> Result<AtRip, WalkError> {
-    let (cr0, cr3, cr4, efer) = arch.paging_state();
-    let paging = PagingMode {
-        cr0,
-        cr3,
-        cr4,
-        efer,
-    };
-    let mut bytes = [0u8; 15];
-    let len = fetch(&Phys(ram), &paging, arch.rip_linear(), &mut bytes)?;
-    let mode = match arch.code_bits() {
+/// The code size of vCPU `arch`'s current mode.
+pub(crate) fn code_mode(arch: &Loaded<'_>) -> Mode {
+    match arch.code_bits() {
         64 => Mode::Long64,
         32 => Mode::Protected32,
         _ => Mode::Real16,
-    };
+    }
+}
+
+/// Fetches the instruction at the RIP of the vCPU `arch` from its domain's
+/// RAM `ram` (for MMIO and string I/O emulation).
+pub(crate) fn fetch_at_rip(arch: &Loaded<'_>, ram: &GuestRam) -> Result<AtRip, WalkError> {
+    let paging = arch.paging_state();
+    let mut bytes = [0u8; 15];
+    let len = fetch(&Phys(ram), &paging, arch.rip_linear(), &mut bytes)?;
     Ok(AtRip {
         bytes,
         len,
-        mode,
+        mode: code_mode(arch),
         paging,
     })
 }

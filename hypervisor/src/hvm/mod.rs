@@ -5,6 +5,7 @@
 //! interrupt that must wake a vCPU goes through the `IrqSink` the domain's
 //! platform was handed.
 
+pub mod fep;
 pub mod guest_console;
 pub mod guestmem;
 pub mod irq;

@@ -119,6 +119,16 @@ impl Ports for Bus<'_> {
     }
 }
 
+/// Injects the exception `e` an emulated instruction of `arch` raised (for
+/// a page fault, with CR2 set to its address).
+pub(crate) fn raise(arch: &mut Loaded<'_>, e: Exception) {
+    if let Exception::PageFault { linear, .. } = e {
+        arch.set_cr2(linear);
+    }
+    let (vector, error_code) = e.vector_and_code();
+    arch.inject(Event::Exception { vector, error_code });
+}
+
 /// Emulates the INS/OUTS at the RIP of vCPU `arch` (of the domain with RAM `ram`
 /// and devices `platform`), which exited for `port`, `size`
 /// bytes, `is_in`, `rep` (the port and the processor's I/O permission checks,
@@ -174,16 +184,7 @@ pub fn emulate(
         // blocked interrupts for is behind (RIP stays).
         StringIoOutcome::Yield if done > 0 => arch.skip_emulated(0),
         StringIoOutcome::Yield | StringIoOutcome::Ended => {}
-        StringIoOutcome::Exception(e) => {
-            if let Exception::PageFault { linear, .. } = e {
-                arch.set_cr2(linear);
-            }
-            let (vector, code) = e.vector_and_code();
-            arch.inject(Event::Exception {
-                vector,
-                error_code: Some(code),
-            });
-        }
+        StringIoOutcome::Exception(e) => raise(arch, e),
         StringIoOutcome::NotRam { linear, gpa } => {
             return Err(StringIoError::NotRam {
                 is_in: insn.is_in,

@@ -497,11 +497,12 @@ impl EventInjection {
         }
     }
 
-    /// A software interrupt (INT n) of `instruction_length` bytes.
-    pub const fn software_interrupt(vector: u8, instruction_length: u32) -> Self {
+    /// A software event of `kind` (INT n; ICEBP; INT3 or INTO) raised by an instruction of
+    /// `instruction_length` bytes.
+    pub const fn software(kind: InterruptionType, vector: u8, instruction_length: u32) -> Self {
         let info = InterruptionInfo {
             vector,
-            kind: InterruptionType::SoftwareInterrupt,
+            kind,
             error_code_valid: false,
             nmi_unblocking: false,
             valid: true,
@@ -705,7 +706,7 @@ mod tests {
         assert_eq!(EventInjection::nmi().info, 0x8000_0202);
         assert_eq!(EventInjection::external_interrupt(0x30).info, 0x8000_0030);
         assert_eq!(
-            EventInjection::software_interrupt(0x80, 2).info,
+            EventInjection::software(InterruptionType::SoftwareInterrupt, 0x80, 2).info,
             0x8000_0480
         );
     }
@@ -730,7 +731,7 @@ mod tests {
             .unwrap();
         assert_eq!(log.0, vec![(0x4018, 0x2), (0x4016, 0x8000_0B0E)]);
         let mut log = Log(Vec::new());
-        EventInjection::software_interrupt(0x21, 2)
+        EventInjection::software(InterruptionType::SoftwareInterrupt, 0x21, 2)
             .write_to(&mut log)
             .unwrap();
         assert_eq!(log.0, vec![(0x401A, 2), (0x4016, 0x8000_0421)]);

@@ -42,10 +42,15 @@
 //! operands, more than 15 bytes — is a [`DecodeError`]; the hypervisor then stops the domain
 //! with a dump rather than guess. docs/x86emul.md has the design.
 //!
+//! [`forced`] handles the test-only forced-emulation prefix (`hvm_fep`): after `ud2; .ascii
+//! "xen"` it performs `NOP`, `MOV reg, imm`, `CPUID` or a software interrupt (`INT3`, `INT n`,
+//! `INTO`, `ICEBP`), fetching with the access checks of a real instruction fetch.
+//!
 //! No input makes any function panic, and nothing needs `alloc`.
 
 mod decode;
 mod emulate;
+mod fep;
 mod strio;
 mod walk;
 
@@ -57,13 +62,14 @@ pub use emulate::{
     AF, ARITHMETIC_FLAGS, CF, Cpu, Mmio, OF, PF, SF, ZF, alu, emulate, read_register, sign_extend,
     write_register,
 };
+pub use fep::{Action, SIGNATURE, SoftKind, forced};
 pub use strio::{
     AC, CR0_WP, CR4_SMAP, DF, Exception, GuestRam, PortWrite, Ports, SegmentState, StringIoContext,
     StringIoOutcome, execute_string_io,
 };
 pub use walk::{
     ADDRESS_MASK, CR0_PG, CR4_LA57, CR4_PAE, CR4_PSE, EFER_LMA, GuestPhys, Level, PAGE_SIZE,
-    Paging, PagingMode, RIGHT_USER, RIGHT_WRITE, WalkError, fetch, translate,
+    Paging, PagingMode, RIGHT_EXEC, RIGHT_USER, RIGHT_WRITE, WalkError, fetch, translate,
     translate_with_rights,
 };
 

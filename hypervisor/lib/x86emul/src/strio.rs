@@ -114,16 +114,20 @@ pub enum Exception {
     GeneralProtection,
     /// `#SS(0)` (vector 12): as `#GP`, for an operand in the `SS` segment.
     StackFault,
+    /// `#UD` (vector 6, no error code): an invalid instruction, or one the emulator does not
+    /// perform ([`crate::forced`]).
+    InvalidOpcode,
 }
 
 impl Exception {
     /// The vector and error code to inject.
     #[must_use]
-    pub const fn vector_and_code(self) -> (u8, u32) {
+    pub const fn vector_and_code(self) -> (u8, Option<u32>) {
         match self {
-            Self::PageFault { error_code, .. } => (14, error_code),
-            Self::GeneralProtection => (13, 0),
-            Self::StackFault => (12, 0),
+            Self::PageFault { error_code, .. } => (14, Some(error_code)),
+            Self::GeneralProtection => (13, Some(0)),
+            Self::StackFault => (12, Some(0)),
+            Self::InvalidOpcode => (6, None),
         }
     }
 }

@@ -64,8 +64,11 @@ pub const PAGE_SIZE: u64 = 4096;
 pub const RIGHT_WRITE: u64 = 1 << 1;
 /// Entry bit 2 (`U/S`), as [`translate_with_rights`] reports it: user-mode accesses allowed.
 pub const RIGHT_USER: u64 = 1 << 2;
-/// Both rights.
-const RIGHTS: u64 = RIGHT_WRITE | RIGHT_USER;
+/// Not entry bit 63 (`XD`), as [`translate_with_rights`] reports it: no entry on the way sets
+/// `XD`, so instruction fetches are allowed when `IA32_EFER.NXE` gives the bit its meaning.
+pub const RIGHT_EXEC: u64 = 1 << 63;
+/// All three rights.
+const RIGHTS: u64 = RIGHT_WRITE | RIGHT_USER | RIGHT_EXEC;
 
 /// Entry bit 0: present.
 const P: u64 = 1 << 0;
@@ -319,8 +322,8 @@ pub fn translate<M: GuestPhys + ?Sized>(
 
 /// [`translate`], also returning the access rights the walk found: [`RIGHT_WRITE`] if every
 /// entry on the way sets `R/W`, [`RIGHT_USER`] if every one sets `U/S` (SDM Vol. 3A §4.6,
-/// "Access Rights"; the four PAE PDPTEs have neither bit and restrict nothing). With paging off
-/// both are set.
+/// "Access Rights"; the four PAE PDPTEs have neither bit and restrict nothing), and
+/// [`RIGHT_EXEC`] if none sets `XD` (always with 32-bit paging). With paging off all are set.
 ///
 /// # Errors
 ///
@@ -332,7 +335,7 @@ pub fn translate_with_rights<M: GuestPhys + ?Sized>(
 ) -> Result<(u64, u64), WalkError> {
     let linear = mode.truncate(linear);
     match mode.paging() {
-        Paging::Off => Ok((linear, RIGHT_WRITE | RIGHT_USER)),
+        Paging::Off => Ok((linear, RIGHTS)),
         Paging::Bits32 => walk_32bit(mem, mode, linear),
         Paging::Pae => {
             // SDM Vol. 3A §4.4.1: CR3[31:5] is the PDPT; linear bits 31:30 select the PDPTE.
@@ -353,13 +356,7 @@ pub fn translate_with_rights<M: GuestPhys + ?Sized>(
                     entry: pdpte,
                 });
             }
-            walk_8byte(
-                mem,
-                pdpte & ADDRESS_MASK,
-                linear,
-                2,
-                RIGHT_WRITE | RIGHT_USER,
-            )
+            walk_8byte(mem, pdpte & ADDRESS_MASK, linear, 2, RIGHTS)
         }
         Paging::Level4 => walk_ia32e(mem, mode.cr3, linear, 4),
         Paging::Level5 => walk_ia32e(mem, mode.cr3, linear, 5),
@@ -395,7 +392,7 @@ fn walk_32bit<M: GuestPhys + ?Sized>(
         }
         return Ok((
             (pde & 0xffc0_0000) | ((pde >> 13) & 0xff) << 32 | (linear & 0x3f_ffff),
-            pde & RIGHTS,
+            (pde & RIGHTS) | RIGHT_EXEC,
         ));
     }
     // Without CR4.PSE the PS bit is ignored: the PDE references a page table.
@@ -408,7 +405,10 @@ fn walk_32bit<M: GuestPhys + ?Sized>(
             gpa,
         });
     }
-    Ok(((pte & 0xffff_f000) | (linear & 0xfff), pde & pte & RIGHTS))
+    Ok((
+        (pte & 0xffff_f000) | (linear & 0xfff),
+        (pde & pte & RIGHTS) | RIGHT_EXEC,
+    ))
 }
 
 /// 4-level and 5-level paging (SDM Vol. 3A §4.5): canonical check, then the walk from the
@@ -447,7 +447,7 @@ fn walk_8byte<M: GuestPhys + ?Sized>(
         if entry & P == 0 {
             return Err(WalkError::NotPresent { linear, level, gpa });
         }
-        rights &= entry;
+        rights &= entry ^ RIGHT_EXEC;
         if n == 1 {
             return Ok(((entry & ADDRESS_MASK) | (linear & 0xfff), rights & RIGHTS));
         }

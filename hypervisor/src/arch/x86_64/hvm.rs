@@ -363,8 +363,13 @@ impl Loaded<'_> {
         dispatch!(&*self.vcpu, v => v.code_bits())
     }
 
+    /// Performs CPUID for the guest (its RAX and RCX in, RAX-RDX out).
+    pub fn cpuid(&mut self) {
+        dispatch!(&mut *self.vcpu, v => v.cpuid())
+    }
+
     /// The guest's CR0, CR3, CR4 and EFER, as the guest sees them.
-    pub fn paging_state(&self) -> (u64, u64, u64, u64) {
+    pub fn paging_state(&self) -> basalt_x86emul::PagingMode {
         dispatch!(&*self.vcpu, v => v.paging_state())
     }
 

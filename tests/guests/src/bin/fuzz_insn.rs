@@ -35,6 +35,8 @@
 //! APIC pages are mapped too, as data, and one register in eight points into
 //! them: random instructions reach Basalt's MMIO emulator, which stops the
 //! domain for an instruction it does not emulate, so such runs end early),
+//! `fep=0` (`1`: half the random byte strings start with Xen's
+//! forced-emulation prefix, for a Basalt booted with `hvm_fep`),
 //! `progress=100000` (a line every
 //! so many iterations, so a log shows how far a run got), `trace=N` (print
 //! every iteration from N on, with its bytes), `skip=a,b` (leave classes
@@ -782,6 +784,9 @@ struct Gen {
     skip_timers: bool,
     /// Registers may point at the APIC pages (`mmio=1`).
     mmio: bool,
+    /// Half the random byte strings start with Xen's forced-emulation
+    /// prefix (`fep=1`, for a Basalt booted with `hvm_fep`).
+    fep: bool,
     /// Control registers not to write (bit n: CRn), while a host bug is
     /// being fixed.
     skip_cr: u32,
@@ -1228,7 +1233,17 @@ impl Gen {
             for b in code.iter_mut() {
                 *b = self.rng.next() as u8;
             }
-            let mut n = 0;
+            // With `fep=1`: `ud2; .ascii "xen"`, then the bytes below, often
+            // an instruction Basalt's emulator performs behind it.
+            let (mut n, mut forced) = (0, None);
+            if self.fep && self.rng.chance(1, 2) {
+                code[..5].copy_from_slice(b"\x0f\x0bxen");
+                n = 5;
+                if self.rng.chance(1, 2) {
+                    let op = [0x90u8, 0xb0, 0xb4, 0xb8, 0xbc, 0xcc, 0xcd, 0xce, 0xf1, 0x0f];
+                    forced = Some(self.rng.pick(&op));
+                }
+            }
             for _ in 0..self.rng.below(4) {
                 code[n] = self.rng.pick(&PREFIXES);
                 n += 1;
@@ -1249,6 +1264,12 @@ impl Gen {
                     code[n + 1] = 0x3a;
                 }
                 _ => code[n] = self.rng.pick(&[0xc4u8, 0xc5, 0x62]),
+            }
+            if let Some(op) = forced {
+                code[n] = op;
+                if op == 0x0f {
+                    code[n + 1] = 0xa2; // CPUID
+                }
             }
             let len = (n + 1 + self.rng.below(15 - n as u64) as usize).min(15);
             if self.skip_strio {
@@ -1522,6 +1543,7 @@ fn main(cmdline: &str) -> u32 {
         skip_xsetbv: skipped("xsetbv"),
         skip_timers: skipped("pit-rtc"),
         mmio,
+        fep: arg_u64(cmdline, "fep", 0) != 0,
         skip_cr: [0u32, 3, 4, 8]
             .iter()
             .filter(|&&n| match n {

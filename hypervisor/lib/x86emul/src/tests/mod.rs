@@ -2,6 +2,7 @@
 
 mod decoding;
 mod executing;
+mod forced;
 mod random;
 mod string_io;
 mod walking;

@@ -856,8 +856,10 @@ fn access_rights() {
 
 #[test]
 fn rights_in_32_bit_and_pae_paging() {
-    use crate::{CR4_PSE, RIGHT_USER, RIGHT_WRITE, translate_with_rights};
+    use crate::{CR4_PSE, RIGHT_EXEC, RIGHT_USER, RIGHT_WRITE, translate_with_rights};
     const RWU: u64 = RIGHT_WRITE | RIGHT_USER;
+    // No XD bit on the way (32-bit paging has none): fetches allowed.
+    const X: u64 = RIGHT_EXEC;
     // 32-bit paging: PD at 0x1000; PD[0] -> PT at 0x2000 (user, writable); PT[5] read-only user,
     // PT[6] writable supervisor; PD[1] a 4 MiB supervisor page.
     let mut ram = Ram::new(16 << 20);
@@ -878,10 +880,10 @@ fn rights_in_32_bit_and_pae_paging() {
         efer: 0,
     };
     for (linear, want) in [
-        (0x5123, (0x5123, RIGHT_USER)),
-        (0x6123, (0x6123, RIGHT_WRITE)),
-        (0x7123, (0x7123, RWU)),
-        (0x41_2345, (0x41_2345, RIGHT_WRITE)),
+        (0x5123, (0x5123, RIGHT_USER | X)),
+        (0x6123, (0x6123, RIGHT_WRITE | X)),
+        (0x7123, (0x7123, RWU | X)),
+        (0x41_2345, (0x41_2345, RIGHT_WRITE | X)),
     ] {
         assert_eq!(
             translate_with_rights(&ram, &bits32, linear),
@@ -903,9 +905,9 @@ fn rights_in_32_bit_and_pae_paging() {
         efer: 0,
     };
     for (linear, want) in [
-        (0x5123, (0x5123, 0)),
-        (0x7123, (0x7123, RWU)),
-        (0x21_2345, (0x21_2345, RIGHT_USER)),
+        (0x5123, (0x5123, X)),
+        (0x7123, (0x7123, RWU | X)),
+        (0x21_2345, (0x21_2345, RIGHT_USER | X)),
     ] {
         assert_eq!(
             translate_with_rights(&ram, &pae, linear),

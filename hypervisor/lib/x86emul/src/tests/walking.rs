@@ -34,8 +34,8 @@ const EFER_LME: u64 = 1 << 8;
 
 /// Sparse guest RAM: the 4 KiB pages added are RAM, every other address is not.
 #[derive(Default)]
-struct Ram {
-    pages: HashMap<u64, Box<[u8; 4096]>>,
+pub(super) struct Ram {
+    pub(super) pages: HashMap<u64, Box<[u8; 4096]>>,
 }
 
 impl Ram {
@@ -51,7 +51,7 @@ impl Ram {
     }
 
     /// Writes `bytes` at `gpa`, making the pages RAM first.
-    fn write(&mut self, gpa: u64, bytes: &[u8]) {
+    pub(super) fn write(&mut self, gpa: u64, bytes: &[u8]) {
         self.add(gpa, bytes.len() as u64);
         for (i, b) in bytes.iter().enumerate() {
             let a = gpa + i as u64;
@@ -59,7 +59,7 @@ impl Ram {
         }
     }
 
-    fn set64(&mut self, gpa: u64, entry: u64) {
+    pub(super) fn set64(&mut self, gpa: u64, entry: u64) {
         self.write(gpa, &entry.to_le_bytes());
     }
 
@@ -67,7 +67,7 @@ impl Ram {
         self.write(gpa, &entry.to_le_bytes());
     }
 
-    fn get64(&self, gpa: u64) -> u64 {
+    pub(super) fn get64(&self, gpa: u64) -> u64 {
         let mut b = [0; 8];
         assert!(self.read_phys(gpa, &mut b));
         u64::from_le_bytes(b)
@@ -114,7 +114,7 @@ fn pae(cr3: u64) -> PagingMode {
     }
 }
 
-fn level4(cr3: u64) -> PagingMode {
+pub(super) fn level4(cr3: u64) -> PagingMode {
     PagingMode {
         cr0: CR0_BASE | CR0_PG,
         cr3,

@@ -710,6 +710,9 @@ impl SvmVcpu {
                 if at_rip.is_some_and(|d| d.insn == Insn::Vmcall) {
                     return self.hypercall(Insn::Vmcall);
                 }
+                if crate::vcpu::FEP.load(core::sync::atomic::Ordering::Relaxed) {
+                    return Some(VcpuExit::InvalidOpcode);
+                }
                 self.inject_exception(UD, None);
                 None
             }
@@ -883,8 +886,9 @@ impl SvmVcpu {
         self.regs.rdx = value >> 32;
     }
 
+    /// CPUID with the guest's RAX and RCX, by the domain's CPUID policy.
     #[inline(always)]
-    fn cpuid(&mut self) {
+    pub fn cpuid(&mut self) {
         let leaf = self.regs.rax as u32;
         let sub = self.regs.rcx as u32;
         let r = self.guest_cpu.cpuid(leaf, sub, &CpuidInputs(self));
@@ -1014,16 +1018,10 @@ impl SvmVcpu {
     /// Up to 15 bytes at CS:RIP, through the guest's paging and the NPT,
     /// and how many could be read.
     fn fetch_at_rip(&self) -> Option<([u8; insn::MAX_LENGTH], usize)> {
-        let v = vmcb(self.vmcb);
-        let paging = PagingMode {
-            cr0: v.read(save::CR0),
-            cr3: v.read(save::CR3),
-            cr4: v.read(save::CR4),
-            efer: v.read(save::EFER),
-        };
         let mut bytes = [0u8; insn::MAX_LENGTH];
-        let mem = NptPhys(v.read(control::N_CR3));
-        let n = basalt_x86emul::fetch(&mem, &paging, self.rip_linear(), &mut bytes).ok()?;
+        let mem = NptPhys(vmcb(self.vmcb).read(control::N_CR3));
+        let n = basalt_x86emul::fetch(&mem, &self.paging_state(), self.rip_linear(), &mut bytes);
+        let n = n.ok()?;
         Some((bytes, n))
     }
 
@@ -1097,6 +1095,10 @@ impl SvmVcpu {
                 self.inject_exception(vector, error_code);
                 true
             }
+            // EVENTINJ's exception type skips the gate's DPL check and
+            // reports a delivery fault past the instruction, unlike INT3 and
+            // INT n: not injected, the guest executes the instruction itself.
+            Event::Software(..) => false,
         }
     }
 
@@ -1208,14 +1210,14 @@ impl SvmVcpu {
     }
 
     /// The guest's CR0, CR3, CR4 and EFER (without SVME).
-    pub fn paging_state(&self) -> (u64, u64, u64, u64) {
+    pub fn paging_state(&self) -> PagingMode {
         let v = vmcb(self.vmcb);
-        (
-            v.read(save::CR0),
-            v.read(save::CR3),
-            v.read(save::CR4),
-            v.read(save::EFER) & !EFER_SVME,
-        )
+        PagingMode {
+            cr0: v.read(save::CR0),
+            cr3: v.read(save::CR3),
+            cr4: v.read(save::CR4),
+            efer: v.read(save::EFER) & !EFER_SVME,
+        }
     }
 
     /// Skips the instruction whose exit the arch-neutral layer handled.

@@ -422,7 +422,9 @@ impl VmxVcpu {
             ctrl::ENTRY_CONTROLS,
             n.entry.bits() & !EntryControls::IA32E_MODE_GUEST.bits(),
         )?;
-        v.write32(ctrl::EXCEPTION_BITMAP, 0)?;
+        // `hvm_fep` intercepts #UD (crate::hvm::fep).
+        let ud = u32::from(crate::vcpu::FEP.load(core::sync::atomic::Ordering::Relaxed)) << 6;
+        v.write32(ctrl::EXCEPTION_BITMAP, ud)?;
         v.write32(ctrl::PAGE_FAULT_ERROR_CODE_MASK, 0)?;
         v.write32(ctrl::PAGE_FAULT_ERROR_CODE_MATCH, 0)?;
         v.write32(ctrl::CR3_TARGET_COUNT, 0)?;
@@ -805,6 +807,13 @@ impl VmxVcpu {
                 self.inject_exception(vector, error_code);
                 true
             }
+            Event::Software(kind, vector, length) => {
+                // SoftKind's values are VT-x's interruption types 4-6.
+                let kind = basalt_vmx::exit::InterruptionType::from_raw(kind as u32);
+                let event = basalt_vmx::exit::EventInjection::software(kind, vector, length.into());
+                let _ = event.write_to(&mut vmcs());
+                true
+            }
         }
     }
 
@@ -894,14 +903,14 @@ impl VmxVcpu {
     }
 
     /// The guest's CR0, CR3 and CR4 (guest view for CR0/CR4 where shadowed).
-    pub fn paging_state(&self) -> (u64, u64, u64, u64) {
+    pub fn paging_state(&self) -> basalt_x86emul::PagingMode {
         let v = vmcs();
-        (
-            v.read_nat(guest::CR0).unwrap_or(0),
-            v.read_nat(guest::CR3).unwrap_or(0),
-            v.read_nat(guest::CR4).unwrap_or(0),
-            v.read64(guest::IA32_EFER).unwrap_or(0),
-        )
+        basalt_x86emul::PagingMode {
+            cr0: v.read_nat(guest::CR0).unwrap_or(0),
+            cr3: v.read_nat(guest::CR3).unwrap_or(0),
+            cr4: v.read_nat(guest::CR4).unwrap_or(0),
+            efer: v.read64(guest::IA32_EFER).unwrap_or(0),
+        }
     }
 
     /// Skips the instruction that caused the current exit (after the
@@ -1115,12 +1124,15 @@ impl VmxVcpu {
                 Some(VcpuExit::InterruptWindow)
             }
             ExitReason::ExceptionOrNmi => {
-                // The exception bitmap is empty: only an NMI sent to this
-                // CPU (NMI exiting, SDM Vol. 3C 25.2) gets here.
+                // An NMI sent to this CPU (NMI exiting, SDM Vol. 3C 25.2),
+                // or with `hvm_fep` a #UD (the only bit of the bitmap).
                 let info = InterruptionInfo::decode(v.read32(exit::INTERRUPTION_INFO).unwrap_or(0));
                 if info.kind == basalt_vmx::exit::InterruptionType::Nmi {
                     crate::fault::host_nmi();
                     return Some(VcpuExit::Interrupted);
+                }
+                if info.vector == 6 {
+                    return Some(VcpuExit::InvalidOpcode);
                 }
                 Some(VcpuExit::Error(exit_error("unhandled VM exit", reason)))
             }
@@ -1157,8 +1169,9 @@ impl VmxVcpu {
         }
     }
 
+    /// CPUID with the guest's RAX and RCX, by the domain's CPUID policy.
     #[inline(always)]
-    fn cpuid(&mut self) {
+    pub fn cpuid(&mut self) {
         let leaf = self.regs.rax as u32;
         let sub = self.regs.rcx as u32;
         let r = self.guest_cpu.cpuid(leaf, sub, &CpuidInputs(self));
