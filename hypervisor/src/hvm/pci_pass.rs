@@ -59,7 +59,7 @@ impl HostConfig for HostConf1 {
     }
 
     fn mem(&mut self, addr: u64, size: u8, write: Option<u64>) -> u64 {
-        let p = crate::mm::map_mmio(addr, 8);
+        let p = crate::mm::map_mmio(addr, u64::from(size));
         match size {
             1 => volatile(p, write.map(|v| v as u8)),
             2 => volatile(p, write.map(|v| v as u16)),
