@@ -36,8 +36,8 @@
 //!   (per-vector mask and pending bits) pass through. A function beyond the
 //!   table's [`MSI_SLOTS`] gets no shadow: its MSI stays disabled.
 //! * Writes to a BAR or expansion-ROM register are forwarded and reported
-//!   ([`PciEventKind::BarWritten`]), except while dom0's MSI-X is enabled
-//!   on the function (dropped: its table stays where it is trapped); writes to the host bridge 00:00.0 other
+//!   ([`PciEventKind::BarWritten`]), except while the device's MSI-X is
+//!   enabled (Basalt's binding of dom0's) (dropped: its table stays where it is trapped); writes to the host bridge 00:00.0 other
 //!   than to its command/status dword are dropped and reported (its other
 //!   registers remap memory Basalt owns: SMRAM, PAM, TOLUD).
 
@@ -100,7 +100,7 @@ pub enum PciEventKind {
     /// dom0 set its MSI-X enable bit, but the table is not in device memory
     /// (a reserved BIR, an I/O or unassigned BAR): the device's stays clear.
     MsixRefused,
-    /// A BAR write to a function with dom0's MSI-X enabled was dropped.
+    /// A BAR write to a function whose MSI-X is on was dropped.
     BarFrozen,
     /// A write to an MSI capability was dropped: every MSI slot is taken.
     MsiRefused,
@@ -307,9 +307,13 @@ impl PciPass {
             _ => &[],
         };
         let bar = bars.iter().any(|&(lo, hi)| reg < hi && end > lo);
-        let msix_on = |m: &msix::Msix| m.bdf == Some(bdf) && m.control >> 15 != 0;
-        if bar && self.msix.iter().any(msix_on) {
-            return event(PciEventKind::BarFrozen);
+        // The MSI-X table stays where it is trapped while the device's
+        // MSI-X is on (not dom0's bit: after a reset Linux restores BARs).
+        if bar && self.msix.iter().any(|m| m.bdf == Some(bdf)) {
+            let c = Chain::walk(host, bdf);
+            if c.is_some_and(|c| host.read(bdf, u16::from(c.msix.0) + 2, 2) & 0x8000 != 0) {
+                return event(PciEventKind::BarFrozen);
+            }
         }
         host.write(bdf, reg, size, value);
         event(PciEventKind::BarWritten).filter(|_| bar)

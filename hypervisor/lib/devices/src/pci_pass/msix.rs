@@ -5,21 +5,22 @@
 //!
 //! * **Message Control**: Table Size reads as the host's, at most
 //!   [`MSIX_ENTRIES`] entries; Enable and Function Mask are dom0's; other
-//!   writes to the capability are dropped. When dom0 sets Enable, the table
+//!   writes to the capability are dropped. When dom0 writes Enable set while
+//!   the device's is clear (dom0's was, or a reset cleared it), the table
 //!   is looked up in its BAR (Table BIR and offset) and, if all its pages are
 //!   device memory, trapped: those pages are emulated instead of mapped, and
 //!   the host entries get Basalt's message (entry e of slot f: vector
 //!   0x70 + f·[`MSIX_ENTRIES`] + e, fixed, edge, to the boot
-//!   CPU; host entries beyond those dom0 sees stay masked). The device's
+//!   CPU; host entries beyond those dom0 sees are masked). The device's
 //!   Enable follows dom0's while the table is trapped, its Function Mask
-//!   dom0's.
+//!   dom0's; Basalt writes only the high byte of its Message Control.
 //! * **The table**: dom0's entries are a shadow it reads back; its Vector
 //!   Control mask bit also goes to the host entry. Host entries beyond
 //!   [`MSIX_ENTRIES`] read 0 and drop writes; other bytes of the trapped
 //!   pages (the PBA, the device's registers) are the host's. An access that
 //!   is not naturally aligned reads all ones and is dropped.
-//! * The table stays trapped where it was found until dom0 sets Enable
-//!   again; while Enable is set, BAR writes are dropped.
+//! * The table stays trapped where it was found until it is looked up
+//!   again; while the device's Enable is set, its BAR writes are dropped.
 
 use super::{Chain, HostConfig, MSI_SLOTS, MSI_VECTOR_BASE, PciEventKind, PciPass};
 
@@ -90,19 +91,22 @@ impl PciPass {
         s: usize,
         high: Option<u8>,
     ) -> Option<PciEventKind> {
-        let (bdf, at, was) = (self.msix[s].bdf?, u16::from(c.msix.0), self.msix[s].control);
-        self.msix[s].control = high.map_or(was, |h| u16::from(h & 0xC0) << 8);
-        let on = self.msix[s].control & ENABLE != 0;
-        if on && was & ENABLE == 0 {
+        let (bdf, at, m) = (self.msix[s].bdf?, u16::from(c.msix.0), &mut self.msix[s]);
+        m.control = high.map_or(m.control, |h| u16::from(h & 0xC0) << 8);
+        // Bound (again) whenever dom0 sets Enable while the device's is
+        // clear: dom0's was, or a reset (FLR) cleared it and its entries.
+        let bind = m.control & ENABLE != 0 && host.read(bdf, at + 2, 2) & 0x8000 == 0;
+        if bind {
             self.msix_bind(host, c, s, bdf);
         }
-        let bound = on && self.msix[s].table.1 != 0;
-        let control = if bound { self.msix[s].control } else { 0 };
-        host.write(bdf, at + 2, 2, control.into());
-        let (start, end) = self.msix[s].pages();
-        match (was & ENABLE != 0, on) {
-            (false, true) if bound => Some(PciEventKind::MsixTrapped { start, end }),
-            (false, true) => Some(PciEventKind::MsixRefused),
+        let m = &self.msix[s];
+        let bound = m.control & ENABLE != 0 && m.table.1 != 0;
+        let control = if bound { m.control >> 8 } else { 0 };
+        host.write(bdf, at + 3, 1, control.into());
+        let (start, end) = m.pages();
+        match (bind, bound) {
+            (true, true) => Some(PciEventKind::MsixTrapped { start, end }),
+            (true, false) => Some(PciEventKind::MsixRefused),
             _ => None,
         }
     }
@@ -120,8 +124,8 @@ impl PciPass {
             return;
         }
         // Enabled, all masked (Function Mask), while the messages change.
-        let all_masked = u32::from(ENABLE | FUNCTION_MASK);
-        host.write(bdf, u16::from(c.msix.0) + 2, 2, all_masked);
+        let all_masked = u32::from((ENABLE | FUNCTION_MASK) >> 8);
+        host.write(bdf, u16::from(c.msix.0) + 3, 1, all_masked);
         self.msix[s].table = (at, n);
         for e in 0..n {
             let a = at + 16 * e;
@@ -147,8 +151,7 @@ impl PciPass {
     /// bytes at host address `a`, in a trapped page; `h` is the host.
     pub fn msix_io(&mut self, h: &mut impl HostConfig, a: u64, size: u8, w: Option<u64>) -> u64 {
         let aligned = matches!(size, 1 | 2 | 4 | 8) && a.is_multiple_of(u64::from(size));
-        let s = self.msix.iter().position(|m| m.traps(a) && aligned);
-        let Some(s) = s else {
+        let Some(s) = self.msix.iter().position(|m| m.traps(a) && aligned) else {
             return u64::MAX;
         };
         let (at, n) = self.msix[s].table;

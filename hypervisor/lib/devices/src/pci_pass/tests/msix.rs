@@ -5,15 +5,15 @@ use super::*;
 const BAR: u32 = 0xFEB0_0000;
 const TABLE: u64 = 0xFEB0_2000;
 
-/// PM at 0x40 → MSI-X at 0xB0 with Message Control `control`, its table at
+/// PM at 0x40 → MSI-X at 0xB8 with Message Control `control`, its table at
 /// `table` (offset | BIR) and PBA at 0xFEB0_2800; BAR 0 at 0xFEB00000 (32-bit
 /// memory), its four pages device memory.
 fn msix_bus(control: u16, table: u32) -> FakeBus {
     let mut bus = FakeBus::default();
-    let caps = [(0x40, PM, 0xB0, 0), (0xB0, CAP_MSIX, 0, control)];
+    let caps = [(0x40, PM, 0xB8, 0), (0xB8, CAP_MSIX, 0, control)];
     let mut f = function(0, 0x40, &caps);
-    f[0xB4..0xB8].copy_from_slice(&table.to_le_bytes());
-    f[0xB8..0xBC].copy_from_slice(&0x2800u32.to_le_bytes());
+    f[0xBC..0xC0].copy_from_slice(&table.to_le_bytes());
+    f[0xC0..0xC4].copy_from_slice(&0x2800u32.to_le_bytes());
     f[0x10..0x14].copy_from_slice(&BAR.to_le_bytes());
     bus.fns.insert(DEV, f);
     bus.device = (0..4).map(|i| u64::from(BAR) + 4096 * i).collect();
@@ -31,27 +31,27 @@ fn r(p: &mut PciPass, bus: &mut FakeBus, addr: u64, size: u8) -> u64 {
 }
 
 fn enabled(p: &mut PciPass, bus: &mut FakeBus, control: u32) -> Option<PciEventKind> {
-    wr(p, bus, DEV, 0xB2, 2, control).map(|e| e.kind)
+    wr(p, bus, DEV, 0xBA, 2, control).map(|e| e.kind)
 }
 
 #[test]
 fn msix_shows_with_its_table_size_capped_and_dom0s_control_bits() {
     let (mut p, mut bus) = (PciPass::new(), msix_bus(0x003F, 0x2000));
     let (p, b) = (&mut p, &mut bus);
-    assert_eq!(dom0_chain(p, b, DEV), [(0x40, PM), (0xB0, CAP_MSIX)]);
-    assert_eq!(rd(p, b, DEV, 0xB0, 4), 0x0003_0011, "64 entries read as 4");
+    assert_eq!(dom0_chain(p, b, DEV), [(0x40, PM), (0xB8, CAP_MSIX)]);
+    assert_eq!(rd(p, b, DEV, 0xB8, 4), 0x0003_0011, "64 entries read as 4");
     assert_eq!(
-        rd(p, b, DEV, 0xB4, 4),
+        rd(p, b, DEV, 0xBC, 4),
         0x2000,
         "table offset/BIR: the host's"
     );
     p.set_msi_destination(2);
     // Only Enable and Function Mask are dom0's; the rest is dropped.
     assert_eq!(enabled(p, b, 0x47FF), None);
-    assert_eq!(rd(p, b, DEV, 0xB2, 2), 0x4003);
-    assert_eq!(b.writes.last(), Some(&(DEV, 0xB2, 2, 0)), "device left off");
-    assert_eq!(wr(p, b, DEV, 0xB4, 4, 0x5000), None);
-    assert_eq!(rd(p, b, DEV, 0xB4, 4), 0x2000, "read-only stays");
+    assert_eq!(rd(p, b, DEV, 0xBA, 2), 0x4003);
+    assert_eq!(b.writes.last(), Some(&(DEV, 0xBB, 1, 0)), "device left off");
+    assert_eq!(wr(p, b, DEV, 0xBC, 4, 0x5000), None);
+    assert_eq!(rd(p, b, DEV, 0xBC, 4), 0x2000, "read-only stays");
     assert!(!p.msix_traps(TABLE), "nothing trapped yet");
 }
 
@@ -65,7 +65,7 @@ fn enable_traps_the_table_and_gives_the_device_basalts_messages() {
         end: TABLE + 4096,
     };
     assert_eq!(enabled(p, b, 0xC000), Some(trapped));
-    assert_eq!(b.writes.last(), Some(&(DEV, 0xB2, 2, 0xC000)));
+    assert_eq!(b.writes.last(), Some(&(DEV, 0xBB, 1, 0xC0)));
     assert!(p.msix_traps(TABLE + 0xFFF) && !p.msix_traps(TABLE + 4096));
     let host = |b: &FakeBus, a: u64| b.clone_mem(a, 4);
     for e in 0..64 {
@@ -114,12 +114,12 @@ fn enable_traps_the_table_and_gives_the_device_basalts_messages() {
     assert_eq!(b.mem_writes.last(), Some(&(TABLE + 0xF00, 2, 0xBEEF)));
     // Function mask off: the device follows; BARs are frozen meanwhile.
     assert_eq!(enabled(p, b, 0x8000), None);
-    assert_eq!(b.writes.last(), Some(&(DEV, 0xB2, 2, 0x8000)));
+    assert_eq!(b.writes.last(), Some(&(DEV, 0xBB, 1, 0x80)));
     let frozen = wr(p, b, DEV, 0x10, 4, !0).map(|e| e.kind);
     assert_eq!(frozen, Some(PciEventKind::BarFrozen));
     assert_eq!(b.fns[&DEV][0x10..0x14], BAR.to_le_bytes());
     assert_eq!(enabled(p, b, 0), None);
-    assert_eq!(b.writes.last(), Some(&(DEV, 0xB2, 2, 0)));
+    assert_eq!(b.writes.last(), Some(&(DEV, 0xBB, 1, 0)));
     assert_eq!(p.message(33), None, "disabled");
     assert!(p.msix_traps(TABLE), "still trapped");
     w(p, b, e1 + 8, 4, 0x4042);
@@ -131,16 +131,16 @@ fn a_table_that_is_not_in_device_memory_is_refused() {
     let refused = Some(PciEventKind::MsixRefused);
     type Case = (&'static str, fn(&mut FakeBus));
     let cases: [Case; 7] = [
-        ("reserved BIR", |b| b.set(0xB4, 0x2007)),
+        ("reserved BIR", |b| b.set(0xBC, 0x2007)),
         ("BIR past a bridge's 2 BARs", |b| {
-            b.set(0xB4, 0x2002);
+            b.set(0xBC, 0x2002);
             b.fns.get_mut(&DEV).unwrap()[0x0E] = 1;
         }),
         ("I/O BAR", |b| b.set(0x10, 0xC001)),
         ("below-1-MiB BAR type", |b| b.set(0x10, BAR | 2)),
         ("unassigned BAR", |b| b.set(0x10, 0)),
         ("64-bit BAR in the last register", |b| {
-            b.set(0xB4, 0x2005);
+            b.set(0xBC, 0x2005);
             b.set(0x24, BAR | 4);
         }),
         ("not device memory", |b| b.device.retain(|&p| p != TABLE)),
@@ -150,11 +150,12 @@ fn a_table_that_is_not_in_device_memory_is_refused() {
         p.set_msi_destination(0);
         break_it(&mut bus);
         assert_eq!(enabled(&mut p, &mut bus, 0x8000), refused, "{what}");
-        assert_eq!(bus.writes.last(), Some(&(DEV, 0xB2, 2, 0)), "{what}");
+        assert_eq!(bus.writes.last(), Some(&(DEV, 0xBB, 1, 0)), "{what}");
         assert!(bus.mem_writes.is_empty() && !p.msix_traps(TABLE), "{what}");
         assert_eq!(p.message(32), None);
-        assert_eq!(enabled(&mut p, &mut bus, 0xC000), None, "{what}: still off");
-        assert_eq!(bus.writes.last(), Some(&(DEV, 0xB2, 2, 0)));
+        let again = enabled(&mut p, &mut bus, 0xC000);
+        assert_eq!(again, refused, "{what}: tried again, still off");
+        assert_eq!(bus.writes.last(), Some(&(DEV, 0xBB, 1, 0)));
     }
     // No destination yet: refused too.
     let (mut p, mut bus) = (PciPass::new(), msix_bus(0x0003, 0x2000));
@@ -193,7 +194,7 @@ fn msix_slots_are_bounded_and_the_rest_keep_it_hidden() {
         bus.fns.insert(bdf, template);
         let chain = dom0_chain(&mut p, &mut bus, bdf);
         if usize::from(i) < MSIX_FUNCTIONS {
-            assert_eq!(chain, [(0x40, PM), (0xB0, CAP_MSIX)]);
+            assert_eq!(chain, [(0x40, PM), (0xB8, CAP_MSIX)]);
             assert_eq!(p.msix_full.as_mut().and_then(Option::take), None);
         } else {
             assert_eq!(chain, [(0x40, PM)], "hidden");
@@ -203,7 +204,7 @@ fn msix_slots_are_bounded_and_the_rest_keep_it_hidden() {
                 "reported"
             );
             assert_eq!(p.msix_full.as_mut().and_then(Option::take), None, "once");
-            let e = wr(&mut p, &mut bus, bdf, 0xB2, 2, 0x8000).map(|e| e.kind);
+            let e = wr(&mut p, &mut bus, bdf, 0xBA, 2, 0x8000).map(|e| e.kind);
             assert_eq!(e, Some(PciEventKind::HiddenWriteDropped));
         }
     }
@@ -211,7 +212,7 @@ fn msix_slots_are_bounded_and_the_rest_keep_it_hidden() {
     let second = 9 << 3;
     bus.set_of(second, 0x10, 0xFEB0_1000);
     bus.device.push(0xFEB0_4000);
-    assert!(wr(&mut p, &mut bus, second, 0xB2, 2, 0x8000).is_some());
+    assert!(wr(&mut p, &mut bus, second, 0xBA, 2, 0x8000).is_some());
     assert_eq!(bus.clone_mem(0xFEB0_3000 + 16 + 8, 4), 0x75);
 }
 
@@ -221,12 +222,13 @@ fn random_table_and_capability_accesses_leave_only_basalts_messages() {
     // 15 entries (the fake keeps bits 0x8E of the control's low byte).
     let (mut p, mut bus) = (PciPass::new(), msix_bus(0x000E, 0x2000));
     p.set_msi_destination(2);
+    let bus_before = bus.fns[&DEV];
     for _ in 0..50_000 {
         let size = [1u8, 2, 4, 8, 3][rng.below(5) as usize];
         let addr = TABLE - 8 + rng.below(4096 + 16);
         match rng.below(5) {
             0 => {
-                let reg = 0xB0 + rng.below(16) as u16;
+                let reg = 0xB8 + rng.below(16) as u16;
                 let size = [1u8, 2, 4][rng.below(3) as usize];
                 if reg % 4 + u16::from(size) <= 4 {
                     wr(&mut p, &mut bus, DEV, reg, size, rng.next() as u32);
@@ -254,9 +256,43 @@ fn random_table_and_capability_accesses_leave_only_basalts_messages() {
         assert!(bus.clone_mem(a + 12, 4) <= 1);
     }
     let host = &bus.fns[&DEV];
+    assert_eq!(host[0xBA], 0x0E, "Table Size untouched");
     assert_eq!(
-        host[0xB2..0xB4],
-        [0x0E, host[0xB3] & 0xC0],
-        "only Enable/Mask"
+        host[0xBB] & 0x3F,
+        0,
+        "only Enable and Function Mask written"
     );
+    assert_eq!(
+        host[0xBC..0xC4],
+        bus_before[0xBC..0xC4],
+        "table and PBA registers"
+    );
+}
+
+#[test]
+fn a_device_reset_behind_dom0s_back_is_bound_again() {
+    let (mut p, mut bus) = (PciPass::new(), msix_bus(0x0003, 0x2000));
+    p.set_msi_destination(0);
+    let (p, b) = (&mut p, &mut bus);
+    assert!(matches!(
+        enabled(p, b, 0x8000),
+        Some(PciEventKind::MsixTrapped { .. })
+    ));
+    w(p, b, TABLE + 12, 4, 0);
+    // A function-level reset: MSI-X off, BAR 0 and the table cleared.
+    let f = b.fns.get_mut(&DEV).unwrap();
+    f[0xBB] = 0;
+    f[0x10..0x14].fill(0);
+    b.mem.clear();
+    // Linux restores the BAR (the device's MSI-X is off: forwarded), then
+    // its MSI-X control with Enable, which dom0's shadow already had.
+    let bar = wr(p, b, DEV, 0x10, 4, BAR).map(|e| e.kind);
+    assert_eq!(bar, Some(PciEventKind::BarWritten));
+    let again = enabled(p, b, 0x8000);
+    assert!(matches!(again, Some(PciEventKind::MsixTrapped { .. })));
+    assert_eq!(b.clone_mem(TABLE, 4), 0xFEE0_0000, "Basalt's message again");
+    assert_eq!(b.clone_mem(TABLE + 8, 4), 0x70);
+    assert_eq!(b.clone_mem(TABLE + 12, 4), 0, "dom0's unmasked entry 0");
+    assert_eq!(b.clone_mem(TABLE + 16 + 12, 4), 1);
+    assert_eq!(b.fns[&DEV][0xBB], 0x80);
 }
