@@ -59,24 +59,37 @@ impl HostConfig for HostConf1 {
     }
 
     fn mem(&mut self, addr: u64, size: u8, write: Option<u64>) -> u64 {
+        // `pci_pass` names only such pages; checked again: nothing else is
+        // reached from here.
+        if !self.device_page(addr & !0xfff) {
+            return u64::MAX;
+        }
         let p = crate::mm::map_mmio(addr, u64::from(size));
+        // SAFETY (each arm): `p` maps `addr`, in a device page dom0 could
+        // map itself, uncached; `pci_pass` aligns the access to its size.
         match size {
-            1 => volatile(p, write.map(|v| v as u8)),
-            2 => volatile(p, write.map(|v| v as u16)),
-            4 => volatile(p, write.map(|v| v as u32)),
-            _ => volatile(p, write),
+            // SAFETY: as above.
+            1 => unsafe { volatile(p, write.map(|v| v as u8)) },
+            // SAFETY: as above.
+            2 => unsafe { volatile(p, write.map(|v| v as u16)) },
+            // SAFETY: as above.
+            4 => unsafe { volatile(p, write.map(|v| v as u32)) },
+            // SAFETY: as above.
+            _ => unsafe { volatile(p, write) },
         }
     }
 }
 
-/// One volatile access of a `T` at Basalt's address `p` of the host's
-/// memory: `pci_pass` names only aligned addresses in device pages
-/// (`device_page`), mapped uncached by `mem`.
-fn volatile<T: Into<u64>>(p: u64, write: Option<T>) -> u64 {
+/// One volatile access of a `T` at Basalt's address `p`.
+///
+/// # Safety
+///
+/// `p` maps device memory, aligned for `T`, that may be read and written.
+unsafe fn volatile<T: Into<u64>>(p: u64, write: Option<T>) -> u64 {
     match write {
-        // SAFETY: as above; dom0 could write this device memory itself.
+        // SAFETY: the caller's.
         Some(v) => unsafe { (p as *mut T).write_volatile(v) },
-        // SAFETY: as above.
+        // SAFETY: the caller's.
         None => return unsafe { (p as *const T).read_volatile() }.into(),
     }
     0

@@ -53,15 +53,10 @@ impl Msix {
         entries: [[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0]; MSIX_ENTRIES],
     };
 
-    /// The host pages holding the trapped table: `[start, end)`.
-    fn pages(&self) -> (u64, u64) {
+    /// The host pages holding the trapped table.
+    fn pages(&self) -> core::ops::Range<u64> {
         let (at, n) = self.table;
-        (at & !0xFFF, (at + 16 * n).next_multiple_of(4096))
-    }
-
-    fn traps(&self, addr: u64) -> bool {
-        let (start, end) = self.pages();
-        (start..end).contains(&addr)
+        at & !0xFFF..(at + 16 * n).next_multiple_of(4096)
     }
 }
 
@@ -103,7 +98,7 @@ impl PciPass {
         let bound = m.control & ENABLE != 0 && m.table.1 != 0;
         let control = if bound { m.control >> 8 } else { 0 };
         host.write(bdf, at + 3, 1, control.into());
-        let (start, end) = m.pages();
+        let (start, end) = (m.pages().start, m.pages().end);
         match (bind, bound) {
             (true, true) => Some(PciEventKind::MsixTrapped { start, end }),
             (true, false) => Some(PciEventKind::MsixRefused),
@@ -144,14 +139,15 @@ impl PciPass {
 
     /// Whether host address `addr` is in a page of a trapped MSI-X table.
     pub fn msix_traps(&self, addr: u64) -> bool {
-        self.msix.iter().any(|m| m.traps(addr))
+        self.msix.iter().any(|m| m.pages().contains(&addr))
     }
 
     /// dom0 reads (`w` `None`; the value returned) or writes (`w`) `size`
     /// bytes at host address `a`, in a trapped page; `h` is the host.
     pub fn msix_io(&mut self, h: &mut impl HostConfig, a: u64, size: u8, w: Option<u64>) -> u64 {
         let aligned = matches!(size, 1 | 2 | 4 | 8) && a.is_multiple_of(u64::from(size));
-        let Some(s) = self.msix.iter().position(|m| m.traps(a) && aligned) else {
+        let s = self.msix.iter().position(|m| m.pages().contains(&a));
+        let Some(s) = s.filter(|_| aligned) else {
             return u64::MAX;
         };
         let (at, n) = self.msix[s].table;
