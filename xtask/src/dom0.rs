@@ -8,7 +8,7 @@
 //!   as the vmlinux (`target/linux/kernel-version`), with every dependency
 //!   their `.modinfo` names: Xen's (`xen-privcmd`, `xen-evtchn`,
 //!   `xen-gntdev`, `xenfs`), disk (`ahci`, `ata_piix`, `sd_mod`, `ext4` and
-//!   the `crc32c_generic` its soft dependency names, `virtio_blk`) and network (`e1000`, `e1000e`, `virtio_net`,
+//!   the `crc32c_generic` its soft dependency names, `virtio_blk`, `nvme`) and network (`e1000`, `e1000e`, `virtio_net`,
 //!   `virtio_pci`); a `modules.dep` so that `modprobe` works in the shell;
 //! - the `basalt` command, built statically (`x86_64-unknown-linux-musl`
 //!   when the toolchain has it, else glibc with `+crt-static`), at
@@ -50,6 +50,7 @@ pub const MODULES: &[(&str, &[&str])] = &[
             "sd_mod",
             "virtio_pci",
             "virtio_blk",
+            "nvme",
             // ext4's `softdep=pre: crypto-crc32c` (its checksums): an alias,
             // so named here by its module.
             "crc32c_generic",

@@ -188,6 +188,13 @@ fn io_effect(v: &Running<'_>, effect: IoEffect, ops: &impl SchedOps) -> Next {
         // The console of the domain that has it is full: the instruction
         // runs again after a yield.
         IoEffect::Retry => return Next::Yield,
+        IoEffect::Unmap(start, end) => {
+            (start..end)
+                .step_by(4096)
+                .for_each(|p| _ = v.domain.ram.unmap_extra(p));
+            ops.after_flush(alloc::boxed::Box::new(|| ()));
+            return Next::Continue;
+        }
         IoEffect::PowerOff => EndReason::Poweroff,
         IoEffect::Reset => EndReason::Reboot,
     };

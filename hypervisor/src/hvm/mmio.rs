@@ -123,9 +123,13 @@ impl Mmio for Absent {
 /// domain has neither RAM nor a device, as an access to no device: a read
 /// gives all ones, a write is dropped (the answer of a PC bus with nothing
 /// there, and Xen's for its PVH dom0 outside the p2m, e.g. at the HPET it
-/// keeps). For the control domain only (common/exit.rs); an instruction
+/// keeps), or to the pages of a trapped MSI-X table (`pci_pass::Table`).
+/// For the control domain only (common/exit.rs); an instruction
 /// that cannot be decoded stops the domain as on a device page.
 pub fn emulate_absent(arch: &mut Loaded<'_>, ram: &GuestRam, gpa: u64) -> Result<(), MmioError> {
+    if super::pci_pass::with(|p, _| p.msix_traps(gpa)) {
+        return emulate_on(arch, ram, gpa, &mut super::pci_pass::Table);
+    }
     emulate_on(arch, ram, gpa, &mut Absent)
 }
 

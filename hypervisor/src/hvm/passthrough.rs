@@ -89,13 +89,19 @@ pub fn active() -> bool {
 
 /// The control domain touched `gpa`, where it has no RAM: maps the host page
 /// there 1:1 unless it is host RAM from 1 MiB up (Basalt's or a guest's),
-/// the HPET, PCI Express configuration space, or beyond the stage-2 reach.
-/// `true`: retry the access.
+/// the HPET, PCI Express configuration space, a trapped MSI-X table
+/// (`pci_pass`), or beyond the stage-2 reach. `true`: retry the access.
 pub fn map_absent(ram: &GuestRam, gpa: u64) -> bool {
-    let Some(h) = HOST.get() else {
-        return false;
-    };
     let page = gpa & !0xfff;
+    let trapped = || super::pci_pass::with(|p, _| p.msix_traps(page));
+    device_flags(page).is_some_and(|f| !trapped() && ram.map_page(page, page, f).is_ok())
+}
+
+/// How `map_absent` maps host page `page` for the control domain, if it
+/// does (not an APIC page; `pci_pass` traps MSI-X tables only where this is
+/// uncached).
+pub fn device_flags(page: u64) -> Option<MapFlags> {
+    let h = HOST.get()?;
     let in_ram = |k: RegionKind| {
         h.map
             .regions()
@@ -106,8 +112,9 @@ pub fn map_absent(ram: &GuestRam, gpa: u64) -> bool {
         || page >= 1 << 46
         || (page >= 1 << 20 && in_ram(RegionKind::Usable))
         || h.ecam.iter().any(|&(s, e)| (s..e).contains(&page))
+        || crate::vcpu::is_device_page(page)
     {
-        return false;
+        return None;
     }
     let ram_like = in_ram(RegionKind::AcpiReclaimable)
         || in_ram(RegionKind::AcpiNvs)
@@ -117,8 +124,7 @@ pub fn map_absent(ram: &GuestRam, gpa: u64) -> bool {
         mtrr::WT => MapFlags::WRITE_THROUGH,
         _ => MapFlags::UNCACHEABLE,
     };
-    let flags = MapFlags::READ | MapFlags::WRITE | MapFlags::GUEST_PAT | cache;
-    ram.map_page(page, page, flags).is_ok()
+    Some(MapFlags::READ | MapFlags::WRITE | MapFlags::GUEST_PAT | cache)
 }
 
 /// Ports of devices Basalt emulates for the control domain as for guests:
@@ -175,8 +181,7 @@ pub fn io_out(port: u16, size: u8, value: u32) -> super::vdev::IoEffect {
     use super::vdev::IoEffect;
     use basalt_platform::power::Dom0Out;
     if super::pci_pass::handles(port, size) {
-        super::pci_pass::io_out(port, size, value);
-        return IoEffect::None;
+        return super::pci_pass::io_out(port, size, value);
     }
     let uarts = HOST.get().map(|h| h.uarts).unwrap_or_default();
     match crate::power::info().dom0_out(&uarts, port, size, value) {

@@ -13,16 +13,17 @@
 //!   its scheduling points and before it sleeps): a pending edge pulses the
 //!   virtual pin, a pending level asserts the virtual line; the vIOAPIC's
 //!   message kicks or wakes the vCPU it targets.
-//! * **MSI** (docs/control-domain.md, "MSI"): a host vector of
-//!   `basalt_devices::pci_pass`'s MSI slots is marked pending and EOIed;
-//!   delivery raises it in dom0's local APICs with dom0's own message.
+//! * **MSI and MSI-X** (docs/control-domain.md, "MSI", "MSI-X"): a host
+//!   vector of `basalt_devices::pci_pass`'s MSI slots or MSI-X entries is
+//!   marked pending and EOIed; delivery raises it in dom0's local APICs with
+//!   dom0's own message.
 //! * **Level EOI** ([`eoi`], from `vapic` after dom0's EOI cleared remote
 //!   IRR): the virtual line was deasserted under the APIC lock; the host
 //!   pin is unmasked, and fires again if the device still asserts it.
 
 use super::platform::Platform;
 use crate::arch::x86_64::apic::{self, IoApicRegs};
-use basalt_devices::pci_pass::{MSI_SLOTS, MSI_VECTOR_BASE};
+use basalt_devices::pci_pass::{MESSAGES, MSI_VECTOR_BASE};
 use basalt_platform::ioapic::{Polarity, RedirectionEntry, TriggerMode, physical_destination};
 use basalt_platform::pirq::{self as policy, GSIS, STORM_LIMIT, Storm};
 use basalt_platform::topology::Topology;
@@ -54,8 +55,8 @@ static REPORT: AtomicU32 = AtomicU32::new(0);
 /// [`STORM_REPORT`] while [`REPORT`] is not empty.
 static PENDING: AtomicU64 = AtomicU64::new(0);
 const STORM_REPORT: u64 = 1 << 63;
-/// Pending MSIs (bit n = MSI slot n).
-static MSI_PENDING: AtomicU32 = AtomicU32::new(0);
+/// Pending MSIs and MSI-X entries (bit n = `PciPass::message` n).
+static MSI_PENDING: AtomicU64 = AtomicU64::new(0);
 /// Storm accounting per GSI; held only with interrupts off.
 static STORMS: Mutex<[Storm; GSIS]> = Mutex::new([Storm::NEW; GSIS]);
 /// `test-pirq`: each binding and each host EOI of a level GSI is followed
@@ -89,7 +90,7 @@ pub fn init(topology: &Topology, test: bool) {
     };
     let through = policy::passed_through(crate::console::console_gsis(), served);
     HOST.call_once(|| Host { pins, dest });
-    super::pci_pass::set_msi_destination(dest);
+    super::pci_pass::with(|p, _| p.set_msi_destination(dest));
     crate::fault::set_device_interrupt(interrupt);
     THROUGH.store(through, Ordering::SeqCst);
     log::debug!("physical interrupts: GSIs {through:#08x} (bit n = GSI n) may reach dom0");
@@ -111,7 +112,7 @@ fn write_host(gsi: usize, masked: bool) {
 /// interrupts off: atomics and the host I/O APIC only.
 pub fn interrupt(vector: u8) {
     let slot = vector.wrapping_sub(MSI_VECTOR_BASE);
-    if usize::from(slot) < MSI_SLOTS {
+    if usize::from(slot) < MESSAGES {
         MSI_PENDING.fetch_or(1 << slot, Ordering::SeqCst);
         apic::eoi();
         return;
@@ -171,9 +172,9 @@ pub fn deliver(p: Option<&Platform>) {
     for gsi in (0..GSIS).filter(|g| bits & 1 << (g + 32) != 0) {
         super::vapic::host_level(p, gsi, true);
     }
-    for slot in (0..MSI_SLOTS).filter(|s| msis & 1 << s != 0) {
+    for slot in (0..MESSAGES).filter(|s| msis & 1 << s != 0) {
         // Disabled since the host interrupt: dropped, as the device's would be.
-        let Some((address, data)) = super::pci_pass::msi_message(slot) else {
+        let Some((address, data)) = super::pci_pass::with(|p, _| p.message(slot)) else {
             continue;
         };
         match IoApicInterrupt::from_msi(address, data) {

@@ -103,18 +103,17 @@ impl Ports for Bus<'_> {
         super::vdev::io_in(self.platform, port, size)
     }
     fn write(&mut self, port: u16, size: u8, value: u32) -> PortWrite {
-        match super::vdev::io_out(self.platform, port, size, value) {
-            IoEffect::None => PortWrite::Done,
+        let effect = super::vdev::io_out(self.platform, port, size, value);
+        if effect != IoEffect::None {
+            self.effect = effect;
+        }
+        match effect {
+            // An unmap is carried out after the instruction, which goes on.
+            IoEffect::None | IoEffect::Unmap(..) => PortWrite::Done,
             // The console of the domain that has it is full: this element
             // waits (the instruction runs again after a yield).
-            IoEffect::Retry => {
-                self.effect = IoEffect::Retry;
-                PortWrite::Busy
-            }
-            effect => {
-                self.effect = effect;
-                PortWrite::Ended
-            }
+            IoEffect::Retry => PortWrite::Busy,
+            _ => PortWrite::Ended,
         }
     }
 }

@@ -85,6 +85,9 @@ pub enum IoEffect {
     /// its queue is full): the instruction is not completed; it runs again
     /// after the vCPU gave up the CPU (back-pressure, nothing lost).
     Retry,
+    /// The control domain's host pages `[start, end)` (a trapped MSI-X
+    /// table, `pci_pass`) leave its stage-2 tables, on every CPU.
+    Unmap(u64, u64),
 }
 
 /// A domain's ACPI fixed hardware, counting from the domain's creation.

@@ -10,7 +10,8 @@
 //! * [`rtc::Rtc`]: the MC146818 real-time clock and CMOS memory.
 //! * [`pci::PciHost`]: PCI configuration mechanism #1 with a 440FX host bridge.
 //! * [`pci_pass::PciPass`]: the control domain's view of the host's mechanism #1,
-//!   forwarded with MSI and MSI-X hidden.
+//!   forwarded, with MSI and MSI-X (the capability and the table) dom0's on
+//!   Basalt's vectors.
 //! * [`acpi_pm::AcpiPm`]: the ACPI fixed hardware the FADT describes — PM1 status,
 //!   enable and control (power-off through `SLP_TYP`/`SLP_EN`, the power button),
 //!   the 24-bit PM timer and the reset control register at 0xCF9.

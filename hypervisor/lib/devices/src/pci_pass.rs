@@ -14,15 +14,17 @@
 //! * A data access at 0xCFC + n (size 1, 2 or 4, not crossing 0xCFF) with
 //!   the enable bit set reaches (bus, device, function, register + n) of the
 //!   host; with the bit clear it reads all ones and writes are dropped.
-//! * MSI-X (capability 0x11) is hidden: the capabilities pointer (0x34, 0x14 on a CardBus bridge, only when the status register's
-//!   capabilities-list bit is set) and each visible capability's next pointer
-//!   read as the next capability dom0 may see, whatever the width of the read
-//!   that covers them. The host's chain is walked for that, at most
+//! * MSI-X (capability 0x11) is dom0's on the first [`MSIX_FUNCTIONS`]
+//!   functions that show it ([`msix`]); on others it is hidden: the
+//!   capabilities pointer (0x34, 0x14 on a CardBus bridge, only when the
+//!   status register's capabilities-list bit is set) and each visible
+//!   capability's next pointer read as the next capability dom0 may see,
+//!   whatever the width of the read that covers them. The host's chain is walked for that, at most
 //!   [`MAX_CAPS`] entries, pointers masked to dwords and at least 0x40, a
 //!   revisited entry ending it, as Linux's own walk does. Reads of a hidden
 //!   capability's own bytes return the host's (dom0 cannot reach them by the
 //!   chain, and reading them changes nothing); writes touching any of its
-//!   bytes are dropped, so dom0 never enables MSI-X on a device.
+//!   bytes are dropped, so dom0 never enables MSI-X on such a device.
 //! * MSI (capability 0x05; PCI 3.0 §6.8.1) is visible, its message control,
 //!   address, upper address and data registers dom0's own: a shadow per
 //!   function (at most [`MSI_SLOTS`] functions; slot n is host vector
@@ -30,16 +32,18 @@
 //!   reads as 0 (one message). While dom0's enable bit is set the device
 //!   holds the host message (fixed, edge, the slot's vector to the boot
 //!   CPU), never dom0's; the host interrupt is then raised with dom0's
-//!   message ([`PciPass::msi_message`]). Other bytes of the capability
+//!   message ([`PciPass::message`]). Other bytes of the capability
 //!   (per-vector mask and pending bits) pass through. A function beyond the
 //!   table's [`MSI_SLOTS`] gets no shadow: its MSI stays disabled.
 //! * Writes to a BAR or expansion-ROM register are forwarded and reported
-//!   ([`PciEventKind::BarWritten`]); writes to the host bridge 00:00.0 other
+//!   ([`PciEventKind::BarWritten`]), except while the device's MSI-X is
+//!   enabled (Basalt's binding of dom0's) (dropped: its table stays where it is trapped); writes to the host bridge 00:00.0 other
 //!   than to its command/status dword are dropped and reported (its other
 //!   registers remap memory Basalt owns: SMRAM, PAM, TOLUD).
 
 use crate::pci::ones;
 pub use crate::pci::{CONFIG_ADDRESS, CONFIG_DATA};
+pub use msix::{MSIX_ENTRIES, MSIX_FUNCTIONS};
 /// The chipset's reset control register, a byte port inside CONFIG_ADDRESS.
 pub const RESET_CONTROL: u16 = 0xCF9;
 /// The longest capability chain walked (Linux's `PCI_FIND_CAP_TTL`).
@@ -52,6 +56,9 @@ pub const CAP_MSIX: u8 = 0x11;
 pub const MSI_SLOTS: usize = 32;
 /// The host vector of MSI slot n is this + n (0x50-0x6F, docs/smp.md).
 pub const MSI_VECTOR_BASE: u8 = 0x50;
+/// Host messages: MSI slots, then MSI-X entries ([`PciPass::message`]), on
+/// vectors [`MSI_VECTOR_BASE`] + index.
+pub const MESSAGES: usize = MSI_SLOTS + MSIX_FUNCTIONS * MSIX_ENTRIES;
 
 const ENABLE: u32 = 0x8000_0000;
 const STATUS_CAP_LIST: u32 = 1 << (16 + 4);
@@ -63,6 +70,14 @@ pub trait HostConfig {
     fn read(&mut self, bdf: u16, reg: u16, size: u8) -> u32;
     /// Writes `size` bytes of `value` at `reg` of function `bdf`.
     fn write(&mut self, bdf: u16, reg: u16, size: u8, value: u32);
+    /// Whether the host page at `page` is device memory dom0 may reach
+    /// (what its first touch would map, uncached), where an MSI-X table may
+    /// be trapped.
+    fn device_page(&mut self, page: u64) -> bool;
+    /// Reads (`write` `None`: the value is returned) or writes `size` (1, 2,
+    /// 4 or 8, aligned) bytes of host memory at `addr`, in a page
+    /// [`Self::device_page`] accepted.
+    fn mem(&mut self, addr: u64, size: u8, write: Option<u64>) -> u64;
 }
 
 /// What a write did that the caller should log.
@@ -74,6 +89,19 @@ pub enum PciEventKind {
     BridgeWriteDropped,
     /// A write touching a hidden MSI-X capability was dropped.
     HiddenWriteDropped,
+    /// dom0 set its MSI-X enable bit; the table was found in device memory
+    /// and is trapped, in the host pages `[start, end)`.
+    MsixTrapped {
+        /// The first page.
+        start: u64,
+        /// The end of the last.
+        end: u64,
+    },
+    /// dom0 set its MSI-X enable bit, but the table is not in device memory
+    /// (a reserved BIR, an I/O or unassigned BAR): the device's stays clear.
+    MsixRefused,
+    /// A BAR write to a function whose MSI-X is on was dropped.
+    BarFrozen,
     /// A write to an MSI capability was dropped: every MSI slot is taken.
     MsiRefused,
     /// dom0's MSI enable bit changed: the device was programmed.
@@ -117,6 +145,10 @@ pub struct PciPass {
     msi: [MsiShadow; MSI_SLOTS],
     /// The boot CPU's APIC id; until set, no device gets MSI enabled.
     dest: Option<u8>,
+    msix: [msix::Msix; MSIX_FUNCTIONS],
+    /// Set when a function is first refused an MSI-X slot: its bdf, until
+    /// the caller takes it to report it.
+    pub msix_full: Option<Option<u16>>,
 }
 
 impl Default for PciPass {
@@ -136,6 +168,8 @@ impl PciPass {
             address: 0,
             msi: [NONE; MSI_SLOTS],
             dest: None,
+            msix: [msix::Msix::NEW; MSIX_FUNCTIONS],
+            msix_full: None,
         }
     }
 
@@ -146,7 +180,7 @@ impl PciPass {
 
     /// dom0's message (address, data) for MSI slot `slot`, if its enable
     /// bit is set.
-    pub fn msi_message(&self, slot: usize) -> Option<(u64, u32)> {
+    pub(super) fn msi_message(&self, slot: usize) -> Option<(u64, u32)> {
         let m = self.msi.get(slot).filter(|m| m.control() & 1 != 0)?;
         let r = &m.regs;
         let lo = u32::from_le_bytes([r[2], r[3], r[4], r[5]]);
@@ -174,8 +208,9 @@ impl PciPass {
         (self.address & ENABLE != 0).then_some(((self.address >> 8) as u16, reg))
     }
 
-    /// Reads `size` bytes at `port`.
-    pub fn read(&self, host: &mut impl HostConfig, port: u16, size: u8) -> u32 {
+    /// Reads `size` bytes at `port` (a function's first walk that meets
+    /// MSI-X may take an MSI-X slot).
+    pub fn read(&mut self, host: &mut impl HostConfig, port: u16, size: u8) -> u32 {
         if port == CONFIG_ADDRESS && size == 4 {
             return self.address;
         }
@@ -187,16 +222,22 @@ impl PciPass {
         if !(reg..end).any(|r| r == 0x14 || r == 0x34 || r > 0x40) {
             return value;
         }
-        let Some(chain) = Chain::walk(host, bdf) else {
+        let Some(mut chain) = Chain::walk(host, bdf) else {
             return value;
         };
+        let x = self.msix_slot(&mut chain, bdf);
+        // Table Size capped; Enable and Function Mask dom0's.
+        let size = (chain.msix.1 & 0x7FF).min(MSIX_ENTRIES as u16 - 1);
+        let control = x.map(|x| (size | self.msix[x].control).to_le_bytes());
         let shadow = self.slot_of(bdf).map(|s| self.msi[s].regs);
         for r in reg..end {
-            let byte = match (chain.pointer(r), chain.msi_index(r)) {
-                (Some(ptr), _) => ptr,
+            let at_msix = r.wrapping_sub(u16::from(chain.msix.0) + 2);
+            let byte = match (chain.pointer(r), chain.msi_index(r), control) {
+                (Some(ptr), ..) => ptr,
+                (_, _, Some(c)) if at_msix < 2 => c[usize::from(at_msix)],
                 // Multiple Message Capable and the extended-data bits read
                 // as 0; 64-bit and per-vector masking are the host's.
-                (_, Some(i)) => {
+                (_, Some(i), _) => {
                     let mine = shadow.map_or(0, |s| s[i]);
                     let (host_bits, dom0_bits) =
                         [(0x80, 0x71), (0x01, 0)].get(i).unwrap_or(&(0, 0xFF));
@@ -237,30 +278,44 @@ impl PciPass {
         if bdf == 0 && reg & !3 != 0x04 {
             return event(PciEventKind::BridgeWriteDropped);
         }
-        let chain = if end > 0x40 {
+        let mut chain = if end > 0x40 {
             Chain::walk(host, bdf)
         } else {
             None
         };
+        let x = chain.as_mut().and_then(|c| self.msix_slot(c, bdf));
         if chain.as_ref().is_some_and(|c| c.hides(reg, end)) {
             return event(PciEventKind::HiddenWriteDropped);
+        }
+        if let (Some(c), Some(x)) = (&chain, x) {
+            let at = u16::from(c.msix.0);
+            if reg < at + 12 && end > at {
+                let k = (at + 3).wrapping_sub(reg);
+                let high = (k < u16::from(size)).then(|| (value >> (8 * k)) as u8);
+                return self.msix_config_write(host, c, x, high).and_then(event);
+            }
         }
         if let Some(c) = chain.filter(|c| (reg..end).any(|r| c.msi_index(r).is_some())) {
             return self
                 .msi_write(host, &c, bdf, reg, size, value)
                 .and_then(event);
         }
-        host.write(bdf, reg, size, value);
-        if reg >= 0x3C {
-            return None;
-        }
         // PCI 3.0 §6.2.5 (type 0), PCI-to-PCI Bridge 1.2 §3.2 (type 1).
-        let bars: &[(u16, u16)] = match host.read(bdf, 0x0E, 1) & 0x7F {
-            0 => &[(0x10, 0x28), (0x30, 0x34)],
-            1 => &[(0x10, 0x18), (0x38, 0x3C)],
+        let bars: &[(u16, u16)] = match (reg < 0x3C).then(|| host.read(bdf, 0x0E, 1) & 0x7F) {
+            Some(0) => &[(0x10, 0x28), (0x30, 0x34)],
+            Some(1) => &[(0x10, 0x18), (0x38, 0x3C)],
             _ => &[],
         };
         let bar = bars.iter().any(|&(lo, hi)| reg < hi && end > lo);
+        // The MSI-X table stays where it is trapped while the device's
+        // MSI-X is on (not dom0's bit: after a reset Linux restores BARs).
+        if bar && self.msix.iter().any(|m| m.bdf == Some(bdf)) {
+            let c = Chain::walk(host, bdf);
+            if c.is_some_and(|c| host.read(bdf, u16::from(c.msix.0) + 2, 2) & 0x8000 != 0) {
+                return event(PciEventKind::BarFrozen);
+            }
+        }
+        host.write(bdf, reg, size, value);
         event(PciEventKind::BarWritten).filter(|_| bar)
     }
 }
@@ -278,7 +333,8 @@ impl PciPass {
         size: u8,
         value: u32,
     ) -> Option<PciEventKind> {
-        let Some(slot) = self.slot_of(bdf).or_else(|| self.slot_of_none()) else {
+        let free = || self.msi.iter().position(|m| m.bdf.is_none());
+        let Some(slot) = self.slot_of(bdf).or_else(free) else {
             return Some(PciEventKind::MsiRefused);
         };
         let m = &mut self.msi[slot];
@@ -309,10 +365,6 @@ impl PciPass {
         }
         (on != was).then_some(PciEventKind::MsiEnabled(on))
     }
-
-    fn slot_of_none(&self) -> Option<usize> {
-        self.msi.iter().position(|m| m.bdf.is_none())
-    }
 }
 
 /// A function's capability chain as the host has it, loops cut: each
@@ -323,6 +375,8 @@ struct Chain {
     len: usize,
     /// The first MSI capability's offset and message control (0: none).
     msi: (u8, u16),
+    /// The first MSI-X capability's, hidden until [`Chain::show_msix`].
+    msix: (u8, u16),
 }
 
 impl Chain {
@@ -334,7 +388,8 @@ impl Chain {
         }
         let cardbus = host.read(bdf, 0x0E, 1) & 0x7F == 2;
         let start = if cardbus { 0x14 } else { 0x34 };
-        let (mut caps, mut len, mut seen, mut msi) = ([(0, 0); MAX_CAPS], 0, 0u64, (0, 0));
+        let (mut caps, mut len, mut seen) = ([(0, 0); MAX_CAPS], 0, 0u64);
+        let (mut msi, mut msix) = ((0, 0), (0, 0));
         let mut ptr = host.read(bdf, start, 1) as u8 & 0xFC;
         while len < MAX_CAPS && ptr >= 0x40 && seen & (1 << ((ptr - 0x40) / 4)) == 0 {
             seen |= 1 << ((ptr - 0x40) / 4);
@@ -342,6 +397,10 @@ impl Chain {
             // PCI 3.0 §6.8.2: MSI-X's header, table and PBA registers.
             caps[len] = match header as u8 {
                 0xFF => break,
+                CAP_MSIX if msix.0 == 0 => {
+                    msix = (ptr, (header >> 16) as u16);
+                    (ptr, 12)
+                }
                 CAP_MSIX => (ptr, 12),
                 CAP_MSI if msi.0 == 0 => {
                     msi = (ptr, (header >> 16) as u16);
@@ -357,7 +416,16 @@ impl Chain {
             caps,
             len,
             msi,
+            msix,
         })
+    }
+
+    /// Makes the first MSI-X capability visible.
+    fn show_msix(&mut self) {
+        let at = self.msix.0;
+        if let Some(c) = self.caps.iter_mut().find(|c| c.0 == at) {
+            c.1 = 0;
+        }
     }
 
     /// The index in an MSI shadow of dom0's byte at `reg`, if it is one of
@@ -406,5 +474,6 @@ impl Chain {
     }
 }
 
+mod msix;
 #[cfg(test)]
 mod tests;

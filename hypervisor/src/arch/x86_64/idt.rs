@@ -31,11 +31,12 @@ pub mod vector {
     pub const PIRQ_FIRST: u8 = basalt_platform::pirq::VECTOR_BASE;
     /// The last of them (GSI 23).
     pub const PIRQ_LAST: u8 = basalt_platform::pirq::VECTOR_LAST;
-    /// MSIs of the control domain's devices: 0x50 + slot, to the boot CPU
-    /// (`crate::hvm::pirq`, `basalt_devices::pci_pass`).
+    /// MSIs and MSI-X entries of the control domain's devices: 0x50 + MSI
+    /// slot, 0x70 + MSI-X entry, to the boot CPU (`crate::hvm::pirq`,
+    /// `basalt_devices::pci_pass`).
     pub const MSI_FIRST: u8 = basalt_devices::pci_pass::MSI_VECTOR_BASE;
     /// The last of them.
-    pub const MSI_LAST: u8 = MSI_FIRST + basalt_devices::pci_pass::MSI_SLOTS as u8 - 1;
+    pub const MSI_LAST: u8 = MSI_FIRST + basalt_devices::pci_pass::MESSAGES as u8 - 1;
     /// Local APIC timer.
     pub const TIMER: u8 = 0xef;
     /// Wake-up IPI: "look at your run queue".

@@ -1,6 +1,8 @@
 use super::*;
 use std::collections::BTreeMap;
 
+mod msix;
+
 /// A host bus of functions with 256-byte configuration spaces; every
 /// access is checked against the [`HostConfig`] contract and counted.
 #[derive(Default)]
@@ -8,6 +10,12 @@ struct FakeBus {
     fns: BTreeMap<u16, [u8; 256]>,
     writes: Vec<(u16, u16, u8, u32)>,
     reads: usize,
+    /// Host memory in device pages, by byte.
+    mem: BTreeMap<u64, u8>,
+    /// Device pages ([`HostConfig::device_page`]).
+    device: Vec<u64>,
+    /// Host memory writes: (address, size, value).
+    mem_writes: Vec<(u64, u8, u64)>,
 }
 
 fn check(reg: u16, size: u8) {
@@ -28,6 +36,24 @@ impl HostConfig for FakeBus {
         (0..u16::from(size)).fold(0, |v, i| {
             v | u32::from(space[usize::from(reg + i)]) << (8 * i)
         })
+    }
+
+    fn device_page(&mut self, page: u64) -> bool {
+        assert_eq!(page % 4096, 0);
+        self.device.contains(&page)
+    }
+
+    fn mem(&mut self, addr: u64, size: u8, write: Option<u64>) -> u64 {
+        assert!(matches!(size, 1 | 2 | 4 | 8) && addr.is_multiple_of(u64::from(size)));
+        assert!(self.device.contains(&(addr & !0xFFF)), "{addr:#x}");
+        let Some(value) = write else {
+            return self.clone_mem(addr, size);
+        };
+        self.mem_writes.push((addr, size, value));
+        for i in 0..u64::from(size) {
+            self.mem.insert(addr + i, (value >> (8 * i)) as u8);
+        }
+        0
     }
 
     fn write(&mut self, bdf: u16, reg: u16, size: u8, value: u32) {
@@ -53,6 +79,26 @@ impl HostConfig for FakeBus {
                 space[usize::from(r)] = old & keep | (value >> (8 * i)) as u8 & !keep;
             }
         }
+    }
+}
+
+impl FakeBus {
+    /// Host memory at `addr`, `size` bytes, without recording an access.
+    fn clone_mem(&self, addr: u64, size: u8) -> u64 {
+        (0..u64::from(size)).fold(0, |v, i| {
+            v | u64::from(self.mem.get(&(addr + i)).copied().unwrap_or(0)) << (8 * i)
+        })
+    }
+
+    /// Sets the dword at `reg` of [`DEV`].
+    fn set(&mut self, reg: usize, value: u32) {
+        self.set_of(DEV, reg, value);
+    }
+
+    /// Sets the dword at `reg` of `bdf`.
+    fn set_of(&mut self, bdf: u16, reg: usize, value: u32) {
+        let f = self.fns.get_mut(&bdf).expect("a function");
+        f[reg..reg + 4].copy_from_slice(&value.to_le_bytes());
     }
 }
 
@@ -89,6 +135,20 @@ fn nic_bus() -> FakeBus {
     ];
     bus.fns.insert(DEV, function(0, 0x40, &caps));
     bus
+}
+
+/// A `PciPass` whose MSI-X slots are all taken (by functions F0:00.0-F0:00.7,
+/// gone since): MSI-X is hidden on any other function.
+fn full() -> PciPass {
+    let (mut p, mut bus) = (PciPass::new(), FakeBus::default());
+    for bdf in 0xF000..0xF000 + MSIX_FUNCTIONS as u16 {
+        let caps = [(0x40, CAP_MSIX, 0, 0x0007)];
+        bus.fns.insert(bdf, function(0, 0x40, &caps));
+        assert_eq!(rd(&mut p, &mut bus, bdf, 0x34, 1), 0x40, "shown");
+    }
+    assert_eq!(p.msix_full.as_mut().and_then(Option::take), None);
+    p.write(&mut bus, CONFIG_ADDRESS, 4, 0);
+    p
 }
 
 fn select(p: &mut PciPass, bus: &mut FakeBus, bdf: u16, reg: u16) {
@@ -144,8 +204,8 @@ fn dom0_chain(p: &mut PciPass, bus: &mut FakeBus, bdf: u16) -> Vec<(u8, u8)> {
 }
 
 #[test]
-fn msix_is_skipped_in_the_chain_msi_is_not() {
-    let (mut p, mut bus) = (PciPass::new(), nic_bus());
+fn msix_is_skipped_in_the_chain_when_its_slots_are_taken() {
+    let (mut p, mut bus) = (full(), nic_bus());
     assert_eq!(
         dom0_chain(&mut p, &mut bus, DEV),
         [(0x40, PM), (0x50, CAP_MSI), (0x70, PCIE)]
@@ -154,7 +214,7 @@ fn msix_is_skipped_in_the_chain_msi_is_not() {
 
 #[test]
 fn reads_of_every_width_covering_a_pointer_are_patched() {
-    let (mut p, mut bus) = (PciPass::new(), nic_bus());
+    let (mut p, mut bus) = (full(), nic_bus());
     let b = &mut bus;
     let p = &mut p;
     assert_eq!(rd(p, b, DEV, 0x34, 4), 0x0000_0040);
@@ -185,7 +245,7 @@ fn a_hidden_first_capability_moves_the_pointer() {
     let mut bus = FakeBus::default();
     let caps = [(0x40, CAP_MSIX, 0x60, 0), (0x60, PM, 0, 0)];
     bus.fns.insert(DEV, function(0, 0x43, &caps));
-    let mut p = PciPass::new();
+    let mut p = full();
     assert_eq!(
         rd(&mut p, &mut bus, DEV, 0x34, 1),
         0x60,
@@ -201,7 +261,7 @@ fn a_hidden_first_capability_moves_the_pointer() {
 #[test]
 fn loops_and_stray_pointers_end_the_chain() {
     let mut bus = FakeBus::default();
-    let mut p = PciPass::new();
+    let mut p = full();
     // PM → PCIe → PM: dom0's chain ends after PCIe.
     let caps = [(0x40, PM, 0x50, 0), (0x50, PCIE, 0x40, 0)];
     bus.fns.insert(DEV, function(0, 0x40, &caps));
@@ -241,7 +301,7 @@ fn without_a_capability_list_nothing_is_patched_or_hidden() {
     space[0x34] = 0x50;
     space[0x50] = CAP_MSI;
     bus.fns.insert(DEV, space);
-    let mut p = PciPass::new();
+    let mut p = full();
     assert_eq!(
         rd(&mut p, &mut bus, DEV, 0x34, 1),
         0x50,
@@ -253,14 +313,14 @@ fn without_a_capability_list_nothing_is_patched_or_hidden() {
 
 #[test]
 fn absent_functions_read_ones_unpatched() {
-    let (mut p, mut bus) = (PciPass::new(), nic_bus());
+    let (mut p, mut bus) = (full(), nic_bus());
     assert_eq!(rd(&mut p, &mut bus, 0x0100, 0x34, 4), u32::MAX);
     assert_eq!(rd(&mut p, &mut bus, 0x0100, 0x41, 1), 0xFF);
 }
 
 #[test]
 fn writes_touching_hidden_capabilities_are_dropped() {
-    let (mut p, mut bus) = (PciPass::new(), nic_bus());
+    let (mut p, mut bus) = (full(), nic_bus());
     let dropped = |reg, size, value| ev(PciEventKind::HiddenWriteDropped, DEV, reg, size, value);
     assert_eq!(
         wr(&mut p, &mut bus, DEV, 0xB2, 2, 0x8000),
@@ -283,14 +343,14 @@ fn a_cardbus_bridge_starts_its_chain_at_0x14() {
     let mut bus = FakeBus::default();
     let caps = [(0x80, CAP_MSIX, 0x90, 0), (0x90, PM, 0, 0)];
     bus.fns.insert(DEV, function(2, 0x80, &caps));
-    let mut p = PciPass::new();
+    let mut p = full();
     assert_eq!(rd(&mut p, &mut bus, DEV, 0x14, 1), 0x90);
     assert!(wr(&mut p, &mut bus, DEV, 0x82, 2, 1).is_some());
 }
 
 #[test]
 fn the_enable_bit_clear_reads_ones_and_drops_writes() {
-    let (mut p, mut bus) = (PciPass::new(), nic_bus());
+    let (mut p, mut bus) = (full(), nic_bus());
     p.write(&mut bus, CONFIG_ADDRESS, 4, u32::from(DEV) << 8 | 0x40);
     bus.reads = 0;
     for (port, size) in [(0xCFC, 4), (0xCFC, 2), (0xCFE, 2), (0xCFF, 1)] {
@@ -306,7 +366,7 @@ fn the_enable_bit_clear_reads_ones_and_drops_writes() {
 
 #[test]
 fn data_ports_reach_register_plus_offset_within_the_dword() {
-    let (mut p, mut bus) = (PciPass::new(), nic_bus());
+    let (mut p, mut bus) = (full(), nic_bus());
     select(&mut p, &mut bus, DEV, 0x00);
     assert_eq!(p.read(&mut bus, 0xCFD, 1), 0x12);
     assert_eq!(p.read(&mut bus, 0xCFE, 2), 0x5678);
@@ -338,7 +398,7 @@ fn only_dword_accesses_at_0xcf8_reach_the_latch() {
     }
     assert!(!PciPass::handles(0xCF7, 1) && !PciPass::handles(0xD00, 1));
     // Linux's pci_check_type1().
-    let (mut p, mut bus) = (PciPass::new(), nic_bus());
+    let (mut p, mut bus) = (full(), nic_bus());
     p.write(&mut bus, 0xCFB, 1, 0x01);
     p.write(&mut bus, 0xCF8, 2, 0x1234);
     p.write(&mut bus, 0xCFA, 1, 0x00);
@@ -366,7 +426,7 @@ fn only_dword_accesses_at_0xcf8_reach_the_latch() {
 
 #[test]
 fn bar_writes_are_forwarded_and_reported() {
-    let (mut p, mut bus) = (PciPass::new(), nic_bus());
+    let (mut p, mut bus) = (full(), nic_bus());
     let bar = |bdf, reg, size, value| ev(PciEventKind::BarWritten, bdf, reg, size, value);
     assert_eq!(
         wr(&mut p, &mut bus, DEV, 0x10, 4, !0),
@@ -410,7 +470,7 @@ fn bar_writes_are_forwarded_and_reported() {
 
 #[test]
 fn the_host_bridge_takes_only_command_and_status() {
-    let (mut p, mut bus) = (PciPass::new(), nic_bus());
+    let (mut p, mut bus) = (full(), nic_bus());
     bus.fns.insert(0, function(0, 0, &[]));
     assert_eq!(wr(&mut p, &mut bus, 0, 0x04, 2, 0x0006), None);
     assert_eq!(
@@ -437,7 +497,7 @@ fn the_host_bridge_takes_only_command_and_status() {
 #[test]
 fn random_accesses_never_reach_a_hidden_capability_or_the_bridge() {
     let mut rng = crate::test_rng::Rng(0x5eed_0fc0_ffee_1111);
-    let (mut p, mut bus) = (PciPass::new(), nic_bus());
+    let (mut p, mut bus) = (full(), nic_bus());
     p.set_msi_destination(2);
     bus.fns.insert(0, function(0, 0, &[]));
     let before = bus.fns.clone();
@@ -479,7 +539,7 @@ fn msi_registers_are_dom0s_the_device_gets_the_host_message() {
     // 64-bit MSI with masks, Multiple Message Capable 8 (3), at 0x50.
     let caps = [(0x40, PM, 0x50, 0), (0x50, CAP_MSI, 0, 0x0186)];
     bus.fns.insert(DEV, function(0, 0x40, &caps));
-    let mut p = PciPass::new();
+    let mut p = full();
     p.set_msi_destination(3);
     let (b, p) = (&mut bus, &mut p);
     assert_eq!(rd(p, b, DEV, 0x52, 2), 0x0180, "one message capable");
@@ -487,7 +547,7 @@ fn msi_registers_are_dom0s_the_device_gets_the_host_message() {
     assert_eq!(wr(p, b, DEV, 0x58, 4, 0), None);
     assert_eq!(wr(p, b, DEV, 0x5C, 2, 0x4027), None);
     assert_eq!(b.fns[&DEV][0x54..0x5E], [0; 10], "nothing of dom0's");
-    assert_eq!(p.msi_message(0), None, "disabled");
+    assert_eq!(p.message(0), None, "disabled");
     let on = ev(PciEventKind::MsiEnabled(true), DEV, 0x52, 2, 0x0091);
     assert_eq!(wr(p, b, DEV, 0x52, 2, 0x0091), on);
     assert_eq!(rd(p, b, DEV, 0x54, 4), 0xFEE0_100C, "dom0 reads its own");
@@ -497,18 +557,18 @@ fn msi_registers_are_dom0s_the_device_gets_the_host_message() {
     assert_eq!(host[0x54..0x58], 0xFEE0_3000u32.to_le_bytes());
     assert_eq!(host[0x5C..0x5E], [MSI_VECTOR_BASE, 0], "slot 0's vector");
     assert_eq!(host[0x52] & 0x71, 0x01, "enabled, one message");
-    assert_eq!(p.msi_message(0), Some((0xFEE0_100C, 0x4027)));
+    assert_eq!(p.message(0), Some((0xFEE0_100C, 0x4027)));
     // dom0 moves its message while enabled: the device keeps Basalt's.
     assert_eq!(wr(p, b, DEV, 0x54, 4, 0xFEE0_2000), None);
     assert_eq!(b.fns[&DEV][0x54..0x58], 0xFEE0_3000u32.to_le_bytes());
-    assert_eq!(p.msi_message(0), Some((0xFEE0_2000, 0x4027)));
+    assert_eq!(p.message(0), Some((0xFEE0_2000, 0x4027)));
     // Per-vector mask bits pass through.
     assert_eq!(wr(p, b, DEV, 0x60, 4, 1), None);
     assert_eq!(b.writes.last(), Some(&(DEV, 0x60, 4, 1)));
     let off = ev(PciEventKind::MsiEnabled(false), DEV, 0x52, 2, 0);
     assert_eq!(wr(p, b, DEV, 0x52, 2, 0), off);
     assert_eq!(b.fns[&DEV][0x52] & 1, 0);
-    assert_eq!(p.msi_message(0), None);
+    assert_eq!(p.message(0), None);
 }
 
 #[test]
@@ -516,7 +576,7 @@ fn a_32_bit_msi_has_its_data_at_8_and_without_a_destination_stays_off() {
     let mut bus = FakeBus::default();
     bus.fns
         .insert(DEV, function(0, 0x40, &[(0x40, CAP_MSI, 0, 0)]));
-    let mut p = PciPass::new();
+    let mut p = full();
     let (b, p) = (&mut bus, &mut p);
     assert_eq!(wr(p, b, DEV, 0x48, 2, 0x41), None);
     assert_eq!(rd(p, b, DEV, 0x48, 2), 0x41);
@@ -525,13 +585,13 @@ fn a_32_bit_msi_has_its_data_at_8_and_without_a_destination_stays_off() {
     p.set_msi_destination(0);
     assert_eq!(wr(p, b, DEV, 0x42, 2, 1), None, "still enabled for dom0");
     assert_eq!(b.fns[&DEV][0x48..0x4A], [MSI_VECTOR_BASE, 0]);
-    assert_eq!(p.msi_message(0), Some((0, 0x41)));
+    assert_eq!(p.message(0), Some((0, 0x41)));
 }
 
 #[test]
 fn the_msi_table_is_bounded() {
     let mut bus = FakeBus::default();
-    let mut p = PciPass::new();
+    let mut p = full();
     p.set_msi_destination(0);
     for i in 0..=MSI_SLOTS as u16 {
         let bdf = (i + 1) << 3;
