@@ -27,6 +27,9 @@ struct Host {
     uarts: [Option<u16>; 2],
     /// The host's MTRRs.
     mtrrs: Mtrrs,
+    /// The register pages of the host's I/O APICs (Basalt's; dom0 has its
+    /// emulated one at 0xFEC00000).
+    ioapics: FixedVec<u64, 8>,
 }
 
 /// The boot CPU's MTRRs (IA32_MTRRCAP 0xFE, IA32_MTRR_DEF_TYPE 0x2FF, the
@@ -69,6 +72,13 @@ pub fn init(map: &MemoryMap, acpi: Option<&crate::acpi::Platform>) {
             ecam: acpi.map(|a| a.ecam).unwrap_or_default(),
             uarts: crate::console::uart_bases(),
             mtrrs: read_mtrrs(),
+            ioapics: {
+                let mut pages = FixedVec::new();
+                for io in acpi.map_or(&[][..], |a| a.topology.ioapics()) {
+                    let _ = pages.push(u64::from(io.address) & !0xfff);
+                }
+                pages
+            },
         });
         log::warn!(
             "the control domain owns the machine's devices and no IOMMU is in use: its devices \
@@ -113,6 +123,7 @@ pub fn device_flags(page: u64) -> Option<MapFlags> {
         || (page >= 1 << 20 && in_ram(RegionKind::Usable))
         || h.ecam.iter().any(|&(s, e)| (s..e).contains(&page))
         || crate::vcpu::is_device_page(page)
+        || h.ioapics.contains(&page)
     {
         return None;
     }
