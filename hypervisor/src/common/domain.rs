@@ -29,6 +29,8 @@ const REAL_MODE_END: u64 = 0x9f000;
 /// The most RAM a domain gets: its memory is one range from guest-physical
 /// 0 and must stay below the device pages near 4 GiB.
 const MAX_GUEST_RAM: u64 = 3 * GIB;
+const _: () =
+    assert!(MAX_GUEST_RAM == basalt_domctl::MAX_MEMORY && BLOCK == basalt_domctl::MEMORY_ALIGN);
 /// Where a domain's ACPI tables go (the BIOS area, reserved in its e820).
 const ACPI_TABLES: u64 = 0xe0000;
 /// Room for the identity-mapped control domain's ACPI tables without the

@@ -18,6 +18,7 @@
 //! basalt console ID        print what it wrote to its console (the newest 4 KiB)
 //! basalt sched ID [weight W] [cap C]   show or set its scheduling weight and cap
 //! basalt create NAME MIB KERNEL [ARGS...]   build and start a PVH guest (docs: pvh.rs)
+//! basalt create FILE       the same from a VM definition (TOML, docs/toolstack.md; vmdef.rs)
 //! ```
 //!
 //! Built statically (`cargo xtask dom0`, xtask/src/dom0.rs) and installed
@@ -25,6 +26,7 @@
 
 mod privcmd;
 mod pvh;
+mod vmdef;
 
 use basalt_domctl::{self as dc, DomainInfo, Errno, Request};
 use std::fmt::Write as _;
@@ -33,7 +35,7 @@ use std::process::ExitCode;
 
 const USAGE: &str = "usage: basalt list [--repeat N] | tsc | pause ID | unpause ID | shutdown ID | \
                      reboot ID | destroy ID | console ID | sched ID [weight W] [cap C] | \
-                     create NAME MIB KERNEL [ARGS...]";
+                     create NAME MIB KERNEL [ARGS...] | create FILE.toml";
 
 /// A command line, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +58,8 @@ enum Command {
         kernel: String,
         cmdline: String,
     },
+    /// The same from a VM definition file.
+    CreateFile(String),
     /// A sub-op on one domain, and the word for what happened.
     OnDomain(u32, Action),
 }
@@ -109,6 +113,7 @@ fn parse(args: &[String]) -> Result<Command, String> {
         [] | ["help" | "-h" | "--help"] => Ok(Command::Help),
         ["tsc"] => Ok(Command::Tsc),
         ["console", id] => Ok(Command::Console(domain_id(id)?)),
+        ["create", file] => Ok(Command::CreateFile(file.to_string())),
         ["create", name, mib, kernel, args @ ..] => {
             let mib: u64 = mib
                 .parse()
@@ -247,19 +252,54 @@ impl Hypervisor {
 
     /// `request` on `domain`: the result and the reply bytes.
     fn call(&mut self, domain: u32, request: &Request<'_>) -> Result<(u64, Vec<u8>), String> {
+        self.raw_call(domain, request)?
+            .map_err(|errno| call_error(errno, domain))
+    }
+
+    /// `request` on `domain`; a refusal as its errno.
+    fn raw_call(
+        &mut self,
+        domain: u32,
+        request: &Request<'_>,
+    ) -> Result<Result<(u64, Vec<u8>), i32>, String> {
         let n = dc::encode(domain, request, self.page.bytes())
             .map_err(|e| format!("request too large ({})", e.name()))?;
         let address = self.page.address();
-        match self
-            .privcmd
-            .hypercall(dc::HYPERCALL, [address, n as u64, 0, 0, 0])
-        {
-            Ok(r) => Ok((
-                r as u64,
-                self.page.bytes()[dc::HEADER_SIZE..n.max(dc::HEADER_SIZE)].to_vec(),
-            )),
-            Err(e) => Err(call_error(e.raw_os_error().unwrap_or(0), domain)),
-        }
+        Ok(
+            match self
+                .privcmd
+                .hypercall(dc::HYPERCALL, [address, n as u64, 0, 0, 0])
+            {
+                Ok(r) => Ok((
+                    r as u64,
+                    self.page.bytes()[dc::HEADER_SIZE..n.max(dc::HEADER_SIZE)].to_vec(),
+                )),
+                Err(e) => Err(e.raw_os_error().unwrap_or(0)),
+            },
+        )
+    }
+
+    /// `create`: the new domain's id; a name in use or too little memory
+    /// said plainly.
+    fn create(&mut self, new: &dc::CreateArgs) -> Result<(u64, Vec<u8>), String> {
+        let name = new.name.as_str().to_string();
+        self.raw_call(0, &Request::Create(*new))?
+            .map_err(|errno| match i64::from(errno) {
+                dc::errno::EEXIST => format!(
+                    "a domain named {name:?} exists already (`basalt list`); choose another name"
+                ),
+                dc::errno::ENOMEM => format!(
+                    "not enough free memory for {name:?}'s {} MiB: `basalt list` shows what the \
+                     domains hold; stop one or ask for less",
+                    new.memory >> 20
+                ),
+                dc::errno::EINVAL => format!(
+                    "the hypervisor refused {name:?}: its memory (MiB, a multiple of 2 from 2 to \
+                     3072), vCPUs (1 to {}) or CPU pinning (no online CPU named)",
+                    dc::MAX_VCPUS
+                ),
+                _ => call_error(errno, 0),
+            })
     }
 
     /// Every domain, by increasing id.
@@ -384,7 +424,24 @@ fn run(args: &[String]) -> Result<(), String> {
             memory,
             kernel,
             cmdline,
-        } => create(&name, memory, &kernel, &cmdline),
+        } => {
+            let def = vmdef::VmDef {
+                name,
+                memory,
+                vcpus: 1,
+                weight: 256,
+                cap: 0,
+                affinity: 0,
+                kernel: (kernel, 0),
+                cmdline,
+                xen: false,
+            };
+            create(&def, None)
+        }
+        Command::CreateFile(file) => {
+            let text = std::fs::read_to_string(&file).map_err(|e| format!("{file}: {e}"))?;
+            create(&vmdef::parse(&file, &text)?, Some(&file))
+        }
         Command::OnDomain(id, action) => {
             let mut hv = Hypervisor::open()?;
             hv.call(id, &action.request())?;
@@ -397,9 +454,16 @@ fn run(args: &[String]) -> Result<(), String> {
 /// `basalt create`: the domain is created paused, its kernel's segments
 /// and start info copied in (`populate`), vCPU 0 given the PVH entry, then
 /// unpaused; on a failure after `create` it is destroyed again.
-fn create(name: &str, memory: u64, kernel: &str, cmdline: &str) -> Result<(), String> {
-    let elf = std::fs::read(kernel).map_err(|e| format!("{kernel}: {e}"))?;
-    let plan = pvh::plan(&elf, memory, cmdline).map_err(|e| format!("{kernel}: {e}"))?;
+fn create(def: &vmdef::VmDef, file: Option<&str>) -> Result<(), String> {
+    let (name, memory, cmdline) = (def.name.as_str(), def.memory, def.cmdline.as_str());
+    let (kernel, line) = (&def.kernel.0, def.kernel.1);
+    // Where the kernel was named: the definition's line, or the argument.
+    let named = match file {
+        Some(f) => format!("{f}:{line}: kernel {kernel:?}"),
+        None => kernel.clone(),
+    };
+    let elf = std::fs::read(kernel).map_err(|e| format!("{named}: {e}"))?;
+    let plan = pvh::plan(&elf, memory, cmdline).map_err(|e| format!("{named}: {e}"))?;
     let mut hv = Hypervisor::open()?;
     let lock = |b| {
         privcmd::Locked::new(b)
@@ -409,16 +473,16 @@ fn create(name: &str, memory: u64, kernel: &str, cmdline: &str) -> Result<(), St
     let start_info = lock(&plan.start_info)?;
     let new = dc::CreateArgs {
         memory,
-        affinity: 0,
-        vcpus: 1,
-        flags: 0,
-        weight: 256,
-        cap: 0,
+        affinity: def.affinity,
+        vcpus: def.vcpus,
+        flags: if def.xen { dc::create_flags::XEN } else { 0 },
+        weight: def.weight,
+        cap: def.cap,
         name: dc::Name::new(name)
             .filter(dc::Name::is_valid_new)
             .ok_or_else(|| format!("{name:?}: a name is 1 to 31 of A-Z a-z 0-9 - _ ."))?,
     };
-    let (id, _) = hv.call(0, &Request::Create(new))?;
+    let (id, _) = hv.create(&new)?;
     let id = id as u32;
     let mut load = || -> Result<(), String> {
         for &(gpa, offset, len) in &plan.segments {

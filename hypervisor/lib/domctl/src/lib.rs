@@ -62,6 +62,12 @@ pub const NAME_LEN: usize = 32;
 /// The most vCPUs a created domain may have.
 pub const MAX_VCPUS: u32 = 64;
 
+/// A created domain's memory: a multiple of this (2 MiB), from it up to
+/// [`MAX_MEMORY`] (guests live below the 4 GiB hole).
+pub const MEMORY_ALIGN: u64 = 2 << 20;
+/// The most memory a created domain may have.
+pub const MAX_MEMORY: u64 = 3 << 30;
+
 /// The most bytes one `populate` copies (the caller loops for more).
 pub const MAX_POPULATE: u64 = 1 << 20;
 

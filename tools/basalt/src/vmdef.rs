@@ -1,0 +1,208 @@
+//! VM definitions (docs/toolstack.md, "State"): the TOML file `basalt
+//! create FILE` takes. Parsed and checked whole before anything is created;
+//! every error names the file's line and the key, and what is allowed.
+//!
+//! ```toml
+//! name = "web1"            # 1 to 31 of A-Z a-z 0-9 - _ .
+//! memory = 64              # MiB, even, 2 to 3072
+//! vcpus = 1                # 1 to 64
+//! weight = 256             # scheduling weight, 1 to 65535
+//! cap = 0                  # percent of one CPU, 0 = none
+//! cpus = [0, 1]            # the host CPUs it may run on (all when left out)
+//! kernel = "/usr/lib/basalt/hello"   # a PVH ELF kernel in dom0
+//! cmdline = "greeting=1"
+//! xen = false              # Xen's interface for the guest
+//! ```
+
+use basalt_domctl as dc;
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A checked VM definition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmDef {
+    /// The domain's name.
+    pub name: String,
+    /// Memory in bytes.
+    pub memory: u64,
+    /// vCPUs.
+    pub vcpus: u32,
+    /// Scheduling weight.
+    pub weight: u16,
+    /// CPU cap, percent of one CPU (0 = none).
+    pub cap: u16,
+    /// CPU pinning mask (0 = any CPU).
+    pub affinity: u64,
+    /// The kernel's path in dom0, and the line that names it.
+    pub kernel: (String, usize),
+    /// The kernel command line.
+    pub cmdline: String,
+    /// Whether the guest gets Xen's interface.
+    pub xen: bool,
+}
+
+/// The file as written; `Spanned` keeps where each value is.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    name: Spanned<String>,
+    memory: Spanned<u64>,
+    vcpus: Option<Spanned<u32>>,
+    weight: Option<Spanned<u32>>,
+    cap: Option<Spanned<u32>>,
+    cpus: Option<Spanned<Vec<u32>>>,
+    kernel: Spanned<String>,
+    cmdline: Option<Spanned<String>>,
+    xen: Option<bool>,
+    // Keys of later slices (docs/toolstack.md): recognised, refused.
+    initrd: Option<Spanned<toml::Value>>,
+    disk: Option<Spanned<toml::Value>>,
+    network: Option<Spanned<toml::Value>>,
+    boot: Option<Spanned<toml::Value>>,
+    on_poweroff: Option<Spanned<toml::Value>>,
+    on_reboot: Option<Spanned<toml::Value>>,
+    on_crash: Option<Spanned<toml::Value>>,
+}
+
+/// The 1-based line of byte `offset` in `text`.
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// Parses and checks the definition in `text` (from `file`, for messages).
+pub fn parse(file: &str, text: &str) -> Result<VmDef, String> {
+    let at = |span: core::ops::Range<usize>| format!("{file}:{}", line_of(text, span.start));
+    let raw: Raw = toml::from_str(text).map_err(|e| {
+        let line = e.span().map_or(String::from(file), at);
+        format!("{line}: {}", e.message().trim_end())
+    })?;
+    let later = [
+        (
+            "initrd",
+            &raw.initrd,
+            "an initrd (it comes with bzImage support)",
+        ),
+        (
+            "disk",
+            &raw.disk,
+            "disks (they come with the device models)",
+        ),
+        (
+            "network",
+            &raw.network,
+            "network interfaces (they come with the device models)",
+        ),
+        ("boot", &raw.boot, "booting from a disk"),
+        (
+            "on_poweroff",
+            &raw.on_poweroff,
+            "actions on a domain's end (they come with basaltd)",
+        ),
+        (
+            "on_reboot",
+            &raw.on_reboot,
+            "actions on a domain's end (they come with basaltd)",
+        ),
+        (
+            "on_crash",
+            &raw.on_crash,
+            "actions on a domain's end (they come with basaltd)",
+        ),
+    ];
+    if let Some((key, Some(v), what)) = later.iter().find(|l| l.1.is_some()) {
+        return Err(format!(
+            "{}: {key}: this basalt cannot set up {what} yet (docs/toolstack.md, \"Slices\")",
+            at(v.span())
+        ));
+    }
+    let range = |key: &str, v: &Spanned<u32>, lo: u32, hi: u32, what: &str| {
+        let n = *v.get_ref();
+        if (lo..=hi).contains(&n) {
+            Ok(n)
+        } else {
+            Err(format!(
+                "{}: {key} = {n}: {what}, from {lo} to {hi}",
+                at(v.span())
+            ))
+        }
+    };
+    let name = raw.name.get_ref();
+    if !dc::Name::new(name).is_some_and(|n| n.is_valid_new()) {
+        return Err(format!(
+            "{}: name = {name:?}: a name is 1 to 31 of A-Z a-z 0-9 - _ .",
+            at(raw.name.span())
+        ));
+    }
+    let mib = *raw.memory.get_ref();
+    let (step, max) = (dc::MEMORY_ALIGN >> 20, dc::MAX_MEMORY >> 20);
+    if !mib.is_multiple_of(step) || !(step..=max).contains(&mib) {
+        return Err(format!(
+            "{}: memory = {mib}: memory is in MiB, a multiple of {step} from {step} to {max}",
+            at(raw.memory.span())
+        ));
+    }
+    let one =
+        |v: &Option<Spanned<u32>>, default: u32| v.clone().unwrap_or(Spanned::new(0..0, default));
+    let vcpus = range("vcpus", &one(&raw.vcpus, 1), 1, dc::MAX_VCPUS, "vCPUs")?;
+    let weight = range(
+        "weight",
+        &one(&raw.weight, 256),
+        1,
+        65535,
+        "a scheduling weight",
+    )? as u16;
+    let cap = range(
+        "cap",
+        &one(&raw.cap, 0),
+        0,
+        100 * vcpus,
+        "percent of one CPU (0: no cap)",
+    )? as u16;
+    let mut affinity = 0u64;
+    if let Some(cpus) = &raw.cpus {
+        for &c in cpus.get_ref() {
+            if c >= 64 {
+                return Err(format!(
+                    "{}: cpus: CPU {c}: host CPUs are numbered 0 to 63",
+                    at(cpus.span())
+                ));
+            }
+            affinity |= 1 << c;
+        }
+        if affinity == 0 {
+            return Err(format!(
+                "{}: cpus = []: name at least one CPU, or leave cpus out",
+                at(cpus.span())
+            ));
+        }
+    }
+    let cmdline = raw.cmdline.map(Spanned::into_inner).unwrap_or_default();
+    if cmdline.len() > crate::pvh::CMDLINE_MAX {
+        return Err(format!(
+            "{file}: cmdline: {} bytes, at most {}",
+            cmdline.len(),
+            crate::pvh::CMDLINE_MAX
+        ));
+    }
+    Ok(VmDef {
+        name: name.clone(),
+        memory: mib << 20,
+        vcpus,
+        weight,
+        cap,
+        affinity,
+        kernel: (
+            raw.kernel.get_ref().clone(),
+            line_of(text, raw.kernel.span().start),
+        ),
+        cmdline,
+        xen: raw.xen.unwrap_or(false),
+    })
+}
+
+#[cfg(test)]
+mod tests;

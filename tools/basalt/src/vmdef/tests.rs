@@ -1,0 +1,133 @@
+use super::*;
+
+const GOOD: &str = r#"# a guest
+name = "web1"
+memory = 64
+vcpus = 2
+weight = 512
+cap = 150
+cpus = [0, 3]
+kernel = "/usr/lib/basalt/hello"
+cmdline = "greeting=1"
+xen = true
+"#;
+
+#[test]
+fn a_full_definition() {
+    let d = parse("web1.toml", GOOD).unwrap();
+    assert_eq!(
+        d,
+        VmDef {
+            name: "web1".into(),
+            memory: 64 << 20,
+            vcpus: 2,
+            weight: 512,
+            cap: 150,
+            affinity: 0b1001,
+            kernel: ("/usr/lib/basalt/hello".into(), 8),
+            cmdline: "greeting=1".into(),
+            xen: true,
+        }
+    );
+}
+
+#[test]
+fn defaults() {
+    let d = parse("m.toml", "name = \"m\"\nmemory = 16\nkernel = \"/k\"\n").unwrap();
+    assert_eq!(
+        (d.vcpus, d.weight, d.cap, d.affinity, d.xen),
+        (1, 256, 0, 0, false)
+    );
+    assert_eq!(d.cmdline, "");
+}
+
+fn err(text: &str) -> String {
+    parse("vm.toml", text).unwrap_err()
+}
+
+#[test]
+fn errors_name_the_line_and_the_key() {
+    let base = "name = \"m\"\nmemory = 16\nkernel = \"/k\"\n";
+    let e = err("name = \"m\"\nmemroy = 16\nkernel = \"/k\"\n");
+    assert!(e.starts_with("vm.toml:2: unknown field `memroy`"), "{e}");
+    let e = err("name = \"m\"\nmemory = \"lots\"\nkernel = \"/k\"\n");
+    assert!(e.starts_with("vm.toml:2: "), "{e}");
+    let e = err("name = \"m\"\nkernel = \"/k\"\n");
+    assert!(e.contains("missing field `memory`"), "{e}");
+    let e = err("name = \"m\nmemory = 16\n");
+    assert!(e.starts_with("vm.toml:1: "), "{e}");
+    let e = err(&format!("{base}vcpus = 0\n"));
+    assert_eq!(e, "vm.toml:4: vcpus = 0: vCPUs, from 1 to 64");
+    let e = err(&format!("{base}weight = 0\n"));
+    assert_eq!(
+        e,
+        "vm.toml:4: weight = 0: a scheduling weight, from 1 to 65535"
+    );
+    let e = err(&format!("{base}cap = 101\n"));
+    assert_eq!(
+        e,
+        "vm.toml:4: cap = 101: percent of one CPU (0: no cap), from 0 to 100"
+    );
+    let e = err("name = \"m\"\nmemory = 0\nkernel = \"/k\"\n");
+    assert_eq!(
+        e,
+        "vm.toml:2: memory = 0: memory is in MiB, a multiple of 2 from 2 to 3072"
+    );
+    assert!(err("name = \"m\"\nmemory = 15\nkernel = \"/k\"\n").contains("memory = 15"));
+    assert!(err("name = \"m\"\nmemory = 3074\nkernel = \"/k\"\n").contains("memory = 3074"));
+    let e = err("name = \"a b\"\nmemory = 2\nkernel = \"/k\"\n");
+    assert!(
+        e.starts_with("vm.toml:1: name = \"a b\": a name is 1 to 31"),
+        "{e}"
+    );
+    let e = err(&format!("{base}cpus = [64]\n"));
+    assert_eq!(e, "vm.toml:4: cpus: CPU 64: host CPUs are numbered 0 to 63");
+    let e = err(&format!("{base}cpus = []\n"));
+    assert!(e.starts_with("vm.toml:4: cpus = []"), "{e}");
+    let e = err(&format!("{base}\n[[disk]]\npath = \"/d.img\"\n"));
+    assert!(
+        e.starts_with("vm.toml:5: disk: this basalt cannot set up disks"),
+        "{e}"
+    );
+    let e = err(&format!("{base}on_crash = \"restart\"\n"));
+    assert!(e.starts_with("vm.toml:4: on_crash: "), "{e}");
+}
+
+#[test]
+fn random_text_never_panics() {
+    // A small xorshift: the same cases every run.
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let pieces = [
+        "name",
+        "=",
+        "\"",
+        "memory",
+        "16",
+        "[",
+        "]",
+        "\n",
+        "kernel",
+        "#",
+        "cpus",
+        ",",
+        "9999999999",
+        "-1",
+        "{",
+        "}",
+        ".",
+    ];
+    for _ in 0..20_000 {
+        let mut text = String::new();
+        for _ in 0..(x % 24) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            text.push_str(pieces[(x % pieces.len() as u64) as usize]);
+            text.push(' ');
+        }
+        let _ = parse("r.toml", &text);
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+    }
+}
