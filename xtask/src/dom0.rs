@@ -14,7 +14,8 @@
 //!   when the toolchain has it, else glibc with `+crt-static`), at
 //!   `/usr/sbin/basalt`;
 //! - the test guest `hello` at `/usr/lib/basalt/hello`, a PVH kernel that
-//!   `basalt create` can start from dom0;
+//!   `basalt create` can start from dom0, and a VM definition of it at
+//!   `/etc/basalt/hello.toml` (docs/toolstack.md);
 //! - `/mnt`, and `udhcpc`'s script (`/etc/udhcpc/default.script`, where
 //!   Debian's busybox looks: a lease sets the address, the default route
 //!   and `/etc/resolv.conf`, and prints `dom0: dhcp: IFACE has ADDR/MASK
@@ -101,6 +102,19 @@ exit 0
 
 /// The list of modules `/init` loads: `group path` per line, in load order.
 const MODULE_LIST: &str = "etc/dom0/modules";
+
+/// The example VM definition in dom0 (docs/toolstack.md, "State").
+const EXAMPLE_VM_PATH: &str = "etc/basalt/hello.toml";
+const EXAMPLE_VM: &str =
+    "# A VM definition: `basalt create /etc/basalt/hello.toml` (docs/toolstack.md).
+name = \"hello\"
+memory = 16              # MiB: a multiple of 2, from 2 to 3072
+vcpus = 1
+weight = 256             # its share of the CPUs against the others' weights
+cap = 0                  # percent of one CPU at most (0: no cap)
+kernel = \"/usr/lib/basalt/hello\"   # a PVH ELF kernel in dom0
+cmdline = \"greeting=1\"
+";
 
 /// The directory with dom0's files (`target/dom0`).
 pub fn dir() -> PathBuf {
@@ -596,6 +610,10 @@ pub fn initramfs(
     if !kernels.is_empty() {
         cpio.dir("usr/lib", 0o755);
         cpio.dir("usr/lib/basalt", 0o755);
+        // An example VM definition (docs/toolstack.md): `basalt create
+        // /etc/basalt/hello.toml`.
+        cpio.dir("etc/basalt", 0o755);
+        cpio.file(EXAMPLE_VM_PATH, 0o644, EXAMPLE_VM.as_bytes());
     }
     for (path, data) in kernels {
         cpio.file(path, 0o644, data);
