@@ -63,6 +63,9 @@ pub const MODULES: &[(&str, &[&str])] = &[
 
 /// Where the basalt command goes in the initramfs.
 const BASALT_PATH: &str = "usr/sbin/basalt";
+/// The toolstack's daemon: a link to the same executable, which is the
+/// daemon when run under this name (tools/basalt/src/daemon.rs).
+const BASALTD_PATH: &str = "usr/sbin/basaltd";
 
 /// Where the test guest `hello` goes in the initramfs: a PVH kernel for
 /// `basalt create` to start from dom0.
@@ -527,6 +530,16 @@ done < /etc/dom0/modules
 [ "$group" = xen ] && xenfs
 if [ -c /dev/xen/privcmd ]; then
     echo "dom0: /dev/xen/privcmd ready: basalt list shows the domains"
+    # The toolstack's daemon, restarted when it dies (docs/toolstack.md). Its
+    # store is tmpfs until dom0 has a disk of its own.
+    mkdir -p /var/lib/basalt /run/basalt
+    mount -t tmpfs -o mode=0700 tmpfs /var/lib/basalt
+    while :; do
+        echo "dom0: basaltd (re)started"
+        basaltd
+        echo "dom0: basaltd ended (status $?); restarting it"
+        sleep 1
+    done </dev/null &
 else
     echo "dom0: no /dev/xen/privcmd: the basalt command cannot reach Basalt"
 fi
@@ -576,7 +589,7 @@ pub fn initramfs(
     cpio.dir("tmp", 0o1777);
     cpio.char_dev("dev/console", 0o600, 5, 1);
     cpio.char_dev("dev/null", 0o666, 1, 3);
-    linux::busybox_links(&mut cpio, busybox, applets, &[BASALT_PATH]);
+    linux::busybox_links(&mut cpio, busybox, applets, &[BASALT_PATH, BASALTD_PATH]);
     let root = format!("lib/modules/{release}");
     let mut dirs = BTreeSet::new();
     for (rel, _) in modules {
@@ -607,6 +620,7 @@ pub fn initramfs(
     cpio.file(MODULE_LIST, 0o644, list.as_bytes());
     cpio.file(UDHCPC_SCRIPT_PATH, 0o755, UDHCPC_SCRIPT.as_bytes());
     cpio.file(BASALT_PATH, 0o755, basalt);
+    cpio.symlink(BASALTD_PATH, "basalt");
     if !kernels.is_empty() {
         cpio.dir("usr/lib", 0o755);
         cpio.dir("usr/lib/basalt", 0o755);
@@ -880,6 +894,7 @@ mod tests {
             "lib/modules/6.1.0-57-amd64/modules.dep\0",
             "etc/dom0/modules\0",
             "usr/sbin/basalt\0",
+            "usr/sbin/basaltd\0",
             "usr/lib/basalt/hello\0",
             "etc/udhcpc/default.script\0",
             "mnt\0",

@@ -18,24 +18,39 @@
 //! basalt console ID        print what it wrote to its console (the newest 4 KiB)
 //! basalt sched ID [weight W] [cap C]   show or set its scheduling weight and cap
 //! basalt create NAME MIB KERNEL [ARGS...]   build and start a PVH guest (docs: pvh.rs)
-//! basalt create FILE       the same from a VM definition (TOML, docs/toolstack.md; vmdef.rs)
+//! basalt create FILE       define and start a VM (TOML, docs/toolstack.md; vmdef.rs) through
+//!                          basaltd; without the daemon, only start it (said once)
+//! basalt define FILE       store a VM definition in basaltd, stopped
+//! basalt start NAME        start a stored VM
+//! basalt shutdown NAME     press its power button, wait up to 30 s for it to end
+//! basalt destroy NAME      end its domain at once
+//! basalt undefine NAME     forget a stopped VM
 //! ```
 //!
+//! `list` prints ring 0's domains, then the stopped VMs basaltd knows.
 //! Built statically (`cargo xtask dom0`, xtask/src/dom0.rs) and installed
-//! as `/usr/sbin/basalt` in dom0's initramfs.
+//! as `/usr/sbin/basalt` in dom0's initramfs; run as `basaltd` (a link to
+//! the same file) it is the daemon (daemon.rs).
 
+mod daemon;
 mod privcmd;
+mod proto;
 mod pvh;
+mod store;
 mod vmdef;
 
 use basalt_domctl::{self as dc, DomainInfo, Errno, Request};
 use std::fmt::Write as _;
-use std::io;
+use std::io::{self, BufRead as _, Write as _};
 use std::process::ExitCode;
 
 const USAGE: &str = "usage: basalt list [--repeat N] | tsc | pause ID | unpause ID | shutdown ID | \
                      reboot ID | destroy ID | console ID | sched ID [weight W] [cap C] | \
-                     create NAME MIB KERNEL [ARGS...] | create FILE.toml";
+                     create NAME MIB KERNEL [ARGS...] | create FILE.toml | define FILE.toml | \
+                     start NAME | shutdown NAME | destroy NAME | undefine NAME";
+
+/// How long `basalt shutdown NAME` waits for the guest to end.
+const SHUTDOWN_WAIT_S: u32 = 30;
 
 /// A command line, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +77,8 @@ enum Command {
     CreateFile(String),
     /// A sub-op on one domain, and the word for what happened.
     OnDomain(u32, Action),
+    /// A request to basaltd.
+    Daemon(proto::Op),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,6 +131,28 @@ fn parse(args: &[String]) -> Result<Command, String> {
         ["tsc"] => Ok(Command::Tsc),
         ["console", id] => Ok(Command::Console(domain_id(id)?)),
         ["create", file] => Ok(Command::CreateFile(file.to_string())),
+        ["define", file] => Ok(Command::Daemon(proto::Op::Define {
+            file: file.to_string(),
+            toml: String::new(),
+            start: false,
+        })),
+        ["start", name] => Ok(Command::Daemon(proto::Op::Start {
+            name: name.to_string(),
+        })),
+        ["undefine", name] => Ok(Command::Daemon(proto::Op::Undefine {
+            name: name.to_string(),
+        })),
+        ["shutdown", name] if name.parse::<u32>().is_err() => {
+            Ok(Command::Daemon(proto::Op::Shutdown {
+                name: name.to_string(),
+                wait_s: SHUTDOWN_WAIT_S,
+            }))
+        }
+        ["destroy", name] if name.parse::<u32>().is_err() => {
+            Ok(Command::Daemon(proto::Op::Destroy {
+                name: name.to_string(),
+            }))
+        }
         ["create", name, mib, kernel, args @ ..] => {
             let mib: u64 = mib
                 .parse()
@@ -363,6 +402,10 @@ fn run(args: &[String]) -> Result<(), String> {
         Command::List { repeat } => {
             let mut hv = Hypervisor::open()?;
             print!("{}", format_list(&hv.list()?));
+            match ask_daemon(&proto::Op::List) {
+                Some(answer) => print!("{}", format_stopped(&answer?.vms)),
+                None => println!("({}: stopped VMs are not shown)", no_daemon()),
+            }
             if repeat > 0 {
                 let start = std::time::Instant::now();
                 let first = rdtsc();
@@ -406,7 +449,6 @@ fn run(args: &[String]) -> Result<(), String> {
                 out.extend_from_slice(data);
                 from = next;
             }
-            use std::io::Write as _;
             io::stdout()
                 .write_all(&out)
                 .map_err(|e| format!("writing to standard output: {e}"))
@@ -436,11 +478,35 @@ fn run(args: &[String]) -> Result<(), String> {
                 cmdline,
                 xen: false,
             };
-            create(&def, None)
+            println!("{}", create(&def, None)?.1);
+            Ok(())
         }
         Command::CreateFile(file) => {
-            let text = std::fs::read_to_string(&file).map_err(|e| format!("{file}: {e}"))?;
-            create(&vmdef::parse(&file, &text)?, Some(&file))
+            let toml = std::fs::read_to_string(&file).map_err(|e| format!("{file}: {e}"))?;
+            let op = proto::Op::Define {
+                file: file.clone(),
+                toml: toml.clone(),
+                start: true,
+            };
+            match ask_daemon(&op) {
+                Some(answer) => println!("{}", answer?.message),
+                None => {
+                    eprintln!(
+                        "basalt: {}; creating the domain directly, not stored",
+                        no_daemon()
+                    );
+                    println!("{}", create(&vmdef::parse(&file, &toml)?, Some(&file))?.1);
+                }
+            }
+            Ok(())
+        }
+        Command::Daemon(mut op) => {
+            if let proto::Op::Define { file, toml, .. } = &mut op {
+                *toml = std::fs::read_to_string(&*file).map_err(|e| format!("{file}: {e}"))?;
+            }
+            let answer = ask_daemon(&op).ok_or_else(no_daemon)??;
+            println!("{}", answer.message);
+            Ok(())
         }
         Command::OnDomain(id, action) => {
             let mut hv = Hypervisor::open()?;
@@ -454,7 +520,7 @@ fn run(args: &[String]) -> Result<(), String> {
 /// `basalt create`: the domain is created paused, its kernel's segments
 /// and start info copied in (`populate`), vCPU 0 given the PVH entry, then
 /// unpaused; on a failure after `create` it is destroyed again.
-fn create(def: &vmdef::VmDef, file: Option<&str>) -> Result<(), String> {
+fn create(def: &vmdef::VmDef, file: Option<&str>) -> Result<(u32, String), String> {
     let (name, memory, cmdline) = (def.name.as_str(), def.memory, def.cmdline.as_str());
     let (kernel, line) = (&def.kernel.0, def.kernel.1);
     // Where the kernel was named: the definition's line, or the argument.
@@ -530,12 +596,75 @@ fn create(def: &vmdef::VmDef, file: Option<&str>) -> Result<(), String> {
             "domain {id} ({name}) could not be started, destroyed again: {e}"
         ));
     }
-    println!(
-        "domain {id} ({name}): {} MiB, started at {:#x}",
-        memory >> 20,
-        plan.entry
-    );
-    Ok(())
+    Ok((
+        id,
+        format!(
+            "domain {id} ({name}): {} MiB, started at {:#x}",
+            memory >> 20,
+            plan.entry
+        ),
+    ))
+}
+
+/// What to say when basaltd does not answer.
+fn no_daemon() -> String {
+    format!(
+        "basaltd is not running (nothing listens on {}): dom0's init starts it; by hand: \
+         basaltd &",
+        daemon::SOCKET
+    )
+}
+
+/// `op` sent to basaltd and its answer; `None` when no daemon listens.
+fn ask_daemon(op: &proto::Op) -> Option<Result<proto::Answer, String>> {
+    let stream = match std::os::unix::net::UnixStream::connect(daemon::SOCKET) {
+        Ok(s) => s,
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return None;
+        }
+        Err(e) => return Some(Err(format!("{}: {e}: run basalt as root", daemon::SOCKET))),
+    };
+    let request = proto::Request {
+        v: proto::VERSION,
+        op: op.clone(),
+    };
+    let talk = || -> Result<proto::Answer, String> {
+        let lost = |e: io::Error| format!("basaltd on {}: {e}", daemon::SOCKET);
+        (&stream)
+            .write_all(proto::encode(&request).as_bytes())
+            .map_err(lost)?;
+        let mut line = String::new();
+        io::BufReader::new(&stream)
+            .read_line(&mut line)
+            .map_err(lost)?;
+        if line.is_empty() {
+            return Err(
+                "basaltd closed the connection without an answer (did it die? dom0's \
+                        init restarts it: try again)"
+                    .into(),
+            );
+        }
+        proto::decode_reply(&line)?.result()
+    };
+    Some(talk())
+}
+
+/// The rows `basalt list` adds for the VMs basaltd knows that are stopped.
+fn format_stopped(vms: &[proto::Vm]) -> String {
+    let mut out = String::new();
+    for vm in vms.iter().filter(|vm| vm.domain.is_none()) {
+        let _ = writeln!(
+            out,
+            "{:<24} {:>5} {:>8} {:>5} {:<8} {:>10}",
+            vm.name, "-", "-", "-", "stopped", "-"
+        );
+    }
+    out
 }
 
 /// The time stamp counter (Linux leaves RDTSC to user space). Under Bochs
@@ -546,8 +675,15 @@ fn rdtsc() -> u64 {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match run(&args) {
+    let mut args = std::env::args();
+    let program = args.next().unwrap_or_default();
+    let args: Vec<String> = args.collect();
+    let result = if program.rsplit('/').next() == Some("basaltd") {
+        daemon::run()
+    } else {
+        run(&args)
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("basalt: {e}");
@@ -625,6 +761,30 @@ mod tests {
         );
         assert!(parse(&args(&["create", "t9", "3", "/k"])).is_err());
         assert!(parse(&args(&["sched", "2", "speed", "3"])).is_err());
+        assert_eq!(
+            parse(&args(&["shutdown", "web1"])),
+            Ok(Command::Daemon(proto::Op::Shutdown {
+                name: "web1".into(),
+                wait_s: SHUTDOWN_WAIT_S
+            }))
+        );
+        assert_eq!(
+            parse(&args(&["shutdown", "4"])),
+            Ok(Command::OnDomain(4, Action::Shutdown))
+        );
+        assert_eq!(
+            parse(&args(&["destroy", "web1"])),
+            Ok(Command::Daemon(proto::Op::Destroy {
+                name: "web1".into()
+            }))
+        );
+        assert_eq!(
+            parse(&args(&["start", "web1"])),
+            Ok(Command::Daemon(proto::Op::Start {
+                name: "web1".into()
+            }))
+        );
+        assert!(parse(&args(&["pause", "web1"])).is_err());
         let e = parse(&args(&["frobnicate"])).expect_err("unknown");
         assert!(e.contains("usage: basalt list"), "{e}");
     }
@@ -644,6 +804,22 @@ mod tests {
         assert!(lines[3].starts_with("b "), "{table}");
         let fields: Vec<&str> = lines[1].split_whitespace().collect();
         assert_eq!(fields, ["Domain-0", "0", "64", "1", "running", "1.2"]);
+    }
+
+    #[test]
+    fn list_adds_the_stopped_vms_only() {
+        let rows = format_stopped(&[
+            proto::Vm {
+                name: "hello".into(),
+                domain: None,
+            },
+            proto::Vm {
+                name: "web1".into(),
+                domain: Some(1),
+            },
+        ]);
+        let fields: Vec<&str> = rows.split_whitespace().collect();
+        assert_eq!(fields, ["hello", "-", "-", "-", "stopped", "-"]);
     }
 
     #[test]
