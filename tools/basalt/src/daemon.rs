@@ -251,3 +251,6 @@ pub fn run() -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;
