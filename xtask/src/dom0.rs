@@ -12,7 +12,8 @@
 //!   `virtio_pci`); a `modules.dep` so that `modprobe` works in the shell;
 //! - the `basalt` command, built statically (`x86_64-unknown-linux-musl`
 //!   when the toolchain has it, else glibc with `+crt-static`), at
-//!   `/usr/sbin/basalt`;
+//!   `/usr/sbin/basalt`, and `/usr/sbin/basaltd` linked to it (the
+//!   toolstack's daemon, which `/init` restarts whenever it ends);
 //! - the test guest `hello` at `/usr/lib/basalt/hello`, a PVH kernel that
 //!   `basalt create` can start from dom0, and a VM definition of it at
 //!   `/etc/basalt/hello.toml` (docs/toolstack.md);
