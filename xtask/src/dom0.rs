@@ -16,7 +16,8 @@
 //!   toolstack's daemon, which `/init` restarts whenever it ends);
 //! - the test guest `hello` at `/usr/lib/basalt/hello`, a PVH kernel that
 //!   `basalt create` can start from dom0, and a VM definition of it at
-//!   `/etc/basalt/hello.toml` (docs/toolstack.md);
+//!   `/etc/basalt/hello.toml` (docs/toolstack.md); and `spin` at
+//!   `/usr/lib/basalt/spin`, a guest that ignores the power button;
 //! - `/mnt`, and `udhcpc`'s script (`/etc/udhcpc/default.script`, where
 //!   Debian's busybox looks: a lease sets the address, the default route
 //!   and `/etc/resolv.conf`, and prints `dom0: dhcp: IFACE has ADDR/MASK
@@ -71,6 +72,9 @@ const BASALTD_PATH: &str = "usr/sbin/basaltd";
 /// Where the test guest `hello` goes in the initramfs: a PVH kernel for
 /// `basalt create` to start from dom0.
 const HELLO_PATH: &str = "usr/lib/basalt/hello";
+/// The test guest `spin` (`iterations=0`: runs until destroyed; it has no
+/// ACPI, so it ignores the power button): for `basalt shutdown`'s timeout.
+const SPIN_PATH: &str = "usr/lib/basalt/spin";
 
 /// Where Debian's busybox `udhcpc` looks for the script that applies a
 /// lease (its `CONFIG_UDHCPC_DEFAULT_SCRIPT`).
@@ -143,15 +147,19 @@ pub fn ensure(name: &str) -> Result<PathBuf> {
         return Ok(basalt);
     }
     let vmlinux = linux::ensure("vmlinux")?;
-    let hello = crate::guests::build()?.path("hello");
+    let built = crate::guests::build()?;
+    let guests = [
+        (HELLO_PATH, built.path("hello")),
+        (SPIN_PATH, built.path("spin")),
+    ];
     let kernel = kernel_package()?;
-    let stamp = stamp(&kernel, &basalt, &vmlinux, &hello)?;
+    let stamp = stamp(&kernel, &basalt, &vmlinux, &guests)?;
     let stamp_path = dir().join("initrd.stamp");
     if path.is_file() && std::fs::read_to_string(&stamp_path).is_ok_and(|s| s == stamp) {
         return Ok(path);
     }
     util::step("making dom0's initramfs", || {
-        build_initrd(&kernel, &basalt, &hello, &path)
+        build_initrd(&kernel, &basalt, &guests, &path)
     })?;
     std::fs::write(&stamp_path, stamp).map_err(|e| format!("{}: {e}", stamp_path.display()))?;
     Ok(path)
@@ -174,7 +182,12 @@ pub fn cmd_dom0() -> Result {
 
 /// What the initramfs is made from, as text: it is made again when this
 /// changes.
-fn stamp(kernel: &str, basalt: &Path, vmlinux: &Path, hello: &Path) -> Result<String> {
+fn stamp(
+    kernel: &str,
+    basalt: &Path,
+    vmlinux: &Path,
+    guests: &[(&str, PathBuf)],
+) -> Result<String> {
     let meta = |p: &Path| -> Result<String> {
         let m = std::fs::metadata(p).map_err(|e| format!("{}: {e}", p.display()))?;
         let mtime = m
@@ -185,11 +198,14 @@ fn stamp(kernel: &str, basalt: &Path, vmlinux: &Path, hello: &Path) -> Result<St
         Ok(format!("{} {} {mtime}", p.display(), m.len()))
     };
     Ok(format!(
-        "kernel {kernel}\nbasalt {}\nvmlinux {}\nhello {}\nmodules {MODULES:?}\ninit {:x}\n\
+        "kernel {kernel}\nbasalt {}\nvmlinux {}\nguests {:?}\nmodules {MODULES:?}\ninit {:x}\n\
          udhcpc {:x}\n",
         meta(basalt)?,
         meta(vmlinux)?,
-        meta(hello)?,
+        guests
+            .iter()
+            .map(|(_, p)| meta(p))
+            .collect::<Result<Vec<_>>>()?,
         fnv1a(INIT.as_bytes()),
         fnv1a(UDHCPC_SCRIPT.as_bytes())
     ))
@@ -637,7 +653,12 @@ pub fn initramfs(
     cpio.finish()
 }
 
-fn build_initrd(kernel: &str, basalt_path: &Path, hello_path: &Path, out: &Path) -> Result {
+fn build_initrd(
+    kernel: &str,
+    basalt_path: &Path,
+    guests: &[(&str, PathBuf)],
+    out: &Path,
+) -> Result {
     let work = linux::dir().join("work");
     let kroot = linux::fetch(kernel, &work)?;
     let modules_dir = kroot.join("lib/modules");
@@ -696,16 +717,14 @@ fn build_initrd(kernel: &str, basalt_path: &Path, hello_path: &Path, out: &Path)
     let basalt =
         std::fs::read(basalt_path).map_err(|e| format!("{}: {e}", basalt_path.display()))?;
 
-    let hello = std::fs::read(hello_path).map_err(|e| format!("{}: {e}", hello_path.display()))?;
+    let mut kernels = Vec::new();
+    for (at, path) in guests {
+        let data = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        kernels.push((*at, data));
+    }
+    let kernels: Vec<(&str, &[u8])> = kernels.iter().map(|(at, d)| (*at, &d[..])).collect();
     let cpio = initramfs(
-        &busybox,
-        &applets,
-        &release,
-        &modules,
-        &dep,
-        &list,
-        &basalt,
-        &[(HELLO_PATH, &hello)],
+        &busybox, &applets, &release, &modules, &dep, &list, &basalt, &kernels,
     );
     let gz = gzip(&cpio)?;
     eprintln!("    cpio {} bytes, gzip {} bytes", cpio.len(), gz.len());

@@ -22,7 +22,7 @@
 //!                          basaltd; without the daemon, only start it (said once)
 //! basalt define FILE       store a VM definition in basaltd, stopped
 //! basalt start NAME        start a stored VM
-//! basalt shutdown NAME     press its power button, wait up to 30 s for it to end
+//! basalt shutdown NAME [--wait S]   press its power button, wait up to S (30) s for it to end
 //! basalt destroy NAME      end its domain at once
 //! basalt undefine NAME     forget a stopped VM
 //! ```
@@ -47,7 +47,7 @@ use std::process::ExitCode;
 const USAGE: &str = "usage: basalt list [--repeat N] | tsc | pause ID | unpause ID | shutdown ID | \
                      reboot ID | destroy ID | console ID | sched ID [weight W] [cap C] | \
                      create NAME MIB KERNEL [ARGS...] | create FILE.toml | define FILE.toml | \
-                     start NAME | shutdown NAME | destroy NAME | undefine NAME";
+                     start NAME | shutdown NAME [--wait S] | destroy NAME | undefine NAME";
 
 /// How long `basalt shutdown NAME` waits for the guest to end.
 const SHUTDOWN_WAIT_S: u32 = 30;
@@ -148,6 +148,14 @@ fn parse(args: &[String]) -> Result<Command, String> {
                 wait_s: SHUTDOWN_WAIT_S,
             }))
         }
+        ["shutdown", name, "--wait", s] => Ok(Command::Daemon(proto::Op::Shutdown {
+            name: name.to_string(),
+            wait_s: s
+                .parse()
+                .ok()
+                .filter(|s| (1..=3600).contains(s))
+                .ok_or_else(|| format!("--wait {s:?}: seconds, 1 to 3600"))?,
+        })),
         ["destroy", name] if name.parse::<u32>().is_err() => {
             Ok(Command::Daemon(proto::Op::Destroy {
                 name: name.to_string(),
@@ -785,6 +793,14 @@ mod tests {
             }))
         );
         assert!(parse(&args(&["pause", "web1"])).is_err());
+        assert_eq!(
+            parse(&args(&["shutdown", "web1", "--wait", "2"])),
+            Ok(Command::Daemon(proto::Op::Shutdown {
+                name: "web1".into(),
+                wait_s: 2
+            }))
+        );
+        assert!(parse(&args(&["shutdown", "web1", "--wait", "0"])).is_err());
         let e = parse(&args(&["frobnicate"])).expect_err("unknown");
         assert!(e.contains("usage: basalt list"), "{e}");
     }
