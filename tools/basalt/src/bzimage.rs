@@ -24,8 +24,8 @@ pub struct Plan {
     pub layout: LinuxLayout,
 }
 
-/// The e820 map of a guest of `memory` bytes (as ring 0 gives one).
-fn e820(memory: u64) -> Vec<MemmapEntry> {
+/// The e820 map of a guest of `memory` bytes (as ring 0 gives one, PVH or Linux).
+pub fn e820(memory: u64) -> Vec<MemmapEntry> {
     let mut map = [MemmapEntry::default(); 8];
     let n = si::guest_memmap(memory, &mut map);
     map[..n].to_vec()

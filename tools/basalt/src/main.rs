@@ -522,6 +522,7 @@ impl GuestMemory for DomainMemory<'_> {
     }
 
     fn fill(&mut self, gpa: u64, len: u64, byte: u8) -> Result<(), MemoryError> {
+        check_range(self.size, gpa, len)?;
         self.write(gpa, &vec![byte; len as usize])
     }
 
@@ -533,7 +534,7 @@ impl GuestMemory for DomainMemory<'_> {
 
 /// What `basalt create` starts: a PVH ELF kernel or a bzImage.
 enum Boot {
-    Pvh(pvh::Plan),
+    Pvh(Box<pvh::Plan>),
     Linux(Box<bzimage::Plan>),
 }
 
@@ -575,13 +576,16 @@ fn create(def: &vmdef::VmDef, file: Option<&str>) -> Result<(), String> {
             })?,
         ))
     } else if image.starts_with(b"\x7fELF") {
-        if let Some((_, at)) = &initrd {
-            return Err(format!(
-                "{at}: an initrd goes with a bzImage kernel here; name the kernel's bzImage \
-                 (Debian's /boot/vmlinuz-*) as kernel, or leave initrd out"
-            ));
-        }
-        Boot::Pvh(pvh::plan(&image, memory, cmdline).map_err(|e| format!("{kernel}: {e}"))?)
+        let size = initrd.as_ref().map_or(0, |i| i.0.len() as u64);
+        Boot::Pvh(Box::new(pvh::plan(&image, memory, cmdline, size).map_err(
+            |e| match &initrd {
+                // The kernel alone fits: the initrd is what does not.
+                Some((_, at)) if pvh::plan(&image, memory, cmdline, 0).is_ok() => {
+                    format!("{at}: {e}")
+                }
+                _ => format!("{kernel}: {e}"),
+            },
+        )?))
     } else {
         return Err(format!(
             "{kernel}: neither a PVH ELF kernel nor a Linux bzImage (no ELF magic, no boot flag \
@@ -623,19 +627,16 @@ fn create(def: &vmdef::VmDef, file: Option<&str>) -> Result<(), String> {
         };
         let written = match &boot {
             Boot::Pvh(plan) => {
-                mem.labels = plan
-                    .segments
-                    .iter()
-                    .map(|s| (s.0, kernel.clone()))
-                    .collect();
-                start.rip = u64::from(plan.entry);
-                start.start_info = pvh::START_INFO;
-                plan.segments
-                    .iter()
-                    .map(|&(gpa, at, len)| (gpa, &image[at..at + len]))
-                    .chain([(pvh::START_INFO, &plan.start_info[..])])
-                    .try_for_each(|(gpa, bytes)| mem.write(gpa, bytes))
-                    .map_err(|e| e.to_string())
+                let segments = plan.image.segments().iter();
+                mem.labels = segments.map(|s| (s.paddr, kernel.clone())).collect();
+                if let (Some((_, at)), Some(r)) = (&initrd, plan.layout.initrds().first()) {
+                    mem.labels.push((r.gpa, at.clone()));
+                }
+                let bytes = initrd.as_ref().map_or(&[][..], |i| &i.0[..]);
+                pvh::load(&mut mem, plan, &image, cmdline, def.vcpus, bytes).map(|(rip, at)| {
+                    start.rip = rip;
+                    start.start_info = at;
+                })
             }
             Boot::Linux(plan) => {
                 mem.labels = vec![(plan.layout.load_address, kernel.clone())];

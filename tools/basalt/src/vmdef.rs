@@ -10,7 +10,7 @@
 //! cap = 0                  # percent of one CPU, 0 = none
 //! cpus = [0, 1]            # the host CPUs it may run on (all when left out)
 //! kernel = "/usr/lib/basalt/hello"   # in dom0: a PVH ELF kernel or a bzImage
-//! initrd = "/srv/initrd.img"         # in dom0, for a bzImage (optional)
+//! initrd = "/srv/initrd.img"         # in dom0 (optional): boot_params' or the start info's
 //! cmdline = "greeting=1"
 //! xen = false              # Xen's interface for the guest
 //! ```
