@@ -30,7 +30,8 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The most the listener reads from one client.
 const CLIENT_MAX: usize = 4096;
 
-/// Makes the ext4 image `image` that `spec` describes: its files are
+/// Makes the ext4 image `image` that `spec` describes: its files (and
+/// assets, copied from the paths xtask resolved) are
 /// written under `image` with `.files` added, then `mke2fs -d` copies that
 /// tree into an image of the spec's size rounded up to whole Bochs
 /// cylinders ([`DISK_CYLINDER`]).
@@ -48,6 +49,13 @@ pub fn make_disk(spec: &DiskSpec, image: &Path) -> Result<(), String> {
             std::fs::create_dir_all(parent).map_err(|e| io_err(parent, e))?;
         }
         std::fs::write(&file, text).map_err(|e| io_err(&file, e))?;
+    }
+    for (path, source) in &spec.assets {
+        let file = tree.join(path);
+        if let Some(parent) = file.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| io_err(parent, e))?;
+        }
+        std::fs::copy(source, &file).map_err(|e| io_err(source, e))?;
     }
     let _ = std::fs::remove_file(image);
     std::fs::File::create(image)
@@ -235,6 +243,7 @@ mod tests {
                 ("hello.txt".to_string(), "basalt-disk-42\n".to_string()),
                 ("sub/b.txt".to_string(), "b".to_string()),
             ]),
+            assets: BTreeMap::new(),
         };
         make_disk(&spec, &image).expect("made");
         let data = std::fs::read(&image).expect("image");

@@ -55,6 +55,11 @@ pub struct DiskSpec {
     /// Path in the file system (relative, `/`-separated) to its text.
     #[serde(default)]
     pub files: BTreeMap<String, String>,
+    /// Path in the file system to the file to copy there: a module path
+    /// (`linux:NAME`, `dom0:NAME`, `guest:NAME`, `xtf:NAME` or a file),
+    /// which xtask resolves (and builds) before the run.
+    #[serde(default)]
+    pub assets: BTreeMap<String, PathBuf>,
 }
 
 impl DiskSpec {
@@ -69,7 +74,7 @@ impl DiskSpec {
 
     fn check(&self) -> Result<(), String> {
         self.size_mib()?;
-        for path in self.files.keys() {
+        for path in self.files.keys().chain(self.assets.keys()) {
             let bad = path.is_empty()
                 || path.starts_with('/')
                 || path

@@ -193,10 +193,14 @@ pub fn run_all(all: &[Scenario], jobs: usize) -> Result<Vec<(Scenario, Outcome)>
     if all.iter().any(|s| s.disk.is_some()) {
         packages::ensure(packages::DISK_TOOLS, "the scenarios with a disk")?;
     }
-    let built = crate::modules::build_for(
-        all.iter()
-            .flat_map(|s| s.modules.iter().map(|m| m.path.as_path())),
-    )?;
+    // The modules, and the files a disk copies from the same kind of path.
+    let built = crate::modules::build_for(all.iter().flat_map(|s| {
+        let assets = s.disk.iter().flat_map(|d| d.assets.values());
+        s.modules
+            .iter()
+            .map(|m| m.path.as_path())
+            .chain(assets.map(|p| p.as_path()))
+    }))?;
     let kernel = crate::kernel::build()?;
     let out_dir = util::target_dir().join("test-logs");
     let iso_dir = util::target_dir().join("test-iso");
@@ -242,7 +246,11 @@ pub fn run_all(all: &[Scenario], jobs: usize) -> Result<Vec<(Scenario, Outcome)>
                         path
                     }
                 };
-                plan.push((s.clone(), path));
+                let mut s = s.clone();
+                for asset in s.disk.iter_mut().flat_map(|d| d.assets.values_mut()) {
+                    *asset = crate::modules::resolve(asset, &built);
+                }
+                plan.push((s, path));
             }
             Ok(())
         },

@@ -31,8 +31,6 @@ const REAL_MODE_END: u64 = 0x9f000;
 const MAX_GUEST_RAM: u64 = 3 * GIB;
 const _: () =
     assert!(MAX_GUEST_RAM == basalt_domctl::MAX_MEMORY && BLOCK == basalt_domctl::MEMORY_ALIGN);
-/// Where a domain's ACPI tables go (the BIOS area, reserved in its e820).
-const ACPI_TABLES: u64 = 0xe0000;
 /// Room for the identity-mapped control domain's ACPI tables without the
 /// host's (Basalt's own set for guests).
 const DOM0_ACPI_BYTES: u64 = 16 << 10;
@@ -560,7 +558,7 @@ pub fn create(
     let tables = domain.ram.with_memory(|mem| {
         basalt_guest::acpi::write_acpi_tables(
             mem,
-            ACPI_TABLES,
+            basalt_guest::acpi::GUEST_TABLES_GPA,
             &basalt_guest::acpi::AcpiConfig::new(new.vcpus),
         )
         .map(drop)
@@ -929,7 +927,7 @@ fn memory_map(
     let (Some(r), Some(&(_, top))) = (identity, identity.and_then(|r| r.pieces.last())) else {
         let mut map = [si::MemmapEntry::default(); 8];
         let n = si::guest_memmap(memory, &mut map);
-        return (map[..n].to_vec(), ACPI_TABLES);
+        return (map[..n].to_vec(), basalt_guest::acpi::GUEST_TABLES_GPA);
     };
     let config = basalt_guest::acpi::AcpiConfig::new(vcpus);
     let size = crate::acpi::host_tables()

@@ -17,7 +17,8 @@
 //! basalt destroy ID        end it at once
 //! basalt console ID        print what it wrote to its console (the newest 4 KiB)
 //! basalt sched ID [weight W] [cap C]   show or set its scheduling weight and cap
-//! basalt create NAME MIB KERNEL [ARGS...]   build and start a PVH guest (docs: pvh.rs)
+//! basalt create NAME MIB KERNEL [ARGS...]   build and start a guest: a PVH ELF kernel
+//!                          (pvh.rs) or a bzImage (bzimage.rs)
 //! basalt create FILE       define and start a VM (TOML, docs/toolstack.md; vmdef.rs) through
 //!                          basaltd; without the daemon, only start it (said once)
 //! basalt define FILE       store a VM definition in basaltd, stopped
@@ -32,6 +33,7 @@
 //! as `/usr/sbin/basalt` in dom0's initramfs; run as `basaltd` (a link to
 //! the same file) it is the daemon (daemon.rs).
 
+mod bzimage;
 mod daemon;
 mod privcmd;
 mod proto;
@@ -40,6 +42,9 @@ mod store;
 mod vmdef;
 
 use basalt_domctl::{self as dc, DomainInfo, Errno, Request};
+use basalt_guest::linux;
+use basalt_guest::mem::check_range;
+use basalt_guest::{GuestMemory, MemoryError};
 use std::fmt::Write as _;
 use std::io::{self, BufRead as _, Write as _};
 use std::process::ExitCode;
@@ -483,6 +488,7 @@ fn run(args: &[String]) -> Result<(), String> {
                 cap: 0,
                 affinity: 0,
                 kernel: (kernel, 0),
+                initrd: None,
                 cmdline,
                 xen: false,
             };
@@ -525,26 +531,144 @@ fn run(args: &[String]) -> Result<(), String> {
     }
 }
 
-/// `basalt create`: the domain is created paused, its kernel's segments
-/// and start info copied in (`populate`), vCPU 0 given the PVH entry, then
-/// unpaused; on a failure after `create` it is destroyed again.
+/// A new domain's memory as `basalt-guest`'s builders see it: every write
+/// is domain control's `populate`, from locked memory, [`dc::MAX_POPULATE`]
+/// bytes a call; a write of more than [`PROGRESS_OVER`] bytes prints a line
+/// per tenth on stderr, named by `labels` (guest-physical address → what).
+struct DomainMemory<'a> {
+    hv: &'a mut Hypervisor,
+    id: u32,
+    size: u64,
+    labels: Vec<(u64, String)>,
+    /// The hypervisor's refusal, which `MemoryError` cannot carry.
+    error: Option<String>,
+}
+
+/// Writes larger than this show progress.
+const PROGRESS_OVER: usize = 4 << 20;
+
+impl DomainMemory<'_> {
+    fn populate(&mut self, gpa: u64, bytes: &[u8]) -> Result<(), String> {
+        let label = self
+            .labels
+            .iter()
+            .find(|l| l.0 == gpa)
+            .map(|l| l.1.as_str());
+        let label = label.unwrap_or("data");
+        let mut shown = 0;
+        let step = dc::MAX_POPULATE as usize;
+        for (i, chunk) in bytes.chunks(step).enumerate() {
+            let locked = privcmd::Locked::new(chunk)
+                .map_err(|e| format!("cannot lock {label} in memory (mlock): {e}"))?;
+            self.hv.call(
+                self.id,
+                &Request::Populate {
+                    gpa: gpa + (i * step) as u64,
+                    source: locked.address(0),
+                    length: chunk.len() as u64,
+                },
+            )?;
+            let tenths = (i * step + chunk.len()) * 10 / bytes.len();
+            if bytes.len() > PROGRESS_OVER && tenths > shown {
+                shown = tenths;
+                eprintln!(
+                    "loading {label}: {}% of {:.1} MiB",
+                    tenths * 10,
+                    bytes.len() as f64 / f64::from(1 << 20)
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+impl GuestMemory for DomainMemory<'_> {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn write(&mut self, gpa: u64, bytes: &[u8]) -> Result<(), MemoryError> {
+        check_range(self.size, gpa, bytes.len() as u64)?;
+        self.populate(gpa, bytes).map_err(|e| {
+            self.error.get_or_insert(e);
+            MemoryError::Unmapped { gpa }
+        })
+    }
+
+    fn fill(&mut self, gpa: u64, len: u64, byte: u8) -> Result<(), MemoryError> {
+        check_range(self.size, gpa, len)?;
+        self.write(gpa, &vec![byte; len as usize])
+    }
+
+    fn read(&self, gpa: u64, _: &mut [u8]) -> Result<(), MemoryError> {
+        // Populate only writes; no builder reads what it wrote.
+        Err(MemoryError::Unmapped { gpa })
+    }
+}
+
+/// What `basalt create` starts: a PVH ELF kernel or a bzImage.
+enum Boot {
+    Pvh(Box<pvh::Plan>),
+    Linux(Box<bzimage::Plan>),
+}
+
+/// `basalt create`: every file read and checked, the domain created paused,
+/// its kernel and boot information written (`populate`), vCPU 0 given the
+/// kernel's entry state (PVH, or Linux's 64-bit entry), then unpaused; on a
+/// failure after `create` it is destroyed again. The new domain's id and
+/// the line that says so.
 fn create(def: &vmdef::VmDef, file: Option<&str>) -> Result<(u32, String), String> {
     let (name, memory, cmdline) = (def.name.as_str(), def.memory, def.cmdline.as_str());
-    let (kernel, line) = (&def.kernel.0, def.kernel.1);
-    // Where the kernel was named: the definition's line, or the argument.
-    let named = match file {
-        Some(f) => format!("{f}:{line}: kernel {kernel:?}"),
-        None => kernel.clone(),
+    // Where a file was named: the definition's line, or the argument.
+    let named = |key: &str, (path, line): &(String, usize)| match file {
+        Some(f) => format!("{f}:{line}: {key} {path:?}"),
+        None => path.clone(),
     };
-    let elf = std::fs::read(kernel).map_err(|e| format!("{named}: {e}"))?;
-    let plan = pvh::plan(&elf, memory, cmdline).map_err(|e| format!("{named}: {e}"))?;
+    let read = |key: &str, at: &(String, usize)| {
+        std::fs::read(&at.0).map_err(|e| {
+            format!(
+                "{}: {e} (the path is dom0's: copy the file into dom0, or correct it)",
+                named(key, at)
+            )
+        })
+    };
+    let kernel = named("kernel", &def.kernel);
+    let image = read("kernel", &def.kernel)?;
+    let initrd = match &def.initrd {
+        Some(at) => Some((read("initrd", at)?, named("initrd", at))),
+        None => None,
+    };
+    let boot = if linux::is_bzimage(&image) {
+        let size = initrd.as_ref().map_or(0, |i| i.0.len() as u64);
+        Boot::Linux(Box::new(
+            bzimage::plan(&image, memory, cmdline, size).map_err(|e| match (e, &initrd) {
+                (
+                    linux::LinuxError::InitrdDoesNotFit { .. }
+                    | linux::LinuxError::InitrdTooHigh { .. },
+                    Some((_, at)),
+                ) => format!("{at}: {e}"),
+                _ => format!("{kernel}: {e}"),
+            })?,
+        ))
+    } else if image.starts_with(b"\x7fELF") {
+        let size = initrd.as_ref().map_or(0, |i| i.0.len() as u64);
+        Boot::Pvh(Box::new(pvh::plan(&image, memory, cmdline, size).map_err(
+            |e| match &initrd {
+                // The kernel alone fits: the initrd is what does not.
+                Some((_, at)) if pvh::plan(&image, memory, cmdline, 0).is_ok() => {
+                    format!("{at}: {e}")
+                }
+                _ => format!("{kernel}: {e}"),
+            },
+        )?))
+    } else {
+        return Err(format!(
+            "{kernel}: neither a PVH ELF kernel nor a Linux bzImage (no ELF magic, no boot flag \
+             0xAA55 with \"HdrS\"): name a vmlinux with Xen's PVH entry note, or a bzImage \
+             (Debian's /boot/vmlinuz-*)"
+        ));
+    };
     let mut hv = Hypervisor::open()?;
-    let lock = |b| {
-        privcmd::Locked::new(b)
-            .map_err(|e| format!("cannot lock the kernel in memory (mlock): {e}"))
-    };
-    let file = lock(&elf)?;
-    let start_info = lock(&plan.start_info)?;
     let new = dc::CreateArgs {
         memory,
         affinity: def.affinity,
@@ -558,60 +682,76 @@ fn create(def: &vmdef::VmDef, file: Option<&str>) -> Result<(u32, String), Strin
     };
     let (id, _) = hv.create(&new)?;
     let id = id as u32;
-    let mut load = || -> Result<(), String> {
-        for &(gpa, offset, len) in &plan.segments {
-            let mut done = 0;
-            while done < len {
-                let n = (len - done).min(dc::MAX_POPULATE as usize);
-                hv.call(
-                    id,
-                    &Request::Populate {
-                        gpa: gpa + done as u64,
-                        source: file.address(offset + done),
-                        length: n as u64,
-                    },
-                )?;
-                done += n;
+    let mut load = || -> Result<dc::VcpuStart, String> {
+        let mut mem = DomainMemory {
+            hv: &mut hv,
+            id,
+            size: memory,
+            labels: Vec::new(),
+            error: None,
+        };
+        let mut start = dc::VcpuStart {
+            vcpu: 0,
+            mode: dc::StartMode::Pvh32,
+            rip: 0,
+            start_info: 0,
+            boot_params: 0,
+            cr3: 0,
+            gdt_base: 0,
+            gdt_limit: 0,
+        };
+        let written = match &boot {
+            Boot::Pvh(plan) => {
+                let segments = plan.image.segments().iter();
+                mem.labels = segments.map(|s| (s.paddr, kernel.clone())).collect();
+                if let (Some((_, at)), Some(r)) = (&initrd, plan.layout.initrds().first()) {
+                    mem.labels.push((r.gpa, at.clone()));
+                }
+                let bytes = initrd.as_ref().map_or(&[][..], |i| &i.0[..]);
+                pvh::load(&mut mem, plan, &image, cmdline, def.vcpus, bytes).map(|(rip, at)| {
+                    start.rip = rip;
+                    start.start_info = at;
+                })
             }
+            Boot::Linux(plan) => {
+                mem.labels = vec![(plan.layout.load_address, kernel.clone())];
+                if let Some((_, at)) = &initrd {
+                    mem.labels.push((plan.layout.initrd_gpa, at.clone()));
+                }
+                let bytes = initrd.as_ref().map_or(&[][..], |i| &i.0[..]);
+                bzimage::load(&mut mem, plan, &image, cmdline, def.vcpus, bytes).map(|e| {
+                    start.mode = dc::StartMode::Linux64;
+                    start.rip = e.rip;
+                    start.boot_params = e.rsi;
+                    start.cr3 = e.cr3;
+                    start.gdt_base = e.gdt_base;
+                    start.gdt_limit = u32::from(e.gdt_limit);
+                })
+            }
+        };
+        if let Err(e) = written {
+            return Err(mem.error.take().unwrap_or(e));
         }
-        hv.call(
-            id,
-            &Request::Populate {
-                gpa: pvh::START_INFO,
-                source: start_info.address(0),
-                length: plan.start_info.len() as u64,
-            },
-        )?;
-        hv.call(
-            id,
-            &Request::SetVcpuStart(dc::VcpuStart {
-                vcpu: 0,
-                mode: dc::StartMode::Pvh32,
-                rip: u64::from(plan.entry),
-                start_info: pvh::START_INFO,
-                boot_params: 0,
-                cr3: 0,
-                gdt_base: 0,
-                gdt_limit: 0,
-            }),
-        )?;
+        hv.call(id, &Request::SetVcpuStart(start))?;
         hv.call(id, &Request::Unpause)?;
-        Ok(())
+        Ok(start)
     };
-    if let Err(e) = load() {
-        let _ = hv.call(id, &Request::Destroy);
-        return Err(format!(
-            "domain {id} ({name}) could not be started, destroyed again: {e}"
-        ));
+    match load() {
+        Ok(start) => Ok((
+            id,
+            format!(
+                "domain {id} ({name}): {} MiB, started at {:#x}",
+                memory >> 20,
+                start.rip
+            ),
+        )),
+        Err(e) => {
+            let _ = hv.call(id, &Request::Destroy);
+            Err(format!(
+                "domain {id} ({name}) could not be started, destroyed again: {e}"
+            ))
+        }
     }
-    Ok((
-        id,
-        format!(
-            "domain {id} ({name}): {} MiB, started at {:#x}",
-            memory >> 20,
-            plan.entry
-        ),
-    ))
 }
 
 /// What to say when basaltd does not answer.

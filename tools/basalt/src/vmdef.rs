@@ -9,7 +9,8 @@
 //! weight = 256             # scheduling weight, 1 to 65535
 //! cap = 0                  # percent of one CPU, 0 = none
 //! cpus = [0, 1]            # the host CPUs it may run on (all when left out)
-//! kernel = "/usr/lib/basalt/hello"   # a PVH ELF kernel in dom0
+//! kernel = "/usr/lib/basalt/hello"   # in dom0: a PVH ELF kernel or a bzImage
+//! initrd = "/srv/initrd.img"         # in dom0 (optional): boot_params' or the start info's
 //! cmdline = "greeting=1"
 //! xen = false              # Xen's interface for the guest
 //! ```
@@ -35,6 +36,8 @@ pub struct VmDef {
     pub affinity: u64,
     /// The kernel's path in dom0, and the line that names it.
     pub kernel: (String, usize),
+    /// The initrd's path in dom0 and the line that names it.
+    pub initrd: Option<(String, usize)>,
     /// The kernel command line.
     pub cmdline: String,
     /// Whether the guest gets Xen's interface.
@@ -54,8 +57,8 @@ struct Raw {
     kernel: Spanned<String>,
     cmdline: Option<Spanned<String>>,
     xen: Option<bool>,
+    initrd: Option<Spanned<String>>,
     // Keys of later slices (docs/toolstack.md): recognised, refused.
-    initrd: Option<Spanned<toml::Value>>,
     disk: Option<Spanned<toml::Value>>,
     network: Option<Spanned<toml::Value>>,
     boot: Option<Spanned<toml::Value>>,
@@ -81,11 +84,6 @@ pub fn parse(file: &str, text: &str) -> Result<VmDef, String> {
         format!("{line}: {}", e.message().trim_end())
     })?;
     let later = [
-        (
-            "initrd",
-            &raw.initrd,
-            "an initrd (it comes with bzImage support)",
-        ),
         (
             "disk",
             &raw.disk,
@@ -199,6 +197,9 @@ pub fn parse(file: &str, text: &str) -> Result<VmDef, String> {
             raw.kernel.get_ref().clone(),
             line_of(text, raw.kernel.span().start),
         ),
+        initrd: raw
+            .initrd
+            .map(|i| (i.get_ref().clone(), line_of(text, i.span().start))),
         cmdline,
         xen: raw.xen.unwrap_or(false),
     })

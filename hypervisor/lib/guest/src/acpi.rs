@@ -104,6 +104,10 @@ pub const MPS_INTI_LEVEL_LOW: u16 = 0b1111;
 /// `IAPC_BOOT_ARCH` bit `VGA Not Present`.
 pub const IAPC_VGA_NOT_PRESENT: u16 = 1 << 2;
 
+/// Where a guest's tables go: the BIOS area, where the RSDP scan finds them too (reserved in
+/// [`crate::start_info::guest_memmap`]). Ring 0 and the toolstack both put them here.
+pub const GUEST_TABLES_GPA: u64 = 0xe0000;
+
 /// Size of the common table header.
 pub const SDT_HEADER_SIZE: u64 = 36;
 /// Size of the ACPI 2.0+ RSDP.

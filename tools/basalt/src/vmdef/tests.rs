@@ -25,6 +25,7 @@ fn a_full_definition() {
             cap: 150,
             affinity: 0b1001,
             kernel: ("/usr/lib/basalt/hello".into(), 8),
+            initrd: None,
             cmdline: "greeting=1".into(),
             xen: true,
         }
@@ -39,6 +40,19 @@ fn defaults() {
         (1, 256, 0, 0, false)
     );
     assert_eq!(d.cmdline, "");
+    assert_eq!(d.initrd, None);
+}
+
+#[test]
+fn an_initrd_and_its_line() {
+    let d = parse(
+        "l.toml",
+        "name = \"l\"\nmemory = 64\nkernel = \"/bz\"\ninitrd = \"/i.img\"\n",
+    )
+    .unwrap();
+    assert_eq!(d.initrd, Some(("/i.img".into(), 4)));
+    let e = err("name = \"l\"\nmemory = 64\nkernel = \"/bz\"\ninitrd = 3\n");
+    assert!(e.starts_with("vm.toml:4: "), "{e}");
 }
 
 fn err(text: &str) -> String {
