@@ -1093,19 +1093,23 @@ fn block_kind(slot: &Slot, v: &Running<'_>) -> (bool, bool) {
     (for_sipi, !for_sipi && v.arch.interrupts_enabled())
 }
 
-/// Whether the block the vCPU of `slot` asks for ends at once: an interrupt
-/// (or NMI, or the start-up IPI it waits for) is waiting, or its single-shot
-/// timer is due or fired while it ran (taken here). The vCPU then keeps the
-/// CPU and its slice.
-fn wakes_at_once(slot: &Slot, v: &Running<'_>, now: u64) -> bool {
-    let (for_sipi, interruptible) = block_kind(slot, v);
-    let (d, vcpu) = (&slot.domain, slot.id.vcpu);
-    let waiting = if for_sipi {
+/// Whether an event that ends the block of vCPU `vcpu` of `d` is waiting:
+/// the start-up IPI it waits for (after INIT), else an interrupt when
+/// `interruptible`, or an NMI (which ends HLT whatever RFLAGS.IF says).
+fn event_waiting(d: &Domain, vcpu: u32, (for_sipi, interruptible): (bool, bool)) -> bool {
+    if for_sipi {
         d.platform.apic.sipi_recorded(vcpu)
     } else {
         (interruptible && interrupt_waiting(d, vcpu)) || d.platform.apic.nmi_pending(vcpu)
-    };
-    waiting
+    }
+}
+
+/// Whether the block the vCPU of `slot` asks for ends at once: an event is
+/// waiting ([`event_waiting`]), or one of its Xen timers is due or fired
+/// while it ran (taken here). The vCPU then keeps the CPU.
+fn wakes_at_once(slot: &Slot, v: &Running<'_>, now: u64) -> bool {
+    let (d, vcpu) = (&slot.domain, slot.id.vcpu);
+    event_waiting(d, vcpu, block_kind(slot, v))
         || (slot.up.load(Ordering::SeqCst)
             && (hypercall::xen::timer_due(d, vcpu, now)
                 | hypercall::xen::timer_fired_while_running(d, vcpu)))
@@ -1115,30 +1119,22 @@ fn wakes_at_once(slot: &Slot, v: &Running<'_>, now: u64) -> bool {
 /// is already due, it leaves the CPU until its timer or another event.
 fn block_current(me: usize, slot: &Slot, v: &Running<'_>) {
     let now = time::now_ns();
-    let (for_sipi, interruptible) = block_kind(slot, v);
-    // An NMI ends HLT whatever RFLAGS.IF says.
-    let wake_now = |d: &Domain, v: u32| {
-        if for_sipi {
-            d.platform.apic.sipi_recorded(v)
-        } else {
-            (interruptible && interrupt_waiting(d, v)) || d.platform.apic.nmi_pending(v)
-        }
-    };
+    let kind = block_kind(slot, v);
     if wakes_at_once(slot, v, now) {
         return;
     }
     with(|s| {
         // Checked again under the lock: an interrupt delivered from now on
         // finds the vCPU halted and wakes it (`kick_vcpu`).
-        if wake_now(&slot.domain, slot.id.vcpu) {
+        if event_waiting(&slot.domain, slot.id.vcpu, kind) {
             return;
         }
         if s.policy.current(me) == Some(slot.id) {
-            slot.halt_masked.store(!interruptible, Ordering::SeqCst);
+            slot.halt_masked.store(!kind.1, Ordering::SeqCst);
             slot.halted.store(true, Ordering::SeqCst);
             s.policy.block(me, now);
             if slot.up.load(Ordering::SeqCst)
-                && let Some(at) = wake_at(slot, interruptible)
+                && let Some(at) = wake_at(slot, kind.1)
             {
                 set_timer(me, slot, at);
             }
@@ -1147,7 +1143,7 @@ fn block_current(me: usize, slot: &Slot, v: &Running<'_>) {
 }
 
 /// When the halted vCPU of `slot` must look again, system ns: the earliest
-/// of its single-shot timer, (vCPU 0) its domain's timed devices (PIT,
+/// of its Xen timers (single-shot, periodic), (vCPU 0) its domain's timed devices (PIT,
 /// RTC), looked at with interrupts off too (an I/O APIC pin may deliver an
 /// NMI), and its local APIC timer when interrupts end its halt.
 fn wake_at(slot: &Slot, interruptible: bool) -> Option<u64> {
@@ -1560,8 +1556,9 @@ fn run_slice(me: usize, slot: &Slot, v: &mut Running<'_>, slice_ns: u64) -> Slic
                 return SliceEnd::Resched;
             }
             Next::Yield => return SliceEnd::Yield,
-            // HLT or SCHEDOP_block with its single-shot timer already due
-            // returns at once, on the same slice (no scheduling decision);
+            // HLT or SCHEDOP_block with a Xen timer (single-shot or
+            // periodic) already due returns at once, on the same slice (no
+            // scheduling decision);
             // a waiting interrupt goes through `block_current` as before.
             Next::Block
                 if !resched

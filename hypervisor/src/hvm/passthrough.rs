@@ -155,23 +155,19 @@ pub fn emulated(port: u16) -> bool {
 /// UARTs.
 fn kept(port: u16) -> bool {
     let p = crate::power::info();
-    let within = |base: Option<u16>, len: u16| base.is_some_and(|b| port.wrapping_sub(b) < len);
-    (0xcf8..=0xcff).contains(&port)
-        || matches!(port, 0x64 | 0x92)
-        || within(p.pm1a_cnt, 2)
-        || within(p.pm1b_cnt, 2)
-        || within(p.pm_tmr, 4)
-        || within(p.reset.map(|r| r.0), 1)
-        || basalt_uart(port)
+    p.checked(port) || p.never_written(&uarts(), port)
+}
+
+/// The I/O bases of Basalt's console UARTs.
+fn uarts() -> [Option<u16>; 2] {
+    HOST.get().map(|h| h.uarts).unwrap_or_default()
 }
 
 /// Whether `port` is one of the eight registers of Basalt's console UARTs.
 fn basalt_uart(port: u16) -> bool {
-    HOST.get().is_some_and(|h| {
-        h.uarts
-            .iter()
-            .any(|u| u.is_some_and(|b| port.wrapping_sub(b) < 8))
-    })
+    uarts()
+        .iter()
+        .any(|u| u.is_some_and(|b| port.wrapping_sub(b) < 8))
 }
 
 /// Opens every port of the host the control domain may reach directly in
@@ -194,8 +190,7 @@ pub fn io_out(port: u16, size: u8, value: u32) -> super::vdev::IoEffect {
     if super::pci_pass::handles(port, size) {
         return super::pci_pass::io_out(port, size, value);
     }
-    let uarts = HOST.get().map(|h| h.uarts).unwrap_or_default();
-    match crate::power::info().dom0_out(&uarts, port, size, value) {
+    match crate::power::info().dom0_out(&uarts(), port, size, value) {
         Dom0Out::Reset => IoEffect::Reset,
         Dom0Out::PowerOff => IoEffect::PowerOff,
         Dom0Out::Sleep(typ) => {

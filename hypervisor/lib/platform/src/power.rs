@@ -95,27 +95,38 @@ pub enum Dom0Out {
     Sleep(u8),
 }
 
+/// Whether `p` is one of the `len` ports from `base`.
+fn within(base: Option<u16>, p: u16, len: u16) -> bool {
+    base.is_some_and(|b| p.wrapping_sub(b) < len)
+}
+
 impl PowerInfo {
+    /// Whether `port` is one whose writes Basalt checks for the control
+    /// domain (a reset or sleep request): PCI configuration 0xCF8-0xCFF,
+    /// 0x64, 0x92, the FADT reset port, PM1a/PM1b_CNT.
+    pub fn checked(&self, port: u16) -> bool {
+        (0xcf8..=0xcff).contains(&port)
+            || matches!(port, 0x64 | 0x92)
+            || within(self.reset.map(|r| r.0), port, 1)
+            || within(self.pm1a_cnt, port, 2)
+            || within(self.pm1b_cnt, port, 2)
+    }
+
+    /// Whether `port` is one the control domain never writes: the PM timer
+    /// (emulated) or one of the UARTs at `uarts` (Basalt's console).
+    pub fn never_written(&self, uarts: &[Option<u16>], port: u16) -> bool {
+        within(self.pm_tmr, port, 4) || uarts.iter().any(|&u| within(u, port, 8))
+    }
+
     /// What the control domain's OUT of `size` (1, 2 or 4) bytes of `value`
     /// at `port` does (PCI configuration accesses that `pci_pass` takes
-    /// are not asked here). Kept: 0xCF8-0xCFF, 0x64, 0x92, the FADT reset
-    /// port and PM1x_CNT (byte registers, PM1x_CNT a word or either byte),
-    /// the PM timer and the UARTs at `uarts` (never written).
+    /// are not asked here): every byte it covers counts. [`Self::checked`]
+    /// ports are taken only at their width (byte registers; PM1x_CNT a word
+    /// or either byte); [`Self::never_written`] ones are never written.
     pub fn dom0_out(&self, uarts: &[Option<u16>], port: u16, size: u8, value: u32) -> Dom0Out {
-        let within =
-            |base: Option<u16>, p: u16, len: u16| base.is_some_and(|b| p.wrapping_sub(b) < len);
         let pm1 = [(self.pm1a_cnt, 0), (self.pm1b_cnt, 1)];
-        let touches = |p: u16| {
-            (0xcf8..=0xcff).contains(&p)
-                || matches!(p, 0x64 | 0x92)
-                || within(self.reset.map(|r| r.0), p, 1)
-                || pm1.iter().any(|&(b, _)| within(b, p, 2))
-        };
         let span = (0..u16::from(size)).map(|i| port.wrapping_add(i));
-        if span
-            .clone()
-            .any(|p| within(self.pm_tmr, p, 4) || uarts.iter().any(|&u| within(u, p, 8)))
-        {
+        if span.clone().any(|p| self.never_written(uarts, p)) {
             return Dom0Out::Drop;
         }
         let byte = value as u8;
@@ -138,7 +149,7 @@ impl PowerInfo {
                 Dom0Out::Sleep(typ)
             };
         }
-        if size == 1 && touches(port) {
+        if size == 1 && self.checked(port) {
             let reset = (port == 0xcf9 && byte & 4 != 0)
                 || (port == 0x64 && byte == 0xfe)
                 || (port == 0x92 && byte & 1 != 0)
@@ -149,7 +160,7 @@ impl PowerInfo {
                 Dom0Out::Forward
             };
         }
-        if span.clone().any(touches) {
+        if span.clone().any(|p| self.checked(p)) {
             Dom0Out::Drop
         } else {
             Dom0Out::Forward
