@@ -10,11 +10,16 @@
 //!   a dword and as a word at its high byte: dropped;
 //! - PM1a_CNT with SLP_EN and `typ=` (1: not S5 on QEMU or Bochs) as a
 //!   word: refused with a warning (Basalt does not suspend the host).
+//!
+//! First, `PHYSDEVOP_pci_device_add` as Linux's PCI notifier makes it: 0
+//! for the host bridge 00:00.0, -ENODEV for a function that does not answer
+//! (ff:1f.7) and for segment 1, -EFAULT for an unmapped argument.
 
 #![no_std]
 #![no_main]
 
 use basalt_test_guests::cpu::{outl, outw};
+use basalt_test_guests::hypercall::hypercall2;
 use basalt_test_guests::{arg_u64, fail, pass, println, start_info};
 
 basalt_test_guests::entry!(main);
@@ -36,7 +41,32 @@ fn pm1a_cnt(rsdp: u64) -> Option<u16> {
     })
 }
 
+/// `physdev_op(PHYSDEVOP_pci_device_add, arg)`.
+fn device_add(arg: u64) -> i64 {
+    // SAFETY: Basalt only reads the structure (or answers -EFAULT).
+    unsafe { hypercall2(33, 25, arg) }
+}
+
+/// `struct physdev_pci_device_add { u16 seg; u8 bus; u8 devfn; u32 flags; }`.
+fn device(seg: u16, bus: u8, devfn: u8) -> [u8; 8] {
+    let mut a = [0u8; 8];
+    a[0..2].copy_from_slice(&seg.to_le_bytes());
+    (a[2], a[3]) = (bus, devfn);
+    a
+}
+
 fn main(cmdline: &str) -> u32 {
+    let add = |a: [u8; 8]| device_add(a.as_ptr() as u64);
+    let answers = (
+        add(device(0, 0, 0)),
+        add(device(0, 0xff, 0xff)),
+        add(device(1, 0, 0)),
+        device_add(0x7fff_0000_0000),
+    );
+    println!("dom0-ports: pci_device_add {answers:?}");
+    if answers != (0, -19, -19, -14) {
+        return fail!("pci_device_add: want 0, -ENODEV, -ENODEV, -EFAULT");
+    }
     let info = start_info();
     let Some(pm1a) = pm1a_cnt(info.rsdp_paddr).filter(|p| *p != 0) else {
         return fail!("no PM1a_CNT_BLK in the FADT");

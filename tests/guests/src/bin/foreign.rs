@@ -11,7 +11,8 @@
 //! 3. Mapping the same frame again: -EBUSY; the guest itself or a domain
 //!    that does not exist as the foreign domain: -EINVAL, -ESRCH.
 //!    (The ordinary domain gets -EPERM for the batch and for
-//!    `XENMEM_acquire_resource` of the victim's grant table.)
+//!    `XENMEM_acquire_resource` of the victim's grant table, and -ENOSYS
+//!    for `PHYSDEVOP_pci_device_add`, as on Xen.)
 //! 4. After `wait_ms=` (the victim ends meanwhile) the page still reads the
 //!    same: the victim stays dying while mapped.
 //! 5. `XENMEM_remove_from_physmap` unmaps it (0); again: -EINVAL.
@@ -113,8 +114,15 @@ fn main(cmdline: &str) -> u32 {
         a[24..32].copy_from_slice(&(list.as_ptr() as u64).to_le_bytes());
         // SAFETY: the structure and the list are this guest's memory.
         let acq = unsafe { hypercall2(MEMORY_OP, 28, a.as_mut_ptr() as u64) };
-        println!("foreign: batch from an ordinary domain returned {r}, acquire_resource {acq}");
-        return if r == -1 && errs == [7, 7] && acq == -1 {
+        // PHYSDEVOP_pci_device_add of 00:00.0: the control domain's only.
+        let dev = [0u8; 8];
+        // SAFETY: an 8-byte structure in this guest's memory, only read.
+        let add = unsafe { hypercall2(33, 25, dev.as_ptr() as u64) };
+        println!(
+            "foreign: batch from an ordinary domain returned {r}, acquire_resource {acq}, \
+             pci_device_add {add}"
+        );
+        return if r == -1 && errs == [7, 7] && acq == -1 && add == -38 {
             pass()
         } else {
             fail!("an ordinary domain must get -EPERM")
