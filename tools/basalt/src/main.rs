@@ -10,10 +10,10 @@
 //!                          and `privcmd_list_ticks=`, TSC ticks per call)
 //! basalt tsc               print this CPU's time stamp counter (`tsc=N`; dom0's /init
 //!                          prints it before the shell prompt, for `cargo xtask bench dom0`)
-//! basalt pause ID          hold a domain's vCPUs off the CPUs
-//! basalt unpause ID        let it run again
+//! basalt pause NAME|ID     hold a domain's vCPUs off the CPUs
+//! basalt unpause NAME|ID   let it run again
 //! basalt shutdown ID       press its power button
-//! basalt reboot ID         restart it from its image
+//! basalt reboot NAME|ID    restart it from its image
 //! basalt destroy ID        end it at once
 //! basalt console NAME|ID  its console on this terminal (the newest 4 KiB kept, then live;
 //!                          what is typed goes to it); Ctrl-] detaches (console.rs)
@@ -52,8 +52,8 @@ use std::fmt::Write as _;
 use std::io::{self, BufRead as _, Write as _};
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: basalt list [--repeat N] | tsc | pause ID | unpause ID | shutdown ID | \
-                     reboot ID | destroy ID | console NAME|ID [--history] (Ctrl-] detaches) | sched ID [weight W] [cap C] | \
+const USAGE: &str = "usage: basalt list [--repeat N] | tsc | pause NAME|ID | unpause NAME|ID | shutdown ID | \
+                     reboot NAME|ID | destroy ID | console NAME|ID [--history] (Ctrl-] detaches) | sched ID [weight W] [cap C] | \
                      create NAME MIB KERNEL [ARGS...] | create FILE.toml | define FILE.toml | \
                      start NAME | shutdown NAME [--wait S] | destroy NAME | undefine NAME";
 
@@ -84,7 +84,7 @@ enum Command {
     /// The same from a VM definition file.
     CreateFile(String),
     /// A sub-op on one domain, and the word for what happened.
-    OnDomain(u32, Action),
+    OnDomain(String, Action),
     /// A request to basaltd.
     Daemon(proto::Op),
 }
@@ -222,10 +222,7 @@ fn parse(args: &[String]) -> Result<Command, String> {
                 "destroy" => Action::Destroy,
                 _ => return Err(format!("unknown command {verb:?}; {USAGE}")),
             };
-            let id = id.parse().map_err(|_| {
-                format!("{id:?} is not a domain id (a number; `basalt list` shows them)")
-            })?;
-            Ok(Command::OnDomain(id, action))
+            Ok(Command::OnDomain(id.to_string(), action))
         }
         _ => Err(format!("unknown command {:?}; {USAGE}", words.join(" "))),
     }
@@ -506,10 +503,11 @@ fn run(args: &[String]) -> Result<(), String> {
             println!("{}", answer.message);
             Ok(())
         }
-        Command::OnDomain(id, action) => {
+        Command::OnDomain(target, action) => {
             let mut hv = Hypervisor::open()?;
+            let (id, name) = console::resolve(&mut hv, &target)?;
             hv.call(id, &action.request())?;
-            println!("domain {id}: {}", action.done());
+            println!("domain {id} ({name}): {}", action.done());
             Ok(())
         }
     }
@@ -861,14 +859,16 @@ mod tests {
         assert_eq!(parse(&args(&[])), Ok(Command::Help));
         assert_eq!(
             parse(&args(&["pause", "3"])),
-            Ok(Command::OnDomain(3, Action::Pause))
+            Ok(Command::OnDomain("3".into(), Action::Pause))
         );
         assert_eq!(
             parse(&args(&["destroy", "12"])),
-            Ok(Command::OnDomain(12, Action::Destroy))
+            Ok(Command::OnDomain("12".into(), Action::Destroy))
         );
-        let e = parse(&args(&["pause", "x"])).expect_err("not a number");
-        assert!(e.contains("not a domain id"), "{e}");
+        assert_eq!(
+            parse(&args(&["pause", "web"])),
+            Ok(Command::OnDomain("web".into(), Action::Pause))
+        );
         assert_eq!(
             parse(&args(&["console", "2"])),
             Ok(Command::Console("2".into(), false))
@@ -909,7 +909,7 @@ mod tests {
         );
         assert_eq!(
             parse(&args(&["shutdown", "4"])),
-            Ok(Command::OnDomain(4, Action::Shutdown))
+            Ok(Command::OnDomain("4".into(), Action::Shutdown))
         );
         assert_eq!(
             parse(&args(&["destroy", "web1"])),
@@ -923,7 +923,7 @@ mod tests {
                 name: "web1".into()
             }))
         );
-        assert!(parse(&args(&["pause", "web1"])).is_err());
+        assert!(parse(&args(&["pause", "web1", "now"])).is_err());
         assert_eq!(
             parse(&args(&["shutdown", "web1", "--wait", "2"])),
             Ok(Command::Daemon(proto::Op::Shutdown {
