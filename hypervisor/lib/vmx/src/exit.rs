@@ -399,13 +399,6 @@ pub struct InterruptionInfo {
 }
 
 impl InterruptionInfo {
-    /// Exception vectors that push an error code in protected mode: #DF, #TS, #NP, #SS, #GP,
-    /// #PF, #AC and #CP (SDM "Checks on VM-Entry Control Fields" lists 8, 10-14 and 17; #CP,
-    /// 21, joined with CET).
-    pub const fn exception_has_error_code(vector: u8) -> bool {
-        matches!(vector, 8 | 10..=14 | 17 | 21)
-    }
-
     /// Decodes a raw field.
     pub const fn decode(raw: u32) -> Self {
         Self {
@@ -701,8 +694,6 @@ mod tests {
         for t in 0..8 {
             assert_eq!(InterruptionType::from_raw(t).raw(), t);
         }
-        assert!(InterruptionInfo::exception_has_error_code(14));
-        assert!(!InterruptionInfo::exception_has_error_code(6));
         assert_eq!(EventInjection::nmi().info, 0x8000_0202);
         assert_eq!(EventInjection::external_interrupt(0x30).info, 0x8000_0030);
         assert_eq!(

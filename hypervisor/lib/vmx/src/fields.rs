@@ -18,7 +18,7 @@
 //! Basalt runs in 64-bit mode, so every 64-bit field is accessed "full" (bit 0 clear) and
 //! natural-width fields are 64 bits wide. Each width has its own Rust type ([`Field16`],
 //! [`Field32`], [`Field64`], [`FieldNatural`]) and [`VmcsExt`] only accepts a value of the
-//! matching width. [`ALL_FIELDS`] lists every constant of this module with its name; a test
+//! matching width. Each group's `FIELDS` lists its constants with their names; a test
 //! checks that each constant's width bits agree with its type.
 
 use crate::error::VmFail;
@@ -122,7 +122,7 @@ field_type!(
     Width::Natural
 );
 
-/// One entry of [`ALL_FIELDS`]: a field constant's name, group, encoding and declared width.
+/// One entry of a group's `FIELDS`: a field constant's name, group, encoding and declared width.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FieldInfo {
     /// The submodule the constant lives in.
@@ -133,15 +133,6 @@ pub struct FieldInfo {
     pub encoding: u32,
     /// The width of the constant's Rust type (which a test checks against the encoding).
     pub width: Width,
-}
-
-impl FieldInfo {
-    const PLACEHOLDER: Self = Self {
-        group: Group::Control,
-        name: "",
-        encoding: u32::MAX,
-        width: Width::W16,
-    };
 }
 
 impl core::fmt::Display for FieldInfo {
@@ -235,6 +226,24 @@ pub struct SegmentFields {
     pub access_rights: Field32,
     /// The base-address field.
     pub base: FieldNatural,
+}
+
+impl SegmentFields {
+    const fn of(
+        name: &'static str,
+        selector: Field16,
+        limit: Field32,
+        access_rights: Field32,
+        base: FieldNatural,
+    ) -> Self {
+        Self {
+            name,
+            selector,
+            limit,
+            access_rights,
+            base,
+        }
+    }
 }
 
 /// Guest-state fields (Appendix B; described in "Virtual Machine Control Structures",
@@ -377,62 +386,20 @@ pub mod guest {
     /// The eight guest segment registers, in the SDM's order (ES, CS, SS, DS, FS, GS, LDTR,
     /// TR), each with its selector, limit, access-rights and base fields.
     pub const SEGMENTS: [SegmentFields; 8] = [
-        SegmentFields {
-            name: "ES",
-            selector: ES_SELECTOR,
-            limit: ES_LIMIT,
-            access_rights: ES_ACCESS_RIGHTS,
-            base: ES_BASE,
-        },
-        SegmentFields {
-            name: "CS",
-            selector: CS_SELECTOR,
-            limit: CS_LIMIT,
-            access_rights: CS_ACCESS_RIGHTS,
-            base: CS_BASE,
-        },
-        SegmentFields {
-            name: "SS",
-            selector: SS_SELECTOR,
-            limit: SS_LIMIT,
-            access_rights: SS_ACCESS_RIGHTS,
-            base: SS_BASE,
-        },
-        SegmentFields {
-            name: "DS",
-            selector: DS_SELECTOR,
-            limit: DS_LIMIT,
-            access_rights: DS_ACCESS_RIGHTS,
-            base: DS_BASE,
-        },
-        SegmentFields {
-            name: "FS",
-            selector: FS_SELECTOR,
-            limit: FS_LIMIT,
-            access_rights: FS_ACCESS_RIGHTS,
-            base: FS_BASE,
-        },
-        SegmentFields {
-            name: "GS",
-            selector: GS_SELECTOR,
-            limit: GS_LIMIT,
-            access_rights: GS_ACCESS_RIGHTS,
-            base: GS_BASE,
-        },
-        SegmentFields {
-            name: "LDTR",
-            selector: LDTR_SELECTOR,
-            limit: LDTR_LIMIT,
-            access_rights: LDTR_ACCESS_RIGHTS,
-            base: LDTR_BASE,
-        },
-        SegmentFields {
-            name: "TR",
-            selector: TR_SELECTOR,
-            limit: TR_LIMIT,
-            access_rights: TR_ACCESS_RIGHTS,
-            base: TR_BASE,
-        },
+        SegmentFields::of("ES", ES_SELECTOR, ES_LIMIT, ES_ACCESS_RIGHTS, ES_BASE),
+        SegmentFields::of("CS", CS_SELECTOR, CS_LIMIT, CS_ACCESS_RIGHTS, CS_BASE),
+        SegmentFields::of("SS", SS_SELECTOR, SS_LIMIT, SS_ACCESS_RIGHTS, SS_BASE),
+        SegmentFields::of("DS", DS_SELECTOR, DS_LIMIT, DS_ACCESS_RIGHTS, DS_BASE),
+        SegmentFields::of("FS", FS_SELECTOR, FS_LIMIT, FS_ACCESS_RIGHTS, FS_BASE),
+        SegmentFields::of("GS", GS_SELECTOR, GS_LIMIT, GS_ACCESS_RIGHTS, GS_BASE),
+        SegmentFields::of(
+            "LDTR",
+            LDTR_SELECTOR,
+            LDTR_LIMIT,
+            LDTR_ACCESS_RIGHTS,
+            LDTR_BASE,
+        ),
+        SegmentFields::of("TR", TR_SELECTOR, TR_LIMIT, TR_ACCESS_RIGHTS, TR_BASE),
     ];
 }
 
@@ -661,38 +628,55 @@ pub mod exit {
     }
 }
 
-const ALL_FIELDS_LEN: usize =
-    ctrl::FIELDS.len() + exit::FIELDS.len() + guest::FIELDS.len() + host::FIELDS.len();
+/// Every field constant, with its name and declared width: for the width and uniqueness tests
+/// and the one-field-per-line dump of the tests.
+#[cfg(test)]
+pub(crate) mod all {
+    use super::*;
 
-const fn concat<const N: usize>(groups: &[&[FieldInfo]]) -> [FieldInfo; N] {
-    let mut out = [FieldInfo::PLACEHOLDER; N];
-    let mut i = 0;
-    let mut g = 0;
-    while g < groups.len() {
-        let group = groups[g];
-        let mut j = 0;
-        while j < group.len() {
-            out[i] = group[j];
-            i += 1;
-            j += 1;
-        }
-        g += 1;
+    impl FieldInfo {
+        const PLACEHOLDER: Self = Self {
+            group: Group::Control,
+            name: "",
+            encoding: u32::MAX,
+            width: Width::W16,
+        };
     }
-    out
-}
 
-/// Every field constant of [`ctrl`], [`exit`], [`guest`] and [`host`], with its name and
-/// declared width (used by [`crate::dump::dump_all`] and by the width test).
-pub const ALL_FIELDS: [FieldInfo; ALL_FIELDS_LEN] =
-    concat(&[ctrl::FIELDS, exit::FIELDS, guest::FIELDS, host::FIELDS]);
+    const ALL_FIELDS_LEN: usize =
+        ctrl::FIELDS.len() + exit::FIELDS.len() + guest::FIELDS.len() + host::FIELDS.len();
 
-/// Looks up the constant whose encoding is `encoding`.
-pub fn lookup(encoding: u32) -> Option<&'static FieldInfo> {
-    ALL_FIELDS.iter().find(|f| f.encoding == encoding)
+    const fn concat<const N: usize>(groups: &[&[FieldInfo]]) -> [FieldInfo; N] {
+        let mut out = [FieldInfo::PLACEHOLDER; N];
+        let mut i = 0;
+        let mut g = 0;
+        while g < groups.len() {
+            let group = groups[g];
+            let mut j = 0;
+            while j < group.len() {
+                out[i] = group[j];
+                i += 1;
+                j += 1;
+            }
+            g += 1;
+        }
+        out
+    }
+
+    /// Every field constant of [`ctrl`], [`exit`], [`guest`] and [`host`], with its name and
+    /// declared width (used by [`crate::dump::dump_all`] and by the width test).
+    pub const ALL_FIELDS: [FieldInfo; ALL_FIELDS_LEN] =
+        concat(&[ctrl::FIELDS, exit::FIELDS, guest::FIELDS, host::FIELDS]);
+
+    /// Looks up the constant whose encoding is `encoding`.
+    pub fn lookup(encoding: u32) -> Option<&'static FieldInfo> {
+        ALL_FIELDS.iter().find(|f| f.encoding == encoding)
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::all::{ALL_FIELDS, lookup};
     use super::*;
     use std::collections::HashSet;
 

@@ -66,11 +66,6 @@ impl ActivityState {
     }
 }
 
-/// The VMCS link pointer value meaning "no shadow VMCS"
-/// ([`crate::fields::guest::VMCS_LINK_POINTER`]); VM entry fails unless it is all ones when VMCS
-/// shadowing is off.
-pub const VMCS_LINK_POINTER_NONE: u64 = u64::MAX;
-
 #[cfg(test)]
 mod tests {
     use super::*;
