@@ -491,11 +491,13 @@ impl Pic {
     }
 
     /// The vector bases from ICW2: (master, slave).
+    #[cfg(test)]
     pub fn vector_bases(&self) -> (u8, u8) {
         (self.master.vector_base, self.slave.vector_base)
     }
 
     /// Whether both chips have finished their initialization sequence.
+    #[cfg(test)]
     pub fn initialized(&self) -> bool {
         self.master.init == Init::Ready && self.slave.init == Init::Ready
     }

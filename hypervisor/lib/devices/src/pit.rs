@@ -52,8 +52,6 @@ pub const PORT61: u16 = 0x61;
 
 /// Port 0x61: gate of channel 2.
 pub const PORT61_GATE2: u8 = 0x01;
-/// Port 0x61: speaker data enable.
-pub const PORT61_SPEAKER: u8 = 0x02;
 /// Port 0x61: refresh request toggle (read only).
 pub const PORT61_REFRESH: u8 = 0x10;
 /// Port 0x61: channel 2's OUT (read only).
@@ -456,6 +454,7 @@ impl Pit {
 
     /// `channel`'s count register (its initial count; 0x10000 for 0),
     /// mode and BCD flag.
+    #[cfg(test)]
     pub fn programming(&self, channel: usize) -> (u32, u8, bool) {
         let c = &self.channels[channel];
         (c.count, c.mode, c.bcd)

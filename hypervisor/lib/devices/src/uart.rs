@@ -356,6 +356,7 @@ impl<O: SerialOutput> Uart16550<O> {
     /// Sets the modem status inputs the guest sees outside loopback: the
     /// MSR bits 4-7 ([`MSR_CTS`], [`MSR_DSR`], [`MSR_RI`], [`MSR_DCD`]);
     /// other bits are ignored. Changes set the MSR delta bits.
+    #[cfg(test)]
     pub fn set_modem_inputs(&mut self, lines: u8) {
         let before = self.modem_lines();
         self.modem_inputs = lines & 0xF0;
@@ -437,6 +438,7 @@ impl<O: SerialOutput> Uart16550<O> {
     }
 
     /// The receive trigger level in bytes (1, 4, 8 or 14).
+    #[cfg(test)]
     pub fn trigger_level(&self) -> usize {
         self.trigger
     }
@@ -447,6 +449,7 @@ impl<O: SerialOutput> Uart16550<O> {
     }
 
     /// How many received bytes wait for the guest.
+    #[cfg(test)]
     pub fn rx_len(&self) -> usize {
         self.rx.len
     }
@@ -472,6 +475,7 @@ impl<O: SerialOutput> Uart16550<O> {
     }
 
     /// Gives the output back.
+    #[cfg(test)]
     pub fn into_output(self) -> O {
         self.out
     }

@@ -91,10 +91,6 @@ pub const REG_ICR_LOW: u32 = 0x300;
 pub const REG_ICR_HIGH: u32 = 0x310;
 /// Offset of the LVT timer register.
 pub const REG_LVT_TIMER: u32 = 0x320;
-/// Offset of the LVT thermal sensor register.
-pub const REG_LVT_THERMAL: u32 = 0x330;
-/// Offset of the LVT performance counter register.
-pub const REG_LVT_PERF: u32 = 0x340;
 /// Offset of the LVT LINT0 register.
 pub const REG_LVT_LINT0: u32 = 0x350;
 /// Offset of the LVT LINT1 register.
@@ -589,6 +585,7 @@ pub fn resolve(
 }
 
 /// Where a SIPI with `vector` starts a vCPU: (CS selector, CS base, IP).
+#[cfg(test)]
 pub fn sipi_entry(vector: u8) -> (u16, u64, u64) {
     (u16::from(vector) << 8, u64::from(vector) << 12, 0)
 }
@@ -809,6 +806,7 @@ impl Lapic {
     }
 
     /// The highest vector in service.
+    #[cfg(test)]
     pub fn highest_in_service(&self) -> Option<u8> {
         highest(&self.isr)
     }
@@ -960,6 +958,7 @@ impl Lapic {
     }
 
     /// The guest TSC at `now_ns`.
+    #[cfg(test)]
     pub fn guest_tsc(&self, now_ns: u64) -> u64 {
         let tsc = u128::from(now_ns) * u128::from(self.config.tsc_hz) / NS_PER_SEC;
         tsc.min(u128::from(u64::MAX)) as u64
