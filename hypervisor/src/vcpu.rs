@@ -279,6 +279,13 @@ pub struct BackendError {
     pub detail: &'static str,
 }
 
+/// A vendor failure for the arch-neutral layer.
+#[cold]
+#[inline(never)]
+pub fn backend_error(what: &'static str, code: Option<u32>, detail: &'static str) -> GuestError {
+    GuestError::Backend(BackendError { what, code, detail })
+}
+
 impl fmt::Display for BackendError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.what, self.detail)?;

@@ -12,11 +12,11 @@
 use super::{NptMemory, owned_frames_mut};
 use crate::arch::x86_64::gprs::GuestRegs;
 use crate::arch::x86_64::switch::{
-    XsaveArea, read_debug_registers, restore_fpu, save_fpu, write_debug_registers, xsave_policy,
-    xsetbv,
+    XsaveArea, guest_xsetbv, read_debug_registers, restore_fpu, save_fpu, write_debug_registers,
+    xsave_policy, xsetbv,
 };
 use crate::arch::x86_64::{apic, idt, msr, percpu};
-use crate::vcpu::{BackendError, Event, GuestError, Long64State, StartState, VcpuExit};
+use crate::vcpu::{Event, GuestError, Long64State, StartState, VcpuExit, backend_error};
 use basalt_cpu::cr::{CrState, cr4};
 use basalt_cpu::xstate::XsetbvFault;
 use basalt_frames::Owner;
@@ -85,13 +85,6 @@ const MSR_TSC: u32 = 0x10;
 /// the page then).
 fn vmcb(pa: u64) -> Vmcb<'static> {
     Vmcb::new(owned_frames_mut::<4096>(pa))
-}
-
-/// A vendor failure for the arch-neutral layer.
-#[cold]
-#[inline(never)]
-fn backend_error(what: &'static str, code: Option<u32>, detail: &'static str) -> GuestError {
-    GuestError::Backend(BackendError { what, code, detail })
 }
 
 fn segment(selector: u16, attrib: u16, limit: u32, base: u64) -> Segment {
@@ -985,18 +978,10 @@ impl SvmVcpu {
         let Some(next) = self.next_rip_of(Insn::Xsetbv) else {
             return;
         };
-        let index = self.regs.rcx as u32;
-        let value = (self.regs.rdx << 32) | (self.regs.rax & 0xffff_ffff);
         let osxsave = vmcb(self.vmcb).read(save::CR4) & cr4::OSXSAVE != 0;
-        let checked = match xsave_policy() {
-            Some(policy) => policy.xsetbv(index, value, self.cpl(), osxsave),
-            None => Err(XsetbvFault::Ud),
-        };
-        match checked {
+        match guest_xsetbv(&self.regs, self.cpl(), osxsave) {
             Ok(value) => {
                 self.xcr0 = value;
-                // SAFETY: the policy accepted the value for this CPU.
-                unsafe { xsetbv(value) };
                 self.set_rip(next);
             }
             Err(XsetbvFault::Ud) => self.inject_exception(UD, None),
@@ -1244,16 +1229,9 @@ impl SvmVcpu {
     /// The hidden part of a segment register, for the instruction emulator
     /// (attributes in VT-x's access-rights layout, which it takes).
     pub fn segment(&self, segment: basalt_x86emul::Segment) -> basalt_x86emul::SegmentState {
-        use basalt_x86emul::Segment as S;
-        let offset = match segment {
-            S::Es => save::ES,
-            S::Cs => save::CS,
-            S::Ss => save::SS,
-            S::Ds => save::DS,
-            S::Fs => save::FS,
-            S::Gs => save::GS,
-        };
-        let s = vmcb(self.vmcb).segment(offset);
+        // `basalt_x86emul::Segment` is in the SDM's order (ES = 0 ... GS = 5), as the
+        // state-save area's segments from ES on are.
+        let s = vmcb(self.vmcb).segment(save::ES + 16 * segment as u16);
         let attributes = (s.attrib & 0xff) | ((s.attrib & 0xf00) << 4);
         basalt_x86emul::SegmentState {
             base: s.base,

@@ -10,11 +10,11 @@
 use super::VmxConfig;
 use super::instr::{self, CurrentVmcs};
 use crate::arch::x86_64::switch::{
-    XsaveArea, read_debug_registers, restore_fpu, save_fpu, write_cr2, write_debug_registers,
-    xsave_policy, xsetbv,
+    XsaveArea, guest_xsetbv, read_debug_registers, restore_fpu, save_fpu, write_cr2,
+    write_debug_registers,
 };
 use crate::arch::x86_64::{gdt, msr};
-use crate::vcpu::{BackendError, Event, GuestError, Long64State, StartState, VcpuExit};
+use crate::vcpu::{Event, GuestError, Long64State, StartState, VcpuExit, backend_error};
 use basalt_cpu::cr::{CrState, cr4};
 use basalt_cpu::xstate::XsetbvFault;
 use basalt_frames::Owner;
@@ -22,7 +22,7 @@ use basalt_vmx::controls::{EntryControls, PrimaryControls};
 use basalt_vmx::exit::{
     CrAccess, CrAccessType, ExitReason, ExitReasonField, InterruptionInfo, IoAccess,
 };
-use basalt_vmx::fields::{VmcsExt, ctrl, exit, guest, host};
+use basalt_vmx::fields::{SegmentFields, VmcsExt, ctrl, exit, guest, host};
 use basalt_vmx::segment::AccessRights;
 
 unsafe extern "C" {
@@ -184,6 +184,18 @@ const CR4_SMXE: u64 = 1 << 14;
 /// Bits 63:32 of CR0 and CR4: reserved, intercepted so a write raises #GP.
 const CR_HIGH_HALF: u64 = 0xffff_ffff_0000_0000;
 
+/// Writes the selector, base, limit and access rights of segment register `s`.
+fn write_segment(
+    v: &mut CurrentVmcs,
+    s: &SegmentFields,
+    (selector, limit, access): (u16, u32, u32),
+) -> Result<(), basalt_vmx::error::VmFail> {
+    v.write16(s.selector, selector)?;
+    v.write_nat(s.base, 0)?;
+    v.write32(s.limit, limit)?;
+    v.write32(s.access_rights, access)
+}
+
 /// Writes flat segments: CS `(selector, access rights)`, the data segments
 /// DS, ES, SS, FS, GS with `data`, all with base 0 and `limit`; a busy TSS
 /// at `tr` (limit 0x67), no LDT, empty GDTR and IDTR (the guest loads its
@@ -195,66 +207,17 @@ fn write_flat_segments(
     limit: u32,
     tr: u16,
 ) -> Result<(), basalt_vmx::error::VmFail> {
-    v.write16(guest::CS_SELECTOR, code.0)?;
-    v.write_nat(guest::CS_BASE, 0)?;
-    v.write32(guest::CS_LIMIT, limit)?;
-    v.write32(guest::CS_ACCESS_RIGHTS, code.1)?;
-    for (sel, base, limit_field, ar) in [
-        (
-            guest::DS_SELECTOR,
-            guest::DS_BASE,
-            guest::DS_LIMIT,
-            guest::DS_ACCESS_RIGHTS,
-        ),
-        (
-            guest::ES_SELECTOR,
-            guest::ES_BASE,
-            guest::ES_LIMIT,
-            guest::ES_ACCESS_RIGHTS,
-        ),
-        (
-            guest::SS_SELECTOR,
-            guest::SS_BASE,
-            guest::SS_LIMIT,
-            guest::SS_ACCESS_RIGHTS,
-        ),
-        (
-            guest::FS_SELECTOR,
-            guest::FS_BASE,
-            guest::FS_LIMIT,
-            guest::FS_ACCESS_RIGHTS,
-        ),
-        (
-            guest::GS_SELECTOR,
-            guest::GS_BASE,
-            guest::GS_LIMIT,
-            guest::GS_ACCESS_RIGHTS,
-        ),
-    ] {
-        v.write16(sel, data.0)?;
-        v.write_nat(base, 0)?;
-        v.write32(limit_field, limit)?;
-        v.write32(ar, data.1)?;
+    let [es, cs, ss, ds, fs, gs, ldtr, tr_fields] = &guest::SEGMENTS;
+    write_segment(v, cs, (code.0, limit, code.1))?;
+    for s in [ds, es, ss, fs, gs] {
+        write_segment(v, s, (data.0, limit, data.1))?;
     }
-    v.write16(guest::TR_SELECTOR, tr)?;
-    v.write_nat(guest::TR_BASE, 0)?;
-    v.write32(guest::TR_LIMIT, 0x67)?;
-    v.write32(guest::TR_ACCESS_RIGHTS, AccessRights::TSS_BUSY.0)?;
-    v.write16(guest::LDTR_SELECTOR, 0)?;
-    v.write_nat(guest::LDTR_BASE, 0)?;
-    v.write32(guest::LDTR_LIMIT, 0)?;
-    v.write32(guest::LDTR_ACCESS_RIGHTS, AccessRights::UNUSABLE.0)?;
+    write_segment(v, tr_fields, (tr, 0x67, AccessRights::TSS_BUSY.0))?;
+    write_segment(v, ldtr, (0, 0, AccessRights::UNUSABLE.0))?;
     v.write_nat(guest::GDTR_BASE, 0)?;
     v.write32(guest::GDTR_LIMIT, 0)?;
     v.write_nat(guest::IDTR_BASE, 0)?;
     v.write32(guest::IDTR_LIMIT, 0)
-}
-
-/// A vendor failure for the arch-neutral layer.
-#[cold]
-#[inline(never)]
-fn backend_error(what: &'static str, code: Option<u32>, detail: &'static str) -> GuestError {
-    GuestError::Backend(BackendError { what, code, detail })
 }
 
 /// A failed VMX instruction: VMfailInvalid, or VMfailValid with the
@@ -936,20 +899,15 @@ impl VmxVcpu {
     /// The hidden part of a guest segment register, for the instruction
     /// emulator.
     pub fn segment(&self, segment: basalt_x86emul::Segment) -> basalt_x86emul::SegmentState {
-        use basalt_x86emul::Segment;
-        let (base, limit, ar) = match segment {
-            Segment::Es => (guest::ES_BASE, guest::ES_LIMIT, guest::ES_ACCESS_RIGHTS),
-            Segment::Cs => (guest::CS_BASE, guest::CS_LIMIT, guest::CS_ACCESS_RIGHTS),
-            Segment::Ss => (guest::SS_BASE, guest::SS_LIMIT, guest::SS_ACCESS_RIGHTS),
-            Segment::Ds => (guest::DS_BASE, guest::DS_LIMIT, guest::DS_ACCESS_RIGHTS),
-            Segment::Fs => (guest::FS_BASE, guest::FS_LIMIT, guest::FS_ACCESS_RIGHTS),
-            Segment::Gs => (guest::GS_BASE, guest::GS_LIMIT, guest::GS_ACCESS_RIGHTS),
-        };
+        // `basalt_x86emul::Segment` is in the SDM's order (ES = 0 ... GS = 5), as SEGMENTS is.
+        let s = &guest::SEGMENTS[segment as usize];
         let v = vmcs();
-        let ar = v.read32(ar).unwrap_or(AccessRights::UNUSABLE_BIT);
+        let ar = v
+            .read32(s.access_rights)
+            .unwrap_or(AccessRights::UNUSABLE_BIT);
         basalt_x86emul::SegmentState {
-            base: v.read_nat(base).unwrap_or(0),
-            limit: v.read32(limit).unwrap_or(0),
+            base: v.read_nat(s.base).unwrap_or(0),
+            limit: v.read32(s.limit).unwrap_or(0),
             // SDM Vol. 3C 24.4.1: bits 15:0 are the descriptor's attribute
             // bits as the emulator takes them; bit 16 is "unusable".
             attributes: ar as u16,
@@ -1284,24 +1242,12 @@ impl VmxVcpu {
         }
     }
 
-    /// XSETBV (SDM Vol. 2C): the value reaches the real XCR0 only when the
-    /// XSAVE policy proves it valid (an invalid one would raise #GP in root
-    /// mode, in Basalt); otherwise the fault the processor would raise is
-    /// injected.
+    /// XSETBV, checked by the XSAVE policy ([`guest_xsetbv`]).
     fn xsetbv(&mut self) {
-        let index = self.regs.rcx as u32;
-        let value = (self.regs.rdx << 32) | (self.regs.rax & 0xffff_ffff);
         let osxsave = self.guest_cr4() & cr4::OSXSAVE != 0;
-        let checked = match xsave_policy() {
-            Some(policy) => policy.xsetbv(index, value, self.cpl(), osxsave),
-            None => Err(XsetbvFault::Ud),
-        };
-        match checked {
+        match guest_xsetbv(&self.regs, self.cpl(), osxsave) {
             Ok(value) => {
                 self.xcr0 = value;
-                // SAFETY: `XstatePolicy::xsetbv` accepted the value: x87 set, a
-                // valid combination of components the CPU supports.
-                unsafe { xsetbv(value) };
                 self.advance();
             }
             Err(XsetbvFault::Ud) => self.inject_ud(),
