@@ -192,7 +192,8 @@ pub struct CrAccess {
     pub access: CrAccessType,
     /// Bit 6 (LMSW only): the operand was in memory rather than a register.
     pub lmsw_memory_operand: bool,
-    /// Bits 11:8 (MOV CR only): the general-purpose register, numbered as in [`gpr`].
+    /// Bits 11:8 (MOV CR only): the general-purpose register, in the SDM's numbering (0 = RAX
+    /// ... 15 = R15).
     pub gpr: u8,
     /// Bits 31:16 (LMSW only): the LMSW source data.
     pub lmsw_source: u16,
@@ -212,29 +213,6 @@ impl CrAccess {
             lmsw_memory_operand: qualification & (1 << 6) != 0,
             gpr: ((qualification >> 8) & 0xF) as u8,
             lmsw_source: (qualification >> 16) as u16,
-        }
-    }
-}
-
-/// The exit qualification of a MOV DR (exit reason 29; SDM "VM Exits", table "Exit
-/// Qualification for MOV DR").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct DrAccess {
-    /// Bits 2:0: the debug register.
-    pub dr: u8,
-    /// Bit 4: MOV from DR (1) or MOV to DR (0).
-    pub from_dr: bool,
-    /// Bits 11:8: the general-purpose register, numbered as in [`gpr`].
-    pub gpr: u8,
-}
-
-impl DrAccess {
-    /// Decodes the exit qualification.
-    pub const fn decode(qualification: u64) -> Self {
-        Self {
-            dr: (qualification & 7) as u8,
-            from_dr: qualification & (1 << 4) != 0,
-            gpr: ((qualification >> 8) & 0xF) as u8,
         }
     }
 }
@@ -521,7 +499,8 @@ impl EventInjection {
 
 /// The SDM's numbering of general-purpose registers in exit qualifications and the
 /// VM-exit instruction-information field (e.g. table "Exit Qualification for
-/// Control-Register Accesses", bits 11:8).
+/// Control-Register Accesses", bits 11:8), for the tests.
+#[cfg(test)]
 pub mod gpr {
     /// RAX.
     pub const RAX: u8 = 0;
@@ -631,12 +610,6 @@ mod tests {
         assert_eq!(gpr::name(q.gpr), "RAX");
         assert_eq!(gpr::name(15), "R15");
         assert_eq!(gpr::name(16), "?");
-    }
-
-    #[test]
-    fn dr_access_qualification() {
-        let q = DrAccess::decode(0x0317);
-        assert_eq!((q.dr, q.from_dr, q.gpr), (7, true, gpr::RBX));
     }
 
     #[test]

@@ -18,12 +18,13 @@
 //! Basalt runs in 64-bit mode, so every 64-bit field is accessed "full" (bit 0 clear) and
 //! natural-width fields are 64 bits wide. Each width has its own Rust type ([`Field16`],
 //! [`Field32`], [`Field64`], [`FieldNatural`]) and [`VmcsExt`] only accepts a value of the
-//! matching width. Each group's `FIELDS` lists its constants with their names; a test
-//! checks that each constant's width bits agree with its type.
+//! matching width. For the tests, each group's `FIELDS` lists its constants with their names;
+//! one checks that each constant's width bits agree with its type.
 
 use crate::error::VmFail;
 
 /// The width of a VMCS field, from bits 14:13 of its encoding.
+#[cfg(test)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Width {
     /// 16-bit field (width bits 0).
@@ -36,6 +37,7 @@ pub enum Width {
     Natural,
 }
 
+#[cfg(test)]
 impl Width {
     /// The width that bits 14:13 of `encoding` declare.
     pub const fn of_encoding(encoding: u32) -> Self {
@@ -49,6 +51,7 @@ impl Width {
 }
 
 /// The kind of a VMCS field, from bits 11:10 of its encoding.
+#[cfg(test)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Group {
     /// VM-execution, VM-exit and VM-entry control fields (type 0).
@@ -61,6 +64,7 @@ pub enum Group {
     Host,
 }
 
+#[cfg(test)]
 impl Group {
     /// The group that bits 11:10 of `encoding` declare.
     pub const fn of_encoding(encoding: u32) -> Self {
@@ -89,10 +93,13 @@ macro_rules! field_type {
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         pub struct $name(pub u32);
 
+        #[cfg(test)]
         impl $name {
             /// The width every field of this type has.
             pub const WIDTH: Width = $width;
+        }
 
+        impl $name {
             /// The field's encoding, the operand of `VMREAD`/`VMWRITE`.
             pub const fn encoding(self) -> u32 {
                 self.0
@@ -123,6 +130,7 @@ field_type!(
 );
 
 /// One entry of a group's `FIELDS`: a field constant's name, group, encoding and declared width.
+#[cfg(test)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FieldInfo {
     /// The submodule the constant lives in.
@@ -135,6 +143,7 @@ pub struct FieldInfo {
     pub width: Width,
 }
 
+#[cfg(test)]
 impl core::fmt::Display for FieldInfo {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         write!(f, "{}::{}", self.group.module(), self.name)
@@ -200,9 +209,10 @@ macro_rules! fields {
         $( $(#[$doc])* pub const $name: $ty = $ty($enc); )*
 
         /// Every field constant of this module, in encoding order within each width.
-        pub const FIELDS: &[FieldInfo] = &[
+        #[cfg(test)]
+        pub const FIELDS: &[$crate::fields::FieldInfo] = &[
             $(
-                FieldInfo {
+                $crate::fields::FieldInfo {
                     group: $group,
                     name: stringify!($name),
                     encoding: $enc,
@@ -249,9 +259,9 @@ impl SegmentFields {
 /// Guest-state fields (Appendix B; described in "Virtual Machine Control Structures",
 /// "Guest-State Area": "Guest Register State" and "Guest Non-Register State").
 pub mod guest {
-    use super::{Field16, Field32, Field64, FieldInfo, FieldNatural, Group, SegmentFields};
+    use super::{Field16, Field32, Field64, FieldNatural, SegmentFields};
 
-    fields! { Group::Guest;
+    fields! { super::Group::Guest;
         /// Guest ES selector.
         ES_SELECTOR: Field16 = 0x0800;
         /// Guest CS selector.
@@ -406,9 +416,9 @@ pub mod guest {
 /// Host-state fields (Appendix B; described in "Virtual Machine Control Structures",
 /// "Host-State Area"). The processor loads them on every VM exit.
 pub mod host {
-    use super::{Field16, Field32, Field64, FieldInfo, FieldNatural, Group};
+    use super::{Field16, Field32, Field64, FieldNatural};
 
-    fields! { Group::Host;
+    fields! { super::Group::Host;
         /// Host ES selector.
         ES_SELECTOR: Field16 = 0x0C00;
         /// Host CS selector.
@@ -464,9 +474,9 @@ pub mod host {
 /// Control fields (Appendix B; described in "Virtual Machine Control Structures":
 /// "VM-Execution Control Fields", "VM-Exit Control Fields", "VM-Entry Control Fields").
 pub mod ctrl {
-    use super::{Field16, Field32, Field64, FieldInfo, FieldNatural, Group};
+    use super::{Field16, Field32, Field64, FieldNatural};
 
-    fields! { Group::Control;
+    fields! { super::Group::Control;
         /// Virtual-processor identifier (VPID); must not be 0 when "enable VPID" is 1.
         VPID: Field16 = 0x0000;
         /// Posted-interrupt notification vector.
@@ -590,9 +600,9 @@ pub mod ctrl {
 /// Structures", "VM-Exit Information Fields"). `VMWRITE` to them fails with
 /// [`crate::error::VmInstructionError::WriteReadOnly`] unless `IA32_VMX_MISC` bit 29 is set.
 pub mod exit {
-    use super::{Field32, Field64, FieldInfo, FieldNatural, Group};
+    use super::{Field32, Field64, FieldNatural};
 
-    fields! { Group::ExitInfo;
+    fields! { super::Group::ExitInfo;
         /// Guest-physical address (EPT violations and misconfigurations).
         GUEST_PHYSICAL_ADDRESS: Field64 = 0x2400;
 
