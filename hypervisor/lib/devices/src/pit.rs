@@ -41,8 +41,6 @@ pub const PIT_HZ: u64 = 1_193_182;
 
 /// Port of channel 0's counter (IRQ 0).
 pub const CHANNEL0: u16 = 0x40;
-/// Port of channel 1's counter.
-pub const CHANNEL1: u16 = 0x41;
 /// Port of channel 2's counter (speaker, calibration).
 pub const CHANNEL2: u16 = 0x42;
 /// Port of the control word.
@@ -433,12 +431,6 @@ impl Pit {
             _ => Access::Word,
         };
         c.control(access, (value >> 1) & 7, value & 1 != 0);
-    }
-
-    /// Sets the gate of `channel` (0..=2); port 0x61 bit 0 does this for
-    /// channel 2. Channels 0 and 1 are tied high on a PC.
-    pub fn set_gate(&mut self, channel: usize, gate: bool, now_ns: u64) {
-        self.channels[channel].set_gate(gate, now_ns);
     }
 
     /// The OUT pin of `channel` (0..=2) at `now_ns`; channel 0's is IRQ 0.

@@ -48,8 +48,6 @@ pub const MCR: u8 = 4;
 pub const LSR: u8 = 5;
 /// Offset of the modem status register.
 pub const MSR: u8 = 6;
-/// Offset of the scratch register.
-pub const SCR: u8 = 7;
 
 /// IER: received data available (and character timeout) interrupt.
 pub const IER_RDA: u8 = 0x01;
@@ -79,8 +77,6 @@ pub const IIR_FIFO_ENABLED: u8 = 0xC0;
 pub const FCR_ENABLE: u8 = 0x01;
 /// FCR: clear the receive FIFO.
 pub const FCR_CLEAR_RX: u8 = 0x02;
-/// FCR: clear the transmit FIFO.
-pub const FCR_CLEAR_TX: u8 = 0x04;
 
 /// LCR: divisor latch access bit.
 pub const LCR_DLAB: u8 = 0x80;
@@ -423,6 +419,7 @@ impl<O: SerialOutput> Uart16550<O> {
     }
 
     /// The modem control register.
+    #[cfg(test)]
     pub fn mcr(&self) -> u8 {
         self.mcr
     }

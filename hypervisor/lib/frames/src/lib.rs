@@ -1095,6 +1095,7 @@ impl<'a, L: LinkStore> FrameAllocator<'a, L> {
     ///
     /// [`Corruption`] if a list contains a block whose metadata disagrees, has broken back
     /// links, or is longer than its counter (which also stops cycles).
+    #[cfg(test)]
     pub fn for_each_free_block<F: FnMut(u64, u32)>(&self, mut visit: F) -> Result<(), Corruption> {
         for order in 0..=MAX_ORDER {
             let count = self.free_blocks[order as usize];

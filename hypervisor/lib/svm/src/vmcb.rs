@@ -27,8 +27,6 @@ pub mod control {
     pub const INTERCEPT1: Field = f(0x00c, 4);
     /// Instruction intercepts, second word ([`crate::vmcb::Intercept2`]).
     pub const INTERCEPT2: Field = f(0x010, 4);
-    /// Pause-filter threshold.
-    pub const PAUSE_FILTER_THRESHOLD: Field = f(0x03c, 2);
     /// Physical address of the I/O permission map.
     pub const IOPM_BASE: Field = f(0x040, 8);
     /// Physical address of the MSR permission map.
@@ -327,7 +325,6 @@ mod tests {
             EXCEPTION_INTERCEPTS,
             INTERCEPT1,
             INTERCEPT2,
-            PAUSE_FILTER_THRESHOLD,
             IOPM_BASE,
             MSRPM_BASE,
             TSC_OFFSET,

@@ -175,8 +175,6 @@ pub struct BasicInfo {
 impl BasicInfo {
     /// The VMCS memory type write-back.
     pub const MEMORY_TYPE_WB: u8 = 6;
-    /// The VMCS memory type uncacheable.
-    pub const MEMORY_TYPE_UC: u8 = 0;
 
     /// Decodes `IA32_VMX_BASIC`.
     pub const fn decode(value: u64) -> Self {

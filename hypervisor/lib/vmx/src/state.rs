@@ -46,6 +46,7 @@ impl ActivityState {
     }
 
     /// The field value.
+    #[cfg(test)]
     pub const fn raw(self) -> u32 {
         match self {
             Self::Active => 0,

@@ -254,7 +254,7 @@ impl SvmVcpu {
 
     /// Clears `port`'s bit in the I/O permission map (APM Vol. 2 §15.10.1).
     pub fn allow_port(&mut self, port: u16) {
-        owned_frames_mut::<IOPM_SIZE>(self.iopm)[usize::from(port / 8)] &= !(1 << (port % 8));
+        Iopm(owned_frames_mut::<IOPM_SIZE>(self.iopm)).allow(port);
     }
 
     /// Every port intercepted; the MSRs of [`PASSTHROUGH_MSRS`] open, every
