@@ -43,10 +43,6 @@ pub const MSR_TSC_DEADLINE: u32 = 0x6E0;
 pub const MSR_X2APIC_FIRST: u32 = 0x800;
 /// Last x2APIC MSR.
 pub const MSR_X2APIC_LAST: u32 = 0x8FF;
-/// x2APIC MSR of the 64-bit ICR.
-pub const MSR_X2APIC_ICR: u32 = 0x830;
-/// x2APIC MSR of the SELF IPI register.
-pub const MSR_X2APIC_SELF_IPI: u32 = 0x83F;
 
 /// Default physical address of the xAPIC page.
 pub const APIC_BASE_DEFAULT: u64 = 0xFEE0_0000;
@@ -95,8 +91,6 @@ pub const REG_LVT_TIMER: u32 = 0x320;
 pub const REG_LVT_LINT0: u32 = 0x350;
 /// Offset of the LVT LINT1 register.
 pub const REG_LVT_LINT1: u32 = 0x360;
-/// Offset of the LVT error register.
-pub const REG_LVT_ERROR: u32 = 0x370;
 /// Offset of the timer initial count register.
 pub const REG_TIMER_INITIAL: u32 = 0x380;
 /// Offset of the timer current count register (read-only).
@@ -713,6 +707,7 @@ impl Lapic {
     }
 
     /// The `IA32_APIC_BASE` value.
+    #[cfg(test)]
     pub fn apic_base(&self) -> u64 {
         self.apic_base
     }
@@ -723,6 +718,7 @@ impl Lapic {
     }
 
     /// The INIT/SIPI state of the vCPU.
+    #[cfg(test)]
     pub fn run_state(&self) -> RunState {
         self.run_state
     }
@@ -801,6 +797,7 @@ impl Lapic {
     }
 
     /// Whether `vector` was accepted level-triggered (TMR).
+    #[cfg(test)]
     pub fn tmr(&self, vector: u8) -> bool {
         bit_test(&self.tmr, vector)
     }

@@ -1168,61 +1168,52 @@ impl VmxVcpu {
         }
     }
 
+    /// A control-register exit: MOV to or from CR8 (the virtual TPR), MOV to
+    /// CR4, and the writes to CR0 (MOV, CLTS, LMSW), checked with the guest
+    /// CPU model's rules (`basalt_cpu::cr`); anything else raises #GP.
     fn cr_access(&mut self, access: CrAccess) {
         let mut v = vmcs();
-        match (access.cr, access.access) {
-            (0, CrAccessType::MovToCr) => {
-                let state = self.cr_state();
-                let cpu = crate::vcpu::guest_cpu();
-                let Ok(value) = cpu.cr.mov_to_cr0(&state, self.regs.get(access.gpr)) else {
-                    self.inject_gp();
-                    return;
-                };
-                let _ = v.write_nat(ctrl::CR0_READ_SHADOW, value);
-                let _ = v.write_nat(guest::CR0, self.controls.fix_guest_cr0(value));
-                self.update_long_mode(state.cr0, value);
-                self.advance();
+        let gpr = self.regs.get(access.gpr);
+        if access.cr == 8 {
+            match access.access {
+                CrAccessType::MovToCr => match basalt_cpu::cr::CrModel::mov_to_cr8(gpr) {
+                    Ok(tpr) => self.tpr = u64::from(tpr),
+                    Err(_) => return self.inject_gp(),
+                },
+                CrAccessType::MovFromCr => self.regs.set(access.gpr, self.tpr),
+                _ => return self.inject_gp(),
+            }
+            return self.advance();
+        }
+        let state = self.cr_state();
+        let shadow = v.read_nat(ctrl::CR0_READ_SHADOW).unwrap_or(0);
+        let cr = &self.guest_cpu.cr;
+        let value = match (access.cr, access.access) {
+            (0, CrAccessType::MovToCr) => cr.mov_to_cr0(&state, gpr),
+            (0, CrAccessType::Clts) => Ok(shadow & !(1 << 3)),
+            // LMSW sets PE, MP, EM, TS; it cannot clear PE.
+            (0, CrAccessType::Lmsw) => {
+                Ok((shadow & !0xe) | (u64::from(access.lmsw_source) & 0xf) | (shadow & CR0_PE))
             }
             (4, CrAccessType::MovToCr) => {
-                let state = self.cr_state();
-                let cpu = crate::vcpu::guest_cpu();
-                let Ok(value) = cpu.cr.mov_to_cr4(&state, self.regs.get(access.gpr)) else {
-                    self.inject_gp();
-                    return;
+                let Ok(value) = cr.mov_to_cr4(&state, gpr) else {
+                    return self.inject_gp();
                 };
                 let _ = v.write_nat(ctrl::CR4_READ_SHADOW, value);
                 let _ = v.write_nat(guest::CR4, self.controls.fix_guest_cr4(value));
-                self.advance();
+                return self.advance();
             }
-            (8, CrAccessType::MovToCr) => {
-                let Ok(tpr) = basalt_cpu::cr::CrModel::mov_to_cr8(self.regs.get(access.gpr)) else {
-                    self.inject_gp();
-                    return;
-                };
-                self.tpr = u64::from(tpr);
-                self.advance();
-            }
-            (8, CrAccessType::MovFromCr) => {
-                self.regs.set(access.gpr, self.tpr);
-                self.advance();
-            }
-            (0, CrAccessType::Clts) => {
-                let shadow = v.read_nat(ctrl::CR0_READ_SHADOW).unwrap_or(0) & !(1 << 3);
-                let _ = v.write_nat(ctrl::CR0_READ_SHADOW, shadow);
-                let _ = v.write_nat(guest::CR0, self.controls.fix_guest_cr0(shadow));
-                self.advance();
-            }
-            (0, CrAccessType::Lmsw) => {
-                let shadow = v.read_nat(ctrl::CR0_READ_SHADOW).unwrap_or(0);
-                // LMSW sets PE, MP, EM, TS; it cannot clear PE.
-                let value =
-                    (shadow & !0xe) | (u64::from(access.lmsw_source) & 0xf) | (shadow & CR0_PE);
-                let _ = v.write_nat(ctrl::CR0_READ_SHADOW, value);
-                let _ = v.write_nat(guest::CR0, self.controls.fix_guest_cr0(value));
-                self.advance();
-            }
-            _ => self.inject_gp(),
+            _ => return self.inject_gp(),
+        };
+        let Ok(value) = value else {
+            return self.inject_gp();
+        };
+        let _ = v.write_nat(ctrl::CR0_READ_SHADOW, value);
+        let _ = v.write_nat(guest::CR0, self.controls.fix_guest_cr0(value));
+        if access.access == CrAccessType::MovToCr {
+            self.update_long_mode(state.cr0, value);
         }
+        self.advance();
     }
 
     /// Entering or leaving long mode with paging: VM-entry control
