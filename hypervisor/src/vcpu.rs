@@ -69,6 +69,33 @@ impl StartState {
             Self::Long64(s) => s.rip,
         }
     }
+
+    /// The registers the vCPU starts with, in [`Long64State`]'s form: PVH's
+    /// (CR0.PE and ET, RBX the start info) and real mode's (CR0.ET, SP = IP
+    /// when CS is 0) with every other one 0; a 64-bit start's with EFER.LMA.
+    pub fn registers(&self) -> Long64State {
+        use basalt_cpu::cr::{cr0, efer};
+        let (rip, rbx, rsp, cr0) = match *self {
+            Self::Pvh { rip, start_info } => (rip, start_info, 0, cr0::PE | cr0::ET),
+            Self::RealMode { cs, ip } => {
+                let sp = if cs == 0 { u64::from(ip) } else { 0 };
+                (u64::from(ip), 0, sp, cr0::ET)
+            }
+            Self::Long64(s) => {
+                return Long64State {
+                    efer: s.efer | efer::LMA,
+                    ..s
+                };
+            }
+        };
+        Long64State {
+            rip,
+            rbx,
+            rsp,
+            cr0,
+            ..Long64State::default()
+        }
+    }
 }
 
 /// The start state of a vCPU entered directly in 64-bit mode (the fields of
@@ -94,6 +121,22 @@ pub struct Long64State {
     pub cr3: u64,
     pub cr4: u64,
     pub efer: u64,
+}
+
+impl Long64State {
+    /// The general registers it gives (R8-R15 are 0).
+    pub fn gprs(&self) -> crate::arch::x86_64::gprs::GuestRegs {
+        crate::arch::x86_64::gprs::GuestRegs {
+            rax: self.rax,
+            rbx: self.rbx,
+            rcx: self.rcx,
+            rdx: self.rdx,
+            rsi: self.rsi,
+            rdi: self.rdi,
+            rbp: self.rbp,
+            ..Default::default()
+        }
+    }
 }
 
 /// An event to inject into a vCPU at its next entry; the vendor layer

@@ -16,7 +16,7 @@ use crate::arch::x86_64::switch::{
     xsave_policy, xsetbv,
 };
 use crate::arch::x86_64::{apic, idt, msr, percpu};
-use crate::vcpu::{Event, GuestError, Long64State, StartState, VcpuExit, backend_error};
+use crate::vcpu::{Event, GuestError, StartState, VcpuExit, backend_error};
 use basalt_cpu::cr::{CrState, cr4};
 use basalt_cpu::xstate::XsetbvFault;
 use basalt_frames::Owner;
@@ -37,7 +37,6 @@ use basalt_x86emul::{GuestPhys, PagingMode};
 const EFER_SVME: u64 = super::EFER_SVME;
 const EFER_LMA: u64 = 1 << 10;
 const CR0_PE: u64 = 1 << 0;
-const CR0_ET: u64 = 1 << 4;
 const RFLAGS_IF: u64 = 1 << 9;
 /// VINTR fields (APM Vol. 2 appendix B, offset 60h).
 const V_IRQ: u64 = 1 << 8;
@@ -314,60 +313,42 @@ impl SvmVcpu {
     /// software state of a CPU after INIT.
     fn write_start(&mut self, entry: StartState) {
         let mut v = vmcb(self.vmcb);
+        let s = entry.registers();
         let flat = |sel, attrib| segment(sel, attrib, u32::MAX, 0);
-        let mut regs = GuestRegs::default();
-        match entry {
-            StartState::Pvh { rip, start_info } => {
-                // Flat 32-bit code (type 0xB, S, P, D, G) and data (0x3), a
-                // busy 32-bit TSS.
-                v.set_segment(save::CS, flat(0x10, 0xc9b));
-                for s in [save::DS, save::ES, save::SS, save::FS, save::GS] {
-                    v.set_segment(s, flat(0x18, 0xc93));
-                }
-                v.set_segment(save::TR, segment(0x20, 0x8b, 0x67, 0));
-                v.set_segment(save::GDTR, segment(0, 0, 0, 0));
-                v.set_segment(save::IDTR, segment(0, 0, 0, 0));
-                v.write(save::CR0, CR0_PE | CR0_ET);
-                v.write(save::CR3, 0);
-                v.write(save::CR4, 0);
-                v.write(save::EFER, EFER_SVME);
-                v.write(save::RFLAGS, 2);
-                v.write(save::RIP, rip);
-                v.write(save::RSP, 0);
-                regs.rbx = start_info;
-            }
-            StartState::RealMode { cs, ip } => {
-                // As after RESET or INIT, at cs:ip; GDTR and IDTR with limit
-                // 0xFFFF so interrupts go through the vector table at 0.
+        let (tss, none) = (segment(0x20, 0x8b, 0x67, 0), segment(0, 0, 0, 0));
+        let (cs, data, tr, gdtr, idtr) = match entry {
+            // Flat 32-bit code (type 0xB, S, P, D, G) and data (0x3), a
+            // busy 32-bit TSS.
+            StartState::Pvh { .. } => (flat(0x10, 0xc9b), flat(0x18, 0xc93), tss, none, none),
+            // As after RESET or INIT, at cs:ip; GDTR and IDTR with limit
+            // 0xFFFF so interrupts go through the vector table at 0.
+            StartState::RealMode { cs, .. } => {
                 let real = |sel: u16, attrib| segment(sel, attrib, 0xffff, u64::from(sel) << 4);
-                v.set_segment(save::CS, real(cs, 0x9b));
-                for s in [save::DS, save::ES, save::SS, save::FS, save::GS] {
-                    v.set_segment(s, real(0, 0x93));
-                }
-                v.set_segment(save::TR, segment(0, 0x8b, 0xffff, 0));
-                v.set_segment(save::GDTR, segment(0, 0, 0xffff, 0));
-                v.set_segment(save::IDTR, segment(0, 0, 0xffff, 0));
-                v.write(save::CR0, CR0_ET);
-                v.write(save::CR3, 0);
-                v.write(save::CR4, 0);
-                v.write(save::EFER, EFER_SVME);
-                v.write(save::RFLAGS, 2);
-                v.write(save::RIP, u64::from(ip));
-                v.write(save::RSP, if cs == 0 { u64::from(ip) } else { 0 });
+                let table = segment(0, 0, 0xffff, 0);
+                let tr = segment(0, 0x8b, 0xffff, 0);
+                (real(cs, 0x9b), real(0, 0x93), tr, table, table)
             }
+            // 64-bit code (type 0xB, S, P, L, G), flat data, a busy 64-bit
+            // TSS, the given GDT.
             StartState::Long64(s) => {
-                self.write_long64(&mut v, &s);
-                regs = GuestRegs {
-                    rbx: s.rbx,
-                    rcx: s.rcx,
-                    rdx: s.rdx,
-                    rsi: s.rsi,
-                    rdi: s.rdi,
-                    rbp: s.rbp,
-                    ..GuestRegs::default()
-                };
+                let gdtr = segment(0, 0, u32::from(s.gdt_limit), s.gdt_base);
+                (flat(0x10, 0xa9b), flat(0x18, 0xc93), tss, gdtr, none)
             }
+        };
+        v.set_segment(save::CS, cs);
+        for seg in [save::DS, save::ES, save::SS, save::FS, save::GS] {
+            v.set_segment(seg, data);
         }
+        v.set_segment(save::TR, tr);
+        v.set_segment(save::GDTR, gdtr);
+        v.set_segment(save::IDTR, idtr);
+        v.write(save::CR0, s.cr0);
+        v.write(save::CR3, s.cr3);
+        v.write(save::CR4, s.cr4);
+        v.write(save::EFER, s.efer | EFER_SVME);
+        v.write(save::RFLAGS, (s.rflags | 2) & !(1 << 17));
+        v.write(save::RIP, s.rip);
+        v.write(save::RSP, s.rsp);
         v.set_segment(save::LDTR, segment(0, 0x82, 0, 0));
         v.write(save::CPL, 0);
         v.write(save::DR6, 0xffff_0ff0);
@@ -386,11 +367,7 @@ impl SvmVcpu {
         ] {
             v.write(f, 0);
         }
-        let rax = match entry {
-            StartState::Long64(s) => s.rax,
-            _ => 0,
-        };
-        v.write(save::RAX, rax);
+        v.write(save::RAX, s.rax);
         // No event going in, no window asked for, no interrupt shadow.
         v.write(control::EVENTINJ, 0);
         v.write(control::INTERRUPT_SHADOW, 0);
@@ -399,8 +376,7 @@ impl SvmVcpu {
             - Intercept1::VINTR
             - Intercept1::IRET;
         v.write(control::INTERCEPT1, u64::from(i1.bits()));
-        regs.rax = rax;
-        self.regs = regs;
+        self.regs = s.gprs();
         self.xsave.reset();
         self.xcr0 = 1;
         self.debug = [0, 0, 0, 0, 0xffff_0ff0];
@@ -408,27 +384,6 @@ impl SvmVcpu {
         self.nmi_blocked = false;
         self.iret_rip = None;
         self.next_rip = 0;
-    }
-
-    fn write_long64(&self, v: &mut Vmcb<'_>, s: &Long64State) {
-        // 64-bit code (type 0xB, S, P, L, G), flat data, a busy 64-bit TSS.
-        v.set_segment(save::CS, segment(0x10, 0xa9b, u32::MAX, 0));
-        for seg in [save::DS, save::ES, save::SS, save::FS, save::GS] {
-            v.set_segment(seg, segment(0x18, 0xc93, u32::MAX, 0));
-        }
-        v.set_segment(save::TR, segment(0x20, 0x8b, 0x67, 0));
-        v.set_segment(
-            save::GDTR,
-            segment(0, 0, u32::from(s.gdt_limit), s.gdt_base),
-        );
-        v.set_segment(save::IDTR, segment(0, 0, 0, 0));
-        v.write(save::CR0, s.cr0);
-        v.write(save::CR3, s.cr3);
-        v.write(save::CR4, s.cr4);
-        v.write(save::EFER, s.efer | EFER_LMA | EFER_SVME);
-        v.write(save::RFLAGS, (s.rflags | 2) & !(1 << 17));
-        v.write(save::RIP, s.rip);
-        v.write(save::RSP, s.rsp);
     }
 
     /// Restarts the vCPU, loaded on this CPU, in `entry` (INIT and a

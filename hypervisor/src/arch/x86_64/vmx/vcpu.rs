@@ -14,7 +14,7 @@ use crate::arch::x86_64::switch::{
     write_debug_registers,
 };
 use crate::arch::x86_64::{gdt, msr};
-use crate::vcpu::{Event, GuestError, Long64State, StartState, VcpuExit, backend_error};
+use crate::vcpu::{Event, GuestError, StartState, VcpuExit, backend_error};
 use basalt_cpu::cr::{CrState, cr4};
 use basalt_cpu::xstate::XsetbvFault;
 use basalt_frames::Owner;
@@ -176,7 +176,6 @@ fn inject_or_open_window(can_take: bool, info: u32, window: PrimaryControls) -> 
 /// NE-is-forced, WP, AM, NW, CD, PG — i.e. Basalt intercepts writes to the
 /// bits VMX fixes (NE) and shows the guest its own view.
 const CR0_PE: u64 = 1 << 0;
-const CR0_ET: u64 = 1 << 4;
 const CR0_NE: u64 = 1 << 5;
 const CR0_PG: u64 = 1 << 31;
 const CR4_VMXE: u64 = 1 << 13;
@@ -283,13 +282,7 @@ impl VmxVcpu {
         let mut this = Self {
             vmcs: vmcs_page,
             launched: false,
-            regs: GuestRegs {
-                rbx: match entry {
-                    StartState::Pvh { start_info, .. } => start_info,
-                    StartState::RealMode { .. } | StartState::Long64(_) => 0,
-                },
-                ..GuestRegs::default()
-            },
+            regs: GuestRegs::default(),
             msr_bitmap: alloc_page()?,
             io_bitmap_a: alloc_page()?,
             io_bitmap_b: alloc_page()?,
@@ -308,7 +301,6 @@ impl VmxVcpu {
             vpid,
         };
         this.init_bitmaps();
-        this.init_xsave();
         // SAFETY: a fresh VMCS region of ours, with its revision id.
         unsafe { instr::vmclear(this.vmcs) }.map_err(vm_fail)?;
         // SAFETY: as above; it is current on no other CPU.
@@ -353,14 +345,6 @@ impl VmxVcpu {
         };
         let bit = usize::from(port & 0x7fff);
         crate::mm::phys_page_mut(page)[bit / 8] &= !(1 << (bit % 8));
-    }
-
-    /// The processor's reset FPU state: a zero image (XSAVE header with no
-    /// component set restores every component's initial state) with the
-    /// legacy region's FCW = 0x37f and MXCSR = 0x1f80; the same image serves
-    /// FXRSTOR on CPUs without XSAVE.
-    fn init_xsave(&mut self) {
-        self.xsave.reset();
     }
 
     fn write_controls(
@@ -428,103 +412,28 @@ impl VmxVcpu {
         Ok(())
     }
 
+    /// The guest state of `entry`: PVH (flat 32-bit code and data, a 32-bit
+    /// TSS, paging off), real mode at cs:ip, or 64-bit mode (flat 64-bit code
+    /// and data, a busy 64-bit TSS, the given GDTR and control registers:
+    /// CR0.PG, CR4.PAE and EFER.LME were checked by the caller), with
+    /// "IA-32e mode guest" set for the last only: the vCPU may have run
+    /// 64-bit code before (a CPU the guest took offline and starts again).
     fn write_guest_state(&mut self, entry: StartState) -> Result<(), basalt_vmx::error::VmFail> {
         let n = &self.controls;
         let mut v = vmcs();
-        let (real, rip) = match entry {
-            StartState::Pvh { rip, .. } => (false, rip),
-            StartState::RealMode { ip, .. } => (true, u64::from(ip)),
-            StartState::Long64(state) => return self.write_long64_state(&state),
-        };
-        // Not in IA-32e mode: the vCPU may have run 64-bit code before (a
-        // CPU that the guest took offline and starts again with INIT and
-        // start-up IPIs, or one created with a 64-bit start state).
+        let (s, long) = (entry.registers(), matches!(entry, StartState::Long64(_)));
+        let ia32e = EntryControls::IA32E_MODE_GUEST.bits();
+        let entry_controls = n.negotiated.entry.bits() & !ia32e;
         v.write32(
             ctrl::ENTRY_CONTROLS,
-            n.negotiated.entry.bits() & !EntryControls::IA32E_MODE_GUEST.bits(),
+            entry_controls | if long { ia32e } else { 0 },
         )?;
-        let cr0 = if real { CR0_ET } else { CR0_PE | CR0_ET };
-        v.write_nat(guest::CR0, n.fix_guest_cr0(cr0))?;
-        v.write_nat(ctrl::CR0_READ_SHADOW, cr0)?;
-        v.write_nat(guest::CR4, n.fix_guest_cr4(0))?;
-        v.write_nat(ctrl::CR4_READ_SHADOW, 0)?;
-        v.write_nat(guest::CR3, 0)?;
-        v.write_nat(guest::DR7, 0x400)?;
-        let real_cs = match entry {
-            StartState::RealMode { cs, .. } => cs,
-            _ => 0,
-        };
-        v.write_nat(guest::RSP, if real && real_cs == 0 { rip } else { 0 })?;
-        v.write_nat(guest::RIP, rip)?;
-        v.write_nat(guest::RFLAGS, 0x2)?;
-        v.write64(guest::IA32_EFER, 0)?;
-        v.write64(guest::IA32_PAT, 0x0007_0406_0007_0406)?;
-        v.write64(guest::IA32_DEBUGCTL, 0)?;
-        v.write64(guest::VMCS_LINK_POINTER, u64::MAX)?;
-        v.write32(guest::INTERRUPTIBILITY_STATE, 0)?;
-        v.write32(guest::ACTIVITY_STATE, 0)?;
-        v.write_nat(guest::PENDING_DEBUG_EXCEPTIONS, 0)?;
-        v.write32(guest::IA32_SYSENTER_CS, 0)?;
-        v.write_nat(guest::IA32_SYSENTER_ESP, 0)?;
-        v.write_nat(guest::IA32_SYSENTER_EIP, 0)?;
-        // PVH: flat 32-bit code and data segments, a 32-bit TSS.
-        let (code, data, limit, cs, ds, tr) = if real {
-            (
-                AccessRights::REAL_MODE_CODE.0,
-                AccessRights::REAL_MODE_DATA.0,
-                0xffff,
-                0,
-                0,
-                0,
-            )
-        } else {
-            (
-                AccessRights::CODE32.0,
-                AccessRights::DATA32.0,
-                u32::MAX,
-                0x10,
-                0x18,
-                0x20,
-            )
-        };
-        write_flat_segments(&mut v, (cs, code), (ds, data), limit, tr)?;
-        if real {
-            // As after RESET or INIT (SDM Vol. 3A 10.1.1, table 10-1): GDTR
-            // and IDTR at base 0 with limit 0xFFFF, so a real-mode guest
-            // takes interrupts and exceptions through the vector table at
-            // address 0 (with limit 0 each would be a triple fault).
-            v.write32(guest::GDTR_LIMIT, 0xffff)?;
-            v.write32(guest::IDTR_LIMIT, 0xffff)?;
-        }
-        if real_cs != 0 {
-            v.write16(guest::CS_SELECTOR, real_cs)?;
-            v.write_nat(guest::CS_BASE, u64::from(real_cs) << 4)?;
-        }
-        let rbx = match entry {
-            StartState::Pvh { start_info, .. } => start_info,
-            _ => 0,
-        };
-        self.reset_software_state(GuestRegs {
-            rbx,
-            ..GuestRegs::default()
-        });
-        Ok(())
-    }
-
-    /// Guest state for a vCPU started in 64-bit mode: flat 64-bit code and
-    /// data, a busy 64-bit TSS, the given GDTR and control registers (CR0.PG, CR4.PAE
-    /// and EFER.LME were checked by the caller), "IA-32e mode guest" on.
-    fn write_long64_state(&mut self, s: &Long64State) -> Result<(), basalt_vmx::error::VmFail> {
-        let n = &self.controls;
-        let mut v = vmcs();
         v.write_nat(guest::CR0, n.fix_guest_cr0(s.cr0))?;
         v.write_nat(ctrl::CR0_READ_SHADOW, s.cr0)?;
         v.write_nat(guest::CR4, n.fix_guest_cr4(s.cr4))?;
         v.write_nat(ctrl::CR4_READ_SHADOW, s.cr4)?;
         v.write_nat(guest::CR3, s.cr3)?;
-        v.write64(guest::IA32_EFER, s.efer | (1 << 10))?;
-        let entry = n.negotiated.entry.bits() | EntryControls::IA32E_MODE_GUEST.bits();
-        v.write32(ctrl::ENTRY_CONTROLS, entry)?;
+        v.write64(guest::IA32_EFER, s.efer)?;
         v.write_nat(guest::DR7, 0x400)?;
         v.write_nat(guest::RSP, s.rsp)?;
         v.write_nat(guest::RIP, s.rip)?;
@@ -535,25 +444,36 @@ impl VmxVcpu {
         v.write32(guest::INTERRUPTIBILITY_STATE, 0)?;
         v.write32(guest::ACTIVITY_STATE, 0)?;
         v.write_nat(guest::PENDING_DEBUG_EXCEPTIONS, 0)?;
-        write_flat_segments(
-            &mut v,
-            (0x10, AccessRights::CODE64.0),
-            (0x18, AccessRights::DATA32.0),
-            u32::MAX,
-            0x20,
-        )?;
-        v.write_nat(guest::GDTR_BASE, s.gdt_base)?;
-        v.write32(guest::GDTR_LIMIT, u32::from(s.gdt_limit))?;
-        self.reset_software_state(GuestRegs {
-            rax: s.rax,
-            rbx: s.rbx,
-            rcx: s.rcx,
-            rdx: s.rdx,
-            rsi: s.rsi,
-            rdi: s.rdi,
-            rbp: s.rbp,
-            ..GuestRegs::default()
-        });
+        v.write32(guest::IA32_SYSENTER_CS, 0)?;
+        v.write_nat(guest::IA32_SYSENTER_ESP, 0)?;
+        v.write_nat(guest::IA32_SYSENTER_EIP, 0)?;
+        match entry {
+            StartState::Pvh { .. } => {
+                let (code, data) = (AccessRights::CODE32.0, AccessRights::DATA32.0);
+                write_flat_segments(&mut v, (0x10, code), (0x18, data), u32::MAX, 0x20)?;
+            }
+            StartState::RealMode { cs, .. } => {
+                let (code, data) = (
+                    AccessRights::REAL_MODE_CODE.0,
+                    AccessRights::REAL_MODE_DATA.0,
+                );
+                write_flat_segments(&mut v, (cs, code), (0, data), 0xffff, 0)?;
+                v.write_nat(guest::CS_BASE, u64::from(cs) << 4)?;
+                // As after RESET or INIT (SDM Vol. 3A 10.1.1, table 10-1): GDTR
+                // and IDTR at base 0 with limit 0xFFFF, so a real-mode guest
+                // takes interrupts and exceptions through the vector table at
+                // address 0 (with limit 0 each would be a triple fault).
+                v.write32(guest::GDTR_LIMIT, 0xffff)?;
+                v.write32(guest::IDTR_LIMIT, 0xffff)?;
+            }
+            StartState::Long64(_) => {
+                let (code, data) = (AccessRights::CODE64.0, AccessRights::DATA32.0);
+                write_flat_segments(&mut v, (0x10, code), (0x18, data), u32::MAX, 0x20)?;
+                v.write_nat(guest::GDTR_BASE, s.gdt_base)?;
+                v.write32(guest::GDTR_LIMIT, u32::from(s.gdt_limit))?;
+            }
+        }
+        self.reset_software_state(s.gprs());
         Ok(())
     }
 
@@ -563,7 +483,7 @@ impl VmxVcpu {
     fn reset_software_state(&mut self, regs: GuestRegs) {
         self.regs = regs;
         self.tpr = 0;
-        self.init_xsave();
+        self.xsave.reset();
         self.xcr0 = 1;
         self.msrs = [0; 6];
         self.debug = [0, 0, 0, 0, 0xffff_0ff0];
