@@ -388,6 +388,50 @@ pub struct CpuidContext {
     pub tsc_hz: u64,
 }
 
+/// CPUID for a vCPU whose general registers are `regs` (RAX and RCX in,
+/// RAX-RDX out), answered by the guest CPU model; CR4.OSXSAVE is read
+/// (`osxsave`) only for the leaves that depend on it.
+#[inline(always)]
+pub fn cpuid(
+    regs: &mut crate::arch::x86_64::gprs::GuestRegs,
+    context: &CpuidContext,
+    xcr0: u64,
+    osxsave: impl Fn() -> bool,
+) {
+    let inputs = CpuidInputs {
+        context,
+        xcr0,
+        osxsave,
+    };
+    let r = guest_cpu().cpuid(regs.rax as u32, regs.rcx as u32, &inputs);
+    [regs.rax, regs.rbx, regs.rcx, regs.rdx] = r.map(u64::from);
+}
+
+/// What a CPUID answer of a vCPU depends on.
+struct CpuidInputs<'a, F> {
+    context: &'a CpuidContext,
+    xcr0: u64,
+    osxsave: F,
+}
+
+impl<F: Fn() -> bool> basalt_cpu::cpuid::VcpuState for CpuidInputs<'_, F> {
+    fn signature(&self) -> [u8; 12] {
+        self.context.signature
+    }
+    fn apic_id(&self) -> u32 {
+        self.context.apic_id
+    }
+    fn tsc_hz(&self) -> u64 {
+        self.context.tsc_hz
+    }
+    fn osxsave(&self) -> bool {
+        (self.osxsave)()
+    }
+    fn xcr0(&self) -> u64 {
+        self.xcr0
+    }
+}
+
 static GUEST_CPU: spin::Once<basalt_cpu::cpuid::GuestCpu> = spin::Once::new();
 
 /// The CPU every guest sees (docs/platform.md, "CPUID"): the host's CPUID

@@ -837,13 +837,9 @@ impl SvmVcpu {
     /// CPUID with the guest's RAX and RCX, by the domain's CPUID policy.
     #[inline(always)]
     pub fn cpuid(&mut self) {
-        let leaf = self.regs.rax as u32;
-        let sub = self.regs.rcx as u32;
-        let r = self.guest_cpu.cpuid(leaf, sub, &CpuidInputs(self));
-        self.regs.rax = u64::from(r[0]);
-        self.regs.rbx = u64::from(r[1]);
-        self.regs.rcx = u64::from(r[2]);
-        self.regs.rdx = u64::from(r[3]);
+        let vmcb_pa = self.vmcb;
+        let osxsave = || vmcb(vmcb_pa).read(save::CR4) & cr4::OSXSAVE != 0;
+        crate::vcpu::cpuid(&mut self.regs, &self.cpuid, self.xcr0, osxsave);
     }
 
     /// The guest's control-register state, for the architectural checks.
@@ -1300,25 +1296,4 @@ fn xgetbv0() -> u64 {
         core::arch::asm!("xgetbv", in("ecx") 0u32, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags));
     }
     (u64::from(hi) << 32) | u64::from(lo)
-}
-
-/// What a CPUID answer of this vCPU depends on.
-struct CpuidInputs<'a>(&'a SvmVcpu);
-
-impl basalt_cpu::cpuid::VcpuState for CpuidInputs<'_> {
-    fn signature(&self) -> [u8; 12] {
-        self.0.cpuid.signature
-    }
-    fn apic_id(&self) -> u32 {
-        self.0.cpuid.apic_id
-    }
-    fn tsc_hz(&self) -> u64 {
-        self.0.cpuid.tsc_hz
-    }
-    fn osxsave(&self) -> bool {
-        vmcb(self.0.vmcb).read(save::CR4) & cr4::OSXSAVE != 0
-    }
-    fn xcr0(&self) -> u64 {
-        self.0.xcr0
-    }
 }

@@ -1050,13 +1050,8 @@ impl VmxVcpu {
     /// CPUID with the guest's RAX and RCX, by the domain's CPUID policy.
     #[inline(always)]
     pub fn cpuid(&mut self) {
-        let leaf = self.regs.rax as u32;
-        let sub = self.regs.rcx as u32;
-        let r = self.guest_cpu.cpuid(leaf, sub, &CpuidInputs(self));
-        self.regs.rax = u64::from(r[0]);
-        self.regs.rbx = u64::from(r[1]);
-        self.regs.rcx = u64::from(r[2]);
-        self.regs.rdx = u64::from(r[3]);
+        let osxsave = || Self::guest_cr4() & cr4::OSXSAVE != 0;
+        crate::vcpu::cpuid(&mut self.regs, &self.cpuid, self.xcr0, osxsave);
     }
 
     /// CR0 as the guest sees it: its own bits from the VMCS, the bits
@@ -1069,7 +1064,7 @@ impl VmxVcpu {
     }
 
     /// CR4 as the guest sees it (see [`Self::guest_cr0`]).
-    fn guest_cr4(&self) -> u64 {
+    fn guest_cr4() -> u64 {
         let v = vmcs();
         let mask = v.read_nat(ctrl::CR4_GUEST_HOST_MASK).unwrap_or(0);
         (v.read_nat(guest::CR4).unwrap_or(0) & !mask)
@@ -1082,7 +1077,7 @@ impl VmxVcpu {
         CrState {
             cr0: self.guest_cr0(),
             cr3: v.read_nat(guest::CR3).unwrap_or(0),
-            cr4: self.guest_cr4(),
+            cr4: Self::guest_cr4(),
             efer: v.read64(guest::IA32_EFER).unwrap_or(0),
             cs_l: v.read32(guest::CS_ACCESS_RIGHTS).unwrap_or(0) & (1 << 13) != 0,
         }
@@ -1155,7 +1150,7 @@ impl VmxVcpu {
 
     /// XSETBV, checked by the XSAVE policy ([`guest_xsetbv`]).
     fn xsetbv(&mut self) {
-        let osxsave = self.guest_cr4() & cr4::OSXSAVE != 0;
+        let osxsave = Self::guest_cr4() & cr4::OSXSAVE != 0;
         match guest_xsetbv(&self.regs, self.cpl(), osxsave) {
             Ok(value) => {
                 self.xcr0 = value;
@@ -1164,27 +1159,5 @@ impl VmxVcpu {
             Err(XsetbvFault::Ud) => self.inject_ud(),
             Err(XsetbvFault::Gp) => self.inject_gp(),
         }
-    }
-}
-
-/// What a CPUID answer of this vCPU depends on, read only when the leaf
-/// needs it.
-struct CpuidInputs<'a>(&'a VmxVcpu);
-
-impl basalt_cpu::cpuid::VcpuState for CpuidInputs<'_> {
-    fn signature(&self) -> [u8; 12] {
-        self.0.cpuid.signature
-    }
-    fn apic_id(&self) -> u32 {
-        self.0.cpuid.apic_id
-    }
-    fn tsc_hz(&self) -> u64 {
-        self.0.cpuid.tsc_hz
-    }
-    fn osxsave(&self) -> bool {
-        self.0.guest_cr4() & cr4::OSXSAVE != 0
-    }
-    fn xcr0(&self) -> u64 {
-        self.0.xcr0
     }
 }
