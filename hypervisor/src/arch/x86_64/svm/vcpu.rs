@@ -1259,19 +1259,12 @@ impl SvmVcpu {
             v.read(save::DR7),
             v.read(save::G_PAT),
         );
-        for (name, off) in [
-            ("CS", save::CS),
-            ("SS", save::SS),
-            ("DS", save::DS),
-            ("ES", save::ES),
-            ("FS", save::FS),
-            ("GS", save::GS),
-            ("LDTR", save::LDTR),
-            ("TR", save::TR),
-            ("GDTR", save::GDTR),
-            ("IDTR", save::IDTR),
-        ] {
-            let s = v.segment(off);
+        // The state-save area's segments, 16 bytes each from ES on.
+        let names = [
+            "ES", "CS", "SS", "DS", "FS", "GS", "GDTR", "LDTR", "IDTR", "TR",
+        ];
+        for (i, name) in (0u16..).zip(names) {
+            let s = v.segment(save::ES + 16 * i);
             let _ = writeln!(
                 out,
                 "  {name} sel {:#x} attrib {:#x} limit {:#x} base {:#x}",
