@@ -209,6 +209,12 @@ fn act(
             dc::encode_sched(p.weight, p.cap, reply);
             Ok(0)
         }
+        Request::Physinfo => {
+            let st = crate::mm::stats().ok_or(Errno(errno::EINVAL))?;
+            let cpus = crate::arch::x86_64::percpu::online_count() as u32;
+            dc::encode_physinfo(st.total_frames * 4096, st.free_frames * 4096, cpus, reply);
+            Ok(0)
+        }
         Request::ConsoleWrite(bytes) => {
             let d = target(id)?;
             d.platform.console.input.lock().write(bytes);

@@ -256,6 +256,16 @@ impl Daemon {
                 self.store.set_state(&name, None)?;
                 Ok(said(format!("VM {name} (domain {id}) destroyed")))
             }
+            Op::Info { name } => {
+                let _held = self.locked();
+                self.definition(&name)?;
+                let text = self.store.definition(&name)?.unwrap_or_default();
+                let domain = self.status(&Hypervisor::open()?.list()?, &name)?;
+                Ok(Answer {
+                    message: text,
+                    vms: vec![Vm { name, domain }],
+                })
+            }
             Op::List => {
                 let _held = self.locked();
                 let domains = Hypervisor::open()?.list()?;

@@ -10,6 +10,8 @@
 //!                          and `privcmd_list_ticks=`, TSC ticks per call)
 //! basalt tsc               print this CPU's time stamp counter (`tsc=N`; dom0's /init
 //!                          prints it before the shell prompt, for `cargo xtask bench dom0`)
+//! basalt info              the host's memory (total, free for domains) and CPUs
+//! basalt info NAME|ID      a domain's state and resources, and the VM's stored definition
 //! basalt pause NAME|ID     hold a domain's vCPUs off the CPUs
 //! basalt unpause NAME|ID   let it run again
 //! basalt shutdown ID       press its power button
@@ -53,7 +55,7 @@ use std::io::{self, BufRead as _, Write as _};
 use std::process::ExitCode;
 
 const USAGE: &str = "usage: basalt list [--repeat N] | tsc | pause NAME|ID | unpause NAME|ID | shutdown ID | \
-                     reboot NAME|ID | destroy ID | console NAME|ID [--history] (Ctrl-] detaches) | sched ID [weight W] [cap C] | \
+                     reboot NAME|ID | info [NAME|ID] | destroy ID | console NAME|ID [--history] (Ctrl-] detaches) | sched ID [weight W] [cap C] | \
                      create NAME MIB KERNEL [ARGS...] | create FILE.toml | define FILE.toml | \
                      start NAME | shutdown NAME [--wait S] | destroy NAME | undefine NAME";
 
@@ -70,6 +72,8 @@ enum Command {
     Help,
     /// Print the time stamp counter.
     Tsc,
+    /// The host's resources, or one domain's or VM's details.
+    Info(Option<String>),
     /// Attach to a domain's console (by name or id), or print its history only.
     Console(String, bool),
     /// Show, or set then show, a domain's weight and cap.
@@ -137,6 +141,8 @@ fn parse(args: &[String]) -> Result<Command, String> {
         }),
         [] | ["help" | "-h" | "--help"] => Ok(Command::Help),
         ["tsc"] => Ok(Command::Tsc),
+        ["info"] => Ok(Command::Info(None)),
+        ["info", target] => Ok(Command::Info(Some(target.to_string()))),
         ["console", target] => Ok(Command::Console(target.to_string(), false)),
         ["console", target, "--history"] => Ok(Command::Console(target.to_string(), true)),
         ["create", file] => Ok(Command::CreateFile(file.to_string())),
@@ -336,23 +342,54 @@ impl Hypervisor {
     /// said plainly.
     fn create(&mut self, new: &dc::CreateArgs) -> Result<(u64, Vec<u8>), String> {
         let name = new.name.as_str().to_string();
-        self.raw_call(0, &Request::Create(*new))?
-            .map_err(|errno| match i64::from(errno) {
-                dc::errno::EEXIST => format!(
-                    "a domain named {name:?} exists already (`basalt list`); choose another name"
-                ),
-                dc::errno::ENOMEM => format!(
-                    "not enough free memory for {name:?}'s {} MiB: `basalt list` shows what the \
-                     domains hold; stop one or ask for less",
-                    new.memory >> 20
-                ),
-                dc::errno::EINVAL => format!(
-                    "the hypervisor refused {name:?}: its memory (MiB, a multiple of 2 from 2 to \
+        let answer = self.raw_call(0, &Request::Create(*new))?;
+        // What is free, and who holds memory: for the message of a refusal for memory.
+        let free = match answer {
+            Err(e) if i64::from(e) == dc::errno::ENOMEM => {
+                let free = self.physinfo().map_or(String::new(), |p| {
+                    format!(
+                        "{} MiB free (of {} MiB for domains); ",
+                        p.1 >> 20,
+                        p.0 >> 20
+                    )
+                });
+                let held: Vec<String> = self
+                    .list()
+                    .unwrap_or_default()
+                    .iter()
+                    .filter(|d| d.flags & dc::info_flags::CONTROL == 0)
+                    .map(|d| format!("{} {} MiB", d.name.as_str(), d.memory >> 20))
+                    .collect();
+                if held.is_empty() {
+                    free
+                } else {
+                    format!("{free}the domains hold: {}; ", held.join(", "))
+                }
+            }
+            _ => String::new(),
+        };
+        answer.map_err(|errno| match i64::from(errno) {
+            dc::errno::EEXIST => format!(
+                "a domain named {name:?} exists already (`basalt list`); choose another name"
+            ),
+            dc::errno::ENOMEM => format!(
+                "not enough free memory for {name:?}'s {} MiB: {free}stop one (`basalt \
+                     shutdown NAME`) or ask for less",
+                new.memory >> 20
+            ),
+            dc::errno::EINVAL => format!(
+                "the hypervisor refused {name:?}: its memory (MiB, a multiple of 2 from 2 to \
                      3072), vCPUs (1 to {}) or CPU pinning (no online CPU named)",
-                    dc::MAX_VCPUS
-                ),
-                _ => call_error(errno, 0),
-            })
+                dc::MAX_VCPUS
+            ),
+            _ => call_error(errno, 0),
+        })
+    }
+
+    /// The host's memory, what is free for domains (bytes), and its online CPUs.
+    fn physinfo(&mut self) -> Result<(u64, u64, u32), String> {
+        let (_, r) = self.call(0, &Request::Physinfo)?;
+        dc::decode_physinfo(&r).ok_or_else(|| "the hypervisor's physinfo reply is malformed".into())
     }
 
     /// Every domain, by increasing id.
@@ -379,6 +416,72 @@ impl Hypervisor {
         }
         Ok(all)
     }
+}
+
+/// `basalt info NAME|ID`: the domain as ring 0 sees it (when it exists), then the VM's
+/// stored definition (when basaltd knows it).
+fn info(target: &str) -> Result<(), String> {
+    let mut hv = Hypervisor::open()?;
+    let domain = console::resolve(&mut hv, target).ok();
+    let vm = match ask_daemon(&proto::Op::Info {
+        name: domain.as_ref().map_or(target, |d| d.1.as_str()).to_string(),
+    }) {
+        Some(Ok(answer)) => Some(answer),
+        Some(Err(e)) if domain.is_none() => return Err(e),
+        _ => None,
+    };
+    if let Some((id, _)) = &domain {
+        let d = hv
+            .list()?
+            .into_iter()
+            .find(|d| d.id == *id)
+            .ok_or_else(|| format!("domain {id} ended meanwhile"))?;
+        let pinned = if d.affinity == 0 {
+            "any".to_string()
+        } else {
+            (0..64)
+                .filter(|c| d.affinity >> c & 1 == 1)
+                .map(|c: u32| c.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        println!(
+            "domain {} ({}): {}, {} MiB, {} vCPU(s), CPU time {:.1} s, weight {} cap {}, CPUs {pinned}{}",
+            d.id,
+            d.name.as_str(),
+            d.state.as_str(),
+            d.memory >> 20,
+            d.vcpus,
+            d.cpu_time_ns as f64 / 1e9,
+            d.weight,
+            d.cap,
+            if d.flags & dc::info_flags::XEN != 0 {
+                ", Xen's interface"
+            } else {
+                ""
+            },
+        );
+    }
+    match vm {
+        Some(a) => {
+            let state = match a.vms.first().and_then(|v| v.domain) {
+                Some(id) => format!("running as domain {id}"),
+                None => "stopped".into(),
+            };
+            println!(
+                "VM {} ({state}), defined as:\n{}",
+                a.vms.first().map_or(target, |v| &v.name),
+                a.message.trim_end()
+            );
+        }
+        None if domain.is_none() => {
+            return Err(format!(
+                "no domain or VM named {target:?} (`basalt list` shows them)"
+            ));
+        }
+        None => {}
+    }
+    Ok(())
 }
 
 /// `basalt list`'s table: the control domain first, then by id; memory in
@@ -413,6 +516,16 @@ fn run(args: &[String]) -> Result<(), String> {
             println!("{USAGE}");
             Ok(())
         }
+        Command::Info(None) => {
+            let (total, free, cpus) = Hypervisor::open()?.physinfo()?;
+            println!(
+                "host: {} MiB of memory for domains, {} MiB of it free; {cpus} CPUs online",
+                total >> 20,
+                free >> 20
+            );
+            Ok(())
+        }
+        Command::Info(Some(target)) => info(&target),
         Command::List { repeat } => {
             let mut hv = Hypervisor::open()?;
             print!("{}", format_list(&hv.list()?));

@@ -37,6 +37,8 @@ pub enum Op {
     List,
     /// Forget a stopped VM.
     Undefine { name: String },
+    /// A VM's stored definition (the answer's message) and state.
+    Info { name: String },
 }
 
 /// A request on the wire.

@@ -172,11 +172,13 @@ pub enum SubOp {
     ConsoleRead = 11,
     /// Type bytes into a domain's console input.
     ConsoleWrite = 12,
+    /// The host's memory and CPUs.
+    Physinfo = 13,
 }
 
 impl SubOp {
     /// Every sub-op, in number order.
-    pub const ALL: [SubOp; 12] = [
+    pub const ALL: [SubOp; 13] = [
         SubOp::Create,
         SubOp::Populate,
         SubOp::SetVcpuStart,
@@ -189,6 +191,7 @@ impl SubOp {
         SubOp::Sched,
         SubOp::ConsoleRead,
         SubOp::ConsoleWrite,
+        SubOp::Physinfo,
     ];
 
     /// The sub-op numbered `n`.
@@ -202,7 +205,7 @@ impl SubOp {
             SubOp::Create => 64,
             SubOp::Populate => 24,
             SubOp::SetVcpuStart => 56,
-            SubOp::Unpause | SubOp::Pause | SubOp::Destroy | SubOp::GetInfo => 0,
+            SubOp::Unpause | SubOp::Pause | SubOp::Destroy | SubOp::GetInfo | SubOp::Physinfo => 0,
             SubOp::Shutdown | SubOp::List | SubOp::Sched | SubOp::ConsoleWrite => 8,
             SubOp::ConsoleRead => 16,
         }
@@ -461,6 +464,26 @@ pub enum Request<'a> {
     /// `console_write`: request: count (u32, 1 to [`MAX_CONSOLE_WRITE`]), 4 reserved bytes,
     /// then the bytes. The result is how many the domain's input ring took.
     ConsoleWrite(&'a [u8]),
+    /// `physinfo` (any domain id): no payload; reply ([`PHYSINFO_SIZE`] bytes): the memory
+    /// Basalt manages for domains in bytes (u64; not the control domain's own RAM, which it
+    /// holds from boot), what of it is free (u64), online CPUs (u32), 4 reserved bytes.
+    Physinfo,
+}
+
+/// Bytes of a `physinfo` reply.
+pub const PHYSINFO_SIZE: usize = 24;
+
+/// Writes a `physinfo` reply: the host's memory and what is free (bytes), online CPUs.
+pub fn encode_physinfo(total: u64, free: u64, cpus: u32, reply: &mut [u8]) {
+    put_u64(reply, 0, total);
+    put_u64(reply, 8, free);
+    put_u32(reply, 16, cpus);
+}
+
+/// Reads a `physinfo` reply; `None` if it is short.
+pub fn decode_physinfo(reply: &[u8]) -> Option<(u64, u64, u32)> {
+    let r = reply.get(..PHYSINFO_SIZE)?;
+    Some((get_u64(r, 0), get_u64(r, 8), get_u32(r, 16)))
 }
 
 impl Request<'_> {
@@ -479,6 +502,7 @@ impl Request<'_> {
             Request::Sched(_) => SubOp::Sched,
             Request::ConsoleRead { .. } => SubOp::ConsoleRead,
             Request::ConsoleWrite(_) => SubOp::ConsoleWrite,
+            Request::Physinfo => SubOp::Physinfo,
         }
     }
 
@@ -498,6 +522,7 @@ pub fn reply_size(request: &Request<'_>) -> usize {
         Request::Create(_) | Request::Sched(_) => 8,
         Request::List { max, .. } => 8 + *max as usize * INFO_SIZE,
         Request::GetInfo => INFO_SIZE,
+        Request::Physinfo => PHYSINFO_SIZE,
         Request::ConsoleRead { max, .. } => CONSOLE_READ_HEAD + *max as usize,
         _ => 0,
     }
@@ -656,6 +681,7 @@ pub fn decode(buf: &[u8]) -> Result<(u32, Request<'_>), Errno> {
         SubOp::Pause => Request::Pause,
         SubOp::Destroy => Request::Destroy,
         SubOp::GetInfo => Request::GetInfo,
+        SubOp::Physinfo => Request::Physinfo,
         SubOp::Shutdown => {
             let reason = get_u32(p, 0);
             if get_u32(p, 4) != 0 || !matches!(reason, shutdown::POWEROFF | shutdown::REBOOT) {
@@ -757,7 +783,11 @@ pub fn encode(domain: u32, request: &Request<'_>, out: &mut [u8]) -> Result<usiz
             put_u64(p, 40, s.gdt_base);
             put_u32(p, 48, s.gdt_limit);
         }
-        Request::Unpause | Request::Pause | Request::Destroy | Request::GetInfo => {}
+        Request::Unpause
+        | Request::Pause
+        | Request::Destroy
+        | Request::GetInfo
+        | Request::Physinfo => {}
         Request::Shutdown { reason } => put_u32(p, 0, reason),
         Request::List { first, max } => {
             put_u32(p, 0, first);

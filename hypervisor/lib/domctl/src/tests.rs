@@ -109,7 +109,7 @@ fn header_errors_come_in_order() {
     let mut b = good;
     b[12] = 1;
     assert_eq!(decode(&b), Err(Errno(errno::EINVAL)));
-    for op in [0u32, 13, u32::MAX] {
+    for op in [0u32, 14, u32::MAX] {
         let mut b = good;
         b[4..8].copy_from_slice(&op.to_le_bytes());
         assert_eq!(decode(&b), Err(Errno(errno::ENOSYS)), "op {op}");
@@ -123,9 +123,10 @@ fn short_payloads_and_small_buffers_are_refused() {
         b[..4].copy_from_slice(&INTERFACE_VERSION.to_le_bytes());
         b[4..8].copy_from_slice(&(op as u32).to_le_bytes());
         let r = decode(&b);
-        if op.request_size() == 0 && op != SubOp::GetInfo {
+        let replies = matches!(op, SubOp::GetInfo | SubOp::Physinfo);
+        if op.request_size() == 0 && !replies {
             assert!(r.is_ok(), "{op:?}");
-        } else if op == SubOp::GetInfo {
+        } else if replies {
             assert_eq!(r, Err(Errno(errno::ENOBUFS)), "{op:?}");
         } else {
             assert_eq!(r, Err(Errno(errno::EINVAL)), "{op:?}");
@@ -431,4 +432,16 @@ fn hypercall_number_is_reachable_through_privcmd() {
     ] {
         assert!(r.buffer_size() <= MAX_BUFFER);
     }
+}
+
+#[test]
+fn physinfo_round_trip() {
+    let mut b = [0u8; HEADER_SIZE + PHYSINFO_SIZE];
+    let n = encode(0, &Request::Physinfo, &mut b).unwrap();
+    assert_eq!(n, HEADER_SIZE + PHYSINFO_SIZE);
+    assert_eq!(decode(&b[..n]), Ok((0, Request::Physinfo)));
+    let mut reply = [0u8; PHYSINFO_SIZE];
+    encode_physinfo(1 << 30, 600 << 20, 2, &mut reply);
+    assert_eq!(decode_physinfo(&reply), Some((1 << 30, 600 << 20, 2)));
+    assert_eq!(decode_physinfo(&reply[..20]), None);
 }
