@@ -130,11 +130,6 @@ impl Mapping {
         self.ptr.as_ptr()
     }
 
-    /// Its length in bytes.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
     /// The first page as 512 shared 64-bit words: the ioreq page, which
     /// the hypervisor reads and writes at the same time as we do.
     pub fn words(&self) -> &[AtomicU64] {
@@ -181,9 +176,10 @@ pub fn map_resource(
 }
 
 /// The guest frames `0..pages` of domain `dom`, mapped at one range
-/// (MMAPBATCH_V2, Xen's `add_to_physmap_batch(gmfn_foreign)`): all or an
-/// error naming the first frame refused.
-pub fn map_foreign(privcmd: &Privcmd, dom: u16, pages: usize) -> io::Result<Mapping> {
+/// (MMAPBATCH_V2, Xen's `add_to_physmap_batch(gmfn_foreign)`), and which
+/// of them the hypervisor mapped (a frame the guest does not have is left
+/// out, with its errno in `err`, and never touched here).
+fn map_foreign(privcmd: &Privcmd, dom: u16, pages: usize) -> io::Result<(Mapping, Vec<bool>)> {
     let map = Mapping::new(privcmd, pages)?;
     let frames: Vec<u64> = (0..pages as u64).collect();
     let mut errs = vec![0i32; pages];
@@ -197,14 +193,13 @@ pub fn map_foreign(privcmd: &Privcmd, dom: u16, pages: usize) -> io::Result<Mapp
     // SAFETY: MMAPBATCH_V2's argument is a `privcmd_mmapbatch_v2`: `addr` is
     // our fresh privcmd mapping of `num` pages, `arr` and `err` hold `num`
     // entries each and live across the call.
-    unsafe { privcmd.ioctl(IOCTL_PRIVCMD_MMAPBATCH_V2, &mut arg) }?;
-    match errs.iter().position(|&e| e != 0) {
-        Some(i) => Err(io::Error::other(format!(
-            "guest frame {i:#x}: {}",
-            io::Error::from_raw_os_error(-errs[i])
-        ))),
-        None => Ok(map),
+    match unsafe { privcmd.ioctl(IOCTL_PRIVCMD_MMAPBATCH_V2, &mut arg) } {
+        // privcmd answers -ENOENT when a frame was paged out, with `err`
+        // filled in as for the other per-frame errors.
+        Err(e) if e.raw_os_error() != Some(libc::ENOENT) => return Err(e),
+        _ => {}
     }
+    Ok((map, errs.iter().map(|&e| e == 0).collect()))
 }
 
 /// `/dev/xen/evtchn`: event channels of this process.
@@ -292,30 +287,69 @@ pub struct GuestRam {
 
 impl GuestRam {
     /// Frames `0..pages` of domain `dom` ([`map_foreign`]) at guest
-    /// address 0.
+    /// address 0: one vm-memory region per run of mapped frames, so that a
+    /// frame the guest does not have is outside guest memory here too.
     pub fn map(privcmd: &Privcmd, dom: u16, pages: usize) -> io::Result<GuestRam> {
         use vm_memory::{GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
-        let map = map_foreign(privcmd, dom, pages)?;
-        // SAFETY: `map` is a live shared read-write mapping of exactly this
-        // range, made with these flags, and it outlives the region: both are
-        // owned by the `GuestRam`, which drops `mem` first.
-        let region = unsafe {
-            MmapRegion::build_raw(
-                map.as_ptr(),
-                map.len(),
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-            )
+        let (map, mapped) = map_foreign(privcmd, dom, pages)?;
+        let mut regions = Vec::new();
+        for (first, count) in runs(&mapped) {
+            // SAFETY: `map` is a live shared read-write mapping made with
+            // these flags, the run lies inside it and the hypervisor filled
+            // every frame of it; `map` outlives the region: both are owned
+            // by the `GuestRam`, which drops `mem` first.
+            let region = unsafe {
+                MmapRegion::build_raw(
+                    map.as_ptr().wrapping_add(first * PAGE),
+                    count * PAGE,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED,
+                )
+            }
+            .map_err(io::Error::other)?;
+            let at = GuestAddress((first * PAGE) as u64);
+            regions.push(
+                GuestRegionMmap::new(region, at)
+                    .ok_or_else(|| io::Error::other("guest RAM does not fit the address space"))?,
+            );
         }
-        .map_err(io::Error::other)?;
-        let region = GuestRegionMmap::new(region, GuestAddress(0))
-            .ok_or_else(|| io::Error::other("guest RAM does not fit the address space"))?;
-        let mem = GuestMemoryMmap::from_regions(vec![region]).map_err(io::Error::other)?;
+        let mem = GuestMemoryMmap::from_regions(regions).map_err(|e| {
+            io::Error::other(format!(
+                "{e} (the hypervisor mapped none of the guest's frames)"
+            ))
+        })?;
         Ok(GuestRam { mem, _map: map })
     }
 
     /// The memory.
     pub fn mem(&self) -> &vm_memory::GuestMemoryMmap {
         &self.mem
+    }
+}
+
+/// The runs of `true` in `mapped`: (first index, length).
+pub fn runs(mapped: &[bool]) -> Vec<(usize, usize)> {
+    let mut out: Vec<(usize, usize)> = Vec::new();
+    for (i, _) in mapped.iter().enumerate().filter(|(_, m)| **m) {
+        match out.last_mut() {
+            Some((first, n)) if *first + *n == i => *n += 1,
+            _ => out.push((i, 1)),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn runs_of_mapped_frames() {
+        let t = true;
+        let f = false;
+        assert_eq!(
+            super::runs(&[t, t, f, t, f, f, t, t, t]),
+            vec![(0, 2), (3, 1), (6, 3)]
+        );
+        assert_eq!(super::runs(&[f, f]), vec![]);
+        assert_eq!(super::runs(&[]), vec![]);
     }
 }
