@@ -307,7 +307,7 @@ fn serve(
     dm_op(
         privcmd,
         dom,
-        "map PCI 0000:00:N.0",
+        &format!("map PCI 0000:00:{:02x}.0", a.slot),
         &mut ioreq::io_range(
             true,
             id,
