@@ -12,6 +12,8 @@ use super::hypercall::{self, After, SchedOps};
 use crate::hvm::vdev::IoEffect;
 use crate::hvm::{mmio, strio, vapic, vdev};
 use crate::vcpu::{Event, GuestError, VcpuExit, gpr};
+
+pub mod ioreq;
 use core::fmt::Write as _;
 
 /// What the run loop does after an exit.
@@ -58,6 +60,9 @@ pub fn handle(v: &mut Running<'_>, exit: VcpuExit, ops: &impl SchedOps) -> Next 
         }
         VcpuExit::IoOut { port, size, value } => {
             log::trace!("d{}: out{size} {port:#x} <- {value:#x}", v.domain.id);
+            if let Some(next) = ioreq::port(v, port, size, Some(value)) {
+                return next;
+            }
             let effect = vdev::io_out(&v.domain.platform, port, size, value);
             if effect == IoEffect::Retry {
                 // The console is full: the OUT runs again after a yield.
@@ -74,6 +79,18 @@ pub fn handle(v: &mut Running<'_>, exit: VcpuExit, ops: &impl SchedOps) -> Next 
         } => {
             // Held as for MMIO below (the work per exit as before the split).
             let domain = v.domain.clone();
+            if domain
+                .platform
+                .ioreq
+                .claims(basalt_xen::ioreq::RANGE_PORT, port.into(), 1)
+            {
+                let detail = alloc::format!(
+                    "string I/O to port {port:#x}, which its device model emulates, is not \
+                     forwarded"
+                );
+                crash(v, &detail, ops);
+                return Next::Ended;
+            }
             match strio::emulate(
                 &mut v.arch,
                 &domain.ram,
@@ -93,6 +110,9 @@ pub fn handle(v: &mut Running<'_>, exit: VcpuExit, ops: &impl SchedOps) -> Next 
         }
         VcpuExit::IoIn { port, size } => {
             log::trace!("d{}: in{size} {port:#x}", v.domain.id);
+            if let Some(next) = ioreq::port(v, port, size, None) {
+                return next;
+            }
             let value = vdev::io_in(&v.domain.platform, port, size);
             let mask = u64::from(vdev::size_mask(size));
             // IN of 8 or 16 bits keeps the rest of RAX; of 32 bits zeroes
@@ -171,6 +191,9 @@ pub fn handle(v: &mut Running<'_>, exit: VcpuExit, ops: &impl SchedOps) -> Next 
             }
             Next::Continue
         }
+        VcpuExit::Error(GuestError::OutsideMemory {
+            gpa, fetch: false, ..
+        }) if ioreq::claims_memory(v, gpa) => ioreq::memory(v, gpa, None, ops),
         VcpuExit::Error(e) => {
             let detail = alloc::format!("{e}");
             crash(v, &detail, ops);

@@ -680,7 +680,9 @@ fn interrupt_waiting(domain: &Domain, vcpu: u32) -> bool {
 fn halt_ends(slot: &Slot) -> bool {
     let apic = &slot.domain.platform.apic;
     let v = slot.id.vcpu;
-    if apic.init_pending(v) {
+    if let Some(ends) = slot.domain.platform.ioreq.wait_ends(v) {
+        ends
+    } else if apic.init_pending(v) {
         apic.sipi_recorded(v)
     } else if slot.halt_masked.load(Ordering::SeqCst) {
         apic.nmi_pending(v)
@@ -1097,7 +1099,10 @@ fn block_kind(slot: &Slot, v: &Running<'_>) -> (bool, bool) {
 /// the start-up IPI it waits for (after INIT), else an interrupt when
 /// `interruptible`, or an NMI (which ends HLT whatever RFLAGS.IF says).
 fn event_waiting(d: &Domain, vcpu: u32, (for_sipi, interruptible): (bool, bool)) -> bool {
-    if for_sipi {
+    // A device-model request in flight: only its answer or timeout (`common::ioreq`).
+    if let Some(ends) = d.platform.ioreq.wait_ends(vcpu) {
+        ends
+    } else if for_sipi {
         d.platform.apic.sipi_recorded(vcpu)
     } else {
         (interruptible && interrupt_waiting(d, vcpu)) || d.platform.apic.nmi_pending(vcpu)
@@ -1148,6 +1153,9 @@ fn block_current(me: usize, slot: &Slot, v: &Running<'_>) {
 /// NMI), and its local APIC timer when interrupts end its halt.
 fn wake_at(slot: &Slot, interruptible: bool) -> Option<u64> {
     let v = slot.id.vcpu;
+    if let Some(deadline) = slot.domain.platform.ioreq.deadline(v) {
+        return Some(deadline);
+    }
     let own = slot.domain.timer_deadline(v);
     let device = if v == 0 {
         slot.domain.platform.device_deadline.load(Ordering::SeqCst)
@@ -1502,6 +1510,12 @@ fn run_slice(me: usize, slot: &Slot, v: &mut Running<'_>, slice_ns: u64) -> Slic
                 hypercall::xen::timer_due(domain, index, now);
             }
             bound = 0;
+        }
+        // An answered device-model request completes before anything is injected.
+        match exit::ioreq::resume(v, &Ops) {
+            exit::ioreq::Resume::Go => {}
+            exit::ioreq::Resume::Wait => return SliceEnd::Block,
+            exit::ioreq::Resume::Ended => return SliceEnd::Resched,
         }
         // The control domain's physical interrupts (one load when none).
         crate::hvm::pirq::deliver(Some(&domain.platform));

@@ -8,8 +8,8 @@ use super::memory::GuestRam;
 use super::platform::Platform;
 use crate::vcpu::Loaded;
 use basalt_x86emul::{
-    Cpu, DecodeError, GuestPhys, Mmio, Mode, PagingMode, WalkError, decode, emulate as execute,
-    fetch,
+    Cpu, DecodeError, GuestPhys, Instruction, Mmio, Mode, Operation, PagingMode, WalkError, decode,
+    emulate as execute, fetch,
 };
 use core::fmt;
 
@@ -189,16 +189,73 @@ fn emulate_on(
     gpa: u64,
     dev: &mut impl Mmio,
 ) -> Result<(), MmioError> {
+    let insn = decode_at(arch, ram, gpa)?;
+    let advance = execute(&insn, &mut Regs(arch), dev, gpa);
+    arch.skip_emulated(advance);
+    Ok(())
+}
+
+/// The instruction at RIP of `arch`, which accessed `gpa`.
+fn decode_at(arch: &Loaded<'_>, ram: &GuestRam, gpa: u64) -> Result<Instruction, MmioError> {
     let AtRip {
         bytes, len, mode, ..
     } = fetch_at_rip(arch, ram).map_err(|error| MmioError::Fetch { gpa, error })?;
-    let insn = decode(&bytes[..len], mode).map_err(|error| MmioError::Decode {
+    decode(&bytes[..len], mode).map_err(|error| MmioError::Decode {
         gpa,
         error,
         bytes,
         len,
-    })?;
-    let advance = execute(&insn, &mut Regs(arch), dev, gpa);
+    })
+}
+
+/// What an access to a device model's memory needs from it (`common::ioreq`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forward {
+    /// A read of this many bytes: nothing was done; the instruction runs
+    /// again with the answer.
+    Read(u8),
+    /// The instruction completed, writing this many bytes of this value.
+    Write(u8, u64),
+    /// The instruction completed without a write (`CMP`, `TEST`, a load).
+    Done,
+}
+
+/// The device-model side of [`Mmio`]: the answer of the read, the write.
+struct Forwarded {
+    answer: u64,
+    write: Option<(u8, u64)>,
+}
+
+impl Mmio for Forwarded {
+    fn read(&mut self, _gpa: u64, _size: u8) -> u64 {
+        self.answer
+    }
+    fn write(&mut self, _gpa: u64, size: u8, value: u64) {
+        self.write = Some((size, value));
+    }
+}
+
+/// Emulates the access of `arch` to `gpa`, a device model's memory: an
+/// instruction that reads is run only once the read's `answer` is there;
+/// its registers, flags and RIP change then, and a write (a store, or the
+/// write of a read-modify-write) is handed back to be sent.
+pub fn emulate_forwarded(
+    arch: &mut Loaded<'_>,
+    ram: &GuestRam,
+    gpa: u64,
+    answer: Option<u64>,
+) -> Result<Forward, MmioError> {
+    let insn = decode_at(arch, ram, gpa)?;
+    let Some(answer) = answer.or((insn.operation == Operation::Store).then_some(0)) else {
+        return Ok(Forward::Read(insn.size));
+    };
+    let mut bus = Forwarded {
+        answer,
+        write: None,
+    };
+    let advance = execute(&insn, &mut Regs(arch), &mut bus, gpa);
     arch.skip_emulated(advance);
-    Ok(())
+    Ok(bus
+        .write
+        .map_or(Forward::Done, |(size, v)| Forward::Write(size, v)))
 }

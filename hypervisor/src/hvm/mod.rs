@@ -8,6 +8,7 @@
 pub mod fep;
 pub mod guest_console;
 pub mod guestmem;
+pub mod ioreq;
 pub mod irq;
 pub mod memory;
 pub mod mmio;

@@ -45,6 +45,8 @@ pub struct Platform {
     pub apic: DomainApic,
     /// Where its interrupt controllers send wake-ups.
     pub irq: IrqSink,
+    /// Its ioreq server (device models in the control domain).
+    pub ioreq: super::ioreq::IoreqState,
 }
 
 impl Platform {
@@ -66,6 +68,7 @@ impl Platform {
             irq_pending: AtomicBool::new(false),
             apic: DomainApic::new(vcpus, apic_base_ns),
             irq,
+            ioreq: super::ioreq::IoreqState::new(vcpus),
         }
     }
 }

@@ -446,6 +446,8 @@ pub mod xen {
     pub const HVM_OP: u64 = 34;
     /// `XENMEM_add_to_physmap`.
     pub const XENMEM_ADD_TO_PHYSMAP: u64 = 7;
+    /// `XENMEM_acquire_resource`.
+    pub const XENMEM_ACQUIRE_RESOURCE: u64 = 28;
     /// `XENMAPSPACE_shared_info`.
     pub const XENMAPSPACE_SHARED_INFO: u32 = 0;
     /// `HVMOP_set_evtchn_upcall_vector`.
@@ -538,6 +540,38 @@ pub mod xen {
             0 => Ok(arg[2]),
             e => Err(e),
         }
+    }
+
+    /// `XENMEM_acquire_resource` of domain `dom`'s resource (`kind`, `id`), frames from
+    /// `frame` at this domain's frames `gpfns` (a null list when empty), with `pad`; the
+    /// result and the `nr_frames` written back.
+    pub fn acquire_resource(
+        dom: u16,
+        kind: u16,
+        id: u32,
+        frame: u64,
+        gpfns: &[u64],
+        pad: u32,
+    ) -> (i64, u32) {
+        // struct xen_mem_acquire_resource { domid_t domid; uint16_t type; uint32_t id;
+        //   uint32_t nr_frames; uint32_t pad; uint64_t frame; XEN_GUEST_HANDLE(xen_pfn_t) frame_list; }
+        let mut a = [0u8; 32];
+        a[0..2].copy_from_slice(&dom.to_le_bytes());
+        a[2..4].copy_from_slice(&kind.to_le_bytes());
+        a[4..8].copy_from_slice(&id.to_le_bytes());
+        a[8..12].copy_from_slice(&(gpfns.len() as u32).to_le_bytes());
+        a[12..16].copy_from_slice(&pad.to_le_bytes());
+        a[16..24].copy_from_slice(&frame.to_le_bytes());
+        let list = if gpfns.is_empty() {
+            0
+        } else {
+            gpfns.as_ptr() as u64
+        };
+        a[24..32].copy_from_slice(&list.to_le_bytes());
+        // SAFETY: the structure and the list are this guest's memory; Basalt writes only
+        // `nr_frames`.
+        let r = unsafe { hypercall2(MEMORY_OP, XENMEM_ACQUIRE_RESOURCE, a.as_mut_ptr() as u64) };
+        (r, u32::from_le_bytes([a[8], a[9], a[10], a[11]]))
     }
 
     /// `SCHEDOP_poll` on `ports` without a timeout: returns when one is

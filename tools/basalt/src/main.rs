@@ -10,12 +10,14 @@
 //!                          and `privcmd_list_ticks=`, TSC ticks per call)
 //! basalt tsc               print this CPU's time stamp counter (`tsc=N`; dom0's /init
 //!                          prints it before the shell prompt, for `cargo xtask bench dom0`)
-//! basalt pause ID          hold a domain's vCPUs off the CPUs
-//! basalt unpause ID        let it run again
+//! basalt pause NAME|ID     hold a domain's vCPUs off the CPUs
+//! basalt unpause NAME|ID   let it run again
 //! basalt shutdown ID       press its power button
-//! basalt reboot ID         restart it from its image
+//! basalt reboot NAME|ID    restart it from its image
 //! basalt destroy ID        end it at once
-//! basalt console ID        print what it wrote to its console (the newest 4 KiB)
+//! basalt console NAME|ID  its console on this terminal (the newest 4 KiB kept, then live;
+//!                          what is typed goes to it); Ctrl-] detaches (console.rs)
+//! basalt console NAME|ID --history   only print what it wrote (the newest 4 KiB)
 //! basalt sched ID [weight W] [cap C]   show or set its scheduling weight and cap
 //! basalt create NAME MIB KERNEL [ARGS...]   build and start a guest: a PVH ELF kernel
 //!                          (pvh.rs) or a bzImage (bzimage.rs)
@@ -34,6 +36,7 @@
 //! the same file) it is the daemon (daemon.rs).
 
 mod bzimage;
+mod console;
 mod daemon;
 mod privcmd;
 mod proto;
@@ -49,8 +52,8 @@ use std::fmt::Write as _;
 use std::io::{self, BufRead as _, Write as _};
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: basalt list [--repeat N] | tsc | pause ID | unpause ID | shutdown ID | \
-                     reboot ID | destroy ID | console ID | sched ID [weight W] [cap C] | \
+const USAGE: &str = "usage: basalt list [--repeat N] | tsc | pause NAME|ID | unpause NAME|ID | shutdown ID | \
+                     reboot NAME|ID | destroy ID | console NAME|ID [--history] (Ctrl-] detaches) | sched ID [weight W] [cap C] | \
                      create NAME MIB KERNEL [ARGS...] | create FILE.toml | define FILE.toml | \
                      start NAME | shutdown NAME [--wait S] | destroy NAME | undefine NAME";
 
@@ -67,8 +70,8 @@ enum Command {
     Help,
     /// Print the time stamp counter.
     Tsc,
-    /// Print a domain's console history.
-    Console(u32),
+    /// Attach to a domain's console (by name or id), or print its history only.
+    Console(String, bool),
     /// Show, or set then show, a domain's weight and cap.
     Sched(u32, dc::SchedArgs),
     /// Build a PVH guest from an ELF kernel and start it.
@@ -81,7 +84,7 @@ enum Command {
     /// The same from a VM definition file.
     CreateFile(String),
     /// A sub-op on one domain, and the word for what happened.
-    OnDomain(u32, Action),
+    OnDomain(String, Action),
     /// A request to basaltd.
     Daemon(proto::Op),
 }
@@ -134,7 +137,8 @@ fn parse(args: &[String]) -> Result<Command, String> {
         }),
         [] | ["help" | "-h" | "--help"] => Ok(Command::Help),
         ["tsc"] => Ok(Command::Tsc),
-        ["console", id] => Ok(Command::Console(domain_id(id)?)),
+        ["console", target] => Ok(Command::Console(target.to_string(), false)),
+        ["console", target, "--history"] => Ok(Command::Console(target.to_string(), true)),
         ["create", file] => Ok(Command::CreateFile(file.to_string())),
         ["define", file] => Ok(Command::Daemon(proto::Op::Define {
             file: file.to_string(),
@@ -218,10 +222,7 @@ fn parse(args: &[String]) -> Result<Command, String> {
                 "destroy" => Action::Destroy,
                 _ => return Err(format!("unknown command {verb:?}; {USAGE}")),
             };
-            let id = id.parse().map_err(|_| {
-                format!("{id:?} is not a domain id (a number; `basalt list` shows them)")
-            })?;
-            Ok(Command::OnDomain(id, action))
+            Ok(Command::OnDomain(id.to_string(), action))
         }
         _ => Err(format!("unknown command {:?}; {USAGE}", words.join(" "))),
     }
@@ -437,34 +438,14 @@ fn run(args: &[String]) -> Result<(), String> {
             println!("tsc={}", rdtsc());
             Ok(())
         }
-        Command::Console(id) => {
+        Command::Console(target, only_history) => {
             let mut hv = Hypervisor::open()?;
-            let mut from = 0;
-            let mut out = Vec::new();
-            loop {
-                let (_, reply) = hv.call(
-                    id,
-                    &Request::ConsoleRead {
-                        from,
-                        max: dc::MAX_CONSOLE_READ,
-                    },
-                )?;
-                let (next, skipped, data) = dc::decode_console_read(&reply)
-                    .ok_or("the hypervisor's console reply is malformed")?;
-                if skipped > 0 && from == 0 {
-                    out.extend_from_slice(
-                        format!("[{skipped} older bytes are no longer kept]\n").as_bytes(),
-                    );
-                }
-                if data.is_empty() {
-                    break;
-                }
-                out.extend_from_slice(data);
-                from = next;
+            let (id, name) = console::resolve(&mut hv, &target)?;
+            if only_history {
+                console::history(&mut hv, id)
+            } else {
+                console::attach(&mut hv, id, &name)
             }
-            io::stdout()
-                .write_all(&out)
-                .map_err(|e| format!("writing to standard output: {e}"))
         }
         Command::Sched(id, args) => {
             let mut hv = Hypervisor::open()?;
@@ -522,10 +503,11 @@ fn run(args: &[String]) -> Result<(), String> {
             println!("{}", answer.message);
             Ok(())
         }
-        Command::OnDomain(id, action) => {
+        Command::OnDomain(target, action) => {
             let mut hv = Hypervisor::open()?;
+            let (id, name) = console::resolve(&mut hv, &target)?;
             hv.call(id, &action.request())?;
-            println!("domain {id}: {}", action.done());
+            println!("domain {id} ({name}): {}", action.done());
             Ok(())
         }
     }
@@ -877,15 +859,24 @@ mod tests {
         assert_eq!(parse(&args(&[])), Ok(Command::Help));
         assert_eq!(
             parse(&args(&["pause", "3"])),
-            Ok(Command::OnDomain(3, Action::Pause))
+            Ok(Command::OnDomain("3".into(), Action::Pause))
         );
         assert_eq!(
             parse(&args(&["destroy", "12"])),
-            Ok(Command::OnDomain(12, Action::Destroy))
+            Ok(Command::OnDomain("12".into(), Action::Destroy))
         );
-        let e = parse(&args(&["pause", "x"])).expect_err("not a number");
-        assert!(e.contains("not a domain id"), "{e}");
-        assert_eq!(parse(&args(&["console", "2"])), Ok(Command::Console(2)));
+        assert_eq!(
+            parse(&args(&["pause", "web"])),
+            Ok(Command::OnDomain("web".into(), Action::Pause))
+        );
+        assert_eq!(
+            parse(&args(&["console", "2"])),
+            Ok(Command::Console("2".into(), false))
+        );
+        assert_eq!(
+            parse(&args(&["console", "web", "--history"])),
+            Ok(Command::Console("web".into(), true))
+        );
         assert_eq!(
             parse(&args(&["sched", "2", "cap", "20", "weight", "512"])),
             Ok(Command::Sched(
@@ -918,7 +909,7 @@ mod tests {
         );
         assert_eq!(
             parse(&args(&["shutdown", "4"])),
-            Ok(Command::OnDomain(4, Action::Shutdown))
+            Ok(Command::OnDomain("4".into(), Action::Shutdown))
         );
         assert_eq!(
             parse(&args(&["destroy", "web1"])),
@@ -932,7 +923,7 @@ mod tests {
                 name: "web1".into()
             }))
         );
-        assert!(parse(&args(&["pause", "web1"])).is_err());
+        assert!(parse(&args(&["pause", "web1", "now"])).is_err());
         assert_eq!(
             parse(&args(&["shutdown", "web1", "--wait", "2"])),
             Ok(Command::Daemon(proto::Op::Shutdown {

@@ -77,6 +77,9 @@ fn line_of(text: &str, offset: usize) -> usize {
 }
 
 /// Parses and checks the definition in `text` (from `file`, for messages).
+/// The control domain's name, which no VM may take.
+const CONTROL_DOMAIN: &str = "Domain-0";
+
 pub fn parse(file: &str, text: &str) -> Result<VmDef, String> {
     let at = |span: core::ops::Range<usize>| format!("{file}:{}", line_of(text, span.start));
     let raw: Raw = toml::from_str(text).map_err(|e| {
@@ -132,6 +135,12 @@ pub fn parse(file: &str, text: &str) -> Result<VmDef, String> {
     if !dc::Name::new(name).is_some_and(|n| n.is_valid_new()) {
         return Err(format!(
             "{}: name = {name:?}: a name is 1 to 31 of A-Z a-z 0-9 - _ .",
+            at(raw.name.span())
+        ));
+    }
+    if name == CONTROL_DOMAIN {
+        return Err(format!(
+            "{}: name = {name:?}: that is the control domain's name; choose another",
             at(raw.name.span())
         ));
     }

@@ -14,6 +14,7 @@ extern crate alloc;
 
 pub mod evtchn;
 pub mod grant;
+pub mod ioreq;
 pub mod layout;
 pub mod time;
 

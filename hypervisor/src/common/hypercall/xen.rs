@@ -8,6 +8,7 @@
 //! Every argument structure is copied once from the guest (a linear
 //! address, user-mode ones included) and checked before anything changes.
 
+pub mod dm;
 mod grant;
 
 use super::{After, SchedOps, errno};
@@ -18,6 +19,7 @@ use alloc::sync::Arc;
 use basalt_guest::hypercall as hc;
 use basalt_xen::DOMID_SELF;
 use basalt_xen::evtchn::{self, Status, Target};
+use basalt_xen::ioreq::FIRST_PORT;
 use core::sync::atomic::Ordering;
 
 /// `__HYPERVISOR_event_channel_op`.
@@ -55,6 +57,7 @@ const XENMAPSPACE_GRANT_TABLE: u32 = 1;
 /// `__HYPERVISOR_grant_table_op`.
 const GRANT_TABLE_OP: u64 = 20;
 const PHYSDEV_OP: u64 = 33;
+const DM_OP: u64 = 41;
 const PHYSDEVOP_PCI_DEVICE_ADD: u64 = 25;
 const GNTTABOP_MAP_GRANT_REF: u64 = 0;
 const GNTTABOP_UNMAP_GRANT_REF: u64 = 1;
@@ -147,6 +150,7 @@ pub fn handle(v: &mut Running<'_>, call: &hc::Call, ops: &impl SchedOps) -> Opti
         hc::HYPERVISOR_MEMORY_OP => memory_op(v, a1, a2, ops)?,
         HVM_OP => hvm_op(v, a1, a2),
         GRANT_TABLE_OP => grant_table_op(v, a1, a2, a3, ops),
+        DM_OP => dm::dm_op(v, a1, a2, a3),
         // Xen answers -ENOSYS to any other domain.
         PHYSDEV_OP if a1 == PHYSDEVOP_PCI_DEVICE_ADD && xen(v.domain).control => {
             // struct physdev_pci_device_add { uint16_t seg; uint8_t bus; uint8_t devfn; ... }:
@@ -260,7 +264,11 @@ fn send(v: &Running<'_>, port: u32) -> Answer {
             ok(0)
         }
         Ok(Target::Remote { domain, port }) => {
-            if let Some(peer) = domain::get(u32::from(domain))
+            if port >= FIRST_PORT
+                && let Some(peer) = domain::get(u32::from(domain))
+            {
+                dm::notify(&peer, port);
+            } else if let Some(peer) = domain::get(u32::from(domain))
                 && let Some(px) = &peer.xen
             {
                 px.deliver(&peer.ram, &peer.platform, port, None);
@@ -326,6 +334,12 @@ fn event_channel_op(v: &mut Running<'_>, cmd: u64, arg: u64) -> Answer {
                 let Some(peer) = domain::get(u32::from(remote)) else {
                     return err(hc::ESRCH);
                 };
+                if remote_port >= FIRST_PORT {
+                    match dm::bind(v, &peer, remote_port) {
+                        Ok(local) => return put_port(v, arg + 8, local),
+                        Err(e) => return err(e),
+                    }
+                }
                 let Some(px) = &peer.xen else {
                     return err(hc::EINVAL);
                 };
@@ -490,6 +504,10 @@ pub fn close(d: &Domain, port: u32) -> Answer {
         Ok(Status::Interdomain { remote, port: peer }) => {
             if u32::from(remote) == d.id {
                 x.channels.lock().disconnect(peer, remote, port);
+            } else if peer >= FIRST_PORT
+                && let Some(p) = domain::get(u32::from(remote))
+            {
+                dm::unbind(&p, peer, port);
             } else if let Some(p) = domain::get(u32::from(remote))
                 && let Some(px) = &p.xen
             {
@@ -517,6 +535,7 @@ pub fn domain_gone(d: &Domain, after_flush: fn(alloc::boxed::Box<dyn FnOnce() + 
     {
         x0.send_virq(&dom0.ram, &dom0.platform, evtchn::VIRQ_DOM_EXC, 0);
     }
+    dm::destroy(d);
     let Some(x) = &d.xen else {
         return;
     };
@@ -831,10 +850,10 @@ fn map_foreign_with(
 /// only: frames `frame..frame + nr_frames` of a resource of another domain
 /// appear at the caller's frames `frame_list[i]` as foreign mappings
 /// (`XENMEM_remove_from_physmap` ends each). A null `frame_list` with
-/// `nr_frames` 0 asks the resource's size. The one resource is the grant
+/// `nr_frames` 0 asks the resource's size. The resources: the grant
 /// table's shared frames (type 1, id 0), grown to the frames asked for, as
-/// Xen does; its status frames (id 1) exist only in v2 (size 0); ioreq
-/// servers (type 0) do not exist yet: -EOPNOTSUPP, as for an unknown type.
+/// Xen does (its status frames, id 1, exist only in v2: size 0), and the
+/// page of an ioreq server (type 0, frame 1; `hvm::ioreq`).
 fn acquire_resource(v: &mut Running<'_>, arg: u64) -> Answer {
     // struct xen_mem_acquire_resource { domid_t domid; uint16_t type; uint32_t id;
     //   uint32_t nr_frames; uint32_t pad; uint64_t frame; XEN_GUEST_HANDLE(xen_pfn_t) frame_list; }
@@ -863,13 +882,15 @@ fn acquire_resource(v: &mut Running<'_>, arg: u64) -> Answer {
     let Some(owner) = domain::get(foreign) else {
         return err(hc::ESRCH);
     };
-    let (Some(ox), 1) = (&owner.xen, kind) else {
-        return err(hc::EOPNOTSUPP);
-    };
-    let max = if id == 0 {
-        crate::hvm::xen::MAX_GRANT_FRAMES
-    } else {
-        0
+    // Type 0, Xen's ioreq server `id` (Basalt's one is 0, its page is frame 1: there is no
+    // buffered-ioreq frame 0); type 1, the grant table.
+    let page = owner.platform.ioreq.page().filter(|_| id == 0);
+    let max = match (kind, &owner.xen) {
+        (0, _) if page.is_some() => 2,
+        (0, _) => return err(hc::ENOENT),
+        (1, Some(_)) if id == 0 => crate::hvm::xen::MAX_GRANT_FRAMES,
+        (1, Some(_)) => 0,
+        _ => return err(hc::EOPNOTSUPP),
     };
     if list == 0 {
         if nr != 0 {
@@ -893,9 +914,13 @@ fn acquire_resource(v: &mut Running<'_>, arg: u64) -> Answer {
             Err(e) => return e,
         };
         let pin = || {
-            let hpa = ox
-                .grant_frame(&owner.ram, (frame + i) as u32)
-                .ok_or(hc::ENOMEM)?;
+            let hpa = match (kind, &owner.xen) {
+                (0, _) => page.filter(|_| frame + i == 1).ok_or(hc::EINVAL)?,
+                (_, Some(ox)) => ox
+                    .grant_frame(&owner.ram, (frame + i) as u32)
+                    .ok_or(hc::ENOMEM)?,
+                _ => return Err(hc::EINVAL),
+            };
             if owner.ram.pin() {
                 Ok(hpa)
             } else {

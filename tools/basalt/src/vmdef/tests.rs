@@ -89,6 +89,10 @@ fn errors_name_the_line_and_the_key() {
     );
     assert!(err("name = \"m\"\nmemory = 15\nkernel = \"/k\"\n").contains("memory = 15"));
     assert!(err("name = \"m\"\nmemory = 3074\nkernel = \"/k\"\n").contains("memory = 3074"));
+    assert_eq!(
+        err("name = \"Domain-0\"\nmemory = 2\nkernel = \"/k\"\n"),
+        "vm.toml:1: name = \"Domain-0\": that is the control domain's name; choose another"
+    );
     let e = err("name = \"a b\"\nmemory = 2\nkernel = \"/k\"\n");
     assert!(
         e.starts_with("vm.toml:1: name = \"a b\": a name is 1 to 31"),
