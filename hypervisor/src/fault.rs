@@ -91,24 +91,13 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
             HOST_NMIS.fetch_add(1, Ordering::Relaxed);
         }
         0..=31 => fatal(frame),
-        vector::TIMER => {
-            time::timer_interrupt();
-            apic::eoi();
-            console::timer_poll();
-        }
-        vector::CONSOLE_RX => console::rx_interrupt(),
-        vector::PIRQ_FIRST..=vector::PIRQ_LAST | vector::MSI_FIRST..=vector::MSI_LAST => {
-            device_interrupt(v)
-        }
         vector::WAKE => apic::eoi(),
         vector::APIC_ERROR => {
             let esr = apic::take_errors();
             log::warn!("local APIC error on cpu{}: ESR {esr:#x}", percpu::index());
             apic::eoi();
         }
-        vector::SPURIOUS => {
-            SPURIOUS.fetch_add(1, Ordering::Relaxed);
-        }
+        _ if interrupt(v) => {}
         _ => {
             log::warn!(
                 "unexpected interrupt vector {v:#x} on cpu{}",
@@ -124,7 +113,15 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
 /// An external interrupt taken during a VM exit (acknowledged on exit):
 /// handled as if it had come through the IDT.
 pub fn external_interrupt(vector: u8) {
-    match vector {
+    if !interrupt(vector) {
+        apic::eoi();
+    }
+}
+
+/// The timer, console, device and spurious interrupts, which come through
+/// the IDT or with a VM exit alike; false (nothing done) for another vector.
+fn interrupt(v: u8) -> bool {
+    match v {
         vector::TIMER => {
             time::timer_interrupt();
             apic::eoi();
@@ -132,13 +129,14 @@ pub fn external_interrupt(vector: u8) {
         }
         vector::CONSOLE_RX => console::rx_interrupt(),
         vector::PIRQ_FIRST..=vector::PIRQ_LAST | vector::MSI_FIRST..=vector::MSI_LAST => {
-            device_interrupt(vector)
+            device_interrupt(v)
         }
         vector::SPURIOUS => {
             SPURIOUS.fetch_add(1, Ordering::Relaxed);
         }
-        _ => apic::eoi(),
+        _ => return false,
     }
+    true
 }
 
 /// An NMI that arrived while this CPU ran a guest (a VM exit, NMI exiting):

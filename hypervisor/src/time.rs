@@ -106,12 +106,7 @@ pub fn boot_tsc() -> u64 {
 
 /// Microseconds since [`init`].
 pub fn micros_since_boot() -> u64 {
-    let hz = tsc_hz();
-    if hz == 0 {
-        return 0;
-    }
-    let ticks = cpu::rdtsc().saturating_sub(BOOT_TSC.load(Ordering::Relaxed));
-    (u128::from(ticks) * 1_000_000 / u128::from(hz)) as u64
+    now_ns() / 1000
 }
 
 /// Nanoseconds since boot: Basalt's system time (what Xen calls system

@@ -69,6 +69,33 @@ impl StartState {
             Self::Long64(s) => s.rip,
         }
     }
+
+    /// The registers the vCPU starts with, in [`Long64State`]'s form: PVH's
+    /// (CR0.PE and ET, RBX the start info) and real mode's (CR0.ET, SP = IP
+    /// when CS is 0) with every other one 0; a 64-bit start's with EFER.LMA.
+    pub fn registers(&self) -> Long64State {
+        use basalt_cpu::cr::{cr0, efer};
+        let (rip, rbx, rsp, cr0) = match *self {
+            Self::Pvh { rip, start_info } => (rip, start_info, 0, cr0::PE | cr0::ET),
+            Self::RealMode { cs, ip } => {
+                let sp = if cs == 0 { u64::from(ip) } else { 0 };
+                (u64::from(ip), 0, sp, cr0::ET)
+            }
+            Self::Long64(s) => {
+                return Long64State {
+                    efer: s.efer | efer::LMA,
+                    ..s
+                };
+            }
+        };
+        Long64State {
+            rip,
+            rbx,
+            rsp,
+            cr0,
+            ..Long64State::default()
+        }
+    }
 }
 
 /// The start state of a vCPU entered directly in 64-bit mode (the fields of
@@ -94,6 +121,22 @@ pub struct Long64State {
     pub cr3: u64,
     pub cr4: u64,
     pub efer: u64,
+}
+
+impl Long64State {
+    /// The general registers it gives (R8-R15 are 0).
+    pub fn gprs(&self) -> crate::arch::x86_64::gprs::GuestRegs {
+        crate::arch::x86_64::gprs::GuestRegs {
+            rax: self.rax,
+            rbx: self.rbx,
+            rcx: self.rcx,
+            rdx: self.rdx,
+            rsi: self.rsi,
+            rdi: self.rdi,
+            rbp: self.rbp,
+            ..Default::default()
+        }
+    }
 }
 
 /// An event to inject into a vCPU at its next entry; the vendor layer
@@ -279,6 +322,13 @@ pub struct BackendError {
     pub detail: &'static str,
 }
 
+/// A vendor failure for the arch-neutral layer.
+#[cold]
+#[inline(never)]
+pub fn backend_error(what: &'static str, code: Option<u32>, detail: &'static str) -> GuestError {
+    GuestError::Backend(BackendError { what, code, detail })
+}
+
 impl fmt::Display for BackendError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.what, self.detail)?;
@@ -336,6 +386,50 @@ pub struct CpuidContext {
     /// The guest TSC frequency in Hz (the host's: Basalt offsets the TSC
     /// but does not scale it).
     pub tsc_hz: u64,
+}
+
+/// CPUID for a vCPU whose general registers are `regs` (RAX and RCX in,
+/// RAX-RDX out), answered by the guest CPU model; CR4.OSXSAVE is read
+/// (`osxsave`) only for the leaves that depend on it.
+#[inline(always)]
+pub fn cpuid(
+    regs: &mut crate::arch::x86_64::gprs::GuestRegs,
+    context: &CpuidContext,
+    xcr0: u64,
+    osxsave: impl Fn() -> bool,
+) {
+    let inputs = CpuidInputs {
+        context,
+        xcr0,
+        osxsave,
+    };
+    let r = guest_cpu().cpuid(regs.rax as u32, regs.rcx as u32, &inputs);
+    [regs.rax, regs.rbx, regs.rcx, regs.rdx] = r.map(u64::from);
+}
+
+/// What a CPUID answer of a vCPU depends on.
+struct CpuidInputs<'a, F> {
+    context: &'a CpuidContext,
+    xcr0: u64,
+    osxsave: F,
+}
+
+impl<F: Fn() -> bool> basalt_cpu::cpuid::VcpuState for CpuidInputs<'_, F> {
+    fn signature(&self) -> [u8; 12] {
+        self.context.signature
+    }
+    fn apic_id(&self) -> u32 {
+        self.context.apic_id
+    }
+    fn tsc_hz(&self) -> u64 {
+        self.context.tsc_hz
+    }
+    fn osxsave(&self) -> bool {
+        (self.osxsave)()
+    }
+    fn xcr0(&self) -> u64 {
+        self.xcr0
+    }
 }
 
 static GUEST_CPU: spin::Once<basalt_cpu::cpuid::GuestCpu> = spin::Once::new();

@@ -151,6 +151,13 @@ struct Ended {
 
 static ENDED: Mutex<Vec<Ended>> = Mutex::new(Vec::new());
 
+/// How domain `id` ended, if it did: its name, the reason and its exit code.
+pub fn ended(id: u32) -> Option<(String, EndReason, u32)> {
+    let ended = ENDED.lock();
+    let e = ended.iter().rev().find(|e| e.id == id)?;
+    Some((e.name.clone(), e.reason, e.code))
+}
+
 /// Domains not yet dead.
 pub fn live_count() -> usize {
     LIVE.load(Ordering::SeqCst)
@@ -247,7 +254,7 @@ impl Domain {
                 None => String::new(),
             }
         );
-        if reason == EndReason::Reboot {
+        if reason == EndReason::Reboot && self.rebuilds() {
             // Still counted as live until `rebuild` replaced it, so a test
             // run does not end in between.
             return;
@@ -259,6 +266,12 @@ impl Domain {
             code,
         });
         LIVE.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Whether a reboot builds it again from its boot modules (a domain the
+    /// control domain built has none: its toolstack decides).
+    pub fn rebuilds(&self) -> bool {
+        self.module.end != 0
     }
 
     /// Builds this domain again from its boot modules (after it ended with
@@ -547,7 +560,7 @@ pub fn create(
             .xen
             .then(|| crate::hvm::xen::XenDomain::new(new.vcpus, false)),
         unstarted: Mutex::new(Some(None)),
-        // No image to start again from: a reboot ends it (as crashed).
+        // No image to start again from: a reboot ends it (`rebuilds`).
         module: Module {
             start: 0,
             end: 0,

@@ -119,8 +119,26 @@ fn act(
             Ok(records.len() as u64)
         }
         Request::GetInfo => {
-            let d = target(id)?;
-            info(&d, ops).encode(reply);
+            match target(id) {
+                Ok(d) => info(&d, ops).encode(reply),
+                Err(e) => {
+                    let (name, reason, code) = domain::ended(id).ok_or(e)?;
+                    dc::DomainInfo {
+                        id,
+                        state: dc::DomainState::Ended,
+                        flags: end_code(reason) << dc::info_flags::END_SHIFT,
+                        vcpus: 0,
+                        memory: 0,
+                        cpu_time_ns: 0,
+                        weight: 0,
+                        cap: 0,
+                        exit_code: code,
+                        affinity: 0,
+                        name: wire_name(&name),
+                    }
+                    .encode(reply)
+                }
+            }
             Ok(0)
         }
         Request::Pause | Request::Unpause => {
@@ -318,17 +336,27 @@ fn act(
 }
 
 /// Domain `d` as `list` and `getinfo` report it.
+/// The wire code of how a domain ended ([`dc::end`]).
+fn end_code(reason: EndReason) -> u32 {
+    match reason {
+        EndReason::Poweroff => dc::end::POWEROFF,
+        EndReason::Reboot => dc::end::REBOOT,
+        EndReason::Crash => dc::end::CRASH,
+        EndReason::Destroyed => dc::end::DESTROYED,
+    }
+}
+
 fn info(d: &Domain, ops: &impl ControlOps) -> dc::DomainInfo {
-    let state = match d.life.state() {
-        State::Running => dc::DomainState::Running,
-        State::Paused => dc::DomainState::Paused,
-        State::Dying(_) | State::Dead(_) => dc::DomainState::Dying,
+    let (state, end) = match d.life.state() {
+        State::Running => (dc::DomainState::Running, 0),
+        State::Paused => (dc::DomainState::Paused, 0),
+        State::Dying(r) | State::Dead(r) => (dc::DomainState::Dying, end_code(r)),
     };
     let p = ops.params_of(d.id).unwrap_or(DomainParams {
         weight: d.weight,
         cap: d.cap,
     });
-    let mut flags = 0;
+    let mut flags = end << dc::info_flags::END_SHIFT;
     if is_control(d) {
         flags |= dc::info_flags::CONTROL;
     }

@@ -427,7 +427,7 @@ fn reclaim() {
     };
     for (_, domain, remains, reason) in ready {
         domain.reclaim(remains, reason);
-        if reason == EndReason::Reboot && domain.id != 0 {
+        if reason == EndReason::Reboot && domain.id != 0 && domain.rebuilds() {
             // Same id after the restart: a console focused on it stays.
             // (The control domain's reboot is the host's.)
             REBUILD.lock().push(domain);

@@ -113,7 +113,7 @@ fn guest(
     let info = dc::DomainInfo::decode(&page.bytes()[dc::HEADER_SIZE..])
         .ok_or("the hypervisor's getinfo reply is malformed")?;
     Ok(match info.state {
-        DomainState::Dying => Guest::Gone,
+        DomainState::Dying | DomainState::Ended => Guest::Gone,
         _ => Guest::Alive {
             memory: info.memory,
             vcpus: info.vcpus,

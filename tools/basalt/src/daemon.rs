@@ -4,7 +4,9 @@
 //! their state ([`crate::store`]) and answers [`crate::proto`] requests on
 //! [`SOCKET`], one thread per connection; the store is changed under one
 //! lock. On start it reads every definition and asks ring 0 which domains
-//! exist: a VM whose domain is gone is stopped.
+//! exist: a VM whose domain is gone is stopped. A thread looks every
+//! [`WATCH`] for VMs whose domain ended and does what their definition's
+//! `on_poweroff`, `on_reboot` or `on_crash` says ([`Daemon::settle`]).
 
 use crate::proto::{self, Answer, Op, Reply, Vm};
 use crate::store::{self, Store};
@@ -19,10 +21,39 @@ use std::time::{Duration, Instant};
 /// Where the daemon listens (mode 0600: root only).
 pub const SOCKET: &str = "/run/basalt/basalt.sock";
 
+/// How often the daemon looks for VMs whose domain ended.
+const WATCH: Duration = Duration::from_millis(500);
+/// A VM that ends again this soon after basaltd restarted it is not restarted (a guest
+/// that cannot boot would be started for ever).
+const RESTART_SPACING: Duration = Duration::from_secs(10);
+
 struct Daemon {
     store: Store,
     /// Held while the store is read and changed.
     lock: Mutex<()>,
+    /// When basaltd last restarted each VM (by name).
+    restarted: Mutex<std::collections::HashMap<String, Instant>>,
+}
+
+/// What an ended domain's record says: the end code ([`dc::end`]) and the word for it; `None`
+/// while it is still ending (its memory not yet back).
+fn end_of(hv: &mut Hypervisor, id: u32) -> Option<(u32, &'static str)> {
+    let info = hv
+        .call(id, &Request::GetInfo)
+        .ok()
+        .and_then(|(_, reply)| DomainInfo::decode(&reply));
+    let code = match info {
+        Some(i) if i.state == dc::DomainState::Ended => (i.flags >> dc::info_flags::END_SHIFT) & 7,
+        Some(_) => return None,
+        // A domain ring 0 forgot (not in its records): as destroyed.
+        None => dc::end::DESTROYED,
+    };
+    Some(match code {
+        dc::end::POWEROFF => (code, "powered off"),
+        dc::end::REBOOT => (code, "rebooted"),
+        dc::end::CRASH => (code, "crashed"),
+        _ => (dc::end::DESTROYED, "was destroyed"),
+    })
 }
 
 /// Whether VM `name`, last known as domain `id`, still runs: a domain of
@@ -46,14 +77,74 @@ impl Daemon {
         self.lock.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// VM `name`'s domain when it runs; a VM whose domain is gone is
-    /// written down as stopped.
+    /// VM `name`'s domain when it runs. A VM whose domain ended is settled
+    /// ([`Self::settle`]): stopped, or running again as a new domain.
     fn status(&self, domains: &[DomainInfo], name: &str) -> Result<Option<u32>, String> {
         match self.store.state(name) {
             Some(id) if live(domains, name, id) => Ok(Some(id)),
-            Some(_) => self.store.set_state(name, None).map(|()| None),
+            Some(id) => self.settle(name, id),
             None => Ok(None),
         }
+    }
+
+    /// VM `name`'s domain `id` ended (or is ending: then nothing yet): what its definition's
+    /// `on_*` key for how it ended says is done, and said on basaltd's output. Called with
+    /// the store's lock held.
+    fn settle(&self, name: &str, id: u32) -> Result<Option<u32>, String> {
+        let mut hv = Hypervisor::open()?;
+        let Some((code, how)) = end_of(&mut hv, id) else {
+            return Ok(None);
+        };
+        self.store.set_state(name, None)?;
+        let (def, file) = self.definition(name)?;
+        let action = match code {
+            dc::end::POWEROFF => def.on_end[0],
+            dc::end::REBOOT => def.on_end[1],
+            dc::end::CRASH => def.on_end[2],
+            _ => vmdef::OnEnd::Destroy,
+        };
+        let mut restarted = self.restarted.lock().unwrap_or_else(|p| p.into_inner());
+        let recent = restarted
+            .get(name)
+            .is_some_and(|t| t.elapsed() < RESTART_SPACING);
+        if action == vmdef::OnEnd::Destroy || recent {
+            let why = if recent {
+                format!(
+                    "; not restarted: it ended within {} s of its last restart (`basalt start \
+                     {name}` runs it)",
+                    RESTART_SPACING.as_secs()
+                )
+            } else {
+                String::new()
+            };
+            println!("basaltd: VM {name} (domain {id}) {how}: stopped{why}");
+            return Ok(None);
+        }
+        match self.start(&def, &file) {
+            Ok(_) => {
+                restarted.insert(name.to_string(), Instant::now());
+                let new = self.store.state(name);
+                println!(
+                    "basaltd: VM {name} (domain {id}) {how}: started again as domain {}",
+                    new.map_or("?".into(), |n| n.to_string())
+                );
+                Ok(new)
+            }
+            Err(e) => {
+                println!("basaltd: VM {name} (domain {id}) {how}: it could not start again: {e}");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Settles every VM whose domain ended (the watcher thread's turn).
+    fn watch(&self) -> Result<(), String> {
+        let _held = self.locked();
+        let domains = Hypervisor::open()?.list()?;
+        for name in self.store.names()? {
+            self.status(&domains, &name)?;
+        }
+        Ok(())
     }
 
     /// The stored definition of `name`, parsed, and the file it is in.
@@ -213,6 +304,7 @@ pub fn run() -> Result<(), String> {
     let daemon = Arc::new(Daemon {
         store: Store::open(Path::new(store::DIR))?,
         lock: Mutex::new(()),
+        restarted: Mutex::new(Default::default()),
     });
     let domains = Hypervisor::open()?.list()?;
     let mut seen = Vec::new();
@@ -244,6 +336,15 @@ pub fn run() -> Result<(), String> {
         "basaltd: listening on {SOCKET}; stored VMs: {}",
         seen.join(", ")
     );
+    let watcher = Arc::clone(&daemon);
+    std::thread::spawn(move || {
+        loop {
+            std::thread::sleep(WATCH);
+            if let Err(e) = watcher.watch() {
+                println!("basaltd: looking for ended VMs: {e}");
+            }
+        }
+    });
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
         let daemon = Arc::clone(&daemon);

@@ -472,6 +472,7 @@ fn run(args: &[String]) -> Result<(), String> {
                 initrd: None,
                 cmdline,
                 xen: false,
+                on_end: [vmdef::OnEnd::Destroy; 3],
             };
             println!("{}", create(&def, None)?.1);
             Ok(())

@@ -13,6 +13,9 @@
 //! initrd = "/srv/initrd.img"         # in dom0 (optional): boot_params' or the start info's
 //! cmdline = "greeting=1"
 //! xen = false              # Xen's interface for the guest
+//! on_poweroff = "destroy"  # when it ends: "destroy" (stays stopped) or "restart";
+//! on_reboot = "restart"    # the defaults are xl's
+//! on_crash = "destroy"
 //! ```
 
 use basalt_domctl as dc;
@@ -42,6 +45,17 @@ pub struct VmDef {
     pub cmdline: String,
     /// Whether the guest gets Xen's interface.
     pub xen: bool,
+    /// What basaltd does when the domain powers off, reboots, crashes.
+    pub on_end: [OnEnd; 3],
+}
+
+/// What basaltd does when a VM's domain ends (`on_poweroff`, `on_reboot`, `on_crash`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnEnd {
+    /// The VM stays stopped.
+    Destroy,
+    /// The VM is started again (a new domain).
+    Restart,
 }
 
 /// The file as written; `Spanned` keeps where each value is.
@@ -62,9 +76,9 @@ struct Raw {
     disk: Option<Spanned<toml::Value>>,
     network: Option<Spanned<toml::Value>>,
     boot: Option<Spanned<toml::Value>>,
-    on_poweroff: Option<Spanned<toml::Value>>,
-    on_reboot: Option<Spanned<toml::Value>>,
-    on_crash: Option<Spanned<toml::Value>>,
+    on_poweroff: Option<Spanned<String>>,
+    on_reboot: Option<Spanned<String>>,
+    on_crash: Option<Spanned<String>>,
 }
 
 /// The 1-based line of byte `offset` in `text`.
@@ -76,10 +90,10 @@ fn line_of(text: &str, offset: usize) -> usize {
         + 1
 }
 
-/// Parses and checks the definition in `text` (from `file`, for messages).
 /// The control domain's name, which no VM may take.
 const CONTROL_DOMAIN: &str = "Domain-0";
 
+/// Parses and checks the definition in `text` (from `file`, for messages).
 pub fn parse(file: &str, text: &str) -> Result<VmDef, String> {
     let at = |span: core::ops::Range<usize>| format!("{file}:{}", line_of(text, span.start));
     let raw: Raw = toml::from_str(text).map_err(|e| {
@@ -98,22 +112,28 @@ pub fn parse(file: &str, text: &str) -> Result<VmDef, String> {
             "network interfaces (they come with the device models)",
         ),
         ("boot", &raw.boot, "booting from a disk"),
-        (
-            "on_poweroff",
-            &raw.on_poweroff,
-            "actions on a domain's end (they come with basaltd)",
-        ),
-        (
-            "on_reboot",
-            &raw.on_reboot,
-            "actions on a domain's end (they come with basaltd)",
-        ),
-        (
-            "on_crash",
-            &raw.on_crash,
-            "actions on a domain's end (they come with basaltd)",
-        ),
     ];
+    let mut on_end = [OnEnd::Destroy, OnEnd::Restart, OnEnd::Destroy];
+    let keys = [
+        ("on_poweroff", &raw.on_poweroff),
+        ("on_reboot", &raw.on_reboot),
+        ("on_crash", &raw.on_crash),
+    ];
+    for (slot, (key, value)) in on_end.iter_mut().zip(keys) {
+        let Some(v) = value else { continue };
+        *slot = match v.get_ref().as_str() {
+            "destroy" => OnEnd::Destroy,
+            "restart" => OnEnd::Restart,
+            other => {
+                return Err(format!(
+                    "{}: {key} = {other:?}: \"destroy\" (the VM stays stopped) or \"restart\" \
+                     (Basalt keeps no ended domain, so xl's \"preserve\" and \"coredump-*\" are \
+                     not offered)",
+                    at(v.span())
+                ));
+            }
+        };
+    }
     if let Some((key, Some(v), what)) = later.iter().find(|l| l.1.is_some()) {
         return Err(format!(
             "{}: {key}: this basalt cannot set up {what} yet (docs/toolstack.md, \"Slices\")",
@@ -211,6 +231,7 @@ pub fn parse(file: &str, text: &str) -> Result<VmDef, String> {
             .map(|i| (i.get_ref().clone(), line_of(text, i.span().start))),
         cmdline,
         xen: raw.xen.unwrap_or(false),
+        on_end,
     })
 }
 

@@ -68,8 +68,6 @@ pub const PM_TIMER_MASK: u32 = 0x00FF_FFFF;
 
 /// PM1 status: the timer's bit 23 changed.
 pub const TMR_STS: u16 = 1 << 0;
-/// PM1 status: a bus master requested the bus (never set here).
-pub const BM_STS: u16 = 1 << 4;
 /// PM1 status: firmware released the global lock (never set here).
 pub const GBL_STS: u16 = 1 << 5;
 /// PM1 status: the power button was pressed.
@@ -78,10 +76,6 @@ pub const PWRBTN_STS: u16 = 1 << 8;
 pub const SLPBTN_STS: u16 = 1 << 9;
 /// PM1 status: the RTC alarm fired (never set here).
 pub const RTC_STS: u16 = 1 << 10;
-/// PM1 status: a PCI Express wake event (never set here).
-pub const PCIEXP_WAKE_STS: u16 = 1 << 14;
-/// PM1 status: the system woke from a sleeping state (never set here).
-pub const WAK_STS: u16 = 1 << 15;
 
 /// PM1 enable: SCI on `TMR_STS`.
 pub const TMR_EN: u16 = 1 << 0;

@@ -56,16 +56,6 @@ pub const ICW1_LTIM: u8 = 0x08;
 pub const ICW4_AEOI: u8 = 0x02;
 /// ICW4: special fully nested mode.
 pub const ICW4_SFNM: u8 = 0x10;
-/// OCW2: non-specific EOI command.
-pub const OCW2_EOI: u8 = 0x20;
-/// OCW2: specific EOI command (low three bits: the level).
-pub const OCW2_SPECIFIC_EOI: u8 = 0x60;
-/// OCW3: read IRR on the next command-port read.
-pub const OCW3_READ_IRR: u8 = 0x0A;
-/// OCW3: read ISR on the next command-port read.
-pub const OCW3_READ_ISR: u8 = 0x0B;
-/// OCW3: poll command.
-pub const OCW3_POLL: u8 = 0x0C;
 
 /// The cascade input of the master.
 pub const CASCADE_IRQ: u8 = 2;
@@ -485,17 +475,14 @@ impl Pic {
         u16::from(self.master.imr) | u16::from(self.slave.imr) << 8
     }
 
-    /// The edge/level control registers, slave in the high byte.
-    pub fn elcr(&self) -> u16 {
-        u16::from(self.master.elcr) | u16::from(self.slave.elcr) << 8
-    }
-
     /// The vector bases from ICW2: (master, slave).
+    #[cfg(test)]
     pub fn vector_bases(&self) -> (u8, u8) {
         (self.master.vector_base, self.slave.vector_base)
     }
 
     /// Whether both chips have finished their initialization sequence.
+    #[cfg(test)]
     pub fn initialized(&self) -> bool {
         self.master.init == Init::Ready && self.slave.init == Init::Ready
     }

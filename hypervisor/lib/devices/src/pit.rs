@@ -41,8 +41,6 @@ pub const PIT_HZ: u64 = 1_193_182;
 
 /// Port of channel 0's counter (IRQ 0).
 pub const CHANNEL0: u16 = 0x40;
-/// Port of channel 1's counter.
-pub const CHANNEL1: u16 = 0x41;
 /// Port of channel 2's counter (speaker, calibration).
 pub const CHANNEL2: u16 = 0x42;
 /// Port of the control word.
@@ -52,8 +50,6 @@ pub const PORT61: u16 = 0x61;
 
 /// Port 0x61: gate of channel 2.
 pub const PORT61_GATE2: u8 = 0x01;
-/// Port 0x61: speaker data enable.
-pub const PORT61_SPEAKER: u8 = 0x02;
 /// Port 0x61: refresh request toggle (read only).
 pub const PORT61_REFRESH: u8 = 0x10;
 /// Port 0x61: channel 2's OUT (read only).
@@ -437,12 +433,6 @@ impl Pit {
         c.control(access, (value >> 1) & 7, value & 1 != 0);
     }
 
-    /// Sets the gate of `channel` (0..=2); port 0x61 bit 0 does this for
-    /// channel 2. Channels 0 and 1 are tied high on a PC.
-    pub fn set_gate(&mut self, channel: usize, gate: bool, now_ns: u64) {
-        self.channels[channel].set_gate(gate, now_ns);
-    }
-
     /// The OUT pin of `channel` (0..=2) at `now_ns`; channel 0's is IRQ 0.
     pub fn out(&self, channel: usize, now_ns: u64) -> bool {
         self.channels[channel].out(now_ns)
@@ -456,6 +446,7 @@ impl Pit {
 
     /// `channel`'s count register (its initial count; 0x10000 for 0),
     /// mode and BCD flag.
+    #[cfg(test)]
     pub fn programming(&self, channel: usize) -> (u32, u8, bool) {
         let c = &self.channels[channel];
         (c.count, c.mode, c.bcd)

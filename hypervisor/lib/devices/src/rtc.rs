@@ -526,6 +526,7 @@ impl Rtc {
     }
 
     /// Whether the last write to port 0x70 disabled NMI (bit 7).
+    #[cfg(test)]
     pub fn nmi_disabled(&self) -> bool {
         self.nmi_disabled
     }

@@ -48,8 +48,6 @@ pub const MCR: u8 = 4;
 pub const LSR: u8 = 5;
 /// Offset of the modem status register.
 pub const MSR: u8 = 6;
-/// Offset of the scratch register.
-pub const SCR: u8 = 7;
 
 /// IER: received data available (and character timeout) interrupt.
 pub const IER_RDA: u8 = 0x01;
@@ -79,8 +77,6 @@ pub const IIR_FIFO_ENABLED: u8 = 0xC0;
 pub const FCR_ENABLE: u8 = 0x01;
 /// FCR: clear the receive FIFO.
 pub const FCR_CLEAR_RX: u8 = 0x02;
-/// FCR: clear the transmit FIFO.
-pub const FCR_CLEAR_TX: u8 = 0x04;
 
 /// LCR: divisor latch access bit.
 pub const LCR_DLAB: u8 = 0x80;
@@ -356,6 +352,7 @@ impl<O: SerialOutput> Uart16550<O> {
     /// Sets the modem status inputs the guest sees outside loopback: the
     /// MSR bits 4-7 ([`MSR_CTS`], [`MSR_DSR`], [`MSR_RI`], [`MSR_DCD`]);
     /// other bits are ignored. Changes set the MSR delta bits.
+    #[cfg(test)]
     pub fn set_modem_inputs(&mut self, lines: u8) {
         let before = self.modem_lines();
         self.modem_inputs = lines & 0xF0;
@@ -422,6 +419,7 @@ impl<O: SerialOutput> Uart16550<O> {
     }
 
     /// The modem control register.
+    #[cfg(test)]
     pub fn mcr(&self) -> u8 {
         self.mcr
     }
@@ -437,6 +435,7 @@ impl<O: SerialOutput> Uart16550<O> {
     }
 
     /// The receive trigger level in bytes (1, 4, 8 or 14).
+    #[cfg(test)]
     pub fn trigger_level(&self) -> usize {
         self.trigger
     }
@@ -447,6 +446,7 @@ impl<O: SerialOutput> Uart16550<O> {
     }
 
     /// How many received bytes wait for the guest.
+    #[cfg(test)]
     pub fn rx_len(&self) -> usize {
         self.rx.len
     }
@@ -472,6 +472,7 @@ impl<O: SerialOutput> Uart16550<O> {
     }
 
     /// Gives the output back.
+    #[cfg(test)]
     pub fn into_output(self) -> O {
         self.out
     }

@@ -793,6 +793,9 @@ pub enum DomainState {
     Paused = 1,
     /// Ending: its vCPUs are leaving the CPUs.
     Dying = 2,
+    /// Ended (`getinfo` of a domain that no longer exists; ids are never reused): how, in
+    /// [`info_flags::END_SHIFT`].
+    Ended = 3,
 }
 
 impl DomainState {
@@ -802,6 +805,7 @@ impl DomainState {
             DomainState::Running => "running",
             DomainState::Paused => "paused",
             DomainState::Dying => "dying",
+            DomainState::Ended => "ended",
         }
     }
 }
@@ -812,6 +816,21 @@ pub mod info_flags {
     pub const CONTROL: u32 = 1 << 0;
     /// The domain has Xen's interface.
     pub const XEN: u32 = 1 << 1;
+    /// Bits 8-10, of a dying or ended domain: how it ended, a [`super::end`] code.
+    pub const END_SHIFT: u32 = 8;
+}
+
+/// How a domain ended ([`info_flags::END_SHIFT`]); 0: it has not.
+pub mod end {
+    /// It powered off.
+    pub const POWEROFF: u32 = 1;
+    /// It asked to reboot (a domain the control domain built is not restarted by ring 0: the
+    /// toolstack decides).
+    pub const REBOOT: u32 = 2;
+    /// It crashed, or Basalt stopped it for a guest error.
+    pub const CRASH: u32 = 3;
+    /// It was destroyed.
+    pub const DESTROYED: u32 = 4;
 }
 
 /// One domain, as `list` and `getinfo` return it ([`INFO_SIZE`] bytes).
@@ -882,6 +901,7 @@ impl DomainInfo {
             0 => DomainState::Running,
             1 => DomainState::Paused,
             2 => DomainState::Dying,
+            3 => DomainState::Ended,
             _ => return None,
         };
         Some(DomainInfo {

@@ -65,7 +65,7 @@
 //! another owner, exhaustion, all return an error enum whose `Display` names the cause and the
 //! frame. Refused operations change nothing. Adding RAM that overlaps memory already managed
 //! (free or allocated) is not an error: the overlap is skipped, so only reserved frames become
-//! free. [`verify`](FrameAllocator::verify) checks every invariant, for tests and debugging.
+//! free. The tests' `verify` checks every invariant.
 //!
 //! # Complexity
 //!
@@ -79,7 +79,7 @@
 //!   [`claim_range`](FrameAllocator::claim_range): linear in the number of frames of the range
 //!   (one metadata byte each), plus O(MAX_ORDER) per block created.
 //! - [`stats`](FrameAllocator::stats): O(MAX_ORDER + owners), from counters.
-//! - [`verify`](FrameAllocator::verify): O(span + free blocks), a full consistency check.
+//! - `verify` (tests only): O(span + free blocks), a full consistency check.
 //!
 //! # Memory cost
 //!
@@ -433,6 +433,7 @@ impl Stats {
     }
 
     /// The largest order with a free block, if any block is free.
+    #[cfg(test)]
     #[must_use]
     pub fn largest_free_order(&self) -> Option<u32> {
         (0..=MAX_ORDER)
@@ -1094,6 +1095,7 @@ impl<'a, L: LinkStore> FrameAllocator<'a, L> {
     ///
     /// [`Corruption`] if a list contains a block whose metadata disagrees, has broken back
     /// links, or is longer than its counter (which also stops cycles).
+    #[cfg(test)]
     pub fn for_each_free_block<F: FnMut(u64, u32)>(&self, mut visit: F) -> Result<(), Corruption> {
         for order in 0..=MAX_ORDER {
             let count = self.free_blocks[order as usize];
@@ -1148,6 +1150,7 @@ impl<'a, L: LinkStore> FrameAllocator<'a, L> {
     /// # Errors
     ///
     /// The first inconsistency found.
+    #[cfg(test)]
     pub fn verify(&self) -> Result<(), Corruption> {
         self.for_each_free_block(|_, _| ())?;
         let mut free_blocks = [0u64; ORDERS];

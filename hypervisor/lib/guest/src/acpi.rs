@@ -112,8 +112,6 @@ pub const GUEST_TABLES_GPA: u64 = 0xe0000;
 pub const SDT_HEADER_SIZE: u64 = 36;
 /// Size of the ACPI 2.0+ RSDP.
 pub const RSDP_SIZE: u64 = 36;
-/// Size of the revision 6 FADT.
-pub const FADT_SIZE: u64 = 276;
 /// Revision of the FADT.
 pub const FADT_REVISION: u8 = 6;
 /// Size of the FACS.

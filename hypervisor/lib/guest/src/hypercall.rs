@@ -220,14 +220,10 @@ pub const SCHEDOP_BASALT_EXIT_CODE: u64 = 0x4241;
 pub const SHUTDOWN_POWEROFF: u32 = 0;
 /// `SHUTDOWN_reboot`: restart the domain.
 pub const SHUTDOWN_REBOOT: u32 = 1;
-/// `SHUTDOWN_suspend`: save the domain's state and stop it.
-pub const SHUTDOWN_SUSPEND: u32 = 2;
 /// `SHUTDOWN_crash`: the domain crashed.
 pub const SHUTDOWN_CRASH: u32 = 3;
 /// `SHUTDOWN_watchdog`: the domain's watchdog expired.
 pub const SHUTDOWN_WATCHDOG: u32 = 4;
-/// `SHUTDOWN_soft_reset`: reset Xen's state for the domain, keeping its memory.
-pub const SHUTDOWN_SOFT_RESET: u32 = 5;
 
 /// `XENVER_version`: the result is `major << 16 | minor`.
 pub const XENVER_VERSION: u64 = 0;
@@ -314,21 +310,6 @@ pub fn sched_op_name(cmd: u64) -> Option<&'static str> {
     )
 }
 
-/// The name of shutdown reason `reason` (`"poweroff"`, ..., `"soft_reset"`).
-pub fn shutdown_reason_name(reason: u32) -> Option<&'static str> {
-    lookup(
-        &[
-            (SHUTDOWN_POWEROFF.into(), "poweroff"),
-            (SHUTDOWN_REBOOT.into(), "reboot"),
-            (SHUTDOWN_SUSPEND.into(), "suspend"),
-            (SHUTDOWN_CRASH.into(), "crash"),
-            (SHUTDOWN_WATCHDOG.into(), "watchdog"),
-            (SHUTDOWN_SOFT_RESET.into(), "soft_reset"),
-        ],
-        reason.into(),
-    )
-}
-
 /// The name of `xen_version` command `cmd` (`"version"`, ..., `"build_id"`).
 pub fn xen_version_name(cmd: u64) -> Option<&'static str> {
     lookup(
@@ -407,14 +388,6 @@ pub const EIO: i64 = 5;
 pub const ENXIO: i64 = 6;
 /// Argument list too long.
 pub const E2BIG: i64 = 7;
-/// Exec format error.
-pub const ENOEXEC: i64 = 8;
-/// Bad file number (bad handle).
-pub const EBADF: i64 = 9;
-/// No child processes.
-pub const ECHILD: i64 = 10;
-/// Try again.
-pub const EAGAIN: i64 = 11;
 /// Out of memory.
 pub const ENOMEM: i64 = 12;
 /// Permission denied.
@@ -425,130 +398,30 @@ pub const EFAULT: i64 = 14;
 pub const EBUSY: i64 = 16;
 /// Already exists.
 pub const EEXIST: i64 = 17;
-/// Cross-device link.
-pub const EXDEV: i64 = 18;
 /// No such device.
 pub const ENODEV: i64 = 19;
-/// Not a directory.
-pub const ENOTDIR: i64 = 20;
-/// Is a directory.
-pub const EISDIR: i64 = 21;
 /// Invalid argument.
 pub const EINVAL: i64 = 22;
-/// File table overflow.
-pub const ENFILE: i64 = 23;
-/// Too many open files.
-pub const EMFILE: i64 = 24;
 /// No space left.
 pub const ENOSPC: i64 = 28;
-/// Read-only.
-pub const EROFS: i64 = 30;
-/// Too many links.
-pub const EMLINK: i64 = 31;
-/// Argument out of domain.
-pub const EDOM: i64 = 33;
-/// Result not representable.
-pub const ERANGE: i64 = 34;
-/// Resource deadlock would occur.
-pub const EDEADLK: i64 = 35;
-/// Name too long.
-pub const ENAMETOOLONG: i64 = 36;
-/// No locks available.
-pub const ENOLCK: i64 = 37;
 /// Function not implemented: the answer to an unknown hypercall or sub-operation.
 pub const ENOSYS: i64 = 38;
-/// Not empty.
-pub const ENOTEMPTY: i64 = 39;
 /// No data available.
 pub const ENODATA: i64 = 61;
 /// Timer expired.
 pub const ETIME: i64 = 62;
-/// Not a data message.
-pub const EBADMSG: i64 = 74;
-/// Value too large.
-pub const EOVERFLOW: i64 = 75;
-/// Illegal byte sequence.
-pub const EILSEQ: i64 = 84;
-/// Not a socket.
-pub const ENOTSOCK: i64 = 88;
-/// Message too large.
-pub const EMSGSIZE: i64 = 90;
 /// Operation not supported.
 pub const EOPNOTSUPP: i64 = 95;
-/// Address already in use.
-pub const EADDRINUSE: i64 = 98;
-/// Cannot assign requested address.
-pub const EADDRNOTAVAIL: i64 = 99;
 /// No buffer space available.
 pub const ENOBUFS: i64 = 105;
-/// Already connected.
-pub const EISCONN: i64 = 106;
-/// Not connected.
-pub const ENOTCONN: i64 = 107;
 /// Timed out.
 pub const ETIMEDOUT: i64 = 110;
-/// Connection refused.
-pub const ECONNREFUSED: i64 = 111;
 
 /// The RAX value for a hypercall failing with error `e` (a positive `E*` value): `-e` in two's
 /// complement, e.g. `errno_result(ENOSYS) == 0xffff_ffff_ffff_ffda`. A 32-bit guest reads the
 /// low half (`0xffff_ffda`), which is the same negative number.
 pub const fn errno_result(e: i64) -> u64 {
     e.wrapping_neg() as u64
-}
-
-/// The name of error number `e` (positive, e.g. `"ENOSYS"`).
-pub fn errno_name(e: i64) -> Option<&'static str> {
-    const NAMES: [(i64, &str); 47] = [
-        (EPERM, "EPERM"),
-        (ENOENT, "ENOENT"),
-        (ESRCH, "ESRCH"),
-        (EIO, "EIO"),
-        (ENXIO, "ENXIO"),
-        (E2BIG, "E2BIG"),
-        (ENOEXEC, "ENOEXEC"),
-        (EBADF, "EBADF"),
-        (ECHILD, "ECHILD"),
-        (EAGAIN, "EAGAIN"),
-        (ENOMEM, "ENOMEM"),
-        (EACCES, "EACCES"),
-        (EFAULT, "EFAULT"),
-        (EBUSY, "EBUSY"),
-        (EEXIST, "EEXIST"),
-        (EXDEV, "EXDEV"),
-        (ENODEV, "ENODEV"),
-        (ENOTDIR, "ENOTDIR"),
-        (EISDIR, "EISDIR"),
-        (EINVAL, "EINVAL"),
-        (ENFILE, "ENFILE"),
-        (EMFILE, "EMFILE"),
-        (ENOSPC, "ENOSPC"),
-        (EROFS, "EROFS"),
-        (EMLINK, "EMLINK"),
-        (EDOM, "EDOM"),
-        (ERANGE, "ERANGE"),
-        (EDEADLK, "EDEADLK"),
-        (ENAMETOOLONG, "ENAMETOOLONG"),
-        (ENOLCK, "ENOLCK"),
-        (ENOSYS, "ENOSYS"),
-        (ENOTEMPTY, "ENOTEMPTY"),
-        (ENODATA, "ENODATA"),
-        (ETIME, "ETIME"),
-        (EBADMSG, "EBADMSG"),
-        (EOVERFLOW, "EOVERFLOW"),
-        (EILSEQ, "EILSEQ"),
-        (ENOTSOCK, "ENOTSOCK"),
-        (EMSGSIZE, "EMSGSIZE"),
-        (EOPNOTSUPP, "EOPNOTSUPP"),
-        (EADDRINUSE, "EADDRINUSE"),
-        (EADDRNOTAVAIL, "EADDRNOTAVAIL"),
-        (ENOBUFS, "ENOBUFS"),
-        (EISCONN, "EISCONN"),
-        (ENOTCONN, "ENOTCONN"),
-        (ETIMEDOUT, "ETIMEDOUT"),
-        (ECONNREFUSED, "ECONNREFUSED"),
-    ];
-    NAMES.iter().find(|(v, _)| *v == e).map(|(_, n)| *n)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -740,10 +613,6 @@ mod tests {
         assert_eq!(errno_result(EPERM), u64::MAX);
         assert_eq!(errno_result(0), 0);
         assert_eq!(errno_result(ENOSYS) as u32, 0xffff_ffda);
-        assert_eq!(errno_name(ENOSYS), Some("ENOSYS"));
-        assert_eq!(errno_name(EFAULT), Some("EFAULT"));
-        assert_eq!(errno_name(4), None); // EINTR is Xen-internal
-        assert_eq!(errno_name(85), None); // ERESTART too
     }
 
     #[test]
@@ -809,9 +678,6 @@ mod tests {
         assert_eq!(sched_op_name(7), Some("pin_override"));
         assert_eq!(sched_op_name(8), None);
         assert_eq!(sched_op_name(0x4241), Some("basalt_exit_code"));
-        assert_eq!(shutdown_reason_name(3), Some("crash"));
-        assert_eq!(shutdown_reason_name(5), Some("soft_reset"));
-        assert_eq!(shutdown_reason_name(6), None);
         assert_eq!(xen_version_name(10), Some("build_id"));
         assert_eq!(vcpu_op_name(9), Some("stop_singleshot_timer"));
         assert_eq!(vcpu_op_name(14), None);

@@ -64,8 +64,6 @@ pub const BOOT_FLAG: u16 = 0xaa55;
 pub const HDRS_MAGIC: u32 = 0x5372_6448;
 /// The oldest protocol with `xloadflags` (and so `XLF_KERNEL_64`): 2.12.
 pub const MIN_PROTOCOL: u16 = 0x020c;
-/// The protocol from which `acpi_rsdp_addr` is read: 2.14.
-pub const PROTOCOL_ACPI_RSDP: u16 = 0x020e;
 /// `loadflags` bit: the protected-mode kernel is loaded at 0x100000 or above (bzImage).
 pub const LOADED_HIGH: u8 = 1 << 0;
 /// `loadflags` bit: `heap_end_ptr` is valid.

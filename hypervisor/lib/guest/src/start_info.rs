@@ -61,10 +61,6 @@ pub const MEMMAP_TYPE_ACPI: u32 = 3;
 pub const MEMMAP_TYPE_NVS: u32 = 4;
 /// `XEN_HVM_MEMMAP_TYPE_UNUSABLE`: memory with errors.
 pub const MEMMAP_TYPE_UNUSABLE: u32 = 5;
-/// `XEN_HVM_MEMMAP_TYPE_DISABLED`: disabled memory.
-pub const MEMMAP_TYPE_DISABLED: u32 = 6;
-/// `XEN_HVM_MEMMAP_TYPE_PMEM`: persistent memory.
-pub const MEMMAP_TYPE_PMEM: u32 = 7;
 
 /// End of the low RAM a guest is shown: `0x9F000` (the traditional PC's EBDA starts above).
 pub const LOW_RAM_END: u64 = 0x9_f000;

@@ -51,17 +51,6 @@ pub struct Override {
     pub flags: u16,
 }
 
-/// Why a listed CPU is not used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Skipped {
-    /// Neither enabled nor online capable.
-    Disabled(u32),
-    /// Beyond `maxcpus=`.
-    MaxCpus(u32),
-    /// Beyond [`MAX_CPUS`].
-    TooMany(u32),
-}
-
 /// What the MADT describes, interpreted.
 #[derive(Debug, Clone)]
 pub struct Topology {
@@ -174,6 +163,7 @@ impl Topology {
     }
 
     /// The global system interrupt of ISA IRQ `irq` (identity unless overridden).
+    #[cfg(test)]
     pub fn isa_gsi(&self, irq: u8) -> u32 {
         self.overrides()
             .iter()

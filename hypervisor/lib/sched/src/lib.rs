@@ -119,7 +119,7 @@
 //!
 //! # Invariants
 //!
-//! Checked after every step of the randomized test by [`Scheduler::check_invariants`]:
+//! Checked after every step of the randomized test by `Scheduler::check_invariants`:
 //!
 //! - each vCPU is in exactly one state; a running vCPU is the current vCPU of exactly one CPU, a
 //!   runnable one is in exactly one run queue, a parked one is in the parked list, a blocked one
@@ -595,6 +595,7 @@ impl Scheduler {
     }
 
     /// Number of vCPUs parked by their domain's cap.
+    #[cfg(test)]
     #[must_use]
     pub fn parked_count(&self) -> usize {
         self.parked.len
@@ -964,6 +965,7 @@ impl Scheduler {
     /// # Errors
     ///
     /// A static description of the broken invariant.
+    #[cfg(test)]
     pub fn check_invariants(&self) -> Result<(), &'static str> {
         let n = self.cpus.len();
         let managed = CpuMask::first(n);

@@ -138,6 +138,7 @@ impl CpuMask {
     }
 
     /// Whether every member of `self` is also in `other`.
+    #[cfg(test)]
     #[must_use]
     pub fn is_subset(&self, other: &CpuMask) -> bool {
         self.words

@@ -10,7 +10,7 @@ pub const MSRPM_SIZE: usize = 8 * 1024;
 
 /// The I/O permission map.
 #[derive(Debug)]
-pub struct Iopm<'a>(&'a mut [u8; IOPM_SIZE]);
+pub struct Iopm<'a>(pub &'a mut [u8; IOPM_SIZE]);
 
 impl<'a> Iopm<'a> {
     /// Takes the map over with every port intercepted.
@@ -26,6 +26,7 @@ impl<'a> Iopm<'a> {
     }
 
     /// Whether an access to `port` of `size` bytes is intercepted.
+    #[cfg(test)]
     pub fn intercepts(&self, port: u16, size: u8) -> bool {
         (0..u32::from(size.max(1))).any(|i| {
             let p = u32::from(port) + i;
@@ -79,6 +80,7 @@ impl<'a> Msrpm<'a> {
     }
 
     /// Whether a read (`write` false) or write of `msr` is intercepted.
+    #[cfg(test)]
     pub fn intercepts(&self, msr: u32, write: bool) -> bool {
         match msr_bit(msr) {
             Ok(bit) => {

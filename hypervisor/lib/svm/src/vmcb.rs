@@ -21,18 +21,12 @@ pub mod control {
     use super::{Field, f};
     /// Intercepts of CR reads (bits 15:0) and writes (31:16).
     pub const CR_INTERCEPTS: Field = f(0x000, 4);
-    /// Intercepts of DR reads and writes.
-    pub const DR_INTERCEPTS: Field = f(0x004, 4);
     /// Intercepted exception vectors.
     pub const EXCEPTION_INTERCEPTS: Field = f(0x008, 4);
     /// Instruction intercepts, first word ([`crate::vmcb::Intercept1`]).
     pub const INTERCEPT1: Field = f(0x00c, 4);
     /// Instruction intercepts, second word ([`crate::vmcb::Intercept2`]).
     pub const INTERCEPT2: Field = f(0x010, 4);
-    /// Pause-filter threshold.
-    pub const PAUSE_FILTER_THRESHOLD: Field = f(0x03c, 2);
-    /// Pause-filter count.
-    pub const PAUSE_FILTER_COUNT: Field = f(0x03e, 2);
     /// Physical address of the I/O permission map.
     pub const IOPM_BASE: Field = f(0x040, 8);
     /// Physical address of the MSR permission map.
@@ -67,8 +61,6 @@ pub mod control {
     pub const CLEAN_BITS: Field = f(0x0c0, 4);
     /// The next sequential instruction pointer (with NRIPS).
     pub const NEXT_RIP: Field = f(0x0c8, 8);
-    /// Number of instruction bytes fetched (with decode assists).
-    pub const INSN_LEN: Field = f(0x0d0, 1);
 }
 
 /// The state-save area (appendix B, table B-2), from 400h.
@@ -246,18 +238,6 @@ pub struct Segment {
     pub base: u64,
 }
 
-impl Segment {
-    /// The SVM attribute field of a VMX access-rights value (type/S/DPL/P in 7:0, AVL/L/D/G
-    /// in 15:12; VMX's "unusable" bit 16 has no SVM counterpart and makes the segment
-    /// not present).
-    pub fn attrib_from_vmx(ar: u32) -> u16 {
-        if ar & (1 << 16) != 0 {
-            return 0;
-        }
-        ((ar & 0xff) | ((ar >> 4) & 0xf00)) as u16
-    }
-}
-
 /// A VMCB page, read and written through named fields.
 #[derive(Debug)]
 pub struct Vmcb<'a>(&'a mut [u8; 4096]);
@@ -342,12 +322,9 @@ mod tests {
         use save::*;
         let mut fields = vec![
             CR_INTERCEPTS,
-            DR_INTERCEPTS,
             EXCEPTION_INTERCEPTS,
             INTERCEPT1,
             INTERCEPT2,
-            PAUSE_FILTER_THRESHOLD,
-            PAUSE_FILTER_COUNT,
             IOPM_BASE,
             MSRPM_BASE,
             TSC_OFFSET,
@@ -365,7 +342,6 @@ mod tests {
             N_CR3,
             CLEAN_BITS,
             NEXT_RIP,
-            INSN_LEN,
             CPL,
             EFER,
             CR4,
@@ -408,15 +384,5 @@ mod tests {
                 .last()
                 .is_some_and(|f| f.offset + u16::from(f.width) <= 4096)
         );
-    }
-
-    #[test]
-    fn vmx_access_rights_to_svm_attributes() {
-        // 64-bit code: type 0xb, S, P, L, G.
-        assert_eq!(Segment::attrib_from_vmx(0xa09b), 0xa9b);
-        // Flat 32-bit data: type 3, S, P, D/B, G.
-        assert_eq!(Segment::attrib_from_vmx(0xc093), 0xc93);
-        // Unusable (VMX bit 16): not present.
-        assert_eq!(Segment::attrib_from_vmx(0x1_0000), 0);
     }
 }

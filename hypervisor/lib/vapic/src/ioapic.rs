@@ -41,10 +41,6 @@ pub const REG_REDTBL: u8 = 0x10;
 /// The version register: version 0x11, highest entry 23.
 pub const VERSION: u32 = 0x0017_0011;
 
-/// Redirection entry bit 12: delivery status (always 0 here).
-pub const RTE_DELIVERY_STATUS: u64 = 1 << 12;
-/// Redirection entry bit 13: active low.
-pub const RTE_POLARITY: u64 = 1 << 13;
 /// Redirection entry bit 14: remote IRR (read-only).
 pub const RTE_REMOTE_IRR: u64 = 1 << 14;
 /// Redirection entry bit 15: level triggered.
@@ -132,11 +128,13 @@ impl Deliveries {
     }
 
     /// How many.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.len
     }
 
     /// Whether there are none.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }

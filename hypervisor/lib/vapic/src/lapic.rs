@@ -43,10 +43,6 @@ pub const MSR_TSC_DEADLINE: u32 = 0x6E0;
 pub const MSR_X2APIC_FIRST: u32 = 0x800;
 /// Last x2APIC MSR.
 pub const MSR_X2APIC_LAST: u32 = 0x8FF;
-/// x2APIC MSR of the 64-bit ICR.
-pub const MSR_X2APIC_ICR: u32 = 0x830;
-/// x2APIC MSR of the SELF IPI register.
-pub const MSR_X2APIC_SELF_IPI: u32 = 0x83F;
 
 /// Default physical address of the xAPIC page.
 pub const APIC_BASE_DEFAULT: u64 = 0xFEE0_0000;
@@ -91,16 +87,10 @@ pub const REG_ICR_LOW: u32 = 0x300;
 pub const REG_ICR_HIGH: u32 = 0x310;
 /// Offset of the LVT timer register.
 pub const REG_LVT_TIMER: u32 = 0x320;
-/// Offset of the LVT thermal sensor register.
-pub const REG_LVT_THERMAL: u32 = 0x330;
-/// Offset of the LVT performance counter register.
-pub const REG_LVT_PERF: u32 = 0x340;
 /// Offset of the LVT LINT0 register.
 pub const REG_LVT_LINT0: u32 = 0x350;
 /// Offset of the LVT LINT1 register.
 pub const REG_LVT_LINT1: u32 = 0x360;
-/// Offset of the LVT error register.
-pub const REG_LVT_ERROR: u32 = 0x370;
 /// Offset of the timer initial count register.
 pub const REG_TIMER_INITIAL: u32 = 0x380;
 /// Offset of the timer current count register (read-only).
@@ -589,6 +579,7 @@ pub fn resolve(
 }
 
 /// Where a SIPI with `vector` starts a vCPU: (CS selector, CS base, IP).
+#[cfg(test)]
 pub fn sipi_entry(vector: u8) -> (u16, u64, u64) {
     (u16::from(vector) << 8, u64::from(vector) << 12, 0)
 }
@@ -716,6 +707,7 @@ impl Lapic {
     }
 
     /// The `IA32_APIC_BASE` value.
+    #[cfg(test)]
     pub fn apic_base(&self) -> u64 {
         self.apic_base
     }
@@ -726,6 +718,7 @@ impl Lapic {
     }
 
     /// The INIT/SIPI state of the vCPU.
+    #[cfg(test)]
     pub fn run_state(&self) -> RunState {
         self.run_state
     }
@@ -804,11 +797,13 @@ impl Lapic {
     }
 
     /// Whether `vector` was accepted level-triggered (TMR).
+    #[cfg(test)]
     pub fn tmr(&self, vector: u8) -> bool {
         bit_test(&self.tmr, vector)
     }
 
     /// The highest vector in service.
+    #[cfg(test)]
     pub fn highest_in_service(&self) -> Option<u8> {
         highest(&self.isr)
     }
@@ -960,6 +955,7 @@ impl Lapic {
     }
 
     /// The guest TSC at `now_ns`.
+    #[cfg(test)]
     pub fn guest_tsc(&self, now_ns: u64) -> u64 {
         let tsc = u128::from(now_ns) * u128::from(self.config.tsc_hz) / NS_PER_SEC;
         tsc.min(u128::from(u64::MAX)) as u64

@@ -1,14 +1,13 @@
-//! The MSR bitmaps and the I/O bitmaps (Intel SDM Vol. 3C, "Virtual Machine Control
-//! Structures", "VM-Execution Control Fields": "I/O-Bitmap Addresses" and "MSR-Bitmap
-//! Address"; their use in "VMX Non-Root Operation", "Instructions That Cause VM Exits
-//! Conditionally").
+//! The MSR bitmap (Intel SDM Vol. 3C, "Virtual Machine Control Structures", "VM-Execution
+//! Control Fields": "MSR-Bitmap Address"; its use in "VMX Non-Root Operation", "Instructions
+//! That Cause VM Exits Conditionally").
 //!
-//! Both are plain 4 KiB pages the kernel allocates and whose physical addresses it writes to
-//! [`crate::fields::ctrl::MSR_BITMAP`] and [`crate::fields::ctrl::IO_BITMAP_A`]/`_B`. A set bit
-//! means "exit"; these wrappers start from "intercept everything" and open holes.
+//! A plain 4 KiB page the kernel allocates and whose physical address it writes to
+//! [`crate::fields::ctrl::MSR_BITMAP`]. A set bit means "exit"; the wrapper starts from
+//! "intercept everything" and opens holes. (The I/O bitmaps are two pages of one bit per port
+//! that the kernel fills itself.)
 
 use core::fmt;
-use core::ops::RangeInclusive;
 
 /// An MSR outside the two ranges the MSR bitmap covers; RDMSR and WRMSR of it always exit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -50,16 +49,6 @@ impl<'a> MsrBitmap<'a> {
         Self(page)
     }
 
-    /// Wraps a page that already holds an MSR bitmap, without changing it.
-    pub fn wrap(page: &'a mut [u8; 4096]) -> Self {
-        Self(page)
-    }
-
-    /// The page's bytes.
-    pub fn as_bytes(&self) -> &[u8; 4096] {
-        self.0
-    }
-
     /// (byte offset, bit mask) of `msr` within the read (`write = false`) or write bitmap.
     const fn locate(msr: u32, write: bool) -> Option<(usize, u8)> {
         let (index, low) = match msr {
@@ -87,13 +76,6 @@ impl<'a> MsrBitmap<'a> {
         Ok(())
     }
 
-    fn get(&self, msr: u32, write: bool) -> bool {
-        match Self::locate(msr, write) {
-            Some((offset, mask)) => self.0.get(offset).is_none_or(|b| b & mask != 0),
-            None => true,
-        }
-    }
-
     /// Lets the guest RDMSR `msr` without a VM exit.
     pub fn allow_read(&mut self, msr: u32) -> Result<(), MsrOutOfRange> {
         self.set(msr, false, false)
@@ -103,125 +85,57 @@ impl<'a> MsrBitmap<'a> {
     pub fn allow_write(&mut self, msr: u32) -> Result<(), MsrOutOfRange> {
         self.set(msr, true, false)
     }
-
-    /// Lets the guest read and write `msr` without VM exits.
-    pub fn allow(&mut self, msr: u32) -> Result<(), MsrOutOfRange> {
-        self.allow_read(msr)?;
-        self.allow_write(msr)
-    }
-
-    /// Makes RDMSR of `msr` exit again (MSRs outside the bitmap always exit).
-    pub fn intercept_read(&mut self, msr: u32) {
-        // Out-of-range MSRs are intercepted by the processor anyway.
-        let _ = self.set(msr, false, true);
-    }
-
-    /// Makes WRMSR of `msr` exit again (MSRs outside the bitmap always exit).
-    pub fn intercept_write(&mut self, msr: u32) {
-        let _ = self.set(msr, true, true);
-    }
-
-    /// Whether RDMSR of `msr` causes a VM exit.
-    pub fn intercepts_read(&self, msr: u32) -> bool {
-        self.get(msr, false)
-    }
-
-    /// Whether WRMSR of `msr` causes a VM exit.
-    pub fn intercepts_write(&self, msr: u32) -> bool {
-        self.get(msr, true)
-    }
-}
-
-/// The two 4 KiB I/O bitmaps ("use I/O bitmaps" primary control): bitmap A covers ports
-/// 0000h-7FFFh, bitmap B ports 8000h-FFFFh, one bit per port (bit `p % 8` of byte `p / 8`).
-#[derive(Debug)]
-pub struct IoBitmaps<'a> {
-    a: &'a mut [u8; 4096],
-    b: &'a mut [u8; 4096],
-}
-
-impl<'a> IoBitmaps<'a> {
-    /// Takes the two pages over and intercepts every port.
-    pub fn new(a: &'a mut [u8; 4096], b: &'a mut [u8; 4096]) -> Self {
-        let mut bitmaps = Self { a, b };
-        bitmaps.intercept_all();
-        bitmaps
-    }
-
-    /// Wraps two pages that already hold I/O bitmaps, without changing them.
-    pub fn wrap(a: &'a mut [u8; 4096], b: &'a mut [u8; 4096]) -> Self {
-        Self { a, b }
-    }
-
-    /// Bitmap A's bytes (ports 0000h-7FFFh).
-    pub fn bitmap_a(&self) -> &[u8; 4096] {
-        self.a
-    }
-
-    /// Bitmap B's bytes (ports 8000h-FFFFh).
-    pub fn bitmap_b(&self) -> &[u8; 4096] {
-        self.b
-    }
-
-    /// Makes every port access exit.
-    pub fn intercept_all(&mut self) {
-        self.a.fill(0xFF);
-        self.b.fill(0xFF);
-    }
-
-    fn slot(&mut self, port: u16) -> Option<(&mut u8, u8)> {
-        let page = if port < 0x8000 {
-            &mut *self.a
-        } else {
-            &mut *self.b
-        };
-        let index = usize::from(port & 0x7FFF);
-        page.get_mut(index / 8).map(|byte| (byte, 1 << (index % 8)))
-    }
-
-    /// Lets the guest access `port` without a VM exit.
-    pub fn allow(&mut self, port: u16) {
-        if let Some((byte, mask)) = self.slot(port) {
-            *byte &= !mask;
-        }
-    }
-
-    /// Lets the guest access every port of `ports` without a VM exit.
-    pub fn allow_range(&mut self, ports: RangeInclusive<u16>) {
-        for port in ports {
-            self.allow(port);
-        }
-    }
-
-    /// Makes accesses to `port` exit.
-    pub fn intercept(&mut self, port: u16) {
-        if let Some((byte, mask)) = self.slot(port) {
-            *byte |= mask;
-        }
-    }
-
-    /// Whether an access to `port` exits.
-    pub fn intercepts(&self, port: u16) -> bool {
-        let page = if port < 0x8000 { &*self.a } else { &*self.b };
-        let index = usize::from(port & 0x7FFF);
-        page.get(index / 8)
-            .is_none_or(|b| b & (1 << (index % 8)) != 0)
-    }
-
-    /// Whether an access of `size` bytes starting at `port` exits: the processor checks the bit
-    /// of every port touched, and always exits when the access wraps past FFFFh.
-    pub fn access_intercepted(&self, port: u16, size: u8) -> bool {
-        let last = u32::from(port) + u32::from(size.max(1)) - 1;
-        if last > 0xFFFF {
-            return true;
-        }
-        (u32::from(port)..=last).any(|p| self.intercepts(p as u16))
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl<'a> MsrBitmap<'a> {
+        /// Wraps a page that already holds an MSR bitmap, without changing it.
+        pub fn wrap(page: &'a mut [u8; 4096]) -> Self {
+            Self(page)
+        }
+
+        /// The page's bytes.
+        pub fn as_bytes(&self) -> &[u8; 4096] {
+            self.0
+        }
+
+        fn get(&self, msr: u32, write: bool) -> bool {
+            match Self::locate(msr, write) {
+                Some((offset, mask)) => self.0.get(offset).is_none_or(|b| b & mask != 0),
+                None => true,
+            }
+        }
+
+        /// Lets the guest read and write `msr` without VM exits.
+        pub fn allow(&mut self, msr: u32) -> Result<(), MsrOutOfRange> {
+            self.allow_read(msr)?;
+            self.allow_write(msr)
+        }
+
+        /// Makes RDMSR of `msr` exit again (MSRs outside the bitmap always exit).
+        pub fn intercept_read(&mut self, msr: u32) {
+            // Out-of-range MSRs are intercepted by the processor anyway.
+            let _ = self.set(msr, false, true);
+        }
+
+        /// Makes WRMSR of `msr` exit again (MSRs outside the bitmap always exit).
+        pub fn intercept_write(&mut self, msr: u32) {
+            let _ = self.set(msr, true, true);
+        }
+
+        /// Whether RDMSR of `msr` causes a VM exit.
+        pub fn intercepts_read(&self, msr: u32) -> bool {
+            self.get(msr, false)
+        }
+
+        /// Whether WRMSR of `msr` causes a VM exit.
+        pub fn intercepts_write(&self, msr: u32) -> bool {
+            self.get(msr, true)
+        }
+    }
 
     #[test]
     fn msr_bitmap_layout() {
@@ -271,30 +185,5 @@ mod tests {
         // A zeroed, wrapped page lets everything in range through.
         assert!(!bitmap.intercepts_read(0x1FFF));
         assert!(!bitmap.intercepts_write(0xC000_0000));
-    }
-
-    #[test]
-    fn io_bitmaps() {
-        let mut a = [0u8; 4096];
-        let mut b = [0u8; 4096];
-        let mut io = IoBitmaps::new(&mut a, &mut b);
-        assert!(io.intercepts(0x3F8));
-        io.allow(0x3F8);
-        assert!(!io.intercepts(0x3F8));
-        assert_eq!(io.bitmap_a()[0x3F8 / 8], !(1 << 0));
-        io.allow(0x8001);
-        assert_eq!(io.bitmap_b()[0], !(1 << 1));
-        assert!(!io.intercepts(0x8001));
-        io.allow_range(0x70..=0x71);
-        assert!(!io.access_intercepted(0x70, 2));
-        assert!(io.access_intercepted(0x71, 2));
-        assert!(io.access_intercepted(0xFFFF, 2));
-        io.intercept(0x70);
-        assert!(io.intercepts(0x70));
-        io.allow(0xFFFF);
-        assert!(!io.access_intercepted(0xFFFF, 1));
-        assert_eq!(io.bitmap_b()[4095], 0x7F);
-        io.intercept_all();
-        assert!(io.intercepts(0x3F8) && io.intercepts(0xFFFF));
     }
 }

@@ -51,11 +51,6 @@ pub const IA32_VMX_TRUE_PROCBASED_CTLS: u32 = 0x48E;
 pub const IA32_VMX_TRUE_EXIT_CTLS: u32 = 0x48F;
 /// `IA32_VMX_TRUE_ENTRY_CTLS`.
 pub const IA32_VMX_TRUE_ENTRY_CTLS: u32 = 0x490;
-/// `IA32_VMX_VMFUNC`: allowed VM functions.
-pub const IA32_VMX_VMFUNC: u32 = 0x491;
-/// `IA32_VMX_PROCBASED_CTLS3`: allowed tertiary processor-based controls (64-bit, allowed
-/// 1-settings only).
-pub const IA32_VMX_PROCBASED_CTLS3: u32 = 0x492;
 
 /// Reads model-specific registers; implemented by the kernel with `RDMSR`.
 pub trait MsrSource {
@@ -85,7 +80,7 @@ pub enum FeatureControlState {
     Enabled,
     /// Locked with VMX outside SMX disabled: firmware turned VMX off ("disabled in the BIOS").
     LockedDisabled,
-    /// Not locked: software may write [`FeatureControl::enable_value`] (lock + enable), after
+    /// Not locked: software may set its lock and VMX-outside-SMX bits, after
     /// which `VMXON` may be used.
     Unlocked,
 }
@@ -100,12 +95,6 @@ impl FeatureControl {
             (true, false) => FeatureControlState::LockedDisabled,
             (false, _) => FeatureControlState::Unlocked,
         }
-    }
-
-    /// The value to write to an unlocked `IA32_FEATURE_CONTROL` (`current` as read) to enable
-    /// VMX outside SMX and lock the MSR, keeping the other bits.
-    pub const fn enable_value(current: u64) -> u64 {
-        current | Self::LOCK.bits() | Self::VMX_OUTSIDE_SMX.bits()
     }
 }
 
@@ -157,11 +146,6 @@ impl AllowedBits {
     pub const fn may_be_one(self, bits: u32) -> bool {
         self.allowed1 & bits == bits
     }
-
-    /// Whether every bit of `bits` must be 1.
-    pub const fn must_be_one(self, bits: u32) -> bool {
-        self.allowed0 & bits == bits
-    }
 }
 
 /// `IA32_VMX_BASIC`, decoded (Appendix A, "Basic VMX Information").
@@ -191,8 +175,6 @@ pub struct BasicInfo {
 impl BasicInfo {
     /// The VMCS memory type write-back.
     pub const MEMORY_TYPE_WB: u8 = 6;
-    /// The VMCS memory type uncacheable.
-    pub const MEMORY_TYPE_UC: u8 = 0;
 
     /// Decodes `IA32_VMX_BASIC`.
     pub const fn decode(value: u64) -> Self {
@@ -206,11 +188,6 @@ impl BasicInfo {
             true_controls: value & (1 << 55) != 0,
             no_error_code_check: value & (1 << 56) != 0,
         }
-    }
-
-    /// Whether the processor accesses the VMCS with the write-back memory type.
-    pub const fn memory_type_wb(&self) -> bool {
-        self.memory_type == Self::MEMORY_TYPE_WB
     }
 }
 
@@ -527,7 +504,7 @@ mod tests {
         assert_eq!(caps.basic.revision_id, 0x2B);
         assert_eq!(caps.basic.region_size, 4096);
         assert!(caps.basic.true_controls);
-        assert!(caps.basic.memory_type_wb());
+        assert_eq!(caps.basic.memory_type, BasicInfo::MEMORY_TYPE_WB);
         assert!(caps.basic.ins_outs_info);
         assert!(!caps.basic.phys_addr_32bit);
         // TRUE MSRs in use: CR3-load/store exiting may be 0, but are default1.
@@ -619,7 +596,6 @@ mod tests {
             FeatureControlState::LockedDisabled
         );
         assert_eq!(FeatureControl::state(0x4), FeatureControlState::Unlocked);
-        assert_eq!(FeatureControl::enable_value(0x100_0000), 0x100_0005);
         assert_eq!(IA32_FEATURE_CONTROL, 0x3A);
     }
 }

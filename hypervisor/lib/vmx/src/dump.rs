@@ -4,17 +4,15 @@
 //! [`dump`] prints one compact line per group: guest control registers with their read
 //! shadows and guest/host masks, guest registers, every guest segment, the descriptor tables,
 //! guest MSRs, guest non-register state, then the host state, the controls, and the exit
-//! information with the exit reason and VM-instruction error decoded. [`dump_all`] prints every
-//! field of [`crate::fields::ALL_FIELDS`], one per line. Values are hexadecimal; a field
-//! whose `VMREAD` fails prints as `?`, so a partial dump is still useful.
+//! information with the exit reason and VM-instruction error decoded. Values are hexadecimal; a
+//! field whose `VMREAD` fails prints as `?`, so a partial dump is still useful.
 
 use core::fmt::{self, Write};
 
 use crate::error::{VmFail, VmInstructionError};
 use crate::exit::{ExitReasonField, InterruptionInfo};
 use crate::fields::{
-    ALL_FIELDS, Field16, Field32, Field64, FieldNatural, VmcsAccess, VmcsExt, ctrl, exit, guest,
-    host,
+    Field16, Field32, Field64, FieldNatural, VmcsAccess, VmcsExt, ctrl, exit, guest, host,
 };
 use crate::state::ActivityState;
 
@@ -267,22 +265,23 @@ pub fn dump<V: VmcsAccess + ?Sized, W: Write>(vmcs: &V, out: &mut W) -> fmt::Res
     writeln!(out)
 }
 
-/// Writes every field of [`ALL_FIELDS`] as `group::NAME (encoding) = value`, one per line.
-pub fn dump_all<V: VmcsAccess + ?Sized, W: Write>(vmcs: &V, out: &mut W) -> fmt::Result {
-    for field in &ALL_FIELDS {
-        writeln!(
-            out,
-            "{field} ({:#06x}) = {}",
-            field.encoding,
-            Hex(vmcs.read_raw(field.encoding).ok())
-        )?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fields::all::ALL_FIELDS;
+
+    /// Writes every field of [`ALL_FIELDS`] as `group::NAME (encoding) = value`, one per line.
+    pub fn dump_all<V: VmcsAccess + ?Sized, W: Write>(vmcs: &V, out: &mut W) -> fmt::Result {
+        for field in &ALL_FIELDS {
+            writeln!(
+                out,
+                "{field} ({:#06x}) = {}",
+                field.encoding,
+                Hex(vmcs.read_raw(field.encoding).ok())
+            )?;
+        }
+        Ok(())
+    }
     use std::collections::HashMap;
 
     /// A VMCS in a hash map; absent fields fail to read with VMfailValid(12).

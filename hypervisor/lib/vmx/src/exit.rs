@@ -192,7 +192,8 @@ pub struct CrAccess {
     pub access: CrAccessType,
     /// Bit 6 (LMSW only): the operand was in memory rather than a register.
     pub lmsw_memory_operand: bool,
-    /// Bits 11:8 (MOV CR only): the general-purpose register, numbered as in [`gpr`].
+    /// Bits 11:8 (MOV CR only): the general-purpose register, in the SDM's numbering (0 = RAX
+    /// ... 15 = R15).
     pub gpr: u8,
     /// Bits 31:16 (LMSW only): the LMSW source data.
     pub lmsw_source: u16,
@@ -212,29 +213,6 @@ impl CrAccess {
             lmsw_memory_operand: qualification & (1 << 6) != 0,
             gpr: ((qualification >> 8) & 0xF) as u8,
             lmsw_source: (qualification >> 16) as u16,
-        }
-    }
-}
-
-/// The exit qualification of a MOV DR (exit reason 29; SDM "VM Exits", table "Exit
-/// Qualification for MOV DR").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct DrAccess {
-    /// Bits 2:0: the debug register.
-    pub dr: u8,
-    /// Bit 4: MOV from DR (1) or MOV to DR (0).
-    pub from_dr: bool,
-    /// Bits 11:8: the general-purpose register, numbered as in [`gpr`].
-    pub gpr: u8,
-}
-
-impl DrAccess {
-    /// Decodes the exit qualification.
-    pub const fn decode(qualification: u64) -> Self {
-        Self {
-            dr: (qualification & 7) as u8,
-            from_dr: qualification & (1 << 4) != 0,
-            gpr: ((qualification >> 8) & 0xF) as u8,
         }
     }
 }
@@ -399,13 +377,6 @@ pub struct InterruptionInfo {
 }
 
 impl InterruptionInfo {
-    /// Exception vectors that push an error code in protected mode: #DF, #TS, #NP, #SS, #GP,
-    /// #PF, #AC and #CP (SDM "Checks on VM-Entry Control Fields" lists 8, 10-14 and 17; #CP,
-    /// 21, joined with CET).
-    pub const fn exception_has_error_code(vector: u8) -> bool {
-        matches!(vector, 8 | 10..=14 | 17 | 21)
-    }
-
     /// Decodes a raw field.
     pub const fn decode(raw: u32) -> Self {
         Self {
@@ -528,7 +499,8 @@ impl EventInjection {
 
 /// The SDM's numbering of general-purpose registers in exit qualifications and the
 /// VM-exit instruction-information field (e.g. table "Exit Qualification for
-/// Control-Register Accesses", bits 11:8).
+/// Control-Register Accesses", bits 11:8), for the tests.
+#[cfg(test)]
 pub mod gpr {
     /// RAX.
     pub const RAX: u8 = 0;
@@ -641,12 +613,6 @@ mod tests {
     }
 
     #[test]
-    fn dr_access_qualification() {
-        let q = DrAccess::decode(0x0317);
-        assert_eq!((q.dr, q.from_dr, q.gpr), (7, true, gpr::RBX));
-    }
-
-    #[test]
     fn io_qualification() {
         // OUT DX, AL to 0x3F8.
         let q = IoAccess::decode(0x03F8_0000).unwrap();
@@ -701,8 +667,6 @@ mod tests {
         for t in 0..8 {
             assert_eq!(InterruptionType::from_raw(t).raw(), t);
         }
-        assert!(InterruptionInfo::exception_has_error_code(14));
-        assert!(!InterruptionInfo::exception_has_error_code(6));
         assert_eq!(EventInjection::nmi().info, 0x8000_0202);
         assert_eq!(EventInjection::external_interrupt(0x30).info, 0x8000_0030);
         assert_eq!(

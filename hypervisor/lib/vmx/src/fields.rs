@@ -18,12 +18,13 @@
 //! Basalt runs in 64-bit mode, so every 64-bit field is accessed "full" (bit 0 clear) and
 //! natural-width fields are 64 bits wide. Each width has its own Rust type ([`Field16`],
 //! [`Field32`], [`Field64`], [`FieldNatural`]) and [`VmcsExt`] only accepts a value of the
-//! matching width. [`ALL_FIELDS`] lists every constant of this module with its name; a test
-//! checks that each constant's width bits agree with its type.
+//! matching width. For the tests, each group's `FIELDS` lists its constants with their names;
+//! one checks that each constant's width bits agree with its type.
 
 use crate::error::VmFail;
 
 /// The width of a VMCS field, from bits 14:13 of its encoding.
+#[cfg(test)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Width {
     /// 16-bit field (width bits 0).
@@ -36,6 +37,7 @@ pub enum Width {
     Natural,
 }
 
+#[cfg(test)]
 impl Width {
     /// The width that bits 14:13 of `encoding` declare.
     pub const fn of_encoding(encoding: u32) -> Self {
@@ -49,6 +51,7 @@ impl Width {
 }
 
 /// The kind of a VMCS field, from bits 11:10 of its encoding.
+#[cfg(test)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Group {
     /// VM-execution, VM-exit and VM-entry control fields (type 0).
@@ -61,6 +64,7 @@ pub enum Group {
     Host,
 }
 
+#[cfg(test)]
 impl Group {
     /// The group that bits 11:10 of `encoding` declare.
     pub const fn of_encoding(encoding: u32) -> Self {
@@ -89,10 +93,13 @@ macro_rules! field_type {
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         pub struct $name(pub u32);
 
+        #[cfg(test)]
         impl $name {
             /// The width every field of this type has.
             pub const WIDTH: Width = $width;
+        }
 
+        impl $name {
             /// The field's encoding, the operand of `VMREAD`/`VMWRITE`.
             pub const fn encoding(self) -> u32 {
                 self.0
@@ -122,7 +129,8 @@ field_type!(
     Width::Natural
 );
 
-/// One entry of [`ALL_FIELDS`]: a field constant's name, group, encoding and declared width.
+/// One entry of a group's `FIELDS`: a field constant's name, group, encoding and declared width.
+#[cfg(test)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FieldInfo {
     /// The submodule the constant lives in.
@@ -135,15 +143,7 @@ pub struct FieldInfo {
     pub width: Width,
 }
 
-impl FieldInfo {
-    const PLACEHOLDER: Self = Self {
-        group: Group::Control,
-        name: "",
-        encoding: u32::MAX,
-        width: Width::W16,
-    };
-}
-
+#[cfg(test)]
 impl core::fmt::Display for FieldInfo {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         write!(f, "{}::{}", self.group.module(), self.name)
@@ -209,9 +209,10 @@ macro_rules! fields {
         $( $(#[$doc])* pub const $name: $ty = $ty($enc); )*
 
         /// Every field constant of this module, in encoding order within each width.
-        pub const FIELDS: &[FieldInfo] = &[
+        #[cfg(test)]
+        pub const FIELDS: &[$crate::fields::FieldInfo] = &[
             $(
-                FieldInfo {
+                $crate::fields::FieldInfo {
                     group: $group,
                     name: stringify!($name),
                     encoding: $enc,
@@ -237,12 +238,30 @@ pub struct SegmentFields {
     pub base: FieldNatural,
 }
 
+impl SegmentFields {
+    const fn of(
+        name: &'static str,
+        selector: Field16,
+        limit: Field32,
+        access_rights: Field32,
+        base: FieldNatural,
+    ) -> Self {
+        Self {
+            name,
+            selector,
+            limit,
+            access_rights,
+            base,
+        }
+    }
+}
+
 /// Guest-state fields (Appendix B; described in "Virtual Machine Control Structures",
 /// "Guest-State Area": "Guest Register State" and "Guest Non-Register State").
 pub mod guest {
-    use super::{Field16, Field32, Field64, FieldInfo, FieldNatural, Group, SegmentFields};
+    use super::{Field16, Field32, Field64, FieldNatural, SegmentFields};
 
-    fields! { Group::Guest;
+    fields! { super::Group::Guest;
         /// Guest ES selector.
         ES_SELECTOR: Field16 = 0x0800;
         /// Guest CS selector.
@@ -377,71 +396,29 @@ pub mod guest {
     /// The eight guest segment registers, in the SDM's order (ES, CS, SS, DS, FS, GS, LDTR,
     /// TR), each with its selector, limit, access-rights and base fields.
     pub const SEGMENTS: [SegmentFields; 8] = [
-        SegmentFields {
-            name: "ES",
-            selector: ES_SELECTOR,
-            limit: ES_LIMIT,
-            access_rights: ES_ACCESS_RIGHTS,
-            base: ES_BASE,
-        },
-        SegmentFields {
-            name: "CS",
-            selector: CS_SELECTOR,
-            limit: CS_LIMIT,
-            access_rights: CS_ACCESS_RIGHTS,
-            base: CS_BASE,
-        },
-        SegmentFields {
-            name: "SS",
-            selector: SS_SELECTOR,
-            limit: SS_LIMIT,
-            access_rights: SS_ACCESS_RIGHTS,
-            base: SS_BASE,
-        },
-        SegmentFields {
-            name: "DS",
-            selector: DS_SELECTOR,
-            limit: DS_LIMIT,
-            access_rights: DS_ACCESS_RIGHTS,
-            base: DS_BASE,
-        },
-        SegmentFields {
-            name: "FS",
-            selector: FS_SELECTOR,
-            limit: FS_LIMIT,
-            access_rights: FS_ACCESS_RIGHTS,
-            base: FS_BASE,
-        },
-        SegmentFields {
-            name: "GS",
-            selector: GS_SELECTOR,
-            limit: GS_LIMIT,
-            access_rights: GS_ACCESS_RIGHTS,
-            base: GS_BASE,
-        },
-        SegmentFields {
-            name: "LDTR",
-            selector: LDTR_SELECTOR,
-            limit: LDTR_LIMIT,
-            access_rights: LDTR_ACCESS_RIGHTS,
-            base: LDTR_BASE,
-        },
-        SegmentFields {
-            name: "TR",
-            selector: TR_SELECTOR,
-            limit: TR_LIMIT,
-            access_rights: TR_ACCESS_RIGHTS,
-            base: TR_BASE,
-        },
+        SegmentFields::of("ES", ES_SELECTOR, ES_LIMIT, ES_ACCESS_RIGHTS, ES_BASE),
+        SegmentFields::of("CS", CS_SELECTOR, CS_LIMIT, CS_ACCESS_RIGHTS, CS_BASE),
+        SegmentFields::of("SS", SS_SELECTOR, SS_LIMIT, SS_ACCESS_RIGHTS, SS_BASE),
+        SegmentFields::of("DS", DS_SELECTOR, DS_LIMIT, DS_ACCESS_RIGHTS, DS_BASE),
+        SegmentFields::of("FS", FS_SELECTOR, FS_LIMIT, FS_ACCESS_RIGHTS, FS_BASE),
+        SegmentFields::of("GS", GS_SELECTOR, GS_LIMIT, GS_ACCESS_RIGHTS, GS_BASE),
+        SegmentFields::of(
+            "LDTR",
+            LDTR_SELECTOR,
+            LDTR_LIMIT,
+            LDTR_ACCESS_RIGHTS,
+            LDTR_BASE,
+        ),
+        SegmentFields::of("TR", TR_SELECTOR, TR_LIMIT, TR_ACCESS_RIGHTS, TR_BASE),
     ];
 }
 
 /// Host-state fields (Appendix B; described in "Virtual Machine Control Structures",
 /// "Host-State Area"). The processor loads them on every VM exit.
 pub mod host {
-    use super::{Field16, Field32, Field64, FieldInfo, FieldNatural, Group};
+    use super::{Field16, Field32, Field64, FieldNatural};
 
-    fields! { Group::Host;
+    fields! { super::Group::Host;
         /// Host ES selector.
         ES_SELECTOR: Field16 = 0x0C00;
         /// Host CS selector.
@@ -497,9 +474,9 @@ pub mod host {
 /// Control fields (Appendix B; described in "Virtual Machine Control Structures":
 /// "VM-Execution Control Fields", "VM-Exit Control Fields", "VM-Entry Control Fields").
 pub mod ctrl {
-    use super::{Field16, Field32, Field64, FieldInfo, FieldNatural, Group};
+    use super::{Field16, Field32, Field64, FieldNatural};
 
-    fields! { Group::Control;
+    fields! { super::Group::Control;
         /// Virtual-processor identifier (VPID); must not be 0 when "enable VPID" is 1.
         VPID: Field16 = 0x0000;
         /// Posted-interrupt notification vector.
@@ -623,9 +600,9 @@ pub mod ctrl {
 /// Structures", "VM-Exit Information Fields"). `VMWRITE` to them fails with
 /// [`crate::error::VmInstructionError::WriteReadOnly`] unless `IA32_VMX_MISC` bit 29 is set.
 pub mod exit {
-    use super::{Field32, Field64, FieldInfo, FieldNatural, Group};
+    use super::{Field32, Field64, FieldNatural};
 
-    fields! { Group::ExitInfo;
+    fields! { super::Group::ExitInfo;
         /// Guest-physical address (EPT violations and misconfigurations).
         GUEST_PHYSICAL_ADDRESS: Field64 = 0x2400;
 
@@ -661,38 +638,55 @@ pub mod exit {
     }
 }
 
-const ALL_FIELDS_LEN: usize =
-    ctrl::FIELDS.len() + exit::FIELDS.len() + guest::FIELDS.len() + host::FIELDS.len();
+/// Every field constant, with its name and declared width: for the width and uniqueness tests
+/// and the one-field-per-line dump of the tests.
+#[cfg(test)]
+pub(crate) mod all {
+    use super::*;
 
-const fn concat<const N: usize>(groups: &[&[FieldInfo]]) -> [FieldInfo; N] {
-    let mut out = [FieldInfo::PLACEHOLDER; N];
-    let mut i = 0;
-    let mut g = 0;
-    while g < groups.len() {
-        let group = groups[g];
-        let mut j = 0;
-        while j < group.len() {
-            out[i] = group[j];
-            i += 1;
-            j += 1;
-        }
-        g += 1;
+    impl FieldInfo {
+        const PLACEHOLDER: Self = Self {
+            group: Group::Control,
+            name: "",
+            encoding: u32::MAX,
+            width: Width::W16,
+        };
     }
-    out
-}
 
-/// Every field constant of [`ctrl`], [`exit`], [`guest`] and [`host`], with its name and
-/// declared width (used by [`crate::dump::dump_all`] and by the width test).
-pub const ALL_FIELDS: [FieldInfo; ALL_FIELDS_LEN] =
-    concat(&[ctrl::FIELDS, exit::FIELDS, guest::FIELDS, host::FIELDS]);
+    const ALL_FIELDS_LEN: usize =
+        ctrl::FIELDS.len() + exit::FIELDS.len() + guest::FIELDS.len() + host::FIELDS.len();
 
-/// Looks up the constant whose encoding is `encoding`.
-pub fn lookup(encoding: u32) -> Option<&'static FieldInfo> {
-    ALL_FIELDS.iter().find(|f| f.encoding == encoding)
+    const fn concat<const N: usize>(groups: &[&[FieldInfo]]) -> [FieldInfo; N] {
+        let mut out = [FieldInfo::PLACEHOLDER; N];
+        let mut i = 0;
+        let mut g = 0;
+        while g < groups.len() {
+            let group = groups[g];
+            let mut j = 0;
+            while j < group.len() {
+                out[i] = group[j];
+                i += 1;
+                j += 1;
+            }
+            g += 1;
+        }
+        out
+    }
+
+    /// Every field constant of [`ctrl`], [`exit`], [`guest`] and [`host`], with its name and
+    /// declared width (used by [`crate::dump::dump_all`] and by the width test).
+    pub const ALL_FIELDS: [FieldInfo; ALL_FIELDS_LEN] =
+        concat(&[ctrl::FIELDS, exit::FIELDS, guest::FIELDS, host::FIELDS]);
+
+    /// Looks up the constant whose encoding is `encoding`.
+    pub fn lookup(encoding: u32) -> Option<&'static FieldInfo> {
+        ALL_FIELDS.iter().find(|f| f.encoding == encoding)
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::all::{ALL_FIELDS, lookup};
     use super::*;
     use std::collections::HashSet;
 

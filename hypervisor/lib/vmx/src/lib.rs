@@ -30,7 +30,7 @@
 //! | [`negotiate`] | Appendix A ("Basic VMX Information", "VM-Execution Controls") and "VMX Non-Root Operation"; the algorithm follows Xen's `adjust_vmx_controls` |
 //! | [`exit`] | Appendix C, "VMX Basic Exit Reasons"; "VM Exits": "Exit Qualification" tables; "VM-Exit Information Fields" |
 //! | [`state`] | "Virtual Machine Control Structures": "Guest Non-Register State" |
-//! | [`bitmaps`] | "VM-Execution Control Fields": "I/O-Bitmap Addresses", "MSR-Bitmap Address" |
+//! | [`bitmaps`] | "VM-Execution Control Fields": "MSR-Bitmap Address" |
 //! | [`segment`] | "Virtual Machine Control Structures": "Guest Register State" (access-rights format) |
 //! | [`dump`] | a human-readable VMCS dump, after Xen's `vmcs_dump_vcpu` |
 //! | [`spec`] | Intel's speculative-execution guidance: RSB fill, IBPB, L1D flush, `VERW` around VM entries |

@@ -71,8 +71,7 @@ pub struct Wanted {
     pub secondary: Want<SecondaryControls>,
     /// VM-exit controls.
     pub exit: Want<ExitControls>,
-    /// VM-entry controls. "IA-32e mode guest" is set per vCPU, not negotiated
-    /// ([`Negotiated::entry_controls`]).
+    /// VM-entry controls. "IA-32e mode guest" is set per vCPU, not negotiated.
     pub entry: Want<EntryControls>,
     /// EPT capabilities.
     pub ept: EptWant,
@@ -229,7 +228,7 @@ pub struct Negotiated {
     pub secondary: SecondaryControls,
     /// VM-exit controls.
     pub exit: ExitControls,
-    /// VM-entry controls, without "IA-32e mode guest" (see [`Self::entry_controls`]).
+    /// VM-entry controls, without "IA-32e mode guest".
     pub entry: EntryControls,
     /// EPT is enabled.
     pub ept: bool,
@@ -237,7 +236,7 @@ pub struct Negotiated {
     pub ept_2m: bool,
     /// EPT may map 1-GByte pages.
     pub ept_1g: bool,
-    /// EPT accessed/dirty flags are used (EPTP bit 6; see [`Self::eptp`]).
+    /// EPT accessed/dirty flags are used (EPTP bit 6).
     pub ept_ad: bool,
     /// INVEPT single-context is available (all-context always is, when wanted as required).
     pub invept_single_context: bool,
@@ -266,31 +265,6 @@ pub struct Negotiated {
     pub pat_switching: bool,
     /// "IA-32e mode guest" may be set on entry.
     pub ia32e_mode_guest: bool,
-}
-
-impl Negotiated {
-    /// The VM-entry controls for a vCPU about to enter with `long_mode` (guest IA32_EFER.LMA).
-    /// With an unrestricted guest, the processor updates this control on every VM exit; read it
-    /// back from the VMCS rather than recomputing it.
-    pub const fn entry_controls(&self, long_mode: bool) -> EntryControls {
-        if long_mode {
-            self.entry.union(EntryControls::IA32E_MODE_GUEST)
-        } else {
-            self.entry
-        }
-    }
-
-    /// The EPT pointer (SDM "Virtual Machine Control Structures", "Extended-Page-Table Pointer
-    /// (EPTP)") for a 4-level EPT rooted at the physical address `pml4`: write-back memory
-    /// type (bits 2:0 = 6), page-walk length 4 (bits 5:3 = 3), accessed/dirty flags (bit 6)
-    /// when [`Self::ept_ad`], and the 4 KiB-aligned root address.
-    pub const fn eptp(&self, pml4: u64) -> u64 {
-        const MEMORY_TYPE_WB: u64 = 6;
-        const WALK_LENGTH_4: u64 = (4 - 1) << 3;
-        const ENABLE_AD: u64 = 1 << 6;
-        let ad = if self.ept_ad { ENABLE_AD } else { 0 };
-        (pml4 & 0x000F_FFFF_FFFF_F000) | MEMORY_TYPE_WB | WALK_LENGTH_4 | ad
-    }
 }
 
 impl fmt::Display for Negotiated {
@@ -743,10 +717,6 @@ mod tests {
                 | EntryControls::LOAD_PAT
         );
         assert!(!n.entry.contains(EntryControls::IA32E_MODE_GUEST));
-        assert!(
-            n.entry_controls(true)
-                .contains(EntryControls::IA32E_MODE_GUEST)
-        );
 
         assert!(n.ept && n.ept_2m && n.ept_1g && n.ept_ad);
         assert!(n.invept_single_context && n.invept_all_context);
@@ -760,7 +730,6 @@ mod tests {
             "VMCS rev 0x2b, EPT (2M, 1G, A/D), VPID, unrestricted guest, \
              preemption timer (TSC >> 0), virtual NMIs"
         );
-        assert_eq!(n.eptp(0x1234_5000), 0x1234_505E);
     }
 
     #[test]
@@ -842,7 +811,6 @@ mod tests {
             n.to_string(),
             "VMCS rev 0x2b, EPT (2M), unrestricted guest, virtual NMIs"
         );
-        assert_eq!(n.eptp(0x1000), 0x101E);
     }
 
     #[test]

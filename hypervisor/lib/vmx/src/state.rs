@@ -46,6 +46,7 @@ impl ActivityState {
     }
 
     /// The field value.
+    #[cfg(test)]
     pub const fn raw(self) -> u32 {
         match self {
             Self::Active => 0,
@@ -65,11 +66,6 @@ impl ActivityState {
         }
     }
 }
-
-/// The VMCS link pointer value meaning "no shadow VMCS"
-/// ([`crate::fields::guest::VMCS_LINK_POINTER`]); VM entry fails unless it is all ones when VMCS
-/// shadowing is off.
-pub const VMCS_LINK_POINTER_NONE: u64 = u64::MAX;
 
 #[cfg(test)]
 mod tests {

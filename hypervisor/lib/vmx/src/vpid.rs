@@ -103,11 +103,6 @@ impl VpidPool {
         self.count
     }
 
-    /// Whether `v` is in use.
-    pub fn is_in_use(&self, v: u16) -> bool {
-        Self::test(&self.in_use, v)
-    }
-
     /// Hands out a free VPID (never 0), the first free one at or after the
     /// cursor, wrapping from 65535 to 1.
     pub fn alloc(&mut self) -> Result<Vpid, VpidError> {

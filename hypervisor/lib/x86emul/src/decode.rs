@@ -96,7 +96,8 @@ pub enum Source {
     Immediate(u64),
 }
 
-/// A segment register.
+/// A segment register, in the SDM's numbering (ES = 0 ... GS = 5): the vendor
+/// backends index their segment tables by it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Segment {
     /// `ES`.

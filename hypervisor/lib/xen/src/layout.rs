@@ -7,8 +7,6 @@ pub mod vcpu_info {
     pub const SIZE: u64 = 64;
     /// `uint8_t evtchn_upcall_pending`.
     pub const UPCALL_PENDING: u64 = 0;
-    /// `uint8_t evtchn_upcall_mask` (PV only).
-    pub const UPCALL_MASK: u64 = 1;
     /// `xen_ulong_t evtchn_pending_sel`.
     pub const PENDING_SEL: u64 = 8;
     /// `struct vcpu_time_info time`.
@@ -47,12 +45,6 @@ pub mod shared_info {
     pub const EVTCHN_MASK: u64 = 2560;
     /// `uint32_t wc_version`.
     pub const WC_VERSION: u64 = 3072;
-    /// `uint32_t wc_sec`.
-    pub const WC_SEC: u64 = 3076;
-    /// `uint32_t wc_nsec`.
-    pub const WC_NSEC: u64 = 3080;
-    /// `uint32_t wc_sec_hi` (x86-64).
-    pub const WC_SEC_HI: u64 = 3084;
 }
 
 /// `struct vcpu_runstate_info`: 48 bytes.

@@ -69,6 +69,25 @@ pub unsafe fn xsetbv(value: u64) {
     }
 }
 
+/// A guest's XSETBV (SDM Vol. 2C) of EDX:EAX to XCR ECX at `cpl`, with
+/// CR4.OSXSAVE `osxsave`: the value reaches the real XCR0, and is returned,
+/// only when the XSAVE policy proves it valid (an invalid one would raise
+/// #GP in root mode, in Basalt); otherwise the fault the processor would
+/// raise, for the backend to inject.
+pub fn guest_xsetbv(
+    regs: &super::gprs::GuestRegs,
+    cpl: u8,
+    osxsave: bool,
+) -> Result<u64, basalt_cpu::xstate::XsetbvFault> {
+    let value = (regs.rdx << 32) | (regs.rax & 0xffff_ffff);
+    let policy = xsave_policy().ok_or(basalt_cpu::xstate::XsetbvFault::Ud)?;
+    let value = policy.xsetbv(regs.rcx as u32, value, cpl, osxsave)?;
+    // SAFETY: `XstatePolicy::xsetbv` accepted the value: x87 set, a valid
+    // combination of components the CPU supports.
+    unsafe { xsetbv(value) };
+    Ok(value)
+}
+
 pub fn save_fpu(area: &mut XsaveArea, xcr0: u64) {
     if xsave_policy().is_some() {
         // SAFETY: the area is 64-byte aligned and sized for every XCR0 the

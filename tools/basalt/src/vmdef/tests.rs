@@ -10,6 +10,8 @@ cpus = [0, 3]
 kernel = "/usr/lib/basalt/hello"
 cmdline = "greeting=1"
 xen = true
+on_poweroff = "restart"
+on_crash = "restart"
 "#;
 
 #[test]
@@ -28,6 +30,7 @@ fn a_full_definition() {
             initrd: None,
             cmdline: "greeting=1".into(),
             xen: true,
+            on_end: [OnEnd::Restart; 3],
         }
     );
 }
@@ -41,6 +44,8 @@ fn defaults() {
     );
     assert_eq!(d.cmdline, "");
     assert_eq!(d.initrd, None);
+    // xl's defaults.
+    assert_eq!(d.on_end, [OnEnd::Destroy, OnEnd::Restart, OnEnd::Destroy]);
 }
 
 #[test]
@@ -107,8 +112,13 @@ fn errors_name_the_line_and_the_key() {
         e.starts_with("vm.toml:5: disk: this basalt cannot set up disks"),
         "{e}"
     );
-    let e = err(&format!("{base}on_crash = \"restart\"\n"));
-    assert!(e.starts_with("vm.toml:4: on_crash: "), "{e}");
+    let e = err(&format!("{base}on_crash = \"preserve\"\n"));
+    assert!(
+        e.starts_with("vm.toml:4: on_crash = \"preserve\": \"destroy\" (the VM stays stopped) or"),
+        "{e}"
+    );
+    let e = err(&format!("{base}on_reboot = 1\n"));
+    assert!(e.starts_with("vm.toml:4: "), "{e}");
 }
 
 #[test]

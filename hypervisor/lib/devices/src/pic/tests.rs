@@ -1,5 +1,16 @@
 use super::*;
 
+/// OCW2: non-specific EOI command.
+const OCW2_EOI: u8 = 0x20;
+/// OCW2: specific EOI command (low three bits: the level).
+const OCW2_SPECIFIC_EOI: u8 = 0x60;
+/// OCW3: read IRR on the next command-port read.
+const OCW3_READ_IRR: u8 = 0x0A;
+/// OCW3: read ISR on the next command-port read.
+const OCW3_READ_ISR: u8 = 0x0B;
+/// OCW3: poll command.
+const OCW3_POLL: u8 = 0x0C;
+
 /// Linux's `init_8259A(0)`: mask both, ICW1-ICW4 on each chip (vectors
 /// 0x30 and 0x38, cascade on IR2), then the cached masks (only the cascade
 /// unmasked on the master).

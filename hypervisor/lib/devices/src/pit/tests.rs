@@ -1,5 +1,8 @@
 use super::*;
 
+/// Port of channel 1's counter.
+const CHANNEL1: u16 = 0x41;
+
 /// Linux's `LATCH` for HZ = 1000.
 const LATCH_1000HZ: u16 = 1193;
 

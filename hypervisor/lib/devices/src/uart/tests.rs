@@ -1,5 +1,10 @@
 use super::*;
 
+/// Offset of the scratch register.
+const SCR: u8 = 7;
+/// FCR: clear the transmit FIFO.
+const FCR_CLEAR_TX: u8 = 0x04;
+
 /// Collects what the guest transmits.
 #[derive(Debug, Default, Clone)]
 struct Sink(Vec<u8>);

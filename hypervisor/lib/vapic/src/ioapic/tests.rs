@@ -1,4 +1,9 @@
 use super::*;
+
+/// Redirection entry bit 12: delivery status (always 0 here).
+const RTE_DELIVERY_STATUS: u64 = 1 << 12;
+/// Redirection entry bit 13: active low.
+const RTE_POLARITY: u64 = 1 << 13;
 use crate::lapic::{Lapic, LapicConfig};
 
 /// Programs redirection entry `pin` through IOREGSEL/IOWIN.

@@ -1,5 +1,12 @@
 use super::*;
 
+/// x2APIC MSR of the 64-bit ICR.
+const MSR_X2APIC_ICR: u32 = 0x830;
+/// x2APIC MSR of the SELF IPI register.
+const MSR_X2APIC_SELF_IPI: u32 = 0x83F;
+/// Offset of the LVT error register.
+const REG_LVT_ERROR: u32 = 0x370;
+
 /// An enabled xAPIC (SVR bit 8, spurious vector 0xFF) for vCPU `id`.
 fn lapic(id: u32) -> Lapic {
     let mut l = Lapic::new(LapicConfig::new(id, id == 0));

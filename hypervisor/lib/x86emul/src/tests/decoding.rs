@@ -664,6 +664,11 @@ fn segment_overrides() {
             assert_eq!(d(&[prefix, 0x8b, 0x07], mode).memory.segment, seg);
         }
     }
+    // The SDM's numbering (ES = 0 ... GS = 5), by which the vendor backends
+    // index their segment tables.
+    for (i, (_, seg)) in segs.iter().enumerate() {
+        assert_eq!(*seg as usize, i);
+    }
     // The last override wins.
     assert_eq!(
         d(&[0x64, 0x65, 0x8b, 0x07], Long64).memory.segment,

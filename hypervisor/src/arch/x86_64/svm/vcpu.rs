@@ -12,11 +12,11 @@
 use super::{NptMemory, owned_frames_mut};
 use crate::arch::x86_64::gprs::GuestRegs;
 use crate::arch::x86_64::switch::{
-    XsaveArea, read_debug_registers, restore_fpu, save_fpu, write_debug_registers, xsave_policy,
-    xsetbv,
+    XsaveArea, guest_xsetbv, read_debug_registers, restore_fpu, save_fpu, write_debug_registers,
+    xsave_policy, xsetbv,
 };
 use crate::arch::x86_64::{apic, idt, msr, percpu};
-use crate::vcpu::{BackendError, Event, GuestError, Long64State, StartState, VcpuExit};
+use crate::vcpu::{Event, GuestError, StartState, VcpuExit, backend_error};
 use basalt_cpu::cr::{CrState, cr4};
 use basalt_cpu::xstate::XsetbvFault;
 use basalt_frames::Owner;
@@ -37,7 +37,6 @@ use basalt_x86emul::{GuestPhys, PagingMode};
 const EFER_SVME: u64 = super::EFER_SVME;
 const EFER_LMA: u64 = 1 << 10;
 const CR0_PE: u64 = 1 << 0;
-const CR0_ET: u64 = 1 << 4;
 const RFLAGS_IF: u64 = 1 << 9;
 /// VINTR fields (APM Vol. 2 appendix B, offset 60h).
 const V_IRQ: u64 = 1 << 8;
@@ -85,13 +84,6 @@ const MSR_TSC: u32 = 0x10;
 /// the page then).
 fn vmcb(pa: u64) -> Vmcb<'static> {
     Vmcb::new(owned_frames_mut::<4096>(pa))
-}
-
-/// A vendor failure for the arch-neutral layer.
-#[cold]
-#[inline(never)]
-fn backend_error(what: &'static str, code: Option<u32>, detail: &'static str) -> GuestError {
-    GuestError::Backend(BackendError { what, code, detail })
 }
 
 fn segment(selector: u16, attrib: u16, limit: u32, base: u64) -> Segment {
@@ -261,7 +253,7 @@ impl SvmVcpu {
 
     /// Clears `port`'s bit in the I/O permission map (APM Vol. 2 §15.10.1).
     pub fn allow_port(&mut self, port: u16) {
-        owned_frames_mut::<IOPM_SIZE>(self.iopm)[usize::from(port / 8)] &= !(1 << (port % 8));
+        Iopm(owned_frames_mut::<IOPM_SIZE>(self.iopm)).allow(port);
     }
 
     /// Every port intercepted; the MSRs of [`PASSTHROUGH_MSRS`] open, every
@@ -321,60 +313,42 @@ impl SvmVcpu {
     /// software state of a CPU after INIT.
     fn write_start(&mut self, entry: StartState) {
         let mut v = vmcb(self.vmcb);
+        let s = entry.registers();
         let flat = |sel, attrib| segment(sel, attrib, u32::MAX, 0);
-        let mut regs = GuestRegs::default();
-        match entry {
-            StartState::Pvh { rip, start_info } => {
-                // Flat 32-bit code (type 0xB, S, P, D, G) and data (0x3), a
-                // busy 32-bit TSS.
-                v.set_segment(save::CS, flat(0x10, 0xc9b));
-                for s in [save::DS, save::ES, save::SS, save::FS, save::GS] {
-                    v.set_segment(s, flat(0x18, 0xc93));
-                }
-                v.set_segment(save::TR, segment(0x20, 0x8b, 0x67, 0));
-                v.set_segment(save::GDTR, segment(0, 0, 0, 0));
-                v.set_segment(save::IDTR, segment(0, 0, 0, 0));
-                v.write(save::CR0, CR0_PE | CR0_ET);
-                v.write(save::CR3, 0);
-                v.write(save::CR4, 0);
-                v.write(save::EFER, EFER_SVME);
-                v.write(save::RFLAGS, 2);
-                v.write(save::RIP, rip);
-                v.write(save::RSP, 0);
-                regs.rbx = start_info;
-            }
-            StartState::RealMode { cs, ip } => {
-                // As after RESET or INIT, at cs:ip; GDTR and IDTR with limit
-                // 0xFFFF so interrupts go through the vector table at 0.
+        let (tss, none) = (segment(0x20, 0x8b, 0x67, 0), segment(0, 0, 0, 0));
+        let (cs, data, tr, gdtr, idtr) = match entry {
+            // Flat 32-bit code (type 0xB, S, P, D, G) and data (0x3), a
+            // busy 32-bit TSS.
+            StartState::Pvh { .. } => (flat(0x10, 0xc9b), flat(0x18, 0xc93), tss, none, none),
+            // As after RESET or INIT, at cs:ip; GDTR and IDTR with limit
+            // 0xFFFF so interrupts go through the vector table at 0.
+            StartState::RealMode { cs, .. } => {
                 let real = |sel: u16, attrib| segment(sel, attrib, 0xffff, u64::from(sel) << 4);
-                v.set_segment(save::CS, real(cs, 0x9b));
-                for s in [save::DS, save::ES, save::SS, save::FS, save::GS] {
-                    v.set_segment(s, real(0, 0x93));
-                }
-                v.set_segment(save::TR, segment(0, 0x8b, 0xffff, 0));
-                v.set_segment(save::GDTR, segment(0, 0, 0xffff, 0));
-                v.set_segment(save::IDTR, segment(0, 0, 0xffff, 0));
-                v.write(save::CR0, CR0_ET);
-                v.write(save::CR3, 0);
-                v.write(save::CR4, 0);
-                v.write(save::EFER, EFER_SVME);
-                v.write(save::RFLAGS, 2);
-                v.write(save::RIP, u64::from(ip));
-                v.write(save::RSP, if cs == 0 { u64::from(ip) } else { 0 });
+                let table = segment(0, 0, 0xffff, 0);
+                let tr = segment(0, 0x8b, 0xffff, 0);
+                (real(cs, 0x9b), real(0, 0x93), tr, table, table)
             }
+            // 64-bit code (type 0xB, S, P, L, G), flat data, a busy 64-bit
+            // TSS, the given GDT.
             StartState::Long64(s) => {
-                self.write_long64(&mut v, &s);
-                regs = GuestRegs {
-                    rbx: s.rbx,
-                    rcx: s.rcx,
-                    rdx: s.rdx,
-                    rsi: s.rsi,
-                    rdi: s.rdi,
-                    rbp: s.rbp,
-                    ..GuestRegs::default()
-                };
+                let gdtr = segment(0, 0, u32::from(s.gdt_limit), s.gdt_base);
+                (flat(0x10, 0xa9b), flat(0x18, 0xc93), tss, gdtr, none)
             }
+        };
+        v.set_segment(save::CS, cs);
+        for seg in [save::DS, save::ES, save::SS, save::FS, save::GS] {
+            v.set_segment(seg, data);
         }
+        v.set_segment(save::TR, tr);
+        v.set_segment(save::GDTR, gdtr);
+        v.set_segment(save::IDTR, idtr);
+        v.write(save::CR0, s.cr0);
+        v.write(save::CR3, s.cr3);
+        v.write(save::CR4, s.cr4);
+        v.write(save::EFER, s.efer | EFER_SVME);
+        v.write(save::RFLAGS, (s.rflags | 2) & !(1 << 17));
+        v.write(save::RIP, s.rip);
+        v.write(save::RSP, s.rsp);
         v.set_segment(save::LDTR, segment(0, 0x82, 0, 0));
         v.write(save::CPL, 0);
         v.write(save::DR6, 0xffff_0ff0);
@@ -393,11 +367,7 @@ impl SvmVcpu {
         ] {
             v.write(f, 0);
         }
-        let rax = match entry {
-            StartState::Long64(s) => s.rax,
-            _ => 0,
-        };
-        v.write(save::RAX, rax);
+        v.write(save::RAX, s.rax);
         // No event going in, no window asked for, no interrupt shadow.
         v.write(control::EVENTINJ, 0);
         v.write(control::INTERRUPT_SHADOW, 0);
@@ -406,8 +376,7 @@ impl SvmVcpu {
             - Intercept1::VINTR
             - Intercept1::IRET;
         v.write(control::INTERCEPT1, u64::from(i1.bits()));
-        regs.rax = rax;
-        self.regs = regs;
+        self.regs = s.gprs();
         self.xsave.reset();
         self.xcr0 = 1;
         self.debug = [0, 0, 0, 0, 0xffff_0ff0];
@@ -415,27 +384,6 @@ impl SvmVcpu {
         self.nmi_blocked = false;
         self.iret_rip = None;
         self.next_rip = 0;
-    }
-
-    fn write_long64(&self, v: &mut Vmcb<'_>, s: &Long64State) {
-        // 64-bit code (type 0xB, S, P, L, G), flat data, a busy 64-bit TSS.
-        v.set_segment(save::CS, segment(0x10, 0xa9b, u32::MAX, 0));
-        for seg in [save::DS, save::ES, save::SS, save::FS, save::GS] {
-            v.set_segment(seg, segment(0x18, 0xc93, u32::MAX, 0));
-        }
-        v.set_segment(save::TR, segment(0x20, 0x8b, 0x67, 0));
-        v.set_segment(
-            save::GDTR,
-            segment(0, 0, u32::from(s.gdt_limit), s.gdt_base),
-        );
-        v.set_segment(save::IDTR, segment(0, 0, 0, 0));
-        v.write(save::CR0, s.cr0);
-        v.write(save::CR3, s.cr3);
-        v.write(save::CR4, s.cr4);
-        v.write(save::EFER, s.efer | EFER_LMA | EFER_SVME);
-        v.write(save::RFLAGS, (s.rflags | 2) & !(1 << 17));
-        v.write(save::RIP, s.rip);
-        v.write(save::RSP, s.rsp);
     }
 
     /// Restarts the vCPU, loaded on this CPU, in `entry` (INIT and a
@@ -889,13 +837,9 @@ impl SvmVcpu {
     /// CPUID with the guest's RAX and RCX, by the domain's CPUID policy.
     #[inline(always)]
     pub fn cpuid(&mut self) {
-        let leaf = self.regs.rax as u32;
-        let sub = self.regs.rcx as u32;
-        let r = self.guest_cpu.cpuid(leaf, sub, &CpuidInputs(self));
-        self.regs.rax = u64::from(r[0]);
-        self.regs.rbx = u64::from(r[1]);
-        self.regs.rcx = u64::from(r[2]);
-        self.regs.rdx = u64::from(r[3]);
+        let vmcb_pa = self.vmcb;
+        let osxsave = || vmcb(vmcb_pa).read(save::CR4) & cr4::OSXSAVE != 0;
+        crate::vcpu::cpuid(&mut self.regs, &self.cpuid, self.xcr0, osxsave);
     }
 
     /// The guest's control-register state, for the architectural checks.
@@ -985,18 +929,10 @@ impl SvmVcpu {
         let Some(next) = self.next_rip_of(Insn::Xsetbv) else {
             return;
         };
-        let index = self.regs.rcx as u32;
-        let value = (self.regs.rdx << 32) | (self.regs.rax & 0xffff_ffff);
         let osxsave = vmcb(self.vmcb).read(save::CR4) & cr4::OSXSAVE != 0;
-        let checked = match xsave_policy() {
-            Some(policy) => policy.xsetbv(index, value, self.cpl(), osxsave),
-            None => Err(XsetbvFault::Ud),
-        };
-        match checked {
+        match guest_xsetbv(&self.regs, self.cpl(), osxsave) {
             Ok(value) => {
                 self.xcr0 = value;
-                // SAFETY: the policy accepted the value for this CPU.
-                unsafe { xsetbv(value) };
                 self.set_rip(next);
             }
             Err(XsetbvFault::Ud) => self.inject_exception(UD, None),
@@ -1244,16 +1180,9 @@ impl SvmVcpu {
     /// The hidden part of a segment register, for the instruction emulator
     /// (attributes in VT-x's access-rights layout, which it takes).
     pub fn segment(&self, segment: basalt_x86emul::Segment) -> basalt_x86emul::SegmentState {
-        use basalt_x86emul::Segment as S;
-        let offset = match segment {
-            S::Es => save::ES,
-            S::Cs => save::CS,
-            S::Ss => save::SS,
-            S::Ds => save::DS,
-            S::Fs => save::FS,
-            S::Gs => save::GS,
-        };
-        let s = vmcb(self.vmcb).segment(offset);
+        // `basalt_x86emul::Segment` is in the SDM's order (ES = 0 ... GS = 5), as the
+        // state-save area's segments from ES on are.
+        let s = vmcb(self.vmcb).segment(save::ES + 16 * segment as u16);
         let attributes = (s.attrib & 0xff) | ((s.attrib & 0xf00) << 4);
         basalt_x86emul::SegmentState {
             base: s.base,
@@ -1330,19 +1259,12 @@ impl SvmVcpu {
             v.read(save::DR7),
             v.read(save::G_PAT),
         );
-        for (name, off) in [
-            ("CS", save::CS),
-            ("SS", save::SS),
-            ("DS", save::DS),
-            ("ES", save::ES),
-            ("FS", save::FS),
-            ("GS", save::GS),
-            ("LDTR", save::LDTR),
-            ("TR", save::TR),
-            ("GDTR", save::GDTR),
-            ("IDTR", save::IDTR),
-        ] {
-            let s = v.segment(off);
+        // The state-save area's segments, 16 bytes each from ES on.
+        let names = [
+            "ES", "CS", "SS", "DS", "FS", "GS", "GDTR", "LDTR", "IDTR", "TR",
+        ];
+        for (i, name) in (0u16..).zip(names) {
+            let s = v.segment(save::ES + 16 * i);
             let _ = writeln!(
                 out,
                 "  {name} sel {:#x} attrib {:#x} limit {:#x} base {:#x}",
@@ -1367,25 +1289,4 @@ fn xgetbv0() -> u64 {
         core::arch::asm!("xgetbv", in("ecx") 0u32, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags));
     }
     (u64::from(hi) << 32) | u64::from(lo)
-}
-
-/// What a CPUID answer of this vCPU depends on.
-struct CpuidInputs<'a>(&'a SvmVcpu);
-
-impl basalt_cpu::cpuid::VcpuState for CpuidInputs<'_> {
-    fn signature(&self) -> [u8; 12] {
-        self.0.cpuid.signature
-    }
-    fn apic_id(&self) -> u32 {
-        self.0.cpuid.apic_id
-    }
-    fn tsc_hz(&self) -> u64 {
-        self.0.cpuid.tsc_hz
-    }
-    fn osxsave(&self) -> bool {
-        vmcb(self.0.vmcb).read(save::CR4) & cr4::OSXSAVE != 0
-    }
-    fn xcr0(&self) -> u64 {
-        self.0.xcr0
-    }
 }

@@ -10,11 +10,11 @@
 use super::VmxConfig;
 use super::instr::{self, CurrentVmcs};
 use crate::arch::x86_64::switch::{
-    XsaveArea, read_debug_registers, restore_fpu, save_fpu, write_cr2, write_debug_registers,
-    xsave_policy, xsetbv,
+    XsaveArea, guest_xsetbv, read_debug_registers, restore_fpu, save_fpu, write_cr2,
+    write_debug_registers,
 };
 use crate::arch::x86_64::{gdt, msr};
-use crate::vcpu::{BackendError, Event, GuestError, Long64State, StartState, VcpuExit};
+use crate::vcpu::{Event, GuestError, StartState, VcpuExit, backend_error};
 use basalt_cpu::cr::{CrState, cr4};
 use basalt_cpu::xstate::XsetbvFault;
 use basalt_frames::Owner;
@@ -22,7 +22,7 @@ use basalt_vmx::controls::{EntryControls, PrimaryControls};
 use basalt_vmx::exit::{
     CrAccess, CrAccessType, ExitReason, ExitReasonField, InterruptionInfo, IoAccess,
 };
-use basalt_vmx::fields::{VmcsExt, ctrl, exit, guest, host};
+use basalt_vmx::fields::{SegmentFields, VmcsExt, ctrl, exit, guest, host};
 use basalt_vmx::segment::AccessRights;
 
 unsafe extern "C" {
@@ -176,13 +176,24 @@ fn inject_or_open_window(can_take: bool, info: u32, window: PrimaryControls) -> 
 /// NE-is-forced, WP, AM, NW, CD, PG — i.e. Basalt intercepts writes to the
 /// bits VMX fixes (NE) and shows the guest its own view.
 const CR0_PE: u64 = 1 << 0;
-const CR0_ET: u64 = 1 << 4;
 const CR0_NE: u64 = 1 << 5;
 const CR0_PG: u64 = 1 << 31;
 const CR4_VMXE: u64 = 1 << 13;
 const CR4_SMXE: u64 = 1 << 14;
 /// Bits 63:32 of CR0 and CR4: reserved, intercepted so a write raises #GP.
 const CR_HIGH_HALF: u64 = 0xffff_ffff_0000_0000;
+
+/// Writes the selector, base, limit and access rights of segment register `s`.
+fn write_segment(
+    v: &mut CurrentVmcs,
+    s: &SegmentFields,
+    (selector, limit, access): (u16, u32, u32),
+) -> Result<(), basalt_vmx::error::VmFail> {
+    v.write16(s.selector, selector)?;
+    v.write_nat(s.base, 0)?;
+    v.write32(s.limit, limit)?;
+    v.write32(s.access_rights, access)
+}
 
 /// Writes flat segments: CS `(selector, access rights)`, the data segments
 /// DS, ES, SS, FS, GS with `data`, all with base 0 and `limit`; a busy TSS
@@ -195,66 +206,17 @@ fn write_flat_segments(
     limit: u32,
     tr: u16,
 ) -> Result<(), basalt_vmx::error::VmFail> {
-    v.write16(guest::CS_SELECTOR, code.0)?;
-    v.write_nat(guest::CS_BASE, 0)?;
-    v.write32(guest::CS_LIMIT, limit)?;
-    v.write32(guest::CS_ACCESS_RIGHTS, code.1)?;
-    for (sel, base, limit_field, ar) in [
-        (
-            guest::DS_SELECTOR,
-            guest::DS_BASE,
-            guest::DS_LIMIT,
-            guest::DS_ACCESS_RIGHTS,
-        ),
-        (
-            guest::ES_SELECTOR,
-            guest::ES_BASE,
-            guest::ES_LIMIT,
-            guest::ES_ACCESS_RIGHTS,
-        ),
-        (
-            guest::SS_SELECTOR,
-            guest::SS_BASE,
-            guest::SS_LIMIT,
-            guest::SS_ACCESS_RIGHTS,
-        ),
-        (
-            guest::FS_SELECTOR,
-            guest::FS_BASE,
-            guest::FS_LIMIT,
-            guest::FS_ACCESS_RIGHTS,
-        ),
-        (
-            guest::GS_SELECTOR,
-            guest::GS_BASE,
-            guest::GS_LIMIT,
-            guest::GS_ACCESS_RIGHTS,
-        ),
-    ] {
-        v.write16(sel, data.0)?;
-        v.write_nat(base, 0)?;
-        v.write32(limit_field, limit)?;
-        v.write32(ar, data.1)?;
+    let [es, cs, ss, ds, fs, gs, ldtr, tr_fields] = &guest::SEGMENTS;
+    write_segment(v, cs, (code.0, limit, code.1))?;
+    for s in [ds, es, ss, fs, gs] {
+        write_segment(v, s, (data.0, limit, data.1))?;
     }
-    v.write16(guest::TR_SELECTOR, tr)?;
-    v.write_nat(guest::TR_BASE, 0)?;
-    v.write32(guest::TR_LIMIT, 0x67)?;
-    v.write32(guest::TR_ACCESS_RIGHTS, AccessRights::TSS_BUSY.0)?;
-    v.write16(guest::LDTR_SELECTOR, 0)?;
-    v.write_nat(guest::LDTR_BASE, 0)?;
-    v.write32(guest::LDTR_LIMIT, 0)?;
-    v.write32(guest::LDTR_ACCESS_RIGHTS, AccessRights::UNUSABLE.0)?;
+    write_segment(v, tr_fields, (tr, 0x67, AccessRights::TSS_BUSY.0))?;
+    write_segment(v, ldtr, (0, 0, AccessRights::UNUSABLE.0))?;
     v.write_nat(guest::GDTR_BASE, 0)?;
     v.write32(guest::GDTR_LIMIT, 0)?;
     v.write_nat(guest::IDTR_BASE, 0)?;
     v.write32(guest::IDTR_LIMIT, 0)
-}
-
-/// A vendor failure for the arch-neutral layer.
-#[cold]
-#[inline(never)]
-fn backend_error(what: &'static str, code: Option<u32>, detail: &'static str) -> GuestError {
-    GuestError::Backend(BackendError { what, code, detail })
 }
 
 /// A failed VMX instruction: VMfailInvalid, or VMfailValid with the
@@ -320,13 +282,7 @@ impl VmxVcpu {
         let mut this = Self {
             vmcs: vmcs_page,
             launched: false,
-            regs: GuestRegs {
-                rbx: match entry {
-                    StartState::Pvh { start_info, .. } => start_info,
-                    StartState::RealMode { .. } | StartState::Long64(_) => 0,
-                },
-                ..GuestRegs::default()
-            },
+            regs: GuestRegs::default(),
             msr_bitmap: alloc_page()?,
             io_bitmap_a: alloc_page()?,
             io_bitmap_b: alloc_page()?,
@@ -345,7 +301,6 @@ impl VmxVcpu {
             vpid,
         };
         this.init_bitmaps();
-        this.init_xsave();
         // SAFETY: a fresh VMCS region of ours, with its revision id.
         unsafe { instr::vmclear(this.vmcs) }.map_err(vm_fail)?;
         // SAFETY: as above; it is current on no other CPU.
@@ -390,14 +345,6 @@ impl VmxVcpu {
         };
         let bit = usize::from(port & 0x7fff);
         crate::mm::phys_page_mut(page)[bit / 8] &= !(1 << (bit % 8));
-    }
-
-    /// The processor's reset FPU state: a zero image (XSAVE header with no
-    /// component set restores every component's initial state) with the
-    /// legacy region's FCW = 0x37f and MXCSR = 0x1f80; the same image serves
-    /// FXRSTOR on CPUs without XSAVE.
-    fn init_xsave(&mut self) {
-        self.xsave.reset();
     }
 
     fn write_controls(
@@ -465,103 +412,28 @@ impl VmxVcpu {
         Ok(())
     }
 
+    /// The guest state of `entry`: PVH (flat 32-bit code and data, a 32-bit
+    /// TSS, paging off), real mode at cs:ip, or 64-bit mode (flat 64-bit code
+    /// and data, a busy 64-bit TSS, the given GDTR and control registers:
+    /// CR0.PG, CR4.PAE and EFER.LME were checked by the caller), with
+    /// "IA-32e mode guest" set for the last only: the vCPU may have run
+    /// 64-bit code before (a CPU the guest took offline and starts again).
     fn write_guest_state(&mut self, entry: StartState) -> Result<(), basalt_vmx::error::VmFail> {
         let n = &self.controls;
         let mut v = vmcs();
-        let (real, rip) = match entry {
-            StartState::Pvh { rip, .. } => (false, rip),
-            StartState::RealMode { ip, .. } => (true, u64::from(ip)),
-            StartState::Long64(state) => return self.write_long64_state(&state),
-        };
-        // Not in IA-32e mode: the vCPU may have run 64-bit code before (a
-        // CPU that the guest took offline and starts again with INIT and
-        // start-up IPIs, or one created with a 64-bit start state).
+        let (s, long) = (entry.registers(), matches!(entry, StartState::Long64(_)));
+        let ia32e = EntryControls::IA32E_MODE_GUEST.bits();
+        let entry_controls = n.negotiated.entry.bits() & !ia32e;
         v.write32(
             ctrl::ENTRY_CONTROLS,
-            n.negotiated.entry.bits() & !EntryControls::IA32E_MODE_GUEST.bits(),
+            entry_controls | if long { ia32e } else { 0 },
         )?;
-        let cr0 = if real { CR0_ET } else { CR0_PE | CR0_ET };
-        v.write_nat(guest::CR0, n.fix_guest_cr0(cr0))?;
-        v.write_nat(ctrl::CR0_READ_SHADOW, cr0)?;
-        v.write_nat(guest::CR4, n.fix_guest_cr4(0))?;
-        v.write_nat(ctrl::CR4_READ_SHADOW, 0)?;
-        v.write_nat(guest::CR3, 0)?;
-        v.write_nat(guest::DR7, 0x400)?;
-        let real_cs = match entry {
-            StartState::RealMode { cs, .. } => cs,
-            _ => 0,
-        };
-        v.write_nat(guest::RSP, if real && real_cs == 0 { rip } else { 0 })?;
-        v.write_nat(guest::RIP, rip)?;
-        v.write_nat(guest::RFLAGS, 0x2)?;
-        v.write64(guest::IA32_EFER, 0)?;
-        v.write64(guest::IA32_PAT, 0x0007_0406_0007_0406)?;
-        v.write64(guest::IA32_DEBUGCTL, 0)?;
-        v.write64(guest::VMCS_LINK_POINTER, u64::MAX)?;
-        v.write32(guest::INTERRUPTIBILITY_STATE, 0)?;
-        v.write32(guest::ACTIVITY_STATE, 0)?;
-        v.write_nat(guest::PENDING_DEBUG_EXCEPTIONS, 0)?;
-        v.write32(guest::IA32_SYSENTER_CS, 0)?;
-        v.write_nat(guest::IA32_SYSENTER_ESP, 0)?;
-        v.write_nat(guest::IA32_SYSENTER_EIP, 0)?;
-        // PVH: flat 32-bit code and data segments, a 32-bit TSS.
-        let (code, data, limit, cs, ds, tr) = if real {
-            (
-                AccessRights::REAL_MODE_CODE.0,
-                AccessRights::REAL_MODE_DATA.0,
-                0xffff,
-                0,
-                0,
-                0,
-            )
-        } else {
-            (
-                AccessRights::CODE32.0,
-                AccessRights::DATA32.0,
-                u32::MAX,
-                0x10,
-                0x18,
-                0x20,
-            )
-        };
-        write_flat_segments(&mut v, (cs, code), (ds, data), limit, tr)?;
-        if real {
-            // As after RESET or INIT (SDM Vol. 3A 10.1.1, table 10-1): GDTR
-            // and IDTR at base 0 with limit 0xFFFF, so a real-mode guest
-            // takes interrupts and exceptions through the vector table at
-            // address 0 (with limit 0 each would be a triple fault).
-            v.write32(guest::GDTR_LIMIT, 0xffff)?;
-            v.write32(guest::IDTR_LIMIT, 0xffff)?;
-        }
-        if real_cs != 0 {
-            v.write16(guest::CS_SELECTOR, real_cs)?;
-            v.write_nat(guest::CS_BASE, u64::from(real_cs) << 4)?;
-        }
-        let rbx = match entry {
-            StartState::Pvh { start_info, .. } => start_info,
-            _ => 0,
-        };
-        self.reset_software_state(GuestRegs {
-            rbx,
-            ..GuestRegs::default()
-        });
-        Ok(())
-    }
-
-    /// Guest state for a vCPU started in 64-bit mode: flat 64-bit code and
-    /// data, a busy 64-bit TSS, the given GDTR and control registers (CR0.PG, CR4.PAE
-    /// and EFER.LME were checked by the caller), "IA-32e mode guest" on.
-    fn write_long64_state(&mut self, s: &Long64State) -> Result<(), basalt_vmx::error::VmFail> {
-        let n = &self.controls;
-        let mut v = vmcs();
         v.write_nat(guest::CR0, n.fix_guest_cr0(s.cr0))?;
         v.write_nat(ctrl::CR0_READ_SHADOW, s.cr0)?;
         v.write_nat(guest::CR4, n.fix_guest_cr4(s.cr4))?;
         v.write_nat(ctrl::CR4_READ_SHADOW, s.cr4)?;
         v.write_nat(guest::CR3, s.cr3)?;
-        v.write64(guest::IA32_EFER, s.efer | (1 << 10))?;
-        let entry = n.negotiated.entry.bits() | EntryControls::IA32E_MODE_GUEST.bits();
-        v.write32(ctrl::ENTRY_CONTROLS, entry)?;
+        v.write64(guest::IA32_EFER, s.efer)?;
         v.write_nat(guest::DR7, 0x400)?;
         v.write_nat(guest::RSP, s.rsp)?;
         v.write_nat(guest::RIP, s.rip)?;
@@ -572,25 +444,36 @@ impl VmxVcpu {
         v.write32(guest::INTERRUPTIBILITY_STATE, 0)?;
         v.write32(guest::ACTIVITY_STATE, 0)?;
         v.write_nat(guest::PENDING_DEBUG_EXCEPTIONS, 0)?;
-        write_flat_segments(
-            &mut v,
-            (0x10, AccessRights::CODE64.0),
-            (0x18, AccessRights::DATA32.0),
-            u32::MAX,
-            0x20,
-        )?;
-        v.write_nat(guest::GDTR_BASE, s.gdt_base)?;
-        v.write32(guest::GDTR_LIMIT, u32::from(s.gdt_limit))?;
-        self.reset_software_state(GuestRegs {
-            rax: s.rax,
-            rbx: s.rbx,
-            rcx: s.rcx,
-            rdx: s.rdx,
-            rsi: s.rsi,
-            rdi: s.rdi,
-            rbp: s.rbp,
-            ..GuestRegs::default()
-        });
+        v.write32(guest::IA32_SYSENTER_CS, 0)?;
+        v.write_nat(guest::IA32_SYSENTER_ESP, 0)?;
+        v.write_nat(guest::IA32_SYSENTER_EIP, 0)?;
+        match entry {
+            StartState::Pvh { .. } => {
+                let (code, data) = (AccessRights::CODE32.0, AccessRights::DATA32.0);
+                write_flat_segments(&mut v, (0x10, code), (0x18, data), u32::MAX, 0x20)?;
+            }
+            StartState::RealMode { cs, .. } => {
+                let (code, data) = (
+                    AccessRights::REAL_MODE_CODE.0,
+                    AccessRights::REAL_MODE_DATA.0,
+                );
+                write_flat_segments(&mut v, (cs, code), (0, data), 0xffff, 0)?;
+                v.write_nat(guest::CS_BASE, u64::from(cs) << 4)?;
+                // As after RESET or INIT (SDM Vol. 3A 10.1.1, table 10-1): GDTR
+                // and IDTR at base 0 with limit 0xFFFF, so a real-mode guest
+                // takes interrupts and exceptions through the vector table at
+                // address 0 (with limit 0 each would be a triple fault).
+                v.write32(guest::GDTR_LIMIT, 0xffff)?;
+                v.write32(guest::IDTR_LIMIT, 0xffff)?;
+            }
+            StartState::Long64(_) => {
+                let (code, data) = (AccessRights::CODE64.0, AccessRights::DATA32.0);
+                write_flat_segments(&mut v, (0x10, code), (0x18, data), u32::MAX, 0x20)?;
+                v.write_nat(guest::GDTR_BASE, s.gdt_base)?;
+                v.write32(guest::GDTR_LIMIT, u32::from(s.gdt_limit))?;
+            }
+        }
+        self.reset_software_state(s.gprs());
         Ok(())
     }
 
@@ -600,7 +483,7 @@ impl VmxVcpu {
     fn reset_software_state(&mut self, regs: GuestRegs) {
         self.regs = regs;
         self.tpr = 0;
-        self.init_xsave();
+        self.xsave.reset();
         self.xcr0 = 1;
         self.msrs = [0; 6];
         self.debug = [0, 0, 0, 0, 0xffff_0ff0];
@@ -936,20 +819,15 @@ impl VmxVcpu {
     /// The hidden part of a guest segment register, for the instruction
     /// emulator.
     pub fn segment(&self, segment: basalt_x86emul::Segment) -> basalt_x86emul::SegmentState {
-        use basalt_x86emul::Segment;
-        let (base, limit, ar) = match segment {
-            Segment::Es => (guest::ES_BASE, guest::ES_LIMIT, guest::ES_ACCESS_RIGHTS),
-            Segment::Cs => (guest::CS_BASE, guest::CS_LIMIT, guest::CS_ACCESS_RIGHTS),
-            Segment::Ss => (guest::SS_BASE, guest::SS_LIMIT, guest::SS_ACCESS_RIGHTS),
-            Segment::Ds => (guest::DS_BASE, guest::DS_LIMIT, guest::DS_ACCESS_RIGHTS),
-            Segment::Fs => (guest::FS_BASE, guest::FS_LIMIT, guest::FS_ACCESS_RIGHTS),
-            Segment::Gs => (guest::GS_BASE, guest::GS_LIMIT, guest::GS_ACCESS_RIGHTS),
-        };
+        // `basalt_x86emul::Segment` is in the SDM's order (ES = 0 ... GS = 5), as SEGMENTS is.
+        let s = &guest::SEGMENTS[segment as usize];
         let v = vmcs();
-        let ar = v.read32(ar).unwrap_or(AccessRights::UNUSABLE_BIT);
+        let ar = v
+            .read32(s.access_rights)
+            .unwrap_or(AccessRights::UNUSABLE_BIT);
         basalt_x86emul::SegmentState {
-            base: v.read_nat(base).unwrap_or(0),
-            limit: v.read32(limit).unwrap_or(0),
+            base: v.read_nat(s.base).unwrap_or(0),
+            limit: v.read32(s.limit).unwrap_or(0),
             // SDM Vol. 3C 24.4.1: bits 15:0 are the descriptor's attribute
             // bits as the emulator takes them; bit 16 is "unusable".
             attributes: ar as u16,
@@ -1172,13 +1050,8 @@ impl VmxVcpu {
     /// CPUID with the guest's RAX and RCX, by the domain's CPUID policy.
     #[inline(always)]
     pub fn cpuid(&mut self) {
-        let leaf = self.regs.rax as u32;
-        let sub = self.regs.rcx as u32;
-        let r = self.guest_cpu.cpuid(leaf, sub, &CpuidInputs(self));
-        self.regs.rax = u64::from(r[0]);
-        self.regs.rbx = u64::from(r[1]);
-        self.regs.rcx = u64::from(r[2]);
-        self.regs.rdx = u64::from(r[3]);
+        let osxsave = || Self::guest_cr4() & cr4::OSXSAVE != 0;
+        crate::vcpu::cpuid(&mut self.regs, &self.cpuid, self.xcr0, osxsave);
     }
 
     /// CR0 as the guest sees it: its own bits from the VMCS, the bits
@@ -1191,7 +1064,7 @@ impl VmxVcpu {
     }
 
     /// CR4 as the guest sees it (see [`Self::guest_cr0`]).
-    fn guest_cr4(&self) -> u64 {
+    fn guest_cr4() -> u64 {
         let v = vmcs();
         let mask = v.read_nat(ctrl::CR4_GUEST_HOST_MASK).unwrap_or(0);
         (v.read_nat(guest::CR4).unwrap_or(0) & !mask)
@@ -1204,67 +1077,58 @@ impl VmxVcpu {
         CrState {
             cr0: self.guest_cr0(),
             cr3: v.read_nat(guest::CR3).unwrap_or(0),
-            cr4: self.guest_cr4(),
+            cr4: Self::guest_cr4(),
             efer: v.read64(guest::IA32_EFER).unwrap_or(0),
             cs_l: v.read32(guest::CS_ACCESS_RIGHTS).unwrap_or(0) & (1 << 13) != 0,
         }
     }
 
+    /// A control-register exit: MOV to or from CR8 (the virtual TPR), MOV to
+    /// CR4, and the writes to CR0 (MOV, CLTS, LMSW), checked with the guest
+    /// CPU model's rules (`basalt_cpu::cr`); anything else raises #GP.
     fn cr_access(&mut self, access: CrAccess) {
         let mut v = vmcs();
-        match (access.cr, access.access) {
-            (0, CrAccessType::MovToCr) => {
-                let state = self.cr_state();
-                let cpu = crate::vcpu::guest_cpu();
-                let Ok(value) = cpu.cr.mov_to_cr0(&state, self.regs.get(access.gpr)) else {
-                    self.inject_gp();
-                    return;
-                };
-                let _ = v.write_nat(ctrl::CR0_READ_SHADOW, value);
-                let _ = v.write_nat(guest::CR0, self.controls.fix_guest_cr0(value));
-                self.update_long_mode(state.cr0, value);
-                self.advance();
+        let gpr = self.regs.get(access.gpr);
+        if access.cr == 8 {
+            match access.access {
+                CrAccessType::MovToCr => match basalt_cpu::cr::CrModel::mov_to_cr8(gpr) {
+                    Ok(tpr) => self.tpr = u64::from(tpr),
+                    Err(_) => return self.inject_gp(),
+                },
+                CrAccessType::MovFromCr => self.regs.set(access.gpr, self.tpr),
+                _ => return self.inject_gp(),
+            }
+            return self.advance();
+        }
+        let state = self.cr_state();
+        let shadow = v.read_nat(ctrl::CR0_READ_SHADOW).unwrap_or(0);
+        let cr = &self.guest_cpu.cr;
+        let value = match (access.cr, access.access) {
+            (0, CrAccessType::MovToCr) => cr.mov_to_cr0(&state, gpr),
+            (0, CrAccessType::Clts) => Ok(shadow & !(1 << 3)),
+            // LMSW sets PE, MP, EM, TS; it cannot clear PE.
+            (0, CrAccessType::Lmsw) => {
+                Ok((shadow & !0xe) | (u64::from(access.lmsw_source) & 0xf) | (shadow & CR0_PE))
             }
             (4, CrAccessType::MovToCr) => {
-                let state = self.cr_state();
-                let cpu = crate::vcpu::guest_cpu();
-                let Ok(value) = cpu.cr.mov_to_cr4(&state, self.regs.get(access.gpr)) else {
-                    self.inject_gp();
-                    return;
+                let Ok(value) = cr.mov_to_cr4(&state, gpr) else {
+                    return self.inject_gp();
                 };
                 let _ = v.write_nat(ctrl::CR4_READ_SHADOW, value);
                 let _ = v.write_nat(guest::CR4, self.controls.fix_guest_cr4(value));
-                self.advance();
+                return self.advance();
             }
-            (8, CrAccessType::MovToCr) => {
-                let Ok(tpr) = basalt_cpu::cr::CrModel::mov_to_cr8(self.regs.get(access.gpr)) else {
-                    self.inject_gp();
-                    return;
-                };
-                self.tpr = u64::from(tpr);
-                self.advance();
-            }
-            (8, CrAccessType::MovFromCr) => {
-                self.regs.set(access.gpr, self.tpr);
-                self.advance();
-            }
-            (0, CrAccessType::Clts) => {
-                let shadow = v.read_nat(ctrl::CR0_READ_SHADOW).unwrap_or(0) & !(1 << 3);
-                let _ = v.write_nat(ctrl::CR0_READ_SHADOW, shadow);
-                let _ = v.write_nat(guest::CR0, self.controls.fix_guest_cr0(shadow));
-                self.advance();
-            }
-            (0, CrAccessType::Lmsw) => {
-                let shadow = v.read_nat(ctrl::CR0_READ_SHADOW).unwrap_or(0);
-                // LMSW sets PE, MP, EM, TS; it cannot clear PE.
-                let value =
-                    (shadow & !0xe) | (u64::from(access.lmsw_source) & 0xf) | (shadow & CR0_PE);
-                let _ = v.write_nat(ctrl::CR0_READ_SHADOW, value);
-                let _ = v.write_nat(guest::CR0, self.controls.fix_guest_cr0(value));
-                self.advance();
-            }
-            _ => self.inject_gp(),
+            _ => return self.inject_gp(),
+        };
+        let Ok(value) = value else {
+            return self.inject_gp();
+        };
+        let _ = v.write_nat(ctrl::CR0_READ_SHADOW, value);
+        let _ = v.write_nat(guest::CR0, self.controls.fix_guest_cr0(value));
+        if access.access == CrAccessType::MovToCr {
+            self.update_long_mode(state.cr0, value);
         }
+        self.advance();
     }
 
     /// Entering or leaving long mode with paging: VM-entry control
@@ -1284,50 +1148,16 @@ impl VmxVcpu {
         }
     }
 
-    /// XSETBV (SDM Vol. 2C): the value reaches the real XCR0 only when the
-    /// XSAVE policy proves it valid (an invalid one would raise #GP in root
-    /// mode, in Basalt); otherwise the fault the processor would raise is
-    /// injected.
+    /// XSETBV, checked by the XSAVE policy ([`guest_xsetbv`]).
     fn xsetbv(&mut self) {
-        let index = self.regs.rcx as u32;
-        let value = (self.regs.rdx << 32) | (self.regs.rax & 0xffff_ffff);
-        let osxsave = self.guest_cr4() & cr4::OSXSAVE != 0;
-        let checked = match xsave_policy() {
-            Some(policy) => policy.xsetbv(index, value, self.cpl(), osxsave),
-            None => Err(XsetbvFault::Ud),
-        };
-        match checked {
+        let osxsave = Self::guest_cr4() & cr4::OSXSAVE != 0;
+        match guest_xsetbv(&self.regs, self.cpl(), osxsave) {
             Ok(value) => {
                 self.xcr0 = value;
-                // SAFETY: `XstatePolicy::xsetbv` accepted the value: x87 set, a
-                // valid combination of components the CPU supports.
-                unsafe { xsetbv(value) };
                 self.advance();
             }
             Err(XsetbvFault::Ud) => self.inject_ud(),
             Err(XsetbvFault::Gp) => self.inject_gp(),
         }
-    }
-}
-
-/// What a CPUID answer of this vCPU depends on, read only when the leaf
-/// needs it.
-struct CpuidInputs<'a>(&'a VmxVcpu);
-
-impl basalt_cpu::cpuid::VcpuState for CpuidInputs<'_> {
-    fn signature(&self) -> [u8; 12] {
-        self.0.cpuid.signature
-    }
-    fn apic_id(&self) -> u32 {
-        self.0.cpuid.apic_id
-    }
-    fn tsc_hz(&self) -> u64 {
-        self.0.cpuid.tsc_hz
-    }
-    fn osxsave(&self) -> bool {
-        self.0.guest_cr4() & cr4::OSXSAVE != 0
-    }
-    fn xcr0(&self) -> u64 {
-        self.0.xcr0
     }
 }
