@@ -13,7 +13,9 @@
 //! - the `basalt` command, built statically (`x86_64-unknown-linux-musl`
 //!   when the toolchain has it, else glibc with `+crt-static`), at
 //!   `/usr/sbin/basalt`, and `/usr/sbin/basaltd` linked to it (the
-//!   toolstack's daemon, which `/init` restarts whenever it ends);
+//!   toolstack's daemon, which `/init` restarts whenever it ends); and the
+//!   device model `basalt-dm` (tools/basalt-dm) the same way, at
+//!   `/usr/sbin/basalt-dm`;
 //! - the test guest `hello` at `/usr/lib/basalt/hello`, a PVH kernel that
 //!   `basalt create` can start from dom0, and a VM definition of it at
 //!   `/etc/basalt/hello.toml` (docs/toolstack.md); and `spin` at
@@ -68,6 +70,8 @@ const BASALT_PATH: &str = "usr/sbin/basalt";
 /// The toolstack's daemon: a link to the same executable, which is the
 /// daemon when run under this name (tools/basalt/src/daemon.rs).
 const BASALTD_PATH: &str = "usr/sbin/basaltd";
+/// Where the device model goes.
+const BASALT_DM_PATH: &str = "usr/sbin/basalt-dm";
 
 /// Where the test guest `hello` goes in the initramfs: a PVH kernel for
 /// `basalt create` to start from dom0.
@@ -142,10 +146,15 @@ pub fn ensure(name: &str) -> Result<PathBuf> {
             NAMES.join(", ")
         )
     })?;
-    let basalt = util::step("building the basalt command (static)", build_basalt)?;
+    let basalt = util::step("building the basalt command (static)", || {
+        build_static("basalt-cli", "basalt")
+    })?;
     if name == "basalt" {
         return Ok(basalt);
     }
+    let dm = util::step("building the basalt-dm device model (static)", || {
+        build_static("basalt-dm", "basalt-dm")
+    })?;
     let vmlinux = linux::ensure("vmlinux")?;
     let built = crate::guests::build()?;
     let guests = [
@@ -153,13 +162,18 @@ pub fn ensure(name: &str) -> Result<PathBuf> {
         (SPIN_PATH, built.path("spin")),
     ];
     let kernel = kernel_package()?;
-    let stamp = stamp(&kernel, &basalt, &vmlinux, &guests)?;
+    let stamp = stamp(&kernel, &[&basalt, &dm], &vmlinux, &guests)?;
     let stamp_path = dir().join("initrd.stamp");
     if path.is_file() && std::fs::read_to_string(&stamp_path).is_ok_and(|s| s == stamp) {
         return Ok(path);
     }
     util::step("making dom0's initramfs", || {
-        build_initrd(&kernel, &basalt, &guests, &path)
+        build_initrd(
+            &kernel,
+            &[(BASALT_PATH, &basalt), (BASALT_DM_PATH, &dm)],
+            &guests,
+            &path,
+        )
     })?;
     std::fs::write(&stamp_path, stamp).map_err(|e| format!("{}: {e}", stamp_path.display()))?;
     Ok(path)
@@ -173,6 +187,7 @@ pub fn cmd_dom0() -> Result {
         ("kernel (linux:vmlinux)", vmlinux),
         ("initramfs (dom0:initrd)", initrd),
         ("basalt command (dom0:basalt)", dir().join("basalt")),
+        ("device model (basalt-dm)", dir().join("basalt-dm")),
     ] {
         let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         println!("{what:<30} {} ({size} bytes)", path.display());
@@ -184,7 +199,7 @@ pub fn cmd_dom0() -> Result {
 /// changes.
 fn stamp(
     kernel: &str,
-    basalt: &Path,
+    tools: &[&Path],
     vmlinux: &Path,
     guests: &[(&str, PathBuf)],
 ) -> Result<String> {
@@ -198,9 +213,9 @@ fn stamp(
         Ok(format!("{} {} {mtime}", p.display(), m.len()))
     };
     Ok(format!(
-        "kernel {kernel}\nbasalt {}\nvmlinux {}\nguests {:?}\nmodules {MODULES:?}\ninit {:x}\n\
+        "kernel {kernel}\ntools {:?}\nvmlinux {}\nguests {:?}\nmodules {MODULES:?}\ninit {:x}\n\
          udhcpc {:x}\n",
-        meta(basalt)?,
+        tools.iter().map(|p| meta(p)).collect::<Result<Vec<_>>>()?,
         meta(vmlinux)?,
         guests
             .iter()
@@ -262,18 +277,18 @@ fn has_target(target: &str) -> bool {
     })
 }
 
-/// Builds `basalt` as a static x86-64 Linux executable; copies it to
-/// `target/dom0/basalt`.
-fn build_basalt() -> Result<PathBuf> {
+/// Builds `bin` of `package` (a tool of dom0) as a static x86-64 Linux
+/// executable; copies it to `target/dom0/BIN`.
+fn build_static(package: &str, bin: &str) -> Result<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(&cargo);
     cmd.current_dir(util::root()).args([
         "build",
         "--release",
         "--package",
-        "basalt-cli",
+        package,
         "--bin",
-        "basalt",
+        bin,
         "--config",
         "profile.release.strip=\"symbols\"",
         "--config",
@@ -292,10 +307,7 @@ fn build_basalt() -> Result<PathBuf> {
     };
     cmd.args(["--target", target]);
     util::run(&mut cmd)?;
-    let built = util::target_dir()
-        .join(target)
-        .join("release")
-        .join("basalt");
+    let built = util::target_dir().join(target).join("release").join(bin);
     let data = std::fs::read(&built).map_err(|e| format!("{}: {e}", built.display()))?;
     if has_interpreter(&data) {
         return Err(format!(
@@ -305,7 +317,7 @@ fn build_basalt() -> Result<PathBuf> {
             built.display()
         ));
     }
-    let out = dir().join("basalt");
+    let out = dir().join(bin);
     std::fs::create_dir_all(dir()).map_err(|e| format!("{}: {e}", dir().display()))?;
     if std::fs::read(&out).ok().as_deref() != Some(&data[..]) {
         let tmp = out.with_extension("tmp");
@@ -570,8 +582,9 @@ exec setsid cttyhack /bin/sh
 
 /// The initramfs from its parts: `busybox` and its `applets` links,
 /// `modules` (path relative to `lib/modules/RELEASE`, bytes), their
-/// `modules_dep`, the load `list`, `basalt`, and `kernels` (path, bytes:
-/// guest kernels under `usr/lib/basalt`).
+/// `modules_dep`, the load `list`, the `tools` (path, bytes: `basalt` and
+/// `basalt-dm`, executables), and `kernels` (path, bytes: guest kernels
+/// under `usr/lib/basalt`).
 #[allow(clippy::too_many_arguments)]
 pub fn initramfs(
     busybox: &[u8],
@@ -580,7 +593,7 @@ pub fn initramfs(
     modules: &[(String, Vec<u8>)],
     modules_dep: &str,
     list: &str,
-    basalt: &[u8],
+    tools: &[(&str, &[u8])],
     kernels: &[(&str, &[u8])],
 ) -> Vec<u8> {
     let mut cpio = linux::Cpio::new();
@@ -606,7 +619,12 @@ pub fn initramfs(
     cpio.dir("tmp", 0o1777);
     cpio.char_dev("dev/console", 0o600, 5, 1);
     cpio.char_dev("dev/null", 0o666, 1, 3);
-    linux::busybox_links(&mut cpio, busybox, applets, &[BASALT_PATH, BASALTD_PATH]);
+    linux::busybox_links(
+        &mut cpio,
+        busybox,
+        applets,
+        &[BASALT_PATH, BASALTD_PATH, BASALT_DM_PATH],
+    );
     let root = format!("lib/modules/{release}");
     let mut dirs = BTreeSet::new();
     for (rel, _) in modules {
@@ -636,7 +654,9 @@ pub fn initramfs(
     );
     cpio.file(MODULE_LIST, 0o644, list.as_bytes());
     cpio.file(UDHCPC_SCRIPT_PATH, 0o755, UDHCPC_SCRIPT.as_bytes());
-    cpio.file(BASALT_PATH, 0o755, basalt);
+    for (path, data) in tools {
+        cpio.file(path, 0o755, data);
+    }
     cpio.symlink(BASALTD_PATH, "basalt");
     if !kernels.is_empty() {
         cpio.dir("usr/lib", 0o755);
@@ -655,7 +675,7 @@ pub fn initramfs(
 
 fn build_initrd(
     kernel: &str,
-    basalt_path: &Path,
+    tool_paths: &[(&str, &PathBuf)],
     guests: &[(&str, PathBuf)],
     out: &Path,
 ) -> Result {
@@ -714,8 +734,12 @@ fn build_initrd(
         std::fs::read(&busybox_path).map_err(|e| format!("{}: {e}", busybox_path.display()))?;
     let applets = util::output(Command::new(&busybox_path).arg("--list-full")).unwrap_or_default();
     linux::discard(&bbroot);
-    let basalt =
-        std::fs::read(basalt_path).map_err(|e| format!("{}: {e}", basalt_path.display()))?;
+    let mut tools = Vec::new();
+    for (at, path) in tool_paths {
+        let data = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        tools.push((*at, data));
+    }
+    let tools: Vec<(&str, &[u8])> = tools.iter().map(|(at, d)| (*at, &d[..])).collect();
 
     let mut kernels = Vec::new();
     for (at, path) in guests {
@@ -724,7 +748,7 @@ fn build_initrd(
     }
     let kernels: Vec<(&str, &[u8])> = kernels.iter().map(|(at, d)| (*at, &d[..])).collect();
     let cpio = initramfs(
-        &busybox, &applets, &release, &modules, &dep, &list, &basalt, &kernels,
+        &busybox, &applets, &release, &modules, &dep, &list, &tools, &kernels,
     );
     let gz = gzip(&cpio)?;
     eprintln!("    cpio {} bytes, gzip {} bytes", cpio.len(), gz.len());
@@ -903,7 +927,7 @@ mod tests {
             &modules,
             "kernel/drivers/xen/xen-privcmd.ko:\n",
             "xen kernel/drivers/xen/xen-privcmd.ko\n",
-            b"BASALT",
+            &[(BASALT_PATH, b"BASALT"), (BASALT_DM_PATH, b"DM")],
             &[(HELLO_PATH, b"ELF")],
         );
         let text = String::from_utf8_lossy(&cpio);
@@ -915,6 +939,7 @@ mod tests {
             "etc/dom0/modules\0",
             "usr/sbin/basalt\0",
             "usr/sbin/basaltd\0",
+            "usr/sbin/basalt-dm\0",
             "usr/lib/basalt/hello\0",
             "etc/udhcpc/default.script\0",
             "mnt\0",

@@ -195,7 +195,7 @@ impl IoreqState {
                 let last = w[3].load(Ordering::Acquire);
                 (ioreq::state(last) == STATE_IORESP_READY).then(|| {
                     let data = w[1].load(Ordering::Relaxed);
-                    w[3].store(last & !(0xf << 32), Ordering::Release);
+                    w[3].store(last & !(0xf << 48), Ordering::Release);
                     data
                 })
             })

@@ -48,12 +48,24 @@ impl Privcmd {
         // SAFETY: the ioctl reads the 48-byte structure, which lives across
         // the call; what the hypercall does with `args` (a pointer into a
         // `LockedPage` the caller owns) is the caller's business.
+        unsafe { self.ioctl(IOCTL_PRIVCMD_HYPERCALL, &mut call) }
+    }
+
+    /// ioctl `request` with `arg`: its non-negative result, or the errno.
+    ///
+    /// # Safety
+    ///
+    /// `request` must be one of privcmd's ioctls whose argument is a `T`,
+    /// and every pointer inside `*arg` must be valid for what that ioctl
+    /// does with it for the duration of the call.
+    pub unsafe fn ioctl<T>(&self, request: u64, arg: &mut T) -> io::Result<i64> {
+        // SAFETY: the caller vouches for the request and the argument.
         let r = unsafe {
             libc::ioctl(
                 self.file.as_raw_fd(),
-                // `c_ulong` with glibc, `c_int` with musl; the value fits both.
-                IOCTL_PRIVCMD_HYPERCALL as _,
-                &mut call as *mut PrivcmdHypercall,
+                // `c_ulong` with glibc, `c_int` with musl; the values fit both.
+                request as _,
+                arg as *mut T,
             )
         };
         if r < 0 {
@@ -61,6 +73,13 @@ impl Privcmd {
         } else {
             Ok(i64::from(r))
         }
+    }
+}
+
+/// The open device, for `mmap` (basalt-dm maps guest frames through it).
+impl AsRawFd for Privcmd {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.file.as_raw_fd()
     }
 }
 

@@ -47,7 +47,7 @@ pub struct Request {
 impl Request {
     /// The slot's four little-endian words with state [`STATE_READY`] and event channel
     /// `port`: `addr`, `data`, `count` (1) | `size` << 32, and `vp_eport` | the state, `dir`
-    /// (bit 5) and `df` bits at byte 28 | `type` at byte 29. The last word carries the state:
+    /// (bit 5) and `df` bits at byte 30 | `type` at byte 31. The last word carries the state:
     /// it is stored last.
     pub fn words(&self, port: u32) -> [u64; 4] {
         let flags = u64::from(STATE_READY) | u64::from(self.read) << 5;
@@ -55,14 +55,14 @@ impl Request {
             self.addr,
             self.data,
             1 | u64::from(self.size) << 32,
-            u64::from(port) | flags << 32 | u64::from(self.kind) << 40,
+            u64::from(port) | flags << 48 | u64::from(self.kind) << 56,
         ]
     }
 }
 
 /// The state nibble of a slot's last word.
 pub fn state(last_word: u64) -> u8 {
-    (last_word >> 32) as u8 & 0xf
+    (last_word >> 48) as u8 & 0xf
 }
 
 /// Why a range was refused, as Xen answers.

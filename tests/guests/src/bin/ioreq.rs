@@ -191,7 +191,7 @@ fn serve(c: &mut Checks, ports: [u32; 2]) {
         xen::poll(&ports);
         ports.iter().for_each(|p| clear_pending(*p));
         let w = slot(PAGE_GPFN[1]);
-        if w[3].load(Ordering::Acquire) >> 32 & 0xf == 1 && !stuck_seen {
+        if w[3].load(Ordering::Acquire) >> 48 & 0xf == 1 && !stuck_seen {
             stuck_seen = true;
             println!(
                 "ioreq: d2 asks for port {:#x}; not answered",
@@ -200,13 +200,13 @@ fn serve(c: &mut Checks, ports: [u32; 2]) {
         }
         let w = slot(PAGE_GPFN[0]);
         let last = w[3].load(Ordering::Acquire);
-        if last >> 32 & 0xf != 1 {
+        if last >> 48 & 0xf != 1 {
             continue;
         }
         let (addr, data) = (w[0].load(Ordering::SeqCst), w[1].load(Ordering::SeqCst));
         let size = (w[2].load(Ordering::SeqCst) >> 32) as usize;
-        let read = last >> 37 & 1 == 1;
-        let (space, at): (&mut [u8], usize) = match last >> 40 & 0xff {
+        let read = last >> 53 & 1 == 1;
+        let (space, at): (&mut [u8], usize) = match last >> 56 & 0xff {
             0 => (&mut files[0], (addr - u64::from(PORTS)) as usize),
             1 => (&mut mmio, (addr - MMIO) as usize),
             _ => (&mut config, (addr & 0xff) as usize),
@@ -223,7 +223,7 @@ fn serve(c: &mut Checks, ports: [u32; 2]) {
             answer[..size].copy_from_slice(bytes);
         } else {
             bytes.copy_from_slice(&data.to_le_bytes()[..size]);
-            if last >> 40 & 0xff == 0 && addr == u64::from(PORTS) + 0xc {
+            if last >> 56 & 0xff == 0 && addr == u64::from(PORTS) + 0xc {
                 let mut msi = op(14, &[]);
                 msi[8] = data as u8;
                 msi[16..24].copy_from_slice(&0xfee0_0000u64.to_le_bytes());
@@ -235,11 +235,11 @@ fn serve(c: &mut Checks, ports: [u32; 2]) {
                     ),
                 );
             }
-            done |= last >> 40 & 0xff == 0 && addr == u64::from(PORTS) + 0xf && data == 0xd0;
+            done |= last >> 56 & 0xff == 0 && addr == u64::from(PORTS) + 0xf && data == 0xd0;
         }
         served += 1;
         w[1].store(u64::from_le_bytes(answer), Ordering::SeqCst);
-        w[3].store(last & !(0xf << 32) | 3 << 32, Ordering::Release);
+        w[3].store(last & !(0xf << 48) | 3 << 48, Ordering::Release);
         xen::send(ports[0]);
     }
     println!("ioreq: served {served} requests; d2 seen {stuck_seen}, d1 done {done}");

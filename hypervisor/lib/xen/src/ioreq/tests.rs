@@ -21,15 +21,16 @@ fn words_follow_ioreq_h() {
     assert_eq!(u32::from_le_bytes(bytes[16..20].try_into().unwrap()), 1);
     assert_eq!(u32::from_le_bytes(bytes[20..24].try_into().unwrap()), 4);
     assert_eq!(u32::from_le_bytes(bytes[24..28].try_into().unwrap()), 4099);
-    assert_eq!(bytes[28] & 0xf, STATE_READY);
-    assert_eq!(bytes[28] >> 4 & 1, 0, "data_is_ptr");
-    assert_eq!(bytes[28] >> 5 & 1, 1, "dir: read");
-    assert_eq!(bytes[29], TYPE_PCI_CONFIG);
+    assert_eq!(u16::from_le_bytes([bytes[28], bytes[29]]), 0, "_pad0");
+    assert_eq!(bytes[30] & 0xf, STATE_READY);
+    assert_eq!(bytes[30] >> 4 & 1, 0, "data_is_ptr");
+    assert_eq!(bytes[30] >> 5 & 1, 1, "dir: read");
+    assert_eq!(bytes[31], TYPE_PCI_CONFIG);
     assert_eq!(state(w[3]), STATE_READY);
     let write = Request { read: false, ..r }.words(FIRST_PORT);
-    assert_eq!(write[3] >> 37 & 1, 0, "dir: write");
-    // The device model's answer: state 3 in the low nibble of byte 28.
-    assert_eq!(state(w[3] & !(0xf << 32) | 3 << 32), STATE_IORESP_READY);
+    assert_eq!(write[3] >> 53 & 1, 0, "dir: write");
+    // The device model's answer: state 3 in the low nibble of byte 30.
+    assert_eq!(state(w[3] & !(0xf << 48) | 3 << 48), STATE_IORESP_READY);
 }
 
 #[test]
