@@ -36,18 +36,18 @@ struct Daemon {
 }
 
 /// What an ended domain's record says: the end code ([`dc::end`]) and the word for it; `None`
-/// while it is still ending (its memory not yet back).
+/// while it is still ending: dying, or gone from the list but not yet recorded (ring 0 records
+/// an end once the domain's memory is back, which waits for the device model's mappings of
+/// it to go).
 fn end_of(hv: &mut Hypervisor, id: u32) -> Option<(u32, &'static str)> {
     let info = hv
         .call(id, &Request::GetInfo)
         .ok()
-        .and_then(|(_, reply)| DomainInfo::decode(&reply));
-    let code = match info {
-        Some(i) if i.state == dc::DomainState::Ended => (i.flags >> dc::info_flags::END_SHIFT) & 7,
-        Some(_) => return None,
-        // A domain ring 0 forgot (not in its records): as destroyed.
-        None => dc::end::DESTROYED,
-    };
+        .and_then(|(_, reply)| DomainInfo::decode(&reply))?;
+    if info.state != dc::DomainState::Ended {
+        return None;
+    }
+    let code = (info.flags >> dc::info_flags::END_SHIFT) & 7;
     Some(match code {
         dc::end::POWEROFF => (code, "powered off"),
         dc::end::REBOOT => (code, "rebooted"),
@@ -162,7 +162,8 @@ impl Daemon {
     /// Builds and starts `def`'s domain and records it; a domain that
     /// cannot be recorded is destroyed again.
     fn start(&self, def: &vmdef::VmDef, file: &str) -> Result<Answer, String> {
-        let (id, message) = crate::create(def, Some(file))?;
+        let (id, message) =
+            crate::create_with(def, Some(file), |id| crate::devices::start(def, id))?;
         if let Err(e) = self.store.set_state(&def.name, Some(id)) {
             let _ = Hypervisor::open().and_then(|mut hv| hv.call(id, &Request::Destroy));
             return Err(format!("{e}; domain {id} destroyed again"));

@@ -40,6 +40,7 @@
 mod bzimage;
 mod console;
 mod daemon;
+mod devices;
 mod privcmd;
 mod proto;
 mod pvh;
@@ -586,6 +587,7 @@ fn run(args: &[String]) -> Result<(), String> {
                 cmdline,
                 xen: false,
                 on_end: [vmdef::OnEnd::Destroy; 3],
+                disks: Vec::new(),
             };
             println!("{}", create(&def, None)?.1);
             Ok(())
@@ -604,7 +606,14 @@ fn run(args: &[String]) -> Result<(), String> {
                         "basalt: {}; creating the domain directly, not stored",
                         no_daemon()
                     );
-                    println!("{}", create(&vmdef::parse(&file, &toml)?, Some(&file))?.1);
+                    let def = vmdef::parse(&file, &toml)?;
+                    if !def.disks.is_empty() {
+                        return Err(format!(
+                            "{file}: its disks need basaltd, which runs their device model: \
+                             start it (basaltd &) and create again"
+                        ));
+                    }
+                    println!("{}", create(&def, Some(&file))?.1);
                 }
             }
             Ok(())
@@ -714,6 +723,16 @@ enum Boot {
 /// failure after `create` it is destroyed again. The new domain's id and
 /// the line that says so.
 fn create(def: &vmdef::VmDef, file: Option<&str>) -> Result<(u32, String), String> {
+    create_with(def, file, |_| Ok(()))
+}
+
+/// [`create`], with `devices` run on the new domain's id after it is built and before its
+/// vCPUs run (basaltd starts its device model there).
+fn create_with(
+    def: &vmdef::VmDef,
+    file: Option<&str>,
+    devices: impl FnOnce(u32) -> Result<(), String>,
+) -> Result<(u32, String), String> {
     let (name, memory, cmdline) = (def.name.as_str(), def.memory, def.cmdline.as_str());
     // Where a file was named: the definition's line, or the argument.
     let named = |key: &str, (path, line): &(String, usize)| match file {
@@ -778,7 +797,7 @@ fn create(def: &vmdef::VmDef, file: Option<&str>) -> Result<(u32, String), Strin
     };
     let (id, _) = hv.create(&new)?;
     let id = id as u32;
-    let mut load = || -> Result<dc::VcpuStart, String> {
+    let load = || -> Result<dc::VcpuStart, String> {
         let mut mem = DomainMemory {
             hv: &mut hv,
             id,
@@ -829,6 +848,7 @@ fn create(def: &vmdef::VmDef, file: Option<&str>) -> Result<(u32, String), Strin
             return Err(mem.error.take().unwrap_or(e));
         }
         hv.call(id, &Request::SetVcpuStart(start))?;
+        devices(id)?;
         hv.call(id, &Request::Unpause)?;
         Ok(start)
     };

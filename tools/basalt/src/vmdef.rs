@@ -16,6 +16,10 @@
 //! on_poweroff = "destroy"  # when it ends: "destroy" (stays stopped) or "restart";
 //! on_reboot = "restart"    # the defaults are xl's
 //! on_crash = "destroy"
+//!
+//! [[disk]]                 # virtio-blk, served by basalt-dm (up to 8)
+//! path = "/srv/web1.img"   # in dom0: a raw image file (sparse allowed) or a block device
+//! readonly = false
 //! ```
 
 use basalt_domctl as dc;
@@ -47,6 +51,27 @@ pub struct VmDef {
     pub xen: bool,
     /// What basaltd does when the domain powers off, reboots, crashes.
     pub on_end: [OnEnd; 3],
+    /// Its virtio disks, in order.
+    pub disks: Vec<Disk>,
+}
+
+/// A `[[disk]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disk {
+    /// The file or block device in dom0.
+    pub path: String,
+    /// Whether the guest may only read it.
+    pub readonly: bool,
+}
+
+/// The most disks a VM has (PCI slots of its device model).
+pub const MAX_DISKS: usize = 8;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDisk {
+    path: Spanned<String>,
+    readonly: Option<bool>,
 }
 
 /// What basaltd does when a VM's domain ends (`on_poweroff`, `on_reboot`, `on_crash`).
@@ -73,7 +98,7 @@ struct Raw {
     xen: Option<bool>,
     initrd: Option<Spanned<String>>,
     // Keys of later slices (docs/toolstack.md): recognised, refused.
-    disk: Option<Spanned<toml::Value>>,
+    disk: Option<Spanned<Vec<RawDisk>>>,
     network: Option<Spanned<toml::Value>>,
     boot: Option<Spanned<toml::Value>>,
     on_poweroff: Option<Spanned<String>>,
@@ -102,11 +127,6 @@ pub fn parse(file: &str, text: &str) -> Result<VmDef, String> {
     })?;
     let later = [
         (
-            "disk",
-            &raw.disk,
-            "disks (they come with the device models)",
-        ),
-        (
             "network",
             &raw.network,
             "network interfaces (they come with the device models)",
@@ -133,6 +153,38 @@ pub fn parse(file: &str, text: &str) -> Result<VmDef, String> {
                 ));
             }
         };
+    }
+    let mut disks = Vec::new();
+    if let Some(list) = &raw.disk {
+        if list.get_ref().len() > MAX_DISKS {
+            return Err(format!(
+                "{}: disk: {} disks, at most {MAX_DISKS}",
+                at(list.span()),
+                list.get_ref().len()
+            ));
+        }
+        for d in list.get_ref() {
+            let path = d.path.get_ref();
+            let kind = std::fs::metadata(path).map(|m| m.file_type());
+            let usable = kind
+                .as_ref()
+                .is_ok_and(|t| t.is_file() || std::os::unix::fs::FileTypeExt::is_block_device(t));
+            if !usable {
+                let why = match kind {
+                    Err(e) => e.to_string(),
+                    Ok(_) => "not a file or block device".into(),
+                };
+                return Err(format!(
+                    "{}: disk path {path:?}: {why} (the path is dom0's: create the image, e.g. \
+                     truncate -s 8G {path}, or correct it)",
+                    at(d.path.span())
+                ));
+            }
+            disks.push(Disk {
+                path: path.clone(),
+                readonly: d.readonly.unwrap_or(false),
+            });
+        }
     }
     if let Some((key, Some(v), what)) = later.iter().find(|l| l.1.is_some()) {
         return Err(format!(
@@ -232,6 +284,7 @@ pub fn parse(file: &str, text: &str) -> Result<VmDef, String> {
         cmdline,
         xen: raw.xen.unwrap_or(false),
         on_end,
+        disks,
     })
 }
 

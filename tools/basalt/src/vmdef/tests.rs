@@ -31,6 +31,7 @@ fn a_full_definition() {
             cmdline: "greeting=1".into(),
             xen: true,
             on_end: [OnEnd::Restart; 3],
+            disks: vec![],
         }
     );
 }
@@ -107,11 +108,15 @@ fn errors_name_the_line_and_the_key() {
     assert_eq!(e, "vm.toml:4: cpus: CPU 64: host CPUs are numbered 0 to 63");
     let e = err(&format!("{base}cpus = []\n"));
     assert!(e.starts_with("vm.toml:4: cpus = []"), "{e}");
-    let e = err(&format!("{base}\n[[disk]]\npath = \"/d.img\"\n"));
+    let e = err(&format!("{base}\n[[disk]]\npath = \"/nope.img\"\n"));
     assert!(
-        e.starts_with("vm.toml:5: disk: this basalt cannot set up disks"),
+        e.starts_with("vm.toml:6: disk path \"/nope.img\": No such file or directory"),
         "{e}"
     );
+    let e = err(&format!("{base}\n[[disk]]\npath = \"/\"\n"));
+    assert!(e.contains("not a file or block device"), "{e}");
+    let e = err(&format!("{base}\n[[disk]]\npath = \"/d\"\nsize = 3\n"));
+    assert!(e.starts_with("vm.toml:7: unknown field `size`"), "{e}");
     let e = err(&format!("{base}on_crash = \"preserve\"\n"));
     assert!(
         e.starts_with("vm.toml:4: on_crash = \"preserve\": \"destroy\" (the VM stays stopped) or"),
@@ -158,4 +163,36 @@ fn random_text_never_panics() {
         x ^= x >> 7;
         x ^= x << 17;
     }
+}
+
+#[test]
+fn disks_in_order() {
+    let dir = std::env::temp_dir().join(format!("basalt-vmdef-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (a, b) = (dir.join("a.img"), dir.join("b.img"));
+    std::fs::write(&a, b"").unwrap();
+    std::fs::write(&b, b"").unwrap();
+    let text = format!(
+        "name = \"d\"\nmemory = 16\nkernel = \"/k\"\n[[disk]]\npath = {a:?}\n[[disk]]\npath = {b:?}\nreadonly = true\n"
+    );
+    let d = parse("d.toml", &text).unwrap();
+    assert_eq!(
+        d.disks,
+        [
+            Disk {
+                path: a.display().to_string(),
+                readonly: false
+            },
+            Disk {
+                path: b.display().to_string(),
+                readonly: true
+            }
+        ]
+    );
+    let nine = (0..9).fold(
+        String::from("name = \"d\"\nmemory = 16\nkernel = \"/k\"\n"),
+        |t, _| format!("{t}[[disk]]\npath = {a:?}\n"),
+    );
+    assert!(err(&nine).contains("9 disks, at most 8"));
+    std::fs::remove_dir_all(&dir).unwrap();
 }
