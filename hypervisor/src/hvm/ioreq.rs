@@ -159,18 +159,21 @@ impl IoreqState {
     }
 
     /// Puts `req` in vCPU `vcpu`'s slot and records it; returns the device model's port to
-    /// notify (0: not bound yet: the request waits for the timeout).
-    pub fn issue(&self, ram: &GuestRam, vcpu: u32, req: Request, then: Then, now: u64) -> u32 {
-        let port = self
-            .server
-            .lock()
-            .as_ref()
-            .map_or(0, |s| s.dm_ports[vcpu as usize]);
+    /// notify (0: not bound yet: the request waits for the timeout), `None` when the server
+    /// went meanwhile (nothing recorded: the access is not the device model's).
+    pub fn issue(
+        &self,
+        ram: &GuestRam,
+        vcpu: u32,
+        req: Request,
+        then: Then,
+        now: u64,
+    ) -> Option<u32> {
+        let server = self.server.lock();
+        let port = server.as_ref()?.dm_ports[vcpu as usize];
         let words = req.words(FIRST_PORT + vcpu);
         self.slot(ram, vcpu, |w| {
-            w.iter()
-                .zip(words)
-                .for_each(|(x, v)| x.store(v, Ordering::Release));
+            w.iter().zip(words).for_each(|(x, v)| x.store(v, Ordering::Release));
         });
         *self.waits[vcpu as usize].lock() = Some(Pending {
             req,
@@ -178,7 +181,7 @@ impl IoreqState {
             deadline: now + TIMEOUT_NS,
             answer: None,
         });
-        port
+        Some(port)
     }
 
     /// The device model notified vCPU `vcpu`'s channel: an answer in the slot is taken

@@ -80,10 +80,14 @@ pub fn memory(v: &mut Running<'_>, gpa: u64, answer: Option<u64>, ops: &impl Sch
     send(v, req, then)
 }
 
-/// Puts `req` in the vCPU's slot and notifies the device model (in the control domain).
+/// Puts `req` in the vCPU's slot and notifies the device model (in the control domain). A
+/// server destroyed meanwhile takes nothing: the instruction runs again (a write was done).
 fn send(v: &Running<'_>, req: Request, then: Then) -> Next {
     let d = v.domain;
-    let port = (d.platform.ioreq).issue(&d.ram, v.index, req, then, crate::time::now_ns());
+    let Some(port) = (d.platform.ioreq).issue(&d.ram, v.index, req, then, crate::time::now_ns())
+    else {
+        return Next::Continue;
+    };
     if port != 0
         && let Some(dom0) = domain::get(0)
         && let Some(x0) = &dom0.xen
