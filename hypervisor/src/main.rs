@@ -235,7 +235,14 @@ fn report_options(options: &Options<'static>) {
 
 fn summary(info: &BootInfo<'_>) {
     let map = &info.memory_map;
-    info!("physical memory map ({} regions):", map.regions().len());
+    if let Some(table) = info.efi_system_table {
+        info!("UEFI: EFI system table at {table:#x}; boot services ended by the loader, not used");
+    }
+    info!(
+        "physical memory map ({} regions, from the {} memory map):",
+        map.regions().len(),
+        if info.efi_memory_map { "EFI" } else { "e820" }
+    );
     for r in map.regions() {
         info!(
             "  [{:#018x}-{:#018x}) {:<10} {}",
@@ -298,6 +305,9 @@ fn summary(info: &BootInfo<'_>) {
             r.xsdt_address.map(|_| ", XSDT ").unwrap_or_default(),
             HexOpt(r.xsdt_address),
         ),
+        None if info.on_efi() => {
+            warn!("ACPI: the loader passed no RSDP (on UEFI the BIOS areas are not searched)")
+        }
         None => info!("ACPI: the loader passed no RSDP (the BIOS areas are searched later)"),
     }
     if let Some(r) = info.rsdp().filter(|r| !r.valid) {

@@ -402,7 +402,10 @@ impl ScenarioFile {
             return Err("qemu_args is for QEMU scenarios only".into());
         }
         let on_bochs = self.emulator == Some(Emulator::Bochs)
-            || self.backends.iter().any(|b| b.emulator() == Emulator::Bochs);
+            || self
+                .backends
+                .iter()
+                .any(|b| b.emulator() == Emulator::Bochs);
         if self.firmware == Firmware::Ovmf && on_bochs {
             return Err("firmware = \"ovmf\" runs under QEMU only: drop the Bochs backends".into());
         }
@@ -676,7 +679,10 @@ mod tests {
         assert!(Scenario::parse(&format!("{uefi}emulator = 'kvm'")).is_ok());
         let bios = Scenario::parse("name = 'a'\ndescription = 'd'\nemulator = 'qemu'");
         assert_eq!(bios.expect("valid").firmware, Firmware::Bios);
-        assert!(Scenario::parse("name = 'a'\ndescription = 'd'\nemulator = 'qemu'\nfirmware = 'uboot'").is_err());
+        assert!(
+            Scenario::parse("name = 'a'\ndescription = 'd'\nemulator = 'qemu'\nfirmware = 'uboot'")
+                .is_err()
+        );
     }
 
     const BASE: &str = "name = 'a'\ndescription = 'd'\nemulator = 'bochs'\n";

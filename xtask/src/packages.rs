@@ -29,7 +29,10 @@ const fn need(what: &'static str, package: &'static str) -> Need {
 pub const ISO_TOOLS: &[Need] = &[
     need("grub-mkrescue", "grub-common"),
     need("/usr/lib/grub/i386-pc/multiboot2.mod", "grub-pc-bin"),
-    need("/usr/lib/grub/x86_64-efi/multiboot2.mod", "grub-efi-amd64-bin"),
+    need(
+        "/usr/lib/grub/x86_64-efi/multiboot2.mod",
+        "grub-efi-amd64-bin",
+    ),
     need("xorriso", "xorriso"),
     need("mformat", "mtools"),
     need("strip", "binutils"),
