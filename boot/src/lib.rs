@@ -13,6 +13,7 @@
 #![cfg_attr(target_os = "none", no_std)]
 
 pub mod cmdline;
+pub mod efi;
 pub mod elf;
 pub mod fixedvec;
 pub mod identity;

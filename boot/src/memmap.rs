@@ -52,6 +52,25 @@ impl RegionKind {
         }
     }
 
+    /// The kind for a UEFI memory descriptor's type and attributes (UEFI
+    /// 2.10 §7.2, `EFI_MEMORY_TYPE`), after the loader called
+    /// `ExitBootServices`: loader and boot-services memory is free then.
+    /// Memory the firmware keeps at run time (`EFI_MEMORY_RUNTIME`, bit 63)
+    /// is reserved whatever its type; so are unknown types.
+    pub fn from_efi(typ: u32, attribute: u64) -> Self {
+        match typ {
+            _ if attribute & 1 << 63 != 0 => Self::Reserved,
+            // Loader code/data, boot-services code/data, conventional.
+            1..=4 | 7 => Self::Usable,
+            8 => Self::Defective,
+            9 => Self::AcpiReclaimable,
+            10 => Self::AcpiNvs,
+            // Reserved, runtime services, MMIO, PAL code, persistent,
+            // unaccepted and unknown types.
+            _ => Self::Reserved,
+        }
+    }
+
     /// The e820 type number of the kind (reserved for every type [`Self::from_e820`] folds).
     pub fn e820(self) -> u32 {
         [1, 3, 4, 2, 5][self as usize]
@@ -219,6 +238,20 @@ impl MemoryMap {
         self.usable().map(|(s, e)| e - s).sum()
     }
 
+    /// A page for the application processors' real-mode start-up code: the
+    /// first page from 0x8000 up to 1 MiB (then from 0x1000 up) that lies
+    /// in usable RAM and outside every range of `avoid` (boot data).
+    pub fn low_page(&self, avoid: &[(u64, u64)]) -> Option<u64> {
+        (8..256u64).chain(1..8).map(|n| n * PAGE_SIZE).find(|&p| {
+            let end = p + PAGE_SIZE;
+            let usable = self
+                .regions
+                .iter()
+                .any(|r| r.kind == RegionKind::Usable && r.start <= p && end <= r.end);
+            usable && avoid.iter().all(|&(s, e)| e <= p || end <= s)
+        })
+    }
+
     /// The highest usable address plus one, or 0.
     pub fn usable_end(&self) -> u64 {
         self.usable().map(|(_, e)| e).max().unwrap_or(0)
@@ -365,6 +398,54 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn every_efi_type() {
+        use RegionKind::*;
+        let want = [
+            Reserved,        // 0 EfiReservedMemoryType
+            Usable,          // 1 EfiLoaderCode
+            Usable,          // 2 EfiLoaderData
+            Usable,          // 3 EfiBootServicesCode
+            Usable,          // 4 EfiBootServicesData
+            Reserved,        // 5 EfiRuntimeServicesCode
+            Reserved,        // 6 EfiRuntimeServicesData
+            Usable,          // 7 EfiConventionalMemory
+            Defective,       // 8 EfiUnusableMemory
+            AcpiReclaimable, // 9 EfiACPIReclaimMemory
+            AcpiNvs,         // 10 EfiACPIMemoryNVS
+            Reserved,        // 11 EfiMemoryMappedIO
+            Reserved,        // 12 EfiMemoryMappedIOPortSpace
+            Reserved,        // 13 EfiPalCode
+            Reserved,        // 14 EfiPersistentMemory
+            Reserved,        // 15 EfiUnacceptedMemoryType
+            Reserved,        // 16: none yet
+        ];
+        for (typ, kind) in want.into_iter().enumerate() {
+            assert_eq!(RegionKind::from_efi(typ as u32, 0xf), kind, "type {typ}");
+            // EFI_MEMORY_RUNTIME: the firmware keeps it, whatever the type.
+            assert_eq!(RegionKind::from_efi(typ as u32, 1 << 63), Reserved);
+        }
+        assert_eq!(RegionKind::from_efi(0x8000_0000, 0), Reserved); // OEM
+        assert_eq!(RegionKind::from_efi(0x7000_0001, 0), Reserved); // OS
+    }
+
+    #[test]
+    fn the_ap_start_up_page_avoids_boot_data_and_reserved_memory() {
+        let bios = MemoryMap::from_raw([raw(0, 0x9fc00, 1), raw(0x9fc00, 0x400, 2)]);
+        assert_eq!(bios.low_page(&[]), Some(0x8000));
+        assert_eq!(bios.low_page(&[(0x20_0000, 0x30_0000)]), Some(0x8000));
+        // What GRUB EFI leaves under OVMF: symbols at 0x1000 and 0x8000.
+        let avoid = [(0x1000, 0x7dc8), (0x8000, 0x1ac83), (0x1c000, 0x1df40)];
+        assert_eq!(bios.low_page(&avoid), Some(0x1b000));
+        // Free only below 0x8000: taken from 0x1000 up.
+        let low = MemoryMap::from_raw([raw(0, 0x8000, 1), raw(0x8000, 0x98000, 2)]);
+        assert_eq!(low.low_page(&[]), Some(0x1000));
+        assert_eq!(low.low_page(&[(0, 0x7001)]), None);
+        // Nothing usable below 1 MiB, or only partial pages.
+        let none = MemoryMap::from_raw([raw(0x8800, 0x1000, 1), raw(0x10_0000, 0x10_0000, 1)]);
+        assert_eq!(none.low_page(&[]), None);
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //! arbitrary bytes.
 
 use crate::FixedVec;
-use crate::memmap::{MemoryMap, RawEntry};
+use crate::memmap::{MemoryMap, RawEntry, RegionKind};
 use core::fmt;
 
 /// The value a Multiboot2 loader leaves in EAX (§3.3).
@@ -33,8 +33,11 @@ mod tag {
     pub const BASIC_MEMINFO: u32 = 4;
     pub const MMAP: u32 = 6;
     pub const ELF_SECTIONS: u32 = 9;
+    pub const EFI32_SYSTEM_TABLE: u32 = 11;
+    pub const EFI64_SYSTEM_TABLE: u32 = 12;
     pub const ACPI_OLD: u32 = 14;
     pub const ACPI_NEW: u32 = 15;
+    pub const EFI_MMAP: u32 = 17;
     pub const EFI_BS_NOT_TERMINATED: u32 = 18;
     pub const LOAD_BASE_ADDR: u32 = 21;
 }
@@ -88,6 +91,11 @@ pub enum Error {
     BadMemoryMapEntrySize {
         /// `entry_size` from the tag.
         entry_size: u32,
+    },
+    /// The EFI memory-map tag's descriptor size cannot hold a descriptor.
+    BadEfiDescriptorSize {
+        /// `descr_size` from the tag.
+        descr_size: u32,
     },
     /// No memory-map tag.
     NoMemoryMap,
@@ -146,9 +154,14 @@ impl fmt::Display for Error {
                 "the memory map's entries are {entry_size} bytes, but an entry needs 24 and a \
                  multiple of 8; {FIX}"
             ),
+            Self::BadEfiDescriptorSize { descr_size } => write!(
+                f,
+                "the EFI memory map's descriptors are {descr_size} bytes, but a descriptor needs \
+                 40 and a multiple of 8; {FIX}"
+            ),
             Self::NoMemoryMap => write!(
                 f,
-                "the boot loader passed no memory map (Multiboot2 tag 6), so Basalt cannot \
+                "the boot loader passed no memory map (Multiboot2 tag 6 or 17), so Basalt cannot \
                  tell free RAM from reserved ranges; boot it with GRUB 2's `multiboot2` command, \
                  which always passes one"
             ),
@@ -251,8 +264,14 @@ pub struct BootInfo<'a> {
     pub cmdline: Option<&'a str>,
     /// The boot loader's name.
     pub loader_name: Option<&'a str>,
-    /// The normalised memory map.
+    /// The normalised memory map: from the EFI memory map (tag 17) when
+    /// the loader passed one, else from the e820-style map (tag 6).
     pub memory_map: MemoryMap,
+    /// Whether [`Self::memory_map`] comes from the EFI memory map.
+    pub efi_memory_map: bool,
+    /// Physical address of the EFI system table (tag 12, or 11 on 32-bit
+    /// firmware): Basalt was started through UEFI.
+    pub efi_system_table: Option<u64>,
     /// The boot modules, in the loader's order.
     pub modules: FixedVec<Module<'a>, MAX_MODULES>,
     /// The ACPI 1.0 RSDP copy (tag 14).
@@ -272,6 +291,11 @@ pub struct BootInfo<'a> {
 }
 
 impl<'a> BootInfo<'a> {
+    /// Whether the machine booted through UEFI: no BIOS areas to rely on.
+    pub fn on_efi(&self) -> bool {
+        self.efi_system_table.is_some() || self.efi_memory_map
+    }
+
     /// The best RSDP the loader gave: the 2.0+ one when it is valid.
     pub fn rsdp(&self) -> Option<Rsdp> {
         match (self.rsdp_v2, self.rsdp_v1) {
@@ -323,6 +347,7 @@ pub fn parse<'a>(bytes: &'a [u8]) -> Result<BootInfo<'a>, Error> {
         ..BootInfo::default()
     };
     let mut memory_map = None;
+    let mut efi_map = None;
     let mut offset = 8usize;
     loop {
         let (typ, size) = match (le32(bytes, offset), le32(bytes, offset + 4)) {
@@ -385,6 +410,31 @@ pub fn parse<'a>(bytes: &'a [u8]) -> Result<BootInfo<'a>, Error> {
                     }))
                 });
             }
+            tag::EFI_MMAP => {
+                let (descr_size, map) = le32(body, 0).zip(body.get(8..)).ok_or(too_small)?;
+                if descr_size < 40 || descr_size % 8 != 0 {
+                    return Err(Error::BadEfiDescriptorSize { descr_size });
+                }
+                // EFI_MEMORY_DESCRIPTOR (UEFI 2.10 §7.2.3): type, pad,
+                // physical start, virtual start, pages, attributes.
+                let entries = map.chunks_exact(descr_size as usize);
+                efi_map.get_or_insert_with(|| {
+                    MemoryMap::from_raw(entries.filter_map(|e| {
+                        let kind = RegionKind::from_efi(le32(e, 0)?, le64(e, 32)?);
+                        Some(RawEntry {
+                            base: le64(e, 8)?,
+                            len: le64(e, 24)?.saturating_mul(4096),
+                            typ: kind.e820(),
+                        })
+                    }))
+                });
+            }
+            tag::EFI32_SYSTEM_TABLE => {
+                info.efi_system_table = Some(le32(body, 0).ok_or(too_small)?.into());
+            }
+            tag::EFI64_SYSTEM_TABLE => {
+                info.efi_system_table = Some(le64(body, 0).ok_or(too_small)?)
+            }
             tag::ELF_SECTIONS => {
                 let fields = le32(body, 0).zip(le32(body, 4)).zip(le32(body, 8));
                 let ((num, entsize), shndx) = fields.ok_or(too_small)?;
@@ -404,7 +454,8 @@ pub fn parse<'a>(bytes: &'a [u8]) -> Result<BootInfo<'a>, Error> {
         // Tags start on 8-byte boundaries (§3.6.1).
         offset = (offset + size as usize).next_multiple_of(8);
     }
-    info.memory_map = memory_map.ok_or(Error::NoMemoryMap)?;
+    info.efi_memory_map = efi_map.is_some();
+    info.memory_map = efi_map.or(memory_map).ok_or(Error::NoMemoryMap)?;
     Ok(info)
 }
 
@@ -484,6 +535,24 @@ pub(crate) mod tests {
             self.tag(tag::MMAP, &body)
         }
 
+        /// An EFI memory map (tag 17) of `(type, base, pages, attributes)`
+        /// descriptors, each `size` bytes (padded with 0xee).
+        pub(crate) fn efi_mmap(self, size: u32, entries: &[(u32, u64, u64, u64)]) -> Self {
+            let mut body = size.to_le_bytes().to_vec();
+            body.extend_from_slice(&1u32.to_le_bytes());
+            for &(typ, base, pages, attr) in entries {
+                let start = body.len();
+                body.extend_from_slice(&typ.to_le_bytes());
+                body.extend_from_slice(&[0; 4]);
+                body.extend_from_slice(&base.to_le_bytes());
+                body.extend_from_slice(&0u64.to_le_bytes());
+                body.extend_from_slice(&pages.to_le_bytes());
+                body.extend_from_slice(&attr.to_le_bytes());
+                body.resize(start + size as usize, 0xee);
+            }
+            self.tag(tag::EFI_MMAP, &body)
+        }
+
         pub(crate) fn build_without_end(self) -> Vec<u8> {
             let mut out = ((8 + self.tags.len()) as u32).to_le_bytes().to_vec();
             out.extend_from_slice(&[0; 4]);
@@ -530,6 +599,164 @@ pub(crate) mod tests {
             .tag(tag::ACPI_NEW, &rsdp_v2())
             .tag(8, &[0; 24]) // a framebuffer tag Basalt skips
             .build()
+    }
+
+    /// What GRUB x86_64-efi passes under OVMF with 4 GiB (abridged): an
+    /// e820-style map converted before `ExitBootServices`, the EFI map
+    /// taken at it, the EFI64 system table and both RSDP tags.
+    pub(crate) fn grub_efi_like() -> Vec<u8> {
+        const RUNTIME: u64 = 1 << 63;
+        let mut v1 = rsdp_v2()[..20].to_vec();
+        v1[15] = 0;
+        v1[8] = v1[8].wrapping_add(2); // the checksum without the revision
+        Builder::default()
+            .string(tag::CMDLINE, "test-exit")
+            .string(tag::LOADER_NAME, "GRUB 2.06-13+deb12u2")
+            .mmap(&[(0, 0xa0000, 1), (0x10_0000, 0x7f70_0000, 1)])
+            .tag(tag::EFI64_SYSTEM_TABLE, &0x7f9e_e018u64.to_le_bytes())
+            .tag(tag::ACPI_OLD, &v1)
+            .tag(tag::ACPI_NEW, &rsdp_v2())
+            .efi_mmap(
+                48,
+                &[
+                    (3, 0, 1, 0xf),                         // boot-services code
+                    (7, 0x1000, 0x9f, 0xf),                 // conventional
+                    (7, 0x10_0000, 0x700, 0xf),             // conventional
+                    (10, 0x80_0000, 8, 0xf),                // ACPI NVS
+                    (4, 0x80_8000, 0x7f0e5, 0xf),           // boot-services data
+                    (2, 0x1_0000, 0x10, 0xf),               // loader data (unsorted)
+                    (6, 0x7f8e_d000, 0x100, 0xf | RUNTIME), // runtime data
+                    (5, 0x7f9e_d000, 0x80, 0xf | RUNTIME),  // runtime code
+                    (9, 0x7fb6_d000, 0x12, 0xf),            // ACPI reclaim
+                    (0, 0x7ff5_0000, 0x20, 0xf),            // reserved
+                    (11, 0xffc0_0000, 0x400, RUNTIME),      // MMIO (flash)
+                    (7, 0x1_0000_0000, 0x4_0000, 0xf),      // conventional, 4 GiB up
+                    (1, 0x7_0000, 0x10, 0xf),               // loader code
+                ],
+            )
+            .build()
+    }
+
+    #[test]
+    fn parses_what_grub_efi_passes() {
+        let bytes = grub_efi_like();
+        let info = parse(&bytes).expect("well-formed");
+        assert!(info.on_efi() && info.efi_memory_map);
+        assert_eq!(info.efi_system_table, Some(0x7f9e_e018));
+        let r = |start, end, kind| crate::memmap::Region { start, end, kind };
+        use RegionKind::*;
+        assert_eq!(
+            info.memory_map.regions(),
+            &[
+                r(0, 0xa0000, Usable),
+                r(0x10_0000, 0x80_0000, Usable),
+                r(0x80_0000, 0x80_8000, AcpiNvs),
+                r(0x80_8000, 0x7f8e_d000, Usable),
+                r(0x7f8e_d000, 0x7fa6_d000, Reserved),
+                r(0x7fb6_d000, 0x7fb7_f000, AcpiReclaimable),
+                r(0x7ff5_0000, 0x7ff7_0000, Reserved),
+                r(0xffc0_0000, 0x1_0000_0000, Reserved),
+                r(0x1_0000_0000, 0x1_4000_0000, Usable),
+            ]
+        );
+        // Tag 6 (its RAM up to 0x7f80_0000 and none above 4 GiB) is not used.
+        assert_eq!(info.memory_map.usable_end(), 0x1_4000_0000);
+        let v2 = info.rsdp().expect("rsdp");
+        assert_eq!((v2.revision, v2.valid), (2, true));
+        let v1 = info.rsdp_v1.expect("tag 14");
+        assert_eq!((v1.revision, v1.valid, v1.xsdt_address), (0, true, None));
+    }
+
+    #[test]
+    fn efi_map_overlaps_and_oversized_descriptors() {
+        // Overlapping descriptors: the more restrictive kind wins; 64-byte
+        // descriptors are read by their size; a partial trailing one and a
+        // page count that overflows are handled.
+        let bytes = Builder::default()
+            .efi_mmap(
+                64,
+                &[
+                    (7, 0x10_0000, 0x100, 0),
+                    (6, 0x18_0000, 0x10, 1 << 63),
+                    (7, u64::MAX - 0xfff, u64::MAX, 0),
+                ],
+            )
+            .build();
+        let info = parse(&bytes).expect("ok");
+        assert_eq!(info.memory_map.usable_bytes(), 0x100_000 - 0x10_000);
+        assert_eq!(info.memory_map.clamped_entries, 1);
+        assert!(info.on_efi() && info.efi_system_table.is_none());
+        // An EFI system table without an EFI map: tag 6 is the map.
+        let bytes = Builder::default()
+            .mmap(&[(0, 0x9f000, 1)])
+            .tag(tag::EFI32_SYSTEM_TABLE, &0x7000_0000u32.to_le_bytes())
+            .build();
+        let info = parse(&bytes).expect("ok");
+        assert!(info.on_efi() && !info.efi_memory_map);
+        assert_eq!(info.efi_system_table, Some(0x7000_0000));
+        assert_eq!(info.memory_map.usable_bytes(), 0x9f000);
+        // Neither map: the error says so.
+        let bytes = Builder::default()
+            .tag(tag::EFI64_SYSTEM_TABLE, &[0; 8])
+            .build();
+        assert_eq!(parse(&bytes).err(), Some(Error::NoMemoryMap));
+    }
+
+    #[test]
+    fn malformed_efi_tags() {
+        for bad in [0u32, 24, 36, 44] {
+            let bytes = Builder::default().efi_mmap(bad.max(40), &[(7, 0, 1, 0)]);
+            let mut bytes = bytes.build();
+            bytes[16..20].copy_from_slice(&bad.to_le_bytes());
+            assert_eq!(
+                parse(&bytes).err(),
+                Some(Error::BadEfiDescriptorSize { descr_size: bad })
+            );
+        }
+        for typ in [
+            tag::EFI_MMAP,
+            tag::EFI64_SYSTEM_TABLE,
+            tag::EFI32_SYSTEM_TABLE,
+        ] {
+            let bytes = Builder::default().tag(typ, &[0; 3]).build();
+            assert!(matches!(
+                parse(&bytes),
+                Err(Error::TagTooSmall { typ: t, .. }) if t == typ
+            ));
+        }
+    }
+
+    #[test]
+    fn rsdp_tags_old_new_and_broken() {
+        let v2 = rsdp_v2();
+        let mut v1 = v2[..20].to_vec();
+        v1[15] = 0;
+        v1[8] = v1[8].wrapping_add(2);
+        let base = || Builder::default().mmap(&[(0, 0x1000, 1)]);
+        // Only tag 14 (ACPI 1.0): RSDT only.
+        let bytes = base().tag(tag::ACPI_OLD, &v1).build();
+        let r = parse(&bytes).expect("ok").rsdp().expect("rsdp");
+        assert_eq!(
+            (r.revision, r.valid, r.rsdt_address),
+            (0, true, 0x7fe1_4b2d)
+        );
+        // A broken tag 15 gives way to a good tag 14.
+        let mut bad = v2.clone();
+        bad[32] ^= 1;
+        let bytes = base()
+            .tag(tag::ACPI_NEW, &bad)
+            .tag(tag::ACPI_OLD, &v1)
+            .build();
+        let info = parse(&bytes).expect("ok");
+        assert_eq!(info.rsdp().map(|r| r.revision), Some(0));
+        // Only a broken one: it is returned, marked invalid.
+        let bytes = base().tag(tag::ACPI_NEW, &bad).build();
+        assert!(!parse(&bytes).expect("ok").rsdp().expect("rsdp").valid);
+        let mut sig = v1.clone();
+        sig[0] = b'X';
+        assert!(!Rsdp::parse(&sig).expect("20 bytes").valid);
+        // A revision-2 RSDP cut to 20 bytes has no XSDT.
+        assert_eq!(Rsdp::parse(&v2[..20]).expect("ok").xsdt_address, None);
     }
 
     #[test]
@@ -724,6 +951,7 @@ pub(crate) mod tests {
             Error::NoEndTag,
             Error::BadString { typ: 1, offset: 8 },
             Error::BadMemoryMapEntrySize { entry_size: 3 },
+            Error::BadEfiDescriptorSize { descr_size: 3 },
             Error::NoMemoryMap,
             Error::BadModule {
                 index: 0,
@@ -782,11 +1010,11 @@ pub(crate) mod tests {
     /// pointed at odd places, truncation) never make the parser panic.
     #[test]
     fn mutated_boot_information_never_panics() {
-        let good = grub_like();
+        let good = [grub_like(), grub_efi_like()];
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         let mut accepted = 0;
-        for _ in 0..100_000 {
-            let mut bytes = good.clone();
+        for i in 0..100_000 {
+            let mut bytes = good[i % 2].clone();
             for _ in 0..1 + rng.below(4) {
                 if bytes.is_empty() {
                     break;

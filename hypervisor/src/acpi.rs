@@ -58,6 +58,8 @@ pub struct Platform {
 pub enum AcpiFailure {
     /// No RSDP from the loader and none in the BIOS areas.
     NoRsdp,
+    /// Booted through UEFI and the loader passed no RSDP.
+    NoRsdpEfi,
     /// The tables could not be read.
     Tables(acpi::AcpiError),
     /// No MADT.
@@ -71,6 +73,11 @@ impl core::fmt::Display for AcpiFailure {
                 f,
                 "no ACPI RSDP (none from the boot loader, none in the BIOS areas): the firmware has \
                  no ACPI or it is disabled (e.g. QEMU -no-acpi)"
+            ),
+            Self::NoRsdpEfi => write!(
+                f,
+                "no ACPI RSDP: the boot loader passed none, and on UEFI Basalt does not search the \
+                 BIOS areas; boot with GRUB 2's `multiboot2`, which passes the firmware's"
             ),
             Self::Tables(e) => write!(
                 f,
@@ -92,10 +99,15 @@ fn root_of(r: &Rsdp) -> (u8, u64) {
     }
 }
 
-/// The tables, from the loader's RSDP or else one found in the BIOS areas.
-fn tables(rsdp: Option<Rsdp>) -> Result<(AcpiTables<DirectMapHandler>, Rsdp), AcpiFailure> {
+/// The tables, from the loader's RSDP or else (not on UEFI) one found in
+/// the BIOS areas.
+fn tables(
+    rsdp: Option<Rsdp>,
+    efi: bool,
+) -> Result<(AcpiTables<DirectMapHandler>, Rsdp), AcpiFailure> {
     let r = match rsdp.filter(|r| r.valid) {
         Some(r) => r,
+        None if efi => return Err(AcpiFailure::NoRsdpEfi),
         // SAFETY: the BIOS areas (EBDA and 0xE0000-0xFFFFF) are read through
         // the direct map, extended on demand.
         None => unsafe { acpi::rsdp::Rsdp::search_for_on_bios(DirectMapHandler) }
@@ -176,10 +188,11 @@ fn keep_host_tables(rsdp: &Rsdp, topology: &Topology) {
 /// Reads the ACPI tables for a boot CPU with APIC id `boot_apic_id`.
 pub fn discover(
     rsdp: Option<Rsdp>,
+    efi: bool,
     boot_apic_id: u32,
     maxcpus: Option<usize>,
 ) -> Result<Platform, AcpiFailure> {
-    let (tables, rsdp) = tables(rsdp)?;
+    let (tables, rsdp) = tables(rsdp, efi)?;
     crate::power::learn(power_info(&tables));
     let mut names = crate::StackString::<160>::new();
     for header in tables.headers() {

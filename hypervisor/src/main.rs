@@ -235,7 +235,14 @@ fn report_options(options: &Options<'static>) {
 
 fn summary(info: &BootInfo<'_>) {
     let map = &info.memory_map;
-    info!("physical memory map ({} regions):", map.regions().len());
+    if let Some(table) = info.efi_system_table {
+        efi_summary(table);
+    }
+    info!(
+        "physical memory map ({} regions, from the {} memory map):",
+        map.regions().len(),
+        if info.efi_memory_map { "EFI" } else { "e820" }
+    );
     for r in map.regions() {
         info!(
             "  [{:#018x}-{:#018x}) {:<10} {}",
@@ -298,6 +305,9 @@ fn summary(info: &BootInfo<'_>) {
             r.xsdt_address.map(|_| ", XSDT ").unwrap_or_default(),
             HexOpt(r.xsdt_address),
         ),
+        None if info.on_efi() => {
+            warn!("ACPI: the loader passed no RSDP (on UEFI the BIOS areas are not searched)")
+        }
         None => info!("ACPI: the loader passed no RSDP (the BIOS areas are searched later)"),
     }
     if let Some(r) = info.rsdp().filter(|r| !r.valid) {
@@ -309,6 +319,25 @@ fn summary(info: &BootInfo<'_>) {
     if info.efi_boot_services_active {
         warn!("the loader left UEFI boot services running; Basalt does not use them");
     }
+}
+
+/// Names the UEFI firmware from its system table (read, never called).
+fn efi_summary(table: u64) {
+    use basalt_boot::efi;
+    let Some(st) = mm::phys_slice(table, efi::LEN).and_then(efi::SystemTable::parse) else {
+        warn!("UEFI: no EFI system table signature at {table:#x} (the loader's tag is wrong)");
+        return;
+    };
+    let mut buf = [0; efi::VENDOR_CHARS];
+    let vendor = mm::phys_slice(st.vendor, 2 * efi::VENDOR_CHARS).map(|b| efi::vendor(b, &mut buf));
+    info!(
+        "UEFI {}.{:02} firmware \"{}\" revision {:#x}; EFI system table at {table:#x}; boot \
+         services ended by the loader, not used",
+        st.revision >> 16,
+        st.revision & 0xffff,
+        vendor.unwrap_or("?"),
+        st.firmware_revision
+    );
 }
 
 /// Prints an optional address in hex, or nothing.

@@ -196,7 +196,7 @@ extern "C" fn bsp_main(arg: u64) -> ! {
         finish(Verdict::Fail, "no local APIC");
     }
     let boot_apic_id = cpu::apic_id();
-    let platform = match acpi::discover(boot.rsdp, boot_apic_id, boot.maxcpus) {
+    let platform = match acpi::discover(boot.rsdp, boot.info.on_efi(), boot_apic_id, boot.maxcpus) {
         Ok(p) => {
             acpi::log_platform(&p);
             Some(p)
@@ -319,11 +319,19 @@ fn start_aps(topology: &Topology, tsc_hz: u64) {
     if aps.is_empty() {
         return;
     }
-    if let Err(e) = mm::identity_map_page(smp::TRAMPOLINE_BASE, true) {
+    let Some(base) = mm::ap_start_page() else {
+        error!(
+            "no free page below 1 MiB in the firmware's memory map for the AP start-up code; \
+             running on the boot CPU only"
+        );
+        return;
+    };
+    info!("AP start-up page at {base:#x} (free below 1 MiB in the firmware's memory map)");
+    if let Err(e) = mm::identity_map_page(base, true) {
         error!("cannot map the AP start-up page: {e}; running on the boot CPU only");
         return;
     }
-    let page = mm::map_phys_for_write(smp::TRAMPOLINE_BASE, 4096);
+    let page = mm::map_phys_for_write(base, 4096);
     // SAFETY: the trampoline page (below 1 MiB, reserved from the
     // allocator) is mapped writable at `page`; the code fits in it.
     unsafe { core::ptr::copy_nonoverlapping(code.as_ptr(), page as *mut u8, code.len()) };
@@ -354,7 +362,7 @@ fn start_aps(topology: &Topology, tsc_hz: u64) {
             )
         };
         AP_STARTED.store(false, Ordering::SeqCst);
-        if !smp::start_cpu(apic_id, &AP_STARTED, tsc_hz, AP_TIMEOUT_MS) {
+        if !smp::start_cpu(apic_id, base, &AP_STARTED, tsc_hz, AP_TIMEOUT_MS) {
             warn!(
                 "cpu{index} (APIC id {apic_id}) did not answer INIT-SIPI-SIPI within {AP_TIMEOUT_MS} ms; skipped"
             );
@@ -366,7 +374,7 @@ fn start_aps(topology: &Topology, tsc_hz: u64) {
             core::hint::spin_loop();
         }
     }
-    if let Err(e) = mm::identity_map_page(smp::TRAMPOLINE_BASE, false) {
+    if let Err(e) = mm::identity_map_page(base, false) {
         warn!("cannot unmap the AP start-up page: {e}");
     }
 }

@@ -41,6 +41,23 @@ impl Emulator {
     }
 }
 
+/// The machine's firmware.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Firmware {
+    /// The emulator's BIOS (SeaBIOS under QEMU, Bochs' own BIOS).
+    #[default]
+    Bios,
+    /// UEFI: Debian's OVMF under QEMU ([`OVMF_CODE`]); QEMU and KVM only.
+    Ovmf,
+}
+
+/// OVMF's code, read-only (Debian's `ovmf` package).
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE.fd";
+/// OVMF's variable store template; each run writes to a throw-away copy
+/// (QEMU's `snapshot=on`).
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS.fd";
+
 /// The virtual machine that boots Basalt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Machine {
@@ -59,6 +76,8 @@ pub struct Machine {
     /// a scenario or `--ips` says otherwise). The guest's TSC counts one
     /// tick per instruction, so this is the CPU speed guests see.
     pub ips: u64,
+    /// BIOS or UEFI.
+    pub firmware: Firmware,
 }
 
 /// Where the emulated COM1 goes.
@@ -107,6 +126,14 @@ pub fn qemu_args(machine: &Machine, iso: &Path, serial: Serial<'_>) -> Vec<Strin
         "-device".into(),
         "isa-debug-exit,iobase=0xf4,iosize=0x04".into(),
     ];
+    if machine.firmware == Firmware::Ovmf {
+        args.extend([
+            "-drive".into(),
+            format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"),
+            "-drive".into(),
+            format!("if=pflash,format=raw,unit=1,snapshot=on,file={OVMF_VARS}"),
+        ]);
+    }
     match serial {
         Serial::File(path) => args.extend(["-serial".into(), format!("file:{}", path.display())]),
         Serial::Stdio => args.extend(["-serial".into(), "stdio".into()]),
@@ -361,6 +388,7 @@ mod tests {
             cpus: 4,
             memory_mib: 4096,
             ips: BOCHS_IPS,
+            firmware: Firmware::Bios,
         };
         let args = qemu_args(&m, Path::new("/x.iso"), Serial::File(Path::new("/s.log")));
         let joined = args.join(" ");
@@ -375,6 +403,14 @@ mod tests {
              -serial chardev:com1"
         ));
         assert_eq!(tcp.matches("-serial").count(), 1);
+        assert!(!joined.contains("pflash"));
+        let uefi = Machine {
+            firmware: Firmware::Ovmf,
+            ..m
+        };
+        let uefi = qemu_args(&uefi, Path::new("/x.iso"), Serial::Stdio).join(" ");
+        assert!(uefi.contains(&format!("unit=0,readonly=on,file={OVMF_CODE}")));
+        assert!(uefi.contains(&format!("unit=1,snapshot=on,file={OVMF_VARS}")));
         let kvm = Machine {
             emulator: Emulator::Kvm,
             ..m
@@ -439,6 +475,7 @@ mod tests {
             cpus: 2,
             memory_mib: 512,
             ips: BOCHS_IPS,
+            firmware: Firmware::Bios,
         };
         let cfg = bochs_config(
             &m,

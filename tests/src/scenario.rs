@@ -1,6 +1,6 @@
 //! Scenarios as data.
 
-use crate::emulator::{Emulator, Machine};
+use crate::emulator::{Emulator, Firmware, Machine};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -256,6 +256,8 @@ struct ScenarioFile {
     disk: Option<DiskSpec>,
     #[serde(default)]
     network: bool,
+    #[serde(default)]
+    firmware: Firmware,
 }
 
 /// One run of a boot scenario: the scenario file's settings on one
@@ -317,6 +319,9 @@ pub struct Scenario {
     /// the host is 10.0.2.2), with a harness TCP listener whose port
     /// replaces [`NET_PORT`] in the steps.
     pub network: bool,
+    /// The machine's firmware: `bios` (the default) or `ovmf` (UEFI; QEMU
+    /// runs only).
+    pub firmware: Firmware,
 }
 
 fn one() -> u32 {
@@ -396,6 +401,14 @@ impl ScenarioFile {
         if !self.qemu_args.is_empty() && !on_qemu {
             return Err("qemu_args is for QEMU scenarios only".into());
         }
+        let on_bochs = self.emulator == Some(Emulator::Bochs)
+            || self
+                .backends
+                .iter()
+                .any(|b| b.emulator() == Emulator::Bochs);
+        if self.firmware == Firmware::Ovmf && on_bochs {
+            return Err("firmware = \"ovmf\" runs under QEMU only: drop the Bochs backends".into());
+        }
         if let Some(disk) = &self.disk {
             disk.check()?;
         }
@@ -463,6 +476,7 @@ impl ScenarioFile {
             bochs_ips: self.bochs_ips,
             disk: self.disk.clone(),
             network: self.network,
+            firmware: self.firmware,
         }
     }
 }
@@ -564,6 +578,7 @@ impl Scenario {
             cpus: self.cpus,
             memory_mib: parse_memory(&self.memory)?,
             ips: self.bochs_ips.unwrap_or(crate::emulator::BOCHS_IPS),
+            firmware: self.firmware,
         })
     }
 
@@ -651,6 +666,23 @@ mod tests {
         assert!(Scenario::parse(&format!("{base}name = 'a'\nmemory = 'lots'")).is_err());
         assert!(Scenario::parse(&format!("{base}name = 'a'\nemulator2 = 'x'")).is_err());
         assert!(Scenario::parse(&format!("{base}name = 'a'")).is_ok());
+    }
+
+    #[test]
+    fn ovmf_firmware_is_for_qemu_runs() {
+        let uefi = "name = 'a'\ndescription = 'd'\nfirmware = 'ovmf'\n";
+        let s = Scenario::parse(&format!("{uefi}backends = ['qemu-svm']")).expect("valid");
+        assert_eq!(s.machine().map(|m| m.firmware), Ok(Firmware::Ovmf));
+        let err = Scenario::runs(&format!("{uefi}backends = ['qemu-svm', 'bochs-vmx']"));
+        assert!(err.unwrap_err().contains("QEMU only"));
+        assert!(Scenario::parse(&format!("{uefi}emulator = 'bochs'")).is_err());
+        assert!(Scenario::parse(&format!("{uefi}emulator = 'kvm'")).is_ok());
+        let bios = Scenario::parse("name = 'a'\ndescription = 'd'\nemulator = 'qemu'");
+        assert_eq!(bios.expect("valid").firmware, Firmware::Bios);
+        assert!(
+            Scenario::parse("name = 'a'\ndescription = 'd'\nemulator = 'qemu'\nfirmware = 'uboot'")
+                .is_err()
+        );
     }
 
     const BASE: &str = "name = 'a'\ndescription = 'd'\nemulator = 'bochs'\n";

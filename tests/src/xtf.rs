@@ -256,6 +256,7 @@ pub fn run(name: &str, kind: RunKind, expect: Option<Result>) -> Scenario {
             args: "role=control memory=64M".into(),
         }],
         qemu_args: Vec::new(),
+        firmware: Default::default(),
         loader: Default::default(),
         expect: match expect {
             Some(Result::Panic) => vec![XTF_PANIC.into()],

@@ -642,6 +642,7 @@ fn run_bare_linux(bzimage: &Path, initrd: &Path) -> Result<String> {
         cpus: 1,
         memory_mib: LINUX_MEMORY_MIB,
         ips: LINUX_IPS,
+        firmware: emulator::Firmware::Bios,
     };
     util::step(&format!("running {name} under Bochs"), || {
         boot_bare(&machine, &image, &dir, name)
@@ -714,6 +715,7 @@ fn qemu_linux_machine(memory_mib: u64) -> Machine {
         cpus: 1,
         memory_mib,
         ips: emulator::BOCHS_IPS,
+        firmware: emulator::Firmware::Bios,
     }
 }
 

@@ -1,4 +1,6 @@
-//! GRUB rescue ISOs (BIOS; hybrid, so the same file boots from a USB stick).
+//! GRUB rescue ISOs: BIOS (GRUB i386-pc) and UEFI (GRUB x86_64-efi on an EFI
+//! system partition image) in one file, isohybrid so that it also boots from
+//! a USB stick (docs/boot.md, "UEFI").
 
 use crate::packages;
 use crate::util::{self, Result};

@@ -15,7 +15,7 @@ mod toolchain;
 mod util;
 mod xtf;
 
-use basalt_tests::emulator::{Emulator, Machine};
+use basalt_tests::emulator::{Emulator, Firmware, Machine};
 use basalt_tests::scenario::parse_memory;
 use std::path::PathBuf;
 use util::Result;
@@ -26,12 +26,12 @@ usage: cargo xtask <command> [options]
 commands:
   build                     build the hypervisor ELF (target/x86_64-unknown-none/release/basalt)
   iso  [--out PATH] [--cmdline STR] [--module 'PATH ARGS']... [--timeout SECS]
-                            make a bootable GRUB ISO (BIOS; also boots from a USB stick)
+                            make a bootable GRUB ISO (BIOS and UEFI; also boots from a USB stick)
   run  [--emulator qemu|bochs|kvm] [--cpu MODEL] [--smp N] [--mem SIZE] [--ips N] [--cmdline STR]
-       [--module 'PATH ARGS']... [--no-guest]
+       [--module 'PATH ARGS']... [--no-guest] [--uefi]
                             boot Basalt with its serial console on this terminal (Ctrl-C ends it);
                             without --module, Debian's kernel and a busybox shell as domain 1
-                            (--no-guest: none); CPU: QEMU EPYC (SVM), Bochs corei7_skylake_x
+                            (--no-guest: none; --uefi: OVMF instead of SeaBIOS); CPU: QEMU EPYC (SVM), Bochs corei7_skylake_x
                             (VT-x; ryzen for SVM), KVM the host's (nested VT-x or SVM)
   test [--filter TEXT] [--jobs N] [--no-unit] [--no-boot]
                             host unit tests, then the boot scenarios in tests/scenarios/;
@@ -173,6 +173,7 @@ fn cmd_run(args: &mut Args) -> Result {
         cpus: 1,
         memory_mib: 512,
         ips: basalt_tests::emulator::BOCHS_IPS,
+        firmware: Firmware::Bios,
     };
     let mut cmdline = String::new();
     let mut modules: Vec<iso::ModuleArg> = Vec::new();
@@ -209,8 +210,12 @@ fn cmd_run(args: &mut Args) -> Result {
             "--cmdline" => cmdline = args.value(&flag)?,
             "--module" => modules.push(iso::ModuleArg::parse(&args.value(&flag)?)?),
             "--no-guest" => no_guest = true,
+            "--uefi" => machine.firmware = Firmware::Ovmf,
             other => return Err(format!("unknown option {other:?} for run\n\n{USAGE}")),
         }
+    }
+    if machine.firmware == Firmware::Ovmf && machine.emulator == Emulator::Bochs {
+        return Err("--uefi boots OVMF, which runs under QEMU or KVM, not Bochs".into());
     }
     if no_guest && !modules.is_empty() {
         return Err("--no-guest and --module contradict each other".into());

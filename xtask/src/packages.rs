@@ -24,10 +24,15 @@ const fn need(what: &'static str, package: &'static str) -> Need {
     Need { what, package }
 }
 
-/// Tools to make a GRUB rescue ISO.
+/// Tools to make a GRUB rescue ISO that boots through BIOS and UEFI
+/// (`grub-mkrescue` puts in every GRUB platform installed).
 pub const ISO_TOOLS: &[Need] = &[
     need("grub-mkrescue", "grub-common"),
     need("/usr/lib/grub/i386-pc/multiboot2.mod", "grub-pc-bin"),
+    need(
+        "/usr/lib/grub/x86_64-efi/multiboot2.mod",
+        "grub-efi-amd64-bin",
+    ),
     need("xorriso", "xorriso"),
     need("mformat", "mtools"),
     need("strip", "binutils"),
@@ -35,6 +40,12 @@ pub const ISO_TOOLS: &[Need] = &[
 
 /// QEMU for x86_64 (TCG and KVM).
 pub const QEMU: &[Need] = &[need("qemu-system-x86_64", "qemu-system-x86")];
+
+/// UEFI firmware for QEMU (scenarios with `firmware = "ovmf"`).
+pub const OVMF: &[Need] = &[
+    need(basalt_tests::emulator::OVMF_CODE, "ovmf"),
+    need(basalt_tests::emulator::OVMF_VARS, "ovmf"),
+];
 
 /// Bochs with its BIOS images and a display library that runs headless.
 pub const BOCHS: &[Need] = &[

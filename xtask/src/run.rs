@@ -57,6 +57,9 @@ pub fn run(options: &RunOptions) -> Result {
             packages::ensure(packages::QEMU, "running under QEMU/KVM")?;
         }
     }
+    if machine.firmware == emulator::Firmware::Ovmf {
+        packages::ensure(packages::OVMF, "booting through UEFI (OVMF)")?;
+    }
     let built = crate::modules::build_for(options.modules.iter().map(|m| m.path.as_path()))?;
     let kernel = crate::kernel::build()?;
     let modules = crate::modules::module_args(

@@ -4,7 +4,7 @@
 use crate::iso::{self, IsoSpec, Loader, ModuleArg};
 use crate::packages;
 use crate::util::{self, Result};
-use basalt_tests::emulator::Emulator;
+use basalt_tests::emulator::{Emulator, Firmware};
 use basalt_tests::runner::{self, Outcome};
 use basalt_tests::scenario::{self, Backend, Scenario};
 use std::collections::HashMap;
@@ -186,6 +186,9 @@ fn scenarios(options: &TestOptions) -> Result<Tally> {
 pub fn run_all(all: &[Scenario], jobs: usize) -> Result<Vec<(Scenario, Outcome)>> {
     if all.iter().any(|s| s.emulator != Emulator::Bochs) {
         packages::ensure(packages::QEMU, "the QEMU boot scenarios")?;
+    }
+    if all.iter().any(|s| s.firmware == Firmware::Ovmf) {
+        packages::ensure(packages::OVMF, "the scenarios booting through UEFI (OVMF)")?;
     }
     if all.iter().any(|s| s.emulator == Emulator::Bochs) {
         packages::ensure(packages::BOCHS, "the Bochs boot scenarios")?;

@@ -197,7 +197,8 @@ fn reserved_ranges(
     info_phys: u64,
 ) -> FixedVec<(u64, u64), 80> {
     let mut r = FixedVec::new();
-    // BIOS data, EBDA, option ROMs; the AP trampoline page is taken from here.
+    // Never allocated: BIOS data, EBDA, option ROMs on BIOS, whatever the
+    // firmware left on UEFI; the AP start-up page is picked in it.
     let _ = r.push((0, 1 << 20));
     let _ = r.push(x86::image_phys_range());
     let _ = r.push((info_phys, info_phys + u64::from(info.total_size)));
@@ -307,6 +308,13 @@ pub struct Dom0Ram {
 }
 
 static DOM0_RAM: Once<Dom0Ram> = Once::new();
+static AP_START_PAGE: AtomicU64 = AtomicU64::new(0);
+
+/// A page below 1 MiB for the APs' start-up code: usable in the firmware's
+/// map, away from the image and the boot data (`MemoryMap::low_page`).
+pub fn ap_start_page() -> Option<u64> {
+    Some(AP_START_PAGE.load(Ordering::Relaxed)).filter(|&p| p != 0)
+}
 
 /// The control domain's identity-mapped RAM, if `mm::init` set one aside.
 pub fn dom0_ram() -> Option<&'static Dom0Ram> {
@@ -324,6 +332,9 @@ pub fn init(info: &BootInfo<'_>, info_phys: u64, dom0: Option<u64>) -> Result<u6
         .elf_sections
         .and_then(|s| elf::find_symbol_tables(s.headers, s.num as usize, s.entsize as usize));
     let mut reserved = reserved_ranges(info, symtabs, info_phys);
+    // The first entry is the whole first MiB; the page is picked in it.
+    let ap_page = info.memory_map.low_page(&reserved[1..]).unwrap_or(0);
+    AP_START_PAGE.store(ap_page, Ordering::Relaxed);
     let mut free = free_ranges(info, &reserved);
     let span_end = info.memory_map.usable_end();
     let meta_len = meta_bytes_needed(span_end / PAGE_SIZE).next_multiple_of(PAGE_SIZE);

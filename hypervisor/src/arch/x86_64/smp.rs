@@ -12,9 +12,6 @@ unsafe extern "C" {
     static ap_trampoline_end: u8;
 }
 
-/// Physical (and, while CPUs start, virtual) address of the trampoline page.
-pub const TRAMPOLINE_BASE: u64 = 0x8000;
-
 /// The variables at the end of the trampoline (trampoline.S).
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
@@ -50,10 +47,17 @@ fn delay_us(micros: u64, tsc_hz: u64) {
     }
 }
 
-/// Sends INIT-SIPI-SIPI to `apic_id` and waits up to `timeout_ms` for
-/// `online` to become true. Returns whether the CPU answered.
-pub fn start_cpu(apic_id: u32, online: &AtomicBool, tsc_hz: u64, timeout_ms: u64) -> bool {
-    let page = (TRAMPOLINE_BASE >> 12) as u8;
+/// Sends INIT-SIPI-SIPI to `apic_id` to start it at the trampoline copied to
+/// `base` (a page below 1 MiB) and waits up to `timeout_ms` for `online` to
+/// become true. Returns whether the CPU answered.
+pub fn start_cpu(
+    apic_id: u32,
+    base: u64,
+    online: &AtomicBool,
+    tsc_hz: u64,
+    timeout_ms: u64,
+) -> bool {
+    let page = (base >> 12) as u8;
     apic::send_ipi(Delivery::Init, Destination::Apic(apic_id));
     delay_us(10_000, tsc_hz);
     for _ in 0..2 {
