@@ -9,7 +9,8 @@
 //!   their `.modinfo` names: Xen's (`xen-privcmd`, `xen-evtchn`,
 //!   `xen-gntdev`, `xenfs`), disk (`ahci`, `ata_piix`, `sd_mod`, `ext4` and
 //!   the `crc32c_generic` its soft dependency names, `virtio_blk`, `nvme`) and network (`e1000`, `e1000e`, `virtio_net`,
-//!   `virtio_pci`); a `modules.dep` so that `modprobe` works in the shell;
+//!   `virtio_pci`; `tun` and `bridge` for guests' taps); a `modules.dep`
+//!   so that `modprobe` works in the shell;
 //! - the `basalt` command, built statically (`x86_64-unknown-linux-musl`
 //!   when the toolchain has it, else glibc with `+crt-static`), at
 //!   `/usr/sbin/basalt`, and `/usr/sbin/basaltd` linked to it (the
@@ -20,6 +21,8 @@
 //!   `basalt create` can start from dom0, and a VM definition of it at
 //!   `/etc/basalt/hello.toml` (docs/toolstack.md); and `spin` at
 //!   `/usr/lib/basalt/spin`, a guest that ignores the power button;
+//! - `/usr/lib/basalt/net-up TAP` ([`NET_UP`]): the bridge `basalt0`, a
+//!   guest's tap on it and the guests' DHCP server;
 //! - `/mnt`, and `udhcpc`'s script (`/etc/udhcpc/default.script`, where
 //!   Debian's busybox looks: a lease sets the address, the default route
 //!   and `/etc/resolv.conf`, and prints `dom0: dhcp: IFACE has ADDR/MASK
@@ -62,7 +65,9 @@ pub const MODULES: &[(&str, &[&str])] = &[
             "ext4",
         ],
     ),
-    ("net", &["e1000", "e1000e", "virtio_net"]),
+    // `tun` and `bridge`: guests' networks (basalt-dm's taps on basalt0,
+    // [`NET_UP`]).
+    ("net", &["e1000", "e1000e", "virtio_net", "tun", "bridge"]),
 ];
 
 /// Where the basalt command goes in the initramfs.
@@ -110,6 +115,55 @@ leasefail|nak)
     ;;
 esac
 exit 0
+"#;
+
+/// Where the guests' network helper goes.
+const NET_UP_PATH: &str = "usr/lib/basalt/net-up";
+
+/// `net-up TAP` (docs/toolstack.md, "virtio-net"): the bridge `basalt0`
+/// with 10.99.0.1/24 if missing, tap TAP made if missing and put on it,
+/// and busybox `udhcpd` serving 10.99.0.100-199 on it, started once.
+pub const NET_UP: &str = r#"#!/bin/sh
+# net-up TAP: a guest's tap on dom0's bridge basalt0, with DHCP (made by
+# `cargo xtask dom0`; docs/toolstack.md, "virtio-net").
+set -e
+tap=$1
+case "$tap" in
+'' | */* | *' '* | ????????????????*)
+    echo "usage: net-up TAP (an interface name of 1 to 15 characters)" >&2
+    exit 2
+    ;;
+esac
+br=basalt0
+if [ ! -d /sys/class/net/$br ]; then
+    brctl addbr $br
+    ip addr add 10.99.0.1/24 dev $br
+    echo "net-up: bridge $br made, 10.99.0.1/24"
+fi
+ip link set $br up
+[ -d "/sys/class/net/$tap" ] || tunctl -t "$tap" >/dev/null
+[ -e "/sys/class/net/$tap/brport" ] || brctl addif $br "$tap"
+ip link set "$tap" up
+mkdir -p /run/basalt
+pid=$(cat /run/basalt/udhcpd.pid 2>/dev/null || true)
+if [ -z "$pid" ] || ! kill -0 "$pid" 2>/dev/null; then
+    cat > /run/basalt/udhcpd.conf <<EOF
+interface $br
+start 10.99.0.100
+end 10.99.0.199
+max_leases 100
+lease_file /run/basalt/udhcpd.leases
+pidfile /run/basalt/udhcpd.pid
+option subnet 255.255.255.0
+option router 10.99.0.1
+option dns 10.99.0.1
+option lease 86400
+EOF
+    touch /run/basalt/udhcpd.leases
+    udhcpd /run/basalt/udhcpd.conf
+    echo "net-up: udhcpd serving 10.99.0.100-199 on $br"
+fi
+echo "net-up: $tap is on $br"
 "#;
 
 /// The list of modules `/init` loads: `group path` per line, in load order.
@@ -214,7 +268,7 @@ fn stamp(
     };
     Ok(format!(
         "kernel {kernel}\ntools {:?}\nvmlinux {}\nguests {:?}\nmodules {MODULES:?}\ninit {:x}\n\
-         udhcpc {:x}\n",
+         udhcpc {:x}\nnet-up {:x}\n",
         tools.iter().map(|p| meta(p)).collect::<Result<Vec<_>>>()?,
         meta(vmlinux)?,
         guests
@@ -222,7 +276,8 @@ fn stamp(
             .map(|(_, p)| meta(p))
             .collect::<Result<Vec<_>>>()?,
         fnv1a(INIT.as_bytes()),
-        fnv1a(UDHCPC_SCRIPT.as_bytes())
+        fnv1a(UDHCPC_SCRIPT.as_bytes()),
+        fnv1a(NET_UP.as_bytes())
     ))
 }
 
@@ -613,6 +668,8 @@ pub fn initramfs(
         "lib",
         "lib/modules",
         "etc/udhcpc",
+        "usr/lib",
+        "usr/lib/basalt",
     ] {
         cpio.dir(dir, 0o755);
     }
@@ -654,13 +711,12 @@ pub fn initramfs(
     );
     cpio.file(MODULE_LIST, 0o644, list.as_bytes());
     cpio.file(UDHCPC_SCRIPT_PATH, 0o755, UDHCPC_SCRIPT.as_bytes());
+    cpio.file(NET_UP_PATH, 0o755, NET_UP.as_bytes());
     for (path, data) in tools {
         cpio.file(path, 0o755, data);
     }
     cpio.symlink(BASALTD_PATH, "basalt");
     if !kernels.is_empty() {
-        cpio.dir("usr/lib", 0o755);
-        cpio.dir("usr/lib/basalt", 0o755);
         // An example VM definition (docs/toolstack.md): `basalt create
         // /etc/basalt/hello.toml`.
         cpio.dir("etc/basalt", 0o755);
@@ -942,6 +998,7 @@ mod tests {
             "usr/sbin/basalt-dm\0",
             "usr/lib/basalt/hello\0",
             "etc/udhcpc/default.script\0",
+            "usr/lib/basalt/net-up\0",
             "mnt\0",
             "sbin/insmod\0",
             "init\0",

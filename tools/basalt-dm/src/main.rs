@@ -1,11 +1,14 @@
-//! `basalt-dm --domain ID --disk PATH[,ro] [--slot N]`: the device model
-//! of one Basalt guest, in dom0 (docs/toolstack.md, "basalt-dm"). It
-//! registers an ioreq server for the guest (Xen's `dm_op`), claims PCI
-//! function `0000:00:N.0` and its BAR, and serves the guest's accesses to
-//! them with a virtio-blk device over PATH, until the guest is gone.
+//! `basalt-dm --domain ID [--disk PATH[,ro]]... [--net TAP[,mac=MAC]]...
+//! [--slot N]`: the device model of one Basalt guest, in dom0
+//! (docs/toolstack.md, "basalt-dm"). It registers an ioreq server for the
+//! guest (Xen's `dm_op`), claims a PCI function `0000:00:N.0` and its BAR
+//! per device (slots N, N+1, ... in the order given), and serves the
+//! guest's accesses to them (virtio-blk over a file, virtio-net over a tap)
+//! until the guest is gone.
 
 mod block;
 mod ioreq;
+mod net;
 mod pci;
 #[path = "../../basalt/src/privcmd.rs"]
 #[allow(dead_code)]
@@ -16,7 +19,8 @@ mod xen;
 use basalt_domctl::{self as dc, DomainState, Request};
 use ioreq::{Access, Handler};
 use std::process::ExitCode;
-use virtio_pci::{BAR_SIZE, Mem, Msi, VirtioPci};
+use std::time::{Duration, Instant};
+use virtio_pci::{BAR_SIZE, Device, Mem, Msi, VirtioPci};
 
 /// The BAR of slot N, preset as firmware would, in the guest's hole
 /// between its RAM (at most 3 GiB) and the I/O APIC at 0xFEC0_0000.
@@ -24,19 +28,27 @@ fn default_bar(slot: u8) -> u64 {
     0xe000_0000 + u64::from(slot) * 0x10_0000
 }
 
+/// A device on the command line.
+#[derive(Debug, PartialEq, Eq)]
+enum DevArg {
+    Disk { path: String, readonly: bool },
+    Net { tap: String, mac: Option<[u8; 6]> },
+}
+
 /// The command line.
 #[derive(Debug, PartialEq, Eq)]
 struct Args {
     domain: u16,
-    disk: String,
-    readonly: bool,
+    devices: Vec<DevArg>,
+    /// The first device's slot.
     slot: u8,
 }
 
-const USAGE: &str = "usage: basalt-dm --domain ID --disk PATH[,ro] [--slot N]";
+const USAGE: &str =
+    "usage: basalt-dm --domain ID [--disk PATH[,ro]]... [--net TAP[,mac=MAC]]... [--slot N]";
 
 fn parse(args: &[String]) -> Result<Args, String> {
-    let (mut domain, mut disk, mut slot) = (None, None, 4u8);
+    let (mut domain, mut devices, mut slot) = (None, Vec::new(), 4u8);
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = || {
@@ -55,7 +67,41 @@ fn parse(args: &[String]) -> Result<Args, String> {
                     }
                 });
             }
-            "--disk" => disk = Some(value()?.clone()),
+            "--disk" => {
+                let v = value()?;
+                let (path, readonly) = match v.strip_suffix(",ro") {
+                    Some(p) => (p, true),
+                    None => (v.as_str(), false),
+                };
+                if path.is_empty() {
+                    return Err(format!("--disk names no file\n{USAGE}"));
+                }
+                devices.push(DevArg::Disk {
+                    path: path.to_string(),
+                    readonly,
+                });
+            }
+            "--net" => {
+                let v = value()?;
+                let (tap, mac) = match v.split_once(",mac=") {
+                    Some((t, m)) => (
+                        t,
+                        Some(net::parse_mac(m).ok_or_else(|| {
+                            format!("--net {v}: {m} is not a unicast MAC (like 02:12:34:56:78:9a)")
+                        })?),
+                    ),
+                    None => (v.as_str(), None),
+                };
+                if tap.is_empty() || tap.contains(',') {
+                    return Err(format!(
+                        "--net {v}: name a tap (TAP or TAP,mac=MAC)\n{USAGE}"
+                    ));
+                }
+                devices.push(DevArg::Net {
+                    tap: tap.to_string(),
+                    mac,
+                });
+            }
             "--slot" => {
                 let v = value()?;
                 slot = match v.parse::<u8>() {
@@ -71,18 +117,20 @@ fn parse(args: &[String]) -> Result<Args, String> {
         }
     }
     let domain = domain.ok_or_else(|| format!("--domain is missing\n{USAGE}"))?;
-    let disk = disk.ok_or_else(|| format!("--disk is missing\n{USAGE}"))?;
-    let (path, readonly) = match disk.strip_suffix(",ro") {
-        Some(p) => (p.to_string(), true),
-        None => (disk, false),
-    };
-    if path.is_empty() {
-        return Err(format!("--disk names no file\n{USAGE}"));
+    if devices.is_empty() {
+        return Err(format!(
+            "no device: give --disk PATH or --net TAP (or both)\n{USAGE}"
+        ));
+    }
+    if usize::from(slot) + devices.len() > 32 {
+        return Err(format!(
+            "--slot {slot}: {} devices from slot {slot} go past slot 31",
+            devices.len()
+        ));
     }
     Ok(Args {
         domain,
-        disk: path,
-        readonly,
+        devices,
         slot,
     })
 }
@@ -136,15 +184,20 @@ impl Msi for XenMsi<'_> {
     }
 }
 
-/// The guest's accesses, routed to the function.
-struct Server<'a> {
-    pci: VirtioPci<block::Block>,
+/// One PCI function.
+struct Function {
+    pci: VirtioPci<Box<dyn Device>>,
     sbdf: u32,
+    /// The BAR range registered with the ioreq server.
+    mapped: u64,
+}
+
+/// The guest's accesses, routed to the functions.
+struct Server<'a> {
+    fns: Vec<Function>,
     mem: &'a Mem,
     msi: XenMsi<'a>,
     id: u16,
-    /// The BAR range registered with the ioreq server.
-    mapped: u64,
 }
 
 impl Server<'_> {
@@ -154,40 +207,54 @@ impl Server<'_> {
         xen::dm_op(self.msi.privcmd, self.msi.dom, &mut op)
     }
 
-    /// Follows the guest's BAR programming once it enables decoding.
-    fn follow_bar(&mut self) {
-        let bar = self.pci.bar();
-        if bar == self.mapped || self.pci.config_read(4, 2) & 2 == 0 {
+    /// Follows function `i`'s BAR programming once the guest enables
+    /// decoding.
+    fn follow_bar(&mut self, i: usize) {
+        let f = &self.fns[i];
+        let (bar, old) = (f.pci.bar(), f.mapped);
+        if bar == old || f.pci.config_read(4, 2) & 2 == 0 {
             return;
         }
         if let Err(e) = self
-            .map_bar(false, self.mapped)
+            .map_bar(false, old)
             .and_then(|()| self.map_bar(true, bar))
         {
-            eprintln!(
-                "basalt-dm: moving the BAR from {:#x} to {bar:#x}: {e}",
-                self.mapped
-            );
+            eprintln!("basalt-dm: moving the BAR from {old:#x} to {bar:#x}: {e}");
         }
-        self.mapped = bar;
+        self.fns[i].mapped = bar;
     }
 }
 
 impl Handler for Server<'_> {
     fn access(&mut self, at: Access, size: u32, write: Option<u64>) -> u64 {
         match at {
-            Access::PciConfig { sbdf, reg } if sbdf == self.sbdf => match write {
-                None => u64::from(self.pci.config_read(reg, size)),
-                Some(v) => {
-                    self.pci.config_write(reg, size, v as u32, &mut self.msi);
-                    self.follow_bar();
-                    0
+            Access::PciConfig { sbdf, reg } => {
+                let Some(i) = self.fns.iter().position(|f| f.sbdf == sbdf) else {
+                    return u64::MAX;
+                };
+                match write {
+                    None => u64::from(self.fns[i].pci.config_read(reg, size)),
+                    Some(v) => {
+                        self.fns[i]
+                            .pci
+                            .config_write(reg, size, v as u32, &mut self.msi);
+                        self.follow_bar(i);
+                        0
+                    }
                 }
-            },
-            Access::Mmio(a) if a.wrapping_sub(self.pci.bar()) < BAR_SIZE => {
-                self.pci.mmio(a, size, write, self.mem, &mut self.msi)
             }
-            _ => u64::MAX,
+            Access::Mmio(a) => {
+                let mem = self.mem;
+                match self
+                    .fns
+                    .iter_mut()
+                    .find(|f| a.wrapping_sub(f.pci.bar()) < BAR_SIZE)
+                {
+                    Some(f) => f.pci.mmio(a, size, write, mem, &mut self.msi),
+                    None => u64::MAX,
+                }
+            }
+            Access::Port(_) => u64::MAX,
         }
     }
 }
@@ -203,6 +270,47 @@ fn dm_op(privcmd: &privcmd::Privcmd, dom: u16, what: &str, op: &mut [u8]) -> Res
         };
         format!("dm_op {what} for domain {dom}: {e}{fix}")
     })
+}
+
+/// The devices, each with a line describing it.
+type Devices = Vec<(Box<dyn Device>, String)>;
+
+/// Opens the backends.
+fn open_devices(a: &Args) -> Result<Devices, String> {
+    let mut out: Devices = Vec::new();
+    for (i, d) in a.devices.iter().enumerate() {
+        let slot = a.slot + i as u8;
+        match d {
+            DevArg::Disk { path, readonly } => {
+                let file = block::open(path, *readonly).map_err(|e| {
+                    format!(
+                        "--disk {path}: {e}: name an existing file or block device{}",
+                        if *readonly {
+                            ""
+                        } else {
+                            " (add ,ro for a read-only one)"
+                        }
+                    )
+                })?;
+                let name = path.rsplit('/').next().unwrap_or("disk");
+                let dev = block::Block::new(file, *readonly, name)
+                    .map_err(|e| format!("--disk {path}: {e}"))?;
+                let line = format!(
+                    "virtio-blk {path}{} ({} sectors)",
+                    if *readonly { " read-only" } else { "" },
+                    dev.sectors()
+                );
+                out.push((Box::new(dev), line));
+            }
+            DevArg::Net { tap, mac } => {
+                let file = xen::open_tap(tap).map_err(|e| format!("--net {tap}: {e}"))?;
+                let mac = mac.unwrap_or_else(|| net::default_mac(a.domain, slot));
+                let line = format!("virtio-net tap {tap} mac {}", net::mac_string(&mac));
+                out.push((Box::new(net::Net::new(file, mac)), line));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Serves until the guest is gone: `Ok(message)` then.
@@ -221,20 +329,7 @@ fn run(a: &Args) -> Result<String, String> {
             "domain {dom} does not exist or is ending (`basalt list` shows the domains)"
         ));
     };
-    let file = block::open(&a.disk, a.readonly).map_err(|e| {
-        format!(
-            "--disk {}: {e}: name an existing file or block device{}",
-            a.disk,
-            if a.readonly {
-                ""
-            } else {
-                " (add ,ro for a read-only one)"
-            }
-        )
-    })?;
-    let name = a.disk.rsplit('/').next().unwrap_or("disk");
-    let dev =
-        block::Block::new(file, a.readonly, name).map_err(|e| format!("--disk {}: {e}", a.disk))?;
+    let devs = open_devices(a)?;
 
     let mut op = ioreq::nr_vcpus();
     dm_op(&privcmd, dom, "nr_vcpus", &mut op)?;
@@ -248,7 +343,7 @@ fn run(a: &Args) -> Result<String, String> {
     let mut op = ioreq::create_server();
     dm_op(&privcmd, dom, "create_ioreq_server", &mut op)?;
     let id = ioreq::created_id(&op);
-    let result = serve(a, &privcmd, &mut page, id, nr as usize, memory, dev);
+    let result = serve(a, &privcmd, &mut page, id, nr as usize, memory, devs);
     // The server goes with the domain anyway; a live guest loses it here.
     let _ = xen::dm_op(&privcmd, dom, &mut ioreq::destroy(id));
     match result {
@@ -267,7 +362,7 @@ fn serve(
     id: u16,
     nr: usize,
     memory: u64,
-    dev: block::Block,
+    devs: Devices,
 ) -> Result<(), String> {
     let dom = a.domain;
     let ioreq_page = xen::map_resource(privcmd, dom, 0, u32::from(id), 1, 1)
@@ -294,48 +389,70 @@ fn serve(
                 })?,
         );
     }
-    let bar = default_bar(a.slot);
-    let sbdf = ioreq::sbdf(a.slot);
     let mut server = Server {
-        pci: VirtioPci::new(dev, bar),
-        sbdf,
+        fns: Vec::new(),
         mem: ram.mem(),
         msi: XenMsi { privcmd, dom },
         id,
-        mapped: bar,
     };
-    dm_op(
-        privcmd,
-        dom,
-        &format!("map PCI 0000:00:{:02x}.0", a.slot),
-        &mut ioreq::io_range(
-            true,
-            id,
-            ioreq::range::PCI,
-            u64::from(sbdf),
-            u64::from(sbdf),
-        ),
-    )?;
-    server
-        .map_bar(true, bar)
-        .map_err(|e| format!("dm_op map of BAR {bar:#x}: {e}"))?;
+    let mut lines = Vec::new();
+    for (i, (dev, line)) in devs.into_iter().enumerate() {
+        let slot = a.slot + i as u8;
+        let (bar, sbdf) = (default_bar(slot), ioreq::sbdf(slot));
+        let pci = format!("PCI 0000:00:{slot:02x}.0");
+        dm_op(
+            privcmd,
+            dom,
+            &format!("map {pci}"),
+            &mut ioreq::io_range(
+                true,
+                id,
+                ioreq::range::PCI,
+                u64::from(sbdf),
+                u64::from(sbdf),
+            ),
+        )?;
+        server
+            .map_bar(true, bar)
+            .map_err(|e| format!("dm_op map of BAR {bar:#x}: {e}"))?;
+        server.fns.push(Function {
+            pci: VirtioPci::new(dev, bar),
+            sbdf,
+            mapped: bar,
+        });
+        lines.push(format!(
+            "basalt-dm: domain {dom}: {line} at {pci}, BAR {bar:#x}, {nr} vCPU(s)"
+        ));
+    }
     dm_op(
         privcmd,
         dom,
         "set_ioreq_server_state",
         &mut ioreq::set_state(id, true),
     )?;
-    eprintln!(
-        "basalt-dm: domain {dom}: virtio-blk {}{} ({} sectors) at PCI 0000:00:{:02x}.0, BAR {bar:#x}, {nr} vCPU(s)",
-        a.disk,
-        if a.readonly { " read-only" } else { "" },
-        server.pci.dev.sectors(),
-        a.slot
-    );
+    for l in lines {
+        eprintln!("{l}");
+    }
+    let mut checked = Instant::now();
     loop {
-        let fired = evtchn
-            .wait(1000)
-            .map_err(|e| format!("/dev/xen/evtchn: {e}"))?;
+        // The event channels, and the backends that take input now (a tap
+        // whose guest has receive buffers).
+        let mut fds = vec![evtchn.fd()];
+        let mut inputs = Vec::new();
+        for (i, f) in server.fns.iter().enumerate() {
+            if let Some(fd) = f.pci.input_fd(ram.mem()) {
+                fds.push(fd);
+                inputs.push(i);
+            }
+        }
+        let ready = xen::poll(&fds, 1000).map_err(|e| format!("poll: {e}"))?;
+        let fired = if ready[0] {
+            evtchn
+                .fired()
+                .map_err(|e| format!("/dev/xen/evtchn: {e}"))?
+        } else {
+            Vec::new()
+        };
         // Every slot is looked at on every wake-up: a lost event costs at
         // most the one-second timeout.
         for (v, &port) in ports.iter().enumerate() {
@@ -345,14 +462,22 @@ fn serve(
                     .map_err(|e| format!("notify port {port}: {e}"))?;
             }
         }
-        if fired.is_empty() {
-            if let Guest::Gone = guest(privcmd, page, dom)? {
-                return Ok(());
+        for (k, &i) in inputs.iter().enumerate() {
+            if ready[k + 1] {
+                server.fns[i].pci.input(ram.mem(), &mut server.msi);
             }
-        } else {
+        }
+        if !fired.is_empty() {
             evtchn
                 .unmask(&fired)
                 .map_err(|e| format!("/dev/xen/evtchn unmask: {e}"))?;
+        }
+        // Once a second, busy or not: is the guest still there?
+        if checked.elapsed() >= Duration::from_secs(1) {
+            checked = Instant::now();
+            if let Guest::Gone = guest(privcmd, page, dom)? {
+                return Ok(());
+            }
         }
     }
 }

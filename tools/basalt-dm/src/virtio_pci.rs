@@ -16,6 +16,7 @@
 //! its pending bit, and the message goes when it is unmasked.
 
 use crate::pci;
+use std::os::fd::RawFd;
 use virtio_bindings::virtio_config::{
     VIRTIO_CONFIG_S_DRIVER_OK, VIRTIO_CONFIG_S_FEATURES_OK, VIRTIO_CONFIG_S_NEEDS_RESET,
     VIRTIO_F_VERSION_1,
@@ -52,7 +53,7 @@ pub trait Msi {
 }
 
 /// A virtio device behind the transport.
-pub trait Device {
+pub trait Device: std::fmt::Debug {
     /// Its virtio device id (5, "Device Types").
     fn device_id(&self) -> u16;
     /// The features it offers (without `VIRTIO_F_VERSION_1`, which the
@@ -67,6 +68,35 @@ pub trait Device {
     /// Handles what the driver made available on `queue`: whether it put
     /// buffers in the used ring.
     fn process(&mut self, queue: usize, q: &mut Queue, mem: &Mem) -> Result<bool, String>;
+    /// The descriptor whose input the device takes now, and the queue to
+    /// process when it is readable (a tap and the receive queue).
+    fn input(&self) -> Option<(RawFd, usize)> {
+        None
+    }
+}
+
+impl<T: Device + ?Sized> Device for Box<T> {
+    fn device_id(&self) -> u16 {
+        (**self).device_id()
+    }
+    fn features(&self) -> u64 {
+        (**self).features()
+    }
+    fn config(&self) -> Vec<u8> {
+        (**self).config()
+    }
+    fn queues(&self) -> usize {
+        (**self).queues()
+    }
+    fn queue_max(&self) -> u16 {
+        (**self).queue_max()
+    }
+    fn process(&mut self, queue: usize, q: &mut Queue, mem: &Mem) -> Result<bool, String> {
+        (**self).process(queue, q, mem)
+    }
+    fn input(&self) -> Option<(RawFd, usize)> {
+        (**self).input()
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -109,8 +139,13 @@ impl<D: Device> VirtioPci<D> {
     /// The function over `dev`, its BAR preset at `bar` (as firmware would).
     pub fn new(dev: D, bar: u64) -> Self {
         let id = dev.device_id();
-        // Class: mass storage (01) for a block device, else "other" (ff).
-        let class = if id == 2 { 0x01_8000 } else { 0xff_0000 };
+        // Class: mass storage (01/80) for a block device, Ethernet (02/00)
+        // for a network one, else "other" (ff).
+        let class = match id {
+            1 => 0x02_0000,
+            2 => 0x01_8000,
+            _ => 0xff_0000,
+        };
         let mut cfg = pci::Config::new(VENDOR, 0x1040 + id, class, 1, (VENDOR, 0x40));
         cfg.bar64(0, BAR_SIZE, bar);
         cfg.add_capability(&virtio_cap(1, COMMON, 0x40, &[]));
@@ -404,6 +439,23 @@ impl<D: Device> VirtioPci<D> {
             }
         }
         self.status = s;
+    }
+
+    /// The descriptor to poll for the device's input: only while the
+    /// driver runs the device and the input's queue is live.
+    pub fn input_fd(&self, mem: &Mem) -> Option<RawFd> {
+        let (fd, queue) = self.dev.input()?;
+        let ok = VIRTIO_CONFIG_S_DRIVER_OK as u8;
+        let live = self.status & (ok | VIRTIO_CONFIG_S_NEEDS_RESET as u8) == ok;
+        let (q, _) = self.queues.get(queue)?;
+        (live && q.ready() && q.is_valid(mem)).then_some(fd)
+    }
+
+    /// The input descriptor is readable: its queue is processed.
+    pub fn input(&mut self, mem: &Mem, msi: &mut impl Msi) {
+        if let Some((_, queue)) = self.dev.input() {
+            self.notify(queue, mem, msi);
+        }
     }
 
     /// The driver notified `queue`.

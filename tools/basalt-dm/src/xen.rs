@@ -1,12 +1,14 @@
 //! Linux's Xen devices, thinly: `/dev/xen/privcmd` for `dm_op` and for
 //! mapping the ioreq page and the guest's RAM (include/uapi/xen/privcmd.h),
 //! `/dev/xen/evtchn` for the event channels to the guest's vCPUs
-//! (include/uapi/xen/evtchn.h). The only module with `unsafe`.
+//! (include/uapi/xen/evtchn.h); and `poll` and the tap's `TUNSETIFF`
+//! (include/uapi/linux/if_tun.h). The only module with `unsafe`.
 
 use crate::privcmd::Privcmd;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::Path;
 use std::ptr::NonNull;
 use std::sync::atomic::AtomicU64;
 
@@ -241,27 +243,14 @@ impl Evtchn {
         self.ioctl(IOCTL_EVTCHN_NOTIFY, &mut [port]).map(|_| ())
     }
 
-    /// The ports that fired (each masked until [`Evtchn::unmask`]), or none
-    /// after `timeout_ms`.
-    pub fn wait(&mut self, timeout_ms: i32) -> io::Result<Vec<u32>> {
-        let mut fd = libc::pollfd {
-            fd: self.file.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one live `pollfd`.
-        let r = unsafe { libc::poll(&mut fd, 1, timeout_ms) };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            return if e.kind() == io::ErrorKind::Interrupted {
-                Ok(Vec::new())
-            } else {
-                Err(e)
-            };
-        }
-        if r == 0 {
-            return Ok(Vec::new());
-        }
+    /// Its descriptor, readable when a port fired.
+    pub fn fd(&self) -> RawFd {
+        self.file.as_raw_fd()
+    }
+
+    /// The ports that fired (each masked until [`Evtchn::unmask`]): call
+    /// when [`poll`] says the descriptor is readable.
+    pub fn fired(&mut self) -> io::Result<Vec<u32>> {
         let mut buf = [0u8; 4 * 64];
         let n = self.file.read(&mut buf)?;
         Ok(buf[..n - n % 4]
@@ -275,6 +264,68 @@ impl Evtchn {
         let bytes: Vec<u8> = ports.iter().flat_map(|p| p.to_le_bytes()).collect();
         self.file.write_all(&bytes)
     }
+}
+
+/// Waits up to `timeout_ms` for any of `fds` to be readable (or to fail,
+/// which a read then reports): which are.
+pub fn poll(fds: &[RawFd], timeout_ms: i32) -> io::Result<Vec<bool>> {
+    let mut p: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    // SAFETY: `p` holds `p.len()` live `pollfd`s across the call.
+    let r = unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, timeout_ms) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+    Ok(p.iter().map(|f| r > 0 && f.revents != 0).collect())
+}
+
+/// `TUNSETIFF`: `_IOW('T', 202, int)`.
+const TUNSETIFF: u64 = 0x4004_54ca;
+
+/// Attaches to dom0's existing tap `name` (`/dev/net/tun`, `IFF_TAP |
+/// IFF_NO_PI`: bare Ethernet frames), non-blocking.
+pub fn open_tap(name: &str) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains(['/', ' ']) {
+        return Err(io::Error::other(
+            "not an interface name (1 to 15 characters)",
+        ));
+    }
+    if !Path::new("/sys/class/net").join(name).exists() {
+        return Err(io::Error::other(
+            "no such interface: make the tap first (/usr/lib/basalt/net-up TAP)",
+        ));
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open("/dev/net/tun")
+        .map_err(|e| io::Error::other(format!("/dev/net/tun: {e} (modprobe tun)")))?;
+    // `struct ifreq`: the name (16 bytes), then `ifr_flags` (a short).
+    let mut ifr = [0u8; 40];
+    ifr[..name.len()].copy_from_slice(name.as_bytes());
+    let flags = (libc::IFF_TAP | libc::IFF_NO_PI) as u16;
+    ifr[16..18].copy_from_slice(&flags.to_ne_bytes());
+    // SAFETY: TUNSETIFF reads and writes one `struct ifreq` (40 bytes on
+    // x86-64), which `ifr` is, alive across the call.
+    let r = unsafe { libc::ioctl(file.as_raw_fd(), TUNSETIFF as _, ifr.as_mut_ptr()) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::other(format!(
+            "{e}: is it a tap (tunctl -t NAME), not in use by another process?"
+        )));
+    }
+    Ok(file)
 }
 
 /// A guest's RAM mapped here, as vm-memory's bounds-checked guest memory.

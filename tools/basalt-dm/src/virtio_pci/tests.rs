@@ -37,8 +37,11 @@ pub(crate) fn disk(name: &str, sectors: u64, readonly: bool) -> (std::path::Path
     (path, dev)
 }
 
-pub(crate) struct Driver {
-    pub pci: VirtioPci<Block>,
+/// Queue `q`'s rings are at these plus `q * QSTRIDE`.
+pub(crate) const QSTRIDE: u64 = 0x8000;
+
+pub(crate) struct Driver<D = Block> {
+    pub pci: VirtioPci<D>,
     pub mem: Mem,
     pub msi: Recorder,
     common: u64,
@@ -48,11 +51,11 @@ pub(crate) struct Driver {
     isr: u64,
     table: u64,
     pba: u64,
-    next_desc: u16,
-    avail_idx: u16,
+    next_desc: [u16; 2],
+    avail_idx: [u16; 2],
 }
 
-impl Driver {
+impl<D: Device> Driver<D> {
     pub fn cfg(&self, reg: u32, size: u32) -> u32 {
         self.pci.config_read(reg, size)
     }
@@ -73,7 +76,8 @@ impl Driver {
 
     /// Probes the function as the PCI core and virtio_pci_modern do: ids,
     /// BAR sizing and placement, the capability list, MSI-X on.
-    pub fn probe(dev: Block) -> Driver {
+    pub fn probe(dev: D) -> Driver<D> {
+        let id = dev.device_id();
         let mut d = Driver {
             pci: VirtioPci::new(dev, 0xe000_0000),
             mem: GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).expect("memory"),
@@ -85,11 +89,15 @@ impl Driver {
             isr: 0,
             table: 0,
             pba: 0,
-            next_desc: 0,
-            avail_idx: 0,
+            next_desc: [0; 2],
+            avail_idx: [0; 2],
         };
         assert_eq!(d.cfg(0, 2), 0x1af4);
-        assert_eq!(d.cfg(2, 2), 0x1042, "0x1040 + virtio-blk's id 2");
+        assert_eq!(
+            d.cfg(2, 2),
+            0x1040 + u32::from(id),
+            "0x1040 + the device id"
+        );
         assert_eq!(d.cfg(0x0e, 1), 0, "a type-0 header");
         assert_eq!(d.cfg(0x3d, 1), 0, "no INTx pin");
         assert_eq!(d.pci.bar(), 0xe000_0000, "the preset address");
@@ -139,7 +147,7 @@ impl Driver {
                 // vectors, then unmasks the function.
                 d.cfg_w(at + 2, 2, 0xc000);
                 assert_eq!(d.cfg(at + 2, 2) & 0xc000, 0xc000);
-                for v in 0..2u64 {
+                for v in 0..3u64 {
                     d.wr(d.table + 16 * v, 4, MSI_ADDR);
                     d.wr(d.table + 16 * v + 4, 4, 0);
                     d.wr(d.table + 16 * v + 8, 4, 0x4020 + v);
@@ -184,35 +192,47 @@ impl Driver {
         lo | self.rd(c + 4, 4) << 32
     }
 
-    /// Queue 0 with `QSIZE` entries on vector 1, config on vector 0, then
-    /// DRIVER_OK (vp_modern's setup_vq and find_vqs).
+    /// Each queue `q` with `QSIZE` entries on vector `1 + q`, config on
+    /// vector 0, then DRIVER_OK (vp_modern's setup_vq and find_vqs).
     pub fn setup_queue(&mut self) {
         let c = self.common;
         self.wr(c + 0x10, 2, 0);
         assert_eq!(self.rd(c + 0x10, 2), 0, "config vector taken");
-        assert_eq!(self.rd(c + 0x12, 2), 1, "one queue");
-        self.wr(c + 0x16, 2, 0);
-        assert_eq!(self.rd(c + 0x18, 2), 256, "the maximum size");
-        self.wr(c + 0x18, 2, u64::from(QSIZE));
-        for (off, addr) in [(0x20, DESC), (0x28, AVAIL), (0x30, USED)] {
-            self.wr(c + off, 4, addr & 0xffff_ffff);
-            self.wr(c + off + 4, 4, addr >> 32);
-            assert_eq!(self.rd(c + off, 4), addr);
+        let n = self.pci.dev.queues() as u64;
+        assert_eq!(self.rd(c + 0x12, 2), n, "the device's queues");
+        for q in 0..n {
+            self.next_desc[q as usize] = 0;
+            self.avail_idx[q as usize] = 0;
+            self.wr(c + 0x16, 2, q);
+            assert_eq!(self.rd(c + 0x18, 2), 256, "the maximum size");
+            self.wr(c + 0x18, 2, u64::from(QSIZE));
+            for (off, addr) in [(0x20, DESC), (0x28, AVAIL), (0x30, USED)] {
+                let addr = addr + q * QSTRIDE;
+                self.wr(c + off, 4, addr & 0xffff_ffff);
+                self.wr(c + off + 4, 4, addr >> 32);
+                assert_eq!(self.rd(c + off, 4), addr);
+            }
+            self.wr(c + 0x1a, 2, 1 + q);
+            assert_eq!(self.rd(c + 0x1a, 2), 1 + q, "queue vector taken");
+            assert_eq!(self.rd(c + 0x1e, 2), q, "notify offset");
+            self.wr(c + 0x1c, 2, 1);
+            assert_eq!(self.rd(c + 0x1c, 2), 1);
         }
-        self.wr(c + 0x1a, 2, 1);
-        assert_eq!(self.rd(c + 0x1a, 2), 1, "queue vector taken");
-        assert_eq!(self.rd(c + 0x1e, 2), 0, "notify offset");
-        self.wr(c + 0x1c, 2, 1);
-        assert_eq!(self.rd(c + 0x1c, 2), 1);
         self.wr(c + 0x14, 1, 0xf);
     }
 
-    /// Puts a chain of `(address, length, device-writable)` buffers on the
-    /// queue and notifies: the head.
+    /// Puts a chain of `(address, length, device-writable)` buffers on
+    /// queue 0 and notifies: the head.
     pub fn submit(&mut self, bufs: &[(u64, u32, bool)]) -> u16 {
-        let head = self.next_desc;
+        self.submit_to(0, bufs)
+    }
+
+    /// The same on queue `q`.
+    pub fn submit_to(&mut self, q: usize, bufs: &[(u64, u32, bool)]) -> u16 {
+        let base = q as u64 * QSTRIDE;
+        let head = self.next_desc[q];
         for (i, &(addr, len, w)) in bufs.iter().enumerate() {
-            let n = (self.next_desc + i as u16) % QSIZE;
+            let n = (self.next_desc[q] + i as u16) % QSIZE;
             let last = i + 1 == bufs.len();
             let flags: u16 = u16::from(!last) | if w { 2 } else { 0 };
             let next = (n + 1) % QSIZE;
@@ -222,26 +242,32 @@ impl Driver {
             d[12..14].copy_from_slice(&flags.to_le_bytes());
             d[14..].copy_from_slice(&next.to_le_bytes());
             self.mem
-                .write_slice(&d, GuestAddress(DESC + 16 * u64::from(n)))
+                .write_slice(&d, GuestAddress(base + DESC + 16 * u64::from(n)))
                 .expect("desc");
         }
-        self.next_desc = (self.next_desc + bufs.len() as u16) % QSIZE;
-        let slot = AVAIL + 4 + 2 * u64::from(self.avail_idx % QSIZE);
+        self.next_desc[q] = (self.next_desc[q] + bufs.len() as u16) % QSIZE;
+        let slot = base + AVAIL + 4 + 2 * u64::from(self.avail_idx[q] % QSIZE);
         self.mem.write_obj(head, GuestAddress(slot)).expect("avail");
-        self.avail_idx = self.avail_idx.wrapping_add(1);
+        self.avail_idx[q] = self.avail_idx[q].wrapping_add(1);
         self.mem
-            .write_obj(self.avail_idx, GuestAddress(AVAIL + 2))
+            .write_obj(self.avail_idx[q], GuestAddress(base + AVAIL + 2))
             .expect("idx");
-        self.wr(self.notify, 2, 0);
+        self.wr(self.notify + q as u64 * self.notify_mult, 2, q as u64);
         head
     }
 
-    /// Used ring entry `i`: (id, len), and the used index.
+    /// Used ring entry `i` of queue 0: (id, len), and the used index.
     pub fn used(&self, i: u16) -> ((u32, u32), u16) {
-        let at = USED + 4 + 8 * u64::from(i % QSIZE);
+        self.used_of(0, i)
+    }
+
+    /// The same on queue `q`.
+    pub fn used_of(&self, q: usize, i: u16) -> ((u32, u32), u16) {
+        let used = USED + q as u64 * QSTRIDE;
+        let at = used + 4 + 8 * u64::from(i % QSIZE);
         let id: u32 = self.mem.read_obj(GuestAddress(at)).expect("used");
         let len: u32 = self.mem.read_obj(GuestAddress(at + 4)).expect("used");
-        let idx: u16 = self.mem.read_obj(GuestAddress(USED + 2)).expect("idx");
+        let idx: u16 = self.mem.read_obj(GuestAddress(used + 2)).expect("idx");
         ((id, len), idx)
     }
 
