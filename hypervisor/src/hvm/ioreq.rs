@@ -173,7 +173,9 @@ impl IoreqState {
         let port = server.as_ref()?.dm_ports[vcpu as usize];
         let words = req.words(FIRST_PORT + vcpu);
         self.slot(ram, vcpu, |w| {
-            w.iter().zip(words).for_each(|(x, v)| x.store(v, Ordering::Release));
+            w.iter()
+                .zip(words)
+                .for_each(|(x, v)| x.store(v, Ordering::Release));
         });
         *self.waits[vcpu as usize].lock() = Some(Pending {
             req,

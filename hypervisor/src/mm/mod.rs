@@ -111,12 +111,14 @@ impl TableMemory for OffsetTables {
     }
 }
 
-/// Table frames from the buddy allocator, zeroed through the direct map.
-struct AllocatorTables<'a>(&'a mut FrameAllocator<'static, DirectLinks>);
+/// Table frames from the buddy allocator, zeroed through the direct map, counted for
+/// `Owner::PageTables` (or the heap's own, which grow with it and are never freed, so that
+/// the end-of-run accounting of page tables sees only the domains').
+struct AllocatorTables<'a>(&'a mut FrameAllocator<'static, DirectLinks>, Owner);
 
 impl FrameSource for AllocatorTables<'_> {
     fn alloc_table(&mut self) -> Option<u64> {
-        let phys = self.0.alloc_frame(Owner::PageTables).ok()?;
+        let phys = self.0.alloc_frame(self.1).ok()?;
         // SAFETY: a frame just allocated is ours and direct-mapped.
         unsafe {
             core::ptr::write_bytes((DIRECT_MAP_BASE + phys) as *mut u8, 0, PAGE_SIZE as usize)
@@ -125,7 +127,7 @@ impl FrameSource for AllocatorTables<'_> {
     }
 
     fn free_table(&mut self, phys: u64) {
-        let _ = self.0.free_frame(phys, Owner::PageTables);
+        let _ = self.0.free_frame(phys, self.1);
     }
 }
 
@@ -563,7 +565,7 @@ fn map_into_direct(phys: u64, len: u64, flags: MapFlags) -> u64 {
         let mut page = start;
         while page < end {
             if m.table.translate(&mem, DIRECT_MAP_BASE + page).is_none() {
-                let mut frames = AllocatorTables(&mut m.frames);
+                let mut frames = AllocatorTables(&mut m.frames, Owner::PageTables);
                 let _ = m.table.map(
                     &mut mem,
                     &mut frames,
@@ -618,7 +620,7 @@ pub fn identity_map_page(phys: u64, map: bool) -> Result<(), MapError> {
     let mut guard = MM.lock();
     let m = guard.as_mut().ok_or(MapError::ZeroLength)?;
     let mut mem = OffsetTables(DIRECT_MAP_BASE);
-    let mut frames = AllocatorTables(&mut m.frames);
+    let mut frames = AllocatorTables(&mut m.frames, Owner::PageTables);
     if map {
         m.table.map(
             &mut mem,
@@ -650,7 +652,7 @@ pub fn alloc_stacks(cpu: usize) -> Option<Stacks> {
         let m = mm.as_mut()?;
         let phys = m.frames.alloc(order, Owner::Stacks).ok()?;
         let mut mem = OffsetTables(DIRECT_MAP_BASE);
-        let mut frames = AllocatorTables(&mut m.frames);
+        let mut frames = AllocatorTables(&mut m.frames, Owner::PageTables);
         m.table
             .map(
                 &mut mem,
@@ -689,7 +691,7 @@ fn grow_heap(virt: u64, len: u64) -> bool {
             }
         };
         let mut mem = OffsetTables(DIRECT_MAP_BASE);
-        let mut frames = AllocatorTables(&mut m.frames);
+        let mut frames = AllocatorTables(&mut m.frames, Owner::Heap);
         let flags = MapFlags::READ | MapFlags::WRITE | MapFlags::GLOBAL;
         if let Err(e) = m.table.map(
             &mut mem,
@@ -887,7 +889,7 @@ fn build_tables<F: basalt_paging::EntryFormat>(
     let mut guard = MM.lock();
     let m = guard.as_mut().ok_or(MapError::ZeroLength)?;
     let mut mem = OffsetTables(DIRECT_MAP_BASE);
-    let mut frames = AllocatorTables(&mut m.frames);
+    let mut frames = AllocatorTables(&mut m.frames, Owner::PageTables);
     let mut ept = PageTable::<F>::new(&mut frames)?;
     let flags = MapFlags::READ | MapFlags::WRITE | MapFlags::EXECUTE;
     let max_page = if allow_1g {
@@ -933,7 +935,7 @@ pub fn stage2_map_page(
     let mut guard = MM.lock();
     let m = guard.as_mut().ok_or(MapError::ZeroLength)?;
     let mut mem = OffsetTables(DIRECT_MAP_BASE);
-    let mut frames = AllocatorTables(&mut m.frames);
+    let mut frames = AllocatorTables(&mut m.frames, Owner::PageTables);
     on_stage2!(tables, t => t.map(&mut mem, &mut frames, gpa, hpa, PAGE_SIZE, flags, PageSize::Size4K))
 }
 
@@ -944,7 +946,7 @@ pub fn stage2_unmap_page(tables: &mut Stage2, gpa: u64) -> Result<(), MapError> 
     let mut guard = MM.lock();
     let m = guard.as_mut().ok_or(MapError::ZeroLength)?;
     let mut mem = OffsetTables(DIRECT_MAP_BASE);
-    let mut frames = AllocatorTables(&mut m.frames);
+    let mut frames = AllocatorTables(&mut m.frames, Owner::PageTables);
     on_stage2!(tables, t => t.unmap(&mut mem, &mut frames, gpa, PAGE_SIZE))
 }
 
@@ -954,7 +956,7 @@ pub fn destroy_stage2(tables: Stage2) {
     let mut guard = MM.lock();
     if let Some(m) = guard.as_mut() {
         let mem = OffsetTables(DIRECT_MAP_BASE);
-        let mut frames = AllocatorTables(&mut m.frames);
+        let mut frames = AllocatorTables(&mut m.frames, Owner::PageTables);
         on_stage2!(tables, t => t.destroy(&mem, &mut frames));
     }
 }

@@ -1,5 +1,6 @@
 //! A VM's device model (docs/toolstack.md, "basalt-dm"): basaltd starts `basalt-dm` for a VM
-//! that has disks after its domain is built and before its vCPUs run, and waits until the
+//! that has disks or network interfaces after its domain is built and before its vCPUs run
+//! (each interface's tap `vifD.I` on dom0's bridge first, by `net-up`), and waits until the
 //! device model says it serves (its line `basalt-dm: domain ID: …`); a device model that fails
 //! to start fails the start (its own message is the error), one that does not answer within
 //! [`READY`] is killed. Afterwards a thread passes its lines on to basaltd's output and reports
@@ -14,6 +15,13 @@ use std::time::Duration;
 
 /// Where dom0's image installs it.
 pub const BASALT_DM: &str = "/usr/sbin/basalt-dm";
+/// Makes a tap on dom0's bridge (and the bridge and its DHCP server, once).
+pub const NET_UP: &str = "/usr/lib/basalt/net-up";
+
+/// The tap of domain `id`'s interface `index` (Xen's name).
+pub fn tap(id: u32, index: usize) -> String {
+    format!("vif{id}.{index}")
+}
 /// How long a device model may take to serve.
 const READY: Duration = Duration::from_secs(20);
 
@@ -28,7 +36,23 @@ pub fn args(def: &VmDef, id: u32) -> Vec<String> {
             d.path.clone()
         });
     }
+    for (i, m) in def.nets.iter().enumerate() {
+        let mac: Vec<String> = m.iter().map(|b| format!("{b:02x}")).collect();
+        a.push("--net".into());
+        a.push(format!("{},mac={}", tap(id, i), mac.join(":")));
+    }
     a
+}
+
+/// Removes domain `id`'s taps (its device model has ended).
+fn remove_taps(id: u32, count: usize) {
+    for i in 0..count {
+        let _ = Command::new("tunctl")
+            .args(["-d", &tap(id, i)])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
 }
 
 /// Whether `line` of a device model for domain `id` says it serves.
@@ -39,8 +63,26 @@ pub fn says_ready(line: &str, id: u32) -> bool {
 /// Starts `def`'s device model for domain `id` (none without disks) and waits until it
 /// serves.
 pub fn start(def: &VmDef, id: u32) -> Result<(), String> {
-    if def.disks.is_empty() {
+    if def.disks.is_empty() && def.nets.is_empty() {
         return Ok(());
+    }
+    for i in 0..def.nets.len() {
+        let out = Command::new(NET_UP)
+            .arg(tap(id, i))
+            .output()
+            .map_err(|e| format!("cannot run {NET_UP}: {e} (dom0's image installs it)"))?;
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            println!("basaltd: VM {}: {line}", def.name);
+        }
+        if !out.status.success() {
+            remove_taps(id, i);
+            return Err(format!(
+                "{NET_UP} {} failed ({}): {}",
+                tap(id, i),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
     }
     // Its standard output and error, in one pipe.
     let (reader, writer) = std::io::pipe().map_err(|e| format!("a pipe: {e}"))?;
@@ -51,7 +93,10 @@ pub fn start(def: &VmDef, id: u32) -> Result<(), String> {
         .stdout(out)
         .stderr(writer)
         .spawn()
-        .map_err(|e| format!("cannot run {BASALT_DM}: {e} (dom0's image installs it)"))?;
+        .map_err(|e| {
+            remove_taps(id, def.nets.len());
+            format!("cannot run {BASALT_DM}: {e} (dom0's image installs it)")
+        })?;
     let (tx, rx) = mpsc::channel();
     let name = def.name.clone();
     let pid = child.id();
@@ -79,6 +124,7 @@ pub fn start(def: &VmDef, id: u32) -> Result<(), String> {
             Ok(Err(line)) => said.push(line),
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 let status = child.wait().map_or("?".into(), |s| s.to_string());
+                remove_taps(id, def.nets.len());
                 return Err(format!(
                     "its device model failed ({status}): {}",
                     said.join("; ")
@@ -87,6 +133,7 @@ pub fn start(def: &VmDef, id: u32) -> Result<(), String> {
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 let _ = child.kill();
                 let _ = child.wait();
+                remove_taps(id, def.nets.len());
                 return Err(format!(
                     "its device model (pid {pid}) did not serve within {} s; killed",
                     READY.as_secs()
@@ -94,15 +141,17 @@ pub fn start(def: &VmDef, id: u32) -> Result<(), String> {
             }
         }
     }
-    let name = def.name.clone();
-    std::thread::spawn(move || reap(child, name, id));
+    let (name, taps) = (def.name.clone(), def.nets.len());
+    std::thread::spawn(move || reap(child, name, id, taps));
     Ok(())
 }
 
-/// Waits for the device model's end and says how it ended.
-fn reap(mut child: Child, name: String, id: u32) {
+/// Waits for the device model's end, says how it ended, and removes the domain's taps.
+fn reap(mut child: Child, name: String, id: u32, taps: usize) {
     let pid = child.id();
-    match child.wait() {
+    let status = child.wait();
+    remove_taps(id, taps);
+    match status {
         Ok(s) if s.success() => {}
         Ok(s) => println!(
             "basaltd: VM {name}: its device model (pid {pid}) ended ({s}) while domain {id} may \
@@ -141,10 +190,20 @@ mod tests {
                     readonly: true,
                 },
             ],
+            nets: vec![[2, 0xba, 1, 2, 3, 0]],
         };
         assert_eq!(
             args(&def, 7),
-            ["--domain", "7", "--disk", "/a.img", "--disk", "/b.iso,ro"]
+            [
+                "--domain",
+                "7",
+                "--disk",
+                "/a.img",
+                "--disk",
+                "/b.iso,ro",
+                "--net",
+                "vif7.0,mac=02:ba:01:02:03:00"
+            ]
         );
         assert!(says_ready("basalt-dm: domain 7: virtio-blk /a.img", 7));
         assert!(!says_ready("basalt-dm: domain 17: virtio-blk /a.img", 7));

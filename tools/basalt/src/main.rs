@@ -588,6 +588,7 @@ fn run(args: &[String]) -> Result<(), String> {
                 xen: false,
                 on_end: [vmdef::OnEnd::Destroy; 3],
                 disks: Vec::new(),
+                nets: Vec::new(),
             };
             println!("{}", create(&def, None)?.1);
             Ok(())
@@ -607,9 +608,9 @@ fn run(args: &[String]) -> Result<(), String> {
                         no_daemon()
                     );
                     let def = vmdef::parse(&file, &toml)?;
-                    if !def.disks.is_empty() {
+                    if !def.disks.is_empty() || !def.nets.is_empty() {
                         return Err(format!(
-                            "{file}: its disks need basaltd, which runs their device model: \
+                            "{file}: its devices need basaltd, which runs their device model: \
                              start it (basaltd &) and create again"
                         ));
                     }

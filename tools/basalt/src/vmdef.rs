@@ -17,9 +17,13 @@
 //! on_reboot = "restart"    # the defaults are xl's
 //! on_crash = "destroy"
 //!
-//! [[disk]]                 # virtio-blk, served by basalt-dm (up to 8)
+//! [[disk]]                 # virtio-blk, served by basalt-dm
 //! path = "/srv/web1.img"   # in dom0: a raw image file (sparse allowed) or a block device
 //! readonly = false
+//!
+//! [[network]]              # virtio-net on a tap on dom0's bridge (8 devices in all)
+//! bridge = "basalt0"       # the one bridge dom0 makes (10.99.0.1/24, DHCP)
+//! mac = "02:00:00:00:00:01"  # default: derived from the VM's name, the same at every start
 //! ```
 
 use basalt_domctl as dc;
@@ -53,6 +57,8 @@ pub struct VmDef {
     pub on_end: [OnEnd; 3],
     /// Its virtio disks, in order.
     pub disks: Vec<Disk>,
+    /// Its virtio network interfaces' MACs, in order (each on [`BRIDGE`]).
+    pub nets: Vec<[u8; 6]>,
 }
 
 /// A `[[disk]]`.
@@ -64,9 +70,38 @@ pub struct Disk {
     pub readonly: bool,
 }
 
-/// The most disks a VM has (PCI slots of its device model).
-pub const MAX_DISKS: usize = 8;
+/// The most devices (disks and network interfaces) a VM has: PCI slots of its device model.
+pub const MAX_DEVICES: usize = 8;
+/// The bridge in dom0 a VM's interfaces are on (`/usr/lib/basalt/net-up` makes it).
+pub const BRIDGE: &str = "basalt0";
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNet {
+    bridge: Option<Spanned<String>>,
+    mac: Option<Spanned<String>>,
+}
+
+/// A MAC address written `xx:xx:xx:xx:xx:xx`, unicast.
+fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for b in &mut mac {
+        let p = parts.next().filter(|p| p.len() == 2)?;
+        *b = u8::from_str_radix(p, 16).ok()?;
+    }
+    (parts.next().is_none() && mac[0] & 1 == 0).then_some(mac)
+}
+
+/// VM `name`'s interface `index`'s MAC when none is written: locally administered, from the
+/// name (FNV-1a), so it stays the same at every start (and so does its DHCP address).
+pub fn default_mac(name: &str, index: usize) -> [u8; 6] {
+    let h = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    let b = h.to_le_bytes();
+    [0x02, 0xba, b[0], b[1], b[2], index as u8]
+}
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawDisk {
@@ -99,7 +134,7 @@ struct Raw {
     initrd: Option<Spanned<String>>,
     // Keys of later slices (docs/toolstack.md): recognised, refused.
     disk: Option<Spanned<Vec<RawDisk>>>,
-    network: Option<Spanned<toml::Value>>,
+    network: Option<Spanned<Vec<RawNet>>>,
     boot: Option<Spanned<toml::Value>>,
     on_poweroff: Option<Spanned<String>>,
     on_reboot: Option<Spanned<String>>,
@@ -125,14 +160,7 @@ pub fn parse(file: &str, text: &str) -> Result<VmDef, String> {
         let line = e.span().map_or(String::from(file), at);
         format!("{line}: {}", e.message().trim_end())
     })?;
-    let later = [
-        (
-            "network",
-            &raw.network,
-            "network interfaces (they come with the device models)",
-        ),
-        ("boot", &raw.boot, "booting from a disk"),
-    ];
+    let later = [("boot", &raw.boot, "booting from a disk")];
     let mut on_end = [OnEnd::Destroy, OnEnd::Restart, OnEnd::Destroy];
     let keys = [
         ("on_poweroff", &raw.on_poweroff),
@@ -156,9 +184,10 @@ pub fn parse(file: &str, text: &str) -> Result<VmDef, String> {
     }
     let mut disks = Vec::new();
     if let Some(list) = &raw.disk {
-        if list.get_ref().len() > MAX_DISKS {
+        let nets = raw.network.as_ref().map_or(0, |n| n.get_ref().len());
+        if list.get_ref().len() + nets > MAX_DEVICES {
             return Err(format!(
-                "{}: disk: {} disks, at most {MAX_DISKS}",
+                "{}: disk: {} disks and {nets} network interfaces, at most {MAX_DEVICES} devices",
                 at(list.span()),
                 list.get_ref().len()
             ));
@@ -185,6 +214,36 @@ pub fn parse(file: &str, text: &str) -> Result<VmDef, String> {
                 readonly: d.readonly.unwrap_or(false),
             });
         }
+    }
+    let mut nets = Vec::new();
+    for (i, n) in raw.network.iter().flat_map(|l| l.get_ref()).enumerate() {
+        if let Some(b) = &n.bridge
+            && b.get_ref() != BRIDGE
+        {
+            return Err(format!(
+                "{}: network bridge = {:?}: dom0 has one bridge for guests, {BRIDGE:?} (leave \
+                 bridge out)",
+                at(b.span()),
+                b.get_ref()
+            ));
+        }
+        nets.push(match &n.mac {
+            Some(m) => parse_mac(m.get_ref()).ok_or_else(|| {
+                format!(
+                    "{}: network mac = {:?}: six hex bytes like \"02:00:00:00:00:01\", the \
+                     first even (unicast)",
+                    at(m.span()),
+                    m.get_ref()
+                )
+            })?,
+            None => default_mac(raw.name.get_ref(), i),
+        });
+    }
+    if nets.len() > MAX_DEVICES {
+        return Err(format!(
+            "{file}: {} network interfaces, at most {MAX_DEVICES} devices",
+            nets.len()
+        ));
     }
     if let Some((key, Some(v), what)) = later.iter().find(|l| l.1.is_some()) {
         return Err(format!(
@@ -285,6 +344,7 @@ pub fn parse(file: &str, text: &str) -> Result<VmDef, String> {
         xen: raw.xen.unwrap_or(false),
         on_end,
         disks,
+        nets,
     })
 }
 

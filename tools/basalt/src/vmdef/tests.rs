@@ -32,6 +32,7 @@ fn a_full_definition() {
             xen: true,
             on_end: [OnEnd::Restart; 3],
             disks: vec![],
+            nets: vec![],
         }
     );
 }
@@ -193,6 +194,41 @@ fn disks_in_order() {
         String::from("name = \"d\"\nmemory = 16\nkernel = \"/k\"\n"),
         |t, _| format!("{t}[[disk]]\npath = {a:?}\n"),
     );
-    assert!(err(&nine).contains("9 disks, at most 8"));
+    assert!(err(&nine).contains("9 disks and 0 network interfaces, at most 8 devices"));
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn network_interfaces() {
+    let base = "name = \"n\"\nmemory = 16\nkernel = \"/k\"\n";
+    let d = parse(
+        "n.toml",
+        &format!(
+            "{base}[[network]]\n[[network]]\nbridge = \"basalt0\"\nmac = \"02:11:22:33:44:55\"\n"
+        ),
+    )
+    .unwrap();
+    assert_eq!(
+        d.nets,
+        [default_mac("n", 0), [2, 0x11, 0x22, 0x33, 0x44, 0x55]]
+    );
+    // Stable per name, locally administered and unicast, one per index.
+    assert_eq!(default_mac("n", 0), default_mac("n", 0));
+    assert_ne!(default_mac("n", 0), default_mac("m", 0));
+    assert_eq!(default_mac("n", 1)[5], 1);
+    assert_eq!(default_mac("n", 0)[0], 2);
+    let e = err(&format!("{base}[[network]]\nbridge = \"br0\"\n"));
+    assert!(
+        e.starts_with("vm.toml:5: network bridge = \"br0\": dom0 has one bridge"),
+        "{e}"
+    );
+    let e = err(&format!("{base}[[network]]\nmac = \"03:00:00:00:00:01\"\n"));
+    assert!(
+        e.starts_with("vm.toml:5: network mac = \"03:00:00:00:00:01\""),
+        "{e}"
+    );
+    let e = err(&format!("{base}[[network]]\nmac = \"02:00:00:00:00\"\n"));
+    assert!(e.contains("six hex bytes"), "{e}");
+    let nine = (0..9).fold(String::from(base), |t, _| format!("{t}[[network]]\n"));
+    assert!(err(&nine).contains("9 network interfaces, at most 8 devices"));
 }
