@@ -85,6 +85,30 @@ fn getinfo(domain: u32) -> Result<dc::DomainInfo, Errno> {
     dc::DomainInfo::decode(reply).ok_or(Errno(0))
 }
 
+/// How domain `domain` ended (a `dc::end` code), once `getinfo` answers state Ended (it
+/// waits up to 50 turns of `wait_ms`); a domain that ended is no longer listed.
+fn ended(domain: u32, wait_ms: u64) -> Option<u32> {
+    for _ in 0..50 {
+        if let Ok(i) = getinfo(domain)
+            && i.state == dc::DomainState::Ended
+        {
+            let (r, reply) = call(
+                0,
+                &Request::List {
+                    first: domain,
+                    max: 1,
+                },
+            );
+            let listed =
+                r.is_ok_and(|n| n > 0) && dc::list_record(reply, 0).is_some_and(|d| d.id == domain);
+            return (!listed && i.memory == 0)
+                .then_some((i.flags >> dc::info_flags::END_SHIFT) & 7);
+        }
+        sleep_ms(wait_ms);
+    }
+    None
+}
+
 /// A short text in a fixed buffer (no allocator here).
 struct Text {
     buf: [u8; 64],
@@ -456,15 +480,10 @@ fn control(cmdline: &str) -> u32 {
     // 6. destroy.
     let (r, _) = call(peer, &Request::Destroy);
     c.check(r == Ok(0), format_args!("destroy d{peer}: {r:?}"));
-    let mut gone = false;
-    for _ in 0..50 {
-        if getinfo(peer) == Err(Errno(errno::ESRCH)) {
-            gone = true;
-            break;
-        }
-        sleep_ms(wait_ms);
-    }
-    c.check(gone, format_args!("d{peer} is gone after destroy"));
+    c.check(
+        ended(peer, wait_ms) == Some(dc::end::DESTROYED),
+        format_args!("d{peer} is gone after destroy: getinfo says it ended, destroyed"),
+    );
 
     create_and_start(&mut c, wait_ms);
     c.finish()
@@ -590,15 +609,10 @@ fn create_and_start(c: &mut Checks, wait_ms: u64) {
     );
     let (r, _) = call(id, &Request::Unpause);
     c.check(r == Ok(0), format_args!("unpause made: {r:?}"));
-    let mut gone = false;
-    for _ in 0..50 {
-        if getinfo(id) == Err(Errno(errno::ESRCH)) {
-            gone = true;
-            break;
-        }
-        sleep_ms(wait_ms);
-    }
-    c.check(gone, format_args!("made ran and powered off"));
+    c.check(
+        ended(id, wait_ms) == Some(dc::end::POWEROFF),
+        format_args!("made ran and powered off: getinfo says it ended, powered off"),
+    );
 
     let (r, reply) = call(0, &Request::Create(args("unborn", 2 << 20)));
     let id = reply
