@@ -178,6 +178,31 @@ pub fn sched_block() -> i64 {
     unsafe { hypercall2(HYPERVISOR_SCHED_OP, SCHEDOP_BLOCK, 0) }
 }
 
+/// `sti` then [`sched_block`] in its interrupt shadow: an interrupt that is
+/// waiting, or comes now, ends the block instead of being taken before it
+/// (`sti` and a call to `sched_block` would let it in between, and the
+/// block would then wait for a second one). Returns with interrupts on.
+pub fn sti_sched_block() -> i64 {
+    let f = || {
+        let ret: i64;
+        // SAFETY: SCHEDOP_block takes no memory argument; interrupts are
+        // enabled, which the caller's handlers are ready for.
+        unsafe {
+            asm!(
+                "sti",
+                "vmcall",
+                inlateout("rax") HYPERVISOR_SCHED_OP as i64 => ret,
+                inlateout("rdi") SCHEDOP_BLOCK => _,
+                inlateout("rsi") 0u64 => _,
+                options(nostack),
+            )
+        };
+        ret
+    };
+    // SAFETY: the instruction that may fault is VMCALL, 3 bytes.
+    unsafe { cpu::checked(3, f) }.unwrap_or(ENOSYS)
+}
+
 /// `sched_op(0x4241, code)`: Basalt's "exit code" sub-op; the code is also
 /// kept for the `isa-debug-exit` fallback of [`sched_shutdown`].
 pub fn set_exit_code(code: u32) -> i64 {

@@ -49,7 +49,7 @@
 
 use basalt_test_guests::cpu::{cpuid, rdmsr_checked, rdtsc, set_interrupt_handler, wrmsr_checked};
 use basalt_test_guests::hypercall::{
-    self as hc, hypercall3, sched_block, stop_singleshot_timer, system_time_ns,
+    self as hc, hypercall3, stop_singleshot_timer, system_time_ns,
 };
 use basalt_test_guests::{Checks, arg_u64, println};
 use core::sync::atomic::{AtomicU32, Ordering};
@@ -167,9 +167,8 @@ fn spin_sti(tpu: u64, us: u64, done: impl Fn() -> bool) {
 /// taken before the wake-up was armed, so that being preempted in between
 /// can only make the time longer).
 fn block_sti(tpu: u64, start: u64) -> (i64, u64) {
-    // SAFETY: every vector reaches `on_interrupt`.
-    unsafe { core::arch::asm!("sti", options(nostack)) };
-    let r = sched_block();
+    // Every vector reaches `on_interrupt`; the block is in STI's shadow.
+    let r = hc::sti_sched_block();
     // SAFETY: interrupts off again.
     unsafe { core::arch::asm!("cli", options(nostack)) };
     (r, (rdtsc() - start) / tpu.max(1))

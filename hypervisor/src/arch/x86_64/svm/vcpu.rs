@@ -177,6 +177,9 @@ pub struct SvmVcpu {
     /// last VMRUN (the processor clears it).
     last_exit: u64,
     last_inj: u64,
+    /// QEMU's TCG only: the RIP where an interrupt waits out an interrupt
+    /// shadow, and how often it waited there ([`SvmVcpu::inject_external`]).
+    shadow_hold: (u64, u8),
     /// Intercepted instructions in a row whose bytes did not decode as the
     /// instruction the exit named (run again each time).
     undecoded: u32,
@@ -243,6 +246,7 @@ impl SvmVcpu {
             next_rip: 0,
             last_exit: 0,
             last_inj: 0,
+            shadow_hold: (0, 0),
             undecoded: 0,
         };
         this.init_maps();
@@ -1051,8 +1055,31 @@ impl SvmVcpu {
     /// otherwise asks for a virtual-interrupt window: a V_IRQ that ignores
     /// the TPR and whose delivery is intercepted (APM Vol. 2 §15.21.4), so
     /// the VINTR exit comes as soon as the guest can take an interrupt.
+    ///
+    /// QEMU's TCG before 9.1 drops the interrupt shadow at VMRUN (its
+    /// `helper_vmrun` does not load it from the VMCB): a window opened after
+    /// an exit inside an STI shadow (`sti; vmcall`, `sti; hlt`) would be
+    /// taken before the shadowed instruction, so a guest blocking right after
+    /// STI would take its wake-up interrupt first and then sleep for good.
+    /// There the vCPU instead runs on with the host timer armed a moment
+    /// later (up to three times at the same RIP; then the instruction ran,
+    /// as in `sti; jmp .`) and the interrupt is injected at the next exit.
     fn inject_external(&mut self, vector: u8) -> bool {
-        let can_take = self.interrupts_enabled() && !self.shadowed() && !self.event_busy();
+        let enabled = self.interrupts_enabled() && !self.event_busy();
+        let mut shadowed = self.shadowed();
+        if enabled && super::qemu_tcg() {
+            let rip = vmcb(self.vmcb).read(save::RIP);
+            let (at, waits) = self.shadow_hold;
+            if shadowed || (at == rip && waits != 0 && waits < 3) {
+                self.shadow_hold = (rip, if at == rip { waits + 1 } else { 1 });
+                let step = crate::time::ns_to_tsc(50_000 << (2 * waits.min(2)));
+                crate::time::arm_by_tsc(crate::arch::x86_64::cpu::rdtsc().saturating_add(step));
+                return false;
+            }
+            self.shadow_hold = (0, 0);
+            shadowed = false;
+        }
+        let can_take = enabled && !shadowed;
         let mut v = vmcb(self.vmcb);
         if !can_take {
             let vintr = v.read(control::VINTR);
