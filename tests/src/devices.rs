@@ -66,7 +66,7 @@ pub fn make_disk(spec: &DiskSpec, image: &Path) -> Result<(), String> {
         .find(|p| Path::new(p).exists())
         .unwrap_or("mke2fs");
     let out = Command::new(mke2fs)
-        .args(["-q", "-F", "-t", "ext4", "-L", "basalt-test", "-d"])
+        .args(["-q", "-F", "-t", "ext4", "-L", &spec.label, "-d"])
         .arg(&tree)
         .arg(image)
         .output()
@@ -244,6 +244,7 @@ mod tests {
                 ("sub/b.txt".to_string(), "b".to_string()),
             ]),
             assets: BTreeMap::new(),
+            label: "basalt-state".into(),
         };
         make_disk(&spec, &image).expect("made");
         let data = std::fs::read(&image).expect("image");
@@ -252,6 +253,8 @@ mod tests {
         // The ext2/3/4 superblock magic at 1024 + 0x38, and the file's text
         // somewhere in the image.
         assert_eq!(&data[1024 + 0x38..1024 + 0x3A], &[0x53, 0xEF]);
+        // The label (s_volume_name, 16 bytes at 0x78), what findfs looks for.
+        assert_eq!(&data[1024 + 0x78..1024 + 0x88], b"basalt-state\0\0\0\0");
         let needle = b"basalt-disk-42\n";
         assert!(data.windows(needle.len()).any(|w| w == needle));
         let _ = std::fs::remove_dir_all(&dir);

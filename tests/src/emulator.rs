@@ -78,6 +78,9 @@ pub struct Machine {
     pub ips: u64,
     /// BIOS or UEFI.
     pub firmware: Firmware,
+    /// QEMU: how often the machine may reset and boot again (0: `-no-reboot`,
+    /// QEMU ends at a reset; the harness counts the boots, tests/src/runner.rs).
+    pub reboots: u32,
 }
 
 /// Where the emulated COM1 goes.
@@ -122,10 +125,12 @@ pub fn qemu_args(machine: &Machine, iso: &Path, serial: Serial<'_>) -> Vec<Strin
         "none".into(),
         "-monitor".into(),
         "none".into(),
-        "-no-reboot".into(),
         "-device".into(),
         "isa-debug-exit,iobase=0xf4,iosize=0x04".into(),
     ];
+    if machine.reboots == 0 {
+        args.push("-no-reboot".into());
+    }
     if machine.firmware == Firmware::Ovmf {
         args.extend([
             "-drive".into(),
@@ -389,12 +394,19 @@ mod tests {
             memory_mib: 4096,
             ips: BOCHS_IPS,
             firmware: Firmware::Bios,
+            reboots: 0,
         };
         let args = qemu_args(&m, Path::new("/x.iso"), Serial::File(Path::new("/s.log")));
         let joined = args.join(" ");
         assert!(joined.contains("-smp 4 -m 4096M -cdrom /x.iso"));
         assert!(joined.contains("-serial file:/s.log"));
         assert!(joined.contains("isa-debug-exit,iobase=0xf4"));
+        assert_eq!(args.iter().filter(|a| *a == "-no-reboot").count(), 1);
+        // A scenario with `reboots`: QEMU resets the machine and goes on.
+        let rebooting = Machine { reboots: 1, ..m };
+        let again = qemu_args(&rebooting, Path::new("/x.iso"), Serial::Tcp(4321));
+        assert!(!again.iter().any(|a| a == "-no-reboot"));
+        assert_eq!(again.len(), args.len() - 1 + 2, "only -no-reboot goes");
         assert!(joined.contains("-accel tcg"));
         assert!(!joined.contains("-chardev"));
         let tcp = qemu_args(&m, Path::new("/x.iso"), Serial::Tcp(4321)).join(" ");
@@ -476,6 +488,7 @@ mod tests {
             memory_mib: 512,
             ips: BOCHS_IPS,
             firmware: Firmware::Bios,
+            reboots: 0,
         };
         let cfg = bochs_config(
             &m,

@@ -14,6 +14,19 @@ use std::time::{Duration, Instant};
 /// Seconds the emulator gets to exit by itself after the verdict line.
 const EXIT_GRACE: Duration = Duration::from_secs(3);
 
+/// Basalt's banner, printed once per boot: the harness counts the boots of a
+/// scenario with `reboots` by it.
+const BANNER: &str = "INFO  Basalt hypervisor ";
+
+/// Why a run that may boot `1 + reboots` times must stop, if `log` shows
+/// more boots than that (a machine that keeps resetting).
+pub fn too_many_boots(log: &str, reboots: u32) -> Option<String> {
+    let boots = log.matches(BANNER).count();
+    (boots > 1 + reboots as usize).then(|| {
+        format!("the machine booted {boots} times; the scenario allows {reboots} reboot(s)")
+    })
+}
+
 /// The result of one scenario.
 #[derive(Debug, Clone)]
 pub struct Outcome {
@@ -253,6 +266,7 @@ fn boot_and_watch(
 
     let mut verdict_seen: Option<Instant> = None;
     let mut timed_out = false;
+    let mut rebooted_too_often = None;
     let exit = loop {
         if let Ok(Some(status)) = child.try_wait() {
             break Some(status);
@@ -262,6 +276,12 @@ fn boot_and_watch(
             let log = matcher::normalise(&std::fs::read(serial_log).unwrap_or_default());
             if matcher::verdict(&log, true).is_some() {
                 verdict_seen = Some(now);
+            }
+            rebooted_too_often =
+                too_many_boots(&log, scenario.reboots).filter(|_| scenario.reboots > 0);
+            if rebooted_too_often.is_some() {
+                kill(&mut child);
+                break None;
             }
         }
         if verdict_seen.is_some_and(|t| now >= t + EXIT_GRACE) {
@@ -297,6 +317,9 @@ fn boot_and_watch(
             _ => format!("{reason}{net_note}"),
         });
     }
+    if let Some(reason) = rebooted_too_often {
+        return Err(reason);
+    }
     let log = matcher::normalise(&std::fs::read(serial_log).unwrap_or_default());
     if timed_out && matcher::verdict(&log, false).is_none() {
         return Err(format!(
@@ -324,4 +347,23 @@ fn boot_and_watch(
         summary.push_str(" (emulator stopped by the harness)");
     }
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_the_boots_of_a_rebooting_machine() {
+        let boot = "[    0.01] cpu0 INFO  Basalt hypervisor 0.1.0 (x) for x86_64\n";
+        let two = format!("{boot}dom0: reboot\n{boot}");
+        assert_eq!(too_many_boots(boot, 0), None);
+        assert_eq!(too_many_boots(&two, 1), None);
+        assert_eq!(
+            too_many_boots(&two, 0).as_deref(),
+            Some("the machine booted 2 times; the scenario allows 0 reboot(s)")
+        );
+        assert!(too_many_boots(&format!("{two}{boot}"), 1).is_some());
+        assert_eq!(too_many_boots("Basalt hypervisor named in a line", 0), None);
+    }
 }

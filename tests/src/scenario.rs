@@ -60,6 +60,10 @@ pub struct DiskSpec {
     /// which xtask resolves (and builds) before the run.
     #[serde(default)]
     pub assets: BTreeMap<String, PathBuf>,
+    /// The file system's label (`basalt-state`: dom0 keeps its VM store
+    /// there, docs/toolstack.md).
+    #[serde(default = "default_disk_label")]
+    pub label: String,
 }
 
 impl DiskSpec {
@@ -74,6 +78,13 @@ impl DiskSpec {
 
     fn check(&self) -> Result<(), String> {
         self.size_mib()?;
+        let label_ok = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+        if self.label.is_empty() || self.label.len() > 16 || !self.label.chars().all(label_ok) {
+            return Err(format!(
+                "disk label {:?}: 1 to 16 letters, digits, '-' or '_' (ext4's limit)",
+                self.label
+            ));
+        }
         for path in self.files.keys().chain(self.assets.keys()) {
             let bad = path.is_empty()
                 || path.starts_with('/')
@@ -92,6 +103,10 @@ impl DiskSpec {
 
 fn default_disk_size() -> String {
     "16M".into()
+}
+
+fn default_disk_label() -> String {
+    "basalt-test".into()
 }
 
 /// Figures Basalt prints that the harness checks.
@@ -258,6 +273,8 @@ struct ScenarioFile {
     network: bool,
     #[serde(default)]
     firmware: Firmware,
+    #[serde(default)]
+    reboots: u32,
 }
 
 /// One run of a boot scenario: the scenario file's settings on one
@@ -322,6 +339,9 @@ pub struct Scenario {
     /// The machine's firmware: `bios` (the default) or `ovmf` (UEFI; QEMU
     /// runs only).
     pub firmware: Firmware,
+    /// How often the machine may reset and boot again (QEMU runs only;
+    /// 0: QEMU's `-no-reboot` ends the run at a reset).
+    pub reboots: u32,
 }
 
 fn one() -> u32 {
@@ -406,6 +426,11 @@ impl ScenarioFile {
                 .backends
                 .iter()
                 .any(|b| b.emulator() == Emulator::Bochs);
+        if self.reboots > 0 && (on_bochs || self.reboots > 8) {
+            return Err(
+                "reboots = N (at most 8) is for QEMU runs only: drop the Bochs backends".into(),
+            );
+        }
         if self.firmware == Firmware::Ovmf && on_bochs {
             return Err("firmware = \"ovmf\" runs under QEMU only: drop the Bochs backends".into());
         }
@@ -477,6 +502,7 @@ impl ScenarioFile {
             disk: self.disk.clone(),
             network: self.network,
             firmware: self.firmware,
+            reboots: self.reboots,
         }
     }
 }
@@ -579,6 +605,7 @@ impl Scenario {
             memory_mib: parse_memory(&self.memory)?,
             ips: self.bochs_ips.unwrap_or(crate::emulator::BOCHS_IPS),
             firmware: self.firmware,
+            reboots: self.reboots,
         })
     }
 
@@ -912,6 +939,30 @@ mod tests {
         }
         let err = Scenario::parse(&format!("{BASE}steps = [{{ send = '{{net_port}}' }}]"));
         assert!(err.unwrap_err().contains("no `network = true`"));
+    }
+
+    #[test]
+    fn reboots_and_disk_labels() {
+        let q = "name = 'a'\ndescription = 'd'\nbackends = ['qemu-svm']\n";
+        let s = Scenario::parse(&format!(
+            "{q}reboots = 1\ndisk = {{ label = 'basalt-state' }}"
+        ))
+        .expect("valid");
+        assert_eq!((s.reboots, s.machine().map(|m| m.reboots)), (1, Ok(1)));
+        assert_eq!(s.disk.map(|d| d.label).as_deref(), Some("basalt-state"));
+        let plain = Scenario::parse(&format!("{q}disk = {{}}")).expect("valid");
+        assert_eq!(plain.reboots, 0);
+        assert_eq!(plain.disk.map(|d| d.label).as_deref(), Some("basalt-test"));
+        for bad in [
+            format!("{BASE}reboots = 1"),
+            format!("{q}reboots = 9"),
+            format!("{q}reboots = -1"),
+            format!("{q}disk = {{ label = '' }}"),
+            format!("{q}disk = {{ label = 'a b' }}"),
+            format!("{q}disk = {{ label = 'seventeen-chars-x' }}"),
+        ] {
+            assert!(Scenario::parse(&bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

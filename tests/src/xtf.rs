@@ -257,6 +257,7 @@ pub fn run(name: &str, kind: RunKind, expect: Option<Result>) -> Scenario {
         }],
         qemu_args: Vec::new(),
         firmware: Default::default(),
+        reboots: 0,
         loader: Default::default(),
         expect: match expect {
             Some(Result::Panic) => vec![XTF_PANIC.into()],

@@ -643,6 +643,7 @@ fn run_bare_linux(bzimage: &Path, initrd: &Path) -> Result<String> {
         memory_mib: LINUX_MEMORY_MIB,
         ips: LINUX_IPS,
         firmware: emulator::Firmware::Bios,
+        reboots: 0,
     };
     util::step(&format!("running {name} under Bochs"), || {
         boot_bare(&machine, &image, &dir, name)
@@ -716,6 +717,7 @@ fn qemu_linux_machine(memory_mib: u64) -> Machine {
         memory_mib,
         ips: emulator::BOCHS_IPS,
         firmware: emulator::Firmware::Bios,
+        reboots: 0,
     }
 }
 

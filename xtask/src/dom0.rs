@@ -615,9 +615,18 @@ done < /etc/dom0/modules
 if [ -c /dev/xen/privcmd ]; then
     echo "dom0: /dev/xen/privcmd ready: basalt list shows the domains"
     # The toolstack's daemon, restarted when it dies (docs/toolstack.md). Its
-    # store is tmpfs until dom0 has a disk of its own.
+    # store: the file system labelled basalt-state, else tmpfs.
     mkdir -p /var/lib/basalt /run/basalt
-    mount -t tmpfs -o mode=0700 tmpfs /var/lib/basalt
+    store=$(findfs LABEL=basalt-state 2>/dev/null)
+    if [ -z "$store" ]; then
+        echo "dom0: no disk labelled basalt-state: VM store on tmpfs, VM definitions will NOT survive a reboot (to keep them: mke2fs -L basalt-state /dev/DISK, or mkfs.ext4 -L basalt-state DISK elsewhere, then reboot)"
+    elif mount -t ext4 "$store" /var/lib/basalt 2>/tmp/err; then
+        echo "dom0: VM store on $store (basalt-state)"
+    else
+        echo "dom0: VM store: $store (basalt-state) NOT mounted: $(cat /tmp/err); on tmpfs instead, VM definitions will NOT survive a reboot (fsck.ext4 $store, or make it again)"
+        store=
+    fi
+    [ -n "$store" ] || mount -t tmpfs -o mode=0700 tmpfs /var/lib/basalt
     while :; do
         echo "dom0: basaltd (re)started"
         basaltd
@@ -1019,6 +1028,9 @@ mod tests {
             "insmod \"/lib/modules/$release/$path\"",
             "exec setsid cttyhack /bin/sh",
             "PS1='dom0# '",
+            "store=$(findfs LABEL=basalt-state 2>/dev/null)",
+            "mount -t ext4 \"$store\" /var/lib/basalt",
+            "[ -n \"$store\" ] || mount -t tmpfs -o mode=0700 tmpfs /var/lib/basalt",
         ] {
             assert!(INIT.contains(step), "{step}");
         }

@@ -174,6 +174,7 @@ fn cmd_run(args: &mut Args) -> Result {
         memory_mib: 512,
         ips: basalt_tests::emulator::BOCHS_IPS,
         firmware: Firmware::Bios,
+        reboots: 0,
     };
     let mut cmdline = String::new();
     let mut modules: Vec<iso::ModuleArg> = Vec::new();

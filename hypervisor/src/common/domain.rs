@@ -273,9 +273,10 @@ impl Domain {
     }
 
     /// Whether a reboot builds it again from its boot modules (a domain the
-    /// control domain built has none: its toolstack decides).
+    /// control domain built has none: its toolstack decides; the control
+    /// domain's reboot is the host's, so it is not rebuilt either).
     pub fn rebuilds(&self) -> bool {
-        self.module.end != 0
+        self.module.end != 0 && self.id != 0
     }
 
     /// Builds this domain again from its boot modules (after it ended with

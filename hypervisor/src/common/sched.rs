@@ -427,9 +427,8 @@ fn reclaim() {
     };
     for (_, domain, remains, reason) in ready {
         domain.reclaim(remains, reason);
-        if reason == EndReason::Reboot && domain.id != 0 && domain.rebuilds() {
+        if reason == EndReason::Reboot && domain.rebuilds() {
             // Same id after the restart: a console focused on it stays.
-            // (The control domain's reboot is the host's.)
             REBUILD.lock().push(domain);
         } else if percpu::index() != 0 {
             // The monitor (CPU 0) hands the console back; it may be halted.
@@ -502,7 +501,7 @@ fn take_off(domain: &Arc<Domain>) {
 
 /// What the host does once every domain has ended after the control
 /// domain did: 0 nothing (no control domain ended), 1 power off, 2 reboot,
-/// 3 halt.
+/// 3 halt, 4 reboot after a crash (which `test-exit` ends with the verdict).
 static HOST_ACTION: AtomicUsize = AtomicUsize::new(0);
 
 /// The control domain ended: every other domain is stopped, and once all
@@ -512,7 +511,7 @@ fn control_domain_ended(reason: EndReason) {
     let (action, what) = match reason {
         EndReason::Reboot => (2, "the host reboots"),
         EndReason::Crash if domain::dom0_crash_halts() => (3, "the host halts (dom0_crash=halt)"),
-        EndReason::Crash => (2, "the host reboots (dom0_crash=halt would halt it)"),
+        EndReason::Crash => (4, "the host reboots (dom0_crash=halt would halt it)"),
         _ => (1, "the host powers off"),
     };
     HOST_ACTION.store(action, Ordering::SeqCst);
@@ -1620,9 +1619,11 @@ fn check_all_ended() {
     let (clean, summary) = domain::outcome();
     log::info!("all domains ended: {summary}");
     log_exit_counts();
-    if !TEST_EXIT.load(Ordering::Relaxed) {
+    check_memory_returned();
+    // dom0's reboot reboots even under `test-exit` (a scenario's `reboots`).
+    if !TEST_EXIT.load(Ordering::Relaxed) || host_action == 2 {
         match host_action {
-            2 => crate::power::reboot(),
+            2 | 4 => crate::power::reboot(),
             3 => {
                 crate::println!("Basalt: the control domain crashed; halted (dom0_crash=halt)");
                 crate::arch::x86_64::cpu::halt_forever()
@@ -1630,7 +1631,6 @@ fn check_all_ended() {
             _ => crate::power::power_off(),
         }
     }
-    check_memory_returned();
     if clean {
         finish(Verdict::Pass, "");
     } else {

@@ -107,7 +107,7 @@ impl Store {
 /// one: `path.tmp`, fsync, rename over `path`, fsync the directory.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), String> {
     let tmp = write_temp(path, data)?;
-    fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))?;
+    fs::rename(&tmp, path).map_err(|e| failed(path, &e))?;
     sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
 
@@ -121,8 +121,25 @@ fn write_temp(path: &Path, data: &[u8]) -> Result<PathBuf, String> {
         f.write_all(data)?;
         f.sync_all()
     };
-    write().map_err(|e| format!("{}: {e}", tmp.display()))?;
+    write().map_err(|e| failed(&tmp, &e))?;
     Ok(tmp)
+}
+
+/// A failed write of the store, with the fix where the cause has a known
+/// one (a full or read-only file system under `/var/lib/basalt`).
+fn failed(path: &Path, e: &io::Error) -> String {
+    let fix = match e.kind() {
+        io::ErrorKind::StorageFull => {
+            " (the store's file system is full: free space on the disk labelled basalt-state, \
+             or `df /var/lib/basalt`; nothing was changed)"
+        }
+        io::ErrorKind::ReadOnlyFilesystem => {
+            " (the store's file system is read-only, as ext4 makes itself after an error: \
+             see dmesg, fsck the disk labelled basalt-state and reboot; nothing was changed)"
+        }
+        _ => "",
+    };
+    format!("{}: {e}{fix}", path.display())
 }
 
 fn sync_dir(dir: &Path) -> Result<(), String> {

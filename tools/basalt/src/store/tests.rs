@@ -65,3 +65,20 @@ fn a_garbled_state_file_reads_as_stopped() {
     assert_eq!(store.state("x"), None);
     let _ = fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_full_disk_is_named_with_the_fix_and_keeps_the_old_file() {
+    let dir = scratch("full");
+    let store = Store::open(&dir).expect("opens");
+    store.define("a", "name = \"a\"\n").expect("defines");
+    // The temp file is /dev/full: every write fails with ENOSPC.
+    std::os::unix::fs::symlink("/dev/full", dir.join("a.toml.tmp")).expect("symlink");
+    let err = store.define("a", "name = \"a\"\nmemory = 8\n").unwrap_err();
+    assert!(err.contains("a.toml.tmp: No space left on device"), "{err}");
+    assert!(err.contains("the store's file system is full"), "{err}");
+    assert_eq!(
+        store.definition("a"),
+        Ok(Some("name = \"a\"\n".to_string()))
+    );
+    let _ = fs::remove_dir_all(&dir);
+}
