@@ -114,17 +114,7 @@ pub fn handle(v: &mut Running<'_>, exit: VcpuExit, ops: &impl SchedOps) -> Next 
                 return next;
             }
             let value = vdev::io_in(&v.domain.platform, port, size);
-            let mask = u64::from(vdev::size_mask(size));
-            // IN of 8 or 16 bits keeps the rest of RAX; of 32 bits zeroes
-            // the upper half.
-            let rax = v.arch.reg(gpr::RAX);
-            let rax = if size == 4 {
-                u64::from(value)
-            } else {
-                (rax & !mask) | (u64::from(value) & mask)
-            };
-            v.arch.set_reg(gpr::RAX, rax);
-            v.arch.skip_instruction();
+            complete_in(v, size, value);
             Next::Continue
         }
         VcpuExit::Mmio { gpa } => {
@@ -277,4 +267,18 @@ pub fn crash(v: &Running<'_>, reason: &str, ops: &impl SchedOps) {
     v.arch.dump(&mut out);
     out.emit();
     ops.end_domain(&d, EndReason::Crash);
+}
+
+/// Completes an `IN` of `size` bytes with `value`: 8 or 16 bits keep the rest of RAX, 32 bits
+/// zero its upper half.
+fn complete_in(v: &mut Running<'_>, size: u8, value: u32) {
+    let mask = u64::from(vdev::size_mask(size));
+    let rax = v.arch.reg(gpr::RAX);
+    let rax = if size == 4 {
+        u64::from(value)
+    } else {
+        (rax & !mask) | (u64::from(value) & mask)
+    };
+    v.arch.set_reg(gpr::RAX, rax);
+    v.arch.skip_instruction();
 }

@@ -147,10 +147,15 @@ impl IoreqState {
         Some((s.dm_ports, woken))
     }
 
+    /// Whether a server was ever created for the domain (one load: the exit paths ask first).
+    pub fn used(&self) -> bool {
+        self.used.load(Ordering::Relaxed)
+    }
+
     /// Whether an access of `len` units at `at` in range kind `kind` goes to the device
     /// model.
     pub fn claims(&self, kind: u32, at: u64, len: u64) -> bool {
-        self.used.load(Ordering::Relaxed)
+        self.used()
             && self
                 .server
                 .lock()

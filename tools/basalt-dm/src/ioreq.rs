@@ -18,20 +18,13 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use vm_memory::{Bytes, GuestAddress, GuestMemory};
 
-/// `STATE_IOREQ_READY`: the hypervisor filled the slot.
-pub const STATE_READY: u64 = 1;
-/// `STATE_IOREQ_INPROCESS`: the device model is on it.
-pub const STATE_INPROCESS: u64 = 2;
-/// `STATE_IORESP_READY`: answered.
-pub const STATE_RESP_READY: u64 = 3;
-/// `IOREQ_TYPE_PIO`.
-pub const TYPE_PIO: u8 = 0;
-/// `IOREQ_TYPE_COPY`: MMIO.
-pub const TYPE_COPY: u8 = 1;
-/// `IOREQ_TYPE_PCI_CONFIG`.
-pub const TYPE_PCI_CONFIG: u8 = 2;
+pub use basalt_xen::ioreq::{
+    STATE_IORESP_READY, STATE_READY, TYPE_COPY, TYPE_PCI_CONFIG, TYPE_PIO,
+};
+/// `STATE_IOREQ_INPROCESS`: the device model is on it (only device models set it).
+pub const STATE_INPROCESS: u8 = 2;
 /// Slots in a page.
-pub const SLOTS: usize = 4096 / 32;
+pub const SLOTS: usize = 4096 / basalt_xen::ioreq::SLOT_SIZE as usize;
 
 /// One access, decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,12 +76,12 @@ impl<'a> Page<'a> {
             return false;
         }
         let w3 = self.word(vcpu, 3).load(Ordering::Acquire);
-        if (w3 >> 48) & 0xf != STATE_READY {
+        if basalt_xen::ioreq::state(w3) != STATE_READY {
             return false;
         }
-        let set_state = |s: u64, order| {
+        let set_state = |s: u8, order| {
             self.word(vcpu, 3)
-                .store((w3 & !(0xf << 48)) | (s << 48), order)
+                .store((w3 & !(0xf << 48)) | (u64::from(s) << 48), order)
         };
         set_state(STATE_INPROCESS, Ordering::Relaxed);
         let addr = self.word(vcpu, 0).load(Ordering::Relaxed);
@@ -146,7 +139,7 @@ impl<'a> Page<'a> {
             }
         }
         self.word(vcpu, 1).store(out, Ordering::Relaxed);
-        set_state(STATE_RESP_READY, Ordering::Release);
+        set_state(STATE_IORESP_READY, Ordering::Release);
         true
     }
 }

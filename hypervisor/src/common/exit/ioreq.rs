@@ -14,13 +14,15 @@ use crate::common::domain::{self, Running};
 use crate::common::hypercall::SchedOps;
 use crate::hvm::ioreq::Then;
 use crate::hvm::mmio::{self, Forward};
-use crate::vcpu::gpr;
 use basalt_xen::ioreq::{RANGE_PCI, RANGE_PORT, Request, TYPE_COPY, TYPE_PCI_CONFIG, TYPE_PIO};
 
 /// A port access (`out`: the value of an `OUT`) the server claims: the request is sent;
 /// `None` leaves it to Basalt's platform.
 pub fn port(v: &mut Running<'_>, port: u16, size: u8, out: Option<u32>) -> Option<Next> {
     let p = &v.domain.platform;
+    if !p.ioreq.used() {
+        return None;
+    }
     let (kind, addr) = if p.ioreq.claims(RANGE_PORT, port.into(), size.into()) {
         (TYPE_PIO, u64::from(port))
     } else if (0xcfc..=0xcff).contains(&port) {
@@ -130,16 +132,7 @@ pub fn resume(v: &mut Running<'_>, ops: &impl SchedOps) -> Resume {
         Some(Ok((p, data))) => match p.then {
             Then::Nothing => Resume::Go,
             Then::PortIn => {
-                // IN of 8 or 16 bits keeps the rest of RAX; of 32 bits zeroes the upper half.
-                let mask = u64::from(crate::hvm::vdev::size_mask(p.req.size));
-                let rax = v.arch.reg(gpr::RAX);
-                let rax = if p.req.size == 4 {
-                    data & mask
-                } else {
-                    (rax & !mask) | (data & mask)
-                };
-                v.arch.set_reg(gpr::RAX, rax);
-                v.arch.skip_instruction();
+                super::complete_in(v, p.req.size, data as u32);
                 Resume::Go
             }
             Then::Mmio(gpa) => match memory(v, gpa, Some(data), ops) {

@@ -34,7 +34,7 @@ fn fill(p: &[AtomicU64], v: usize, r: Req) {
     p[v * 4 + 1].store(r.data, s);
     p[v * 4 + 2].store(u64::from(r.count) | u64::from(r.size) << 32, s);
     let port = 40 + v as u64;
-    let w3 = port | u64::from(r.flags | STATE_READY as u8) << 48 | u64::from(r.kind) << 56;
+    let w3 = port | u64::from(r.flags | STATE_READY) << 48 | u64::from(r.kind) << 56;
     p[v * 4 + 3].store(w3, Ordering::Release);
 }
 
@@ -85,7 +85,7 @@ fn serves_reads_and_writes_of_each_type() {
     );
     for v in 0..3 {
         assert!(pg.serve(v, &m, &mut log));
-        assert_eq!(state(&p, v), STATE_RESP_READY);
+        assert_eq!(state(&p, v), u64::from(STATE_IORESP_READY));
     }
     assert_eq!(
         log.0,
@@ -144,7 +144,7 @@ fn rep_transfers_go_through_guest_memory() {
     log.0.clear();
     fill(&p, 2, req(0x60, 0xffff_0000, 1000, 4, 0x30, TYPE_PIO));
     assert!(pg.serve(2, &m, &mut log));
-    assert_eq!(state(&p, 2), STATE_RESP_READY);
+    assert_eq!(state(&p, 2), u64::from(STATE_IORESP_READY));
     assert_eq!(log.0.len(), 1);
 }
 
@@ -194,4 +194,27 @@ fn dm_op_encodings() {
     assert_eq!(nr_vcpus()[0], 20);
     assert_eq!(sbdf(4), 0x20, "0000:00:04.0");
     assert_eq!(sbdf(31), 0xf8);
+}
+
+/// A request as ring 0 encodes it (`basalt_xen::ioreq::Request::words`, the other reading of
+/// Xen's header) is served as that access, and answered in place.
+#[test]
+fn serves_what_ring_0_writes() {
+    let p = page();
+    let r = basalt_xen::ioreq::Request {
+        kind: TYPE_PIO,
+        addr: 0xc050,
+        data: 0,
+        size: 2,
+        read: true,
+    };
+    for (i, w) in r.words(4097).into_iter().enumerate() {
+        p[4 + i].store(w, Ordering::Release);
+    }
+    let mut log = Log::default();
+    assert!(Page::new(&p).serve(1, &mem(), &mut log));
+    assert_eq!(log.0, vec![(Access::Port(0xc050), 2, None)]);
+    assert_eq!(Page::new(&p).vp_eport(1), 4097);
+    assert_eq!(p[5].load(Ordering::Acquire), 0x7788);
+    assert_eq!(state(&p, 1), u64::from(STATE_IORESP_READY));
 }
