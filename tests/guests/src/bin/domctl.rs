@@ -159,13 +159,13 @@ fn sleep_ms(ms: u64) {
 
 fn main(cmdline: &str) -> u32 {
     match arg(cmdline, "expect") {
-        Some("eperm") => eperm(),
+        Some("eperm") => eperm(cmdline),
         Some("control") => control(cmdline),
         other => fail!("expect= must be eperm or control, not {other:?}"),
     }
 }
 
-fn eperm() -> u32 {
+fn eperm(cmdline: &str) -> u32 {
     let mut c = Checks::new();
     let eperm = -errno::EPERM;
     let (r, _) = call(0, &Request::List { first: 0, max: 8 });
@@ -192,6 +192,26 @@ fn eperm() -> u32 {
     ] {
         let r = raw(address, length);
         c.check(r == eperm, format_args!("{what}: {r} (want -EPERM)"));
+    }
+    // Xen's dm_op (41) is the control domain's too: create_ioreq_server for
+    // the control domain and for itself is refused (-EPERM with Xen's
+    // interface, `dm_op=eperm`; -ENOSYS without it).
+    let want = if arg(cmdline, "dm_op") == Some("eperm") {
+        eperm
+    } else {
+        -errno::ENOSYS
+    };
+    let op = [1u64, 0, 0, 0, 0];
+    let buf = [op.as_ptr() as u64, 40];
+    for domid in [0u64, 1, 2] {
+        // SAFETY: the buffers above are valid for the hypervisor to read.
+        let r = unsafe { hc::hypercall3(41, domid, 1, buf.as_ptr() as u64) };
+        c.check(
+            r == want,
+            format_args!(
+                "dm_op create_ioreq_server for d{domid} from an ordinary domain: {r} (want {want})"
+            ),
+        );
     }
     c.finish()
 }
