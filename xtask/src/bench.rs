@@ -59,7 +59,15 @@
 //! `switch` (`context_switch_ticks`), `wakeup` (`wakeup_latency_ticks`,
 //! `wakeup_latency_us`), `console` (the `console_flood_*` figures), `linux`
 //! (the `linux_boot_*` figures), `linux-qemu` (the `linux_qemu_*`
-//! figures), `dom0` (the control domain's figures); all by default.
+//! figures), `dom0` (the control domain's figures), `io` (a guest's virtio
+//! disk and network through dom0's device model); all by default.
+//!
+//! The `io` group (docs/toolstack.md, "Measured") runs `xtask/bench/io.toml`
+//! under QEMU/SVM (`-icount shift=0,sleep=off`: KiB per second of virtual
+//! time): dom0 reads a 32 MiB file (`io_blk_dom0_kib_s`), a VM made by
+//! `basalt create` reads the same file as its read-only virtio disk
+//! (`io_blk_guest_kib_s`; `io_blk_read_ratio`, goal at least 0.5) and sends
+//! 16 MiB to dom0 over TCP through virtio-net (`io_net_guest_to_dom0_kib_s`).
 //!
 //! The `dom0` group (docs/control-domain.md, "Measured"), Bochs VT-x with
 //! one CPU, where a TSC tick is an instruction: `dom0_boot_ticks` (Basalt's
@@ -100,7 +108,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The groups of figures `cargo xtask bench [GROUP]...` can pick.
-pub const GROUPS: [&str; 7] = [
+pub const GROUPS: [&str; 8] = [
     "exits",
     "switch",
     "wakeup",
@@ -108,6 +116,7 @@ pub const GROUPS: [&str; 7] = [
     "linux",
     "linux-qemu",
     "dom0",
+    "io",
 ];
 
 /// Where the exit round trips are measured, side by side: an emulator
@@ -1068,6 +1077,15 @@ pub fn bench(groups: &[String]) -> Result {
             }
         }
     }
+    if wanted("io") {
+        match io() {
+            Ok(figures) => figures.iter().for_each(|f| println!("{f}")),
+            Err(e) => {
+                eprintln!("    {e}");
+                failed.push("io@qemu-svm".into());
+            }
+        }
+    }
     let mut problems = Vec::new();
     if !missing.is_empty() {
         problems.push(format!(
@@ -1086,6 +1104,50 @@ pub fn bench(groups: &[String]) -> Result {
     } else {
         Err(problems.join("; "))
     }
+}
+
+/// The `io` group's run (issue 15): a VM with a virtio disk and network
+/// interface through dom0's toolstack and `basalt-dm`, under QEMU/SVM.
+const IO_SCENARIO: &str = include_str!("../bench/io.toml");
+
+/// Runs [`IO_SCENARIO`]; its figures as `name@qemu-svm=value` lines, with
+/// the guest's disk throughput over dom0's own read of the same file.
+fn io() -> Result<Vec<String>> {
+    let scenario = Scenario::parse(IO_SCENARIO)?;
+    let results = crate::test::run_all(&[scenario], 1)?;
+    let Some((_, outcome)) = results.first() else {
+        return Err("bench-io did not run".into());
+    };
+    if !outcome.passed {
+        return Err(format!(
+            "{}: {} (serial log {})",
+            outcome.name,
+            outcome.detail,
+            outcome.serial_log.display()
+        ));
+    }
+    let log =
+        basalt_tests::matcher::normalise(&std::fs::read(&outcome.serial_log).unwrap_or_default());
+    io_figures(&log)
+}
+
+/// The `io` figures from the run's `log` (KiB/s; the ratio to 3 places).
+fn io_figures(log: &str) -> Result<Vec<String>> {
+    let get = |name: &str| {
+        figure(log, &format!("BASALT-FIGURE: {name}="), "=")
+            .ok_or_else(|| format!("bench-io printed no {name}"))
+    };
+    let (guest, dom0) = (get("io_blk_guest_kib_s")?, get("io_blk_dom0_kib_s")?);
+    let net = get("io_net_guest_to_dom0_kib_s")?;
+    Ok(vec![
+        format!("io_blk_guest_kib_s@qemu-svm={guest}"),
+        format!("io_blk_dom0_kib_s@qemu-svm={dom0}"),
+        format!(
+            "io_blk_read_ratio@qemu-svm={:.3} (goal >= 0.5)",
+            guest as f64 / dom0.max(1) as f64
+        ),
+        format!("io_net_guest_to_dom0_kib_s@qemu-svm={net}"),
+    ])
 }
 
 /// The groups measured on every [`TARGETS`] entry.
@@ -1309,6 +1371,21 @@ mod tests {
         );
         assert_eq!(TARGETS[0].suffix(), "");
         assert_eq!(TARGETS[2].suffix(), "@qemu-svm");
+    }
+
+    #[test]
+    fn io_figures_are_read_and_the_ratio_computed() {
+        let log = "(d1) BASALT-FIGURE: io_blk_guest_kib_s=20000\nBASALT-FIGURE: io_blk_dom0_kib_s=80000\n(d1) BASALT-FIGURE: io_net_guest_to_dom0_kib_s=5000\n";
+        let f = io_figures(log).expect("figures");
+        assert_eq!(f[2], "io_blk_read_ratio@qemu-svm=0.250 (goal >= 0.5)");
+        assert_eq!(f[3], "io_net_guest_to_dom0_kib_s@qemu-svm=5000");
+        assert!(io_figures("BASALT-FIGURE: io_blk_dom0_kib_s=1\n").is_err());
+    }
+
+    #[test]
+    fn the_io_run_parses() {
+        let s = Scenario::parse(IO_SCENARIO).expect("bench/io.toml");
+        assert_eq!(s.name, "bench-io@qemu-svm");
     }
 
     #[test]

@@ -38,8 +38,9 @@ commands:
                             ends with 'N passed, N failed'
   bench [GROUP]...          VM-exit costs in instructions on VT-x (Bochs) and SVM (Bochs ryzen,
                             QEMU -icount shift=0) side by side, and Linux's boot as a guest
-                            against bare (Bochs; QEMU/SVM); groups: exits, switch, wakeup,
-                            console, linux, linux-qemu (all by default)
+                            against bare (Bochs; QEMU/SVM), a guest's virtio disk and network
+                            through dom0 (QEMU/SVM); groups: exits, switch, wakeup, console,
+                            linux, linux-qemu, dom0, io (all by default)
   lint                      cargo fmt --check, the layer rule and cargo clippy -D warnings
   linux-assets              make the Linux guest test assets (target/linux/) and print their paths
   dom0                      make dom0's boot files (target/dom0/: initramfs with busybox, Xen,

@@ -32,6 +32,8 @@ fn ready(name: &str, sectors: u64, readonly: bool) -> (std::path::PathBuf, Drive
 fn reads_writes_flushes_and_ids_like_linux() {
     let (p, mut d) = ready("rw", 64, false);
     assert_eq!(d.device_cfg(0, 8), 64, "capacity in sectors");
+    assert_eq!(d.offer() & 1 << 2, 1 << 2, "SEG_MAX offered");
+    assert_eq!(d.device_cfg(12, 4), 254, "seg_max");
     // Read sectors 3-4 into two data buffers.
     header(&d, VIRTIO_BLK_T_IN, 3);
     let head = d.submit(&[

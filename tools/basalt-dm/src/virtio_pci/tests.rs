@@ -313,7 +313,7 @@ fn negotiation_requires_version_1_and_a_subset() {
     // Features are fixed once accepted.
     d.wr(c + 8, 4, 0);
     d.wr(c + 0xc, 4, 0);
-    assert_eq!(d.rd(c + 0xc, 4), 1 << 9);
+    assert_eq!(d.rd(c + 0xc, 4), 1 << 9 | 1 << 2, "FLUSH and SEG_MAX");
     std::fs::remove_file(p).ok();
 }
 
