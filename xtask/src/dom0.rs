@@ -9,7 +9,8 @@
 //!   their `.modinfo` names: Xen's (`xen-privcmd`, `xen-evtchn`,
 //!   `xen-gntdev`, `xenfs`), disk (`ahci`, `ata_piix`, `sd_mod`, `ext4` and
 //!   the `crc32c_generic` its soft dependency names, `virtio_blk`, `nvme`) and network (`e1000`, `e1000e`, `virtio_net`,
-//!   `virtio_pci`; `tun` and `bridge` for guests' taps); a `modules.dep`
+//!   `virtio_pci`; `tun` and `bridge` for guests' taps) and the ACPI power
+//!   button's (`button`, `evdev`: for guests' initrds); a `modules.dep`
 //!   so that `modprobe` works in the shell;
 //! - the `basalt` command, built statically (`x86_64-unknown-linux-musl`
 //!   when the toolchain has it, else glibc with `+crt-static`), at
@@ -68,6 +69,10 @@ pub const MODULES: &[(&str, &[&str])] = &[
     // `tun` and `bridge`: guests' networks (basalt-dm's taps on basalt0,
     // [`NET_UP`]).
     ("net", &["e1000", "e1000e", "virtio_net", "tun", "bridge"]),
+    // The ACPI power button and its input events: shipped for the guests'
+    // initrds made in dom0 (`basalt shutdown`, docs/toolstack.md; scenario
+    // qemu-dom0-shutdown); loaded here too, harmlessly.
+    ("acpi", &["button", "evdev"]),
 ];
 
 /// Where the basalt command goes in the initramfs.
