@@ -4,7 +4,8 @@ use crate::iso::{self, IsoSpec, Loader, ModuleArg};
 use crate::packages;
 use crate::util::{self, Result};
 use basalt_tests::console::{self, Pty, SerialBuffer, Waited};
-use basalt_tests::emulator::{self, Emulator, Machine, Serial};
+use basalt_tests::emulator::{self, Devices, Emulator, Machine, Serial};
+use basalt_tests::scenario::DiskSpec;
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{IsTerminal, Read, Write};
@@ -25,6 +26,9 @@ pub struct RunOptions {
     pub cmdline: String,
     /// Boot modules.
     pub modules: Vec<ModuleArg>,
+    /// A disk made for the run (its assets are module paths), the first
+    /// IDE disk: dom0's `/dev/sda` (QEMU and KVM only).
+    pub disk: Option<DiskSpec>,
 }
 
 /// The signal that ended the run, 0 while none has; `SIGINT` also for
@@ -60,7 +64,17 @@ pub fn run(options: &RunOptions) -> Result {
     if machine.firmware == emulator::Firmware::Ovmf {
         packages::ensure(packages::OVMF, "booting through UEFI (OVMF)")?;
     }
-    let built = crate::modules::build_for(options.modules.iter().map(|m| m.path.as_path()))?;
+    if options.disk.is_some() {
+        packages::ensure(packages::DISK_TOOLS, "making the run's disk")?;
+    }
+    let assets = options.disk.iter().flat_map(|d| d.assets.values());
+    let built = crate::modules::build_for(
+        options
+            .modules
+            .iter()
+            .map(|m| m.path.as_path())
+            .chain(assets.map(|p| p.as_path())),
+    )?;
     let kernel = crate::kernel::build()?;
     let modules = crate::modules::module_args(
         options
@@ -84,6 +98,19 @@ pub fn run(options: &RunOptions) -> Result {
             &image,
         )
     })?;
+    let disk = dir.join("disk.img");
+    if let Some(spec) = &options.disk {
+        if machine.emulator == Emulator::Bochs {
+            return Err("the run's disk is attached under QEMU or KVM only, not Bochs".into());
+        }
+        let mut spec = spec.clone();
+        for asset in spec.assets.values_mut() {
+            *asset = crate::modules::resolve(asset, &built);
+        }
+        util::step("making the run's disk (dom0's /dev/sda)", || {
+            basalt_tests::devices::make_disk(&spec, &disk)
+        })?;
+    }
     eprintln!(
         "==> booting under {} (CPU {}, {} CPUs, {} MiB); Ctrl-C ends the run",
         machine.emulator.name(),
@@ -94,7 +121,13 @@ pub fn run(options: &RunOptions) -> Result {
         machine.cpus,
         machine.memory_mib
     );
-    if !options.modules.is_empty() && machine.emulator != Emulator::Bochs {
+    if options.disk.is_some() {
+        eprintln!(
+            "==> at the monitor's `basalt> ` prompt, Ctrl-A three times gives the console to \
+             dom0 (`dom0# `), whose last lines say how to start the example VM; three more \
+             back to the monitor; `poweroff -f` in dom0 ends the run"
+        );
+    } else if !options.modules.is_empty() && machine.emulator != Emulator::Bochs {
         eprintln!(
             "==> at the monitor's `basalt> ` prompt, Ctrl-A three times gives the console to \
              domain 1 (a Linux guest's shell: `linux# `), three more back to the monitor"
@@ -110,6 +143,10 @@ pub fn run(options: &RunOptions) -> Result {
         _ => {
             catch_signals(&[libc::SIGINT]);
             let mut cmd = emulator::command(&machine, &image, Serial::Stdio, None);
+            cmd.args(emulator::qemu_device_args(&Devices {
+                disk: options.disk.as_ref().map(|_| disk.as_path()),
+                network: false,
+            }));
             cmd.stderr(Stdio::piped());
             let mut child = cmd.spawn().map_err(|e| format!("cannot start QEMU: {e}"))?;
             let filter = child
