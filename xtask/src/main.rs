@@ -156,11 +156,6 @@ fn cmd_iso(args: &mut Args) -> Result {
 /// Bochs' instruction rate for runs with a Debian kernel (`linux:` modules).
 const LINUX_IPS: u64 = 50_000_000;
 
-/// What `cargo xtask run` boots under QEMU or KVM when no `--module` is
-/// given: this scenario's machine (dom0, its disk with the example VM; its
-/// steps are README.md's walkthrough, so that CI runs what users meet).
-const RUN_EXAMPLE: &str = "tests/scenarios/qemu-run-example.toml";
-
 /// The guest `cargo xtask run --emulator bochs` boots when no `--module` is
 /// given (dom0 takes minutes under Bochs): Debian's kernel through its PVH
 /// entry with the busybox initramfs, as in
@@ -234,11 +229,7 @@ fn cmd_run(args: &mut Args) -> Result {
             modules.push(iso::ModuleArg::parse(&format!("{path} {args}"))?);
         }
     } else if modules.is_empty() && !no_guest {
-        let file = util::root().join(RUN_EXAMPLE);
-        let example = std::fs::read_to_string(&file)
-            .map_err(|e| e.to_string())
-            .and_then(|text| basalt_tests::Scenario::parse(&text))
-            .map_err(|e| format!("{}: {e}", file.display()))?;
+        let example = run::example()?;
         let example_machine = example.machine()?;
         if machine.cpus == 0 {
             machine.cpus = example_machine.cpus;

@@ -31,6 +31,21 @@ pub struct RunOptions {
     pub disk: Option<DiskSpec>,
 }
 
+/// What `cargo xtask run` boots under QEMU or KVM when no `--module` is
+/// given: this scenario's machine (dom0, its disk with the example VM; its
+/// steps are README.md's walkthrough, so that CI runs what users meet).
+const EXAMPLE: &str = "tests/scenarios/qemu-run-example.toml";
+
+/// The scenario [`EXAMPLE`]: its modules, command line, CPUs, memory and
+/// disk are `run`'s default machine.
+pub fn example() -> Result<basalt_tests::Scenario> {
+    let file = util::root().join(EXAMPLE);
+    std::fs::read_to_string(&file)
+        .map_err(|e| e.to_string())
+        .and_then(|text| basalt_tests::Scenario::parse(&text))
+        .map_err(|e| format!("{}: {e}", file.display()))
+}
+
 /// The signal that ended the run, 0 while none has; `SIGINT` also for
 /// Ctrl-C typed on a terminal in raw mode.
 static STOPPED_BY: AtomicI32 = AtomicI32::new(0);
@@ -467,5 +482,40 @@ fn restore_stdin() {
     };
     if let Some(mode) = saved {
         let _ = console::set_terminal_mode(std::io::stdin(), &mode);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_default_machine_is_dom0_with_the_example_on_its_disk() {
+        let example = super::example().expect("the example scenario parses");
+        let paths: Vec<String> = example
+            .modules
+            .iter()
+            .map(|m| m.path.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(paths, ["linux:vmlinux", "dom0:initrd"]);
+        assert!(example.modules[0].args.contains("role=control"));
+        assert!(example.modules[0].args.contains(" dom0.disk"));
+        let disk = example.disk.expect("a disk for dom0");
+        for file in ["rc.sh", "example/example.toml", "example/init"] {
+            assert!(disk.files.contains_key(file), "{file}");
+        }
+        assert!(disk.files["rc.sh"].contains("/etc/basalt/example.toml"));
+        // README's walkthrough is what the scenario types.
+        let sent: String = example
+            .steps
+            .iter()
+            .filter_map(|s| s.send.clone())
+            .collect();
+        for command in [
+            "basalt create /etc/basalt/example.toml\r",
+            "basalt console example\r",
+            "\u{1d}",
+            "basalt destroy example",
+        ] {
+            assert!(sent.contains(command), "{command:?}");
+        }
     }
 }
