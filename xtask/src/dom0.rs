@@ -30,7 +30,9 @@
 //!   ...`);
 //! - `/init`: mounts proc, sys, devtmpfs, loads the modules in dependency
 //!   order, mounts `xenfs` on `/proc/xen`, prints a `dom0: ...` line per
-//!   step, and starts a root shell on the console (`hvc0` with
+//!   step, with `dom0.disk` on the kernel's command line mounts `/dev/sda`
+//!   (ext4) on `/mnt` and runs `/mnt/rc.sh` if it has one (`cargo xtask
+//!   run`'s example VM, tests/scenarios/qemu-run-example.toml), and starts a root shell on the console (`hvc0` with
 //!   `console=hvc0`), prompt `dom0# `; its last line, `dom0: root shell on
 //!   CONSOLE at tsc=N`, carries the TSC read (`basalt tsc`) just before
 //!   the shell (`cargo xtask bench dom0`: dom0's boot).
@@ -641,6 +643,20 @@ if [ -c /dev/xen/privcmd ]; then
 else
     echo "dom0: no /dev/xen/privcmd: the basalt command cannot reach Basalt"
 fi
+# A disk for dom0 (`dom0.disk` on its command line: `cargo xtask run`'s
+# example, README.md): /dev/sda mounted on /mnt, its /mnt/rc.sh run.
+case " $(cat /proc/cmdline) " in
+*" dom0.disk "*)
+    n=0
+    while [ ! -b /dev/sda ] && [ $n -lt 50 ]; do sleep 0.2; n=$((n + 1)); done
+    if mount -t ext4 /dev/sda /mnt 2>/tmp/err; then
+        echo "dom0: /dev/sda mounted on /mnt"
+        [ -f /mnt/rc.sh ] && sh /mnt/rc.sh
+    else
+        echo "dom0: /dev/sda NOT mounted on /mnt: $(cat /tmp/err)"
+    fi
+    ;;
+esac
 # The TSC just before the prompt (`cargo xtask bench dom0`: dom0's boot).
 echo "dom0: root shell on $(cat /sys/class/tty/console/active 2>/dev/null || echo the console) at $(basalt tsc)"
 export PS1='dom0# '

@@ -30,8 +30,10 @@ commands:
   run  [--emulator qemu|bochs|kvm] [--cpu MODEL] [--smp N] [--mem SIZE] [--ips N] [--cmdline STR]
        [--module 'PATH ARGS']... [--no-guest] [--uefi]
                             boot Basalt with its serial console on this terminal (Ctrl-C ends it);
-                            without --module, Debian's kernel and a busybox shell as domain 1
-                            (--no-guest: none; --uefi: OVMF instead of SeaBIOS); CPU: QEMU EPYC (SVM), Bochs corei7_skylake_x
+                            without --module, dom0 (Ctrl-A three times: its shell) and an example
+                            VM it starts (tests/scenarios/qemu-run-example.toml; README.md), under
+                            Bochs Debian's kernel and a busybox shell as domain 1 (--no-guest:
+                            Basalt alone; --uefi: OVMF instead of SeaBIOS); CPU: QEMU EPYC (SVM), Bochs corei7_skylake_x
                             (VT-x; ryzen for SVM), KVM the host's (nested VT-x or SVM)
   test [--filter TEXT] [--jobs N] [--no-unit] [--no-boot]
                             host unit tests, then the boot scenarios in tests/scenarios/;
@@ -155,8 +157,9 @@ fn cmd_iso(args: &mut Args) -> Result {
 /// Bochs' instruction rate for runs with a Debian kernel (`linux:` modules).
 const LINUX_IPS: u64 = 50_000_000;
 
-/// The guest `cargo xtask run` boots when no `--module` is given: Debian's
-/// kernel through its PVH entry with the busybox initramfs, as in
+/// The guest `cargo xtask run --emulator bochs` boots when no `--module` is
+/// given (dom0 takes minutes under Bochs): Debian's kernel through its PVH
+/// entry with the busybox initramfs, as in
 /// `tests/scenarios/bochs-linux-shell.toml` (assets from xtask/src/linux.rs).
 const DEFAULT_GUEST: [(&str, &str); 2] = [
     ("linux:vmlinux", "name=linux memory=256M -- console=ttyS0"),
@@ -171,8 +174,8 @@ fn cmd_run(args: &mut Args) -> Result {
     let mut machine = Machine {
         emulator: Emulator::Qemu,
         cpu: None,
-        cpus: 1,
-        memory_mib: 512,
+        cpus: 0,
+        memory_mib: 0,
         ips: basalt_tests::emulator::BOCHS_IPS,
         firmware: Firmware::Bios,
         reboots: 0,
@@ -182,6 +185,7 @@ fn cmd_run(args: &mut Args) -> Result {
     let mut ips = None;
     let mut cpu = None;
     let mut no_guest = false;
+    let mut disk = None;
     while let Some(flag) = args.items.next() {
         match flag.as_str() {
             "--emulator" => machine.emulator = Emulator::parse(&args.value(&flag)?)?,
@@ -222,10 +226,33 @@ fn cmd_run(args: &mut Args) -> Result {
     if no_guest && !modules.is_empty() {
         return Err("--no-guest and --module contradict each other".into());
     }
-    if modules.is_empty() && !no_guest {
+    if modules.is_empty() && !no_guest && machine.emulator == Emulator::Bochs {
         for (path, args) in DEFAULT_GUEST {
             modules.push(iso::ModuleArg::parse(&format!("{path} {args}"))?);
         }
+    } else if modules.is_empty() && !no_guest {
+        let example = run::example()?;
+        let example_machine = example.machine()?;
+        if machine.cpus == 0 {
+            machine.cpus = example_machine.cpus;
+        }
+        if machine.memory_mib == 0 {
+            machine.memory_mib = example_machine.memory_mib;
+        }
+        if cmdline.is_empty() {
+            cmdline = example.cmdline.clone();
+        }
+        for m in &example.modules {
+            modules.push(iso::ModuleArg {
+                path: m.path.clone(),
+                args: m.args.clone(),
+            });
+        }
+        disk = example.disk;
+    }
+    machine.cpus = machine.cpus.max(1);
+    if machine.memory_mib == 0 {
+        machine.memory_mib = 512;
     }
     // The CPU model: as asked, else the emulator's choice for guests
     // (a String leaked once: the machine description is `Copy`).
@@ -255,6 +282,7 @@ fn cmd_run(args: &mut Args) -> Result {
         machine,
         cmdline,
         modules,
+        disk,
     })
 }
 

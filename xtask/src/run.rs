@@ -4,7 +4,8 @@ use crate::iso::{self, IsoSpec, Loader, ModuleArg};
 use crate::packages;
 use crate::util::{self, Result};
 use basalt_tests::console::{self, Pty, SerialBuffer, Waited};
-use basalt_tests::emulator::{self, Emulator, Machine, Serial};
+use basalt_tests::emulator::{self, Devices, Emulator, Machine, Serial};
+use basalt_tests::scenario::DiskSpec;
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{IsTerminal, Read, Write};
@@ -25,6 +26,24 @@ pub struct RunOptions {
     pub cmdline: String,
     /// Boot modules.
     pub modules: Vec<ModuleArg>,
+    /// A disk made for the run (its assets are module paths), the first
+    /// IDE disk: dom0's `/dev/sda` (QEMU and KVM only).
+    pub disk: Option<DiskSpec>,
+}
+
+/// What `cargo xtask run` boots under QEMU or KVM when no `--module` is
+/// given: this scenario's machine (dom0, its disk with the example VM; its
+/// steps are README.md's walkthrough, so that CI runs what users meet).
+const EXAMPLE: &str = "tests/scenarios/qemu-run-example.toml";
+
+/// The scenario [`EXAMPLE`]: its modules, command line, CPUs, memory and
+/// disk are `run`'s default machine.
+pub fn example() -> Result<basalt_tests::Scenario> {
+    let file = util::root().join(EXAMPLE);
+    std::fs::read_to_string(&file)
+        .map_err(|e| e.to_string())
+        .and_then(|text| basalt_tests::Scenario::parse(&text))
+        .map_err(|e| format!("{}: {e}", file.display()))
 }
 
 /// The signal that ended the run, 0 while none has; `SIGINT` also for
@@ -60,7 +79,17 @@ pub fn run(options: &RunOptions) -> Result {
     if machine.firmware == emulator::Firmware::Ovmf {
         packages::ensure(packages::OVMF, "booting through UEFI (OVMF)")?;
     }
-    let built = crate::modules::build_for(options.modules.iter().map(|m| m.path.as_path()))?;
+    if options.disk.is_some() {
+        packages::ensure(packages::DISK_TOOLS, "making the run's disk")?;
+    }
+    let assets = options.disk.iter().flat_map(|d| d.assets.values());
+    let built = crate::modules::build_for(
+        options
+            .modules
+            .iter()
+            .map(|m| m.path.as_path())
+            .chain(assets.map(|p| p.as_path())),
+    )?;
     let kernel = crate::kernel::build()?;
     let modules = crate::modules::module_args(
         options
@@ -84,6 +113,19 @@ pub fn run(options: &RunOptions) -> Result {
             &image,
         )
     })?;
+    let disk = dir.join("disk.img");
+    if let Some(spec) = &options.disk {
+        if machine.emulator == Emulator::Bochs {
+            return Err("the run's disk is attached under QEMU or KVM only, not Bochs".into());
+        }
+        let mut spec = spec.clone();
+        for asset in spec.assets.values_mut() {
+            *asset = crate::modules::resolve(asset, &built);
+        }
+        util::step("making the run's disk (dom0's /dev/sda)", || {
+            basalt_tests::devices::make_disk(&spec, &disk)
+        })?;
+    }
     eprintln!(
         "==> booting under {} (CPU {}, {} CPUs, {} MiB); Ctrl-C ends the run",
         machine.emulator.name(),
@@ -94,7 +136,13 @@ pub fn run(options: &RunOptions) -> Result {
         machine.cpus,
         machine.memory_mib
     );
-    if !options.modules.is_empty() && machine.emulator != Emulator::Bochs {
+    if options.disk.is_some() {
+        eprintln!(
+            "==> at the monitor's `basalt> ` prompt, Ctrl-A three times gives the console to \
+             dom0 (`dom0# `), whose last lines say how to start the example VM; three more \
+             back to the monitor; `poweroff -f` in dom0 ends the run"
+        );
+    } else if !options.modules.is_empty() && machine.emulator != Emulator::Bochs {
         eprintln!(
             "==> at the monitor's `basalt> ` prompt, Ctrl-A three times gives the console to \
              domain 1 (a Linux guest's shell: `linux# `), three more back to the monitor"
@@ -110,6 +158,10 @@ pub fn run(options: &RunOptions) -> Result {
         _ => {
             catch_signals(&[libc::SIGINT]);
             let mut cmd = emulator::command(&machine, &image, Serial::Stdio, None);
+            cmd.args(emulator::qemu_device_args(&Devices {
+                disk: options.disk.as_ref().map(|_| disk.as_path()),
+                network: false,
+            }));
             cmd.stderr(Stdio::piped());
             let mut child = cmd.spawn().map_err(|e| format!("cannot start QEMU: {e}"))?;
             let filter = child
@@ -430,5 +482,40 @@ fn restore_stdin() {
     };
     if let Some(mode) = saved {
         let _ = console::set_terminal_mode(std::io::stdin(), &mode);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_default_machine_is_dom0_with_the_example_on_its_disk() {
+        let example = super::example().expect("the example scenario parses");
+        let paths: Vec<String> = example
+            .modules
+            .iter()
+            .map(|m| m.path.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(paths, ["linux:vmlinux", "dom0:initrd"]);
+        assert!(example.modules[0].args.contains("role=control"));
+        assert!(example.modules[0].args.contains(" dom0.disk"));
+        let disk = example.disk.expect("a disk for dom0");
+        for file in ["rc.sh", "example/example.toml", "example/init"] {
+            assert!(disk.files.contains_key(file), "{file}");
+        }
+        assert!(disk.files["rc.sh"].contains("/etc/basalt/example.toml"));
+        // README's walkthrough is what the scenario types.
+        let sent: String = example
+            .steps
+            .iter()
+            .filter_map(|s| s.send.clone())
+            .collect();
+        for command in [
+            "basalt create /etc/basalt/example.toml\r",
+            "basalt console example\r",
+            "\u{1d}",
+            "basalt destroy example",
+        ] {
+            assert!(sent.contains(command), "{command:?}");
+        }
     }
 }
