@@ -222,16 +222,6 @@ impl Domain {
     fn release(&self, reason: EndReason) -> Remains {
         self.life.set_dead(reason);
         self.platform.console.end_line();
-        // Recorded before it leaves the list: domain control's getinfo
-        // always finds it, live or ended.
-        if !(reason == EndReason::Reboot && self.rebuilds()) {
-            ENDED.lock().push(Ended {
-                id: self.id,
-                name: self.name.clone(),
-                reason,
-                code: self.life.exit_code.load(Ordering::SeqCst),
-            });
-        }
         DOMAINS.lock().retain(|d| d.generation != self.generation);
         self.ram.take()
     }
@@ -239,7 +229,7 @@ impl Domain {
     /// Frees what [`Domain::vcpu_retired`] handed back. The caller promises
     /// that every CPU has flushed its EPT-derived translations since the
     /// domain's last vCPU left (`sched`'s EPT generation protocol). Then
-    /// it stops counting as live.
+    /// the end is recorded.
     pub fn reclaim(&self, remains: Remains, reason: EndReason) {
         let freed = remains.bytes();
         remains.free();
@@ -269,6 +259,14 @@ impl Domain {
             // run does not end in between.
             return;
         }
+        // Recorded once its memory is back: a toolstack that sees the end may
+        // reuse the memory (until then getinfo says ESRCH: gone, not yet ended).
+        ENDED.lock().push(Ended {
+            id: self.id,
+            name: self.name.clone(),
+            reason,
+            code,
+        });
         LIVE.fetch_sub(1, Ordering::SeqCst);
     }
 
